@@ -1,0 +1,151 @@
+"""Relational storage: SQLite when embedded, MySQL/MariaDB through PyMySQL in production.
+
+Each service owns its tables and its Alembic history (its own version table), so the three services can
+share one MySQL database or use separate ones. Migrations run on start, before the server listens.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import secrets
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+import sqlalchemy.dialects.mysql
+from alembic import command
+from alembic.config import Config
+from sqlalchemy.engine import URL, make_url
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+def sync_url(url: str) -> URL:
+    """The SQLAlchemy URL for a user-facing one: ``sqlite:///path`` or ``mysql+pymysql://...`` (utf8mb4)."""
+    parsed = make_url(url)
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        database = parsed.database or ""
+        if database and database != ":memory:":
+            Path(database).parent.mkdir(parents=True, exist_ok=True)
+        return parsed.set(drivername="sqlite")
+    if backend in ("mysql", "mariadb"):
+        query = dict(parsed.query)
+        query.setdefault("charset", "utf8mb4")
+        return parsed.set(drivername="mysql+pymysql", query=query)
+    raise ValueError(f"unsupported database URL scheme {parsed.drivername!r}: use sqlite:/// or mysql+pymysql://")
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    # WAL lets the services and the admin command read while one writes; busy_timeout waits out a writer.
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=5000")
+    cursor.close()
+
+
+def create_sync_engine(url: str, pool_size: int = 5) -> sa.Engine:
+    """An engine with connect, read and write timeouts and, for SQLite, the pragmas we rely on."""
+    target = sync_url(url)
+    if target.get_backend_name() == "sqlite":
+        engine = sa.create_engine(target, connect_args={"timeout": 5, "check_same_thread": False})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(
+        target,
+        pool_size=pool_size,
+        max_overflow=pool_size,
+        pool_recycle=3600,
+        pool_pre_ping=True,
+        pool_timeout=5,
+        connect_args={"connect_timeout": 5, "read_timeout": 30, "write_timeout": 30},
+    )
+
+
+def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
+    """Apply every Alembic revision in ``migrations_dir`` to the database at ``url``."""
+    engine = create_sync_engine(url)
+    try:
+        with engine.begin() as connection:
+            config = Config()
+            config.set_main_option("script_location", str(migrations_dir))
+            config.attributes["connection"] = connection
+            config.attributes["version_table"] = version_table
+            command.upgrade(config, "head")
+    finally:
+        engine.dispose()
+    log.info("migrations applied", extra={"version_table": version_table})
+
+
+class Database:
+    """A blocking SQLAlchemy engine driven from asyncio: SQLite inline, MySQL through a pool of worker threads.
+
+    Why not SQLAlchemy's asyncio extension: measured here, an ORM read through aiosqlite cost about 2 ms of
+    CPU per call against about 0.1 ms for the same Core read done directly (an ORM Session doubles that, so
+    stores use Core). PyMySQL releases the GIL while it waits on the network, so threads serve MySQL well.
+    Each unit of work runs in one transaction.
+    """
+
+    def __init__(self, url: str, workers: int = 8) -> None:
+        # SQLite work runs inline: a statement on a local file takes microseconds, readers never wait in WAL
+        # mode, and handing each one to a thread cost more than the statement (GIL hand-offs).
+        self._inline = sync_url(url).get_backend_name() == "sqlite"
+        self.engine = create_sync_engine(url, pool_size=1 if self._inline else workers)
+        self._executor = None if self._inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+
+    def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        with self.engine.begin() as connection:
+            return work(connection)
+
+    async def run(self, work: Callable[[sa.Connection], T]) -> T:
+        """Run ``work(connection)`` in one transaction (on a worker thread for MySQL): committed on return,
+        rolled back on error."""
+        if self._executor is None:
+            return self._transaction(work)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, work)
+
+    async def close(self) -> None:
+        if self._executor is not None:
+            await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
+        self.engine.dispose()
+
+
+class UtcDateTime(sa.TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (MySQL's DATETIME has no zone: we store UTC)."""
+
+    impl = sa.DateTime(timezone=False).with_variant(sa.dialects.mysql.DATETIME(fsp=6), "mysql")
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("timestamps must be timezone-aware")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utc_now() -> datetime:
+    """Now, in UTC, to the microsecond (what MySQL DATETIME(6) keeps)."""
+    return datetime.now(UTC)
+
+
+def new_id(prefix: str) -> str:
+    """A sortable, unguessable id: ``prefix_`` + milliseconds since the epoch + 40 random bits, in hex."""
+    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+
+
+async def open_database(url: str, migrations_dir: Path, version_table: str) -> Database:
+    """Apply a service's migrations (off the event loop), then open its asyncio engine."""
+    await asyncio.to_thread(migrate, url, migrations_dir, version_table)
+    return Database(url)

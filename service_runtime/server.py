@@ -1,0 +1,170 @@
+"""Server bootstrap shared by every service: grpc.aio server, health, reflection, limits, graceful stop."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import grpc
+from google.protobuf import descriptor_pool
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+from grpc_reflection.v1alpha import reflection
+
+from service_runtime.auth import CachingTokenVerifier, TokenVerifier
+from service_runtime.database import Database
+from service_runtime.interceptors import InterceptedServer, interceptor_chain
+from service_runtime.logs import configure_logging
+from service_runtime.remote_auth import RemoteTokenVerifier
+from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RegisteredService:
+    """A servicer and how to add it: ``add`` is the generated ``add_XServicer_to_server``."""
+
+    full_name: str
+    servicer: Any
+    add: Callable[[Any, Any], None]
+
+
+class MethodAwarePool:
+    """The default descriptor pool for reflection, also finding the file of a method symbol.
+
+    protobuf's upb pool does not resolve ``pkg.Service.Method`` in FindFileContainingSymbol, so
+    ``grpcurl describe pkg.Service.Method`` would fail; this falls back to the method's service.
+    """
+
+    def __init__(self, pool: descriptor_pool.DescriptorPool) -> None:
+        self._pool = pool
+
+    def FindFileContainingSymbol(self, symbol: str) -> Any:
+        try:
+            return self._pool.FindFileContainingSymbol(symbol)
+        except KeyError:
+            return self._pool.FindMethodByName(symbol).containing_service.file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._pool, name)
+
+
+@dataclass
+class ServiceHost:
+    """One service process: its gRPC server plus what must close when it stops."""
+
+    settings: Settings
+    services: Sequence[RegisteredService]
+    verifier: TokenVerifier
+    public_methods: Iterable[str] = ()
+    on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        limit = self.settings.max_message_bytes
+        self.server = grpc.aio.server(
+            options=[
+                ("grpc.max_receive_message_length", limit),
+                ("grpc.max_send_message_length", limit),
+                ("grpc.keepalive_time_ms", 30_000),
+                ("grpc.http2.max_pings_without_data", 0),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        self.health = HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        intercepted = InterceptedServer(self.server, interceptor_chain(self.verifier, self.public_methods))
+        for service in self.services:
+            service.add(service.servicer, intercepted)
+            if service.full_name not in intercepted.registered:
+                raise RuntimeError(f"{service.full_name} did not register its method handlers")
+        names = [s.full_name for s in self.services]
+        reflection.enable_server_reflection(
+            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+            self.server,
+            pool=MethodAwarePool(descriptor_pool.Default()),
+        )
+        self.port = 0
+        self._stopped = asyncio.Event()
+
+    async def start(self) -> int:
+        """Listen on ``settings.listen``, mark every service SERVING, and return the bound port."""
+        self.port = self.server.add_insecure_port(self.settings.listen)
+        if self.port == 0:
+            raise OSError(f"cannot listen on {self.settings.listen}")
+        await self.server.start()
+        for name in ("", *(s.full_name for s in self.services)):
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("serving", extra={"service": self.settings.service, "listen": self.settings.listen, "port": self.port})
+        return self.port
+
+    async def stop(self) -> None:
+        """NOT_SERVING first, wait ``drain_delay_s`` for balancers to notice, drain in-flight calls, close."""
+        if self._stopped.is_set():
+            return
+        self._stopped.set()
+        await self.health.enter_graceful_shutdown()
+        log.info("shutting down", extra={"service": self.settings.service})
+        if self.settings.drain_delay_s:
+            await asyncio.sleep(self.settings.drain_delay_s)
+        await self.server.stop(self.settings.shutdown_grace_s)
+        for close in reversed(self.on_stop):
+            await close()
+        log.info("stopped", extra={"service": self.settings.service})
+
+    async def serve_until_signal(self) -> None:
+        """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
+        await self.start()
+        loop = asyncio.get_running_loop()
+        requested = asyncio.Event()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, requested.set)
+        # Shielded: cancelling grpc's wait_for_termination cancels the server's own shutdown future, and
+        # the graceful stop below would then fail with CancelledError.
+        terminated = asyncio.shield(self.server.wait_for_termination())
+        waiters: set[asyncio.Future[Any]] = {asyncio.ensure_future(requested.wait()), terminated}
+        _, pending = await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        await self.stop()
+
+
+def run_service(
+    service: ServiceName, build: Callable[[Settings], Awaitable[ServiceHost]], argv: list[str] | None = None
+) -> int:
+    """The ``__main__`` of every service: parse ``--listen``, configure logs, serve until a signal."""
+    parser = argparse.ArgumentParser(prog=f"python -m services.{service}_svc")
+    parser.add_argument(
+        "--listen",
+        help=f"host:port to listen on (default: $MONITORS_{service.upper()}_LISTEN or {DEFAULT_LISTEN[service]})",
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env(service, listen=args.listen)
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+
+    async def serve() -> None:
+        host = await build(settings)
+        await host.serve_until_signal()
+
+    asyncio.run(serve())
+    return 0
+
+
+async def host_with_remote_auth(
+    settings: Settings, services: Sequence[RegisteredService], database: Database
+) -> ServiceHost:
+    """A host for a service that verifies callers through AccountService (alert, notify)."""
+    remote = RemoteTokenVerifier(settings.monitor_target, settings.rpc_timeout_s)
+    host = ServiceHost(settings, services, CachingTokenVerifier(remote, settings.auth_cache_ttl_s))
+    host.on_stop += [database.close, remote.close]
+    return host

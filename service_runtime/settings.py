@@ -1,0 +1,114 @@
+"""All settings, read from environment variables in one place.
+
+Every variable is optional; the defaults give the embedded mode (SQLite under ``MONITORS_DATA_DIR``,
+in-process cache, embedded time-series store, plaintext gRPC on loopback). The README lists them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ServiceName = Literal["monitor", "alert", "notify"]
+
+DEFAULT_LISTEN: Mapping[ServiceName, str] = {
+    "monitor": "127.0.0.1:50051",
+    "alert": "127.0.0.1:50052",
+    "notify": "127.0.0.1:50053",
+}
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be at least {minimum}, got {value}")
+    return value
+
+
+def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    value = env.get(name) or default
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Settings of one service process. Build with :meth:`from_env`."""
+
+    service: ServiceName
+    listen: str
+    data_dir: Path
+    database_url: str
+    redis_url: str
+    timeseries_url: str
+    monitor_target: str
+    log_level: str
+    log_format: str
+    max_message_bytes: int
+    shutdown_grace_s: float
+    drain_delay_s: float
+    rpc_timeout_s: float
+    auth_cache_ttl_s: float
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def embedded(self) -> bool:
+        """True when the relational store is the embedded SQLite file."""
+        return self.database_url.startswith("sqlite")
+
+    @classmethod
+    def from_env(
+        cls,
+        service: ServiceName,
+        env: Mapping[str, str] | None = None,
+        listen: str | None = None,
+    ) -> Settings:
+        """Read the settings of ``service`` from ``env`` (default ``os.environ``); ``listen`` overrides."""
+        env = os.environ if env is None else env
+        data_dir = Path(env.get("MONITORS_DATA_DIR") or "./.data").resolve()
+        listen_var = f"MONITORS_{service.upper()}_LISTEN"
+        database_url = env.get("MONITORS_DATABASE_URL") or f"sqlite:///{data_dir / (service + '.sqlite3')}"
+        timeseries_url = env.get("MONITORS_TIMESERIES_URL") or f"sqlite:///{data_dir / 'timeseries.sqlite3'}"
+        return cls(
+            service=service,
+            listen=listen or env.get(listen_var) or DEFAULT_LISTEN[service],
+            data_dir=data_dir,
+            database_url=database_url,
+            redis_url=env.get("MONITORS_REDIS_URL", ""),
+            timeseries_url=timeseries_url,
+            monitor_target=env.get("MONITORS_MONITOR_TARGET") or DEFAULT_LISTEN["monitor"],
+            log_level=_choice(env, "MONITORS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text")),
+            max_message_bytes=_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
+            shutdown_grace_s=_float(env, "MONITORS_SHUTDOWN_GRACE_S", 10.0),
+            drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", 0.0),
+            rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
+            auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
+        )

@@ -1,0 +1,1 @@
+"""The AlertService process: `python -m services.alert_svc`."""

@@ -1,0 +1,125 @@
+"""``make run``: the whole system on one machine, embedded (SQLite files under MONITORS_DATA_DIR).
+
+Starts the three service processes, waits until each answers its health check, prints where they are and
+what to try next, and on Ctrl-C (or SIGTERM) stops them all gracefully.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings
+
+SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
+    ("monitor", "services.monitor_svc", "monitors.v1.MonitorService, monitors.v1.AccountService"),
+    ("alert", "services.alert_svc", "monitors.v1.AlertService"),
+    ("notify", "services.notify_svc", "monitors.v1.NotificationService"),
+)
+STARTUP_DEADLINE_S = 60.0
+
+
+@dataclass
+class Child:
+    name: ServiceName
+    address: str
+    services: str
+    process: subprocess.Popen[bytes]
+
+
+def health_status(address: str, timeout_s: float = 1.0) -> str:
+    """The overall health of the server at ``address``: SERVING, NOT_SERVING, ... or UNREACHABLE."""
+    try:
+        with grpc.insecure_channel(address) as channel:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
+    except grpc.RpcError:
+        return "UNREACHABLE"
+
+
+def stop_all(children: list[Child], grace_s: float) -> None:
+    for child in children:
+        if child.process.poll() is None:
+            child.process.send_signal(signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    for child in children:
+        try:
+            child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
+        except subprocess.TimeoutExpired:
+            child.process.kill()
+            child.process.wait()
+
+
+def main() -> int:
+    env = dict(os.environ)
+    settings = Settings.from_env("monitor", env)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    children: list[Child] = []
+    stopping = False
+
+    def request_stop(_signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, request_stop)
+    signal.signal(signal.SIGTERM, request_stop)
+    for name, module, services in SERVICES:
+        address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
+        # Children ignore the terminal's Ctrl-C: this process stops them in order, with SIGTERM.
+        process = subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+        children.append(Child(name, address, services, process))
+
+    deadline = time.monotonic() + STARTUP_DEADLINE_S
+    pending = list(children)
+    while pending and not stopping:
+        for child in list(pending):
+            if child.process.poll() is not None:
+                print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
+                stop_all(children, settings.shutdown_grace_s + 5)
+                return 1
+            if health_status(child.address) == "SERVING":
+                pending.remove(child)
+        if pending and time.monotonic() > deadline:
+            print("services did not become healthy in time; stopping.", file=sys.stderr)
+            stop_all(children, settings.shutdown_grace_s + 5)
+            return 1
+        time.sleep(0.2)
+
+    if not stopping:
+        monitor = children[0].address
+        print("\nmonitors is running (embedded mode, data in " + str(settings.data_dir) + ")\n")
+        for child in children:
+            print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")
+        print(
+            "\nNext steps:\n"
+            "  1. Get an API key:\n"
+            "       .venv/bin/python -m services.admin create-api-key --email you@example.com\n"
+            "  2. Call the API with it (grpcurl is installed by `make test`, or use any gRPC client):\n"
+            f"       .venv/bin/grpcurl -plaintext {monitor} list\n"
+            '       .venv/bin/grpcurl -plaintext -H "authorization: Bearer $KEY" '
+            f"{monitor} monitors.v1.AccountService/GetCurrentUser\n"
+            "\nCtrl-C stops everything.\n",
+            flush=True,
+        )
+    while not stopping:
+        for child in children:
+            if child.process.poll() is not None:
+                print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
+                stopping = True
+        time.sleep(0.5)
+    print("stopping...", file=sys.stderr, flush=True)
+    stop_all(children, settings.shutdown_grace_s + 5)
+    failed = [c for c in children if c.process.returncode not in (0, -signal.SIGTERM)]
+    print("stopped." if not failed else f"stopped; {', '.join(c.name for c in failed)} exited with an error.")
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

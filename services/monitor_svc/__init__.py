@@ -1,0 +1,1 @@
+"""The MonitorService process (it also serves AccountService): `python -m services.monitor_svc`."""

@@ -1,0 +1,1 @@
+"""The NotificationService process: `python -m services.notify_svc`."""

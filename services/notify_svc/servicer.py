@@ -1,0 +1,8 @@
+"""NotificationService servicer. The contract is complete; behaviour arrives with its own issue, and until then every
+RPC answers UNIMPLEMENTED (the generated base class), through the same auth and error chain as the rest."""
+
+from monitors.v1 import notification_service_pb2_grpc
+
+
+class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServiceServicer):
+    """Translates NotificationService requests to the domain and back."""
