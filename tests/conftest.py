@@ -1,0 +1,84 @@
+"""Fixtures: throwaway real servers (MariaDB, Redis, InfluxDB, our three services) on free loopback ports.
+
+Storage-facing tests take ``database_url`` or ``key_value_store``, which run each test twice: embedded
+(SQLite file, in-process store) and production (a fresh database on the harness's MariaDB, its Redis).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+
+from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.services import REPO, Stack
+
+TEMPLATE_CACHE = REPO / ".cache" / "mariadb-template"
+_database_names = itertools.count()
+
+
+@pytest.fixture(scope="session")
+def mariadb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[MariaDBServer]:
+    """A real mariadbd for the whole session (template data dir made once per machine, copied here)."""
+    with MariaDBServer(tmp_path_factory.mktemp("mariadb"), TEMPLATE_CACHE) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def redis_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RedisServer]:
+    with RedisServer(tmp_path_factory.mktemp("redis")) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def influxdb(tmp_path_factory: pytest.TempPathFactory) -> Iterator[InfluxDBServer]:
+    with InfluxDBServer(tmp_path_factory.mktemp("influxdb")) as server:
+        yield server
+
+
+@pytest.fixture(params=["embedded", "production"])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database: a SQLite file, or a fresh database on the harness's MariaDB."""
+    if request.param == "embedded":
+        return f"sqlite:///{tmp_path / 'test.sqlite3'}"
+    server: MariaDBServer = request.getfixturevalue("mariadb")
+    return server.create_database(f"test_{next(_database_names)}")
+
+
+@pytest.fixture(params=["embedded", "production"])
+async def key_value_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
+    """The in-process store, or Redis on the harness's redis-server (a fresh key prefix per test)."""
+    store: KeyValueStore
+    if request.param == "embedded":
+        store = InProcessStore()
+    else:
+        server: RedisServer = request.getfixturevalue("redis_server")
+        store = RedisStore(server.url, prefix=f"test{next(_database_names)}:")
+    yield store
+    await store.close()
+
+
+@pytest.fixture(scope="session")
+def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The three services, embedded: SQLite files and in-process stores in a temp data dir."""
+    with Stack(tmp_path_factory.mktemp("embedded"), {}) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def production_stack(
+    tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDBServer, redis_server: RedisServer
+) -> Iterator[Stack]:
+    """The three services on MariaDB and Redis, as in production."""
+    env = {"MONITORS_DATABASE_URL": mariadb.create_database("stack"), "MONITORS_REDIS_URL": redis_server.url}
+    with Stack(tmp_path_factory.mktemp("production"), env) as stack:
+        yield stack
+
+
+@pytest.fixture(params=["embedded", "production"], scope="session")
+def stack(request: pytest.FixtureRequest) -> Stack:
+    """Each of the two stacks in turn."""
+    return request.getfixturevalue(f"{request.param}_stack")  # type: ignore[no-any-return]

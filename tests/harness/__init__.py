@@ -1,0 +1,1 @@
+"""Test harness: throwaway real servers and our services as real processes."""

@@ -1,0 +1,101 @@
+"""The operator command and the `make run` launcher, as a user runs them."""
+
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2
+
+from monitors.v1 import account_service_pb2, account_service_pb2_grpc
+from tests.harness.external import MariaDBServer
+from tests.harness.services import REPO, free_port, health, python_env
+
+
+def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "services.admin", *args], env=env, cwd=REPO, capture_output=True, text=True, timeout=60
+    )
+
+
+def test_create_api_key_prints_only_the_key_on_a_fresh_data_dir(tmp_path: Path) -> None:
+    env = python_env({"MONITORS_DATA_DIR": str(tmp_path / "fresh")})
+    result = admin(env, "create-api-key", "--email", "Ops@Example.com")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.count("\n") == 1
+    assert result.stdout.startswith("mk_")
+    assert "ops@example.com" in result.stderr
+    assert (tmp_path / "fresh" / "monitor.sqlite3").exists()
+
+
+def test_create_api_key_on_mariadb(mariadb: MariaDBServer, tmp_path: Path) -> None:
+    env = python_env({"MONITORS_DATA_DIR": str(tmp_path), "MONITORS_DATABASE_URL": mariadb.create_database("admin")})
+    first = admin(env, "create-api-key", "--email", "ops@example.com")
+    second = admin(env, "create-api-key", "--email", "ops@example.com", "--name", "second")
+    assert first.returncode == second.returncode == 0
+    assert first.stdout != second.stdout
+
+
+def test_bad_email_is_a_clear_error(tmp_path: Path) -> None:
+    result = admin(python_env({"MONITORS_DATA_DIR": str(tmp_path)}), "create-api-key", "--email", "not-an-address")
+    assert result.returncode == 2
+    assert "email: is not a valid email address" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_local_stack_starts_three_healthy_services_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("monitor", "alert", "notify")}
+    env = python_env(
+        {
+            "MONITORS_DATA_DIR": str(tmp_path / "data"),
+            "MONITORS_MONITOR_TARGET": f"127.0.0.1:{ports['monitor']}",
+            **{f"MONITORS_{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
+        }
+    )
+    launcher = subprocess.Popen(
+        [sys.executable, "-m", "services.local_stack"],
+        env=env,
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert launcher.stdout is not None
+    output: list[str] = []
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = launcher.stdout.readline()
+        if not line:
+            break
+        output.append(line)
+        if "Ctrl-C stops everything" in line:
+            break
+    text = "".join(output)
+    assert "monitors is running" in text, text
+    for port in ports.values():
+        assert f"127.0.0.1:{port}" in text
+        assert health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
+    assert "create-api-key" in text
+    assert "grpcurl" in text
+
+    key = admin(env, "create-api-key", "--email", "me@example.com").stdout.strip()
+    with grpc.insecure_channel(f"127.0.0.1:{ports['monitor']}") as channel:
+        reply = account_service_pb2_grpc.AccountServiceStub(channel).GetCurrentUser(
+            account_service_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=5
+        )
+    assert reply.user.email == "me@example.com"
+
+    launcher.send_signal(signal.SIGINT)
+    rest, _ = launcher.communicate(timeout=60)
+    assert launcher.returncode == 0, text + rest
+    assert "stopped." in rest
+    for port in ports.values():
+        try:
+            health(f"127.0.0.1:{port}", timeout_s=0.5)
+            raise AssertionError(f"port {port} still answers after the launcher stopped")
+        except grpc.RpcError:
+            pass

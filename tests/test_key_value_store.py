@@ -1,0 +1,44 @@
+"""The key-value port behaves the same in-process and on Redis."""
+
+from __future__ import annotations
+
+import asyncio
+
+from service_runtime.cache import KeyValueStore
+
+
+async def test_set_get_delete(key_value_store: KeyValueStore) -> None:
+    assert await key_value_store.get("a") is None
+    assert await key_value_store.set("a", "1")
+    assert await key_value_store.get("a") == "1"
+    await key_value_store.delete("a")
+    assert await key_value_store.get("a") is None
+
+
+async def test_only_if_absent_keeps_the_first_value(key_value_store: KeyValueStore) -> None:
+    assert await key_value_store.set("lock", "first", 10, only_if_absent=True)
+    assert not await key_value_store.set("lock", "second", 10, only_if_absent=True)
+    assert await key_value_store.get("lock") == "first"
+
+
+async def test_values_expire(key_value_store: KeyValueStore) -> None:
+    await key_value_store.set("short", "x", ttl_s=0.2)
+    assert await key_value_store.get("short") == "x"
+    await asyncio.sleep(0.4)
+    assert await key_value_store.get("short") is None
+
+
+async def test_incr_counts_and_the_window_expires_from_the_first_hit(key_value_store: KeyValueStore) -> None:
+    counts = [await key_value_store.incr("hits", ttl_s=0.5) for _ in range(3)]
+    assert counts == [1, 2, 3]
+    await asyncio.sleep(0.7)
+    assert await key_value_store.incr("hits", ttl_s=0.5) == 1
+
+
+async def test_concurrent_increments_are_not_lost(key_value_store: KeyValueStore) -> None:
+    await asyncio.gather(*(key_value_store.incr("n") for _ in range(50)))
+    assert await key_value_store.get("n") == "50"
+
+
+async def test_ping(key_value_store: KeyValueStore) -> None:
+    await key_value_store.ping()
