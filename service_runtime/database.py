@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -140,9 +141,21 @@ def utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+_id_lock = threading.Lock()
+_last_id_value = 0
+
+
 def new_id(prefix: str) -> str:
-    """A sortable, unguessable id: ``prefix_`` + milliseconds since the epoch + 40 random bits, in hex."""
-    return f"{prefix}_{int(time.time() * 1000):012x}{secrets.token_hex(5)}"
+    """A sortable id: ``prefix_`` + milliseconds since the epoch + 40 random bits, in hex.
+
+    Ids made by one process increase strictly (within a millisecond the next is the last plus one, as
+    ULID's monotonic mode does), so ordering by id is creation order and pages by id never skip.
+    """
+    global _last_id_value
+    with _id_lock:
+        value = max((int(time.time() * 1000) << 40) | secrets.randbits(40), _last_id_value + 1)
+        _last_id_value = value
+    return f"{prefix}_{value:022x}"
 
 
 async def open_database(url: str, migrations_dir: Path, version_table: str) -> Database:

@@ -120,7 +120,7 @@ class AccountServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListApiKeys(self, request, context):
-        """Lists the caller's API keys (prefix only), newest first. Returns INVALID_ARGUMENT for a negative
+        """Lists the caller's API keys (prefix only), oldest first. Returns INVALID_ARGUMENT for a negative
         page_size or a malformed page_token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

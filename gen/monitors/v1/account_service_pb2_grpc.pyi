@@ -54,7 +54,7 @@ class AccountServiceStub:
     a display name over 100 characters or an expire_time in the past.
     """
     ListApiKeys: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.ListApiKeysRequest, _account_service_pb2.ListApiKeysResponse]
-    """Lists the caller's API keys (prefix only), newest first. Returns INVALID_ARGUMENT for a negative
+    """Lists the caller's API keys (prefix only), oldest first. Returns INVALID_ARGUMENT for a negative
     page_size or a malformed page_token.
     """
     DeleteApiKey: _grpc.UnaryUnaryMultiCallable[_account_service_pb2.DeleteApiKeyRequest, _account_service_pb2.DeleteApiKeyResponse]
@@ -88,7 +88,7 @@ class AccountServiceAsyncStub(AccountServiceStub):
     a display name over 100 characters or an expire_time in the past.
     """
     ListApiKeys: _aio.UnaryUnaryMultiCallable[_account_service_pb2.ListApiKeysRequest, _account_service_pb2.ListApiKeysResponse]  # type: ignore[assignment]
-    """Lists the caller's API keys (prefix only), newest first. Returns INVALID_ARGUMENT for a negative
+    """Lists the caller's API keys (prefix only), oldest first. Returns INVALID_ARGUMENT for a negative
     page_size or a malformed page_token.
     """
     DeleteApiKey: _aio.UnaryUnaryMultiCallable[_account_service_pb2.DeleteApiKeyRequest, _account_service_pb2.DeleteApiKeyResponse]  # type: ignore[assignment]
@@ -155,7 +155,7 @@ class AccountServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _account_service_pb2.ListApiKeysRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_account_service_pb2.ListApiKeysResponse, _abc.Awaitable[_account_service_pb2.ListApiKeysResponse]]:
-        """Lists the caller's API keys (prefix only), newest first. Returns INVALID_ARGUMENT for a negative
+        """Lists the caller's API keys (prefix only), oldest first. Returns INVALID_ARGUMENT for a negative
         page_size or a malformed page_token.
         """
 
