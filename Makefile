@@ -59,7 +59,7 @@ lint: $(STAMP_DEV) $(STAMP_NODE) ## ruff (lint + format check), mypy strict, buf
 test: $(STAMP_DEV) $(STAMP_NODE) system-packages lint ## Install what the tests need, lint, run the whole suite.
 	$(PY) -m pytest
 
-bench: $(STAMP_DEV) ## Run the benchmarks; figures go to bench/results/*.json.
+bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/results/*.json.
 	$(PY) -m bench.grpc_bench
 
 clean: ## Remove the virtualenv, node_modules and local data.

@@ -101,19 +101,31 @@ class Database:
         self._inline = sync_url(url).get_backend_name() == "sqlite"
         self.engine = create_sync_engine(url, pool_size=1 if self._inline else workers)
         self._executor = None if self._inline else ThreadPoolExecutor(max_workers=workers, thread_name_prefix="db")
+        self._connection: sa.Connection | None = None
 
     def _transaction(self, work: Callable[[sa.Connection], T]) -> T:
         with self.engine.begin() as connection:
             return work(connection)
 
+    def _inline_transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        # Inline work never overlaps (it runs on the event loop without awaiting), so one connection held
+        # open serves it all, saving a pool checkout and return per call.
+        if self._connection is None:
+            self._connection = self.engine.connect()
+        with self._connection.begin():
+            return work(self._connection)
+
     async def run(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(connection)`` in one transaction (on a worker thread for MySQL): committed on return,
         rolled back on error."""
         if self._executor is None:
-            return self._transaction(work)
+            return self._inline_transaction(work)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, work)
 
     async def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
         if self._executor is not None:
             await asyncio.get_running_loop().run_in_executor(None, self._executor.shutdown)
         self.engine.dispose()
