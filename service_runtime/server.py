@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -66,6 +66,8 @@ class ServiceHost:
     verifier: TokenVerifier
     public_methods: Iterable[str] = ()
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Coroutines run as tasks while serving (periodic sweeps and the like), cancelled on stop.
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         limit = self.settings.max_message_bytes
@@ -93,6 +95,7 @@ class ServiceHost:
         )
         self.port = 0
         self._stopped = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def start(self) -> int:
         """Listen on ``settings.listen``, mark every service SERVING, and return the bound port."""
@@ -100,6 +103,7 @@ class ServiceHost:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
+        self._tasks = [asyncio.create_task(run()) for run in self.background]
         for name in ("", *(s.full_name for s in self.services)):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
         log.info("serving", extra={"service": self.settings.service, "listen": self.settings.listen, "port": self.port})
@@ -115,6 +119,9 @@ class ServiceHost:
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
         await self.server.stop(self.settings.shutdown_grace_s)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         for close in reversed(self.on_stop):
             await close()
         log.info("stopped", extra={"service": self.settings.service})
@@ -134,6 +141,23 @@ class ServiceHost:
         for task in pending:
             task.cancel()
         await self.stop()
+
+
+def every(
+    interval_s: float, work: Callable[[], Awaitable[object]], name: str
+) -> Callable[[], Coroutine[Any, Any, None]]:
+    """A background job for :attr:`ServiceHost.background`: ``work`` now, then every ``interval_s``.
+    A failure is logged and the job goes on."""
+
+    async def run() -> None:
+        while True:
+            try:
+                await work()
+            except Exception:
+                log.exception("background job failed", extra={"job": name})
+            await asyncio.sleep(interval_s)
+
+    return run
 
 
 def run_service(

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -76,6 +77,7 @@ class Settings:
     drain_delay_s: float
     rpc_timeout_s: float
     auth_cache_ttl_s: float
+    raw_retention: timedelta
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -111,4 +113,5 @@ class Settings:
             drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", 0.0),
             rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
+            raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
         )

@@ -8,7 +8,7 @@ from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_s
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.cache import open_key_value_store
 from service_runtime.database import open_database
-from service_runtime.server import RegisteredService, ServiceHost
+from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
 from services.monitor_svc.accounts import Accounts
@@ -21,6 +21,7 @@ ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountServic
 MONITOR_SERVICE = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 # Login itself cannot require a token.
 PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/CompleteLogin")
+RETENTION_SWEEP_S = 3600.0
 
 
 async def build_server(settings: Settings) -> ServiceHost:
@@ -29,7 +30,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     accounts = Accounts(AccountStore(database))
     verifier = CachingTokenVerifier(accounts, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)
-    timeseries = open_timeseries_store(settings.timeseries_url)
+    timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
     key_values = open_key_value_store(settings.redis_url)
     # The RPCs of later issues are served by the generated base class (UNIMPLEMENTED) until they land;
     # mypy-protobuf marks them abstract.
@@ -42,4 +43,5 @@ async def build_server(settings: Settings) -> ServiceHost:
     ]
     host = ServiceHost(settings, services, verifier, PUBLIC_METHODS)
     host.on_stop += [database.close, timeseries.close, key_values.close]
+    host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
     return host

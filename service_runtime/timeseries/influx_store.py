@@ -1,0 +1,333 @@
+"""InfluxDB store over the HTTP API every InfluxDB serves: line protocol to ``/write``, InfluxQL to ``/query``.
+
+That is InfluxDB 1.x natively, and 2.x and 3.x Core through their v1-compatibility endpoints (give a token).
+Writes are buffered and sent in batches by a background task with retries and backoff, so an outage of the
+database loses nothing that fits the buffer; when the buffer is full the oldest samples are dropped, counted
+and logged. Every query is built here from validated parts: field names match a strict pattern, identifiers
+are double-quoted and strings single-quoted with escaping, and every query is scoped to one owner and one
+monitor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import itertools
+import logging
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import httpx
+from influxdb_client.client.write.point import Point as LinePoint
+from influxdb_client.domain.write_precision import WritePrecision
+
+from service_runtime.errors import Unavailable
+from service_runtime.timeseries.port import (
+    Aggregation,
+    Failure,
+    Point,
+    Sample,
+    SeriesKey,
+    check_field_name,
+    from_ns,
+    to_ns,
+)
+
+log = logging.getLogger(__name__)
+
+MEASUREMENT = "check"
+MAX_NOTE_CHARS = 500
+
+
+def quote_identifier(name: str) -> str:
+    """An InfluxQL identifier in double quotes."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def quote_string(value: str) -> str:
+    """An InfluxQL string literal in single quotes."""
+    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def _duration(window: timedelta) -> str:
+    micros = (window.days * 86_400 + window.seconds) * 1_000_000 + window.microseconds
+    if micros <= 0:
+        raise ValueError("window must be positive")
+    return f"{micros}u"
+
+
+def _call(how: Aggregation, field_name: str) -> str:
+    column = quote_identifier(field_name)
+    if how.percentile is not None:
+        return f"percentile({column}, {how.percentile:g})"
+    return f"{how.value}({column})"
+
+
+@dataclass(frozen=True)
+class InfluxConfig:
+    """Where and how to reach InfluxDB."""
+
+    url: str  # http(s)://host:port
+    database: str
+    retention_policy: str = "monitors_raw"
+    raw_retention: timedelta = timedelta(days=30)
+    token: str = ""  # InfluxDB 2.x / 3.x
+    username: str = ""
+    password: str = ""
+    timeout_s: float = 10.0
+    batch_size: int = 5000
+    buffer_limit: int = 100_000  # samples held while InfluxDB is unreachable
+    flush_interval_s: float = 0.5
+    max_backoff_s: float = 10.0
+    create_database: bool = True
+
+
+class InfluxStore:
+    """The production :class:`~service_runtime.timeseries.port.TimeSeriesStore`. Use :meth:`open`."""
+
+    def __init__(self, config: InfluxConfig) -> None:
+        self.config = config
+        headers = {"Authorization": f"Token {config.token}"} if config.token else {}
+        auth = (config.username, config.password) if config.username else None
+        self._http = httpx.AsyncClient(
+            base_url=config.url, headers=headers, auth=auth, timeout=httpx.Timeout(config.timeout_s)
+        )
+        self._buffer: collections.deque[str] = collections.deque()
+        self._head = 0  # sequence number of the oldest buffered line
+        self._wakeup = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._closing = False
+        self._flusher: asyncio.Task[None] | None = None
+        self.dropped = 0  # samples lost to a full buffer or refused by InfluxDB
+        self.written = 0
+
+    @classmethod
+    async def open(cls, config: InfluxConfig) -> InfluxStore:
+        """A store whose database and retention policy exist (created when allowed), flusher running."""
+        store = cls(config)
+        if config.create_database:
+            await store._ensure_database()
+        store._flusher = asyncio.create_task(store._flush_forever(), name="influx-flusher")
+        return store
+
+    async def _ensure_database(self) -> None:
+        db = quote_identifier(self.config.database)
+        rp = quote_identifier(self.config.retention_policy)
+        duration = _duration(self.config.raw_retention)
+        try:
+            await self._query(f"CREATE DATABASE {db}", method="POST", database=None)
+            existing = await self._query(f"SHOW RETENTION POLICIES ON {db}", database=None)
+            names = {row[0] for row in _rows(existing)}
+            verb = "ALTER" if self.config.retention_policy in names else "CREATE"
+            replication = "" if verb == "ALTER" else " REPLICATION 1"
+            await self._query(
+                f"{verb} RETENTION POLICY {rp} ON {db} DURATION {duration}{replication} DEFAULT",
+                method="POST",
+                database=None,
+            )
+        except Unavailable as error:
+            # 2.x / 3.x manage buckets themselves and may refuse these statements: carry on with writes.
+            log.warning("could not create database or retention policy", extra={"error": str(error)})
+
+    # --- writing -------------------------------------------------------------------------------------
+
+    @staticmethod
+    def line(sample: Sample) -> str:
+        point = LinePoint(MEASUREMENT).tag("owner", sample.owner_id).tag("monitor", sample.monitor_id)
+        for key, value in sample.tags.items():
+            point.tag(key, value)
+        for key, number in sample.fields.items():
+            point.field(key, float(number))
+        for key, text in sample.notes.items():
+            point.field(key, " ".join(text.split())[:MAX_NOTE_CHARS])
+        point.time(to_ns(sample.time), WritePrecision.NS)
+        return str(point.to_line_protocol())
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        self._buffer.extend(self.line(s) for s in samples)
+        overflow = len(self._buffer) - self.config.buffer_limit
+        if overflow > 0:
+            self._discard_front(overflow)
+            self.dropped += overflow
+            log.error(
+                "time-series buffer full: oldest samples dropped",
+                extra={"dropped": overflow, "dropped_total": self.dropped, "buffer_limit": self.config.buffer_limit},
+            )
+        if self._buffer:
+            self._drained.clear()
+            self._wakeup.set()
+
+    def _discard_front(self, count: int) -> None:
+        for _ in range(min(count, len(self._buffer))):
+            self._buffer.popleft()
+            self._head += 1
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Wait until every accepted sample has been sent (or dropped); Unavailable after ``timeout_s``."""
+        self._wakeup.set()
+        try:
+            await asyncio.wait_for(self._drained.wait(), timeout_s)
+        except TimeoutError:
+            raise Unavailable(f"InfluxDB did not accept {len(self._buffer)} buffered samples in {timeout_s}s") from None
+
+    async def _flush_forever(self) -> None:
+        backoff = 0.0
+        while True:
+            if not self._buffer:
+                self._drained.set()
+                if self._closing:
+                    return
+                self._wakeup.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wakeup.wait(), self.config.flush_interval_s)
+                continue
+            first = self._head
+            batch = list(itertools.islice(self._buffer, self.config.batch_size))
+            outcome = await self._send(batch)
+            if outcome == "retry":
+                if self._closing and backoff >= self.config.max_backoff_s:
+                    log.error(
+                        "InfluxDB unreachable at shutdown: buffered samples lost", extra={"dropped": len(self._buffer)}
+                    )
+                    self.dropped += len(self._buffer)
+                    self._discard_front(len(self._buffer))
+                    continue
+                backoff = min(self.config.max_backoff_s, max(0.2, backoff * 2))
+                await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
+                continue
+            backoff = 0.0
+            # Overflow may have discarded some of the batch's lines meanwhile: discard only what is left of it.
+            self._discard_front(first + len(batch) - self._head)
+
+    async def _send(self, batch: list[str]) -> str:
+        params = {"db": self.config.database, "rp": self.config.retention_policy, "precision": "ns"}
+        try:
+            reply = await self._http.post("/write", params=params, content="\n".join(batch).encode())
+        except httpx.HTTPError as error:
+            log.warning("InfluxDB write failed; will retry", extra={"error": repr(error), "batch": len(batch)})
+            return "retry"
+        if reply.status_code == 204:
+            self.written += len(batch)
+            return "ok"
+        if reply.status_code in (429,) or reply.status_code >= 500:
+            log.warning("InfluxDB write refused; will retry", extra={"status": reply.status_code, "batch": len(batch)})
+            return "retry"
+        # 400 (a partial write: a line InfluxDB will never take), 401/403/404: retrying cannot help.
+        self.dropped += len(batch)
+        log.error(
+            "InfluxDB rejected a batch",
+            extra={"status": reply.status_code, "error": reply.text[:300], "batch": len(batch)},
+        )
+        return "dropped"
+
+    # --- reading -------------------------------------------------------------------------------------
+
+    async def _query(self, q: str, *, method: str = "GET", database: str | None = "") -> dict[str, Any]:
+        params = {"q": q, "epoch": "ns"}
+        if database is not None:
+            params["db"] = database or self.config.database
+            params["rp"] = self.config.retention_policy
+        started = time.perf_counter()
+        try:
+            if method == "POST":
+                reply = await self._http.post("/query", data=params)
+            else:
+                reply = await self._http.get("/query", params=params)
+        except httpx.HTTPError as error:
+            raise Unavailable(f"time-series store unreachable ({type(error).__name__})") from error
+        if reply.status_code != 200:
+            raise Unavailable(f"time-series query failed with HTTP {reply.status_code}")
+        body: dict[str, Any] = reply.json()
+        errors = [r["error"] for r in body.get("results", []) if "error" in r]
+        if errors:
+            raise Unavailable(f"time-series query failed: {errors[0]}")
+        log.debug("influxql", extra={"q": q, "ms": round((time.perf_counter() - started) * 1000, 2)})
+        return body
+
+    def _where(self, key: SeriesKey, start: datetime, end: datetime) -> str:
+        return (
+            f"{quote_identifier('owner')} = {quote_string(key.owner_id)}"
+            f" AND {quote_identifier('monitor')} = {quote_string(key.monitor_id)}"
+            f" AND time >= {to_ns(start)} AND time < {to_ns(end)}"
+        )
+
+    def _from(self) -> str:
+        return f"{quote_identifier(self.config.retention_policy)}.{quote_identifier(MEASUREMENT)}"
+
+    async def points(self, key: SeriesKey, field_name: str, start: datetime, end: datetime, limit: int) -> list[Point]:
+        check_field_name(field_name)
+        q = (
+            f"SELECT {quote_identifier(field_name)} FROM {self._from()} WHERE {self._where(key, start, end)}"
+            f" ORDER BY time ASC LIMIT {int(limit)}"
+        )
+        return [Point(from_ns(t), float(v)) for t, v in _rows(await self._query(q)) if v is not None]
+
+    async def windows(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, window: timedelta, how: Aggregation
+    ) -> list[Point]:
+        check_field_name(field_name)
+        q = (
+            f"SELECT {_call(how, field_name)}, count({quote_identifier(field_name)}) FROM {self._from()}"
+            f" WHERE {self._where(key, start, end)} GROUP BY time({_duration(window)}) fill(none)"
+        )
+        return [Point(from_ns(t), float(v), int(n)) for t, v, n in _rows(await self._query(q)) if v is not None and n]
+
+    async def stats(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
+    ) -> dict[Aggregation, float | None]:
+        check_field_name(field_name)
+        calls = ", ".join(_call(how, field_name) for how in hows)
+        q = f"SELECT {calls} FROM {self._from()} WHERE {self._where(key, start, end)}"
+        rows = _rows(await self._query(q))
+        if not rows:
+            return {how: (0.0 if how is Aggregation.COUNT else None) for how in hows}
+        values = rows[0][1:]
+        return {how: (None if v is None else float(v)) for how, v in zip(hows, values, strict=True)}
+
+    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
+        q = (
+            f"SELECT {quote_identifier('is_up')}, {quote_identifier('error_class')}, {quote_identifier('message')}"
+            f" FROM {self._from()} WHERE {self._where(key, start, end)} AND {quote_identifier('is_up')} = 0"
+            f" ORDER BY time ASC LIMIT {int(limit)}"
+        )
+        return [Failure(from_ns(t), str(e or ""), str(m or "")) for t, _, e, m in _rows(await self._query(q))]
+
+    async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
+        q = (
+            f"SELECT {quote_identifier('is_up')} FROM {self._from()}"
+            f" WHERE {quote_identifier('owner')} = {quote_string(key.owner_id)}"
+            f" AND {quote_identifier('monitor')} = {quote_string(key.monitor_id)}"
+            f" AND time > {to_ns(after)} AND time < {to_ns(end)} AND {quote_identifier('is_up')} = 1"
+            " ORDER BY time ASC LIMIT 1"
+        )
+        rows = _rows(await self._query(q))
+        return from_ns(rows[0][0]) if rows else None
+
+    async def enforce_retention(self, now: datetime | None = None) -> int:
+        """InfluxDB expires samples itself, through the retention policy made by :meth:`open`."""
+        return 0
+
+    async def close(self) -> None:
+        """Send what is buffered (retrying up to the maximum backoff), then close the connection pool."""
+        self._closing = True
+        self._wakeup.set()
+        if self._flusher is not None:
+            try:
+                await asyncio.wait_for(self._flusher, self.config.max_backoff_s * 4 + self.config.timeout_s)
+            except TimeoutError:
+                log.error("InfluxDB flusher did not finish", extra={"buffered": len(self._buffer)})
+        await self._http.aclose()
+
+
+def _rows(body: dict[str, Any]) -> list[list[Any]]:
+    rows: list[list[Any]] = []
+    for result in body.get("results", []):
+        for series in result.get("series", []):
+            rows.extend(series.get("values", []))
+    return rows

@@ -1,0 +1,175 @@
+"""The time-series port: what services depend on, whichever store is behind it.
+
+Samples are written tagged with their owner and monitor; every read names both, so nobody reads another
+user's data. Stores: :mod:`.sqlite_store` (embedded) and :mod:`.influx_store` (InfluxDB over its HTTP API).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from enum import StrEnum
+from typing import Protocol
+
+from service_runtime.errors import InvalidArgument
+
+_FIELD_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class Aggregation(StrEnum):
+    """How the values in a window (or a whole range) are combined."""
+
+    MEAN = "mean"
+    MIN = "min"
+    MAX = "max"
+    FIRST = "first"
+    LAST = "last"
+    COUNT = "count"
+    SUM = "sum"
+    P50 = "p50"
+    P95 = "p95"
+    P99 = "p99"
+
+    @property
+    def percentile(self) -> float | None:
+        return {"p50": 50.0, "p95": 95.0, "p99": 99.0}.get(self.value)
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One check's measurements at one instant.
+
+    ``fields`` are numbers (is_up as 0/1, response_time_ms, price...); ``tags`` index the sample
+    (location, provider); ``notes`` are short strings kept with it (error_class, message).
+    """
+
+    owner_id: str
+    monitor_id: str
+    time: datetime
+    fields: Mapping[str, float]
+    tags: Mapping[str, str] = field(default_factory=dict)
+    notes: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class SeriesKey:
+    """Whose data, which monitor: every read is scoped by both."""
+
+    owner_id: str
+    monitor_id: str
+
+
+@dataclass(frozen=True)
+class Point:
+    """One value of one field: a raw sample, or an aggregate of ``count`` samples in the window at ``time``."""
+
+    time: datetime
+    value: float
+    count: int = 1
+
+
+@dataclass(frozen=True)
+class Failure:
+    """A sample whose is_up was 0, with its notes."""
+
+    time: datetime
+    error_class: str
+    message: str
+
+
+class TimeSeriesStore(Protocol):
+    """Write samples; read one field of one series over a half-open range ``[start, end)``.
+
+    Windows are aligned to the Unix epoch, empty windows are left out, and ``Point.time`` is a window's
+    start. Percentiles are nearest-rank (InfluxQL's ``PERCENTILE``): the value at rank
+    ``floor(n * p / 100 + 0.5)`` of the sorted values, none when that rank is 0.
+    """
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        """Accept samples. A buffered store may send them later; :meth:`flush` waits until it has."""
+        ...
+
+    async def flush(self, timeout_s: float = 10.0) -> None: ...
+
+    async def points(self, key: SeriesKey, field_name: str, start: datetime, end: datetime, limit: int) -> list[Point]:
+        """Raw values, oldest first, at most ``limit``."""
+        ...
+
+    async def windows(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, window: timedelta, how: Aggregation
+    ) -> list[Point]:
+        """One aggregate per non-empty window, oldest first."""
+        ...
+
+    async def stats(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
+    ) -> dict[Aggregation, float | None]:
+        """Aggregates over the whole range; None where there is no value."""
+        ...
+
+    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
+        """Samples with is_up == 0, oldest first."""
+        ...
+
+    async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
+        """The time of the first sample with is_up == 1 strictly after ``after`` and before ``end``."""
+        ...
+
+    async def enforce_retention(self, now: datetime | None = None) -> int:
+        """Drop raw samples older than the store's raw retention (30 days by default); returns how many."""
+        ...
+
+    async def close(self) -> None: ...
+
+
+def check_field_name(name: str, *, field_path: str = "field") -> None:
+    """Field names are identifiers we chose; anything else is refused before it reaches a query."""
+    if not _FIELD_NAME.match(name):
+        raise InvalidArgument(field_path, "must be a lower_snake_case field name of at most 63 characters")
+
+
+def to_ns(moment: datetime) -> int:
+    """Nanoseconds since the epoch of an aware datetime (microsecond precision)."""
+    if moment.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000_000 + delta.microseconds * 1000
+
+
+def from_ns(ns: int) -> datetime:
+    return datetime(1970, 1, 1, tzinfo=UTC) + timedelta(microseconds=ns // 1000)
+
+
+def nearest_rank(sorted_values: Sequence[float], percentile: float) -> float | None:
+    """InfluxQL's PERCENTILE over already sorted values."""
+    rank = int(len(sorted_values) * percentile / 100 + 0.5)
+    if rank < 1 or rank > len(sorted_values):
+        return None
+    return sorted_values[rank - 1]
+
+
+def aggregate(values_in_time_order: Sequence[float], how: Aggregation) -> float | None:
+    """``how`` over values given oldest first; None for no values."""
+    values = values_in_time_order
+    if not values:
+        return None if how is not Aggregation.COUNT else 0.0
+    match how:
+        case Aggregation.MEAN:
+            return sum(values) / len(values)
+        case Aggregation.MIN:
+            return min(values)
+        case Aggregation.MAX:
+            return max(values)
+        case Aggregation.FIRST:
+            return values[0]
+        case Aggregation.LAST:
+            return values[-1]
+        case Aggregation.COUNT:
+            return float(len(values))
+        case Aggregation.SUM:
+            return float(sum(values))
+    percentile = how.percentile
+    assert percentile is not None
+    return nearest_rank(sorted(values), percentile)

@@ -1,0 +1,201 @@
+"""Queries over the time-series port: bounded sample reads and monitor summaries.
+
+Everything here is built from validated parameters (no raw query passthrough) and scoped to one owner's
+monitor through :class:`SeriesKey`. The same code runs over the embedded and the InfluxDB store.
+"""
+
+from __future__ import annotations
+
+import itertools
+import math
+import statistics
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+
+from service_runtime.errors import InvalidArgument
+from service_runtime.timeseries.port import Aggregation, Point, SeriesKey, TimeSeriesStore, check_field_name
+
+DEFAULT_MAX_POINTS = 1000
+MAX_POINTS = 10_000
+MIN_WINDOW = timedelta(seconds=1)
+# Outages are built from failed samples; a range with more failures than this is summarised from the first
+# ones only (and says so with ``truncated``).
+MAX_FAILURES = 10_000
+
+
+@dataclass(frozen=True)
+class QueryResult:
+    points: list[Point]
+    window: timedelta | None  # None for raw samples
+    aggregation: Aggregation | None
+
+
+def check_range(start: datetime, end: datetime, *, field_path: str = "time_range") -> None:
+    if start.tzinfo is None or end.tzinfo is None:
+        raise ValueError("timestamps must be timezone-aware")
+    if not start < end:
+        raise InvalidArgument(field_path, "start_time must be before end_time")
+
+
+def _window_to_fit(span: timedelta, max_points: int) -> timedelta:
+    """The narrowest whole-second window for which epoch-aligned windows over ``span`` are at most max_points
+    (a range that does not start on a window boundary touches one window more than span / window)."""
+    per_point = span / max(1, max_points - 1)
+    return max(MIN_WINDOW, timedelta(seconds=math.ceil(per_point.total_seconds())))
+
+
+async def query_samples(
+    store: TimeSeriesStore,
+    key: SeriesKey,
+    field_name: str,
+    start: datetime,
+    end: datetime,
+    *,
+    window: timedelta | None = None,
+    aggregation: Aggregation | None = None,
+    max_points: int = 0,
+) -> QueryResult:
+    """One field over ``[start, end)``: raw, or aggregated per window; never more than ``max_points``
+    (0 means the default, 1000). The window is widened when the points would not fit; raw samples that
+    would not fit are downsampled to the mean per window."""
+    check_field_name(field_name)
+    check_range(start, end)
+    if max_points < 0 or max_points > MAX_POINTS:
+        raise InvalidArgument("max_points", f"must be between 0 and {MAX_POINTS} (0 means {DEFAULT_MAX_POINTS})")
+    limit = max_points or DEFAULT_MAX_POINTS
+    span = end - start
+    if window is not None:
+        if window < MIN_WINDOW:
+            raise InvalidArgument("window", "must be at least 1s")
+        if aggregation is None:
+            raise InvalidArgument("aggregation", "is required with a window")
+        fitted = max(window, _window_to_fit(span, limit)) if math.ceil(span / window) + 1 > limit else window
+        return QueryResult(await store.windows(key, field_name, start, end, fitted, aggregation), fitted, aggregation)
+    if aggregation is not None:
+        raise InvalidArgument("window", "is required with an aggregation")
+    count = (await store.stats(key, field_name, start, end, [Aggregation.COUNT]))[Aggregation.COUNT] or 0
+    if count <= limit:
+        return QueryResult(await store.points(key, field_name, start, end, limit), None, None)
+    fitted = _window_to_fit(span, limit)
+    points = await store.windows(key, field_name, start, end, fitted, Aggregation.MEAN)
+    return QueryResult(points, fitted, Aggregation.MEAN)
+
+
+@dataclass(frozen=True)
+class Outage:
+    start: datetime
+    end: datetime | None  # None while ongoing
+    duration: timedelta
+    error_class: str
+    cause: str
+
+
+@dataclass(frozen=True)
+class AvailabilitySummary:
+    uptime_percent: float | None  # None without any check in the range
+    checks: int
+    failed_checks: int
+    outages: list[Outage] = field(default_factory=list)
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class WebsiteSummary:
+    availability: AvailabilitySummary
+    response_time_p50_ms: float | None
+    response_time_p95_ms: float | None
+    response_time_p99_ms: float | None
+    cert_days_left: float | None
+
+
+@dataclass(frozen=True)
+class CryptoPriceSummary:
+    samples: int
+    first: float | None
+    last: float | None
+    min: float | None
+    max: float | None
+    mean: float | None
+    change_absolute: float | None
+    change_percent: float | None
+    volatility: float | None  # sample standard deviation of sample-to-sample returns
+
+
+async def summarize_availability(
+    store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, now: datetime | None = None
+) -> AvailabilitySummary:
+    """Uptime and outages from the ``is_up`` field. An outage runs from its first failed check to the next
+    successful one; one still failing at the end of the range is ongoing."""
+    check_range(start, end)
+    stats = await store.stats(key, "is_up", start, end, [Aggregation.MEAN, Aggregation.COUNT])
+    checks = int(stats[Aggregation.COUNT] or 0)
+    if checks == 0:
+        return AvailabilitySummary(None, 0, 0)
+    mean = stats[Aggregation.MEAN] or 0.0
+    failures = await store.failures(key, start, end, MAX_FAILURES)
+    outages: list[Outage] = []
+    index = 0
+    horizon = min(end, now or datetime.now(UTC))
+    while index < len(failures):
+        first = failures[index]
+        recovered = await store.next_up(key, first.time, end)
+        if recovered is None:
+            outages.append(
+                Outage(first.time, None, max(horizon - first.time, timedelta(0)), first.error_class, first.message)
+            )
+            break
+        outages.append(Outage(first.time, recovered, recovered - first.time, first.error_class, first.message))
+        while index < len(failures) and failures[index].time < recovered:
+            index += 1
+    return AvailabilitySummary(
+        uptime_percent=mean * 100,
+        checks=checks,
+        failed_checks=round(checks * (1 - mean)),
+        outages=outages,
+        truncated=len(failures) >= MAX_FAILURES,
+    )
+
+
+async def summarize_website(
+    store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, now: datetime | None = None
+) -> WebsiteSummary:
+    availability = await summarize_availability(store, key, start, end, now)
+    times = await store.stats(key, "response_time_ms", start, end, [Aggregation.P50, Aggregation.P95, Aggregation.P99])
+    cert = await store.stats(key, "cert_days_left", start, end, [Aggregation.LAST])
+    return WebsiteSummary(
+        availability,
+        times[Aggregation.P50],
+        times[Aggregation.P95],
+        times[Aggregation.P99],
+        cert[Aggregation.LAST],
+    )
+
+
+async def summarize_crypto_price(
+    store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime
+) -> CryptoPriceSummary:
+    """Price statistics over the range. Volatility is taken over at most 10,000 points (window means when
+    there are more samples)."""
+    check_range(start, end)
+    hows = [Aggregation.COUNT, Aggregation.FIRST, Aggregation.LAST, Aggregation.MIN, Aggregation.MAX, Aggregation.MEAN]
+    stats = await store.stats(key, "price", start, end, hows)
+    samples = int(stats[Aggregation.COUNT] or 0)
+    if samples == 0:
+        return CryptoPriceSummary(0, None, None, None, None, None, None, None, None)
+    series = await query_samples(store, key, "price", start, end, max_points=MAX_POINTS)
+    prices = [p.value for p in series.points]
+    returns = [b / a - 1 for a, b in itertools.pairwise(prices) if a != 0]
+    first, last = stats[Aggregation.FIRST], stats[Aggregation.LAST]
+    assert first is not None
+    assert last is not None
+    return CryptoPriceSummary(
+        samples=samples,
+        first=first,
+        last=last,
+        min=stats[Aggregation.MIN],
+        max=stats[Aggregation.MAX],
+        mean=stats[Aggregation.MEAN],
+        change_absolute=last - first,
+        change_percent=(last - first) / first * 100 if first else None,
+        volatility=statistics.stdev(returns) if len(returns) >= 2 else None,
+    )

@@ -1,0 +1,175 @@
+"""Embedded time-series store: one SQLite file in the data directory, the default for `make run`.
+
+One row per sample; numeric fields, tags and notes as JSON, indexed by owner, monitor and time.
+Aggregates are computed in Python with the same semantics as the InfluxDB store (see the port).
+SQLite calls run on a worker thread, one at a time, so the event loop never blocks on the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sqlite3
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import TypeVar
+
+from service_runtime.timeseries.port import (
+    Aggregation,
+    Failure,
+    Point,
+    Sample,
+    SeriesKey,
+    aggregate,
+    check_field_name,
+    from_ns,
+    to_ns,
+)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+PRAGMA journal_mode=WAL;
+PRAGMA synchronous=NORMAL;
+PRAGMA busy_timeout=5000;
+CREATE TABLE IF NOT EXISTS samples (
+    owner_id TEXT NOT NULL,
+    monitor_id TEXT NOT NULL,
+    time_ns INTEGER NOT NULL,
+    fields TEXT NOT NULL,
+    tags TEXT NOT NULL,
+    notes TEXT NOT NULL DEFAULT '{}'
+);
+CREATE INDEX IF NOT EXISTS samples_by_monitor_time ON samples (owner_id, monitor_id, time_ns);
+CREATE INDEX IF NOT EXISTS samples_by_time ON samples (time_ns);
+"""
+_SERIES = "owner_id = ? AND monitor_id = ? AND time_ns >= ? AND time_ns < ?"
+
+
+class SqliteSampleStore:
+    """The embedded :class:`~service_runtime.timeseries.port.TimeSeriesStore`."""
+
+    def __init__(self, path: Path, raw_retention: timedelta = timedelta(days=30)) -> None:
+        self.raw_retention = raw_retention
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._connection = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
+        columns = {row[1] for row in self._connection.execute("PRAGMA table_info(samples)")}
+        if columns and "notes" not in columns:  # a file from before notes existed
+            self._connection.execute("ALTER TABLE samples ADD COLUMN notes TEXT NOT NULL DEFAULT '{}'")
+        self._connection.executescript(_SCHEMA)
+        self._lock = asyncio.Lock()
+
+    async def _run(self, work: Callable[[], T]) -> T:
+        async with self._lock:
+            return await asyncio.to_thread(work)
+
+    async def write(self, samples: Sequence[Sample]) -> None:
+        rows = [
+            (
+                s.owner_id,
+                s.monitor_id,
+                to_ns(s.time),
+                json.dumps({k: float(v) for k, v in s.fields.items()}),
+                json.dumps(dict(s.tags)),
+                json.dumps(dict(s.notes)),
+            )
+            for s in samples
+        ]
+        if not rows:
+            return
+
+        def insert() -> None:
+            with self._connection:
+                self._connection.execute("BEGIN")
+                self._connection.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", rows)
+
+        await self._run(insert)
+
+    async def flush(self, timeout_s: float = 10.0) -> None:
+        """Writes are durable when :meth:`write` returns."""
+
+    def _values(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, limit: int
+    ) -> list[tuple[int, float]]:
+        check_field_name(field_name)
+        path = f"$.{field_name}"
+        cursor = self._connection.execute(
+            f"SELECT time_ns, json_extract(fields, ?) AS v FROM samples WHERE {_SERIES} AND v IS NOT NULL"
+            " ORDER BY time_ns LIMIT ?",
+            (path, key.owner_id, key.monitor_id, to_ns(start), to_ns(end), limit),
+        )
+        return [(int(t), float(v)) for t, v in cursor.fetchall()]
+
+    async def points(self, key: SeriesKey, field_name: str, start: datetime, end: datetime, limit: int) -> list[Point]:
+        check_field_name(field_name)
+        rows = await self._run(lambda: self._values(key, field_name, start, end, limit))
+        return [Point(from_ns(t), v) for t, v in rows]
+
+    async def windows(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, window: timedelta, how: Aggregation
+    ) -> list[Point]:
+        check_field_name(field_name)
+        width = to_ns_delta(window)
+        rows = await self._run(lambda: self._values(key, field_name, start, end, -1))
+        grouped: dict[int, list[float]] = {}
+        for t, v in rows:
+            grouped.setdefault(t - t % width, []).append(v)
+        result = []
+        for window_start, values in grouped.items():
+            value = aggregate(values, how)
+            if value is not None:
+                result.append(Point(from_ns(window_start), value, len(values)))
+        return result
+
+    async def stats(
+        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
+    ) -> dict[Aggregation, float | None]:
+        check_field_name(field_name)
+        rows = await self._run(lambda: self._values(key, field_name, start, end, -1))
+        values = [v for _, v in rows]
+        return {how: aggregate(values, how) for how in hows}
+
+    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
+        def select() -> list[tuple[int, str]]:
+            cursor = self._connection.execute(
+                f"SELECT time_ns, notes FROM samples WHERE {_SERIES} AND json_extract(fields, '$.is_up') = 0"
+                " ORDER BY time_ns LIMIT ?",
+                (key.owner_id, key.monitor_id, to_ns(start), to_ns(end), limit),
+            )
+            return cursor.fetchall()
+
+        failures = []
+        for t, notes_json in await self._run(select):
+            notes = json.loads(notes_json)
+            failures.append(Failure(from_ns(t), str(notes.get("error_class", "")), str(notes.get("message", ""))))
+        return failures
+
+    async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
+        def select() -> tuple[int] | None:
+            row: tuple[int] | None = self._connection.execute(
+                "SELECT time_ns FROM samples WHERE owner_id = ? AND monitor_id = ? AND time_ns > ? AND time_ns < ?"
+                " AND json_extract(fields, '$.is_up') = 1 ORDER BY time_ns LIMIT 1",
+                (key.owner_id, key.monitor_id, to_ns(after), to_ns(end)),
+            ).fetchone()
+            return row
+
+        row = await self._run(select)
+        return None if row is None else from_ns(row[0])
+
+    async def enforce_retention(self, now: datetime | None = None) -> int:
+        """Drop samples older than the raw retention; returns how many."""
+        cutoff = to_ns((now or datetime.now(UTC)) - self.raw_retention)
+
+        def delete() -> int:
+            return self._connection.execute("DELETE FROM samples WHERE time_ns < ?", (cutoff,)).rowcount
+
+        return await self._run(delete)
+
+    async def close(self) -> None:
+        async with self._lock:
+            self._connection.close()
+
+
+def to_ns_delta(window: timedelta) -> int:
+    return (window.days * 86_400 + window.seconds) * 1_000_000_000 + window.microseconds * 1000

@@ -1,0 +1,311 @@
+"""One contract for both time-series stores: the embedded SQLite file and a real InfluxDB (influxd 1.x).
+
+Every expectation is worked out by hand from the data set below, so both stores must agree with it, not
+merely with each other.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from service_runtime.errors import InvalidArgument
+from service_runtime.timeseries import (
+    Aggregation,
+    InfluxConfig,
+    InfluxStore,
+    Sample,
+    SeriesKey,
+    SqliteSampleStore,
+    TimeSeriesStore,
+)
+from service_runtime.timeseries.queries import (
+    query_samples,
+    summarize_availability,
+    summarize_crypto_price,
+    summarize_website,
+)
+from tests.harness.external import InfluxDBServer
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+MINUTE = timedelta(minutes=1)
+SITE = SeriesKey("usr_a", "mon_site")
+COIN = SeriesKey("usr_a", "mon_coin")
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["embedded", "influxdb"])
+async def store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[TimeSeriesStore]:
+    opened: TimeSeriesStore
+    if request.param == "embedded":
+        opened = SqliteSampleStore(tmp_path / "ts.sqlite3")
+    else:
+        server: InfluxDBServer = request.getfixturevalue("influxdb")
+        opened = await InfluxStore.open(
+            InfluxConfig(url=server.url, database=f"contract_{next(_databases)}", flush_interval_s=0.05)
+        )
+    yield opened
+    await opened.close()
+
+
+def site_samples(owner: str = "usr_a", offset: float = 0.0) -> list[Sample]:
+    """Ten checks a minute apart: response times 100..190 ms; down at minutes 3, 4 (timeout) and 8 (503);
+    certificate 45 days left, 44 at the last check."""
+    samples = []
+    for i in range(10):
+        down = i in (3, 4, 8)
+        notes = {}
+        if down:
+            notes = {"error_class": "timeout", "message": "timed out after 10s"}
+            if i == 8:
+                notes = {"error_class": "status", "message": 'HTTP 503 "unavailable"'}
+        samples.append(
+            Sample(
+                owner,
+                "mon_site",
+                T0 + i * MINUTE,
+                {
+                    "is_up": 0.0 if down else 1.0,
+                    "response_time_ms": 100.0 + 10 * i + offset,
+                    "cert_days_left": 44.0 if i == 9 else 45.0,
+                },
+                {"location": "eu-west"},
+                notes,
+            )
+        )
+    return samples
+
+
+async def write_all(store: TimeSeriesStore, samples: list[Sample]) -> None:
+    await store.write(samples)
+    await store.flush()
+
+
+async def test_raw_points_in_half_open_range_oldest_first(store: TimeSeriesStore) -> None:
+    await write_all(store, list(reversed(site_samples())))
+    points = await store.points(SITE, "response_time_ms", T0 + 2 * MINUTE, T0 + 5 * MINUTE, 100)
+    assert [(p.time, p.value) for p in points] == [(T0 + i * MINUTE, 100.0 + 10 * i) for i in (2, 3, 4)]
+    assert len(await store.points(SITE, "is_up", T0, T0 + timedelta(hours=1), 4)) == 4
+
+
+async def test_windows_are_epoch_aligned_aggregates(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples())
+    five = 5 * MINUTE
+    end = T0 + timedelta(hours=1)
+
+    async def per_window(how: Aggregation) -> list[tuple[datetime, float, int]]:
+        return [(p.time, p.value, p.count) for p in await store.windows(SITE, "response_time_ms", T0, end, five, how)]
+
+    assert await per_window(Aggregation.MEAN) == [(T0, 120.0, 5), (T0 + five, 170.0, 5)]
+    assert [v for _, v, _ in await per_window(Aggregation.MAX)] == [140.0, 190.0]
+    assert [v for _, v, _ in await per_window(Aggregation.MIN)] == [100.0, 150.0]
+    assert [v for _, v, _ in await per_window(Aggregation.FIRST)] == [100.0, 150.0]
+    assert [v for _, v, _ in await per_window(Aggregation.LAST)] == [140.0, 190.0]
+    assert [v for _, v, _ in await per_window(Aggregation.COUNT)] == [5.0, 5.0]
+    assert [v for _, v, _ in await per_window(Aggregation.SUM)] == [600.0, 850.0]
+    # Nearest rank of 5 values: p50 -> rank int(2.5 + 0.5) = 3, p95 -> rank int(4.75 + 0.5) = 5.
+    assert [v for _, v, _ in await per_window(Aggregation.P50)] == [120.0, 170.0]
+    assert [v for _, v, _ in await per_window(Aggregation.P95)] == [140.0, 190.0]
+    # A range starting mid-window keeps the epoch-aligned window start.
+    shifted = await store.windows(SITE, "response_time_ms", T0 + 2 * MINUTE, end, five, Aggregation.COUNT)
+    assert [(p.time, p.value) for p in shifted] == [(T0, 3.0), (T0 + five, 5.0)]
+
+
+async def test_whole_range_statistics(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples())
+    hows = list(Aggregation)
+    stats = await store.stats(SITE, "response_time_ms", T0, T0 + timedelta(hours=1), hows)
+    # Ten values 100..190: p50 -> rank 5 (140), p95 -> rank int(9.5 + 0.5) = 10 (190), p99 -> rank 10.
+    assert stats == {
+        Aggregation.MEAN: 145.0,
+        Aggregation.MIN: 100.0,
+        Aggregation.MAX: 190.0,
+        Aggregation.FIRST: 100.0,
+        Aggregation.LAST: 190.0,
+        Aggregation.COUNT: 10.0,
+        Aggregation.SUM: 1450.0,
+        Aggregation.P50: 140.0,
+        Aggregation.P95: 190.0,
+        Aggregation.P99: 190.0,
+    }
+    empty = await store.stats(SITE, "response_time_ms", T0 - MINUTE, T0, [Aggregation.COUNT, Aggregation.MEAN])
+    assert empty == {Aggregation.COUNT: 0.0, Aggregation.MEAN: None}
+
+
+async def test_reads_are_scoped_to_owner_and_monitor(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples() + site_samples(owner="usr_b", offset=1000.0))
+    hour = T0 + timedelta(hours=1)
+    mine = await store.stats(SITE, "response_time_ms", T0, hour, [Aggregation.MAX, Aggregation.COUNT])
+    assert mine == {Aggregation.MAX: 190.0, Aggregation.COUNT: 10.0}
+    theirs = await store.stats(SeriesKey("usr_b", "mon_site"), "response_time_ms", T0, hour, [Aggregation.MIN])
+    assert theirs == {Aggregation.MIN: 1100.0}
+    assert await store.points(SeriesKey("usr_a", "mon_other"), "is_up", T0, hour, 10) == []
+
+
+@pytest.mark.parametrize(
+    "owner",
+    ["usr_a' OR '1'='1", "usr_a\\' OR 1=1 --", 'usr_a" OR "owner" =~ /.*/', "usr_a') ; DROP DATABASE x; --"],
+)
+async def test_injection_in_identifiers_reads_nothing(store: TimeSeriesStore, owner: str) -> None:
+    await write_all(store, site_samples())
+    hour = T0 + timedelta(hours=1)
+    assert await store.points(SeriesKey(owner, "mon_site"), "is_up", T0, hour, 100) == []
+    assert await store.failures(SeriesKey(owner, "mon_site"), T0, hour, 100) == []
+    assert await store.points(SITE, "is_up", T0, hour, 100) != []  # and nothing was dropped
+
+
+async def test_odd_characters_round_trip_in_owner_and_notes(store: TimeSeriesStore) -> None:
+    key = SeriesKey('o\'brien \\ "x", y=z', "mon 1,=")
+    sample = Sample(
+        key.owner_id,
+        key.monitor_id,
+        T0,
+        {"is_up": 0.0},
+        {"location": "eu west,1"},
+        {"error_class": "dns", "message": "name 'x.invalid'\nnot found \\ \"really\""},
+    )
+    await write_all(store, [sample])
+    failures = await store.failures(key, T0, T0 + MINUTE, 10)
+    assert [(f.time, f.error_class) for f in failures] == [(T0, "dns")]
+    assert failures[0].message in (
+        "name 'x.invalid'\nnot found \\ \"really\"",
+        "name 'x.invalid' not found \\ \"really\"",
+    )
+
+
+@pytest.mark.parametrize("name", ["price') OR 1=1 --", 'price" FROM x; --', "Price", "", "a.b", "x" * 64])
+async def test_field_names_are_checked_before_querying(store: TimeSeriesStore, name: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await store.points(SITE, name, T0, T0 + MINUTE, 10)
+    assert caught.value.violations[0].field == "field"
+    with pytest.raises(InvalidArgument):
+        await store.stats(SITE, name, T0, T0 + MINUTE, [Aggregation.MEAN])
+
+
+async def test_naive_timestamps_are_refused(store: TimeSeriesStore) -> None:
+    with pytest.raises(ValueError, match="timezone"):
+        await store.write([Sample("usr_a", "mon_1", datetime(2026, 1, 1), {"price": 1.0})])
+
+
+async def test_failures_and_recovery(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples())
+    hour = T0 + timedelta(hours=1)
+    failures = await store.failures(SITE, T0, hour, 100)
+    assert [(f.time, f.error_class) for f in failures] == [
+        (T0 + 3 * MINUTE, "timeout"),
+        (T0 + 4 * MINUTE, "timeout"),
+        (T0 + 8 * MINUTE, "status"),
+    ]
+    assert failures[2].message == 'HTTP 503 "unavailable"'
+    assert await store.next_up(SITE, T0 + 3 * MINUTE, hour) == T0 + 5 * MINUTE
+    assert await store.next_up(SITE, T0 + 8 * MINUTE, T0 + 9 * MINUTE) is None
+
+
+async def test_summary_of_a_website(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples())
+    summary = await summarize_website(store, SITE, T0, T0 + timedelta(hours=1))
+    availability = summary.availability
+    assert availability.uptime_percent == pytest.approx(70.0)
+    assert (availability.checks, availability.failed_checks) == (10, 3)
+    assert [(o.start, o.end, o.duration, o.error_class, o.cause) for o in availability.outages] == [
+        (T0 + 3 * MINUTE, T0 + 5 * MINUTE, 2 * MINUTE, "timeout", "timed out after 10s"),
+        (T0 + 8 * MINUTE, T0 + 9 * MINUTE, MINUTE, "status", 'HTTP 503 "unavailable"'),
+    ]
+    assert (summary.response_time_p50_ms, summary.response_time_p95_ms, summary.response_time_p99_ms) == (
+        140.0,
+        190.0,
+        190.0,
+    )
+    assert summary.cert_days_left == 44.0
+
+
+async def test_an_outage_still_going_at_the_end_of_the_range(store: TimeSeriesStore) -> None:
+    await write_all(store, site_samples())
+    end = T0 + 9 * MINUTE  # the recovery at minute 9 falls outside
+    summary = await summarize_availability(store, SITE, T0, end, now=T0 + timedelta(days=1))
+    last = summary.outages[-1]
+    assert (last.start, last.end, last.duration) == (T0 + 8 * MINUTE, None, MINUTE)
+    assert summary.checks == 9
+    assert summary.uptime_percent == pytest.approx(600 / 9)
+
+
+async def test_summary_of_a_coin(store: TimeSeriesStore) -> None:
+    prices = [100.0, 110.0, 99.0, 120.0]
+    await write_all(
+        store,
+        [
+            Sample("usr_a", "mon_coin", T0 + i * MINUTE, {"price": p}, {"provider": "coinbase"})
+            for i, p in enumerate(prices)
+        ],
+    )
+    summary = await summarize_crypto_price(store, COIN, T0, T0 + timedelta(hours=1))
+    assert (summary.samples, summary.first, summary.last, summary.min, summary.max) == (4, 100.0, 120.0, 99.0, 120.0)
+    assert summary.mean == pytest.approx(107.25)
+    assert summary.change_absolute == pytest.approx(20.0)
+    assert summary.change_percent == pytest.approx(20.0)
+    # Returns 0.1, -0.1 and 21/99 = 0.212121...; their mean is 0.070707..., squared deviations sum to
+    # 0.0499969..., over n - 1 = 2 gives 0.0249985..., whose square root is 0.158109...
+    assert summary.volatility == pytest.approx(0.158109, rel=1e-5)
+
+
+async def test_summaries_without_data(store: TimeSeriesStore) -> None:
+    availability = await summarize_availability(store, SITE, T0, T0 + MINUTE)
+    assert (availability.uptime_percent, availability.checks, availability.outages) == (None, 0, [])
+    coin = await summarize_crypto_price(store, COIN, T0, T0 + MINUTE)
+    assert (coin.samples, coin.first, coin.volatility) == (0, None, None)
+
+
+async def test_query_samples_downsamples_to_the_requested_maximum(store: TimeSeriesStore) -> None:
+    key = SeriesKey("usr_a", "mon_dense")
+    await write_all(
+        store, [Sample("usr_a", "mon_dense", T0 + timedelta(seconds=i), {"price": float(i)}) for i in range(3000)]
+    )
+    end = T0 + timedelta(seconds=3000)
+    raw = await query_samples(store, key, "price", T0, T0 + timedelta(seconds=10))
+    assert ([p.value for p in raw.points], raw.window, raw.aggregation) == ([float(i) for i in range(10)], None, None)
+    fitted = await query_samples(store, key, "price", T0, end, max_points=100)
+    # 3000 s over at most 100 points: windows of ceil(3000 / 99) = 31 s, means of the values inside.
+    assert (fitted.window, fitted.aggregation) == (timedelta(seconds=31), Aggregation.MEAN)
+    assert len(fitted.points) <= 100
+    assert sum(p.count for p in fitted.points) == 3000
+    assert fitted.points[0].value == pytest.approx(
+        sum(range(31 - (int(T0.timestamp()) % 31))) / (31 - int(T0.timestamp()) % 31)
+    )
+    widened = await query_samples(
+        store, key, "price", T0, end, window=timedelta(seconds=1), aggregation=Aggregation.MAX, max_points=10
+    )
+    assert widened.window == timedelta(seconds=334)  # ceil(3000 / 9)
+    assert len(widened.points) <= 10
+    assert widened.points[-1].value == 2999.0
+    exact = await query_samples(
+        store, key, "price", T0, end, window=timedelta(minutes=10), aggregation=Aggregation.COUNT
+    )
+    assert [p.value for p in exact.points] == [600.0] * 5
+
+
+@pytest.mark.parametrize(
+    ("options", "field"),
+    [
+        ({"max_points": -1}, "max_points"),
+        ({"max_points": 10_001}, "max_points"),
+        ({"window": timedelta(milliseconds=500), "aggregation": Aggregation.MEAN}, "window"),
+        ({"window": timedelta(minutes=1)}, "aggregation"),
+        ({"aggregation": Aggregation.MEAN}, "window"),
+    ],
+)
+async def test_query_samples_names_the_bad_parameter(
+    store: TimeSeriesStore, options: dict[str, object], field: str
+) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await query_samples(store, SITE, "price", T0, T0 + MINUTE, **options)  # type: ignore[arg-type]
+    assert caught.value.violations[0].field == field
+
+
+async def test_an_inverted_time_range_is_refused(store: TimeSeriesStore) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await query_samples(store, SITE, "price", T0, T0)
+    assert caught.value.violations[0].field == "time_range"
