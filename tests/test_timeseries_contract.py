@@ -23,11 +23,13 @@ from service_runtime.timeseries import (
     SqliteSampleStore,
     TimeSeriesStore,
 )
+from service_runtime.timeseries.port import failures, stats
 from service_runtime.timeseries.queries import (
     query_samples,
     summarize_availability,
     summarize_crypto_price,
     summarize_website,
+    summarize_websites,
 )
 from tests.harness.external import InfluxDBServer
 
@@ -118,9 +120,9 @@ async def test_windows_are_epoch_aligned_aggregates(store: TimeSeriesStore) -> N
 async def test_whole_range_statistics(store: TimeSeriesStore) -> None:
     await write_all(store, site_samples())
     hows = list(Aggregation)
-    stats = await store.stats(SITE, "response_time_ms", T0, T0 + timedelta(hours=1), hows)
+    found = await stats(store, SITE, "response_time_ms", T0, T0 + timedelta(hours=1), hows)
     # Ten values 100..190: p50 -> rank 5 (140), p95 -> rank int(9.5 + 0.5) = 10 (190), p99 -> rank 10.
-    assert stats == {
+    assert found == {
         Aggregation.MEAN: 145.0,
         Aggregation.MIN: 100.0,
         Aggregation.MAX: 190.0,
@@ -132,16 +134,16 @@ async def test_whole_range_statistics(store: TimeSeriesStore) -> None:
         Aggregation.P95: 190.0,
         Aggregation.P99: 190.0,
     }
-    empty = await store.stats(SITE, "response_time_ms", T0 - MINUTE, T0, [Aggregation.COUNT, Aggregation.MEAN])
+    empty = await stats(store, SITE, "response_time_ms", T0 - MINUTE, T0, [Aggregation.COUNT, Aggregation.MEAN])
     assert empty == {Aggregation.COUNT: 0.0, Aggregation.MEAN: None}
 
 
 async def test_reads_are_scoped_to_owner_and_monitor(store: TimeSeriesStore) -> None:
     await write_all(store, site_samples() + site_samples(owner="usr_b", offset=1000.0))
     hour = T0 + timedelta(hours=1)
-    mine = await store.stats(SITE, "response_time_ms", T0, hour, [Aggregation.MAX, Aggregation.COUNT])
+    mine = await stats(store, SITE, "response_time_ms", T0, hour, [Aggregation.MAX, Aggregation.COUNT])
     assert mine == {Aggregation.MAX: 190.0, Aggregation.COUNT: 10.0}
-    theirs = await store.stats(SeriesKey("usr_b", "mon_site"), "response_time_ms", T0, hour, [Aggregation.MIN])
+    theirs = await stats(store, SeriesKey("usr_b", "mon_site"), "response_time_ms", T0, hour, [Aggregation.MIN])
     assert theirs == {Aggregation.MIN: 1100.0}
     assert await store.points(SeriesKey("usr_a", "mon_other"), "is_up", T0, hour, 10) == []
 
@@ -154,7 +156,7 @@ async def test_injection_in_identifiers_reads_nothing(store: TimeSeriesStore, ow
     await write_all(store, site_samples())
     hour = T0 + timedelta(hours=1)
     assert await store.points(SeriesKey(owner, "mon_site"), "is_up", T0, hour, 100) == []
-    assert await store.failures(SeriesKey(owner, "mon_site"), T0, hour, 100) == []
+    assert await failures(store, SeriesKey(owner, "mon_site"), T0, hour, 100) == []
     assert await store.points(SITE, "is_up", T0, hour, 100) != []  # and nothing was dropped
 
 
@@ -169,9 +171,9 @@ async def test_odd_characters_round_trip_in_owner_and_notes(store: TimeSeriesSto
         {"error_class": "dns", "message": "name 'x.invalid'\nnot found \\ \"really\""},
     )
     await write_all(store, [sample])
-    failures = await store.failures(key, T0, T0 + MINUTE, 10)
-    assert [(f.time, f.error_class) for f in failures] == [(T0, "dns")]
-    assert failures[0].message in (
+    failed = await failures(store, key, T0, T0 + MINUTE, 10)
+    assert [(f.time, f.error_class) for f in failed] == [(T0, "dns")]
+    assert failed[0].message in (
         "name 'x.invalid'\nnot found \\ \"really\"",
         "name 'x.invalid' not found \\ \"really\"",
     )
@@ -183,7 +185,7 @@ async def test_field_names_are_checked_before_querying(store: TimeSeriesStore, n
         await store.points(SITE, name, T0, T0 + MINUTE, 10)
     assert caught.value.violations[0].field == "field"
     with pytest.raises(InvalidArgument):
-        await store.stats(SITE, name, T0, T0 + MINUTE, [Aggregation.MEAN])
+        await stats(store, SITE, name, T0, T0 + MINUTE, [Aggregation.MEAN])
 
 
 async def test_naive_timestamps_are_refused(store: TimeSeriesStore) -> None:
@@ -194,13 +196,13 @@ async def test_naive_timestamps_are_refused(store: TimeSeriesStore) -> None:
 async def test_failures_and_recovery(store: TimeSeriesStore) -> None:
     await write_all(store, site_samples())
     hour = T0 + timedelta(hours=1)
-    failures = await store.failures(SITE, T0, hour, 100)
-    assert [(f.time, f.error_class) for f in failures] == [
+    failed = await failures(store, SITE, T0, hour, 100)
+    assert [(f.time, f.error_class) for f in failed] == [
         (T0 + 3 * MINUTE, "timeout"),
         (T0 + 4 * MINUTE, "timeout"),
         (T0 + 8 * MINUTE, "status"),
     ]
-    assert failures[2].message == 'HTTP 503 "unavailable"'
+    assert failed[2].message == 'HTTP 503 "unavailable"'
     assert await store.next_up(SITE, T0 + 3 * MINUTE, hour) == T0 + 5 * MINUTE
     assert await store.next_up(SITE, T0 + 8 * MINUTE, T0 + 9 * MINUTE) is None
 
@@ -309,3 +311,23 @@ async def test_an_inverted_time_range_is_refused(store: TimeSeriesStore) -> None
     with pytest.raises(InvalidArgument) as caught:
         await query_samples(store, SITE, "price", T0, T0)
     assert caught.value.violations[0].field == "time_range"
+
+
+async def test_many_monitors_of_one_owner_at_once(store: TimeSeriesStore) -> None:
+    other = [Sample("usr_a", "mon_calm", T0 + i * MINUTE, {"is_up": 1.0, "response_time_ms": 50.0}) for i in range(4)]
+    await write_all(store, site_samples() + other + site_samples(owner="usr_b", offset=1000.0))
+    hour = T0 + timedelta(hours=1)
+    ids = ["mon_site", "mon_calm", "mon_silent", "mon_site"[:-1]]
+    counted = await store.stats_many("usr_a", ids, "response_time_ms", T0, hour, [Aggregation.COUNT, Aggregation.MAX])
+    assert counted == {
+        "mon_site": {Aggregation.COUNT: 10.0, Aggregation.MAX: 190.0},
+        "mon_calm": {Aggregation.COUNT: 4.0, Aggregation.MAX: 50.0},
+        "mon_silent": {Aggregation.COUNT: 0.0, Aggregation.MAX: None},
+        "mon_sit": {Aggregation.COUNT: 0.0, Aggregation.MAX: None},
+    }
+    summaries = await summarize_websites(store, "usr_a", ["mon_site", "mon_calm"], T0, hour)
+    assert [len(summaries[m].availability.outages) for m in ("mon_site", "mon_calm")] == [2, 0]
+    assert summaries["mon_calm"].availability.uptime_percent == 100.0
+    assert summaries["mon_calm"].response_time_p99_ms == 50.0
+    failed = await store.failures_many("usr_a", ["mon_site", "mon_calm"], T0, hour, 2)
+    assert [len(failed["mon_site"]), len(failed["mon_calm"])] == [2, 0]

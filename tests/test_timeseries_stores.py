@@ -21,6 +21,7 @@ from service_runtime.timeseries import (
     SqliteSampleStore,
     open_timeseries_store,
 )
+from service_runtime.timeseries.port import stats
 from tests.harness.external import InfluxDBServer
 
 KEY = SeriesKey("usr_a", "mon_1")
@@ -51,8 +52,8 @@ async def test_an_influxdb_outage_loses_nothing_that_fits_the_buffer(tmp_path: P
             await store.flush(timeout_s=1.5)
         server.start()  # same port, same data directory
         await store.flush(timeout_s=20)
-        stats = await store.stats(KEY, "n", now, now + timedelta(hours=1), [Aggregation.COUNT, Aggregation.MAX])
-        assert stats == {Aggregation.COUNT: 500.0, Aggregation.MAX: 399.0}
+        found = await stats(store, KEY, "n", now, now + timedelta(hours=1), [Aggregation.COUNT, Aggregation.MAX])
+        assert found == {Aggregation.COUNT: 500.0, Aggregation.MAX: 399.0}
         assert (store.dropped, store.written) == (0, 500)
         await store.close()
 

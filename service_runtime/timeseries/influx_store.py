@@ -278,25 +278,54 @@ class InfluxStore:
         )
         return [Point(from_ns(t), float(v), int(n)) for t, v, n in _rows(await self._query(q)) if v is not None and n]
 
-    async def stats(
-        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
-    ) -> dict[Aggregation, float | None]:
+    def _where_many(self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime) -> str:
+        monitors = " OR ".join(f"{quote_identifier('monitor')} = {quote_string(m)}" for m in monitor_ids)
+        return (
+            f"{quote_identifier('owner')} = {quote_string(owner_id)} AND ({monitors})"
+            f" AND time >= {to_ns(start)} AND time < {to_ns(end)}"
+        )
+
+    async def stats_many(
+        self,
+        owner_id: str,
+        monitor_ids: Sequence[str],
+        field_name: str,
+        start: datetime,
+        end: datetime,
+        hows: Sequence[Aggregation],
+    ) -> dict[str, dict[Aggregation, float | None]]:
         check_field_name(field_name)
         calls = ", ".join(_call(how, field_name) for how in hows)
-        q = f"SELECT {calls} FROM {self._from()} WHERE {self._where(key, start, end)}"
-        rows = _rows(await self._query(q))
-        if not rows:
-            return {how: (0.0 if how is Aggregation.COUNT else None) for how in hows}
-        values = rows[0][1:]
-        return {how: (None if v is None else float(v)) for how, v in zip(hows, values, strict=True)}
+        empty = {how: (0.0 if how is Aggregation.COUNT else None) for how in hows}
+        result = {m: dict(empty) for m in monitor_ids}
+        for chunk in _chunks(monitor_ids):
+            where = self._where_many(owner_id, chunk, start, end)
+            q = f"SELECT {calls} FROM {self._from()} WHERE {where} GROUP BY {quote_identifier('monitor')}"
+            for tags, rows in _series(await self._query(q)):
+                monitor = tags.get("monitor", "")
+                if monitor in result and rows:
+                    values = rows[0][1:]
+                    result[monitor] = {
+                        how: (None if v is None else float(v)) for how, v in zip(hows, values, strict=True)
+                    }
+        return result
 
-    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
-        q = (
-            f"SELECT {quote_identifier('is_up')}, {quote_identifier('error_class')}, {quote_identifier('message')}"
-            f" FROM {self._from()} WHERE {self._where(key, start, end)} AND {quote_identifier('is_up')} = 0"
-            f" ORDER BY time ASC LIMIT {int(limit)}"
-        )
-        return [Failure(from_ns(t), str(e or ""), str(m or "")) for t, _, e, m in _rows(await self._query(q))]
+    async def failures_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[Failure]]:
+        result: dict[str, list[Failure]] = {m: [] for m in monitor_ids}
+        columns = ", ".join(quote_identifier(c) for c in ("is_up", "error_class", "message"))
+        for chunk in _chunks(monitor_ids):
+            q = (
+                f"SELECT {columns} FROM {self._from()} WHERE {self._where_many(owner_id, chunk, start, end)}"
+                f" AND {quote_identifier('is_up')} = 0 GROUP BY {quote_identifier('monitor')}"
+                f" ORDER BY time ASC LIMIT {int(limit)}"
+            )
+            for tags, rows in _series(await self._query(q)):
+                monitor = tags.get("monitor", "")
+                if monitor in result:
+                    result[monitor] = [Failure(from_ns(t), str(e or ""), str(m or "")) for t, _, e, m in rows]
+        return result
 
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
         q = (
@@ -325,9 +354,18 @@ class InfluxStore:
         await self._http.aclose()
 
 
+def _series(body: dict[str, Any]) -> list[tuple[dict[str, str], list[list[Any]]]]:
+    return [
+        (series.get("tags") or {}, series.get("values", []))
+        for result in body.get("results", [])
+        for series in result.get("series", [])
+    ]
+
+
 def _rows(body: dict[str, Any]) -> list[list[Any]]:
-    rows: list[list[Any]] = []
-    for result in body.get("results", []):
-        for series in result.get("series", []):
-            rows.extend(series.get("values", []))
-    return rows
+    return [row for _, rows in _series(body) for row in rows]
+
+
+def _chunks(monitor_ids: Sequence[str], size: int = 100) -> list[Sequence[str]]:
+    """Monitor ids in groups small enough for one InfluxQL statement."""
+    return [monitor_ids[i : i + size] for i in range(0, len(monitor_ids), size)]

@@ -103,14 +103,23 @@ class TimeSeriesStore(Protocol):
         """One aggregate per non-empty window, oldest first."""
         ...
 
-    async def stats(
-        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
-    ) -> dict[Aggregation, float | None]:
-        """Aggregates over the whole range; None where there is no value."""
+    async def stats_many(
+        self,
+        owner_id: str,
+        monitor_ids: Sequence[str],
+        field_name: str,
+        start: datetime,
+        end: datetime,
+        hows: Sequence[Aggregation],
+    ) -> dict[str, dict[Aggregation, float | None]]:
+        """Aggregates over the whole range for each of an owner's monitors (one InfluxQL statement per
+        hundred monitors); None where there is no value, COUNT 0."""
         ...
 
-    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
-        """Samples with is_up == 0, oldest first."""
+    async def failures_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[Failure]]:
+        """For each monitor, its samples with is_up == 0, oldest first, at most ``limit``."""
         ...
 
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
@@ -173,3 +182,20 @@ def aggregate(values_in_time_order: Sequence[float], how: Aggregation) -> float 
     percentile = how.percentile
     assert percentile is not None
     return nearest_rank(sorted(values), percentile)
+
+
+async def stats(
+    store: TimeSeriesStore,
+    key: SeriesKey,
+    field_name: str,
+    start: datetime,
+    end: datetime,
+    hows: Sequence[Aggregation],
+) -> dict[Aggregation, float | None]:
+    """Aggregates of one monitor over the whole range."""
+    return (await store.stats_many(key.owner_id, [key.monitor_id], field_name, start, end, hows))[key.monitor_id]
+
+
+async def failures(store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
+    """One monitor's failed samples, oldest first."""
+    return (await store.failures_many(key.owner_id, [key.monitor_id], start, end, limit))[key.monitor_id]

@@ -6,14 +6,24 @@ monitor through :class:`SeriesKey`. The same code runs over the embedded and the
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import math
 import statistics
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 
 from service_runtime.errors import InvalidArgument
-from service_runtime.timeseries.port import Aggregation, Point, SeriesKey, TimeSeriesStore, check_field_name
+from service_runtime.timeseries.port import (
+    Aggregation,
+    Failure,
+    Point,
+    SeriesKey,
+    TimeSeriesStore,
+    check_field_name,
+    stats,
+)
 
 DEFAULT_MAX_POINTS = 1000
 MAX_POINTS = 10_000
@@ -73,7 +83,7 @@ async def query_samples(
         return QueryResult(await store.windows(key, field_name, start, end, fitted, aggregation), fitted, aggregation)
     if aggregation is not None:
         raise InvalidArgument("window", "is required with an aggregation")
-    count = (await store.stats(key, field_name, start, end, [Aggregation.COUNT]))[Aggregation.COUNT] or 0
+    count = (await stats(store, key, field_name, start, end, [Aggregation.COUNT]))[Aggregation.COUNT] or 0
     if count <= limit:
         return QueryResult(await store.points(key, field_name, start, end, limit), None, None)
     fitted = _window_to_fit(span, limit)
@@ -121,54 +131,96 @@ class CryptoPriceSummary:
     volatility: float | None  # sample standard deviation of sample-to-sample returns
 
 
-async def summarize_availability(
-    store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, now: datetime | None = None
-) -> AvailabilitySummary:
-    """Uptime and outages from the ``is_up`` field. An outage runs from its first failed check to the next
-    successful one; one still failing at the end of the range is ongoing."""
+async def summarize_availability_many(
+    store: TimeSeriesStore,
+    owner_id: str,
+    monitor_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+) -> dict[str, AvailabilitySummary]:
+    """Uptime and outages from the ``is_up`` field of each of an owner's monitors. An outage runs from its
+    first failed check to the next successful one; one still failing at the end of the range is ongoing."""
     check_range(start, end)
-    stats = await store.stats(key, "is_up", start, end, [Aggregation.MEAN, Aggregation.COUNT])
-    checks = int(stats[Aggregation.COUNT] or 0)
-    if checks == 0:
-        return AvailabilitySummary(None, 0, 0)
-    mean = stats[Aggregation.MEAN] or 0.0
-    failures = await store.failures(key, start, end, MAX_FAILURES)
+    counts = await store.stats_many(owner_id, monitor_ids, "is_up", start, end, [Aggregation.MEAN, Aggregation.COUNT])
+    failing = [m for m in monitor_ids if (counts[m][Aggregation.MEAN] or 1.0) < 1.0]
+    failures = await store.failures_many(owner_id, failing, start, end, MAX_FAILURES) if failing else {}
+    horizon = min(end, now or datetime.now(UTC))
+    summaries = {}
+    for monitor_id in monitor_ids:
+        checks = int(counts[monitor_id][Aggregation.COUNT] or 0)
+        if checks == 0:
+            summaries[monitor_id] = AvailabilitySummary(None, 0, 0)
+            continue
+        mean = counts[monitor_id][Aggregation.MEAN] or 0.0
+        found = failures.get(monitor_id, [])
+        summaries[monitor_id] = AvailabilitySummary(
+            uptime_percent=mean * 100,
+            checks=checks,
+            failed_checks=round(checks * (1 - mean)),
+            outages=await _outages(store, SeriesKey(owner_id, monitor_id), found, end, horizon),
+            truncated=len(found) >= MAX_FAILURES,
+        )
+    return summaries
+
+
+async def _outages(
+    store: TimeSeriesStore, key: SeriesKey, failures: Sequence[Failure], end: datetime, horizon: datetime
+) -> list[Outage]:
     outages: list[Outage] = []
     index = 0
-    horizon = min(end, now or datetime.now(UTC))
     while index < len(failures):
         first = failures[index]
         recovered = await store.next_up(key, first.time, end)
         if recovered is None:
-            outages.append(
-                Outage(first.time, None, max(horizon - first.time, timedelta(0)), first.error_class, first.message)
-            )
+            ongoing = max(horizon - first.time, timedelta(0))
+            outages.append(Outage(first.time, None, ongoing, first.error_class, first.message))
             break
         outages.append(Outage(first.time, recovered, recovered - first.time, first.error_class, first.message))
         while index < len(failures) and failures[index].time < recovered:
             index += 1
-    return AvailabilitySummary(
-        uptime_percent=mean * 100,
-        checks=checks,
-        failed_checks=round(checks * (1 - mean)),
-        outages=outages,
-        truncated=len(failures) >= MAX_FAILURES,
+    return outages
+
+
+async def summarize_availability(
+    store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, now: datetime | None = None
+) -> AvailabilitySummary:
+    """:func:`summarize_availability_many` of one monitor."""
+    return (await summarize_availability_many(store, key.owner_id, [key.monitor_id], start, end, now))[key.monitor_id]
+
+
+async def summarize_websites(
+    store: TimeSeriesStore,
+    owner_id: str,
+    monitor_ids: Sequence[str],
+    start: datetime,
+    end: datetime,
+    now: datetime | None = None,
+) -> dict[str, WebsiteSummary]:
+    """Website summaries of several of an owner's monitors, a few queries for all of them."""
+    percentiles = [Aggregation.P50, Aggregation.P95, Aggregation.P99]
+    availability, times, certs = await asyncio.gather(
+        summarize_availability_many(store, owner_id, monitor_ids, start, end, now),
+        store.stats_many(owner_id, monitor_ids, "response_time_ms", start, end, percentiles),
+        store.stats_many(owner_id, monitor_ids, "cert_days_left", start, end, [Aggregation.LAST]),
     )
+    return {
+        m: WebsiteSummary(
+            availability[m],
+            times[m][Aggregation.P50],
+            times[m][Aggregation.P95],
+            times[m][Aggregation.P99],
+            certs[m][Aggregation.LAST],
+        )
+        for m in monitor_ids
+    }
 
 
 async def summarize_website(
     store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, now: datetime | None = None
 ) -> WebsiteSummary:
-    availability = await summarize_availability(store, key, start, end, now)
-    times = await store.stats(key, "response_time_ms", start, end, [Aggregation.P50, Aggregation.P95, Aggregation.P99])
-    cert = await store.stats(key, "cert_days_left", start, end, [Aggregation.LAST])
-    return WebsiteSummary(
-        availability,
-        times[Aggregation.P50],
-        times[Aggregation.P95],
-        times[Aggregation.P99],
-        cert[Aggregation.LAST],
-    )
+    """:func:`summarize_websites` of one monitor."""
+    return (await summarize_websites(store, key.owner_id, [key.monitor_id], start, end, now))[key.monitor_id]
 
 
 async def summarize_crypto_price(
@@ -178,23 +230,23 @@ async def summarize_crypto_price(
     there are more samples)."""
     check_range(start, end)
     hows = [Aggregation.COUNT, Aggregation.FIRST, Aggregation.LAST, Aggregation.MIN, Aggregation.MAX, Aggregation.MEAN]
-    stats = await store.stats(key, "price", start, end, hows)
-    samples = int(stats[Aggregation.COUNT] or 0)
+    price = await stats(store, key, "price", start, end, hows)
+    samples = int(price[Aggregation.COUNT] or 0)
     if samples == 0:
         return CryptoPriceSummary(0, None, None, None, None, None, None, None, None)
     series = await query_samples(store, key, "price", start, end, max_points=MAX_POINTS)
     prices = [p.value for p in series.points]
     returns = [b / a - 1 for a, b in itertools.pairwise(prices) if a != 0]
-    first, last = stats[Aggregation.FIRST], stats[Aggregation.LAST]
+    first, last = price[Aggregation.FIRST], price[Aggregation.LAST]
     assert first is not None
     assert last is not None
     return CryptoPriceSummary(
         samples=samples,
         first=first,
         last=last,
-        min=stats[Aggregation.MIN],
-        max=stats[Aggregation.MAX],
-        mean=stats[Aggregation.MEAN],
+        min=price[Aggregation.MIN],
+        max=price[Aggregation.MAX],
+        mean=price[Aggregation.MEAN],
         change_absolute=last - first,
         change_percent=(last - first) / first * 100 if first else None,
         volatility=statistics.stdev(returns) if len(returns) >= 2 else None,

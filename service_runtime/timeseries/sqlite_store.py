@@ -12,6 +12,7 @@ import json
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -122,28 +123,42 @@ class SqliteSampleStore:
                 result.append(Point(from_ns(window_start), value, len(values)))
         return result
 
-    async def stats(
-        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, hows: Sequence[Aggregation]
-    ) -> dict[Aggregation, float | None]:
+    async def stats_many(
+        self,
+        owner_id: str,
+        monitor_ids: Sequence[str],
+        field_name: str,
+        start: datetime,
+        end: datetime,
+        hows: Sequence[Aggregation],
+    ) -> dict[str, dict[Aggregation, float | None]]:
         check_field_name(field_name)
-        rows = await self._run(lambda: self._values(key, field_name, start, end, -1))
-        values = [v for _, v in rows]
-        return {how: aggregate(values, how) for how in hows}
+        result = {}
+        for monitor_id in monitor_ids:
+            read = partial(self._values, SeriesKey(owner_id, monitor_id), field_name, start, end, -1)
+            values = [v for _, v in await self._run(read)]
+            result[monitor_id] = {how: aggregate(values, how) for how in hows}
+        return result
 
-    async def failures(self, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
-        def select() -> list[tuple[int, str]]:
+    async def failures_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, limit: int
+    ) -> dict[str, list[Failure]]:
+        def select(monitor_id: str) -> list[tuple[int, str]]:
             cursor = self._connection.execute(
                 f"SELECT time_ns, notes FROM samples WHERE {_SERIES} AND json_extract(fields, '$.is_up') = 0"
                 " ORDER BY time_ns LIMIT ?",
-                (key.owner_id, key.monitor_id, to_ns(start), to_ns(end), limit),
+                (owner_id, monitor_id, to_ns(start), to_ns(end), limit),
             )
             return cursor.fetchall()
 
-        failures = []
-        for t, notes_json in await self._run(select):
-            notes = json.loads(notes_json)
-            failures.append(Failure(from_ns(t), str(notes.get("error_class", "")), str(notes.get("message", ""))))
-        return failures
+        result = {}
+        for monitor_id in monitor_ids:
+            failures = []
+            for t, notes_json in await self._run(partial(select, monitor_id)):
+                notes = json.loads(notes_json)
+                failures.append(Failure(from_ns(t), str(notes.get("error_class", "")), str(notes.get("message", ""))))
+            result[monitor_id] = failures
+        return result
 
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
         def select() -> tuple[int] | None:

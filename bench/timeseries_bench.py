@@ -1,0 +1,165 @@
+"""Time-series figures against a real InfluxDB (influxd 1.x started here on a free port).
+
+- ``influx_write_samples_per_s``: website-check samples (is_up, response_time_ms, status_code,
+  cert_days_left; owner, monitor and location tags) written through our adapter (line protocol built with
+  influxdb-client's Point, batches of 5,000 over HTTP), counted from the first write until InfluxDB has
+  acknowledged the last batch.
+- ``summary_10k_monitors_s``: a day of samples for each of 10,000 monitors (one check every
+  ``--interval-s``, with a few outages; 500 owners of 20 monitors each), then the 24-hour website summary
+  (uptime, outages, response-time p50/p95/p99, certificate days) of every one of the 10,000 monitors,
+  each owner's monitors together (a few InfluxQL statements per owner), 8 owners at a time. Also the
+  latency of one monitor's summary alone (``summary_one_monitor_p50_ms``).
+
+Writes ``bench/results/timeseries.json``.
+
+    make bench     # or: .venv/bin/python -m bench.timeseries_bench [--monitors 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import random
+import statistics
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey
+from service_runtime.timeseries.queries import summarize_website, summarize_websites
+from tests.harness.external import InfluxDBServer
+from tests.harness.services import REPO
+
+RESULTS = REPO / "bench" / "results" / "timeseries.json"
+CHUNK = 5000
+OWNERS = 500  # 10,000 monitors: 20 per owner
+CONCURRENCY = 8
+
+
+def website_sample(owner: str, monitor: str, at: datetime, rng: random.Random, down: bool) -> Sample:
+    notes = {"error_class": "timeout", "message": "timed out after 10s"} if down else {}
+    return Sample(
+        owner,
+        monitor,
+        at,
+        {
+            "is_up": 0.0 if down else 1.0,
+            "response_time_ms": rng.uniform(40, 900),
+            "status_code": 0.0 if down else 200.0,
+            "cert_days_left": 60.0,
+        },
+        {"location": "eu-west"},
+        notes,
+    )
+
+
+async def write_day(store: InfluxStore, monitors: int, start: datetime, interval: timedelta) -> int:
+    """One day of checks for every monitor, in time order; every 50th monitor has a 20-minute outage."""
+    rng = random.Random(7)
+    steps = int(timedelta(days=1) / interval)
+    written = 0
+    batch: list[Sample] = []
+    for step in range(steps):
+        at = start + step * interval
+        for m in range(monitors):
+            down = m % 50 == 0 and steps // 2 <= step < steps // 2 + max(1, int(timedelta(minutes=20) / interval))
+            batch.append(website_sample(f"usr_{m % OWNERS}", f"mon_{m}", at, rng, down))
+            if len(batch) == CHUNK:
+                await store.write(batch)
+                written += len(batch)
+                batch = []
+                if len(store._buffer) > 50_000:  # keep the buffer from overflowing while loading
+                    await store.flush(timeout_s=120)
+    await store.write(batch)
+    await store.flush(timeout_s=300)
+    return written + len(batch)
+
+
+async def measure(args: argparse.Namespace, server: InfluxDBServer) -> dict[str, object]:
+    config = InfluxConfig(url=server.url, database="bench", buffer_limit=200_000, timeout_s=30)
+    store = await InfluxStore.open(config)
+    try:
+        # Write throughput: fresh samples for 1,000 monitors, a minute apart.
+        rng = random.Random(1)
+        start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+        samples = [
+            website_sample(f"usr_{i % 100}", f"wmon_{i % 1000}", start + timedelta(seconds=i // 1000), rng, False)
+            for i in range(args.write_samples)
+        ]
+        began = time.perf_counter()
+        for i in range(0, len(samples), CHUNK):
+            await store.write(samples[i : i + CHUNK])
+            if len(store._buffer) > 100_000:
+                await store.flush(timeout_s=120)
+        await store.flush(timeout_s=300)
+        write_s = time.perf_counter() - began
+        assert store.dropped == 0, f"{store.dropped} samples dropped"
+
+        day_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+        interval = timedelta(seconds=args.interval_s)
+        loaded = await write_day(store, args.monitors, day_start, interval)
+        day_end = day_start + timedelta(days=1)
+
+        owners: dict[str, list[str]] = {}
+        for m in range(args.monitors):
+            owners.setdefault(f"usr_{m % OWNERS}", []).append(f"mon_{m}")
+        semaphore = asyncio.Semaphore(CONCURRENCY)
+        outages = 0
+
+        async def summarize_owner(owner: str, monitor_ids: list[str]) -> None:
+            nonlocal outages
+            async with semaphore:
+                summaries = await summarize_websites(store, owner, monitor_ids, day_start, day_end)
+            for summary in summaries.values():
+                assert summary.availability.checks == loaded // args.monitors, summary.availability
+                outages += len(summary.availability.outages)
+
+        began = time.perf_counter()
+        await asyncio.gather(*(summarize_owner(owner, ids) for owner, ids in owners.items()))
+        summary_s = time.perf_counter() - began
+        assert outages == len(range(0, args.monitors, 50)), outages
+
+        latencies = []
+        for m in range(0, args.monitors, max(1, args.monitors // 200)):
+            t = time.perf_counter()
+            await summarize_website(store, SeriesKey(f"usr_{m % OWNERS}", f"mon_{m}"), day_start, day_end)
+            latencies.append(time.perf_counter() - t)
+    finally:
+        await store.close()
+    latencies.sort()
+    return {
+        "influx_write_samples_per_s": round(args.write_samples / write_s, 1),
+        "summary_10k_monitors_s": round(summary_s, 2),
+        "summary_one_monitor_p50_ms": round(statistics.median(latencies) * 1000, 2),
+        "summary_one_monitor_p99_ms": round(latencies[int(len(latencies) * 0.99)] * 1000, 2),
+        "write_samples": args.write_samples,
+        "monitors": args.monitors,
+        "samples_per_monitor_per_day": loaded // args.monitors,
+        "day_samples_loaded": loaded,
+        "owners": OWNERS,
+        "summary_concurrency_owners": CONCURRENCY,
+        "influxdb": "influxd 1.x (Debian influxdb), same machine",
+        "cpus": os.cpu_count() or 0,
+        "python": platform.python_version(),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--monitors", type=int, default=10_000)
+    parser.add_argument("--interval-s", type=int, default=300)
+    parser.add_argument("--write-samples", type=int, default=200_000)
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory() as tmp, InfluxDBServer(Path(tmp)) as server:
+        figures = asyncio.run(measure(args, server))
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
