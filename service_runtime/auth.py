@@ -19,6 +19,8 @@ class Principal:
     user_id: str
     email: str
     credential_id: str
+    # Set for another of our services (a runner, the alert service) calling an internal method.
+    service: str = ""
 
 
 _current: contextvars.ContextVar[Principal | None] = contextvars.ContextVar("principal", default=None)

@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -28,7 +28,7 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from service_runtime.auth import TokenVerifier, bearer_token, set_current_principal
+from service_runtime.auth import Principal, TokenVerifier, bearer_token, set_current_principal, token_digest
 from service_runtime.errors import (
     AlreadyExists,
     DomainError,
@@ -124,7 +124,15 @@ def _chain_stream(links: Sequence[Interceptor], method: str, inner: Callable[...
 
     for link in reversed(links):
         call = partial(_stream_link, link, call, method)
-    return call
+    chained = call
+
+    # grpc.aio serves a streaming response from an async generator *function*; a partial returning one
+    # would be taken for a plain iterator.
+    async def handler(request: Any, context: Any) -> AsyncIterator[Any]:
+        async for item in chained(request, context):
+            yield item
+
+    return handler
 
 
 def _stream_link(link: Interceptor, call: NextStream, method: str, request: Any, context: Any) -> AsyncIterator[Any]:
@@ -299,17 +307,39 @@ class ErrorMappingInterceptor(Interceptor):
 
 
 class AuthInterceptor(Interceptor):
-    """Requires ``authorization: Bearer <token>`` on every method but health, reflection and ``public_methods``."""
+    """Requires ``authorization: Bearer <token>`` on every method but health, reflection and ``public_methods``.
 
-    def __init__(self, verifier: TokenVerifier, public_methods: Iterable[str] = ()) -> None:
+    ``internal_methods`` (runners' and services' RPCs) take only a service token, which maps to a service name
+    in ``service_tokens`` (by digest); a user's token there is PERMISSION_DENIED, as is a service token on a
+    user's method.
+    """
+
+    def __init__(
+        self,
+        verifier: TokenVerifier,
+        public_methods: Iterable[str] = (),
+        internal_methods: Iterable[str] = (),
+        service_tokens: Mapping[str, str] | None = None,
+    ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
+        self._internal = frozenset(internal_methods)
+        self._services = {token_digest(token): name for token, name in (service_tokens or {}).items()}
 
     def applies_to(self, method: str) -> bool:
         return method not in self._public and not method.startswith(OPEN_PREFIXES)
 
     async def _authenticate(self, details: grpc.HandlerCallDetails) -> None:
         token = bearer_token(_metadata_value(details, "authorization"))
+        service = self._services.get(token_digest(token)) if self._services else None
+        if details.method in self._internal:
+            if service is None:
+                await self._verifier.verify(token)  # UNAUTHENTICATED for a token that is nobody's
+                raise PermissionDenied(f"{details.method} is for our services; user tokens are refused")
+            set_current_principal(Principal("", "", f"service:{service}", service=service))
+            return
+        if service is not None:
+            raise PermissionDenied("a service token may call internal methods only")
         set_current_principal(await self._verifier.verify(token))
 
     async def around(self, call: Next, request: Any, context: Any, details: Any) -> Any:
@@ -322,6 +352,12 @@ class AuthInterceptor(Interceptor):
             yield item
 
 
-def interceptor_chain(verifier: TokenVerifier, public_methods: Iterable[str] = ()) -> list[Interceptor]:
+def interceptor_chain(
+    verifier: TokenVerifier,
+    public_methods: Iterable[str] = (),
+    internal_methods: Iterable[str] = (),
+    service_tokens: Mapping[str, str] | None = None,
+) -> list[Interceptor]:
     """The chain every server installs, outermost first."""
-    return [RequestLogInterceptor(), ErrorMappingInterceptor(), AuthInterceptor(verifier, public_methods)]
+    auth = AuthInterceptor(verifier, public_methods, internal_methods, service_tokens)
+    return [RequestLogInterceptor(), ErrorMappingInterceptor(), auth]

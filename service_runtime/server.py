@@ -7,7 +7,7 @@ import asyncio
 import logging
 import signal
 import sys
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,9 @@ class ServiceHost:
     services: Sequence[RegisteredService]
     verifier: TokenVerifier
     public_methods: Iterable[str] = ()
+    internal_methods: Iterable[str] = ()
+    # Service token -> service name, for internal_methods.
+    service_tokens: Mapping[str, str] = field(default_factory=dict)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Coroutines run as tasks while serving (periodic sweeps and the like), cancelled on stop.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -82,7 +85,10 @@ class ServiceHost:
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
-        intercepted = InterceptedServer(self.server, interceptor_chain(self.verifier, self.public_methods))
+        intercepted = InterceptedServer(
+            self.server,
+            interceptor_chain(self.verifier, self.public_methods, self.internal_methods, self.service_tokens),
+        )
         for service in self.services:
             service.add(service.servicer, intercepted)
             if service.full_name not in intercepted.registered:

@@ -13,6 +13,8 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
+from service_runtime.local_secrets import local_secret
+
 ServiceName = Literal["monitor", "alert", "notify"]
 
 DEFAULT_LISTEN: Mapping[ServiceName, str] = {
@@ -78,7 +80,13 @@ class Settings:
     rpc_timeout_s: float
     auth_cache_ttl_s: float
     raw_retention: timedelta
+    service_token: str
+    min_interval_s: float
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    def resolved_service_token(self) -> str:
+        """MONITORS_SERVICE_TOKEN, or the one kept in the data directory (embedded mode)."""
+        return self.service_token or local_secret(self.data_dir / "service-token")
 
     @property
     def embedded(self) -> bool:
@@ -114,4 +122,6 @@ class Settings:
             rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
+            service_token=env.get("MONITORS_SERVICE_TOKEN", ""),
+            min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
         )

@@ -1,9 +1,10 @@
-"""Conversions between protobuf Timestamp and timezone-aware datetimes."""
+"""Conversions between protobuf Timestamp / Duration and timezone-aware datetimes / timedeltas."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 
@@ -19,3 +20,17 @@ def to_timestamp(moment: datetime | None) -> Timestamp | None:
 def from_timestamp(stamp: Timestamp, present: bool) -> datetime | None:
     """The datetime of a Timestamp field, or None when the field is unset (``present`` from HasField)."""
     return stamp.ToDatetime(tzinfo=UTC) if present else None
+
+
+def to_duration(span: timedelta | None) -> Duration | None:
+    """A Duration for ``span``; None stays None."""
+    if span is None:
+        return None
+    duration = Duration()
+    duration.FromTimedelta(span)
+    return duration
+
+
+def from_duration(duration: Duration, present: bool) -> timedelta | None:
+    """The timedelta of a Duration field, or None when unset."""
+    return duration.ToTimedelta() if present else None

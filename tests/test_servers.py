@@ -11,7 +11,6 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from grpc_status import rpc_status
 
 from monitors.v1 import (
     account_service_pb2,
@@ -23,6 +22,7 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
+from tests.harness.rpc import auth, rich_details
 from tests.harness.services import REPO, Stack, health
 
 SERVICES = {
@@ -43,24 +43,6 @@ def api_key(stack: Stack) -> str:
 def channel(stack: Stack) -> Iterator[grpc.Channel]:
     with grpc.insecure_channel(stack.address("monitor")) as channel:
         yield channel
-
-
-def auth(key: str) -> tuple[tuple[str, str]]:
-    return (("authorization", f"Bearer {key}"),)
-
-
-def rich_details(error: grpc.RpcError) -> list[object]:
-    """The google.rpc detail messages of a failed call."""
-    status = rpc_status.from_call(error)
-    assert status is not None, "the error carries no google.rpc.Status"
-    found: list[object] = []
-    for detail in status.details:
-        for kind in (error_details_pb2.BadRequest, error_details_pb2.ErrorInfo):
-            if detail.Is(kind.DESCRIPTOR):
-                message = kind()
-                detail.Unpack(message)
-                found.append(message)
-    return found
 
 
 @pytest.mark.parametrize("name", sorted(SERVICES))
@@ -206,10 +188,12 @@ def test_rpcs_of_later_issues_are_unimplemented_behind_auth(stack: Stack, api_ke
     with grpc.insecure_channel(stack.address("monitor")) as channel:
         stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ListMonitors(monitor_service_pb2.ListMonitorsRequest(), timeout=5)
+            stub.SuggestMonitors(monitor_service_pb2.SuggestMonitorsRequest(text="x"), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as caught:
-            stub.ListMonitors(monitor_service_pb2.ListMonitorsRequest(), metadata=auth(api_key), timeout=5)
+            stub.SuggestMonitors(
+                monitor_service_pb2.SuggestMonitorsRequest(text="x"), metadata=auth(api_key), timeout=5
+            )
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

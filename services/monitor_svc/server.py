@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
 from pathlib import Path
 
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
@@ -12,6 +13,9 @@ from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
 from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.domain import Limits
+from services.monitor_svc.monitor_store import MonitorStore
+from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
 
@@ -21,7 +25,10 @@ ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountServic
 MONITOR_SERVICE = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 # Login itself cannot require a token.
 PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/CompleteLogin")
+# Runners' RPCs: a service token only.
+INTERNAL_METHODS = (f"/{MONITOR_SERVICE}/WatchAssignments", f"/{MONITOR_SERVICE}/ReportResults")
 RETENTION_SWEEP_S = 3600.0
+VERSION = "0.1.0"
 
 
 async def build_server(settings: Settings) -> ServiceHost:
@@ -32,16 +39,34 @@ async def build_server(settings: Settings) -> ServiceHost:
     accounts.revocation_listeners.append(verifier.forget_credential)
     timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
     key_values = open_key_value_store(settings.redis_url)
+    monitors = Monitors(
+        MonitorStore(database), timeseries, Limits(min_interval=timedelta(seconds=settings.min_interval_s))
+    )
+    deployment = Deployment(
+        version=VERSION,
+        mode="embedded" if settings.embedded else "production",
+        database_backend="sqlite" if settings.embedded else "mysql",
+        timeseries_backend="sqlite" if settings.timeseries_url.startswith("sqlite") else "influxdb",
+    )
     # The RPCs of later issues are served by the generated base class (UNIMPLEMENTED) until they land;
     # mypy-protobuf marks them abstract.
-    monitors = MonitorServicer()  # type: ignore[abstract]
+    monitor_servicer = MonitorServicer(monitors, deployment)  # type: ignore[abstract]
     services = [
-        RegisteredService(MONITOR_SERVICE, monitors, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server),
+        RegisteredService(
+            MONITOR_SERVICE, monitor_servicer, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server
+        ),
         RegisteredService(
             ACCOUNT_SERVICE, AccountServicer(accounts), account_service_pb2_grpc.add_AccountServiceServicer_to_server
         ),
     ]
-    host = ServiceHost(settings, services, verifier, PUBLIC_METHODS)
+    host = ServiceHost(
+        settings,
+        services,
+        verifier,
+        PUBLIC_METHODS,
+        INTERNAL_METHODS,
+        {settings.resolved_service_token(): "runner"},
+    )
     host.on_stop += [database.close, timeseries.close, key_values.close]
     host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
     return host

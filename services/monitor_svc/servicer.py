@@ -5,12 +5,22 @@ from __future__ import annotations
 from typing import Any
 
 from monitors.v1 import account_service_pb2 as pb
-from monitors.v1 import account_service_pb2_grpc, monitor_service_pb2_grpc
+from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb2_grpc
+from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
-from service_runtime.errors import NotImplementedYet
-from service_runtime.timestamps import from_timestamp, to_timestamp
+from service_runtime.errors import InvalidArgument, NotImplementedYet
+from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.store import ApiKey, User
+from services.monitor_svc.translate import (
+    AGGREGATIONS,
+    aggregation_to_proto,
+    draft_from_proto,
+    monitor_to_proto,
+    status_to_proto,
+    summary_to_proto,
+)
 
 Context = Any  # grpc.aio.ServicerContext; the interceptors own status handling, servicers never touch it.
 LOGIN_LATER = (
@@ -70,5 +80,94 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
 
 
 class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
-    """MonitorService. The contract is complete; monitors arrive with their own issue, and until then each
-    RPC answers UNIMPLEMENTED (the generated base class) through the same auth and error chain."""
+    """MonitorService: protobuf in, :class:`Monitors` call, protobuf out."""
+
+    def __init__(self, monitors: Monitors, deployment: Deployment) -> None:
+        self._monitors = monitors
+        self._deployment = deployment
+
+    async def CreateMonitor(self, request: mpb.CreateMonitorRequest, context: Context) -> mpb.CreateMonitorResponse:
+        monitor = await self._monitors.create(current_principal(), draft_from_proto(request.monitor))
+        return mpb.CreateMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def GetMonitor(self, request: mpb.GetMonitorRequest, context: Context) -> mpb.GetMonitorResponse:
+        monitor = await self._monitors.get(current_principal(), request.id)
+        return mpb.GetMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def ListMonitors(self, request: mpb.ListMonitorsRequest, context: Context) -> mpb.ListMonitorsResponse:
+        page, token = await self._monitors.list(current_principal(), request.page_size, request.page_token)
+        return mpb.ListMonitorsResponse(monitors=[monitor_to_proto(m) for m in page], next_page_token=token)
+
+    async def UpdateMonitor(self, request: mpb.UpdateMonitorRequest, context: Context) -> mpb.UpdateMonitorResponse:
+        paths = list(request.update_mask.paths)
+        monitor = await self._monitors.update(
+            current_principal(), request.monitor.id, draft_from_proto(request.monitor), paths
+        )
+        return mpb.UpdateMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def DeleteMonitor(self, request: mpb.DeleteMonitorRequest, context: Context) -> mpb.DeleteMonitorResponse:
+        await self._monitors.delete(current_principal(), request.id)
+        return mpb.DeleteMonitorResponse()
+
+    async def PauseMonitor(self, request: mpb.PauseMonitorRequest, context: Context) -> mpb.PauseMonitorResponse:
+        monitor = await self._monitors.set_paused(current_principal(), request.id, True)
+        return mpb.PauseMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def ResumeMonitor(self, request: mpb.ResumeMonitorRequest, context: Context) -> mpb.ResumeMonitorResponse:
+        monitor = await self._monitors.set_paused(current_principal(), request.id, False)
+        return mpb.ResumeMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def GetMonitorStatus(
+        self, request: mpb.GetMonitorStatusRequest, context: Context
+    ) -> mpb.GetMonitorStatusResponse:
+        status = await self._monitors.status(current_principal(), request.id)
+        return mpb.GetMonitorStatusResponse(status=status_to_proto(status))
+
+    async def QuerySamples(self, request: mpb.QuerySamplesRequest, context: Context) -> mpb.QuerySamplesResponse:
+        time_range = request.time_range
+        aggregation = request.aggregation
+        if aggregation != common_pb2.AGGREGATION_UNSPECIFIED and aggregation not in AGGREGATIONS:
+            raise InvalidArgument("aggregation", "is not a known aggregation")
+        result = await self._monitors.query(
+            current_principal(),
+            request.monitor_id,
+            request.field,
+            from_timestamp(time_range.start_time, time_range.HasField("start_time")),
+            from_timestamp(time_range.end_time, time_range.HasField("end_time")),
+            from_duration(request.window, request.HasField("window")),
+            AGGREGATIONS.get(aggregation),
+            request.max_points,
+        )
+        return mpb.QuerySamplesResponse(
+            points=[
+                common_pb2.DataPoint(point_time=to_timestamp(p.time), value=p.value, sample_count=p.count)
+                for p in result.points
+            ],
+            window=to_duration(result.window),
+            aggregation=aggregation_to_proto(result.aggregation),
+        )
+
+    async def SummarizeMonitor(
+        self, request: mpb.SummarizeMonitorRequest, context: Context
+    ) -> mpb.SummarizeMonitorResponse:
+        time_range = request.time_range
+        start, end, summary = await self._monitors.summarize(
+            current_principal(),
+            request.monitor_id,
+            from_timestamp(time_range.start_time, time_range.HasField("start_time")),
+            from_timestamp(time_range.end_time, time_range.HasField("end_time")),
+        )
+        response = mpb.SummarizeMonitorResponse(
+            monitor_id=request.monitor_id,
+            time_range=common_pb2.TimeRange(start_time=to_timestamp(start), end_time=to_timestamp(end)),
+        )
+        summary_to_proto(response, summary)
+        return response
+
+    async def GetDeploymentStatus(
+        self, request: mpb.GetDeploymentStatusRequest, context: Context
+    ) -> mpb.GetDeploymentStatusResponse:
+        d = self._deployment
+        return mpb.GetDeploymentStatusResponse(
+            version=d.version, mode=d.mode, database_backend=d.database_backend, timeseries_backend=d.timeseries_backend
+        )

@@ -1,0 +1,473 @@
+"""Monitors: their types, specs, validation rules, and the sample fields each type writes.
+
+Plain Python: the servicer translates protobuf to these dataclasses, and every rule lives here. Field paths in
+errors are paths in the request (``monitor.spec.website.url``), so a caller knows exactly what to fix.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+from urllib.parse import urlsplit
+
+from service_runtime.errors import FieldViolation, InvalidArgument
+
+MAX_DISPLAY_NAME = 200
+MAX_HEADERS = 50
+MAX_BODY = 64 * 1024
+DEFAULT_INTERVAL = timedelta(seconds=60)
+DEFAULT_TIMEOUT = timedelta(seconds=10)
+MAX_INTERVAL = timedelta(days=1)
+MAX_TIMEOUT = timedelta(seconds=60)
+MAX_RETRIES = 10
+MAX_LOCATIONS = 10
+_LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+_LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+_HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+_PAIR = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
+SECRET_REFERENCE = re.compile(r"\{\{secret:([A-Za-z][A-Za-z0-9_]{0,63})\}\}")
+
+
+class MonitorKind(StrEnum):
+    WEBSITE = "website"
+    CRYPTO_PRICE = "crypto_price"
+    TCP = "tcp"
+    DNS = "dns"
+    HEARTBEAT = "heartbeat"
+    GRPC_HEALTH = "grpc_health"
+
+
+# The numeric sample fields each kind writes (QuerySamples and alert rules may name only these).
+FIELDS: Mapping[MonitorKind, frozenset[str]] = {
+    MonitorKind.WEBSITE: frozenset({"is_up", "status_code", "response_time_ms", "cert_days_left"}),
+    MonitorKind.CRYPTO_PRICE: frozenset({"is_up", "price"}),
+    MonitorKind.TCP: frozenset({"is_up", "connect_time_ms"}),
+    MonitorKind.DNS: frozenset({"is_up", "response_time_ms"}),
+    MonitorKind.HEARTBEAT: frozenset({"is_up"}),
+    MonitorKind.GRPC_HEALTH: frozenset({"is_up", "response_time_ms"}),
+}
+
+
+class MonitorState(StrEnum):
+    UP = "up"
+    DOWN = "down"
+    PENDING = "pending"
+    PAUSED = "paused"
+    UNKNOWN = "unknown"
+
+
+HTTP_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
+CRYPTO_PROVIDERS = ("coinbase", "binance", "kraken", "coingecko")
+DNS_RECORD_TYPES = ("A", "AAAA", "CNAME", "MX", "TXT", "NS")
+COMPARISONS = (">", ">=", "<", "<=", "==", "!=")
+
+
+@dataclass(frozen=True)
+class KeywordAssertion:
+    keyword: str
+    absent: bool = False
+    case_sensitive: bool = False
+
+
+@dataclass(frozen=True)
+class JsonPathAssertion:
+    path: str
+    operator: str  # one of COMPARISONS
+    expected: str
+
+
+@dataclass(frozen=True)
+class WebsiteSpec:
+    url: str
+    method: str = "GET"
+    headers: Mapping[str, str] = field(default_factory=dict)
+    body: str = ""
+    accepted_status_codes: tuple[tuple[int, int], ...] = ((200, 399),)
+    follow_redirects: bool = True
+    keyword: KeywordAssertion | None = None
+    json_path: JsonPathAssertion | None = None
+    cert_expiry_days: int = 0
+
+
+@dataclass(frozen=True)
+class CryptoPriceSpec:
+    pair: str
+    providers: tuple[str, ...] = CRYPTO_PROVIDERS
+
+
+@dataclass(frozen=True)
+class TcpSpec:
+    host: str
+    port: int
+
+
+@dataclass(frozen=True)
+class DnsSpec:
+    name: str
+    record_type: str = "A"
+    expected_answers: tuple[str, ...] = ()
+    resolver: str = ""
+
+
+@dataclass(frozen=True)
+class HeartbeatSpec:
+    grace_period: timedelta = timedelta(minutes=5)
+
+
+@dataclass(frozen=True)
+class GrpcHealthSpec:
+    target: str
+    service: str = ""
+    use_tls: bool = False
+
+
+Spec = WebsiteSpec | CryptoPriceSpec | TcpSpec | DnsSpec | HeartbeatSpec | GrpcHealthSpec
+KIND_OF: Mapping[type, MonitorKind] = {
+    WebsiteSpec: MonitorKind.WEBSITE,
+    CryptoPriceSpec: MonitorKind.CRYPTO_PRICE,
+    TcpSpec: MonitorKind.TCP,
+    DnsSpec: MonitorKind.DNS,
+    HeartbeatSpec: MonitorKind.HEARTBEAT,
+    GrpcHealthSpec: MonitorKind.GRPC_HEALTH,
+}
+SPEC_OF: Mapping[MonitorKind, type] = {kind: cls for cls, kind in KIND_OF.items()}
+
+
+def kind_of(spec: Spec) -> MonitorKind:
+    return KIND_OF[type(spec)]
+
+
+@dataclass(frozen=True)
+class MonitorDraft:
+    """What a caller asks for; unset (None) values take their defaults."""
+
+    spec: Spec | None
+    display_name: str = ""
+    interval: timedelta | None = None
+    timeout: timedelta | None = None
+    retries: int = 0
+    locations: tuple[str, ...] = ()
+    quorum: int = 0
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Monitor:
+    id: str
+    owner_id: str
+    display_name: str
+    spec: Spec
+    interval: timedelta
+    timeout: timedelta
+    retries: int
+    locations: tuple[str, ...]
+    quorum: int
+    paused: bool
+    labels: Mapping[str, str]
+    heartbeat_token: str
+    create_time: datetime
+    update_time: datetime
+
+    @property
+    def kind(self) -> MonitorKind:
+        return kind_of(self.spec)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Server-side rules a deployment may tune (MONITORS_MIN_INTERVAL_S)."""
+
+    min_interval: timedelta = timedelta(seconds=10)
+
+
+class _Violations:
+    def __init__(self) -> None:
+        self.found: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.found.append(FieldViolation(path, description))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise InvalidArgument.of(self.found)
+
+
+def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> MonitorDraft:
+    """The draft with defaults filled in; INVALID_ARGUMENT naming every invalid field."""
+    bad = _Violations()
+    name = draft.display_name.strip()
+    if len(name) > MAX_DISPLAY_NAME:
+        bad.add(f"{prefix}.display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
+    if draft.spec is None:
+        bad.add(f"{prefix}.spec", "is required: set one of website, crypto_price, tcp, dns, heartbeat, grpc_health")
+    else:
+        validate_spec(draft.spec, bad, f"{prefix}.spec")
+    interval = draft.interval or DEFAULT_INTERVAL
+    if interval < limits.min_interval:
+        bad.add(f"{prefix}.interval", f"must be at least {int(limits.min_interval.total_seconds())}s")
+    elif interval > MAX_INTERVAL:
+        bad.add(f"{prefix}.interval", "must be at most 24h")
+    timeout = draft.timeout or min(DEFAULT_TIMEOUT, interval)
+    if timeout <= timedelta(0) or timeout > MAX_TIMEOUT:
+        bad.add(f"{prefix}.timeout", "must be between 0s and 60s")
+    elif timeout > interval:
+        bad.add(f"{prefix}.timeout", "must not be longer than the interval")
+    if not 0 <= draft.retries <= MAX_RETRIES:
+        bad.add(f"{prefix}.retries", f"must be between 0 and {MAX_RETRIES}")
+    if len(draft.locations) > MAX_LOCATIONS:
+        bad.add(f"{prefix}.locations", f"at most {MAX_LOCATIONS} locations")
+    for i, location in enumerate(draft.locations):
+        if not _LOCATION.match(location):
+            bad.add(f"{prefix}.locations[{i}]", "must be lower-case letters, digits and dashes (up to 32)")
+    if len(set(draft.locations)) != len(draft.locations):
+        bad.add(f"{prefix}.locations", "must not repeat a location")
+    if not 0 <= draft.quorum <= len(draft.locations):
+        bad.add(f"{prefix}.quorum", "must be between 0 (a majority) and the number of locations")
+    for key, value in draft.labels.items():
+        if not _LABEL_KEY.match(key) or len(value) > 200:
+            bad.add(f"{prefix}.labels", f"label {key[:40]!r}: keys are lower-case identifiers, values up to 200 chars")
+    bad.raise_any()
+    assert draft.spec is not None
+    return replace(
+        draft,
+        display_name=name or default_name(draft.spec),
+        interval=interval,
+        timeout=timeout,
+    )
+
+
+def validate_spec(spec: Spec, bad: _Violations, path: str) -> None:
+    match spec:
+        case WebsiteSpec():
+            _validate_website(spec, bad, f"{path}.website")
+        case CryptoPriceSpec():
+            p = f"{path}.crypto_price"
+            if not _PAIR.match(spec.pair):
+                bad.add(f"{p}.pair", "must be BASE-QUOTE in capitals, such as BTC-USD")
+            for i, provider in enumerate(spec.providers):
+                if provider not in CRYPTO_PROVIDERS:
+                    bad.add(f"{p}.providers[{i}]", f"must be one of {', '.join(CRYPTO_PROVIDERS)}")
+            if len(set(spec.providers)) != len(spec.providers):
+                bad.add(f"{p}.providers", "must not repeat a provider")
+        case TcpSpec():
+            p = f"{path}.tcp"
+            _validate_host(spec.host, bad, f"{p}.host")
+            if not 1 <= spec.port <= 65535:
+                bad.add(f"{p}.port", "must be between 1 and 65535")
+        case DnsSpec():
+            p = f"{path}.dns"
+            _validate_host(spec.name, bad, f"{p}.name")
+            if spec.record_type not in DNS_RECORD_TYPES:
+                bad.add(f"{p}.record_type", f"must be one of {', '.join(DNS_RECORD_TYPES)}")
+            if spec.resolver:
+                host, _, port = (
+                    spec.resolver.rpartition(":") if spec.resolver.count(":") == 1 else (spec.resolver, "", "")
+                )
+                _validate_host(host, bad, f"{p}.resolver")
+                if port and not (port.isdigit() and 1 <= int(port) <= 65535):
+                    bad.add(f"{p}.resolver", "port must be between 1 and 65535")
+        case HeartbeatSpec():
+            if not timedelta(0) <= spec.grace_period <= timedelta(days=1):
+                bad.add(f"{path}.heartbeat.grace_period", "must be between 0s and 24h")
+        case GrpcHealthSpec():
+            p = f"{path}.grpc_health"
+            host, _, port = spec.target.rpartition(":")
+            if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+                bad.add(f"{p}.target", "must be host:port")
+            else:
+                _validate_host(host.strip("[]"), bad, f"{p}.target")
+            if len(spec.service) > 200:
+                bad.add(f"{p}.service", "must be at most 200 characters")
+
+
+def _validate_host(host: str, bad: _Violations, path: str) -> None:
+    if not host:
+        bad.add(path, "is required")
+        return
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        if not _HOSTNAME.match(host):
+            bad.add(path, "must be a host name or an IP address")
+
+
+def _validate_website(spec: WebsiteSpec, bad: _Violations, p: str) -> None:
+    url = SECRET_REFERENCE.sub("secret", spec.url)
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https"):
+        bad.add(f"{p}.url", "must be an http:// or https:// URL")
+    elif not parts.hostname:
+        bad.add(f"{p}.url", "must name a host")
+    elif len(spec.url) > 2048:
+        bad.add(f"{p}.url", "must be at most 2048 characters")
+    else:
+        try:
+            parts.port  # noqa: B018 - raises for a port out of range
+        except ValueError:
+            bad.add(f"{p}.url", "has an invalid port")
+        if parts.username or parts.password:
+            bad.add(f"{p}.url", "must not carry credentials; use a header with {{secret:NAME}}")
+    if spec.method not in HTTP_METHODS:
+        bad.add(f"{p}.method", f"must be one of {', '.join(HTTP_METHODS)}")
+    if len(spec.headers) > MAX_HEADERS:
+        bad.add(f"{p}.headers", f"at most {MAX_HEADERS} headers")
+    for name, value in spec.headers.items():
+        if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value or len(value) > 8192:
+            bad.add(f"{p}.headers", f"header {name[:40]!r} is not a valid HTTP header")
+    if len(spec.body) > MAX_BODY:
+        bad.add(f"{p}.body", "must be at most 64 KiB")
+    for i, (low, high) in enumerate(spec.accepted_status_codes):
+        if not 100 <= low <= high <= 599:
+            bad.add(f"{p}.accepted_status_codes[{i}]", "must be a range within 100-599 with min <= max")
+    if spec.keyword is not None and not 1 <= len(spec.keyword.keyword) <= 500:
+        bad.add(f"{p}.keyword.keyword", "must be 1 to 500 characters")
+    if spec.json_path is not None:
+        if not spec.json_path.path.startswith("$"):
+            bad.add(f"{p}.json_path.path", "must start with $, such as $.status")
+        if spec.json_path.operator not in COMPARISONS:
+            bad.add(f"{p}.json_path.operator", "is required")
+    if not 0 <= spec.cert_expiry_days <= 365:
+        bad.add(f"{p}.cert_expiry_days", "must be between 0 and 365")
+
+
+def default_name(spec: Spec) -> str:
+    match spec:
+        case WebsiteSpec():
+            return urlsplit(SECRET_REFERENCE.sub("secret", spec.url)).hostname or spec.url
+        case CryptoPriceSpec():
+            return f"{spec.pair} price"
+        case TcpSpec():
+            return f"tcp {spec.host}:{spec.port}"
+        case DnsSpec():
+            return f"dns {spec.record_type} {spec.name}"
+        case HeartbeatSpec():
+            return "heartbeat"
+        case GrpcHealthSpec():
+            return f"grpc {spec.target}"
+    raise AssertionError(spec)
+
+
+def check_field(kind: MonitorKind, field_name: str, path: str = "field") -> None:
+    """A field the monitor's kind writes, or INVALID_ARGUMENT listing the ones it does."""
+    if field_name not in FIELDS[kind]:
+        raise InvalidArgument(path, f"a {kind.value} monitor writes {', '.join(sorted(FIELDS[kind]))}")
+
+
+def secret_names(spec: Spec) -> set[str]:
+    """The secrets a spec refers to with {{secret:NAME}}."""
+    texts: Sequence[str] = []
+    if isinstance(spec, WebsiteSpec):
+        texts = [spec.url, spec.body, *spec.headers.values()]
+    return {m.group(1) for text in texts for m in SECRET_REFERENCE.finditer(text)}
+
+
+# --- storage form: specs as JSON-ready dicts -------------------------------------------------------------
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    match spec:
+        case WebsiteSpec():
+            return {
+                "url": spec.url,
+                "method": spec.method,
+                "headers": dict(spec.headers),
+                "body": spec.body,
+                "accepted_status_codes": [list(r) for r in spec.accepted_status_codes],
+                "follow_redirects": spec.follow_redirects,
+                "keyword": None if spec.keyword is None else vars(spec.keyword).copy(),
+                "json_path": None if spec.json_path is None else vars(spec.json_path).copy(),
+                "cert_expiry_days": spec.cert_expiry_days,
+            }
+        case HeartbeatSpec():
+            return {"grace_period_s": spec.grace_period.total_seconds()}
+        case CryptoPriceSpec() | DnsSpec():
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()}
+        case TcpSpec() | GrpcHealthSpec():
+            return dict(vars(spec))
+    raise AssertionError(spec)
+
+
+def spec_from_dict(kind: MonitorKind, data: Mapping[str, Any]) -> Spec:
+    match kind:
+        case MonitorKind.WEBSITE:
+            keyword, json_path = data.get("keyword"), data.get("json_path")
+            return WebsiteSpec(
+                url=data["url"],
+                method=data["method"],
+                headers=dict(data["headers"]),
+                body=data["body"],
+                accepted_status_codes=tuple((int(a), int(b)) for a, b in data["accepted_status_codes"]),
+                follow_redirects=bool(data["follow_redirects"]),
+                keyword=None if keyword is None else KeywordAssertion(**keyword),
+                json_path=None if json_path is None else JsonPathAssertion(**json_path),
+                cert_expiry_days=int(data["cert_expiry_days"]),
+            )
+        case MonitorKind.HEARTBEAT:
+            return HeartbeatSpec(timedelta(seconds=float(data["grace_period_s"])))
+        case MonitorKind.CRYPTO_PRICE:
+            return CryptoPriceSpec(data["pair"], tuple(data["providers"]))
+        case MonitorKind.DNS:
+            return DnsSpec(data["name"], data["record_type"], tuple(data["expected_answers"]), data["resolver"])
+        case MonitorKind.TCP:
+            return TcpSpec(data["host"], int(data["port"]))
+        case MonitorKind.GRPC_HEALTH:
+            return GrpcHealthSpec(data["target"], data["service"], bool(data["use_tls"]))
+    raise AssertionError(kind)
+
+
+@dataclass(frozen=True)
+class CheckResult:
+    """One check's outcome."""
+
+    monitor_id: str
+    time: datetime
+    is_up: bool
+    duration: timedelta
+    error_class: str = ""  # dns, connect, tls, timeout, status, assertion, blocked, provider
+    message: str = ""
+    fields: Mapping[str, float] = field(default_factory=dict)
+    location: str = ""
+    runner_id: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class MonitorStatus:
+    monitor_id: str
+    state: MonitorState
+    last_check_time: datetime | None = None
+    last_result: CheckResult | None = None
+    runner_id: str = ""
+    location: str = ""
+    consecutive_failures: int = 0
+    state_change_time: datetime | None = None
+
+
+def next_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) -> MonitorStatus:
+    """The status after ``result``: DOWN once failures exceed the monitor's retries, PENDING before."""
+    failures = 0 if result.is_up else previous.consecutive_failures + 1
+    if result.is_up:
+        state = MonitorState.UP
+    elif failures > monitor.retries:
+        state = MonitorState.DOWN
+    else:
+        state = previous.state if previous.state in (MonitorState.DOWN,) else MonitorState.PENDING
+    changed = state != previous.state or previous.state_change_time is None
+    return MonitorStatus(
+        monitor_id=monitor.id,
+        state=state,
+        last_check_time=result.time,
+        last_result=result,
+        runner_id=result.runner_id,
+        location=result.location,
+        consecutive_failures=failures,
+        state_change_time=result.time if changed else previous.state_change_time,
+    )

@@ -1,0 +1,247 @@
+"""Monitor storage (SQLite or MySQL): monitors and their current status. Every read is scoped by owner."""
+
+from __future__ import annotations
+
+import json
+import secrets
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.orm import Mapped, mapped_column
+
+from service_runtime.database import Database, UtcDateTime, new_id, utc_now
+from service_runtime.errors import NotFound
+from services.monitor_svc.domain import (
+    CheckResult,
+    Monitor,
+    MonitorDraft,
+    MonitorKind,
+    MonitorState,
+    MonitorStatus,
+    spec_from_dict,
+    spec_to_dict,
+)
+from services.monitor_svc.store import Base
+
+
+class MonitorRow(Base):
+    __tablename__ = "monitors"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.ForeignKey("users.id", ondelete="CASCADE"))
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(20))
+    spec: Mapped[str] = mapped_column(sa.Text())
+    interval_s: Mapped[float] = mapped_column(sa.Float())
+    timeout_s: Mapped[float] = mapped_column(sa.Float())
+    retries: Mapped[int] = mapped_column(sa.Integer())
+    locations: Mapped[str] = mapped_column(sa.Text())
+    quorum: Mapped[int] = mapped_column(sa.Integer())
+    paused: Mapped[bool] = mapped_column(sa.Boolean())
+    labels: Mapped[str] = mapped_column(sa.Text())
+    heartbeat_token: Mapped[str] = mapped_column(sa.String(64), unique=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class MonitorStatusRow(Base):
+    __tablename__ = "monitor_status"
+
+    monitor_id: Mapped[str] = mapped_column(sa.ForeignKey("monitors.id", ondelete="CASCADE"), primary_key=True)
+    state: Mapped[str] = mapped_column(sa.String(16))
+    last_check_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    last_result: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
+    runner_id: Mapped[str] = mapped_column(sa.String(100))
+    location: Mapped[str] = mapped_column(sa.String(32))
+    consecutive_failures: Mapped[int] = mapped_column(sa.Integer())
+    state_change_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+_MONITOR = tuple(MonitorRow.__table__.columns)
+_STATUS = tuple(MonitorStatusRow.__table__.columns)
+
+
+def _monitor(row: Any) -> Monitor:
+    kind = MonitorKind(row.kind)
+    return Monitor(
+        id=row.id,
+        owner_id=row.owner_id,
+        display_name=row.display_name,
+        spec=spec_from_dict(kind, json.loads(row.spec)),
+        interval=timedelta(seconds=row.interval_s),
+        timeout=timedelta(seconds=row.timeout_s),
+        retries=row.retries,
+        locations=tuple(json.loads(row.locations)),
+        quorum=row.quorum,
+        paused=bool(row.paused),
+        labels=json.loads(row.labels),
+        heartbeat_token=row.heartbeat_token,
+        create_time=row.create_time,
+        update_time=row.update_time,
+    )
+
+
+def _values(monitor: Monitor) -> dict[str, Any]:
+    return {
+        "id": monitor.id,
+        "owner_id": monitor.owner_id,
+        "display_name": monitor.display_name,
+        "kind": monitor.kind.value,
+        "spec": json.dumps(spec_to_dict(monitor.spec)),
+        "interval_s": monitor.interval.total_seconds(),
+        "timeout_s": monitor.timeout.total_seconds(),
+        "retries": monitor.retries,
+        "locations": json.dumps(list(monitor.locations)),
+        "quorum": monitor.quorum,
+        "paused": monitor.paused,
+        "labels": json.dumps(dict(monitor.labels)),
+        "heartbeat_token": monitor.heartbeat_token,
+        "create_time": monitor.create_time,
+        "update_time": monitor.update_time,
+    }
+
+
+def result_to_json(result: CheckResult) -> str:
+    return json.dumps(
+        {
+            "time": result.time.isoformat(),
+            "is_up": result.is_up,
+            "duration_s": result.duration.total_seconds(),
+            "error_class": result.error_class,
+            "message": result.message,
+            "fields": dict(result.fields),
+            "location": result.location,
+            "runner_id": result.runner_id,
+            "tags": dict(result.tags),
+        }
+    )
+
+
+def result_from_json(monitor_id: str, text: str) -> CheckResult:
+    data = json.loads(text)
+    return CheckResult(
+        monitor_id=monitor_id,
+        time=datetime.fromisoformat(data["time"]),
+        is_up=data["is_up"],
+        duration=timedelta(seconds=data["duration_s"]),
+        error_class=data["error_class"],
+        message=data["message"],
+        fields=data["fields"],
+        location=data["location"],
+        runner_id=data["runner_id"],
+        tags=data.get("tags", {}),
+    )
+
+
+class MonitorStore:
+    """Monitors of every owner; each method that reads one takes its owner."""
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    async def create(self, owner_id: str, draft: MonitorDraft) -> Monitor:
+        assert draft.spec is not None, "validate() first"
+        assert draft.interval is not None
+        assert draft.timeout is not None
+        now = utc_now()
+        monitor = Monitor(
+            id=new_id("mon"),
+            owner_id=owner_id,
+            display_name=draft.display_name,
+            spec=draft.spec,
+            interval=draft.interval,
+            timeout=draft.timeout,
+            retries=draft.retries,
+            locations=draft.locations,
+            quorum=draft.quorum,
+            paused=False,
+            labels=dict(draft.labels),
+            heartbeat_token=secrets.token_urlsafe(24),
+            create_time=now,
+            update_time=now,
+        )
+        await self._db.run(lambda c: c.execute(sa.insert(MonitorRow).values(_values(monitor))))
+        return monitor
+
+    async def get(self, owner_id: str, monitor_id: str) -> Monitor:
+        query = sa.select(*_MONITOR).where(MonitorRow.id == monitor_id, MonitorRow.owner_id == owner_id)
+        row = await self._db.run(lambda c: c.execute(query).first())
+        if row is None:
+            raise NotFound("monitor", monitor_id)
+        return _monitor(row)
+
+    async def by_heartbeat_token(self, token: str) -> Monitor | None:
+        query = sa.select(*_MONITOR).where(MonitorRow.heartbeat_token == token)
+        row = await self._db.run(lambda c: c.execute(query).first())
+        return None if row is None else _monitor(row)
+
+    async def list_page(self, owner_id: str, after_id: str | None, limit: int) -> list[Monitor]:
+        query = sa.select(*_MONITOR).where(MonitorRow.owner_id == owner_id).order_by(MonitorRow.id).limit(limit)
+        if after_id is not None:
+            query = query.where(MonitorRow.id > after_id)
+        return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
+
+    async def all_monitors(self) -> list[Monitor]:
+        """Every monitor of every owner (for assigning work to runners)."""
+        query = sa.select(*_MONITOR).order_by(MonitorRow.id)
+        return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
+
+    async def save(self, monitor: Monitor) -> Monitor:
+        """Store a changed monitor (same id and owner); NOT_FOUND if it is gone."""
+        saved = replace(monitor, update_time=utc_now())
+        values = _values(saved)
+        for key in ("id", "owner_id", "create_time", "heartbeat_token"):
+            values.pop(key)
+        update = (
+            sa.update(MonitorRow)
+            .where(MonitorRow.id == monitor.id, MonitorRow.owner_id == monitor.owner_id)
+            .values(values)
+        )
+        if await self._db.run(lambda c: c.execute(update).rowcount) == 0:
+            raise NotFound("monitor", monitor.id)
+        return saved
+
+    async def delete(self, owner_id: str, monitor_id: str) -> None:
+        def delete(c: sa.Connection) -> int:
+            c.execute(sa.delete(MonitorStatusRow).where(MonitorStatusRow.monitor_id == monitor_id))
+            query = sa.delete(MonitorRow).where(MonitorRow.id == monitor_id, MonitorRow.owner_id == owner_id)
+            return c.execute(query).rowcount
+
+        if await self._db.run(delete) == 0:
+            raise NotFound("monitor", monitor_id)
+
+    async def status(self, monitor: Monitor) -> MonitorStatus:
+        query = sa.select(*_STATUS).where(MonitorStatusRow.monitor_id == monitor.id)
+        row = await self._db.run(lambda c: c.execute(query).first())
+        if row is None:
+            return MonitorStatus(monitor.id, MonitorState.PENDING, state_change_time=monitor.create_time)
+        return MonitorStatus(
+            monitor_id=monitor.id,
+            state=MonitorState(row.state),
+            last_check_time=row.last_check_time,
+            last_result=None if row.last_result is None else result_from_json(monitor.id, row.last_result),
+            runner_id=row.runner_id,
+            location=row.location,
+            consecutive_failures=row.consecutive_failures,
+            state_change_time=row.state_change_time,
+        )
+
+    async def put_status(self, status: MonitorStatus) -> None:
+        values = {
+            "state": status.state.value,
+            "last_check_time": status.last_check_time,
+            "last_result": None if status.last_result is None else result_to_json(status.last_result),
+            "runner_id": status.runner_id,
+            "location": status.location,
+            "consecutive_failures": status.consecutive_failures,
+            "state_change_time": status.state_change_time or utc_now(),
+        }
+
+        def upsert(c: sa.Connection) -> None:
+            update = sa.update(MonitorStatusRow).where(MonitorStatusRow.monitor_id == status.monitor_id).values(values)
+            if c.execute(update).rowcount == 0:
+                c.execute(sa.insert(MonitorStatusRow).values(monitor_id=status.monitor_id, **values))
+
+        await self._db.run(upsert)

@@ -1,0 +1,191 @@
+"""Monitor rules: create, change, pause, read status and data. Plain Python over the stores."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from service_runtime.auth import Principal
+from service_runtime.errors import InvalidArgument
+from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
+from service_runtime.timeseries.queries import (
+    AvailabilitySummary,
+    CryptoPriceSummary,
+    QueryResult,
+    WebsiteSummary,
+    query_samples,
+    summarize_availability,
+    summarize_crypto_price,
+    summarize_website,
+)
+from services.monitor_svc.domain import (
+    CheckResult,
+    Limits,
+    Monitor,
+    MonitorDraft,
+    MonitorKind,
+    MonitorState,
+    MonitorStatus,
+    check_field,
+    next_status,
+    validate,
+)
+from services.monitor_svc.monitor_store import MonitorStore
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """What GetDeploymentStatus reports about this deployment."""
+
+    version: str
+    mode: str  # embedded or production
+    database_backend: str
+    timeseries_backend: str
+
+
+MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "locations", "quorum", "labels")
+Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
+
+
+class Monitors:
+    """Monitors of the calling user, and the results runners report for them."""
+
+    def __init__(self, store: MonitorStore, timeseries: TimeSeriesStore, limits: Limits | None = None) -> None:
+        self._store = store
+        self._timeseries = timeseries
+        self.limits = limits or Limits()
+        # Called with a monitor id whenever a monitor is created, changed, paused, resumed or deleted.
+        self.change_listeners: list[Callable[[str], None]] = []
+
+    def _changed(self, monitor_id: str) -> None:
+        for listener in self.change_listeners:
+            listener(monitor_id)
+
+    async def create(self, caller: Principal, draft: MonitorDraft) -> Monitor:
+        monitor = await self._store.create(caller.user_id, validate(draft, self.limits))
+        self._changed(monitor.id)
+        return monitor
+
+    async def get(self, caller: Principal, monitor_id: str) -> Monitor:
+        return await self._store.get(caller.user_id, monitor_id)
+
+    async def list(self, caller: Principal, size: int, token: str) -> tuple[list[Monitor], str]:
+        limit = page_size(size)
+        found = await self._store.list_page(caller.user_id, decode_page_token(token), limit + 1)
+        page = found[:limit]
+        return page, encode_page_token(page[-1].id) if len(found) > limit else ""
+
+    async def update(self, caller: Principal, monitor_id: str, draft: MonitorDraft, paths: Sequence[str]) -> Monitor:
+        """Change the fields named in ``paths`` (every mutable field when empty) to their values in ``draft``."""
+        unknown = [p for p in paths if p not in MUTABLE_PATHS]
+        if unknown:
+            raise InvalidArgument(
+                "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
+            )
+        current = await self._store.get(caller.user_id, monitor_id)
+        chosen = set(paths or MUTABLE_PATHS)
+        merged = MonitorDraft(
+            spec=draft.spec if "spec" in chosen else current.spec,
+            display_name=draft.display_name if "display_name" in chosen else current.display_name,
+            interval=draft.interval if "interval" in chosen else current.interval,
+            timeout=draft.timeout if "timeout" in chosen else current.timeout,
+            retries=draft.retries if "retries" in chosen else current.retries,
+            locations=draft.locations if "locations" in chosen else current.locations,
+            quorum=draft.quorum if "quorum" in chosen else current.quorum,
+            labels=draft.labels if "labels" in chosen else current.labels,
+        )
+        valid = validate(merged, self.limits)
+        assert valid.spec is not None
+        assert valid.interval is not None
+        assert valid.timeout is not None
+        if type(valid.spec) is not type(current.spec):
+            raise InvalidArgument("monitor.spec", "cannot change a monitor's type; create a new monitor")
+        saved = await self._store.save(
+            replace(
+                current,
+                spec=valid.spec,
+                display_name=valid.display_name,
+                interval=valid.interval,
+                timeout=valid.timeout,
+                retries=valid.retries,
+                locations=valid.locations,
+                quorum=valid.quorum,
+                labels=dict(valid.labels),
+            )
+        )
+        self._changed(saved.id)
+        return saved
+
+    async def delete(self, caller: Principal, monitor_id: str) -> None:
+        await self._store.delete(caller.user_id, monitor_id)
+        self._changed(monitor_id)
+
+    async def set_paused(self, caller: Principal, monitor_id: str, paused: bool) -> Monitor:
+        current = await self._store.get(caller.user_id, monitor_id)
+        if current.paused == paused:
+            return current
+        saved = await self._store.save(replace(current, paused=paused))
+        self._changed(saved.id)
+        return saved
+
+    async def status(self, caller: Principal, monitor_id: str) -> MonitorStatus:
+        monitor = await self._store.get(caller.user_id, monitor_id)
+        status = await self._store.status(monitor)
+        if monitor.paused:
+            return replace(status, state=MonitorState.PAUSED)
+        return status
+
+    async def record(self, monitor: Monitor, result: CheckResult) -> MonitorStatus:
+        """Store a check result: a sample in the time-series store, and the monitor's new status."""
+        notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
+        tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
+        fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
+        await self._timeseries.write([Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes)])
+        status = next_status(monitor, await self._store.status(monitor), result)
+        await self._store.put_status(status)
+        return status
+
+    async def query(
+        self,
+        caller: Principal,
+        monitor_id: str,
+        field_name: str,
+        start: datetime | None,
+        end: datetime | None,
+        window: timedelta | None,
+        aggregation: Aggregation | None,
+        max_points: int,
+    ) -> QueryResult:
+        monitor = await self._store.get(caller.user_id, monitor_id)
+        check_field(monitor.kind, field_name)
+        start, end = _range(start, end)
+        key = SeriesKey(caller.user_id, monitor.id)
+        return await query_samples(
+            self._timeseries, key, field_name, start, end, window=window, aggregation=aggregation, max_points=max_points
+        )
+
+    async def summarize(
+        self, caller: Principal, monitor_id: str, start: datetime | None, end: datetime | None
+    ) -> tuple[datetime, datetime, Summary]:
+        monitor = await self._store.get(caller.user_id, monitor_id)
+        start, end = _range(start, end)
+        key = SeriesKey(caller.user_id, monitor.id)
+        summary: Summary
+        if monitor.kind is MonitorKind.WEBSITE:
+            summary = await summarize_website(self._timeseries, key, start, end)
+        elif monitor.kind is MonitorKind.CRYPTO_PRICE:
+            summary = await summarize_crypto_price(self._timeseries, key, start, end)
+        else:
+            summary = await summarize_availability(self._timeseries, key, start, end)
+        return start, end, summary
+
+
+def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
+    """Defaults: the last 24 hours up to now."""
+    end = end or datetime.now(UTC)
+    start = start or end - timedelta(days=1)
+    if not start < end:
+        raise InvalidArgument("time_range", "start_time must be before end_time")
+    return start, end

@@ -1,0 +1,325 @@
+"""Protobuf <-> domain for monitors: the servicer's vocabulary, nothing else."""
+
+from __future__ import annotations
+
+from monitors.v1 import common_pb2 as common
+from monitors.v1 import monitor_service_pb2 as pb
+from service_runtime.timeseries import Aggregation
+from service_runtime.timeseries.queries import AvailabilitySummary, CryptoPriceSummary, WebsiteSummary
+from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
+from services.monitor_svc.domain import (
+    COMPARISONS,
+    CheckResult,
+    CryptoPriceSpec,
+    DnsSpec,
+    GrpcHealthSpec,
+    HeartbeatSpec,
+    JsonPathAssertion,
+    KeywordAssertion,
+    Monitor,
+    MonitorDraft,
+    MonitorState,
+    MonitorStatus,
+    Spec,
+    TcpSpec,
+    WebsiteSpec,
+)
+
+_METHODS = {
+    common.HTTP_METHOD_GET: "GET",
+    common.HTTP_METHOD_HEAD: "HEAD",
+    common.HTTP_METHOD_POST: "POST",
+    common.HTTP_METHOD_PUT: "PUT",
+    common.HTTP_METHOD_PATCH: "PATCH",
+    common.HTTP_METHOD_DELETE: "DELETE",
+    common.HTTP_METHOD_OPTIONS: "OPTIONS",
+}
+_METHOD_ENUM = {name: value for value, name in _METHODS.items()}
+_PROVIDERS = {
+    common.CRYPTO_PROVIDER_COINBASE: "coinbase",
+    common.CRYPTO_PROVIDER_BINANCE: "binance",
+    common.CRYPTO_PROVIDER_KRAKEN: "kraken",
+    common.CRYPTO_PROVIDER_COINGECKO: "coingecko",
+}
+_PROVIDER_ENUM = {name: value for value, name in _PROVIDERS.items()}
+_RECORD_TYPES = {
+    common.DNS_RECORD_TYPE_A: "A",
+    common.DNS_RECORD_TYPE_AAAA: "AAAA",
+    common.DNS_RECORD_TYPE_CNAME: "CNAME",
+    common.DNS_RECORD_TYPE_MX: "MX",
+    common.DNS_RECORD_TYPE_TXT: "TXT",
+    common.DNS_RECORD_TYPE_NS: "NS",
+}
+_RECORD_ENUM = {name: value for value, name in _RECORD_TYPES.items()}
+_OPERATORS = dict(
+    zip(
+        (
+            common.COMPARISON_OPERATOR_GREATER_THAN,
+            common.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUAL,
+            common.COMPARISON_OPERATOR_LESS_THAN,
+            common.COMPARISON_OPERATOR_LESS_THAN_OR_EQUAL,
+            common.COMPARISON_OPERATOR_EQUAL,
+            common.COMPARISON_OPERATOR_NOT_EQUAL,
+        ),
+        COMPARISONS,
+        strict=True,
+    )
+)
+_OPERATOR_ENUM = {name: value for value, name in _OPERATORS.items()}
+_STATES = {
+    MonitorState.UP: common.MONITOR_STATE_UP,
+    MonitorState.DOWN: common.MONITOR_STATE_DOWN,
+    MonitorState.PENDING: common.MONITOR_STATE_PENDING,
+    MonitorState.PAUSED: common.MONITOR_STATE_PAUSED,
+    MonitorState.UNKNOWN: common.MONITOR_STATE_UNKNOWN,
+}
+_ERROR_CLASSES = {
+    "dns": common.ERROR_CLASS_DNS,
+    "connect": common.ERROR_CLASS_CONNECT,
+    "tls": common.ERROR_CLASS_TLS,
+    "timeout": common.ERROR_CLASS_TIMEOUT,
+    "status": common.ERROR_CLASS_STATUS,
+    "assertion": common.ERROR_CLASS_ASSERTION,
+    "blocked": common.ERROR_CLASS_BLOCKED,
+    "provider": common.ERROR_CLASS_PROVIDER,
+}
+_ERROR_CLASS_NAMES = {value: name for name, value in _ERROR_CLASSES.items()}
+AGGREGATIONS = {
+    common.AGGREGATION_MEAN: Aggregation.MEAN,
+    common.AGGREGATION_MIN: Aggregation.MIN,
+    common.AGGREGATION_MAX: Aggregation.MAX,
+    common.AGGREGATION_FIRST: Aggregation.FIRST,
+    common.AGGREGATION_LAST: Aggregation.LAST,
+    common.AGGREGATION_COUNT: Aggregation.COUNT,
+    common.AGGREGATION_SUM: Aggregation.SUM,
+    common.AGGREGATION_P50: Aggregation.P50,
+    common.AGGREGATION_P95: Aggregation.P95,
+    common.AGGREGATION_P99: Aggregation.P99,
+}
+_AGGREGATION_ENUM = {name: value for value, name in AGGREGATIONS.items()}
+
+
+def spec_from_proto(spec: common.MonitorSpec) -> Spec | None:
+    """The domain spec; None when no kind is set. Unknown enum values become invalid names that
+    validation reports against the right field."""
+    kind = spec.WhichOneof("kind")
+    if kind == "website":
+        w = spec.website
+        return WebsiteSpec(
+            url=w.url.strip(),
+            method=_METHODS.get(w.method, "GET" if w.method == common.HTTP_METHOD_UNSPECIFIED else f"#{w.method}"),
+            headers=dict(w.headers),
+            body=w.body,
+            accepted_status_codes=tuple((r.min, r.max) for r in w.accepted_status_codes) or ((200, 399),),
+            follow_redirects=w.follow_redirects if w.HasField("follow_redirects") else True,
+            keyword=KeywordAssertion(w.keyword.keyword, w.keyword.absent, w.keyword.case_sensitive)
+            if w.HasField("keyword")
+            else None,
+            json_path=JsonPathAssertion(
+                w.json_path.path, _OPERATORS.get(w.json_path.operator, ""), w.json_path.expected
+            )
+            if w.HasField("json_path")
+            else None,
+            cert_expiry_days=w.cert_expiry_days,
+        )
+    if kind == "crypto_price":
+        c = spec.crypto_price
+        providers = tuple(_PROVIDERS.get(p, f"#{p}") for p in c.providers)
+        return CryptoPriceSpec(c.pair.strip().upper(), providers or CryptoPriceSpec("X-Y").providers)
+    if kind == "tcp":
+        return TcpSpec(spec.tcp.host.strip(), spec.tcp.port)
+    if kind == "dns":
+        d = spec.dns
+        record = _RECORD_TYPES.get(d.record_type, "A" if d.record_type == common.DNS_RECORD_TYPE_UNSPECIFIED else "#")
+        return DnsSpec(d.name.strip(), record, tuple(d.expected_answers), d.resolver.strip())
+    if kind == "heartbeat":
+        grace = from_duration(spec.heartbeat.grace_period, spec.heartbeat.HasField("grace_period"))
+        return HeartbeatSpec(grace) if grace is not None else HeartbeatSpec()
+    if kind == "grpc_health":
+        g = spec.grpc_health
+        return GrpcHealthSpec(g.target.strip(), g.service, g.use_tls)
+    return None
+
+
+def spec_to_proto(spec: Spec) -> common.MonitorSpec:
+    match spec:
+        case WebsiteSpec():
+            website = common.WebsiteSpec(
+                url=spec.url,
+                method=_METHOD_ENUM.get(spec.method, common.HTTP_METHOD_UNSPECIFIED),
+                headers=dict(spec.headers),
+                body=spec.body,
+                accepted_status_codes=[common.StatusCodeRange(min=a, max=b) for a, b in spec.accepted_status_codes],
+                follow_redirects=spec.follow_redirects,
+                cert_expiry_days=spec.cert_expiry_days,
+            )
+            if spec.keyword is not None:
+                website.keyword.CopyFrom(
+                    common.KeywordAssertion(
+                        keyword=spec.keyword.keyword,
+                        absent=spec.keyword.absent,
+                        case_sensitive=spec.keyword.case_sensitive,
+                    )
+                )
+            if spec.json_path is not None:
+                website.json_path.CopyFrom(
+                    common.JsonPathAssertion(
+                        path=spec.json_path.path,
+                        operator=_OPERATOR_ENUM.get(spec.json_path.operator, common.COMPARISON_OPERATOR_UNSPECIFIED),
+                        expected=spec.json_path.expected,
+                    )
+                )
+            return common.MonitorSpec(website=website)
+        case CryptoPriceSpec():
+            providers = [_PROVIDER_ENUM[p] for p in spec.providers]
+            return common.MonitorSpec(crypto_price=common.CryptoPriceSpec(pair=spec.pair, providers=providers))
+        case TcpSpec():
+            return common.MonitorSpec(tcp=common.TcpSpec(host=spec.host, port=spec.port))
+        case DnsSpec():
+            return common.MonitorSpec(
+                dns=common.DnsSpec(
+                    name=spec.name,
+                    record_type=_RECORD_ENUM[spec.record_type],
+                    expected_answers=list(spec.expected_answers),
+                    resolver=spec.resolver,
+                )
+            )
+        case HeartbeatSpec():
+            return common.MonitorSpec(heartbeat=common.HeartbeatSpec(grace_period=to_duration(spec.grace_period)))
+        case GrpcHealthSpec():
+            return common.MonitorSpec(
+                grpc_health=common.GrpcHealthSpec(target=spec.target, service=spec.service, use_tls=spec.use_tls)
+            )
+    raise AssertionError(spec)
+
+
+def draft_from_proto(monitor: pb.Monitor) -> MonitorDraft:
+    return MonitorDraft(
+        spec=spec_from_proto(monitor.spec) if monitor.HasField("spec") else None,
+        display_name=monitor.display_name,
+        interval=from_duration(monitor.interval, monitor.HasField("interval")),
+        timeout=from_duration(monitor.timeout, monitor.HasField("timeout")),
+        retries=monitor.retries,
+        locations=tuple(location.strip() for location in monitor.locations),
+        quorum=monitor.quorum,
+        labels=dict(monitor.labels),
+    )
+
+
+def monitor_to_proto(monitor: Monitor, heartbeat_base_url: str = "") -> pb.Monitor:
+    return pb.Monitor(
+        id=monitor.id,
+        display_name=monitor.display_name,
+        spec=spec_to_proto(monitor.spec),
+        interval=to_duration(monitor.interval),
+        timeout=to_duration(monitor.timeout),
+        retries=monitor.retries,
+        locations=list(monitor.locations),
+        quorum=monitor.quorum,
+        paused=monitor.paused,
+        labels=dict(monitor.labels),
+        heartbeat_url=f"{heartbeat_base_url}/ping/{monitor.heartbeat_token}"
+        if isinstance(monitor.spec, HeartbeatSpec) and heartbeat_base_url
+        else "",
+        create_time=to_timestamp(monitor.create_time),
+        update_time=to_timestamp(monitor.update_time),
+    )
+
+
+def result_to_proto(result: CheckResult) -> common.CheckResult:
+    return common.CheckResult(
+        monitor_id=result.monitor_id,
+        check_time=to_timestamp(result.time),
+        is_up=result.is_up,
+        duration=to_duration(result.duration),
+        error_class=_ERROR_CLASSES.get(result.error_class, common.ERROR_CLASS_UNSPECIFIED),
+        message=result.message,
+        fields=dict(result.fields),
+        location=result.location,
+        runner_id=result.runner_id,
+    )
+
+
+def result_from_proto(result: common.CheckResult) -> CheckResult:
+    time = from_timestamp(result.check_time, result.HasField("check_time"))
+    assert time is not None, "check_time is required"
+    return CheckResult(
+        monitor_id=result.monitor_id,
+        time=time,
+        is_up=result.is_up,
+        duration=result.duration.ToTimedelta(),
+        error_class=_ERROR_CLASS_NAMES.get(result.error_class, ""),
+        message=result.message[:500],
+        fields=dict(result.fields),
+        location=result.location,
+        runner_id=result.runner_id,
+    )
+
+
+def status_to_proto(status: MonitorStatus) -> pb.MonitorStatus:
+    return pb.MonitorStatus(
+        monitor_id=status.monitor_id,
+        state=_STATES[status.state],
+        last_check_time=to_timestamp(status.last_check_time),
+        last_result=None if status.last_result is None else result_to_proto(status.last_result),
+        runner_id=status.runner_id,
+        location=status.location,
+        consecutive_failures=status.consecutive_failures,
+        state_change_time=to_timestamp(status.state_change_time),
+    )
+
+
+def aggregation_to_proto(aggregation: Aggregation | None) -> common.Aggregation.ValueType:
+    return common.AGGREGATION_UNSPECIFIED if aggregation is None else _AGGREGATION_ENUM[aggregation]
+
+
+def availability_to_proto(summary: AvailabilitySummary) -> pb.AvailabilitySummary:
+    return pb.AvailabilitySummary(
+        uptime_percent=summary.uptime_percent or 0.0,
+        checks=summary.checks,
+        failed_checks=summary.failed_checks,
+        outages=[
+            pb.Outage(
+                start_time=to_timestamp(o.start),
+                end_time=to_timestamp(o.end),
+                duration=to_duration(o.duration),
+                error_class=_ERROR_CLASSES.get(o.error_class, common.ERROR_CLASS_UNSPECIFIED),
+                cause=o.cause,
+            )
+            for o in summary.outages
+        ],
+    )
+
+
+def summary_to_proto(
+    response: pb.SummarizeMonitorResponse, summary: WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
+) -> None:
+    match summary:
+        case WebsiteSummary():
+            website = pb.WebsiteSummary(
+                availability=availability_to_proto(summary.availability),
+                response_time_p50_ms=summary.response_time_p50_ms or 0.0,
+                response_time_p95_ms=summary.response_time_p95_ms or 0.0,
+                response_time_p99_ms=summary.response_time_p99_ms or 0.0,
+            )
+            if summary.cert_days_left is not None:
+                website.cert_days_left = int(summary.cert_days_left)
+            response.website.CopyFrom(website)
+            response.sample_count = summary.availability.checks
+        case CryptoPriceSummary():
+            response.crypto_price.CopyFrom(
+                pb.CryptoPriceSummary(
+                    first=summary.first or 0.0,
+                    last=summary.last or 0.0,
+                    min=summary.min or 0.0,
+                    max=summary.max or 0.0,
+                    mean=summary.mean or 0.0,
+                    change_absolute=summary.change_absolute or 0.0,
+                    change_percent=summary.change_percent or 0.0,
+                    volatility=summary.volatility or 0.0,
+                )
+            )
+            response.sample_count = summary.samples
+        case AvailabilitySummary():
+            response.availability.CopyFrom(availability_to_proto(summary))
+            response.sample_count = summary.checks
