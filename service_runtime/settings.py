@@ -24,6 +24,10 @@ DEFAULT_LISTEN: Mapping[ServiceName, str] = {
 }
 
 
+# Crypto price providers whose base URL MONITORS_PROVIDER_<NAME>_URL may override.
+PROVIDERS = ("coinbase", "binance", "kraken", "coingecko")
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
@@ -82,6 +86,9 @@ class Settings:
     raw_retention: timedelta
     service_token: str
     min_interval_s: float
+    egress: str
+    ca_file: str
+    provider_urls: Mapping[str, str]
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -124,4 +131,9 @@ class Settings:
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
             service_token=env.get("MONITORS_SERVICE_TOKEN", ""),
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
+            egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
+            ca_file=env.get("MONITORS_CA_FILE", ""),
+            provider_urls={
+                name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
+            },
         )

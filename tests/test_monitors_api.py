@@ -11,6 +11,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth, rich_details
 from tests.harness.services import Stack
 
@@ -235,3 +236,27 @@ def test_runner_methods_refuse_user_tokens(
             )
         )
     assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+def test_run_check_applies_the_egress_policy_and_stores_nothing(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, alice: tuple[tuple[str, str]], bob: tuple[tuple[str, str]]
+) -> None:
+    """The stacks run with the default public egress policy, so a loopback target is refused."""
+    with HttpServer() as target:
+        target.routes["/"] = Reply(200, b"internal")
+        spec = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=target.url("/")))
+        result = stub.RunCheck(pb.RunCheckRequest(spec=spec), metadata=alice, timeout=10).result
+        assert (result.is_up, result.error_class) == (False, common_pb2.ERROR_CLASS_BLOCKED)
+        assert target.connections == 0
+        created = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=pb.Monitor(spec=spec)), metadata=alice, timeout=5)
+        saved = stub.RunCheck(pb.RunCheckRequest(monitor_id=created.monitor.id), metadata=alice, timeout=10).result
+        assert (saved.monitor_id, saved.error_class) == (created.monitor.id, common_pb2.ERROR_CLASS_BLOCKED)
+        status = stub.GetMonitorStatus(pb.GetMonitorStatusRequest(id=created.monitor.id), metadata=alice, timeout=5)
+        assert not status.status.HasField("last_result")  # RunCheck stores nothing
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RunCheck(pb.RunCheckRequest(monitor_id=created.monitor.id), metadata=bob, timeout=10)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    bad = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url="gopher://example.com"))
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RunCheck(pb.RunCheckRequest(spec=bad), metadata=alice, timeout=10)
+    assert violations(caught.value) == ["spec.website.url"]

@@ -193,7 +193,7 @@ class _Violations:
         self.found: list[FieldViolation] = []
 
     def add(self, path: str, description: str) -> None:
-        self.found.append(FieldViolation(path, description))
+        self.found.append(FieldViolation(path.lstrip("."), description))
 
     def raise_any(self) -> None:
         if self.found:

@@ -20,7 +20,10 @@ from service_runtime.timeseries.queries import (
     summarize_crypto_price,
     summarize_website,
 )
+from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import (
+    DEFAULT_TIMEOUT,
+    MAX_TIMEOUT,
     CheckResult,
     Limits,
     Monitor,
@@ -28,6 +31,7 @@ from services.monitor_svc.domain import (
     MonitorKind,
     MonitorState,
     MonitorStatus,
+    Spec,
     check_field,
     next_status,
     validate,
@@ -52,9 +56,12 @@ Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
 class Monitors:
     """Monitors of the calling user, and the results runners report for them."""
 
-    def __init__(self, store: MonitorStore, timeseries: TimeSeriesStore, limits: Limits | None = None) -> None:
+    def __init__(
+        self, store: MonitorStore, timeseries: TimeSeriesStore, checker: Checker, limits: Limits | None = None
+    ) -> None:
         self._store = store
         self._timeseries = timeseries
+        self._checker = checker
         self.limits = limits or Limits()
         # Called with a monitor id whenever a monitor is created, changed, paused, resumed or deleted.
         self.change_listeners: list[Callable[[str], None]] = []
@@ -136,6 +143,33 @@ class Monitors:
         if monitor.paused:
             return replace(status, state=MonitorState.PAUSED)
         return status
+
+    async def run_check(
+        self, caller: Principal, monitor_id: str, spec: Spec | None, check_timeout: timedelta | None
+    ) -> CheckResult:
+        """Run one check now, of a saved monitor or of an unsaved spec; store nothing."""
+        timeout = check_timeout
+        if timeout is not None and not timedelta(0) < timeout <= MAX_TIMEOUT:
+            raise InvalidArgument("timeout", "must be between 0s and 60s")
+        if monitor_id:
+            monitor = await self._store.get(caller.user_id, monitor_id)
+            spec, timeout = monitor.spec, timeout or monitor.timeout
+        elif spec is None:
+            raise InvalidArgument("spec", "set monitor_id or spec")
+        else:
+            validate(MonitorDraft(spec=spec), self.limits, prefix="")
+        started = datetime.now(UTC)
+        outcome = await self._checker.run(spec, (timeout or DEFAULT_TIMEOUT).total_seconds())
+        return CheckResult(
+            monitor_id=monitor_id,
+            time=started,
+            is_up=outcome.is_up,
+            duration=timedelta(seconds=outcome.duration_s),
+            error_class=outcome.error_class,
+            message=outcome.message,
+            fields=outcome.fields,
+            tags=outcome.tags,
+        )
 
     async def record(self, monitor: Monitor, result: CheckResult) -> MonitorStatus:
         """Store a check result: a sample in the time-series store, and the monitor's new status."""

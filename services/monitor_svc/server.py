@@ -13,6 +13,7 @@ from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
 from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
@@ -39,8 +40,9 @@ async def build_server(settings: Settings) -> ServiceHost:
     accounts.revocation_listeners.append(verifier.forget_credential)
     timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
     key_values = open_key_value_store(settings.redis_url)
+    checker = Checker(check_config(settings))
     monitors = Monitors(
-        MonitorStore(database), timeseries, Limits(min_interval=timedelta(seconds=settings.min_interval_s))
+        MonitorStore(database), timeseries, checker, Limits(min_interval=timedelta(seconds=settings.min_interval_s))
     )
     deployment = Deployment(
         version=VERSION,
@@ -67,6 +69,6 @@ async def build_server(settings: Settings) -> ServiceHost:
         INTERNAL_METHODS,
         {settings.resolved_service_token(): "runner"},
     )
-    host.on_stop += [database.close, timeseries.close, key_values.close]
+    host.on_stop += [database.close, timeseries.close, key_values.close, checker.close]
     host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
     return host

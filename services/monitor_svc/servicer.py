@@ -18,6 +18,8 @@ from services.monitor_svc.translate import (
     aggregation_to_proto,
     draft_from_proto,
     monitor_to_proto,
+    result_to_proto,
+    spec_from_proto,
     status_to_proto,
     summary_to_proto,
 )
@@ -116,6 +118,19 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     async def ResumeMonitor(self, request: mpb.ResumeMonitorRequest, context: Context) -> mpb.ResumeMonitorResponse:
         monitor = await self._monitors.set_paused(current_principal(), request.id, False)
         return mpb.ResumeMonitorResponse(monitor=monitor_to_proto(monitor))
+
+    async def RunCheck(self, request: mpb.RunCheckRequest, context: Context) -> mpb.RunCheckResponse:
+        target = request.WhichOneof("target")
+        spec = spec_from_proto(request.spec) if target == "spec" else None
+        if target == "spec" and spec is None:
+            raise InvalidArgument("spec", "set one of website, crypto_price, tcp, dns, heartbeat, grpc_health")
+        result = await self._monitors.run_check(
+            current_principal(),
+            request.monitor_id if target == "monitor_id" else "",
+            spec,
+            from_duration(request.timeout, request.HasField("timeout")),
+        )
+        return mpb.RunCheckResponse(result=result_to_proto(result))
 
     async def GetMonitorStatus(
         self, request: mpb.GetMonitorStatusRequest, context: Context

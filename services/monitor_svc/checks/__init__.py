@@ -1,0 +1,108 @@
+"""Checks: run one monitor spec once and say what happened. Used by runners and by RunCheck."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+
+import httpx
+
+from service_runtime.errors import FailedPrecondition, NotImplementedYet
+from service_runtime.settings import Settings
+from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
+from services.monitor_svc.checks.egress import EgressConfig, EgressPolicy, safe_http_client
+from services.monitor_svc.checks.outcome import Outcome, fail
+from services.monitor_svc.checks.tcp import check_tcp
+from services.monitor_svc.checks.website import check_website
+from services.monitor_svc.domain import (
+    SECRET_REFERENCE,
+    CryptoPriceSpec,
+    HeartbeatSpec,
+    Spec,
+    TcpSpec,
+    WebsiteSpec,
+)
+
+__all__ = ["CheckConfig", "Checker", "Outcome", "check_config"]
+
+
+@dataclass(frozen=True)
+class CheckConfig:
+    egress: EgressConfig = field(default_factory=EgressConfig)
+    providers: ProviderConfig = field(default_factory=ProviderConfig)
+
+
+def check_config(settings: Settings) -> CheckConfig:
+    """The check configuration a monitor service or runner takes from its settings."""
+    return CheckConfig(
+        egress=EgressConfig(policy=EgressPolicy(settings.egress), ca_file=settings.ca_file),
+        providers=ProviderConfig({**DEFAULT_BASE_URLS, **settings.provider_urls}),
+    )
+
+
+class MissingSecret(Exception):
+    pass
+
+
+def _substitute(text: str, secrets: Mapping[str, str]) -> str:
+    def value(match: object) -> str:
+        name = match.group(1)  # type: ignore[attr-defined]
+        if name not in secrets:
+            raise MissingSecret(name)
+        return secrets[name]
+
+    return SECRET_REFERENCE.sub(value, text)
+
+
+def mask(text: str, secrets: Mapping[str, str]) -> str:
+    """``text`` with every secret value replaced by ****."""
+    for value in secrets.values():
+        if value:
+            text = text.replace(value, "****")
+    return text
+
+
+class Checker:
+    """Runs checks with shared HTTP connection pools; one per process."""
+
+    def __init__(self, config: CheckConfig | None = None) -> None:
+        self.config = config or CheckConfig()
+        self._safe = safe_http_client(self.config.egress)
+        self._providers = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+
+    async def run(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str] | None = None) -> Outcome:
+        """One check of ``spec``, never longer than ``timeout_s`` (plus a little to clean up)."""
+        secrets = secrets or {}
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout_s + 0.5):
+                outcome = await self._dispatch(spec, timeout_s, secrets)
+        except MissingSecret as missing:
+            return fail("assertion", f"secret {missing.args[0]} is not set; PutSecret it first", started)
+        except TimeoutError:
+            return fail("timeout", f"no answer within {timeout_s:g}s", started)
+        return replace(outcome, message=mask(outcome.message, secrets)) if outcome.message else outcome
+
+    async def _dispatch(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str]) -> Outcome:
+        match spec:
+            case WebsiteSpec():
+                concrete = replace(
+                    spec,
+                    url=_substitute(spec.url, secrets),
+                    headers={k: _substitute(v, secrets) for k, v in spec.headers.items()},
+                    body=_substitute(spec.body, secrets),
+                )
+                return await check_website(self._safe, self.config.egress, concrete, timeout_s)
+            case CryptoPriceSpec():
+                return await check_crypto_price(self._providers, self.config.providers, spec, timeout_s)
+            case TcpSpec():
+                return await check_tcp(self.config.egress.policy, spec, timeout_s)
+            case HeartbeatSpec():
+                raise FailedPrecondition("heartbeat monitors are checked by their pings, not run")
+        raise NotImplementedYet(f"{type(spec).__name__} checks arrive later in the monitors issue")
+
+    async def close(self) -> None:
+        await self._safe.aclose()
+        await self._providers.aclose()

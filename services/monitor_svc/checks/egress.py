@@ -1,0 +1,202 @@
+"""Safe outbound connections to user-chosen targets (multi-tenant SSRF defence).
+
+Every connection resolves the name once, refuses if any resolved address is not allowed by the egress policy,
+then connects to the checked address itself, so a second lookup (DNS rebinding) cannot swap in another.
+HTTP redirects are followed by the caller hop by hop, and every hop connects through here again.
+
+Policies (``MONITORS_EGRESS``):
+
+- ``public`` (default, multi-user): only globally routable unicast addresses. Refused: loopback, private
+  (RFC 1918, unique-local fc00::/7), link-local (169.254/16 with cloud metadata, fe80::/10), CGNAT
+  100.64/10, multicast, unspecified, reserved and documentation ranges, and IPv6 forms that embed an IPv4
+  address (IPv4-mapped ::ffff:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo) when that address is refused.
+  Python before 3.13 does not see through ``::ffff:127.0.0.1`` itself; this module does.
+- ``private-allowed`` (single-user self-hosting that watches a LAN): also private, loopback and link-local
+  addresses, but never cloud metadata endpoints, multicast or unspecified.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+import ssl
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import httpcore
+import httpx
+
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_METADATA = {
+    ipaddress.ip_address("169.254.169.254"),
+    ipaddress.ip_address("fd00:ec2::254"),
+    ipaddress.ip_address("169.254.170.2"),
+}
+
+
+# What private-allowed adds to the public internet: the ranges a LAN or the machine itself uses.
+_LAN = [
+    ipaddress.ip_network(net)
+    for net in (
+        "10.0.0.0/8",
+        "172.16.0.0/12",
+        "192.168.0.0/16",
+        "127.0.0.0/8",
+        "169.254.0.0/16",
+        "100.64.0.0/10",
+        "::1/128",
+        "fc00::/7",
+        "fe80::/10",
+    )
+]
+
+
+class EgressPolicy(StrEnum):
+    PUBLIC = "public"
+    PRIVATE_ALLOWED = "private-allowed"
+
+
+class BlockedTarget(Exception):
+    """The target resolves to an address the egress policy refuses."""
+
+
+class ResolutionFailed(Exception):
+    """The name does not resolve."""
+
+
+def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
+    if address.ipv4_mapped is not None:
+        return address.ipv4_mapped
+    if address in _NAT64:
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address.sixtofour is not None:
+        return address.sixtofour
+    if address.teredo is not None:
+        return address.teredo[1]
+    return None
+
+
+def is_allowed(address: IPAddress, policy: EgressPolicy) -> bool:
+    """Whether ``policy`` lets a check connect to ``address``."""
+    if isinstance(address, ipaddress.IPv6Address):
+        embedded = _embedded_ipv4(address)
+        if embedded is not None:
+            return is_allowed(embedded, policy)
+        if address.scope_id:
+            return False
+    if address.is_multicast or address.is_unspecified or address in _METADATA:
+        return False
+    if address.is_global:
+        return True
+    return policy is EgressPolicy.PRIVATE_ALLOWED and any(address in net for net in _LAN)
+
+
+async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]:
+    """Every address of ``host`` once; BlockedTarget if any of them is refused (an attacker who controls a
+    name must not get a chance with its other addresses)."""
+    try:
+        literal = ipaddress.ip_address(host.strip("[]"))
+        addresses: list[IPAddress] = [literal]
+    except ValueError:
+        try:
+            infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
+        except socket.gaierror as error:
+            raise ResolutionFailed(f"{host} does not resolve ({error.strerror})") from None
+        addresses = []
+        for info in infos:
+            address = ipaddress.ip_address(str(info[4][0]).split("%")[0])
+            if address not in addresses:
+                addresses.append(address)
+    refused = [a for a in addresses if not is_allowed(a, policy)]
+    if refused or not addresses:
+        raise BlockedTarget(f"{host} resolves to {refused[0] if refused else 'nothing'}, which checks may not reach")
+    return addresses
+
+
+class _SafeBackend(httpcore.AsyncNetworkBackend):
+    """httpcore's network backend, connecting only to checked, pinned addresses."""
+
+    def __init__(self, policy: EgressPolicy) -> None:
+        self._policy = policy
+        self._inner = httpcore.AnyIOBackend()
+
+    async def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        addresses = await resolve(host, port, self._policy)
+        last_error: Exception | None = None
+        for address in addresses:
+            try:
+                return await self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
+                last_error = error
+        assert last_error is not None
+        raise last_error
+
+    async def connect_unix_socket(
+        self,
+        path: str,
+        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.AsyncNetworkStream:
+        raise BlockedTarget("unix sockets are not allowed")
+
+    async def sleep(self, seconds: float) -> None:
+        await self._inner.sleep(seconds)
+
+
+class _SafeTransport(httpx.AsyncHTTPTransport):
+    def __init__(self, policy: EgressPolicy, ssl_context: ssl.SSLContext, max_connections: int) -> None:
+        super().__init__(verify=ssl_context, trust_env=False)
+        # httpx has no parameter for a network backend; its pool is replaced by one that has ours.
+        self._pool = httpcore.AsyncConnectionPool(
+            ssl_context=ssl_context,
+            max_connections=max_connections,
+            max_keepalive_connections=max_connections // 4,
+            keepalive_expiry=5.0,
+            network_backend=_SafeBackend(policy),
+        )
+
+
+@dataclass(frozen=True)
+class EgressConfig:
+    policy: EgressPolicy = EgressPolicy.PUBLIC
+    max_body_bytes: int = 1024 * 1024
+    max_redirects: int = 5
+    ca_file: str = ""  # extra trusted CA (tests, private PKI)
+
+
+def safe_http_client(config: EgressConfig, max_connections: int = 200) -> httpx.AsyncClient:
+    """An HTTP client whose every connection goes through the egress policy. Redirects are not followed
+    here (the website check follows them hop by hop); proxies from the environment are ignored."""
+    context = ssl.create_default_context(cafile=config.ca_file or None)
+    return httpx.AsyncClient(
+        transport=_SafeTransport(config.policy, context, max_connections),
+        follow_redirects=False,
+        trust_env=False,
+    )
+
+
+async def open_safe_connection(
+    host: str, port: int, policy: EgressPolicy, timeout_s: float
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    """A TCP connection to ``host`` through the egress policy, for non-HTTP checks."""
+    addresses = await resolve(host, port, policy)
+    last_error: Exception | None = None
+    for address in addresses:
+        try:
+            return await asyncio.wait_for(asyncio.open_connection(str(address), port), timeout_s)
+        except OSError as error:
+            last_error = error
+    assert last_error is not None
+    raise last_error

@@ -1,0 +1,121 @@
+"""The public egress policy refuses every private, loopback, link-local, CGNAT, multicast and metadata
+target, however it is spelled, and no connection reaches a loopback listener."""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from services.monitor_svc.checks import CheckConfig, Checker
+from services.monitor_svc.checks.egress import EgressConfig, EgressPolicy, is_allowed
+from services.monitor_svc.domain import TcpSpec, WebsiteSpec
+from tests.harness.http import HttpServer, Reply
+
+REFUSED_PUBLIC = [
+    "127.0.0.1",
+    "127.255.255.254",
+    "10.0.0.1",
+    "172.16.5.4",
+    "192.168.1.1",
+    "169.254.169.254",
+    "169.254.0.1",
+    "100.64.0.1",
+    "100.127.255.254",
+    "0.0.0.0",
+    "224.0.0.1",
+    "255.255.255.255",
+    "192.0.2.1",
+    "::1",
+    "::",
+    "fc00::1",
+    "fd12:3456::1",
+    "fe80::1",
+    "ff02::1",
+    "::ffff:127.0.0.1",
+    "::ffff:10.0.0.1",
+    "::ffff:169.254.169.254",
+    "64:ff9b::7f00:1",
+    "64:ff9b::a9fe:a9fe",
+    "2002:7f00:1::1",
+    "2002:a9fe:a9fe::1",
+]
+ALLOWED_PUBLIC = ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+
+
+@pytest.mark.parametrize("address", REFUSED_PUBLIC)
+def test_the_public_policy_refuses(address: str) -> None:
+    assert not is_allowed(ipaddress.ip_address(address), EgressPolicy.PUBLIC)
+
+
+@pytest.mark.parametrize("address", ALLOWED_PUBLIC)
+def test_the_public_policy_allows_global_unicast(address: str) -> None:
+    assert is_allowed(ipaddress.ip_address(address), EgressPolicy.PUBLIC)
+
+
+@pytest.mark.parametrize(
+    "address", ["169.254.169.254", "::ffff:169.254.169.254", "fd00:ec2::254", "0.0.0.0", "224.0.0.1"]
+)
+def test_private_allowed_still_refuses_metadata_multicast_and_unspecified(address: str) -> None:
+    assert not is_allowed(ipaddress.ip_address(address), EgressPolicy.PRIVATE_ALLOWED)
+
+
+@pytest.fixture
+async def public_checker() -> AsyncIterator[Checker]:
+    made = Checker(CheckConfig(egress=EgressConfig(policy=EgressPolicy.PUBLIC)))
+    yield made
+    await made.close()
+
+
+@pytest.fixture
+def listener() -> Iterator[HttpServer]:
+    with HttpServer() as server:
+        server.routes["/"] = Reply(200, b"internal admin page")
+        yield server
+
+
+def spellings(port: int) -> list[str]:
+    """Ways to write the loopback listener's address that resolvers and URL parsers accept."""
+    return [
+        f"http://127.0.0.1:{port}/",
+        f"http://localhost:{port}/",
+        f"http://2130706433:{port}/",  # decimal
+        f"http://0x7f000001:{port}/",  # hex
+        f"http://0x7f.0.0.1:{port}/",
+        f"http://0177.0.0.1:{port}/",  # octal
+        f"http://017700000001:{port}/",
+        f"http://127.1:{port}/",
+        f"http://[::1]:{port}/",
+        f"http://[::ffff:127.0.0.1]:{port}/",
+        f"http://[::ffff:7f00:1]:{port}/",
+        f"http://0.0.0.0:{port}/",
+    ]
+
+
+async def test_no_spelling_of_loopback_gets_through(public_checker: Checker, listener: HttpServer) -> None:
+    for url in spellings(listener.port):
+        outcome = await public_checker.run(WebsiteSpec(url=url), 3)
+        assert not outcome.is_up, url
+        assert outcome.error_class in ("blocked", "dns"), (url, outcome)
+    assert listener.connections == 0
+
+
+async def test_tcp_checks_obey_the_policy_too(public_checker: Checker, listener: HttpServer) -> None:
+    for host in ("127.0.0.1", "localhost", "::ffff:127.0.0.1", "2130706433"):
+        outcome = await public_checker.run(TcpSpec(host, listener.port), 3)
+        assert (outcome.is_up, outcome.error_class) == (False, "blocked"), host
+    assert listener.connections == 0
+
+
+async def test_a_redirect_to_cloud_metadata_is_refused_at_the_hop() -> None:
+    """The first hop is allowed (private-allowed, a LAN target); the redirect to 169.254.169.254 is not."""
+    with HttpServer() as server:
+        server.routes["/"] = Reply(302, b"", {"location": "http://169.254.169.254/latest/meta-data/"})
+        server.routes["/v6"] = Reply(302, b"", {"location": "http://[::ffff:169.254.169.254]/latest/"})
+        server.routes["/file"] = Reply(302, b"", {"location": "file:///etc/passwd"})
+        checker = Checker(CheckConfig(egress=EgressConfig(policy=EgressPolicy.PRIVATE_ALLOWED)))
+        for path, error_class in (("/", "blocked"), ("/v6", "blocked"), ("/file", "blocked")):
+            outcome = await checker.run(WebsiteSpec(url=server.url(path)), 3)
+            assert (outcome.is_up, outcome.error_class) == (False, error_class), (path, outcome)
+        await checker.close()
