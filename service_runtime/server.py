@@ -78,7 +78,11 @@ class ServiceHost:
             options=[
                 ("grpc.max_receive_message_length", limit),
                 ("grpc.max_send_message_length", limit),
-                ("grpc.keepalive_time_ms", 30_000),
+                # Pings every 10 s, answered within 5 s: a dead peer (a runner's machine gone) is noticed within
+                # 15 s and its streams end, so its monitors move to other runners.
+                ("grpc.keepalive_time_ms", 10_000),
+                ("grpc.keepalive_timeout_ms", 5_000),
+                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],

@@ -7,6 +7,7 @@ in-process cache, embedded time-series store, plaintext gRPC on loopback). The R
 from __future__ import annotations
 
 import os
+import socket
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -15,12 +16,13 @@ from typing import Literal
 
 from service_runtime.local_secrets import local_secret
 
-ServiceName = Literal["monitor", "alert", "notify"]
+ServiceName = Literal["monitor", "alert", "notify", "runner"]
 
 DEFAULT_LISTEN: Mapping[ServiceName, str] = {
     "monitor": "127.0.0.1:50051",
     "alert": "127.0.0.1:50052",
     "notify": "127.0.0.1:50053",
+    "runner": "127.0.0.1:50054",  # the runner's health endpoint
 }
 
 
@@ -89,6 +91,9 @@ class Settings:
     egress: str
     ca_file: str
     provider_urls: Mapping[str, str]
+    runner_id: str
+    runner_location: str
+    runner_concurrency: int
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -133,6 +138,9 @@ class Settings:
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
             egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
             ca_file=env.get("MONITORS_CA_FILE", ""),
+            runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
+            runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
+            runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },

@@ -1,6 +1,6 @@
 """``make run``: the whole system on one machine, embedded (SQLite files under MONITORS_DATA_DIR).
 
-Starts the three service processes, waits until each answers its health check, prints where they are and
+Starts the three service processes and one runner, waits until each answers its health check, prints where they are and
 what to try next, and on Ctrl-C (or SIGTERM) stops them all gracefully.
 """
 
@@ -22,7 +22,11 @@ SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
     ("monitor", "services.monitor_svc", "monitors.v1.MonitorService, monitors.v1.AccountService"),
     ("alert", "services.alert_svc", "monitors.v1.AlertService"),
     ("notify", "services.notify_svc", "monitors.v1.NotificationService"),
+    ("runner", "services.monitor_svc.runner", "runs the checks (health only)"),
 )
+# One machine, one user: the runner may watch the LAN and this machine (MONITORS_EGRESS=private-allowed),
+# which a multi-user deployment must not allow. Set MONITORS_EGRESS=public to refuse private targets.
+RUNNER_EGRESS_DEFAULT = "private-allowed"
 STARTUP_DEADLINE_S = 60.0
 
 
@@ -73,7 +77,10 @@ def main() -> int:
     for name, module, services in SERVICES:
         address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
         # Children ignore the terminal's Ctrl-C: this process stops them in order, with SIGTERM.
-        process = subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
+        child_env = (
+            {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT} if name == "runner" else env
+        )
+        process = subprocess.Popen([sys.executable, "-m", module], env=child_env, start_new_session=True)
         children.append(Child(name, address, services, process))
 
     deadline = time.monotonic() + STARTUP_DEADLINE_S
@@ -95,6 +102,8 @@ def main() -> int:
     if not stopping:
         monitor = children[0].address
         print("\nmonitors is running (embedded mode, data in " + str(settings.data_dir) + ")\n")
+        egress = env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT
+        print(f"  (the runner's egress policy is {egress}: it may check private and local addresses)\n")
         for child in children:
             print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")
         print(
@@ -105,6 +114,10 @@ def main() -> int:
             f"       .venv/bin/grpcurl -plaintext {monitor} list\n"
             '       .venv/bin/grpcurl -plaintext -H "authorization: Bearer $KEY" '
             f"{monitor} monitors.v1.AccountService/GetCurrentUser\n"
+            "  3. Watch a website:\n"
+            '       .venv/bin/grpcurl -plaintext -H "authorization: Bearer $KEY" '
+            """-d '{"monitor": {"spec": {"website": {"url": "https://example.com"}}}}' """
+            f"{monitor} monitors.v1.MonitorService/CreateMonitor\n"
             "\nCtrl-C stops everything.\n",
             flush=True,
         )

@@ -11,8 +11,15 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2
 
-from monitors.v1 import account_service_pb2, account_service_pb2_grpc
+from monitors.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
+    common_pb2,
+    monitor_service_pb2,
+    monitor_service_pb2_grpc,
+)
 from tests.harness.external import MariaDBServer
+from tests.harness.http import HttpServer, Reply
 from tests.harness.services import REPO, free_port, health, python_env
 
 
@@ -47,8 +54,8 @@ def test_bad_email_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_local_stack_starts_three_healthy_services_and_stops_on_ctrl_c(tmp_path: Path) -> None:
-    ports = {name: free_port() for name in ("monitor", "alert", "notify")}
+def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+    ports = {name: free_port() for name in ("monitor", "alert", "notify", "runner")}
     env = python_env(
         {
             "MONITORS_DATA_DIR": str(tmp_path / "data"),
@@ -81,6 +88,7 @@ def test_local_stack_starts_three_healthy_services_and_stops_on_ctrl_c(tmp_path:
         assert health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
     assert "create-api-key" in text
     assert "grpcurl" in text
+    assert "egress policy is private-allowed" in text
 
     key = admin(env, "create-api-key", "--email", "me@example.com").stdout.strip()
     with grpc.insecure_channel(f"127.0.0.1:{ports['monitor']}") as channel:
@@ -88,6 +96,24 @@ def test_local_stack_starts_three_healthy_services_and_stops_on_ctrl_c(tmp_path:
             account_service_pb2.GetCurrentUserRequest(), metadata=(("authorization", f"Bearer {key}"),), timeout=5
         )
     assert reply.user.email == "me@example.com"
+    with HttpServer() as site, grpc.insecure_channel(f"127.0.0.1:{ports['monitor']}") as channel:
+        site.routes["/"] = Reply(200, b"home")
+        monitors = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+        metadata = (("authorization", f"Bearer {key}"),)
+        spec = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=site.url("/")))
+        created = monitors.CreateMonitor(
+            monitor_service_pb2.CreateMonitorRequest(monitor=monitor_service_pb2.Monitor(spec=spec)),
+            metadata=metadata,
+            timeout=5,
+        ).monitor
+        deadline = time.monotonic() + 30  # a new monitor's first check comes within a second or so
+        state = common_pb2.MONITOR_STATE_UNSPECIFIED
+        while time.monotonic() < deadline and state != common_pb2.MONITOR_STATE_UP:
+            time.sleep(0.5)
+            state = monitors.GetMonitorStatus(
+                monitor_service_pb2.GetMonitorStatusRequest(id=created.id), metadata=metadata, timeout=5
+            ).status.state
+        assert state == common_pb2.MONITOR_STATE_UP, "the runner started by make run did not check the monitor"
 
     launcher.send_signal(signal.SIGINT)
     rest, _ = launcher.communicate(timeout=60)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -63,16 +63,19 @@ class Monitors:
         self._timeseries = timeseries
         self._checker = checker
         self.limits = limits or Limits()
-        # Called with a monitor id whenever a monitor is created, changed, paused, resumed or deleted.
-        self.change_listeners: list[Callable[[str], None]] = []
+        # Awaited with a monitor's id and its new state (None once deleted) after every change.
+        self.change_listeners: list[Callable[[str, Monitor | None], Awaitable[None]]] = []
 
-    def _changed(self, monitor_id: str) -> None:
+    async def _changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         for listener in self.change_listeners:
-            listener(monitor_id)
+            await listener(monitor_id, monitor)
+
+    async def all_monitors(self) -> list[Monitor]:
+        return await self._store.all_monitors()
 
     async def create(self, caller: Principal, draft: MonitorDraft) -> Monitor:
         monitor = await self._store.create(caller.user_id, validate(draft, self.limits))
-        self._changed(monitor.id)
+        await self._changed(monitor.id, monitor)
         return monitor
 
     async def get(self, caller: Principal, monitor_id: str) -> Monitor:
@@ -122,19 +125,19 @@ class Monitors:
                 labels=dict(valid.labels),
             )
         )
-        self._changed(saved.id)
+        await self._changed(saved.id, saved)
         return saved
 
     async def delete(self, caller: Principal, monitor_id: str) -> None:
         await self._store.delete(caller.user_id, monitor_id)
-        self._changed(monitor_id)
+        await self._changed(monitor_id, None)
 
     async def set_paused(self, caller: Principal, monitor_id: str, paused: bool) -> Monitor:
         current = await self._store.get(caller.user_id, monitor_id)
         if current.paused == paused:
             return current
         saved = await self._store.save(replace(current, paused=paused))
-        self._changed(saved.id)
+        await self._changed(saved.id, saved)
         return saved
 
     async def status(self, caller: Principal, monitor_id: str) -> MonitorStatus:
@@ -160,16 +163,7 @@ class Monitors:
             validate(MonitorDraft(spec=spec), self.limits, prefix="")
         started = datetime.now(UTC)
         outcome = await self._checker.run(spec, (timeout or DEFAULT_TIMEOUT).total_seconds())
-        return CheckResult(
-            monitor_id=monitor_id,
-            time=started,
-            is_up=outcome.is_up,
-            duration=timedelta(seconds=outcome.duration_s),
-            error_class=outcome.error_class,
-            message=outcome.message,
-            fields=outcome.fields,
-            tags=outcome.tags,
-        )
+        return outcome.result(monitor_id, started)
 
     async def record(self, monitor: Monitor, result: CheckResult) -> MonitorStatus:
         """Store a check result: a sample in the time-series store, and the monitor's new status."""

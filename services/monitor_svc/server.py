@@ -13,6 +13,7 @@ from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
 from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.monitor_store import MonitorStore
@@ -52,7 +53,9 @@ async def build_server(settings: Settings) -> ServiceHost:
     )
     # The RPCs of later issues are served by the generated base class (UNIMPLEMENTED) until they land;
     # mypy-protobuf marks them abstract.
-    monitor_servicer = MonitorServicer(monitors, deployment)  # type: ignore[abstract]
+    hub = AssignmentHub(monitors.all_monitors)
+    monitors.change_listeners.append(hub.monitor_changed)
+    monitor_servicer = MonitorServicer(monitors, deployment, hub)  # type: ignore[abstract]
     services = [
         RegisteredService(
             MONITOR_SERVICE, monitor_servicer, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server

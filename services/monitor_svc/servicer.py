@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 from monitors.v1 import account_service_pb2 as pb
@@ -11,6 +13,7 @@ from service_runtime.auth import current_principal
 from service_runtime.errors import InvalidArgument, NotImplementedYet
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.translate import (
@@ -18,6 +21,7 @@ from services.monitor_svc.translate import (
     aggregation_to_proto,
     draft_from_proto,
     monitor_to_proto,
+    result_from_proto,
     result_to_proto,
     spec_from_proto,
     status_to_proto,
@@ -84,9 +88,40 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
 class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     """MonitorService: protobuf in, :class:`Monitors` call, protobuf out."""
 
-    def __init__(self, monitors: Monitors, deployment: Deployment) -> None:
+    def __init__(self, monitors: Monitors, deployment: Deployment, hub: AssignmentHub) -> None:
         self._monitors = monitors
         self._deployment = deployment
+        self._hub = hub
+
+    async def WatchAssignments(
+        self, request: mpb.WatchAssignmentsRequest, context: Context
+    ) -> AsyncIterator[mpb.WatchAssignmentsResponse]:
+        runner = await self._hub.connect(request.runner_id, request.location, request.capacity, request.version)
+        try:
+            async for change in self._hub.feed(runner):
+                yield mpb.WatchAssignmentsResponse(
+                    full_sync=change.full_sync,
+                    upserts=[mpb.Assignment(monitor=monitor_to_proto(m)) for m in change.upserts],
+                    removed_monitor_ids=list(change.removed),
+                )
+        finally:
+            await self._hub.disconnect(runner)
+
+    async def ReportResults(
+        self, request_iterator: AsyncIterator[mpb.ReportResultsRequest], context: Context
+    ) -> mpb.ReportResultsResponse:
+        accepted = rejected = 0
+        async for batch in request_iterator:
+            for reported in batch.results:
+                monitor = self._hub.owns(batch.runner_id, reported.monitor_id)
+                location = self._hub.location_of(batch.runner_id)
+                if monitor is None or location is None or not reported.HasField("check_time"):
+                    rejected += 1
+                    continue
+                result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)
+                await self._monitors.record(monitor, result)
+                accepted += 1
+        return mpb.ReportResultsResponse(accepted=accepted, rejected=rejected)
 
     async def CreateMonitor(self, request: mpb.CreateMonitorRequest, context: Context) -> mpb.CreateMonitorResponse:
         monitor = await self._monitors.create(current_principal(), draft_from_proto(request.monitor))
@@ -184,5 +219,20 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> mpb.GetDeploymentStatusResponse:
         d = self._deployment
         return mpb.GetDeploymentStatusResponse(
-            version=d.version, mode=d.mode, database_backend=d.database_backend, timeseries_backend=d.timeseries_backend
+            version=d.version,
+            mode=d.mode,
+            database_backend=d.database_backend,
+            timeseries_backend=d.timeseries_backend,
+            runners=[
+                mpb.RunnerInfo(
+                    runner_id=r.runner_id,
+                    location=r.location,
+                    connect_time=to_timestamp(r.connect_time),
+                    last_report_time=to_timestamp(r.last_report_time),
+                    assigned_monitors=len(r.assigned),
+                    version=r.version,
+                )
+                for r in self._hub.runners()
+            ],
+            unassigned_monitors=self._hub.unassigned(),
         )

@@ -17,7 +17,13 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 REPO = Path(__file__).resolve().parents[2]
-MODULES = {"monitor": "services.monitor_svc", "alert": "services.alert_svc", "notify": "services.notify_svc"}
+MODULES = {
+    "monitor": "services.monitor_svc",
+    "alert": "services.alert_svc",
+    "notify": "services.notify_svc",
+    "runner": "services.monitor_svc.runner",
+}
+SERVICES = ("monitor", "alert", "notify")
 
 
 def free_port() -> int:
@@ -109,7 +115,7 @@ class Stack:
     services: dict[str, ServiceProcess] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        ports = {name: free_port() for name in MODULES}
+        ports = {name: free_port() for name in SERVICES}
         env = python_env(
             {
                 "MONITORS_DATA_DIR": str(self.data_dir),
@@ -141,6 +147,11 @@ class Stack:
     def stop(self) -> None:
         for service in reversed(list(self.services.values())):
             service.stop()
+
+    def runner(self, runner_id: str, location: str = "local", **env: str) -> ServiceProcess:
+        """A runner process (not started) for this stack, with the stack's settings and ``env`` on top."""
+        extra = {"MONITORS_RUNNER_ID": runner_id, "MONITORS_RUNNER_LOCATION": location, **env}
+        return ServiceProcess("runner", {**self.env, **extra}, self.data_dir / f"runner-{runner_id}.log")
 
     def create_api_key(self, email: str) -> str:
         """A new API key for ``email`` through the real admin command."""

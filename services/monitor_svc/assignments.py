@@ -1,0 +1,189 @@
+"""Which runner checks which monitor, and the live feed of assignments each runner watches.
+
+Each monitor that is not paused (heartbeat monitors aside: pings come to us) is owned by exactly one
+connected runner per location it asks for; a monitor asking for no location goes to one runner of any.
+Owners are chosen by rendezvous hashing (highest random weight), so a runner joining or leaving moves only the
+monitors it gains or loses. A runner's stream ending (or its connection dying, which gRPC keepalive detects)
+hands its monitors to the others at once.
+
+State is in this process: one monitor service replica holds the runner registry. (Several replicas would
+share it through Redis; that is left for the scaling work.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import re
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+
+from service_runtime.errors import AlreadyExists, InvalidArgument
+from services.monitor_svc.domain import HeartbeatSpec, Monitor
+
+_RUNNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
+_LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+
+
+@dataclass(frozen=True)
+class Change:
+    """One message for a runner: a full set (first, and after a resync) or upserts and removals."""
+
+    full_sync: bool
+    upserts: Sequence[Monitor]
+    removed: Sequence[str]
+
+
+@dataclass
+class Runner:
+    runner_id: str
+    location: str
+    capacity: int
+    version: str
+    connect_time: datetime
+    assigned: dict[str, Monitor] = field(default_factory=dict)
+    last_report_time: datetime | None = None
+    queue: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)
+    closed: bool = False
+
+
+def _weight(monitor_id: str, runner_id: str) -> bytes:
+    return hashlib.blake2b(f"{monitor_id}\x00{runner_id}".encode(), digest_size=8).digest()
+
+
+def runs_on_runners(monitor: Monitor) -> bool:
+    return not monitor.paused and not isinstance(monitor.spec, HeartbeatSpec)
+
+
+class AssignmentHub:
+    """Connected runners and the monitors each owns."""
+
+    def __init__(self, load_monitors: Callable[[], Awaitable[list[Monitor]]]) -> None:
+        self._load = load_monitors
+        self._monitors: dict[str, Monitor] = {}
+        self._runners: dict[str, Runner] = {}
+        self._loaded = False
+        self._lock = asyncio.Lock()
+
+    # --- runners -------------------------------------------------------------------------------------
+
+    async def connect(self, runner_id: str, location: str, capacity: int, version: str) -> Runner:
+        if not _RUNNER_ID.match(runner_id):
+            raise InvalidArgument("runner_id", "is required: letters, digits and ._:- (up to 100)")
+        if not _LOCATION.match(location):
+            raise InvalidArgument("location", "is required: lower-case letters, digits and dashes (up to 32)")
+        if capacity < 0:
+            raise InvalidArgument("capacity", "must not be negative")
+        async with self._lock:
+            await self._ensure_loaded()
+            existing = self._runners.get(runner_id)
+            if existing is not None and not existing.closed:
+                raise AlreadyExists(f"runner {runner_id} is already connected")
+            runner = Runner(runner_id, location, capacity, version, datetime.now(UTC))
+            self._runners[runner_id] = runner
+            self._rebalance(full_sync_for=runner)
+            return runner
+
+    async def disconnect(self, runner: Runner) -> None:
+        async with self._lock:
+            runner.closed = True
+            if self._runners.get(runner.runner_id) is runner:
+                del self._runners[runner.runner_id]
+                self._rebalance()
+
+    async def feed(self, runner: Runner) -> AsyncIterator[Change]:
+        """The runner's changes as they happen, beginning with its full set."""
+        while not runner.closed:
+            yield await runner.queue.get()
+
+    def owns(self, runner_id: str, monitor_id: str) -> Monitor | None:
+        """The monitor, if ``runner_id`` is its current owner."""
+        runner = self._runners.get(runner_id)
+        if runner is None:
+            return None
+        runner.last_report_time = datetime.now(UTC)
+        return runner.assigned.get(monitor_id)
+
+    def location_of(self, runner_id: str) -> str | None:
+        runner = self._runners.get(runner_id)
+        return None if runner is None else runner.location
+
+    def runners(self) -> list[Runner]:
+        return sorted(self._runners.values(), key=lambda r: r.runner_id)
+
+    def unassigned(self) -> int:
+        """Monitors that should run but have no runner in one of their locations."""
+        covered = {(m_id, r.location) for r in self._runners.values() for m_id in r.assigned}
+        missing = 0
+        for monitor in self._monitors.values():
+            if not runs_on_runners(monitor):
+                continue
+            if monitor.locations:
+                missing += any((monitor.id, loc) not in covered for loc in monitor.locations)
+            else:
+                missing += not any(m_id == monitor.id for m_id, _ in covered)
+        return missing
+
+    # --- monitors ------------------------------------------------------------------------------------
+
+    async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:
+        """A monitor was created, changed or deleted (``None``)."""
+        async with self._lock:
+            await self._ensure_loaded()
+            if monitor is None:
+                self._monitors.pop(monitor_id, None)
+            else:
+                self._monitors[monitor_id] = monitor
+            self._rebalance(changed={monitor_id})
+
+    async def _ensure_loaded(self) -> None:
+        if not self._loaded:
+            self._monitors = {m.id: m for m in await self._load()}
+            self._loaded = True
+
+    def _owners(self, monitor: Monitor, load: dict[str, int]) -> list[Runner]:
+        if not runs_on_runners(monitor):
+            return []
+        live = [r for r in self._runners.values() if not r.closed]
+        groups = [[r for r in live if r.location == loc] for loc in monitor.locations] if monitor.locations else [live]
+        owners = []
+        for group in groups:
+            eligible = [r for r in group if not r.capacity or load[r.runner_id] < r.capacity]
+            if eligible:
+                owner = max(eligible, key=lambda r: _weight(monitor.id, r.runner_id))
+                load[owner.runner_id] += 1
+                owners.append(owner)
+        return owners
+
+    def _rebalance(self, full_sync_for: Runner | None = None, changed: set[str] | None = None) -> None:
+        """Recompute owners and send each affected runner its changes. With ``changed`` only those monitors
+        are reconsidered (the runners did not change), and re-sent to their owners (their spec changed)."""
+        upserts: dict[str, list[Monitor]] = {}
+        removals: dict[str, list[str]] = {}
+        load = {r.runner_id: 0 if changed is None else len(r.assigned) for r in self._runners.values()}
+        considered = self._monitors.keys() if changed is None else changed
+        wanted: dict[str, set[str]] = {r.runner_id: set() for r in self._runners.values()}
+        for monitor_id in considered:
+            for runner in self._runners.values():
+                if changed is not None and monitor_id in runner.assigned:
+                    load[runner.runner_id] -= 1
+            monitor = self._monitors.get(monitor_id)
+            for owner in [] if monitor is None else self._owners(monitor, load):
+                wanted[owner.runner_id].add(monitor_id)
+        for runner in self._runners.values():
+            target = wanted[runner.runner_id]
+            for monitor_id in [m for m in runner.assigned if m in considered and m not in target]:
+                del runner.assigned[monitor_id]
+                removals.setdefault(runner.runner_id, []).append(monitor_id)
+            for monitor_id in target:
+                if monitor_id not in runner.assigned or changed is not None:
+                    runner.assigned[monitor_id] = self._monitors[monitor_id]
+                    upserts.setdefault(runner.runner_id, []).append(self._monitors[monitor_id])
+        for runner in self._runners.values():
+            if runner is full_sync_for:
+                runner.queue.put_nowait(Change(True, list(runner.assigned.values()), []))
+            elif runner.runner_id in upserts or runner.runner_id in removals:
+                runner.queue.put_nowait(
+                    Change(False, upserts.get(runner.runner_id, []), removals.get(runner.runner_id, []))
+                )

@@ -1,0 +1,102 @@
+"""`python -m services.monitor_svc.runner [--listen HOST:PORT]`: check assigned monitors, report results.
+
+Connects to MonitorService (MONITORS_MONITOR_TARGET) with the service token (MONITORS_SERVICE_TOKEN, or the
+one in the data directory when embedded); holds no database credentials. Serves the standard gRPC health
+service on --listen (default 127.0.0.1:50054): SERVING once its first assignments have arrived.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+
+import grpc
+import uvloop
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1._async import HealthServicer
+
+from service_runtime.logs import configure_logging
+from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError
+from services.monitor_svc.checks import Checker, check_config
+from services.monitor_svc.runner.client import RunnerClient
+from services.monitor_svc.runner.scheduler import Scheduler
+from services.monitor_svc.server import VERSION
+
+log = logging.getLogger("monitors.runner")
+
+
+async def serve(settings: Settings) -> None:
+    health = HealthServicer()
+    server = grpc.aio.server()
+    health_pb2_grpc.add_HealthServicer_to_server(health, server)
+    if server.add_insecure_port(settings.listen) == 0:
+        raise OSError(f"cannot listen on {settings.listen}")
+    await server.start()
+    await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    checker = Checker(check_config(settings))
+    scheduler = Scheduler(checker, settings.runner_concurrency)
+    loop = asyncio.get_running_loop()
+
+    async def synced() -> None:
+        await health.set("", health_pb2.HealthCheckResponse.SERVING)
+
+    client = RunnerClient(
+        settings.monitor_target,
+        settings.resolved_service_token(),
+        settings.runner_id,
+        settings.runner_location,
+        scheduler,
+        version=VERSION,
+        on_synced=synced,
+    )
+    log.info(
+        "runner started",
+        extra={
+            "runner_id": settings.runner_id,
+            "location": settings.runner_location,
+            "target": settings.monitor_target,
+        },
+    )
+    stop = asyncio.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    tasks = [
+        asyncio.create_task(client.watch_forever()),
+        asyncio.create_task(client.report_forever()),
+        asyncio.create_task(scheduler.run_forever()),
+    ]
+    await stop.wait()
+    await health.enter_graceful_shutdown()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+    await scheduler.close()
+    await client.close()
+    await checker.close()
+    await server.stop(2)
+    log.info("runner stopped", extra={"runner_id": settings.runner_id})
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m services.monitor_svc.runner")
+    parser.add_argument(
+        "--listen", help=f"health endpoint (default $MONITORS_RUNNER_LISTEN or {DEFAULT_LISTEN['runner']})"
+    )
+    args = parser.parse_args(argv)
+    try:
+        settings = Settings.from_env("runner", listen=args.listen)
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    configure_logging(settings.log_level, settings.log_format)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        runner.run(serve(settings))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

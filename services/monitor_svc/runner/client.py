@@ -1,0 +1,141 @@
+"""A runner's two conversations with MonitorService: watching its assignments, reporting results."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+import grpc
+
+from monitors.v1 import monitor_service_pb2 as pb
+from monitors.v1 import monitor_service_pb2_grpc
+from services.monitor_svc.domain import CheckResult
+from services.monitor_svc.runner.scheduler import Job, Scheduler
+from services.monitor_svc.translate import result_to_proto, spec_from_proto
+
+log = logging.getLogger(__name__)
+
+CHANNEL_OPTIONS = [
+    ("grpc.keepalive_time_ms", 10_000),
+    ("grpc.keepalive_timeout_ms", 5_000),
+    ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+]
+REPORT_DEADLINE_S = 15.0
+MAX_PENDING_RESULTS = 100_000
+
+
+def job_of(assignment: pb.Assignment) -> Job | None:
+    monitor = assignment.monitor
+    spec = spec_from_proto(monitor.spec)
+    if spec is None:
+        return None
+    return Job(
+        monitor_id=monitor.id,
+        spec=spec,
+        interval_s=max(1.0, monitor.interval.ToTimedelta() / timedelta(seconds=1)),
+        timeout_s=max(0.1, monitor.timeout.ToTimedelta() / timedelta(seconds=1)),
+        secrets=dict(assignment.secrets),
+    )
+
+
+class RunnerClient:
+    """Keeps the assignment stream open (reconnecting with backoff) and sends results in batches."""
+
+    def __init__(
+        self,
+        target: str,
+        token: str,
+        runner_id: str,
+        location: str,
+        scheduler: Scheduler,
+        version: str = "",
+        batch_size: int = 1000,
+        flush_interval_s: float = 1.0,
+        on_synced: Callable[[], Awaitable[None]] | None = None,
+    ) -> None:
+        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._stub = monitor_service_pb2_grpc.MonitorServiceStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {token}"),)
+        self.runner_id = runner_id
+        self.location = location
+        self.scheduler = scheduler
+        self.version = version
+        self._batch_size = batch_size
+        self._flush_interval_s = flush_interval_s
+        self._on_synced = on_synced
+        self.reported = 0
+        self.rejected = 0
+        self.dropped = 0
+
+    async def watch_forever(self) -> None:
+        backoff = 0.5
+        request = pb.WatchAssignmentsRequest(runner_id=self.runner_id, location=self.location, version=self.version)
+        while True:
+            try:
+                # A long-lived stream: no deadline; keepalive pings notice a dead server.
+                async for change in self._stub.WatchAssignments(request, metadata=self._metadata):
+                    backoff = 0.5
+                    jobs = [job for job in map(job_of, change.upserts) if job is not None]
+                    if change.full_sync:
+                        self.scheduler.replace_all(jobs)
+                        log.info("assignments synced", extra={"monitors": len(jobs), "runner_id": self.runner_id})
+                        if self._on_synced is not None:
+                            await self._on_synced()
+                    else:
+                        for job in jobs:
+                            self.scheduler.upsert(job)
+                        for monitor_id in change.removed_monitor_ids:
+                            self.scheduler.remove(monitor_id)
+                log.warning("assignment stream ended; reconnecting")
+            except grpc.aio.AioRpcError as error:
+                log.warning(
+                    "assignment stream failed; reconnecting",
+                    extra={"code": error.code().name, "details": error.details(), "retry_in_s": backoff},
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 10.0)
+
+    async def report_forever(self) -> None:
+        pending: list[CheckResult] = []
+        backoff = 0.5
+        while True:
+            if not pending:
+                pending.append(await self.scheduler.results.get())
+            deadline = asyncio.get_running_loop().time() + self._flush_interval_s
+            while len(pending) < self._batch_size:
+                remaining = deadline - asyncio.get_running_loop().time()
+                if remaining <= 0:
+                    break
+                try:
+                    pending.append(await asyncio.wait_for(self.scheduler.results.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = pending[: self._batch_size]
+            try:
+                reply = await self._stub.ReportResults(
+                    iter(
+                        [pb.ReportResultsRequest(runner_id=self.runner_id, results=[result_to_proto(r) for r in batch])]
+                    ),
+                    metadata=self._metadata,
+                    timeout=REPORT_DEADLINE_S,
+                )
+            except grpc.aio.AioRpcError as error:
+                log.warning("reporting failed; will retry", extra={"code": error.code().name, "pending": len(pending)})
+                while not self.scheduler.results.empty():  # hold everything here, so one bound applies
+                    pending.append(self.scheduler.results.get_nowait())
+                if len(pending) > MAX_PENDING_RESULTS:
+                    self.dropped += len(pending) - MAX_PENDING_RESULTS
+                    del pending[: len(pending) - MAX_PENDING_RESULTS]
+                await asyncio.sleep(backoff)
+                backoff = min(backoff * 2, 10.0)
+                continue
+            backoff = 0.5
+            self.reported += reply.accepted
+            self.rejected += reply.rejected
+            del pending[: len(batch)]
+
+    async def close(self) -> None:
+        await self._channel.close()
