@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Literal
 
 from service_runtime.local_secrets import local_secret
+from service_runtime.secretbox import SecretBox, SecretBoxError, parse_master_keys
 
 ServiceName = Literal["monitor", "alert", "notify", "runner"]
 
@@ -87,6 +88,7 @@ class Settings:
     auth_cache_ttl_s: float
     raw_retention: timedelta
     service_token: str
+    master_key: str
     min_interval_s: float
     egress: str
     ca_file: str
@@ -99,6 +101,16 @@ class Settings:
     def resolved_service_token(self) -> str:
         """MONITORS_SERVICE_TOKEN, or the one kept in the data directory (embedded mode)."""
         return self.service_token or local_secret(self.data_dir / "service-token")
+
+    def secret_box(self) -> SecretBox:
+        """The box that seals secrets at rest: MONITORS_MASTER_KEY, or, embedded, a key kept in the data
+        directory. A production deployment must set MONITORS_MASTER_KEY, so every replica shares it."""
+        text = self.master_key
+        if not text:
+            if not self.embedded:
+                raise SecretBoxError("MONITORS_MASTER_KEY must be set when MONITORS_DATABASE_URL is not SQLite")
+            text = local_secret(self.data_dir / "master-key", nbytes=32)
+        return SecretBox(parse_master_keys(text))
 
     @property
     def embedded(self) -> bool:
@@ -135,6 +147,7 @@ class Settings:
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
             service_token=env.get("MONITORS_SERVICE_TOKEN", ""),
+            master_key=env.get("MONITORS_MASTER_KEY", ""),
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
             egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
             ca_file=env.get("MONITORS_CA_FILE", ""),

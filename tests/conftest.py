@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore
+from service_runtime.secretbox import new_master_key
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
 from tests.harness.services import REPO, Stack
 
@@ -70,10 +71,18 @@ def embedded_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 
 @pytest.fixture(scope="session")
 def production_stack(
-    tmp_path_factory: pytest.TempPathFactory, mariadb: MariaDBServer, redis_server: RedisServer
+    tmp_path_factory: pytest.TempPathFactory,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    influxdb: InfluxDBServer,
 ) -> Iterator[Stack]:
-    """The three services on MariaDB and Redis, as in production."""
-    env = {"MONITORS_DATABASE_URL": mariadb.create_database("stack"), "MONITORS_REDIS_URL": redis_server.url}
+    """The services on MariaDB, Redis and InfluxDB, with a master key from the environment, as in production."""
+    env = {
+        "MONITORS_DATABASE_URL": mariadb.create_database("stack"),
+        "MONITORS_REDIS_URL": redis_server.url,
+        "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/stack",
+        "MONITORS_MASTER_KEY": new_master_key(),
+    }
     with Stack(tmp_path_factory.mktemp("production"), env) as stack:
         yield stack
 

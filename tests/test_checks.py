@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from service_runtime.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.checks.crypto import ProviderConfig
-from services.monitor_svc.checks.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.domain import (
     CryptoPriceSpec,
     JsonPathAssertion,

@@ -8,8 +8,8 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from service_runtime.egress import EgressConfig, EgressPolicy, is_allowed
 from services.monitor_svc.checks import CheckConfig, Checker
-from services.monitor_svc.checks.egress import EgressConfig, EgressPolicy, is_allowed
 from services.monitor_svc.domain import TcpSpec, WebsiteSpec
 from tests.harness.http import HttpServer, Reply
 

@@ -9,10 +9,10 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
+from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
 from service_runtime.errors import FailedPrecondition, NotImplementedYet
 from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
-from services.monitor_svc.checks.egress import EgressConfig, EgressPolicy, safe_http_client
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.checks.tcp import check_tcp
 from services.monitor_svc.checks.website import check_website

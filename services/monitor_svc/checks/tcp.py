@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import time
 
-from services.monitor_svc.checks.egress import BlockedTarget, EgressPolicy, ResolutionFailed, open_safe_connection
+from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed, open_safe_connection
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import TcpSpec
 

@@ -12,7 +12,7 @@ from urllib.parse import urljoin, urlsplit
 
 import httpx
 
-from services.monitor_svc.checks.egress import BlockedTarget, EgressConfig, ResolutionFailed
+from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
 
