@@ -96,6 +96,13 @@ class Settings:
     runner_id: str
     runner_location: str
     runner_concurrency: int
+    # Email for notifications: SendGrid when its key is set, else SMTP when its URL is set, else a local outbox file.
+    sendgrid_api_key: str = ""
+    sendgrid_host: str = "https://api.sendgrid.com"
+    smtp_url: str = ""
+    email_from: str = "monitors@localhost"
+    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
+    notify_timeout_s: float = 10.0
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -154,6 +161,12 @@ class Settings:
             runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
             runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),
+            sendgrid_api_key=env.get("MONITORS_SENDGRID_API_KEY", ""),
+            sendgrid_host=env.get("MONITORS_SENDGRID_HOST") or "https://api.sendgrid.com",
+            smtp_url=env.get("MONITORS_SMTP_URL", ""),
+            email_from=env.get("MONITORS_EMAIL_FROM") or "monitors@localhost",
+            pagerduty_events_url=env.get("MONITORS_PAGERDUTY_EVENTS_URL") or "https://events.pagerduty.com/v2/enqueue",
+            notify_timeout_s=_float(env, "MONITORS_NOTIFY_TIMEOUT_S", 10.0, minimum=0.1),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },
