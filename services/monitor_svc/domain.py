@@ -50,7 +50,7 @@ FIELDS: Mapping[MonitorKind, frozenset[str]] = {
     MonitorKind.WEBSITE: frozenset({"is_up", "status_code", "response_time_ms", "cert_days_left"}),
     MonitorKind.CRYPTO_PRICE: frozenset({"is_up", "price"}),
     MonitorKind.TCP: frozenset({"is_up", "connect_time_ms"}),
-    MonitorKind.DNS: frozenset({"is_up", "response_time_ms"}),
+    MonitorKind.DNS: frozenset({"is_up", "response_time_ms", "answer_count"}),
     MonitorKind.HEARTBEAT: frozenset({"is_up"}),
     MonitorKind.GRPC_HEALTH: frozenset({"is_up", "response_time_ms"}),
 }

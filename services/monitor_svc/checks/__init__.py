@@ -10,15 +10,19 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
-from service_runtime.errors import FailedPrecondition, NotImplementedYet
+from service_runtime.errors import FailedPrecondition
 from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
+from services.monitor_svc.checks.dns import DnsCheck
+from services.monitor_svc.checks.grpc_health import GrpcHealthCheck
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.checks.tcp import check_tcp
 from services.monitor_svc.checks.website import check_website
 from services.monitor_svc.domain import (
     SECRET_REFERENCE,
     CryptoPriceSpec,
+    DnsSpec,
+    GrpcHealthSpec,
     HeartbeatSpec,
     Spec,
     TcpSpec,
@@ -71,6 +75,8 @@ class Checker:
         self.config = config or CheckConfig()
         self._safe = safe_http_client(self.config.egress)
         self._providers = httpx.AsyncClient(trust_env=False, follow_redirects=False)
+        self._dns = DnsCheck(self.config.egress.policy)
+        self._grpc_health = GrpcHealthCheck(self.config.egress)
 
     async def run(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str] | None = None) -> Outcome:
         """One check of ``spec``, never longer than ``timeout_s`` (plus a little to clean up)."""
@@ -99,9 +105,13 @@ class Checker:
                 return await check_crypto_price(self._providers, self.config.providers, spec, timeout_s)
             case TcpSpec():
                 return await check_tcp(self.config.egress.policy, spec, timeout_s)
+            case DnsSpec():
+                return await self._dns.run(spec, timeout_s)
+            case GrpcHealthSpec():
+                return await self._grpc_health.run(spec, timeout_s)
             case HeartbeatSpec():
                 raise FailedPrecondition("heartbeat monitors are checked by their pings, not run")
-        raise NotImplementedYet(f"{type(spec).__name__} checks arrive later in the monitors issue")
+        raise AssertionError(spec)
 
     async def close(self) -> None:
         await self._safe.aclose()
