@@ -20,6 +20,7 @@ from services.monitor_svc.domain import (
     MonitorKind,
     MonitorState,
     MonitorStatus,
+    secret_names,
     spec_from_dict,
     spec_to_dict,
 )
@@ -182,6 +183,14 @@ class MonitorStore:
         if after_id is not None:
             query = query.where(MonitorRow.id > after_id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
+
+    async def of_owner(self, owner_id: str) -> list[Monitor]:
+        query = sa.select(*_MONITOR).where(MonitorRow.owner_id == owner_id).order_by(MonitorRow.id)
+        return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
+
+    async def referring_to_secret(self, owner_id: str, name: str) -> list[str]:
+        """Ids of the owner's monitors whose spec refers to secret ``name``."""
+        return [m.id for m in await self.of_owner(owner_id) if name in secret_names(m.spec)]
 
     async def all_monitors(self) -> list[Monitor]:
         """Every monitor of every owner (for assigning work to runners)."""

@@ -34,9 +34,11 @@ from services.monitor_svc.domain import (
     Spec,
     check_field,
     next_status,
+    secret_names,
     validate,
 )
 from services.monitor_svc.monitor_store import MonitorStore
+from services.monitor_svc.user_secrets import UserSecrets
 
 
 @dataclass(frozen=True)
@@ -57,12 +59,19 @@ class Monitors:
     """Monitors of the calling user, and the results runners report for them."""
 
     def __init__(
-        self, store: MonitorStore, timeseries: TimeSeriesStore, checker: Checker, limits: Limits | None = None
+        self,
+        store: MonitorStore,
+        timeseries: TimeSeriesStore,
+        checker: Checker,
+        secrets: UserSecrets,
+        limits: Limits | None = None,
     ) -> None:
         self._store = store
         self._timeseries = timeseries
         self._checker = checker
         self.limits = limits or Limits()
+        self.secrets = secrets
+        secrets.change_listeners.append(self._secret_changed)
         # Awaited with a monitor's id and its new state (None once deleted) after every change.
         self.change_listeners: list[Callable[[str, Monitor | None], Awaitable[None]]] = []
 
@@ -73,8 +82,25 @@ class Monitors:
     async def all_monitors(self) -> list[Monitor]:
         return await self._store.all_monitors()
 
+    async def _secret_changed(self, owner_id: str, name: str) -> None:
+        for monitor in await self._store.of_owner(owner_id):
+            if name in secret_names(monitor.spec):
+                await self._changed(monitor.id, monitor)  # its runner gets the new value
+
+    async def secrets_for(self, monitor: Monitor) -> dict[str, str]:
+        """The secret values ``monitor``'s spec refers to (for the runner that checks it)."""
+        return await self.secrets.values(monitor.owner_id, secret_names(monitor.spec))
+
+    async def _require_secrets(self, owner_id: str, spec: Spec | None, path: str) -> None:
+        needed = secret_names(spec) if spec is not None else set()
+        missing = sorted(needed - await self.secrets.names(owner_id)) if needed else []
+        if missing:
+            raise InvalidArgument(path, f"refers to secret {', '.join(missing)}, which is not set; PutSecret it first")
+
     async def create(self, caller: Principal, draft: MonitorDraft) -> Monitor:
-        monitor = await self._store.create(caller.user_id, validate(draft, self.limits))
+        valid = validate(draft, self.limits)
+        await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
+        monitor = await self._store.create(caller.user_id, valid)
         await self._changed(monitor.id, monitor)
         return monitor
 
@@ -112,6 +138,7 @@ class Monitors:
         assert valid.timeout is not None
         if type(valid.spec) is not type(current.spec):
             raise InvalidArgument("monitor.spec", "cannot change a monitor's type; create a new monitor")
+        await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
         saved = await self._store.save(
             replace(
                 current,
@@ -161,8 +188,9 @@ class Monitors:
             raise InvalidArgument("spec", "set monitor_id or spec")
         else:
             validate(MonitorDraft(spec=spec), self.limits, prefix="")
+        values = await self.secrets.values(caller.user_id, secret_names(spec))
         started = datetime.now(UTC)
-        outcome = await self._checker.run(spec, (timeout or DEFAULT_TIMEOUT).total_seconds())
+        outcome = await self._checker.run(spec, (timeout or DEFAULT_TIMEOUT).total_seconds(), values)
         return outcome.result(monitor_id, started)
 
     async def record(self, monitor: Monitor, result: CheckResult) -> MonitorStatus:

@@ -20,6 +20,7 @@ from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
+from services.monitor_svc.user_secrets import UserSecrets
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_monitor"
@@ -42,8 +43,14 @@ async def build_server(settings: Settings) -> ServiceHost:
     timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
     key_values = open_key_value_store(settings.redis_url)
     checker = Checker(check_config(settings))
+    monitor_store = MonitorStore(database)
+    user_secrets = UserSecrets(database, settings.secret_box(), monitor_store.referring_to_secret)
     monitors = Monitors(
-        MonitorStore(database), timeseries, checker, Limits(min_interval=timedelta(seconds=settings.min_interval_s))
+        monitor_store,
+        timeseries,
+        checker,
+        user_secrets,
+        Limits(min_interval=timedelta(seconds=settings.min_interval_s)),
     )
     deployment = Deployment(
         version=VERSION,

@@ -27,12 +27,19 @@ from services.monitor_svc.translate import (
     status_to_proto,
     summary_to_proto,
 )
+from services.monitor_svc.user_secrets import SecretInfo
 
 Context = Any  # grpc.aio.ServicerContext; the interceptors own status handling, servicers never touch it.
 LOGIN_LATER = (
     "email login arrives with the accounts issue; until then create an API key with "
     "`python -m services.admin create-api-key --email you@example.com`"
 )
+
+
+def secret_to_proto(info: SecretInfo) -> mpb.Secret:
+    return mpb.Secret(
+        name=info.name, create_time=to_timestamp(info.create_time), update_time=to_timestamp(info.update_time)
+    )
 
 
 def user_to_proto(user: User) -> pb.User:
@@ -101,7 +108,10 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
             async for change in self._hub.feed(runner):
                 yield mpb.WatchAssignmentsResponse(
                     full_sync=change.full_sync,
-                    upserts=[mpb.Assignment(monitor=monitor_to_proto(m)) for m in change.upserts],
+                    upserts=[
+                        mpb.Assignment(monitor=monitor_to_proto(m), secrets=await self._monitors.secrets_for(m))
+                        for m in change.upserts
+                    ],
                     removed_monitor_ids=list(change.removed),
                 )
         finally:
@@ -213,6 +223,18 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         )
         summary_to_proto(response, summary)
         return response
+
+    async def PutSecret(self, request: mpb.PutSecretRequest, context: Context) -> mpb.PutSecretResponse:
+        info = await self._monitors.secrets.put(current_principal(), request.name, request.value)
+        return mpb.PutSecretResponse(secret=secret_to_proto(info))
+
+    async def ListSecrets(self, request: mpb.ListSecretsRequest, context: Context) -> mpb.ListSecretsResponse:
+        page, token = await self._monitors.secrets.list(current_principal(), request.page_size, request.page_token)
+        return mpb.ListSecretsResponse(secrets=[secret_to_proto(s) for s in page], next_page_token=token)
+
+    async def DeleteSecret(self, request: mpb.DeleteSecretRequest, context: Context) -> mpb.DeleteSecretResponse:
+        await self._monitors.secrets.delete(current_principal(), request.name)
+        return mpb.DeleteSecretResponse()
 
     async def GetDeploymentStatus(
         self, request: mpb.GetDeploymentStatusRequest, context: Context
