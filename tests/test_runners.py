@@ -207,6 +207,37 @@ def test_runners_share_monitors_and_take_over_from_a_dead_one(
             stub.DeleteMonitor(pb.DeleteMonitorRequest(id=monitor_id), metadata=key, timeout=5)
 
 
+def test_a_monitor_in_two_locations_is_down_only_when_a_quorum_of_them_sees_it_down(
+    stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, key: tuple[tuple[str, str]], target: HttpServer
+) -> None:
+    target.routes["/geo"] = Reply(503, b"down")
+    east, west = (stack.runner(f"geo-{loc}", location=loc, **RUNNER_ENV) for loc in ("east", "west"))
+    east.start()
+    monitor = pb.Monitor(spec=website(target.url("/geo")).spec, locations=["east", "west"], quorum=2)
+    monitor.interval.seconds = monitor.timeout.seconds = 1
+    monitor_id = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=5).monitor.id
+
+    def status() -> pb.MonitorStatus:
+        return stub.GetMonitorStatus(pb.GetMonitorStatusRequest(id=monitor_id), metadata=key, timeout=5).status
+
+    try:
+        # East alone sees it down: one location of the two needed, so not DOWN.
+        eventually(lambda: status().consecutive_failures >= 3)
+        alone = status()
+        assert alone.state == common_pb2.MONITOR_STATE_PENDING
+        assert [(r.location, r.is_up) for r in alone.location_results] == [("east", False)]
+        west.start()
+        down = eventually(lambda: (s := status()).state == common_pb2.MONITOR_STATE_DOWN and s)
+        assert isinstance(down, pb.MonitorStatus)
+        assert sorted((r.location, r.is_up) for r in down.location_results) == [("east", False), ("west", False)]
+        target.routes["/geo"] = Reply(200, b"ok")
+        eventually(lambda: status().state == common_pb2.MONITOR_STATE_UP)
+    finally:
+        east.stop()
+        west.stop()
+        stub.DeleteMonitor(pb.DeleteMonitorRequest(id=monitor_id), metadata=key, timeout=5)
+
+
 def test_results_for_monitors_a_runner_does_not_own_are_rejected(
     stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, key: tuple[tuple[str, str]]
 ) -> None:

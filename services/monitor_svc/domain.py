@@ -440,6 +440,14 @@ class CheckResult:
 
 
 @dataclass(frozen=True)
+class LocationResult:
+    """The latest result from one location of a multi-location monitor, and that location's failure run."""
+
+    result: CheckResult
+    failures: int
+
+
+@dataclass(frozen=True)
 class MonitorStatus:
     monitor_id: str
     state: MonitorState
@@ -449,10 +457,21 @@ class MonitorStatus:
     location: str = ""
     consecutive_failures: int = 0
     state_change_time: datetime | None = None
+    # Multi-location monitors only: location -> its latest result.
+    location_results: Mapping[str, LocationResult] = field(default_factory=dict)
+
+
+def quorum_of(monitor: Monitor) -> int:
+    """How many locations must see a multi-location monitor down: its quorum, or a majority."""
+    return monitor.quorum or len(monitor.locations) // 2 + 1
 
 
 def next_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) -> MonitorStatus:
-    """The status after ``result``: DOWN once failures exceed the monitor's retries, PENDING before."""
+    """The status after ``result``. A location is failing once its consecutive failures exceed the monitor's
+    retries (PENDING before). With one location that is the monitor's state; with several, the monitor is
+    DOWN only while a quorum of them is failing, so one location's network trouble does not page anyone."""
+    if len(monitor.locations) > 1:
+        return _next_quorum_status(monitor, previous, result)
     failures = 0 if result.is_up else previous.consecutive_failures + 1
     if result.is_up:
         state = MonitorState.UP
@@ -460,6 +479,35 @@ def next_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) 
         state = MonitorState.DOWN
     else:
         state = previous.state if previous.state in (MonitorState.DOWN,) else MonitorState.PENDING
+    return _status(monitor, previous, result, state, failures, {})
+
+
+def _next_quorum_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) -> MonitorStatus:
+    before = previous.location_results.get(result.location)
+    failures = 0 if result.is_up else (before.failures if before else 0) + 1
+    results = {
+        location: entry
+        for location, entry in {**previous.location_results, result.location: LocationResult(result, failures)}.items()
+        if location in monitor.locations  # a location the monitor no longer asks for has no say
+    }
+    failing = sum(1 for entry in results.values() if entry.failures > monitor.retries)
+    if failing >= quorum_of(monitor):
+        state = MonitorState.DOWN
+    elif any(entry.result.is_up for entry in results.values()):
+        state = MonitorState.UP
+    else:
+        state = previous.state if previous.state == MonitorState.DOWN else MonitorState.PENDING
+    return _status(monitor, previous, result, state, failures, results)
+
+
+def _status(
+    monitor: Monitor,
+    previous: MonitorStatus,
+    result: CheckResult,
+    state: MonitorState,
+    failures: int,
+    location_results: Mapping[str, LocationResult],
+) -> MonitorStatus:
     changed = state != previous.state or previous.state_change_time is None
     return MonitorStatus(
         monitor_id=monitor.id,
@@ -470,4 +518,5 @@ def next_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) 
         location=result.location,
         consecutive_failures=failures,
         state_change_time=result.time if changed else previous.state_change_time,
+        location_results=location_results,
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
+from collections.abc import Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -15,6 +16,7 @@ from service_runtime.database import Database, UtcDateTime, new_id, utc_now
 from service_runtime.errors import NotFound
 from services.monitor_svc.domain import (
     CheckResult,
+    LocationResult,
     Monitor,
     MonitorDraft,
     MonitorKind,
@@ -58,6 +60,7 @@ class MonitorStatusRow(Base):
     location: Mapped[str] = mapped_column(sa.String(32))
     consecutive_failures: Mapped[int] = mapped_column(sa.Integer())
     state_change_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    location_results: Mapped[str | None] = mapped_column(sa.Text(), nullable=True)
 
 
 _MONITOR = tuple(MonitorRow.__table__.columns)
@@ -134,6 +137,21 @@ def result_from_json(monitor_id: str, text: str) -> CheckResult:
         runner_id=data["runner_id"],
         tags=data.get("tags", {}),
     )
+
+
+def _location_results_to_json(results: Mapping[str, LocationResult]) -> str | None:
+    if not results:
+        return None
+    return json.dumps({loc: {"result": result_to_json(e.result), "failures": e.failures} for loc, e in results.items()})
+
+
+def _location_results_from_json(monitor_id: str, text: str | None) -> dict[str, LocationResult]:
+    if not text:
+        return {}
+    return {
+        location: LocationResult(result_from_json(monitor_id, entry["result"]), entry["failures"])
+        for location, entry in json.loads(text).items()
+    }
 
 
 class MonitorStore:
@@ -235,6 +253,7 @@ class MonitorStore:
             location=row.location,
             consecutive_failures=row.consecutive_failures,
             state_change_time=row.state_change_time,
+            location_results=_location_results_from_json(monitor.id, row.location_results),
         )
 
     async def put_status(self, status: MonitorStatus) -> None:
@@ -246,6 +265,7 @@ class MonitorStore:
             "location": status.location,
             "consecutive_failures": status.consecutive_failures,
             "state_change_time": status.state_change_time or utc_now(),
+            "location_results": _location_results_to_json(status.location_results),
         }
 
         def upsert(c: sa.Connection) -> None:

@@ -266,6 +266,7 @@ def status_to_proto(status: MonitorStatus) -> pb.MonitorStatus:
         location=status.location,
         consecutive_failures=status.consecutive_failures,
         state_change_time=to_timestamp(status.state_change_time),
+        location_results=[result_to_proto(entry.result) for _, entry in sorted(status.location_results.items())],
     )
 
 
