@@ -17,8 +17,6 @@ from monitors.v1 import (
     account_service_pb2_grpc,
     alert_service_pb2,
     alert_service_pb2_grpc,
-    monitor_service_pb2,
-    monitor_service_pb2_grpc,
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
@@ -185,15 +183,13 @@ def test_api_key_lifecycle_over_grpc(channel: grpc.Channel, api_key: str) -> Non
 
 
 def test_rpcs_of_later_issues_are_unimplemented_behind_auth(stack: Stack, api_key: str) -> None:
-    with grpc.insecure_channel(stack.address("monitor")) as channel:
-        stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+    with grpc.insecure_channel(stack.address("alert")) as channel:
+        stub = alert_service_pb2_grpc.AlertServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
-            stub.SuggestMonitors(monitor_service_pb2.SuggestMonitorsRequest(text="x"), timeout=5)
+            stub.ListAlerts(alert_service_pb2.ListAlertsRequest(), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
         with pytest.raises(grpc.RpcError) as caught:
-            stub.SuggestMonitors(
-                monitor_service_pb2.SuggestMonitorsRequest(text="x"), metadata=auth(api_key), timeout=5
-            )
+            stub.ListAlerts(alert_service_pb2.ListAlertsRequest(), metadata=auth(api_key), timeout=5)
         assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
 
 

@@ -24,6 +24,13 @@ from services.monitor_svc.domain import (
     TcpSpec,
     WebsiteSpec,
 )
+from services.monitor_svc.suggest import (
+    ChangeCondition,
+    Condition,
+    MonitorDownCondition,
+    MonitorSuggestion,
+    ThresholdCondition,
+)
 
 _METHODS = {
     common.HTTP_METHOD_GET: "GET",
@@ -324,3 +331,75 @@ def summary_to_proto(
         case AvailabilitySummary():
             response.availability.CopyFrom(availability_to_proto(summary))
             response.sample_count = summary.checks
+
+
+# --- SuggestMonitors -------------------------------------------------------------------------------------
+
+_SEVERITIES = {
+    "info": common.SEVERITY_INFO,
+    "warning": common.SEVERITY_WARNING,
+    "critical": common.SEVERITY_CRITICAL,
+}
+_DIRECTIONS = {
+    "up": common.CHANGE_DIRECTION_UP,
+    "down": common.CHANGE_DIRECTION_DOWN,
+    "either": common.CHANGE_DIRECTION_EITHER,
+}
+
+
+def draft_to_proto(draft: MonitorDraft) -> pb.Monitor:
+    """A monitor not created yet, as CreateMonitor takes it."""
+    assert draft.spec is not None
+    return pb.Monitor(
+        display_name=draft.display_name,
+        spec=spec_to_proto(draft.spec),
+        interval=to_duration(draft.interval),
+        timeout=to_duration(draft.timeout),
+        retries=draft.retries,
+        locations=list(draft.locations),
+        quorum=draft.quorum,
+        labels=dict(draft.labels),
+    )
+
+
+def condition_to_proto(condition: Condition) -> common.AlertCondition:
+    match condition:
+        case ThresholdCondition():
+            return common.AlertCondition(
+                threshold=common.ThresholdCondition(
+                    field=condition.field,
+                    aggregation=_AGGREGATION_ENUM[condition.aggregation],
+                    window=to_duration(condition.window),  # unset: the latest sample only
+                    operator=_OPERATOR_ENUM[condition.operator],
+                    value=condition.value,
+                )
+            )
+        case ChangeCondition():
+            return common.AlertCondition(
+                change=common.ChangeCondition(
+                    field=condition.field,
+                    window=to_duration(condition.window),
+                    percent=condition.percent,
+                    direction=_DIRECTIONS[condition.direction],
+                )
+            )
+        case MonitorDownCondition():
+            return common.AlertCondition(monitor_down=common.MonitorDownCondition())
+    raise AssertionError(condition)
+
+
+def suggestion_to_proto(suggestion: MonitorSuggestion) -> pb.MonitorSuggestion:
+    return pb.MonitorSuggestion(
+        monitor=draft_to_proto(suggestion.draft),
+        rationale=suggestion.rationale,
+        alert_rules=[
+            common.SuggestedAlertRule(
+                display_name=rule.display_name,
+                condition=condition_to_proto(rule.condition),
+                severity=_SEVERITIES[rule.severity],
+                for_duration=to_duration(rule.for_duration),
+                rationale=rule.rationale,
+            )
+            for rule in suggestion.alert_rules
+        ],
+    )
