@@ -7,10 +7,12 @@ subjects appear (url first, then symbol, then text). What is recognised:
   (watched over https). Suggested rules: the monitor is down, p95 latency, and for https certificate expiry.
 - Coins: names and tickers (``bitcoin``, ``BTC``, ``ether``, ``ETH-EUR``) with an optional fiat currency
   (``in euros``, ``€``, ``GBP``; USD when none is named). Tickers that are also English words (LINK, DOT,
-  TON...) count in text only when written in capitals or followed by "price", "coin" or "token". Suggested rules: a 5% move within 1 h (another
-  percentage when the text names one), and a price threshold when the text names a price: "above $70,000"
-  is price > 70000, "below 60k" is price < 60000, and a price with no direction word means above. Without
-  a price there is no threshold rule: we do not know the price and do not guess one.
+  TON...) count in text only when written in capitals or followed by "price", "coin" or "token".
+  Suggested rules: a 5% move within 1 h (another percentage when the text names one), and a price
+  threshold when the text names a price: "above $70,000" is price > 70000, "below 60k" is price < 60000
+  ("hits" and "reaches" mean above), and a price with a currency sign but no direction word ("BTC at
+  $50,000") means above. A number followed by % or a time unit, or a port, is not a price. Without a
+  price there is no threshold rule: we do not know the price and do not guess one.
 
 Every suggested monitor passes :func:`validate` under the deployment's limits, so it can go straight to
 CreateMonitor; every rule names a field its monitor's kind writes.
