@@ -68,6 +68,8 @@ class ServiceHost:
     internal_methods: Iterable[str] = ()
     # Service token -> service name, for internal_methods.
     service_tokens: Mapping[str, str] = field(default_factory=dict)
+    # Awaited once the gRPC server listens, before it reports SERVING (side listeners and the like).
+    on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Coroutines run as tasks while serving (periodic sweeps and the like), cancelled on stop.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
@@ -113,6 +115,8 @@ class ServiceHost:
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
+        for begin in self.on_start:
+            await begin()
         self._tasks = [asyncio.create_task(run()) for run in self.background]
         for name in ("", *(s.full_name for s in self.services)):
             await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)

@@ -25,6 +25,7 @@ DEFAULT_LISTEN: Mapping[ServiceName, str] = {
     "notify": "127.0.0.1:50053",
     "runner": "127.0.0.1:50054",  # the runner's health endpoint
 }
+DEFAULT_PING_LISTEN = "127.0.0.1:50080"  # the monitor service's HTTP endpoint for heartbeat pings
 
 
 # Crypto price providers whose base URL MONITORS_PROVIDER_<NAME>_URL may override.
@@ -93,6 +94,8 @@ class Settings:
     egress: str
     ca_file: str
     provider_urls: Mapping[str, str]
+    ping_listen: str
+    public_url: str
     runner_id: str
     runner_location: str
     runner_concurrency: int
@@ -118,6 +121,11 @@ class Settings:
                 raise SecretBoxError("MONITORS_MASTER_KEY must be set when MONITORS_DATABASE_URL is not SQLite")
             text = local_secret(self.data_dir / "master-key", nbytes=32)
         return SecretBox(parse_master_keys(text))
+
+    @property
+    def ping_base_url(self) -> str:
+        """Where heartbeat pings reach us from outside: MONITORS_PUBLIC_URL, or the ping listener itself."""
+        return self.public_url or f"http://{self.ping_listen}"
 
     @property
     def embedded(self) -> bool:
@@ -158,6 +166,8 @@ class Settings:
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
             egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
             ca_file=env.get("MONITORS_CA_FILE", ""),
+            ping_listen=env.get("MONITORS_PING_LISTEN") or DEFAULT_PING_LISTEN,
+            public_url=(env.get("MONITORS_PUBLIC_URL") or "").rstrip("/"),
             runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
             runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),

@@ -106,6 +106,8 @@ def main() -> int:
         print(f"  (the runner's egress policy is {egress}: it may check private and local addresses)\n")
         for child in children:
             print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")
+        ping_base = settings.ping_base_url
+        print(f"  {'pings':<8} {ping_base.removeprefix('http://'):<18} {'':<12} heartbeat monitors' ping URLs")
         print(
             "\nNext steps:\n"
             "  1. Get an API key:\n"

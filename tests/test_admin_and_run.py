@@ -61,6 +61,7 @@ def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctr
             "MONITORS_DATA_DIR": str(tmp_path / "data"),
             "MONITORS_MONITOR_TARGET": f"127.0.0.1:{ports['monitor']}",
             **{f"MONITORS_{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
+            "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
         }
     )
     launcher = subprocess.Popen(

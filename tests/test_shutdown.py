@@ -11,12 +11,18 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.harness.services import ServiceProcess, python_env
+from tests.harness.services import ServiceProcess, free_port, python_env
 
 
 @pytest.mark.parametrize("name", ["monitor", "alert", "notify"])
 def test_sigterm_reports_not_serving_before_exit(tmp_path: Path, name: str) -> None:
-    env = python_env({"MONITORS_DATA_DIR": str(tmp_path), "MONITORS_DRAIN_DELAY_S": "1"})
+    env = python_env(
+        {
+            "MONITORS_DATA_DIR": str(tmp_path),
+            "MONITORS_DRAIN_DELAY_S": "1",
+            "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+        }
+    )
     server = ServiceProcess(name, env, tmp_path / f"{name}.log")
     server.start()
     assert server.process is not None

@@ -206,6 +206,33 @@ class MonitorStore:
         query = sa.select(*_MONITOR).where(MonitorRow.owner_id == owner_id).order_by(MonitorRow.id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
 
+    async def active_heartbeats(self) -> list[tuple[Monitor, MonitorStatus]]:
+        """Every heartbeat monitor that is not paused, with its status (for the missed-ping sweep)."""
+        query = (
+            sa.select(*_MONITOR, *[c.label(f"status_{c.name}") for c in _STATUS])
+            .select_from(MonitorRow)
+            .outerjoin(MonitorStatusRow, MonitorStatusRow.monitor_id == MonitorRow.id)
+            .where(MonitorRow.kind == MonitorKind.HEARTBEAT.value, MonitorRow.paused.is_(False))
+        )
+
+        def rows(c: sa.Connection) -> list[tuple[Monitor, MonitorStatus]]:
+            found = []
+            for row in c.execute(query):
+                monitor = _monitor(row)
+                status = MonitorStatus(monitor.id, MonitorState.PENDING, state_change_time=monitor.create_time)
+                if row.status_monitor_id is not None:
+                    status = replace(
+                        status,
+                        state=MonitorState(row.status_state),
+                        last_check_time=row.status_last_check_time,
+                        consecutive_failures=row.status_consecutive_failures,
+                        state_change_time=row.status_state_change_time,
+                    )
+                found.append((monitor, status))
+            return found
+
+        return await self._db.run(rows)
+
     async def referring_to_secret(self, owner_id: str, name: str) -> list[str]:
         """Ids of the owner's monitors whose spec refers to secret ``name``."""
         return [m.id for m in await self.of_owner(owner_id) if name in secret_names(m.spec)]

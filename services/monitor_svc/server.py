@@ -16,8 +16,10 @@ from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.domain import Limits
+from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
+from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
@@ -31,6 +33,7 @@ PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/Complet
 # Runners' RPCs: a service token only.
 INTERNAL_METHODS = (f"/{MONITOR_SERVICE}/WatchAssignments", f"/{MONITOR_SERVICE}/ReportResults")
 RETENTION_SWEEP_S = 3600.0
+HEARTBEAT_SWEEP_S = 1.0
 VERSION = "0.1.0"
 
 
@@ -58,11 +61,9 @@ async def build_server(settings: Settings) -> ServiceHost:
         database_backend="sqlite" if settings.embedded else "mysql",
         timeseries_backend="sqlite" if settings.timeseries_url.startswith("sqlite") else "influxdb",
     )
-    # The RPCs of later issues are served by the generated base class (UNIMPLEMENTED) until they land;
-    # mypy-protobuf marks them abstract.
     hub = AssignmentHub(monitors.all_monitors)
     monitors.change_listeners.append(hub.monitor_changed)
-    monitor_servicer = MonitorServicer(monitors, deployment, hub)  # type: ignore[abstract]
+    monitor_servicer = MonitorServicer(monitors, deployment, hub, settings.ping_base_url)
     services = [
         RegisteredService(
             MONITOR_SERVICE, monitor_servicer, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server
@@ -79,6 +80,10 @@ async def build_server(settings: Settings) -> ServiceHost:
         INTERNAL_METHODS,
         {settings.resolved_service_token(): "runner"},
     )
-    host.on_stop += [database.close, timeseries.close, key_values.close, checker.close]
+    heartbeats = Heartbeats(monitor_store, monitors)
+    pings = PingEndpoint(heartbeats, settings.ping_listen)
+    host.on_start.append(pings.start)
+    host.on_stop += [database.close, timeseries.close, key_values.close, checker.close, pings.stop]
+    host.background.append(every(HEARTBEAT_SWEEP_S, heartbeats.sweep, "heartbeat deadlines"))
     host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
     return host

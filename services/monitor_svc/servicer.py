@@ -16,6 +16,7 @@ from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.store import ApiKey, User
+from services.monitor_svc.suggest import suggest_monitors
 from services.monitor_svc.translate import (
     AGGREGATIONS,
     aggregation_to_proto,
@@ -25,6 +26,7 @@ from services.monitor_svc.translate import (
     result_to_proto,
     spec_from_proto,
     status_to_proto,
+    suggestion_to_proto,
     summary_to_proto,
 )
 from services.monitor_svc.user_secrets import SecretInfo
@@ -95,8 +97,9 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
 class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     """MonitorService: protobuf in, :class:`Monitors` call, protobuf out."""
 
-    def __init__(self, monitors: Monitors, deployment: Deployment, hub: AssignmentHub) -> None:
+    def __init__(self, monitors: Monitors, deployment: Deployment, hub: AssignmentHub, ping_base_url: str) -> None:
         self._monitors = monitors
+        self._ping_base_url = ping_base_url
         self._deployment = deployment
         self._hub = hub
 
@@ -135,22 +138,24 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
 
     async def CreateMonitor(self, request: mpb.CreateMonitorRequest, context: Context) -> mpb.CreateMonitorResponse:
         monitor = await self._monitors.create(current_principal(), draft_from_proto(request.monitor))
-        return mpb.CreateMonitorResponse(monitor=monitor_to_proto(monitor))
+        return mpb.CreateMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def GetMonitor(self, request: mpb.GetMonitorRequest, context: Context) -> mpb.GetMonitorResponse:
         monitor = await self._monitors.get(current_principal(), request.id)
-        return mpb.GetMonitorResponse(monitor=monitor_to_proto(monitor))
+        return mpb.GetMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def ListMonitors(self, request: mpb.ListMonitorsRequest, context: Context) -> mpb.ListMonitorsResponse:
         page, token = await self._monitors.list(current_principal(), request.page_size, request.page_token)
-        return mpb.ListMonitorsResponse(monitors=[monitor_to_proto(m) for m in page], next_page_token=token)
+        return mpb.ListMonitorsResponse(
+            monitors=[monitor_to_proto(m, self._ping_base_url) for m in page], next_page_token=token
+        )
 
     async def UpdateMonitor(self, request: mpb.UpdateMonitorRequest, context: Context) -> mpb.UpdateMonitorResponse:
         paths = list(request.update_mask.paths)
         monitor = await self._monitors.update(
             current_principal(), request.monitor.id, draft_from_proto(request.monitor), paths
         )
-        return mpb.UpdateMonitorResponse(monitor=monitor_to_proto(monitor))
+        return mpb.UpdateMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def DeleteMonitor(self, request: mpb.DeleteMonitorRequest, context: Context) -> mpb.DeleteMonitorResponse:
         await self._monitors.delete(current_principal(), request.id)
@@ -158,11 +163,11 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
 
     async def PauseMonitor(self, request: mpb.PauseMonitorRequest, context: Context) -> mpb.PauseMonitorResponse:
         monitor = await self._monitors.set_paused(current_principal(), request.id, True)
-        return mpb.PauseMonitorResponse(monitor=monitor_to_proto(monitor))
+        return mpb.PauseMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def ResumeMonitor(self, request: mpb.ResumeMonitorRequest, context: Context) -> mpb.ResumeMonitorResponse:
         monitor = await self._monitors.set_paused(current_principal(), request.id, False)
-        return mpb.ResumeMonitorResponse(monitor=monitor_to_proto(monitor))
+        return mpb.ResumeMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def RunCheck(self, request: mpb.RunCheckRequest, context: Context) -> mpb.RunCheckResponse:
         target = request.WhichOneof("target")
@@ -182,6 +187,12 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> mpb.GetMonitorStatusResponse:
         status = await self._monitors.status(current_principal(), request.id)
         return mpb.GetMonitorStatusResponse(status=status_to_proto(status))
+
+    async def SuggestMonitors(
+        self, request: mpb.SuggestMonitorsRequest, context: Context
+    ) -> mpb.SuggestMonitorsResponse:
+        suggestions = suggest_monitors(request.text, request.url, request.symbol, self._monitors.limits)
+        return mpb.SuggestMonitorsResponse(suggestions=[suggestion_to_proto(s) for s in suggestions])
 
     async def QuerySamples(self, request: mpb.QuerySamplesRequest, context: Context) -> mpb.QuerySamplesResponse:
         time_range = request.time_range

@@ -1,0 +1,128 @@
+"""Heartbeat (push) monitors end to end: a real monitor service serving ping URLs over HTTP, pings from a real
+HTTP client, and the deadline sweep turning a silent monitor DOWN."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import duration_pb2
+
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.rpc import auth
+from tests.harness.services import Stack
+from tests.test_runners import eventually
+
+pb = monitor_service_pb2
+Metadata = tuple[tuple[str, str]]
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("heartbeats"), {"MONITORS_MIN_INTERVAL_S": "1"}) as started:
+        yield started
+
+
+@pytest.fixture(scope="module")
+def key(stack: Stack) -> Metadata:
+    return auth(stack.create_api_key("cron.jobs@example.com"))
+
+
+@pytest.fixture(scope="module")
+def stub(stack: Stack) -> Iterator[monitor_service_pb2_grpc.MonitorServiceStub]:
+    with grpc.insecure_channel(stack.address("monitor")) as channel:
+        yield monitor_service_pb2_grpc.MonitorServiceStub(channel)
+
+
+def heartbeat(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata, period_s: int, grace_s: int
+) -> pb.Monitor:
+    spec = common_pb2.MonitorSpec(
+        heartbeat=common_pb2.HeartbeatSpec(grace_period=duration_pb2.Duration(seconds=grace_s))
+    )
+    monitor = pb.Monitor(spec=spec, interval=duration_pb2.Duration(seconds=period_s), display_name="nightly backup")
+    return stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=5).monitor
+
+
+def status_of(stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata, monitor_id: str) -> pb.MonitorStatus:
+    return stub.GetMonitorStatus(pb.GetMonitorStatusRequest(id=monitor_id), metadata=key, timeout=5).status
+
+
+def test_a_ping_makes_it_up_and_silence_past_period_plus_grace_makes_it_down(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    monitor = heartbeat(stub, key, period_s=2, grace_s=1)
+    assert monitor.heartbeat_url.startswith("http://127.0.0.1:")
+    assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_PENDING
+    reply = httpx.get(monitor.heartbeat_url, timeout=5)
+    assert (reply.status_code, reply.text) == (200, "OK\n")
+    up = status_of(stub, key, monitor.id)
+    assert up.state == common_pb2.MONITOR_STATE_UP
+    # Keep pinging every second for a while: it stays up.
+    for _ in range(3):
+        time.sleep(1)
+        httpx.post(monitor.heartbeat_url, content=b"done", timeout=5)
+        assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_UP
+    pinged_at = time.monotonic()
+    down = eventually(lambda: (s := status_of(stub, key, monitor.id)).state == common_pb2.MONITOR_STATE_DOWN and s)
+    assert isinstance(down, pb.MonitorStatus)
+    silent_for = time.monotonic() - pinged_at
+    assert 3.0 <= silent_for <= 6.0, silent_for  # period 2 s + grace 1 s, swept every second
+    assert down.last_result.error_class == common_pb2.ERROR_CLASS_TIMEOUT
+    assert "no ping since" in down.last_result.message
+    httpx.head(monitor.heartbeat_url, timeout=5)
+    assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_UP
+    uptime = stub.QuerySamples(pb.QuerySamplesRequest(monitor_id=monitor.id, field="is_up"), metadata=key, timeout=5)
+    assert [p.value for p in uptime.points][-2:] == [0.0, 1.0]
+
+
+def test_the_job_can_report_its_own_failure(stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata) -> None:
+    monitor = heartbeat(stub, key, period_s=60, grace_s=60)
+    httpx.get(monitor.heartbeat_url, timeout=5)
+    reply = httpx.post(
+        monitor.heartbeat_url + "/fail", content=b"backup failed: disk full\n" + b"x" * 20_000, timeout=5
+    )
+    assert reply.status_code == 200
+    down = status_of(stub, key, monitor.id)
+    assert down.state == common_pb2.MONITOR_STATE_DOWN
+    assert down.last_result.message.startswith("backup failed: disk full")
+    assert len(down.last_result.message) <= 500
+
+
+def test_unknown_tokens_and_other_paths_are_not_found(
+    stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    monitor = heartbeat(stub, key, period_s=60, grace_s=60)
+    base = monitor.heartbeat_url.rsplit("/ping/", 1)[0]
+    for path in ("/ping/not-a-token", "/ping/", "/", "/ping/x/y/z", "/metrics"):
+        assert httpx.get(base + path, timeout=5).status_code == 404, path
+    # A website monitor's token is not a ping URL either.
+    website = stub.CreateMonitor(
+        pb.CreateMonitorRequest(
+            monitor=pb.Monitor(spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url="https://example.com")))
+        ),
+        metadata=key,
+        timeout=5,
+    ).monitor
+    assert website.heartbeat_url == ""
+
+
+def test_a_paused_heartbeat_is_neither_swept_down_nor_changed_by_pings(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    monitor = heartbeat(stub, key, period_s=1, grace_s=0)
+    httpx.get(monitor.heartbeat_url, timeout=5)
+    stub.PauseMonitor(pb.PauseMonitorRequest(id=monitor.id), metadata=key, timeout=5)
+    reply = httpx.get(monitor.heartbeat_url, timeout=5)
+    assert (reply.status_code, reply.text) == (200, "OK (monitor paused)\n")
+    time.sleep(3)
+    paused = status_of(stub, key, monitor.id)
+    assert paused.state == common_pb2.MONITOR_STATE_PAUSED
+    assert paused.last_result.is_up  # the sweep wrote no failure while paused
+    # Resuming starts a fresh period: not DOWN at once.
+    stub.ResumeMonitor(pb.ResumeMonitorRequest(id=monitor.id), metadata=key, timeout=5)
+    assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_UP
+    eventually(lambda: status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_DOWN, timeout_s=5)
