@@ -1,7 +1,8 @@
 """A small key-value port for counters, cooldowns and short-lived state.
 
-Production uses Redis (``MONITORS_REDIS_URL``) so every replica sees the same counters; embedded mode uses
-an in-process twin with the same semantics. Values are strings; every key may carry a time to live.
+Production uses Redis (``MONITORS_REDIS_URL``) so every replica sees the same counters. Embedded mode keeps
+what must survive a restart (sessions, login counters) in its database (:class:`SqlStore`), and caches in an
+in-process twin. Values are strings; every key may carry a time to live.
 """
 
 from __future__ import annotations
@@ -9,9 +10,16 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import OrderedDict
-from typing import Protocol
+from collections.abc import Callable
+from typing import Protocol, TypeVar
 
 import redis.asyncio as aioredis
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError, OperationalError
+
+from service_runtime.database import Database
+
+T = TypeVar("T")
 
 
 class KeyValueStore(Protocol):
@@ -126,6 +134,99 @@ class RedisStore:
         await self._redis.aclose()
 
 
-def open_key_value_store(redis_url: str) -> KeyValueStore:
-    """Redis when a URL is configured, else the in-process twin."""
-    return RedisStore(redis_url) if redis_url else InProcessStore()
+KEY_VALUES = sa.Table(
+    "key_values",
+    sa.MetaData(),
+    sa.Column("key", sa.String(200), primary_key=True),
+    sa.Column("value", sa.Text(), nullable=False),
+    sa.Column("expire_at", sa.Double(), nullable=True),  # epoch seconds; NULL never expires
+)
+
+
+class SqlStore:
+    """:class:`KeyValueStore` in a ``key_values`` table of the service's database (a migration creates it).
+
+    Durable and shared by every process on that database; slower than Redis, so production uses Redis.
+    Expired rows read as absent and are removed by :meth:`sweep`.
+    """
+
+    def __init__(self, database: Database) -> None:
+        self._db = database
+
+    @staticmethod
+    def _expiry(ttl_s: float | None) -> float | None:
+        return None if ttl_s is None else time.time() + ttl_s
+
+    @staticmethod
+    def _live_value(c: sa.Connection, key: str, *, lock: bool = False) -> str | None:
+        query = sa.select(KEY_VALUES.c.value, KEY_VALUES.c.expire_at).where(KEY_VALUES.c.key == key)
+        row = c.execute(query.with_for_update() if lock else query).first()
+        if row is None or (row.expire_at is not None and row.expire_at <= time.time()):
+            return None
+        return str(row.value)
+
+    async def get(self, key: str) -> str | None:
+        return await self._db.run(lambda c: self._live_value(c, key))
+
+    async def set(self, key: str, value: str, ttl_s: float | None = None, *, only_if_absent: bool = False) -> bool:
+        expire_at = self._expiry(ttl_s)
+
+        def put(c: sa.Connection) -> bool:
+            if only_if_absent and self._live_value(c, key, lock=True) is not None:
+                return False
+            values = {"value": value, "expire_at": expire_at}
+            if c.execute(sa.update(KEY_VALUES).where(KEY_VALUES.c.key == key).values(values)).rowcount == 0:
+                c.execute(sa.insert(KEY_VALUES).values(key=key, **values))
+            return True
+
+        return await self._retrying(put)
+
+    async def incr(self, key: str, ttl_s: float | None = None) -> int:
+        def increment(c: sa.Connection) -> int:
+            now = time.time()
+            this = KEY_VALUES.c.key == key
+            live = sa.or_(KEY_VALUES.c.expire_at.is_(None), KEY_VALUES.c.expire_at > now)
+            # One UPDATE, so concurrent increments queue on the row lock instead of losing counts.
+            bump = sa.update(KEY_VALUES).where(this, live).values(value=sa.cast(KEY_VALUES.c.value, sa.Integer) + 1)
+            if c.execute(bump).rowcount:
+                return int(c.execute(sa.select(KEY_VALUES.c.value).where(this)).scalar_one())
+            restart = {"value": "1", "expire_at": self._expiry(ttl_s)}
+            # Only an expired row restarts; if another writer restarted it first, the insert fails and we retry.
+            if c.execute(sa.update(KEY_VALUES).where(this, sa.not_(live)).values(restart)).rowcount == 0:
+                c.execute(sa.insert(KEY_VALUES).values(key=key, **restart))
+            return 1
+
+        return await self._retrying(increment)
+
+    async def _retrying(self, work: Callable[[sa.Connection], T]) -> T:
+        # Two writers creating the same key at once: the loser's insert fails (a duplicate key, or on MySQL
+        # a deadlock between their gap locks); its retry sees the winner's row.
+        for attempt in range(5):
+            try:
+                return await self._db.run(work)
+            except (IntegrityError, OperationalError) as error:
+                if isinstance(error, OperationalError) and "1213" not in str(error.orig):
+                    raise
+                await asyncio.sleep(0.005 * (attempt + 1))
+        return await self._db.run(work)
+
+    async def delete(self, key: str) -> None:
+        await self._db.run(lambda c: c.execute(sa.delete(KEY_VALUES).where(KEY_VALUES.c.key == key)))
+
+    async def sweep(self) -> None:
+        """Remove expired rows."""
+        stale = sa.delete(KEY_VALUES).where(KEY_VALUES.c.expire_at <= time.time())
+        await self._db.run(lambda c: c.execute(stale))
+
+    async def ping(self) -> None:
+        await self._db.run(lambda c: c.execute(sa.text("SELECT 1")))
+
+    async def close(self) -> None:
+        return None  # the database belongs to the service
+
+
+def open_key_value_store(redis_url: str, database: Database | None = None) -> KeyValueStore:
+    """Redis when a URL is configured; else the database's table when given one; else the in-process twin."""
+    if redis_url:
+        return RedisStore(redis_url)
+    return SqlStore(database) if database is not None else InProcessStore()

@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 
-from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore
+from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore, SqlStore
+from service_runtime.database import Database, open_database
 from service_runtime.secretbox import new_master_key
+from services.monitor_svc.server import MIGRATIONS as MONITOR_MIGRATIONS
+from services.monitor_svc.server import VERSION_TABLE as MONITOR_VERSION_TABLE
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
 from tests.harness.services import REPO, Stack
 
@@ -49,17 +52,28 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     return server.create_database(f"test_{next(_database_names)}")
 
 
-@pytest.fixture(params=["embedded", "production"])
-async def key_value_store(request: pytest.FixtureRequest) -> AsyncIterator[KeyValueStore]:
-    """The in-process store, or Redis on the harness's redis-server (a fresh key prefix per test)."""
+@pytest.fixture(params=["in-process", "redis", "sqlite", "mariadb"])
+async def key_value_store(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[KeyValueStore]:
+    """Each twin of the key-value port: in-process, Redis on the harness's redis-server (a fresh key prefix per
+    test), and the database table on a SQLite file and on a fresh MariaDB database."""
     store: KeyValueStore
-    if request.param == "embedded":
+    database: Database | None = None
+    if request.param == "in-process":
         store = InProcessStore()
-    else:
+    elif request.param == "redis":
         server: RedisServer = request.getfixturevalue("redis_server")
         store = RedisStore(server.url, prefix=f"test{next(_database_names)}:")
+    else:
+        if request.param == "sqlite":
+            url = f"sqlite:///{tmp_path / 'kv.sqlite3'}"
+        else:
+            url = request.getfixturevalue("mariadb").create_database(f"kv_{next(_database_names)}")
+        database = await open_database(url, MONITOR_MIGRATIONS, MONITOR_VERSION_TABLE)
+        store = SqlStore(database)
     yield store
     await store.close()
+    if database is not None:
+        await database.close()
 
 
 @pytest.fixture(scope="session")
