@@ -1,26 +1,74 @@
-"""Builds the NotificationService process: migrations, storage, servicer, interceptors, health, reflection."""
+"""Builds the NotificationService process: migrations, storage, senders, the delivery worker, servicer, host."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from monitors.v1 import notification_service_pb2, notification_service_pb2_grpc
+from service_runtime.auth import CachingTokenVerifier
 from service_runtime.database import open_database
-from service_runtime.server import RegisteredService, ServiceHost, host_with_remote_auth
+from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.remote_auth import RemoteTokenVerifier
+from service_runtime.server import RegisteredService, ServiceHost
 from service_runtime.settings import Settings
+from services.notify_svc.delivery import DeliveryWorker, Senders
+from services.notify_svc.domain import ChannelKind
+from services.notify_svc.notifications import Notifications
+from services.notify_svc.senders import Sender
+from services.notify_svc.senders.apprise_urls import AppriseSender
+from services.notify_svc.senders.discord import DiscordSender
+from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpSender
+from services.notify_svc.senders.pagerduty import PagerDutySender
+from services.notify_svc.senders.slack import slack_sender
+from services.notify_svc.senders.teams import teams_sender
+from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.servicer import NotificationServiceServicer
+from services.notify_svc.store import NotificationStore
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_notify"
 SERVICE_NAME = notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
+# Our services' RPC: a service token only (the alert service sends alerts, the monitor service login codes).
+INTERNAL_METHODS = (f"/{SERVICE_NAME}/SendNotification",)
+
+
+def email_sender(settings: Settings) -> Sender:
+    """SendGrid when its key is set, else SMTP when its URL is set, else the local outbox file."""
+    if settings.sendgrid_api_key:
+        return SendGridSender(settings.sendgrid_api_key, settings.sendgrid_host, settings.email_from)
+    if settings.smtp_url:
+        return SmtpSender(settings.smtp_url, settings.email_from)
+    return OutboxSender(settings.data_dir / "outbox.txt", settings.email_from)
 
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for NotificationService with ``settings``."""
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
-    # The RPCs of later issues are served by the generated base class (UNIMPLEMENTED) until they land;
-    # mypy-protobuf marks them abstract.
-    servicer = NotificationServiceServicer()  # type: ignore[abstract]
+    store = NotificationStore(database, settings.secret_box())
+    egress = EgressConfig(policy=EgressPolicy(settings.egress), ca_file=settings.ca_file)
+    client = safe_http_client(egress)
+    senders = Senders(
+        {
+            ChannelKind.EMAIL: email_sender(settings),
+            ChannelKind.SLACK: slack_sender(client),
+            ChannelKind.DISCORD: DiscordSender(client),
+            ChannelKind.TEAMS: teams_sender(client),
+            ChannelKind.WEBHOOK: WebhookSender(client),
+            ChannelKind.PAGERDUTY: PagerDutySender(client, settings.pagerduty_events_url),
+            ChannelKind.APPRISE: AppriseSender(egress.policy),
+        }
+    )
+    worker = DeliveryWorker(store, senders, timeout_s=settings.notify_timeout_s)
+    servicer = NotificationServiceServicer(Notifications(store, worker))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
-    service = RegisteredService(SERVICE_NAME, servicer, add)
-    return await host_with_remote_auth(settings, [service], database)
+    remote = RemoteTokenVerifier(settings.monitor_target, settings.rpc_timeout_s)
+    host = ServiceHost(
+        settings,
+        [RegisteredService(SERVICE_NAME, servicer, add)],
+        CachingTokenVerifier(remote, settings.auth_cache_ttl_s),
+        internal_methods=INTERNAL_METHODS,
+        service_tokens={settings.resolved_service_token(): "service"},
+    )
+    host.background.append(worker.run)
+    host.on_stop += [database.close, remote.close, client.aclose]
+    return host

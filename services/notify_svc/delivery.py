@@ -1,0 +1,330 @@
+"""The delivery worker: takes due deliveries from the queue table and sends them, channel by channel.
+
+Each channel has its own lane: a token bucket at its provider's documented rate (Slack about one message a
+second per webhook), its own concurrency, and its own pause when the provider answers 429. Lanes run
+independently, so one channel's backlog never delays another's. Failures retry with exponential backoff and
+jitter, never sooner than the provider's Retry-After; other 4xx answers fail the delivery at once; a channel
+answering 401/403/404/410 again and again is disabled and its owner told through their other default channels.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import time
+from collections import deque
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from service_runtime.database import new_id, utc_now
+from services.notify_svc.domain import (
+    Attempt,
+    Channel,
+    ChannelKind,
+    Delivery,
+    DeliveryState,
+    EmailConfig,
+    Notification,
+    NotificationKind,
+    Outcome,
+    Severity,
+    config_secrets,
+    redact,
+)
+from services.notify_svc.senders import Sender, SendResult
+from services.notify_svc.store import NotificationStore, Target
+from services.notify_svc.templates import render
+
+log = logging.getLogger(__name__)
+AUTH_FAILURE_CODES = frozenset({401, 403, 404, 410})
+AUTH_FAILURES_TO_DISABLE = 3
+EMAIL_LANE = "email"
+
+
+@dataclass(frozen=True)
+class Pace:
+    """A lane's limits: ``rate`` messages a second (0: unlimited) with bursts of ``burst``, ``concurrency``
+    sends at once."""
+
+    rate: float
+    burst: int
+    concurrency: int
+
+
+# Documented provider limits, per webhook/key: Slack 1 message/s; Discord 5 per 2 s and 30 a minute per
+# channel; Teams workflows about 4/s; PagerDuty 120 events a minute per routing key.
+PACES: Mapping[str, Pace] = {
+    ChannelKind.SLACK: Pace(1.0, 1, 1),
+    ChannelKind.DISCORD: Pace(0.5, 5, 1),
+    ChannelKind.TEAMS: Pace(1.0, 4, 1),
+    ChannelKind.PAGERDUTY: Pace(2.0, 10, 1),
+    ChannelKind.APPRISE: Pace(1.0, 3, 1),
+    ChannelKind.EMAIL: Pace(5.0, 10, 2),
+    ChannelKind.WEBHOOK: Pace(0.0, 0, 8),
+}
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter: attempt n waits base * 2^(n-1), capped, times a random factor in
+    [0.5, 1] ("equal jitter"), and never less than the provider's Retry-After."""
+
+    max_attempts: int = 8
+    base_s: float = 2.0
+    cap_s: float = 600.0
+
+    def delay_s(self, attempts: int, retry_after_s: float | None, rng: random.Random) -> float:
+        backoff = min(self.cap_s, self.base_s * 2.0 ** max(attempts - 1, 0)) * rng.uniform(0.5, 1.0)
+        return max(backoff, retry_after_s or 0.0)
+
+
+class TokenBucket:
+    """``rate`` tokens a second up to ``burst``; :meth:`pause` holds every taker until a moment (429)."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self._rate = rate
+        self._burst = max(burst, 1)
+        self._tokens = float(self._burst)
+        self._stamp = time.monotonic()
+        self._paused_until = 0.0
+        self._lock = asyncio.Lock()
+
+    @property
+    def idle(self) -> bool:
+        """Unpaused and refilled: forgetting this bucket would change nothing."""
+        now = time.monotonic()
+        full = self._rate <= 0 or self._tokens + (now - self._stamp) * self._rate >= self._burst
+        return full and now >= self._paused_until
+
+    def pause(self, seconds: float) -> None:
+        self._paused_until = max(self._paused_until, time.monotonic() + seconds)
+
+    async def take(self) -> None:
+        async with self._lock:  # takers queue in order
+            while True:
+                now = time.monotonic()
+                if now < self._paused_until:
+                    await asyncio.sleep(self._paused_until - now)
+                    continue
+                if self._rate <= 0:
+                    return
+                self._tokens = min(self._burst, self._tokens + (now - self._stamp) * self._rate)
+                self._stamp = now
+                if self._tokens >= 1:
+                    self._tokens -= 1
+                    return
+                await asyncio.sleep((1 - self._tokens) / self._rate)
+
+
+@dataclass
+class Lane:
+    """One channel's queue, bucket and consumers."""
+
+    pace: Pace
+    bucket: TokenBucket
+    queue: deque[Delivery] = field(default_factory=deque)
+    consumers: int = 0
+
+
+class Senders:
+    """The sender of each channel kind, and the one for bare email addresses."""
+
+    def __init__(self, by_kind: Mapping[ChannelKind, Sender]) -> None:
+        self._by_kind = dict(by_kind)
+
+    def __getitem__(self, kind: ChannelKind) -> Sender:
+        return self._by_kind[kind]
+
+
+class DeliveryWorker:
+    """Sends queued deliveries; :meth:`run` is the service's background job. One per process; several
+    processes may share a queue (each delivery is leased before it is sent)."""
+
+    def __init__(
+        self,
+        store: NotificationStore,
+        senders: Senders,
+        timeout_s: float = 10.0,
+        policy: RetryPolicy | None = None,
+        paces: Mapping[str, Pace] | None = None,
+        poll_interval_s: float = 1.0,
+        batch: int = 200,
+        lane_bound: int = 100,
+        rng: random.Random | None = None,
+    ) -> None:
+        self._store = store
+        self._senders = senders
+        self.timeout_s = timeout_s
+        self.policy = policy or RetryPolicy()
+        self._paces = {**PACES, **(paces or {})}
+        self._poll_interval_s = poll_interval_s
+        self._batch = batch
+        self._lane_bound = lane_bound
+        self._rng = rng or random.Random()
+        self._lanes: dict[str, Lane] = {}
+        self._kinds: dict[str, ChannelKind] = {}
+        self._taken: set[str] = set()  # in a lane here, or being sent
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Look for due deliveries now (after SendNotification queued some), not at the next poll."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Dispatch due deliveries to lanes, forever; a failing round is logged and the next one goes on."""
+        try:
+            while True:
+                self._wake.clear()
+                try:
+                    await self.dispatch_due()
+                except Exception:
+                    log.exception("delivery dispatch failed")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+        finally:
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    async def dispatch_due(self) -> int:
+        """Hand every due, unleased delivery to its channel's lane; returns how many were handed over."""
+        due = await self._store.due(utc_now(), self._batch, sorted(self._taken))
+        unknown = {d.channel_id for d in due if d.channel_id and d.channel_id not in self._kinds}
+        if unknown:
+            if len(self._kinds) > 10_000:
+                self._kinds.clear()
+            self._kinds.update(await self._store.channel_kinds(sorted(unknown)))
+        self._prune_idle_lanes()
+        handed = 0
+        for delivery in due:
+            key = delivery.channel_id or EMAIL_LANE
+            lane = self._lane(key, self._kinds.get(delivery.channel_id, ChannelKind.EMAIL))
+            if len(lane.queue) >= self._lane_bound:
+                continue  # this lane is backed up; the rest are not held behind it
+            lane.queue.append(delivery)
+            self._taken.add(delivery.id)
+            handed += 1
+            while lane.consumers < lane.pace.concurrency and lane.consumers < len(lane.queue):
+                lane.consumers += 1
+                task = asyncio.create_task(self._consume(lane))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+        return handed
+
+    def _lane(self, key: str, kind: ChannelKind) -> Lane:
+        lane = self._lanes.get(key)
+        if lane is None:
+            pace = self._paces.get(kind, Pace(1.0, 1, 1))
+            lane = self._lanes[key] = Lane(pace, TokenBucket(pace.rate, pace.burst))
+        return lane
+
+    def _prune_idle_lanes(self) -> None:
+        # A lane outlives its queue so its bucket keeps pacing; once idle long enough to have refilled, it goes.
+        idle = [key for key, lane in self._lanes.items() if not lane.queue and not lane.consumers and lane.bucket.idle]
+        for key in idle:
+            del self._lanes[key]
+
+    async def _consume(self, lane: Lane) -> None:
+        try:
+            while lane.queue:
+                delivery = lane.queue.popleft()
+                try:
+                    await self._send_queued(delivery, lane)
+                except Exception:
+                    log.exception("delivery failed unexpectedly", extra={"delivery_id": delivery.id})
+                finally:
+                    self._taken.discard(delivery.id)
+                if len(lane.queue) < self._lane_bound // 2:
+                    self.wake()
+        finally:
+            lane.consumers -= 1
+
+    async def _send_queued(self, delivery: Delivery, lane: Lane) -> None:
+        channel = await self._store.channel(delivery.channel_id) if delivery.channel_id else None
+        if delivery.channel_id and (channel is None or not channel.enabled):
+            await self._store.record(delivery.id, None, DeliveryState.SUPPRESSED, None)
+            return
+        await lane.bucket.take()
+        if not await self._store.lease(delivery.id, utc_now() + timedelta(seconds=self.timeout_s + 5)):
+            return  # another worker has it, or it was dropped meanwhile
+        await self.attempt(delivery, channel, final=False)
+
+    async def send_now(self, delivery: Delivery, channel: Channel) -> SendResult:
+        """One attempt at a delivery queued already leased (TestChannel), paced like the channel's others."""
+        await self._lane(channel.id, channel.kind).bucket.take()
+        return await self.attempt(delivery, channel, final=True)
+
+    async def attempt(self, delivery: Delivery, channel: Channel | None, *, final: bool) -> SendResult:
+        """Send a leased delivery once and record the attempt; ``final`` makes a retryable failure final
+        (TestChannel answers with one attempt)."""
+        config = channel.config if channel is not None else EmailConfig((delivery.email_address,))
+        kind = channel.kind if channel is not None else ChannelKind.EMAIL
+        message = render(delivery.notification, channel.template if channel is not None else None)
+        started = time.perf_counter()
+        attempt_time = utc_now()
+        result = await self._senders[kind].send(config, message, delivery.id, self.timeout_s)
+        secrets = config_secrets(config)
+        error = "" if result.outcome is Outcome.SUCCESS else redact(result.detail, secrets)
+        attempt = Attempt(
+            attempt_time, result.outcome, result.response_code, error, timedelta(seconds=time.perf_counter() - started)
+        )
+        attempts = delivery.attempt_count + 1
+        next_time = None
+        if result.outcome is Outcome.SUCCESS:
+            state = DeliveryState.DELIVERED
+        elif result.outcome is Outcome.PERMANENT or final or attempts >= self.policy.max_attempts:
+            state = DeliveryState.FAILED
+        else:
+            state = DeliveryState.RETRYING
+            next_time = utc_now() + timedelta(seconds=self.policy.delay_s(attempts, result.retry_after_s, self._rng))
+        await self._store.record(delivery.id, attempt, state, next_time)
+        if result.retry_after_s:
+            self._lane(delivery.channel_id or EMAIL_LANE, kind).bucket.pause(result.retry_after_s)
+        log.log(
+            logging.INFO if result.outcome is Outcome.SUCCESS else logging.WARNING,
+            "delivery attempt",
+            extra={
+                "delivery_id": delivery.id,
+                "channel_id": delivery.channel_id,
+                "kind": kind.value,
+                "outcome": result.outcome.value,
+                "response_code": result.response_code,
+                "error": error,
+                "state": state.value,
+            },
+        )
+        if channel is not None:
+            await self._note_answer(channel, result)
+        return result
+
+    async def _note_answer(self, channel: Channel, result: SendResult) -> None:
+        auth_failure = result.response_code in AUTH_FAILURE_CODES and result.outcome is Outcome.PERMANENT
+        if not auth_failure and channel.auth_failures == 0:
+            return
+        reason = (
+            f"disabled after {AUTH_FAILURES_TO_DISABLE} answers of HTTP {result.response_code} in a row: the "
+            "provider no longer accepts this channel's URL or key; fix it and set enabled to re-enable"
+        )
+        if await self._store.note_channel_answer(channel.id, auth_failure, AUTH_FAILURES_TO_DISABLE, reason):
+            log.warning("channel disabled", extra={"channel_id": channel.id, "owner_id": channel.owner_id})
+            await self._tell_owner(channel, reason)
+
+    async def _tell_owner(self, channel: Channel, reason: str) -> None:
+        others = [c for c in await self._store.channels_for(channel.owner_id, []) if c.id != channel.id and c.enabled]
+        if not others:
+            return  # the disabled_reason on the channel is then the only word; reads show it
+        notification = Notification(
+            kind=NotificationKind.CHANNEL_DISABLED,
+            severity=Severity.WARNING,
+            summary=f"Your notification channel '{channel.display_name}' ({channel.id}) was {reason}.",
+            event_time=utc_now(),
+        )
+        targets = [Target(channel_id=c.id) for c in others]
+        await self._store.enqueue(
+            f"channel-disabled:{channel.id}:{new_id('evt')}", channel.owner_id, targets, notification
+        )
+        self.wake()

@@ -1,0 +1,159 @@
+"""Notification rules: channels of the calling user, queuing notifications, test messages, the delivery log.
+Plain Python over the store and the delivery worker."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import timedelta
+
+from service_runtime.auth import Principal
+from service_runtime.database import new_id, utc_now
+from service_runtime.errors import InvalidArgument, NotFound
+from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from services.notify_svc.delivery import DeliveryWorker
+from services.notify_svc.domain import (
+    MAX_IDEMPOTENCY_KEY,
+    Channel,
+    ChannelDraft,
+    Delivery,
+    DeliveryState,
+    Notification,
+    NotificationKind,
+    Severity,
+    WebhookConfig,
+    keep_masked_secrets,
+    valid_address,
+    validate_channel,
+    validate_notification,
+)
+from services.notify_svc.store import NotificationStore, Target
+
+CONFIG_PATHS = ("email", "slack", "discord", "teams", "webhook", "pagerduty", "apprise")
+MUTABLE_PATHS = ("display_name", *CONFIG_PATHS, "enabled", "is_default", "template")
+
+
+class Notifications:
+    """Channels and deliveries of the calling user, and SendNotification for our services."""
+
+    def __init__(self, store: NotificationStore, worker: DeliveryWorker) -> None:
+        self._store = store
+        self._worker = worker
+
+    async def create_channel(self, caller: Principal, draft: ChannelDraft) -> Channel:
+        return await self._store.create_channel(caller.user_id, validate_channel(draft, creating=True))
+
+    async def get_channel(self, caller: Principal, channel_id: str) -> Channel:
+        return await self._store.get_channel(caller.user_id, channel_id)
+
+    async def list_channels(self, caller: Principal, size: int, token: str) -> tuple[list[Channel], str]:
+        limit = page_size(size)
+        page = await self._store.list_channels(caller.user_id, decode_page_token(token), limit)
+        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+
+    async def update_channel(
+        self, caller: Principal, channel_id: str, draft: ChannelDraft, paths: Sequence[str]
+    ) -> Channel:
+        """Change the fields in ``paths`` (all mutable ones when empty). A secret sent back as it reads
+        (masked) keeps its stored value; ``enabled`` in the mask re-enables a disabled channel."""
+        unknown = sorted(set(paths) - set(MUTABLE_PATHS))
+        if unknown:
+            raise InvalidArgument(
+                "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
+            )
+        current = await self._store.get_channel(caller.user_id, channel_id)
+        every = not paths
+        config = current.config
+        if (every and draft.config is not None) or set(paths) & set(CONFIG_PATHS):
+            if draft.config is None:
+                raise InvalidArgument("channel.config", "the update mask names a config the channel does not carry")
+            config = keep_masked_secrets(current.config, draft.config)
+            if isinstance(config, WebhookConfig) and isinstance(current.config, WebhookConfig):
+                config = replace(config, signing_secret=config.signing_secret or current.config.signing_secret)
+        merged = ChannelDraft(
+            display_name=draft.display_name if every or "display_name" in paths else current.display_name,
+            config=config,
+            is_default=draft.is_default if every or "is_default" in paths else current.is_default,
+            template=draft.template if every or "template" in paths else current.template,
+        )
+        merged = validate_channel(merged, creating=False)
+        assert merged.config is not None
+        enabled, reason, failures = current.enabled, current.disabled_reason, current.auth_failures
+        if draft.enabled is not None and (every or "enabled" in paths):
+            enabled = draft.enabled
+            reason, failures = ("", 0) if enabled else (reason, failures)
+        updated = replace(
+            current,
+            display_name=merged.display_name,
+            config=merged.config,
+            is_default=merged.is_default,
+            template=merged.template,
+            enabled=enabled,
+            disabled_reason=reason,
+            auth_failures=failures,
+            update_time=utc_now(),
+        )
+        await self._store.save_channel(updated)
+        return updated
+
+    async def delete_channel(self, caller: Principal, channel_id: str) -> None:
+        await self._store.delete_channel(caller.user_id, channel_id)
+
+    async def test_channel(self, caller: Principal, channel_id: str) -> Delivery:
+        """Send a test message now, one attempt, and return the delivery with the provider's answer."""
+        channel = await self._store.get_channel(caller.user_id, channel_id)
+        now = utc_now()
+        notification = Notification(NotificationKind.TEST, Severity.INFO, summary="Test notification", event_time=now)
+        lease = now + timedelta(seconds=self._worker.timeout_s + 5)
+        queued, _ = await self._store.enqueue(
+            f"test:{new_id('tst')}", caller.user_id, [Target(channel.id)], notification, lease
+        )
+        await self._worker.send_now(queued[0], channel)
+        return await self._store.get_delivery(caller.user_id, queued[0].id)
+
+    async def send(
+        self,
+        key: str,
+        owner_id: str,
+        channel_ids: Sequence[str],
+        email_address: str,
+        notification: Notification | None,
+    ) -> tuple[list[Delivery], bool]:
+        """Queue ``notification`` durably for each channel (the owner's defaults when none is named) or for
+        a bare email address. Idempotent on ``key``: a repeat returns the first deliveries and True."""
+        if not key:
+            raise InvalidArgument("idempotency_key", "is required")
+        if len(key) > MAX_IDEMPOTENCY_KEY:
+            raise InvalidArgument("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
+        first = await self._store.by_key(key)
+        if first is not None:
+            return first, True
+        notification = validate_notification(notification)
+        if email_address:
+            if channel_ids:
+                raise InvalidArgument("channel_ids", "must be empty when email_address is set")
+            if not valid_address(email_address):
+                raise InvalidArgument("email_address", "is not an email address")
+            targets = [Target(email_address=email_address)]
+        else:
+            if not owner_id:
+                raise InvalidArgument("owner_id", "is required unless email_address is set")
+            if notification.kind is NotificationKind.LOGIN_CODE:
+                raise InvalidArgument("email_address", "login codes go to an email address, never to channels")
+            try:
+                channels = await self._store.channels_for(owner_id, channel_ids)
+            except NotFound as missing:
+                raise InvalidArgument("channel_ids", f"{missing.message} for owner {owner_id}") from None
+            targets = [Target(channel_id=c.id, suppressed=not c.enabled) for c in channels]
+        deliveries, duplicate = await self._store.enqueue(key, owner_id, targets, notification)
+        if not duplicate:
+            self._worker.wake()
+        return deliveries, duplicate
+
+    async def list_deliveries(
+        self, caller: Principal, size: int, token: str, channel_id: str, state: DeliveryState | None
+    ) -> tuple[list[Delivery], str]:
+        limit = page_size(size)
+        before = decode_page_token(token)
+        page = await self._store.list_deliveries(caller.user_id, before, limit, channel_id, state)
+        return page, encode_page_token(page[-1].id) if len(page) == limit else ""

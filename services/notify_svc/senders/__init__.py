@@ -1,0 +1,135 @@
+"""Senders: one module per provider behind :class:`Sender`, and the HTTP plumbing they share.
+
+Every outbound URL a user chose goes through the SSRF-safe client (:func:`service_runtime.egress.safe_http_client`),
+every request has a total timeout, and every answer is classified the same way: 2xx success; 429, 5xx,
+timeouts and connection failures retryable (with the provider's Retry-After when it gives one); any other
+4xx, a redirect, or a refused target permanent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import json
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import httpx
+
+from service_runtime.egress import BlockedTarget, ResolutionFailed
+from services.notify_svc.domain import ChannelConfig, Outcome
+from services.notify_svc.templates import Message
+
+MAX_ANSWER = 2048  # bytes of a provider's answer kept for the delivery log
+MAX_RETRY_AFTER_S = 3600.0
+USER_AGENT = "monitors-notify/0.1"
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What one attempt came to: the outcome, the provider's HTTP (or SMTP) code, its answer or the error,
+    and how long the provider asked us to wait before trying again."""
+
+    outcome: Outcome
+    response_code: int = 0
+    detail: str = ""
+    retry_after_s: float | None = None
+
+
+class Sender(Protocol):
+    """Sends one rendered message to one channel's configuration, never longer than ``timeout_s``."""
+
+    async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
+        """One attempt; never raises for a provider's failure (it is in the result)."""
+        ...
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
+    """Seconds from a Retry-After header: delta-seconds or an HTTP date (RFC 9110 10.2.3), capped at an hour."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        seconds = moment.timestamp() - (time.time() if now is None else now)
+    return min(max(seconds, 0.0), MAX_RETRY_AFTER_S)
+
+
+def classify(status: int, answer: str, retry_after_s: float | None = None) -> SendResult:
+    """The outcome of an HTTP answer: 2xx success, 429 and 5xx retryable, anything else permanent."""
+    if 200 <= status < 300:
+        return SendResult(Outcome.SUCCESS, status, answer)
+    detail = f"HTTP {status}" + (f": {answer}" if answer else "")
+    if status == 429 or status >= 500:
+        return SendResult(Outcome.RETRYABLE, status, detail, retry_after_s)
+    return SendResult(Outcome.PERMANENT, status, detail)
+
+
+def failure(error: BaseException, timeout_s: float) -> SendResult:
+    """The outcome of an attempt that got no HTTP answer."""
+    if isinstance(error, BlockedTarget):
+        return SendResult(Outcome.PERMANENT, 0, f"refused target: {error}")
+    if isinstance(error, TimeoutError | httpx.TimeoutException):
+        return SendResult(Outcome.RETRYABLE, 0, f"no answer within {timeout_s:g}s")
+    if isinstance(error, ResolutionFailed):
+        return SendResult(Outcome.RETRYABLE, 0, str(error))
+    return SendResult(Outcome.RETRYABLE, 0, f"{type(error).__name__}: {error}"[:300])
+
+
+async def post_json(
+    client: httpx.AsyncClient,
+    url: str,
+    payload: Any,
+    timeout_s: float,
+    headers: Mapping[str, str] | None = None,
+    body: bytes | None = None,
+) -> tuple[SendResult, bytes]:
+    """POST ``payload`` as JSON (or ``body`` as given) within ``timeout_s`` in all, reading at most
+    MAX_ANSWER bytes of the answer. Returns the classified result and the answer's first bytes."""
+    content = body if body is not None else json.dumps(payload).encode()
+    all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **(headers or {})}
+    try:
+        async with asyncio.timeout(timeout_s):
+            async with client.stream("POST", url, content=content, headers=all_headers, timeout=timeout_s) as response:
+                answer = b""
+                async for chunk in response.aiter_bytes():
+                    answer += chunk
+                    if len(answer) >= MAX_ANSWER:
+                        break
+    except Exception as error:  # noqa: BLE001 - every failure to get an answer is an outcome, not a crash
+        return failure(error, timeout_s), b""
+    answer = answer[:MAX_ANSWER]
+    text = answer.decode(errors="replace").strip()
+    return classify(response.status_code, text, parse_retry_after(response.headers.get("retry-after"))), answer
+
+
+def iso(moment: datetime | None) -> str:
+    return (moment or datetime.now(UTC)).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
+class JsonPostSender:
+    """Posts ``payload(message)`` to ``url(config)``: a provider whose whole protocol is one JSON POST."""
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        url: Callable[[ChannelConfig], str],
+        payload: Callable[[Message], dict[str, Any]],
+    ) -> None:
+        self._client = client
+        self._url = url
+        self._payload = payload
+
+    async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
+        result, _ = await post_json(self._client, self._url(config), self._payload(message), timeout_s)
+        return result

@@ -1,0 +1,517 @@
+"""Notification storage (SQLite or MySQL): channels with sealed secrets, the delivery queue, attempts, and
+idempotency keys. Every read a user can reach is scoped by owner.
+
+The deliveries table is the durable queue: SendNotification commits its rows before it answers, and a worker
+takes a delivery by setting a lease (a conditional UPDATE, atomic on both backends) just before it sends. A
+process killed before sending leaves the row unleased, so the next worker sends it at once; killed while
+sending, the lease expires and it is sent again (at least once; webhook receivers get a delivery id to
+de-duplicate).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from service_runtime.database import Database, UtcDateTime, new_id, utc_now
+from service_runtime.errors import NotFound, ResourceExhausted
+from service_runtime.secretbox import SecretBox
+from services.notify_svc.domain import (
+    MAX_CHANNELS_PER_OWNER,
+    Attempt,
+    Channel,
+    ChannelDraft,
+    ChannelKind,
+    Delivery,
+    DeliveryState,
+    MessageTemplate,
+    Notification,
+    NotificationKind,
+    Outcome,
+    Severity,
+    config_from_parts,
+    config_public,
+    config_secrets,
+    notification_fields,
+)
+
+OPEN_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class ChannelRow(Base):
+    __tablename__ = "notify_channels"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(32))
+    display_name: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(16))
+    config: Mapped[str] = mapped_column(sa.Text())
+    sealed_secrets: Mapped[str] = mapped_column(sa.Text())
+    enabled: Mapped[bool] = mapped_column(sa.Boolean())
+    disabled_reason: Mapped[str] = mapped_column(sa.String(500))
+    is_default: Mapped[bool] = mapped_column(sa.Boolean())
+    template_title: Mapped[str] = mapped_column(sa.Text())
+    template_body: Mapped[str] = mapped_column(sa.Text())
+    auth_failures: Mapped[int] = mapped_column(sa.Integer())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class DeliveryRow(Base):
+    __tablename__ = "notify_deliveries"
+
+    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(32))
+    channel_id: Mapped[str] = mapped_column(sa.String(32))
+    email_address: Mapped[str] = mapped_column(sa.String(254))
+    idempotency_key: Mapped[str] = mapped_column(sa.String(200))
+    kind: Mapped[str] = mapped_column(sa.String(24))
+    sealed_notification: Mapped[bytes] = mapped_column(sa.LargeBinary())
+    state: Mapped[str] = mapped_column(sa.String(16))
+    attempt_count: Mapped[int] = mapped_column(sa.Integer())
+    next_attempt_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+class AttemptRow(Base):
+    __tablename__ = "notify_attempts"
+
+    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(sa.String(32))
+    attempt_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    outcome: Mapped[str] = mapped_column(sa.String(16))
+    response_code: Mapped[int] = mapped_column(sa.Integer())
+    error: Mapped[str] = mapped_column(sa.String(500))
+    duration_ms: Mapped[float] = mapped_column(sa.Float())
+
+
+class IdempotencyRow(Base):
+    __tablename__ = "notify_idempotency_keys"
+
+    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
+    owner_id: Mapped[str] = mapped_column(sa.String(32))
+    delivery_ids: Mapped[str] = mapped_column(sa.Text())
+    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
+
+
+_CHANNEL = tuple(ChannelRow.__table__.columns)
+_DELIVERY = tuple(c for c in DeliveryRow.__table__.columns if c.name != "lease_until")
+_ATTEMPT = tuple(AttemptRow.__table__.columns)
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where one delivery goes: a channel (and whether it may receive), or a bare email address."""
+
+    channel_id: str = ""
+    email_address: str = ""
+    suppressed: bool = False
+
+
+def _notification_to_json(n: Notification) -> str:
+    return json.dumps({**notification_fields(n), "login_code": n.login_code})
+
+
+def _notification_from_json(text: str) -> Notification:
+    d = json.loads(text)
+    return Notification(
+        kind=NotificationKind(d["kind"]),
+        severity=Severity(d["severity"]),
+        alert_id=d["alert_id"],
+        rule_id=d["rule_id"],
+        monitor_id=d["monitor_id"],
+        monitor_name=d["monitor_name"],
+        summary=d["summary"],
+        value=d["value"],
+        threshold=d["threshold"],
+        event_time=datetime.fromisoformat(d["event_time"]) if d["event_time"] else None,
+        duration=timedelta(seconds=d["duration_s"]) if d["duration_s"] is not None else None,
+        login_code=d["login_code"],
+    )
+
+
+def _attempt(row: Any) -> Attempt:
+    return Attempt(
+        attempt_time=row.attempt_time,
+        outcome=Outcome(row.outcome),
+        response_code=row.response_code,
+        error=row.error,
+        duration=timedelta(milliseconds=row.duration_ms),
+    )
+
+
+class NotificationStore:
+    """Channels, deliveries and their attempts. Secrets and notification payloads are sealed with ``box``,
+    bound to their owner, row and field, so a sealed value copied elsewhere does not open."""
+
+    def __init__(self, database: Database, box: SecretBox) -> None:
+        self._db = database
+        self._box = box
+
+    # --- channels ---------------------------------------------------------------------------------------
+
+    def _seal_secrets(self, owner_id: str, channel_id: str, values: dict[str, str]) -> str:
+        sealed = {
+            name: base64.b64encode(self._box.seal(value, owner_id, channel_id, name)).decode()
+            for name, value in values.items()
+        }
+        return json.dumps(sealed)
+
+    def _channel(self, row: Any) -> Channel:
+        sealed = json.loads(row.sealed_secrets)
+        values = {
+            name: self._box.open(base64.b64decode(blob), row.owner_id, row.id, name) for name, blob in sealed.items()
+        }
+        return Channel(
+            id=row.id,
+            owner_id=row.owner_id,
+            display_name=row.display_name,
+            config=config_from_parts(ChannelKind(row.kind), json.loads(row.config), values),
+            enabled=bool(row.enabled),
+            disabled_reason=row.disabled_reason,
+            is_default=bool(row.is_default),
+            template=MessageTemplate(row.template_title, row.template_body),
+            create_time=row.create_time,
+            update_time=row.update_time,
+            auth_failures=row.auth_failures,
+        )
+
+    def _channel_values(self, channel: Channel) -> dict[str, Any]:
+        return {
+            "display_name": channel.display_name,
+            "kind": channel.kind.value,
+            "config": json.dumps(config_public(channel.config)),
+            "sealed_secrets": self._seal_secrets(channel.owner_id, channel.id, config_secrets(channel.config)),
+            "enabled": channel.enabled,
+            "disabled_reason": channel.disabled_reason,
+            "is_default": channel.is_default,
+            "template_title": channel.template.title,
+            "template_body": channel.template.body,
+            "auth_failures": channel.auth_failures,
+            "update_time": channel.update_time,
+        }
+
+    async def create_channel(self, owner_id: str, draft: ChannelDraft) -> Channel:
+        """A new channel from a validated draft; RESOURCE_EXHAUSTED past the per-owner quota."""
+        assert draft.config is not None, "validate first"
+        now = utc_now()
+        channel = Channel(
+            id=new_id("chn"),
+            owner_id=owner_id,
+            display_name=draft.display_name,
+            config=draft.config,
+            enabled=True if draft.enabled is None else draft.enabled,
+            disabled_reason="",
+            is_default=draft.is_default,
+            template=draft.template,
+            create_time=now,
+            update_time=now,
+        )
+        values = {"id": channel.id, "owner_id": owner_id, "create_time": now, **self._channel_values(channel)}
+        count = sa.select(sa.func.count()).select_from(ChannelRow).where(ChannelRow.owner_id == owner_id)
+
+        def create(c: sa.Connection) -> None:
+            if c.execute(count).scalar_one() >= MAX_CHANNELS_PER_OWNER:
+                raise ResourceExhausted(
+                    "channels_per_user", f"at most {MAX_CHANNELS_PER_OWNER} channels per user; delete one first"
+                )
+            c.execute(sa.insert(ChannelRow).values(values))
+
+        await self._db.run(create)
+        return channel
+
+    async def get_channel(self, owner_id: str, channel_id: str) -> Channel:
+        query = sa.select(*_CHANNEL).where(ChannelRow.id == channel_id, ChannelRow.owner_id == owner_id)
+        row = await self._db.run(lambda c: c.execute(query).first())
+        if row is None:
+            raise NotFound("channel", channel_id)
+        return self._channel(row)
+
+    async def channel(self, channel_id: str) -> Channel | None:
+        """Any owner's channel (for the delivery worker), None when deleted."""
+        query = sa.select(*_CHANNEL).where(ChannelRow.id == channel_id)
+        row = await self._db.run(lambda c: c.execute(query).first())
+        return None if row is None else self._channel(row)
+
+    async def channel_kinds(self, channel_ids: Sequence[str]) -> dict[str, ChannelKind]:
+        query = sa.select(ChannelRow.id, ChannelRow.kind).where(ChannelRow.id.in_(list(channel_ids)))
+        return await self._db.run(lambda c: {row.id: ChannelKind(row.kind) for row in c.execute(query)})
+
+    async def list_channels(self, owner_id: str, after_id: str | None, limit: int) -> list[Channel]:
+        query = sa.select(*_CHANNEL).where(ChannelRow.owner_id == owner_id).order_by(ChannelRow.id).limit(limit)
+        if after_id is not None:
+            query = query.where(ChannelRow.id > after_id)
+        return await self._db.run(lambda c: [self._channel(row) for row in c.execute(query)])
+
+    async def channels_for(self, owner_id: str, channel_ids: Sequence[str]) -> list[Channel]:
+        """The owner's channels named (in order), or their default channels when none is named; NOT_FOUND
+        for a channel that is not theirs."""
+        query = sa.select(*_CHANNEL).where(ChannelRow.owner_id == owner_id)
+        if channel_ids:
+            query = query.where(ChannelRow.id.in_(list(channel_ids)))
+        else:
+            query = query.where(ChannelRow.is_default.is_(True)).order_by(ChannelRow.id)
+        found = {row.id: self._channel(row) for row in await self._db.run(lambda c: list(c.execute(query)))}
+        for channel_id in channel_ids:
+            if channel_id not in found:
+                raise NotFound("channel", channel_id)
+        return [found[i] for i in channel_ids] if channel_ids else list(found.values())
+
+    async def save_channel(self, channel: Channel) -> None:
+        update = (
+            sa.update(ChannelRow)
+            .where(ChannelRow.id == channel.id, ChannelRow.owner_id == channel.owner_id)
+            .values(self._channel_values(channel))
+        )
+        if await self._db.run(lambda c: c.execute(update).rowcount) == 0:
+            raise NotFound("channel", channel.id)
+
+    async def delete_channel(self, owner_id: str, channel_id: str) -> None:
+        """Delete a channel and drop its deliveries that were still waiting to be sent."""
+
+        def delete(c: sa.Connection) -> int:
+            deleted = c.execute(
+                sa.delete(ChannelRow).where(ChannelRow.id == channel_id, ChannelRow.owner_id == owner_id)
+            ).rowcount
+            if deleted:
+                waiting = sa.select(DeliveryRow.id).where(
+                    DeliveryRow.channel_id == channel_id, DeliveryRow.state.in_(OPEN_STATES)
+                )
+                ids = [row.id for row in c.execute(waiting)]
+                if ids:
+                    c.execute(sa.delete(AttemptRow).where(AttemptRow.delivery_id.in_(ids)))
+                    c.execute(sa.delete(DeliveryRow).where(DeliveryRow.id.in_(ids)))
+            return deleted
+
+        if await self._db.run(delete) == 0:
+            raise NotFound("channel", channel_id)
+
+    async def note_channel_answer(self, channel_id: str, auth_failure: bool, disable_after: int, reason: str) -> bool:
+        """Count a 401/403/404/410 answer (or reset the count on any other); disable the channel when the
+        count reaches ``disable_after``. True when this call disabled it."""
+
+        def note(c: sa.Connection) -> bool:
+            if not auth_failure:
+                c.execute(
+                    sa.update(ChannelRow)
+                    .where(ChannelRow.id == channel_id, ChannelRow.auth_failures != 0)
+                    .values(auth_failures=0)
+                )
+                return False
+            c.execute(
+                sa.update(ChannelRow)
+                .where(ChannelRow.id == channel_id)
+                .values(auth_failures=ChannelRow.auth_failures + 1)
+            )
+            disable = (
+                sa.update(ChannelRow)
+                .where(
+                    ChannelRow.id == channel_id,
+                    ChannelRow.enabled.is_(True),
+                    ChannelRow.auth_failures >= disable_after,
+                )
+                .values(enabled=False, disabled_reason=reason[:500], update_time=utc_now())
+            )
+            return bool(c.execute(disable).rowcount)
+
+        return await self._db.run(note)
+
+    # --- deliveries -------------------------------------------------------------------------------------
+
+    def _delivery(self, row: Any, attempts: Sequence[Attempt] = ()) -> Delivery:
+        payload = self._box.open(row.sealed_notification, row.owner_id, row.id, "notification")
+        return Delivery(
+            id=row.id,
+            owner_id=row.owner_id,
+            channel_id=row.channel_id,
+            email_address=row.email_address,
+            idempotency_key=row.idempotency_key,
+            notification=_notification_from_json(payload),
+            state=DeliveryState(row.state),
+            create_time=row.create_time,
+            next_attempt_time=row.next_attempt_time,
+            attempts=tuple(attempts),
+            attempt_count=row.attempt_count,
+        )
+
+    def _read_deliveries(self, c: sa.Connection, ids: Sequence[str]) -> list[Delivery]:
+        rows = {row.id: row for row in c.execute(sa.select(*_DELIVERY).where(DeliveryRow.id.in_(list(ids))))}
+        attempts: dict[str, list[Attempt]] = {}
+        query = sa.select(*_ATTEMPT).where(AttemptRow.delivery_id.in_(list(ids))).order_by(AttemptRow.id)
+        for row in c.execute(query):
+            attempts.setdefault(row.delivery_id, []).append(_attempt(row))
+        return [self._delivery(rows[i], attempts.get(i, ())) for i in ids if i in rows]
+
+    def _by_key(self, c: sa.Connection, key: str) -> list[Delivery] | None:
+        found = c.execute(sa.select(IdempotencyRow.delivery_ids).where(IdempotencyRow.key == key)).scalar_one_or_none()
+        return None if found is None else self._read_deliveries(c, json.loads(found))
+
+    async def by_key(self, key: str) -> list[Delivery] | None:
+        """The deliveries queued under idempotency ``key``, None for a key never seen."""
+        return await self._db.run(lambda c: self._by_key(c, key))
+
+    async def enqueue(
+        self,
+        key: str,
+        owner_id: str,
+        targets: Sequence[Target],
+        notification: Notification,
+        lease_until: datetime | None = None,
+    ) -> tuple[list[Delivery], bool]:
+        """Queue one delivery per target under idempotency ``key``, in one transaction. A key seen before
+        queues nothing and returns the first call's deliveries with True. ``lease_until`` queues them
+        already taken (for a caller that sends at once)."""
+        now = utc_now()
+        payload = _notification_to_json(notification)
+        rows = []
+        for target in targets:
+            delivery_id = new_id("dlv")
+            rows.append(
+                {
+                    "id": delivery_id,
+                    "owner_id": owner_id,
+                    "channel_id": target.channel_id,
+                    "email_address": target.email_address,
+                    "idempotency_key": key,
+                    "kind": notification.kind.value,
+                    "sealed_notification": self._box.seal(payload, owner_id, delivery_id, "notification"),
+                    "state": (DeliveryState.SUPPRESSED if target.suppressed else DeliveryState.PENDING).value,
+                    "attempt_count": 0,
+                    "next_attempt_time": None if target.suppressed else now,
+                    "lease_until": lease_until,
+                    "create_time": now,
+                    "update_time": now,
+                }
+            )
+
+        def insert(c: sa.Connection) -> list[Delivery] | None:
+            first = self._by_key(c, key)
+            if first is not None:
+                return first
+            c.execute(
+                sa.insert(IdempotencyRow).values(
+                    key=key, owner_id=owner_id, delivery_ids=json.dumps([r["id"] for r in rows]), create_time=now
+                )
+            )
+            if rows:
+                c.execute(sa.insert(DeliveryRow), rows)
+            return None
+
+        try:
+            first = await self._db.run(insert)
+        except IntegrityError:  # the same key committed concurrently: that call won
+            first = await self.by_key(key)
+            assert first is not None
+        if first is not None:
+            return first, True
+        return [self._delivery(_Row(r)) for r in rows], False
+
+    async def due(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[Delivery]:
+        """Deliveries waiting to be sent at ``now`` and not leased, soonest first, except ``skip``."""
+        query = (
+            sa.select(*_DELIVERY)
+            .where(
+                DeliveryRow.state.in_(OPEN_STATES),
+                DeliveryRow.next_attempt_time <= now,
+                sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+            )
+            .order_by(DeliveryRow.next_attempt_time, DeliveryRow.id)
+            .limit(limit + len(skip))
+        )
+        skipped = set(skip)
+        rows = await self._db.run(lambda c: [row for row in c.execute(query) if row.id not in skipped])
+        return [self._delivery(row) for row in rows[:limit]]
+
+    async def lease(self, delivery_id: str, until: datetime) -> bool:
+        """Take a delivery for sending until ``until``; False when another worker has it or it is done."""
+        now = utc_now()
+        update = (
+            sa.update(DeliveryRow)
+            .where(
+                DeliveryRow.id == delivery_id,
+                DeliveryRow.state.in_(OPEN_STATES),
+                sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
+            )
+            .values(lease_until=until)
+        )
+        return bool(await self._db.run(lambda c: c.execute(update).rowcount))
+
+    async def record(
+        self, delivery_id: str, attempt: Attempt | None, state: DeliveryState, next_attempt_time: datetime | None
+    ) -> None:
+        """Record an attempt (if any) and the delivery's new state, releasing its lease."""
+
+        def write(c: sa.Connection) -> None:
+            values: dict[str, Any] = {
+                "state": state.value,
+                "next_attempt_time": next_attempt_time,
+                "lease_until": None,
+                "update_time": utc_now(),
+            }
+            if attempt is not None:
+                values["attempt_count"] = DeliveryRow.attempt_count + 1
+                c.execute(
+                    sa.insert(AttemptRow).values(
+                        delivery_id=delivery_id,
+                        attempt_time=attempt.attempt_time,
+                        outcome=attempt.outcome.value,
+                        response_code=attempt.response_code,
+                        error=attempt.error[:500],
+                        duration_ms=attempt.duration.total_seconds() * 1000,
+                    )
+                )
+            c.execute(sa.update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(values))
+
+        await self._db.run(write)
+
+    async def attempt_count(self, delivery_id: str) -> int:
+        query = sa.select(DeliveryRow.attempt_count).where(DeliveryRow.id == delivery_id)
+        return int(await self._db.run(lambda c: c.execute(query).scalar_one_or_none() or 0))
+
+    async def get_delivery(self, owner_id: str, delivery_id: str) -> Delivery:
+        def read(c: sa.Connection) -> list[Delivery]:
+            return [d for d in self._read_deliveries(c, [delivery_id]) if d.owner_id == owner_id]
+
+        found = await self._db.run(read)
+        if not found:
+            raise NotFound("delivery", delivery_id)
+        return found[0]
+
+    async def list_deliveries(
+        self, owner_id: str, before_id: str | None, limit: int, channel_id: str = "", state: DeliveryState | None = None
+    ) -> list[Delivery]:
+        """The owner's deliveries with their attempts, newest first, after the page key ``before_id``."""
+        query = sa.select(DeliveryRow.id).where(DeliveryRow.owner_id == owner_id)
+        if before_id is not None:
+            query = query.where(DeliveryRow.id < before_id)
+        if channel_id:
+            query = query.where(DeliveryRow.channel_id == channel_id)
+        if state is not None:
+            query = query.where(DeliveryRow.state == state.value)
+        query = query.order_by(DeliveryRow.id.desc()).limit(limit)
+
+        def read(c: sa.Connection) -> list[Delivery]:
+            return self._read_deliveries(c, [row.id for row in c.execute(query)])
+
+        return await self._db.run(read)
+
+
+class _Row:
+    """A dict read as a row (for deliveries just inserted)."""
+
+    def __init__(self, values: dict[str, Any]) -> None:
+        self.__dict__.update(values)

@@ -1,0 +1,147 @@
+"""What a notification says: default titles and bodies, and users' overrides in sandboxed Jinja2.
+
+Every alert message says what fired, the value and the threshold, the monitor, when, and the alert id to
+acknowledge; a resolved one says how long it lasted. A user's template sees the same fields (never the login
+code of someone else: login codes go to bare addresses, never through a channel's template).
+"""
+
+from __future__ import annotations
+
+import logging
+import operator
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from jinja2 import TemplateError, TemplateSyntaxError
+from jinja2.exceptions import SecurityError
+from jinja2.sandbox import SandboxedEnvironment
+
+from services.notify_svc.domain import MessageTemplate, Notification, NotificationKind, notification_fields
+
+log = logging.getLogger(__name__)
+MAX_TITLE = 250
+MAX_BODY = 8000
+_MAX_PRODUCT = 10_000  # longest string or list a template may build with * or **
+
+
+@dataclass(frozen=True)
+class Message:
+    """A rendered notification: a one-line title and a plain-text body, plus the facts senders format."""
+
+    title: str
+    body: str
+    notification: Notification
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, also refusing ``'x' * 10**9`` and the like (the sandbox alone bounds only range())."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "**" and isinstance(right, int) and abs(right) > 100:
+            raise SecurityError("exponent too large")
+        if operator_name == "*" and isinstance(left, str | list) and isinstance(right, int) and right > _MAX_PRODUCT:
+            raise SecurityError("product too large")
+        if operator_name == "*" and isinstance(right, str | list) and isinstance(left, int) and left > _MAX_PRODUCT:
+            raise SecurityError("product too large")
+        return (operator.mul if operator_name == "*" else operator.pow)(left, right)
+
+
+_ENVIRONMENT = _Sandbox(autoescape=False, keep_trailing_newline=False)
+
+
+def template_error(text: str) -> str:
+    """Why ``text`` is not a usable template, or '' when it is."""
+    try:
+        _ENVIRONMENT.parse(text)
+    except TemplateSyntaxError as error:
+        return f"is not a valid template: {error.message} (line {error.lineno})"
+    return ""
+
+
+def human_duration(span: timedelta) -> str:
+    """``2h 5m``, ``45s``: how long something lasted, to the second."""
+    seconds = int(span.total_seconds())
+    days, seconds = divmod(seconds, 86400)
+    hours, seconds = divmod(seconds, 3600)
+    minutes, seconds = divmod(seconds, 60)
+    parts = [f"{value}{unit}" for value, unit in ((days, "d"), (hours, "h"), (minutes, "m"), (seconds, "s")) if value]
+    return " ".join(parts[:2]) or "0s"
+
+
+def _number(value: float) -> str:
+    return f"{value:g}"
+
+
+def default_title(n: Notification) -> str:
+    subject = n.monitor_name or n.monitor_id or "monitor"
+    match n.kind:
+        case NotificationKind.ALERT_FIRING:
+            return f"[{n.severity.value.upper()}] {subject}: {n.summary or 'alert firing'}"
+        case NotificationKind.ALERT_REPEATED:
+            return f"[{n.severity.value.upper()}] still firing: {subject}: {n.summary or 'alert firing'}"
+        case NotificationKind.ALERT_ACKNOWLEDGED:
+            return f"Acknowledged: {subject}: {n.summary or 'alert'}"
+        case NotificationKind.ALERT_RESOLVED:
+            return f"Resolved: {subject}: {n.summary or 'alert'}"
+        case NotificationKind.LOGIN_CODE:
+            return "Your monitors login code"
+        case NotificationKind.CHANNEL_DISABLED:
+            return "A notification channel was disabled"
+        case _:
+            return "Test notification from monitors"
+
+
+def default_body(n: Notification) -> str:
+    if n.kind is NotificationKind.LOGIN_CODE:
+        return f"Your login code is {n.login_code}. It expires soon; if you did not ask for it, ignore this message."
+    if n.kind is NotificationKind.TEST:
+        return "This is a test message: this channel receives your monitors' alerts."
+    if n.kind is NotificationKind.CHANNEL_DISABLED:
+        return n.summary
+    lines = [f"What: {n.summary or 'alert'}", f"Value: {_number(n.value)} (threshold {_number(n.threshold)})"]
+    monitor = n.monitor_name or n.monitor_id
+    if monitor:
+        lines.append(f"Monitor: {monitor}" + (f" ({n.monitor_id})" if n.monitor_name and n.monitor_id else ""))
+    if n.event_time is not None:
+        lines.append(f"When: {n.event_time.strftime('%Y-%m-%d %H:%M:%S UTC')}")
+    if n.kind is NotificationKind.ALERT_RESOLVED and n.duration is not None:
+        lines.append(f"Lasted: {human_duration(n.duration)}")
+    if n.alert_id:
+        if n.kind in (NotificationKind.ALERT_FIRING, NotificationKind.ALERT_REPEATED):
+            lines.append(f"Alert: {n.alert_id} (acknowledge it to stop repeats)")
+        else:
+            lines.append(f"Alert: {n.alert_id}")
+    return "\n".join(lines)
+
+
+def template_fields(n: Notification) -> dict[str, Any]:
+    """What a user's template may use: the notification's facts, and ``duration`` as ``2h 5m``."""
+    fields = notification_fields(n)
+    fields["event_time"] = fields["event_time"] or ""
+    fields["duration"] = human_duration(n.duration) if n.duration is not None else ""
+    return fields
+
+
+def _render_override(text: str, fields: dict[str, Any], limit: int) -> str | None:
+    try:
+        return _ENVIRONMENT.from_string(text).render(fields)[:limit]
+    except (TemplateError, ArithmeticError, TypeError, ValueError) as error:
+        # A template that fails on these facts falls back to the default: the alert still goes out.
+        log.warning("channel template failed; default used", extra={"error": str(error)[:200]})
+        return None
+
+
+def render(n: Notification, template: MessageTemplate | None = None) -> Message:
+    """The message for ``n``: the channel's template where it has one, else the default. Login codes and
+    messages about the channel itself always use the default."""
+    title, body = default_title(n), default_body(n)
+    if template is not None and n.kind not in (NotificationKind.LOGIN_CODE, NotificationKind.CHANNEL_DISABLED):
+        fields = template_fields(n)
+        if template.title:
+            title = _render_override(template.title, fields, MAX_TITLE) or title
+        if template.body:
+            body = _render_override(template.body, fields, MAX_BODY) or body
+    return Message(title=title.replace("\n", " ")[:MAX_TITLE], body=body[:MAX_BODY], notification=n)
