@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -26,6 +27,8 @@ from services.notify_svc.templates import Message
 MAX_ANSWER = 2048  # bytes of a provider's answer kept for the delivery log
 MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "monitors-notify/0.1"
+# httpx logs every request's full URL at INFO; here URLs are secrets (a Slack webhook's path is its key).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 
 @dataclass(frozen=True)
