@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import binascii
 import hashlib
+import hmac
 import os
 from collections.abc import Sequence
 
@@ -63,9 +64,14 @@ class SecretBox:
     def __init__(self, keys: Sequence[bytes]) -> None:
         if not keys:
             raise SecretBoxError("at least one master key is needed")
+        self._derivation_key = keys[0]
         self._sealing = AESGCM(keys[0])
         self._sealing_id = _key_id(keys[0])
         self._opening = {_key_id(key): AESGCM(key) for key in keys}
+
+    def derive_key(self, purpose: str) -> bytes:
+        """A 32-byte key for ``purpose`` (such as keyed hashes of login codes), derived from the sealing key."""
+        return hmac.new(self._derivation_key, b"monitors-derived-key:" + purpose.encode(), hashlib.sha256).digest()
 
     def seal(self, plaintext: str, *context: str) -> bytes:
         nonce = os.urandom(12)

@@ -80,6 +80,16 @@ class Settings:
     redis_url: str
     timeseries_url: str
     monitor_target: str
+    notify_target: str
+    # Per-user quotas (RESOURCE_EXHAUSTED naming the limit when exceeded).
+    max_monitors_per_user: int
+    max_rules_per_user: int
+    max_channels_per_user: int
+    # Email login: codes per address and per client, CompleteLogin calls per client, per 15 minutes.
+    login_codes_per_address: int
+    login_codes_per_client: int
+    login_attempts_per_client: int
+    login_code_ttl_s: float
     log_level: str
     log_format: str
     max_message_bytes: int
@@ -99,6 +109,7 @@ class Settings:
     runner_id: str
     runner_location: str
     runner_concurrency: int
+    runner_stats_interval_s: float  # how often a runner logs its checks and schedule lag (0: never)
     # Email for notifications: SendGrid when its key is set, else SMTP when its URL is set, else a local outbox file.
     sendgrid_api_key: str = ""
     sendgrid_host: str = "https://api.sendgrid.com"
@@ -153,6 +164,14 @@ class Settings:
             redis_url=env.get("MONITORS_REDIS_URL", ""),
             timeseries_url=timeseries_url,
             monitor_target=env.get("MONITORS_MONITOR_TARGET") or DEFAULT_LISTEN["monitor"],
+            notify_target=env.get("MONITORS_NOTIFY_TARGET") or DEFAULT_LISTEN["notify"],
+            max_monitors_per_user=_int(env, "MONITORS_MAX_MONITORS_PER_USER", 1000, minimum=1),
+            max_rules_per_user=_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
+            max_channels_per_user=_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),
+            login_codes_per_address=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS", 5, minimum=1),
+            login_codes_per_client=_int(env, "MONITORS_LOGIN_CODES_PER_CLIENT", 20, minimum=1),
+            login_attempts_per_client=_int(env, "MONITORS_LOGIN_ATTEMPTS_PER_CLIENT", 30, minimum=1),
+            login_code_ttl_s=_float(env, "MONITORS_LOGIN_CODE_TTL_S", 600.0, minimum=1.0),
             log_level=_choice(env, "MONITORS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
             log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text")),
             max_message_bytes=_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
@@ -171,6 +190,7 @@ class Settings:
             runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
             runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),
+            runner_stats_interval_s=_float(env, "MONITORS_RUNNER_STATS_S", 60.0),
             sendgrid_api_key=env.get("MONITORS_SENDGRID_API_KEY", ""),
             sendgrid_host=env.get("MONITORS_SENDGRID_HOST") or "https://api.sendgrid.com",
             smtp_url=env.get("MONITORS_SMTP_URL", ""),

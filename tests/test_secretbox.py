@@ -69,3 +69,11 @@ def test_production_mode_requires_a_master_key(tmp_path: Path) -> None:
     key = new_master_key()
     sealed = Settings.from_env("monitor", {**env, "MONITORS_MASTER_KEY": key}).secret_box().seal("v", "o", "n")
     assert box(key).open(sealed, "o", "n") == "v"
+
+
+def test_derived_keys_differ_by_purpose_and_follow_the_sealing_key() -> None:
+    key = new_master_key()
+    assert box(key).derive_key("login-codes") == box(key, new_master_key()).derive_key("login-codes")
+    assert box(key).derive_key("login-codes") != box(key).derive_key("other")
+    assert box(key).derive_key("login-codes") != box(new_master_key()).derive_key("login-codes")
+    assert len(box(key).derive_key("x")) == 32

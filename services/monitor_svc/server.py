@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
+import grpc
+
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
-from service_runtime.cache import open_key_value_store
+from service_runtime.cache import SqlStore, open_key_value_store
 from service_runtime.database import open_database
 from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
@@ -17,8 +19,10 @@ from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.heartbeats import Heartbeats
+from services.monitor_svc.login import Login, LoginLimits
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
+from services.monitor_svc.notify_client import NotifyLoginCodeSender
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
@@ -41,13 +45,23 @@ async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     accounts = Accounts(AccountStore(database))
-    verifier = CachingTokenVerifier(accounts, settings.auth_cache_ttl_s)
+    box = settings.secret_box()
+    key_values = open_key_value_store(settings.redis_url, database)
+    notify_channel = grpc.aio.insecure_channel(settings.notify_target)
+    login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)
+    limits = LoginLimits(
+        codes_per_address=settings.login_codes_per_address,
+        codes_per_client=settings.login_codes_per_client,
+        attempts_per_client=settings.login_attempts_per_client,
+        code_ttl=timedelta(seconds=settings.login_code_ttl_s),
+    )
+    login = Login(accounts, key_values, login_codes, box.derive_key("login-codes"), limits)
+    verifier = CachingTokenVerifier(login, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)
     timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
-    key_values = open_key_value_store(settings.redis_url)
     checker = Checker(check_config(settings))
     monitor_store = MonitorStore(database)
-    user_secrets = UserSecrets(database, settings.secret_box(), monitor_store.referring_to_secret)
+    user_secrets = UserSecrets(database, box, monitor_store.referring_to_secret)
     monitors = Monitors(
         monitor_store,
         timeseries,
@@ -69,7 +83,9 @@ async def build_server(settings: Settings) -> ServiceHost:
             MONITOR_SERVICE, monitor_servicer, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server
         ),
         RegisteredService(
-            ACCOUNT_SERVICE, AccountServicer(accounts), account_service_pb2_grpc.add_AccountServiceServicer_to_server
+            ACCOUNT_SERVICE,
+            AccountServicer(accounts, login),
+            account_service_pb2_grpc.add_AccountServiceServicer_to_server,
         ),
     ]
     host = ServiceHost(
@@ -83,7 +99,17 @@ async def build_server(settings: Settings) -> ServiceHost:
     heartbeats = Heartbeats(monitor_store, monitors)
     pings = PingEndpoint(heartbeats, settings.ping_listen)
     host.on_start.append(pings.start)
-    host.on_stop += [database.close, timeseries.close, key_values.close, checker.close, pings.stop]
+    host.on_stop += [
+        login.drain,
+        notify_channel.close,
+        database.close,
+        timeseries.close,
+        key_values.close,
+        checker.close,
+        pings.stop,
+    ]
+    if isinstance(key_values, SqlStore):
+        host.background.append(every(RETENTION_SWEEP_S, key_values.sweep, "expired key-value rows"))
     host.background.append(every(HEARTBEAT_SWEEP_S, heartbeats.sweep, "heartbeat deadlines"))
     host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
     return host

@@ -10,10 +10,11 @@ from monitors.v1 import account_service_pb2 as pb
 from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
-from service_runtime.errors import InvalidArgument, NotImplementedYet
+from service_runtime.errors import InvalidArgument
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
+from services.monitor_svc.login import Login
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.suggest import suggest_monitors
@@ -32,16 +33,18 @@ from services.monitor_svc.translate import (
 from services.monitor_svc.user_secrets import SecretInfo
 
 Context = Any  # grpc.aio.ServicerContext; the interceptors own status handling, servicers never touch it.
-LOGIN_LATER = (
-    "email login arrives with the accounts issue; until then create an API key with "
-    "`python -m services.admin create-api-key --email you@example.com`"
-)
 
 
 def secret_to_proto(info: SecretInfo) -> mpb.Secret:
     return mpb.Secret(
         name=info.name, create_time=to_timestamp(info.create_time), update_time=to_timestamp(info.update_time)
     )
+
+
+def client_address(context: Context) -> str:
+    """The caller's address without its port ("ipv4:10.0.0.7:53211" -> "ipv4:10.0.0.7"), for rate limits."""
+    peer = str(context.peer() or "unknown")
+    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
 
 
 def user_to_proto(user: User) -> pb.User:
@@ -62,17 +65,25 @@ def api_key_to_proto(key: ApiKey) -> pb.ApiKey:
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     """AccountService: who the caller is, and their API keys."""
 
-    def __init__(self, accounts: Accounts) -> None:
+    def __init__(self, accounts: Accounts, login: Login) -> None:
         self._accounts = accounts
+        self._login = login
 
     async def StartLogin(self, request: pb.StartLoginRequest, context: Context) -> pb.StartLoginResponse:
-        raise NotImplementedYet(LOGIN_LATER)
+        valid_for = await self._login.start(request.email, client_address(context))
+        return pb.StartLoginResponse(code_ttl=to_duration(valid_for))
 
     async def CompleteLogin(self, request: pb.CompleteLoginRequest, context: Context) -> pb.CompleteLoginResponse:
-        raise NotImplementedYet(LOGIN_LATER)
+        session = await self._login.complete(request.email, request.code, client_address(context))
+        return pb.CompleteLoginResponse(
+            session_token=session.token,
+            expire_time=to_timestamp(session.expire_time),
+            user=user_to_proto(session.user),
+        )
 
     async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
-        raise NotImplementedYet(LOGIN_LATER)
+        await self._login.logout(current_principal())
+        return pb.LogoutResponse()
 
     async def GetCurrentUser(self, request: pb.GetCurrentUserRequest, context: Context) -> pb.GetCurrentUserResponse:
         user = await self._accounts.current_user(current_principal())

@@ -120,6 +120,7 @@ class Stack:
             {
                 "MONITORS_DATA_DIR": str(self.data_dir),
                 "MONITORS_MONITOR_TARGET": f"127.0.0.1:{ports['monitor']}",
+                "MONITORS_NOTIFY_TARGET": f"127.0.0.1:{ports['notify']}",
                 "MONITORS_LOG_FORMAT": "json",
                 "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
                 **self.settings_env,
