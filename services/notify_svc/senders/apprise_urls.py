@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import warnings
 
 import apprise
 
@@ -35,7 +36,10 @@ class AppriseSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, AppriseConfig)
-        plugin = apprise.Apprise.instantiate(config.url)
+        with warnings.catch_warnings():
+            # Apprise loads its plugins on first use; one of them imports imghdr, deprecated in Python 3.11.
+            warnings.filterwarnings("ignore", "'imghdr' is deprecated", DeprecationWarning)
+            plugin = apprise.Apprise.instantiate(config.url)
         if plugin is None:
             return SendResult(Outcome.PERMANENT, 0, "not an Apprise URL Apprise can use")
         host = getattr(plugin, "host", None)
