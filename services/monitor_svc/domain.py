@@ -183,9 +183,10 @@ class Monitor:
 
 @dataclass(frozen=True)
 class Limits:
-    """Server-side rules a deployment may tune (MONITORS_MIN_INTERVAL_S)."""
+    """Server-side rules a deployment may tune (MONITORS_MIN_INTERVAL_S, MONITORS_MAX_MONITORS_PER_USER)."""
 
     min_interval: timedelta = timedelta(seconds=10)
+    max_monitors: int = 1000
 
 
 class _Violations:

@@ -202,6 +202,10 @@ class MonitorStore:
             query = query.where(MonitorRow.id > after_id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
 
+    async def count(self, owner_id: str) -> int:
+        query = sa.select(sa.func.count()).select_from(MonitorRow).where(MonitorRow.owner_id == owner_id)
+        return int(await self._db.run(lambda c: c.execute(query).scalar_one()))
+
     async def of_owner(self, owner_id: str) -> list[Monitor]:
         query = sa.select(*_MONITOR).where(MonitorRow.owner_id == owner_id).order_by(MonitorRow.id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])

@@ -67,7 +67,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         timeseries,
         checker,
         user_secrets,
-        Limits(min_interval=timedelta(seconds=settings.min_interval_s)),
+        Limits(min_interval=timedelta(seconds=settings.min_interval_s), max_monitors=settings.max_monitors_per_user),
     )
     deployment = Deployment(
         version=VERSION,

@@ -1,0 +1,47 @@
+"""Per-user quotas: past the limit a create is RESOURCE_EXHAUSTED naming the limit, and other users are
+unaffected; deleting makes room again."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+from google.rpc import error_details_pb2
+
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.rpc import auth, rich_details
+from tests.harness.services import Stack
+
+pb = monitor_service_pb2
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    with Stack(tmp_path_factory.mktemp("quotas"), {"MONITORS_MAX_MONITORS_PER_USER": "2"}) as started:
+        yield started
+
+
+def website(n: int) -> pb.CreateMonitorRequest:
+    spec = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=f"https://example.com/{n}"))
+    return pb.CreateMonitorRequest(monitor=pb.Monitor(spec=spec))
+
+
+def test_the_monitor_quota_is_per_user_and_names_the_limit(stack: Stack) -> None:
+    alice, bob = (
+        auth(stack.create_api_key("alice.quota@example.com")),
+        auth(stack.create_api_key("bob.quota@example.com")),
+    )
+    with grpc.insecure_channel(stack.address("monitor")) as channel:
+        stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+        first = stub.CreateMonitor(website(1), metadata=alice, timeout=5).monitor
+        stub.CreateMonitor(website(2), metadata=alice, timeout=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateMonitor(website(3), metadata=alice, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo))
+        assert info.metadata["limit"] == "monitors_per_user"
+        assert len(stub.ListMonitors(pb.ListMonitorsRequest(), metadata=alice, timeout=5).monitors) == 2
+        stub.CreateMonitor(website(1), metadata=bob, timeout=5)  # Bob has his own quota
+        stub.DeleteMonitor(pb.DeleteMonitorRequest(id=first.id), metadata=alice, timeout=5)
+        stub.CreateMonitor(website(3), metadata=alice, timeout=5)
