@@ -14,10 +14,10 @@ from service_runtime.errors import Unauthenticated, Unavailable
 
 
 class RemoteTokenVerifier:
-    """Resolves tokens by calling the account service at ``target``."""
+    """Resolves tokens by calling the account service over ``channel`` (which it closes)."""
 
-    def __init__(self, target: str, timeout_s: float) -> None:
-        self._channel = grpc.aio.insecure_channel(target)
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float) -> None:
+        self._channel = channel
         self._stub = account_service_pb2_grpc.AccountServiceStub(self._channel)
         self._timeout_s = timeout_s
 

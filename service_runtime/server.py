@@ -24,6 +24,7 @@ from service_runtime.interceptors import InterceptedServer, interceptor_chain
 from service_runtime.logs import configure_logging
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError
+from service_runtime.tls import open_channel, server_credentials
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +112,11 @@ class ServiceHost:
 
     async def start(self) -> int:
         """Listen on ``settings.listen``, mark every service SERVING, and return the bound port."""
-        self.port = self.server.add_insecure_port(self.settings.listen)
+        credentials = server_credentials(self.settings)
+        if credentials is None:
+            self.port = self.server.add_insecure_port(self.settings.listen)
+        else:
+            self.port = self.server.add_secure_port(self.settings.listen, credentials)
         if self.port == 0:
             raise OSError(f"cannot listen on {self.settings.listen}")
         await self.server.start()
@@ -205,7 +210,7 @@ async def host_with_remote_auth(
     settings: Settings, services: Sequence[RegisteredService], database: Database
 ) -> ServiceHost:
     """A host for a service that verifies callers through AccountService (alert, notify)."""
-    remote = RemoteTokenVerifier(settings.monitor_target, settings.rpc_timeout_s)
+    remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     host = ServiceHost(settings, services, CachingTokenVerifier(remote, settings.auth_cache_ttl_s))
     host.on_stop += [database.close, remote.close]
     return host

@@ -81,6 +81,11 @@ class Settings:
     timeseries_url: str
     monitor_target: str
     notify_target: str
+    # TLS (see service_runtime/tls.py): off unless a certificate or CA is given.
+    tls_cert_file: str
+    tls_key_file: str
+    tls_ca_file: str
+    tls_client_auth: bool
     # Per-user quotas (RESOURCE_EXHAUSTED naming the limit when exceeded).
     max_monitors_per_user: int
     max_rules_per_user: int
@@ -165,6 +170,10 @@ class Settings:
             timeseries_url=timeseries_url,
             monitor_target=env.get("MONITORS_MONITOR_TARGET") or DEFAULT_LISTEN["monitor"],
             notify_target=env.get("MONITORS_NOTIFY_TARGET") or DEFAULT_LISTEN["notify"],
+            tls_cert_file=env.get("MONITORS_TLS_CERT_FILE", ""),
+            tls_key_file=env.get("MONITORS_TLS_KEY_FILE", ""),
+            tls_ca_file=env.get("MONITORS_TLS_CA_FILE", ""),
+            tls_client_auth=_choice(env, "MONITORS_TLS_CLIENT_AUTH", "off", ("off", "require")) == "require",
             max_monitors_per_user=_int(env, "MONITORS_MAX_MONITORS_PER_USER", 1000, minimum=1),
             max_rules_per_user=_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
             max_channels_per_user=_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),

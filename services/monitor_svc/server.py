@@ -5,8 +5,6 @@ from __future__ import annotations
 from datetime import timedelta
 from pathlib import Path
 
-import grpc
-
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.cache import SqlStore, open_key_value_store
@@ -14,6 +12,7 @@ from service_runtime.database import open_database
 from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
+from service_runtime.tls import open_channel
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
@@ -47,7 +46,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     accounts = Accounts(AccountStore(database))
     box = settings.secret_box()
     key_values = open_key_value_store(settings.redis_url, database)
-    notify_channel = grpc.aio.insecure_channel(settings.notify_target)
+    notify_channel = open_channel(settings.notify_target, settings)
     login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)
     limits = LoginLimits(
         codes_per_address=settings.login_codes_per_address,

@@ -11,6 +11,7 @@ from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.server import RegisteredService, ServiceHost
 from service_runtime.settings import Settings
+from service_runtime.tls import open_channel
 from services.notify_svc.delivery import DeliveryWorker, Senders
 from services.notify_svc.domain import ChannelKind
 from services.notify_svc.notifications import Notifications
@@ -61,7 +62,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     worker = DeliveryWorker(store, senders, timeout_s=settings.notify_timeout_s)
     servicer = NotificationServiceServicer(Notifications(store, worker))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
-    remote = RemoteTokenVerifier(settings.monitor_target, settings.rpc_timeout_s)
+    remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     host = ServiceHost(
         settings,
         [RegisteredService(SERVICE_NAME, servicer, add)],

@@ -40,9 +40,25 @@ def python_env(extra: Mapping[str, str]) -> dict[str, str]:
     return env
 
 
-def health(address: str, service: str = "", timeout_s: float = 1.0) -> int:
+def channel_for(address: str, env: Mapping[str, str] | None = None) -> grpc.Channel:
+    """A client channel to one of our services, speaking TLS (with our client certificate) when ``env`` turns
+    it on, as the services' own clients do."""
+    env = env or {}
+    if not env.get("MONITORS_TLS_CA_FILE"):
+        return grpc.insecure_channel(address)
+    credentials = grpc.ssl_channel_credentials(
+        root_certificates=Path(env["MONITORS_TLS_CA_FILE"]).read_bytes(),
+        private_key=Path(env["MONITORS_TLS_KEY_FILE"]).read_bytes() if env.get("MONITORS_TLS_KEY_FILE") else None,
+        certificate_chain=Path(env["MONITORS_TLS_CERT_FILE"]).read_bytes()
+        if env.get("MONITORS_TLS_CERT_FILE")
+        else None,
+    )
+    return grpc.secure_channel(address, credentials)
+
+
+def health(address: str, service: str = "", timeout_s: float = 1.0, env: Mapping[str, str] | None = None) -> int:
     """The health status of ``service`` at ``address`` (a HealthCheckResponse.ServingStatus value)."""
-    with grpc.insecure_channel(address) as channel:
+    with channel_for(address, env) as channel:
         reply = health_pb2_grpc.HealthStub(channel).Check(
             health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
         )
@@ -77,7 +93,9 @@ class ServiceProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited with {self.process.returncode}:\n{self.log_tail()}")
             try:
-                if health(self.address) == health_pb2.HealthCheckResponse.SERVING:
+                # A runner serves only health, in plaintext, whatever the TLS settings.
+                tls_env = None if self.name == "runner" else self.env
+                if health(self.address, env=tls_env) == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
                 pass
