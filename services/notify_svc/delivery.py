@@ -42,6 +42,7 @@ log = logging.getLogger(__name__)
 AUTH_FAILURE_CODES = frozenset({401, 403, 404, 410})
 AUTH_FAILURES_TO_DISABLE = 3
 EMAIL_LANE = "email"
+WAKE_BATCH_S = 0.01
 
 
 @dataclass(frozen=True)
@@ -185,6 +186,8 @@ class DeliveryWorker:
                     log.exception("delivery dispatch failed")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                # Wakes come one per SendNotification; a moment's wait makes one round of many of them.
+                await asyncio.sleep(WAKE_BATCH_S)
         finally:
             for task in list(self._tasks):
                 task.cancel()

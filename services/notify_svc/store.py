@@ -111,6 +111,27 @@ class IdempotencyRow(Base):
 _CHANNEL = tuple(ChannelRow.__table__.columns)
 _DELIVERY = tuple(c for c in DeliveryRow.__table__.columns if c.name != "lease_until")
 _ATTEMPT = tuple(AttemptRow.__table__.columns)
+# The worker's hot statements, built once with bind parameters (SQLAlchemy then reuses their compiled form).
+_DUE_IDS = (
+    sa.select(DeliveryRow.id)
+    .where(
+        DeliveryRow.state.in_(("pending", "retrying")),
+        DeliveryRow.next_attempt_time <= sa.bindparam("now"),
+        sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
+    )
+    .order_by(DeliveryRow.next_attempt_time, DeliveryRow.id)
+    .limit(sa.bindparam("limit"))
+)
+_LEASE = (
+    sa.update(DeliveryRow)
+    .where(
+        DeliveryRow.id == sa.bindparam("delivery_id"),
+        DeliveryRow.state.in_(("pending", "retrying")),
+        sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
+    )
+    .values(lease_until=sa.bindparam("until"))
+)
+_GET_CHANNEL = sa.select(*_CHANNEL).where(ChannelRow.id == sa.bindparam("channel_id"))
 
 
 @dataclass(frozen=True)
@@ -243,8 +264,7 @@ class NotificationStore:
 
     async def channel(self, channel_id: str) -> Channel | None:
         """Any owner's channel (for the delivery worker), None when deleted."""
-        query = sa.select(*_CHANNEL).where(ChannelRow.id == channel_id)
-        row = await self._db.run(lambda c: c.execute(query).first())
+        row = await self._db.run(lambda c: c.execute(_GET_CHANNEL, {"channel_id": channel_id}).first())
         return None if row is None else self._channel(row)
 
     async def channel_kinds(self, channel_ids: Sequence[str]) -> dict[str, ChannelKind]:
@@ -421,34 +441,27 @@ class NotificationStore:
         return [self._delivery(_Row(r)) for r in rows], False
 
     async def due(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[Delivery]:
-        """Deliveries waiting to be sent at ``now`` and not leased, soonest first, except ``skip``."""
-        query = (
-            sa.select(*_DELIVERY)
-            .where(
-                DeliveryRow.state.in_(OPEN_STATES),
-                DeliveryRow.next_attempt_time <= now,
-                sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
-            )
-            .order_by(DeliveryRow.next_attempt_time, DeliveryRow.id)
-            .limit(limit + len(skip))
-        )
+        """Deliveries waiting to be sent at ``now`` and not leased, soonest first, except ``skip`` (those a
+        worker holds already). Ids first, then the chosen rows, so skipped ones cost an id each."""
         skipped = set(skip)
-        rows = await self._db.run(lambda c: [row for row in c.execute(query) if row.id not in skipped])
-        return [self._delivery(row) for row in rows[:limit]]
+
+        def read(c: sa.Connection) -> list[Any]:
+            ids = [
+                row.id
+                for row in c.execute(_DUE_IDS, {"now": now, "limit": limit + len(skipped)})
+                if row.id not in skipped
+            ][:limit]
+            if not ids:
+                return []
+            rows = {row.id: row for row in c.execute(sa.select(*_DELIVERY).where(DeliveryRow.id.in_(ids)))}
+            return [rows[i] for i in ids if i in rows]
+
+        return [self._delivery(row) for row in await self._db.run(read)]
 
     async def lease(self, delivery_id: str, until: datetime) -> bool:
         """Take a delivery for sending until ``until``; False when another worker has it or it is done."""
-        now = utc_now()
-        update = (
-            sa.update(DeliveryRow)
-            .where(
-                DeliveryRow.id == delivery_id,
-                DeliveryRow.state.in_(OPEN_STATES),
-                sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < now),
-            )
-            .values(lease_until=until)
-        )
-        return bool(await self._db.run(lambda c: c.execute(update).rowcount))
+        values = {"delivery_id": delivery_id, "now": utc_now(), "until": until}
+        return bool(await self._db.run(lambda c: c.execute(_LEASE, values).rowcount))
 
     async def record(
         self, delivery_id: str, attempt: Attempt | None, state: DeliveryState, next_attempt_time: datetime | None

@@ -1,0 +1,141 @@
+"""Webhook delivery throughput of the notification service, end to end.
+
+Starts the three services as real processes (embedded: SQLite, logs at INFO as users run them, egress
+``private-allowed`` so the service may reach loopback), a local HTTPS receiver standing in for a customer's
+webhook endpoint (answers 200 at once), and one webhook channel. Then ``--notifications`` SendNotification
+calls (service token, distinct idempotency keys, ``--senders`` in flight at a time) queue one delivery each,
+and the clock runs from the first call until the receiver has taken the last signed POST. Every delivery
+goes the whole way: committed to the queue table, leased, signed, POSTed through the SSRF-safe client,
+attempt recorded.
+
+- ``webhook_deliveries_per_s``: notifications / (time of last receipt - time of first call).
+- ``accept_per_s``: SendNotification calls answered per second while the worker was also sending.
+
+Writes ``bench/results/notify.json``.
+
+    make bench     # or: .venv/bin/python -m bench.notify_bench [--notifications 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+
+from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
+from monitors.v1 import notification_service_pb2 as pb
+from tests.harness.http import HttpServer, Reply, self_signed_certificate
+from tests.harness.rpc import auth
+from tests.harness.services import REPO, Stack
+
+RESULTS = REPO / "bench" / "results" / "notify.json"
+SERVICE_TOKEN = "bench-service-token-0123456789abcdef"
+
+
+class CountingReceiver:
+    """Counts POSTs to one path and notes when the ``expected``-th arrives."""
+
+    def __init__(self, expected: int) -> None:
+        self.expected = expected
+        self.count = 0
+        self.done = threading.Event()
+        self.last_time = 0.0
+        self._lock = threading.Lock()
+
+    def __call__(self, path: str, headers: dict[str, str], body: bytes) -> Reply:
+        with self._lock:
+            self.count += 1
+            if self.count >= self.expected and not self.done.is_set():
+                self.last_time = time.perf_counter()
+                self.done.set()
+        return Reply(200, b"ok")
+
+
+def run(notifications: int, senders: int) -> dict[str, object]:
+    with tempfile.TemporaryDirectory(prefix="notify-bench-") as scratch:
+        directory = Path(scratch)
+        certificate = self_signed_certificate(directory)
+        receiver = CountingReceiver(notifications)
+        env = {
+            "MONITORS_EGRESS": "private-allowed",
+            "MONITORS_CA_FILE": str(certificate[0]),
+            "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+            "MONITORS_LOG_LEVEL": "INFO",
+        }
+        with HttpServer(certificate) as server, Stack(directory / "stack", env) as stack:
+            server.routes["/hook"] = receiver
+            user = auth(stack.create_api_key("bench.notify@example.com"))
+            with grpc.insecure_channel(stack.address("monitor")) as channel:
+                accounts = account_service_pb2_grpc.AccountServiceStub(channel)
+                request = account_service_pb2.GetCurrentUserRequest()
+                owner = accounts.GetCurrentUser(request, metadata=user, timeout=5).user.id
+            with grpc.insecure_channel(stack.address("notify")) as channel:
+                stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
+                hook = pb.Channel(webhook=pb.WebhookConfig(url=server.url("/hook")))
+                channel_id = stub.CreateChannel(
+                    pb.CreateChannelRequest(channel=hook), metadata=user, timeout=5
+                ).channel.id
+
+                def send(index: int) -> None:
+                    notification = pb.Notification(
+                        kind=pb.NOTIFICATION_KIND_ALERT_FIRING, alert_id=f"alr_{index}", summary="bench", value=index
+                    )
+                    stub.SendNotification(
+                        pb.SendNotificationRequest(
+                            idempotency_key=f"bench-{index}",
+                            owner_id=owner,
+                            channel_ids=[channel_id],
+                            notification=notification,
+                        ),
+                        metadata=auth(SERVICE_TOKEN),
+                        timeout=30,
+                    )
+
+                started = time.perf_counter()
+                with ThreadPoolExecutor(max_workers=senders) as pool:
+                    list(pool.map(send, range(notifications)))
+                accepted = time.perf_counter()
+                if not receiver.done.wait(timeout=600):
+                    raise SystemExit(f"only {receiver.count} of {notifications} deliveries arrived")
+                failed = stub.ListDeliveries(
+                    pb.ListDeliveriesRequest(channel_id=channel_id, state=pb.DELIVERY_STATE_FAILED),
+                    metadata=user,
+                    timeout=30,
+                ).deliveries
+                if failed:
+                    raise SystemExit(f"{len(failed)} deliveries failed: {failed[0]}")
+        elapsed = receiver.last_time - started
+        return {
+            "webhook_deliveries_per_s": round(notifications / elapsed, 1),
+            "accept_per_s": round(notifications / (accepted - started), 1),
+            "notifications": notifications,
+            "received": receiver.count,
+            "concurrent_senders": senders,
+            "seconds": round(elapsed, 2),
+            "setup": "embedded (SQLite), one webhook channel, local HTTPS receiver answering 200, same machine",
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+        }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument("--notifications", type=int, default=2000)
+    parser.add_argument("--senders", type=int, default=16, help="SendNotification calls in flight at a time")
+    args = parser.parse_args()
+    figures = run(args.notifications, args.senders)
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))
+
+
+if __name__ == "__main__":
+    main()
