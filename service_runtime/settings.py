@@ -103,6 +103,7 @@ class Settings:
     rpc_timeout_s: float
     auth_cache_ttl_s: float
     raw_retention: timedelta
+    rollup_retention: timedelta
     service_token: str
     master_key: str
     min_interval_s: float
@@ -189,6 +190,7 @@ class Settings:
             rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
+            rollup_retention=timedelta(days=_int(env, "MONITORS_ROLLUP_RETENTION_DAYS", 400, minimum=1)),
             service_token=env.get("MONITORS_SERVICE_TOKEN", ""),
             master_key=env.get("MONITORS_MASTER_KEY", ""),
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),

@@ -23,7 +23,7 @@ from service_runtime.timeseries import (
     SqliteSampleStore,
     TimeSeriesStore,
 )
-from service_runtime.timeseries.port import failures, stats
+from service_runtime.timeseries.port import failures, roll_up_pending, stats
 from service_runtime.timeseries.queries import (
     query_samples,
     summarize_availability,
@@ -331,3 +331,73 @@ async def test_many_monitors_of_one_owner_at_once(store: TimeSeriesStore) -> Non
     assert summaries["mon_calm"].response_time_p99_ms == 50.0
     failed = await store.failures_many("usr_a", ["mon_site", "mon_calm"], T0, hour, 2)
     assert [len(failed["mon_site"]), len(failed["mon_calm"])] == [2, 0]
+
+
+# --- hourly rollups --------------------------------------------------------------------------------------
+
+LONG = SeriesKey("usr_a", "mon_long")
+D0 = datetime(2026, 11, 10, 0, 5, tzinfo=UTC)  # within InfluxDB's 30-day raw retention of the test clock
+
+
+def long_samples() -> list[Sample]:
+    """Four days of checks every ten minutes from D0 (576): every seventh is down."""
+    return [
+        Sample(LONG.owner_id, LONG.monitor_id, D0 + i * timedelta(minutes=10), {"is_up": 0.0 if i % 7 == 0 else 1.0})
+        for i in range(576)
+    ]
+
+
+def expected_counts(start: datetime, end: datetime) -> tuple[int, int]:
+    inside = [s for s in long_samples() if start <= s.time < end]
+    return len(inside), sum(int(s.fields["is_up"]) for s in inside)
+
+
+async def test_hourly_rollups_count_checks_and_successes(store: TimeSeriesStore) -> None:
+    await store.write(long_samples())
+    await store.flush()
+    assert await store.rolled_up_until() is None
+    written = await store.roll_up(D0 - timedelta(hours=1), D0 + timedelta(days=5))
+    assert written == 96  # one per hour that has samples
+    last_sample = long_samples()[-1].time
+    assert await store.rolled_up_until() == last_sample.replace(minute=0) + timedelta(hours=1)
+    start, end = datetime(2026, 11, 11, 3, tzinfo=UTC), datetime(2026, 11, 12, 17, tzinfo=UTC)
+    counts = await store.uptime_counts_many(LONG.owner_id, [LONG.monitor_id, "mon_none"], start, end)
+    assert (counts[LONG.monitor_id].checks, counts[LONG.monitor_id].up) == expected_counts(start, end)
+    assert (counts["mon_none"].checks, counts["mon_none"].up) == (0, 0)
+    # Another owner asking for the same monitor id reads nothing.
+    theirs = await store.uptime_counts_many("usr_b", [LONG.monitor_id], start, end)
+    assert theirs[LONG.monitor_id].checks == 0
+    # Rolling up again replaces, never adds.
+    await store.roll_up(D0, D0 + timedelta(days=5))
+    again = await store.uptime_counts_many(LONG.owner_id, [LONG.monitor_id], start, end)
+    assert again == {LONG.monitor_id: counts[LONG.monitor_id]}
+
+
+async def test_a_long_range_summary_from_rollups_equals_the_raw_count(store: TimeSeriesStore) -> None:
+    await store.write(long_samples())
+    await store.flush()
+    start, end = D0 + timedelta(minutes=25), D0 + timedelta(days=3, hours=21, minutes=41)  # ragged at both ends
+    raw_only = await summarize_availability(store, LONG, start, end, now=end)
+    assert await roll_up_pending(store, timedelta(days=30), now=D0 + timedelta(days=4, hours=2)) == 96
+    with_rollups = await summarize_availability(store, LONG, start, end, now=end)
+    checks, up = expected_counts(start, end)
+    assert (with_rollups.checks, with_rollups.checks - with_rollups.failed_checks) == (checks, up)
+    assert with_rollups.uptime_percent == pytest.approx(up / checks * 100)
+    assert with_rollups == raw_only
+    # A later run redoes only the latest rolled hour (late samples) and the hours since.
+    assert await roll_up_pending(store, timedelta(days=30), now=D0 + timedelta(days=4, hours=2)) == 1
+
+
+async def test_rollups_outlive_raw_retention(tmp_path: Path) -> None:
+    store = SqliteSampleStore(tmp_path / "ts.sqlite3", raw_retention=timedelta(days=2))
+    try:
+        await store.write(long_samples())
+        await store.roll_up(D0, D0 + timedelta(days=5))
+        now = D0 + timedelta(days=4)
+        assert await store.enforce_retention(now=now) > 0
+        start, end = D0.replace(minute=0) + timedelta(hours=1), now.replace(minute=0)
+        summary = await summarize_availability(store, LONG, start, end, now=end)
+        assert (summary.checks, summary.checks - summary.failed_checks) == expected_counts(start, end)
+        assert await store.points(LONG, "is_up", start, start + timedelta(days=1), 10) == []  # raw is gone
+    finally:
+        await store.close()

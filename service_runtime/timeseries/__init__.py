@@ -8,6 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 
 from service_runtime.timeseries.influx_store import InfluxConfig, InfluxStore
 from service_runtime.timeseries.port import (
+    ROLLUP_RETENTION,
     Aggregation,
     Failure,
     Point,
@@ -33,7 +34,9 @@ __all__ = [
 ]
 
 
-async def open_timeseries_store(url: str, raw_retention: timedelta = timedelta(days=30)) -> TimeSeriesStore:
+async def open_timeseries_store(
+    url: str, raw_retention: timedelta = timedelta(days=30), rollup_retention: timedelta = ROLLUP_RETENTION
+) -> TimeSeriesStore:
     """The store named by ``MONITORS_TIMESERIES_URL``.
 
     - ``sqlite:///path/to/file.sqlite3``: embedded.
@@ -45,7 +48,7 @@ async def open_timeseries_store(url: str, raw_retention: timedelta = timedelta(d
         path = url.removeprefix("sqlite:///")  # sqlite:///relative or sqlite:////absolute, as SQLAlchemy has it
         if not path or path == url:
             raise ValueError(f"not an embedded time-series URL: {url!r}")
-        return SqliteSampleStore(Path(path), raw_retention)
+        return SqliteSampleStore(Path(path), raw_retention, rollup_retention)
     if parts.scheme in ("influxdb", "influxdbs"):
         database = parts.path.strip("/")
         if not database or not parts.hostname:
@@ -57,6 +60,7 @@ async def open_timeseries_store(url: str, raw_retention: timedelta = timedelta(d
             database=database,
             retention_policy=query.get("rp", "monitors_raw"),
             raw_retention=raw_retention,
+            rollup_retention=rollup_retention,
             token=query.get("token", ""),
             username=parts.username or "",
             password=parts.password or "",

@@ -28,19 +28,25 @@ from influxdb_client.domain.write_precision import WritePrecision
 
 from service_runtime.errors import Unavailable
 from service_runtime.timeseries.port import (
+    ROLLUP_RETENTION,
+    ROLLUP_WINDOW,
     Aggregation,
     Failure,
     Point,
     Sample,
     SeriesKey,
+    UptimeCounts,
     check_field_name,
     from_ns,
+    hour_ceil,
+    hour_floor,
     to_ns,
 )
 
 log = logging.getLogger(__name__)
 
 MEASUREMENT = "check"
+ROLLUP_MEASUREMENT = "uptime_1h"
 MAX_NOTE_CHARS = 500
 
 
@@ -76,6 +82,8 @@ class InfluxConfig:
     database: str
     retention_policy: str = "monitors_raw"
     raw_retention: timedelta = timedelta(days=30)
+    rollup_retention_policy: str = "monitors_rollup"
+    rollup_retention: timedelta = ROLLUP_RETENTION
     token: str = ""  # InfluxDB 2.x / 3.x
     username: str = ""
     password: str = ""
@@ -118,22 +126,26 @@ class InfluxStore:
 
     async def _ensure_database(self) -> None:
         db = quote_identifier(self.config.database)
-        rp = quote_identifier(self.config.retention_policy)
-        duration = _duration(self.config.raw_retention)
         try:
             await self._query(f"CREATE DATABASE {db}", method="POST", database=None)
             existing = await self._query(f"SHOW RETENTION POLICIES ON {db}", database=None)
             names = {row[0] for row in _rows(existing)}
-            verb = "ALTER" if self.config.retention_policy in names else "CREATE"
-            replication = "" if verb == "ALTER" else " REPLICATION 1"
-            await self._query(
-                f"{verb} RETENTION POLICY {rp} ON {db} DURATION {duration}{replication} DEFAULT",
-                method="POST",
-                database=None,
-            )
+            policies = [
+                (self.config.retention_policy, self.config.raw_retention, " DEFAULT"),
+                (self.config.rollup_retention_policy, self.config.rollup_retention, ""),
+            ]
+            for name, duration, default in policies:
+                verb = "ALTER" if name in names else "CREATE"
+                replication = "" if verb == "ALTER" else " REPLICATION 1"
+                await self._query(
+                    f"{verb} RETENTION POLICY {quote_identifier(name)} ON {db}"
+                    f" DURATION {_duration(duration)}{replication}{default}",
+                    method="POST",
+                    database=None,
+                )
         except Unavailable as error:
             # 2.x / 3.x manage buckets themselves and may refuse these statements: carry on with writes.
-            log.warning("could not create database or retention policy", extra={"error": str(error)})
+            log.warning("could not create database or retention policies", extra={"error": str(error)})
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -339,8 +351,67 @@ class InfluxStore:
         return from_ns(rows[0][0]) if rows else None
 
     async def enforce_retention(self, now: datetime | None = None) -> int:
-        """InfluxDB expires samples itself, through the retention policy made by :meth:`open`."""
+        """InfluxDB expires samples and rollups itself, through the retention policies made by :meth:`open`."""
         return 0
+
+    def _rollup_from(self) -> str:
+        return f"{quote_identifier(self.config.rollup_retention_policy)}.{quote_identifier(ROLLUP_MEASUREMENT)}"
+
+    async def roll_up(self, start: datetime, end: datetime) -> int:
+        first, last = hour_ceil(start), hour_floor(end)
+        if first >= last:
+            return 0
+        up = quote_identifier("is_up")
+        q = (
+            f"SELECT count({up}), sum({up}) FROM {self._from()} WHERE time >= {to_ns(first)} AND time < {to_ns(last)}"
+            f" GROUP BY time(1h), {quote_identifier('owner')}, {quote_identifier('monitor')} fill(none)"
+        )
+        lines = []
+        for tags, rows in _series(await self._query(q)):
+            for t, checks, ups in rows:
+                if checks:
+                    line = (
+                        LinePoint(ROLLUP_MEASUREMENT)
+                        .tag("owner", tags.get("owner", ""))
+                        .tag("monitor", tags.get("monitor", ""))
+                        .field("checks", int(checks))
+                        .field("up", int(ups or 0))
+                        .time(int(t), WritePrecision.NS)
+                    )
+                    lines.append(line.to_line_protocol())
+        size = self.config.batch_size
+        for i in range(0, len(lines), size):
+            await self._write_now(lines[i : i + size], self.config.rollup_retention_policy)
+        return len(lines)
+
+    async def _write_now(self, lines: list[str], retention_policy: str) -> None:
+        """Write at once (not through the buffer); Unavailable when InfluxDB does not take it."""
+        params = {"db": self.config.database, "rp": retention_policy, "precision": "ns"}
+        try:
+            reply = await self._http.post("/write", params=params, content="\n".join(lines).encode())
+        except httpx.HTTPError as error:
+            raise Unavailable(f"time-series store unreachable ({type(error).__name__})") from error
+        if reply.status_code != 204:
+            raise Unavailable(f"time-series write failed with HTTP {reply.status_code}: {reply.text[:200]}")
+
+    async def rolled_up_until(self) -> datetime | None:
+        rows = _rows(await self._query(f"SELECT last({quote_identifier('checks')}) FROM {self._rollup_from()}"))
+        return from_ns(int(rows[0][0])) + ROLLUP_WINDOW if rows else None
+
+    async def uptime_counts_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, UptimeCounts]:
+        result = {m: UptimeCounts() for m in monitor_ids}
+        for chunk in _chunks(monitor_ids):
+            q = (
+                f"SELECT sum({quote_identifier('checks')}), sum({quote_identifier('up')}) FROM {self._rollup_from()}"
+                f" WHERE {self._where_many(owner_id, chunk, start, end)} GROUP BY {quote_identifier('monitor')}"
+            )
+            for tags, rows in _series(await self._query(q)):
+                monitor = tags.get("monitor", "")
+                if monitor in result and rows:
+                    result[monitor] = UptimeCounts(int(rows[0][1] or 0), int(rows[0][2] or 0))
+        return result
 
     async def close(self) -> None:
         """Send what is buffered (retrying up to the maximum backoff), then close the connection pool."""

@@ -70,6 +70,21 @@ class Point:
     count: int = 1
 
 
+ROLLUP_WINDOW = timedelta(hours=1)
+ROLLUP_RETENTION = timedelta(days=400)
+
+
+@dataclass(frozen=True)
+class UptimeCounts:
+    """Checks and successful checks of one monitor over a range."""
+
+    checks: int = 0
+    up: int = 0
+
+    def __add__(self, other: UptimeCounts) -> UptimeCounts:
+        return UptimeCounts(self.checks + other.checks, self.up + other.up)
+
+
 @dataclass(frozen=True)
 class Failure:
     """A sample whose is_up was 0, with its notes."""
@@ -127,7 +142,24 @@ class TimeSeriesStore(Protocol):
         ...
 
     async def enforce_retention(self, now: datetime | None = None) -> int:
-        """Drop raw samples older than the store's raw retention (30 days by default); returns how many."""
+        """Drop raw samples older than the store's raw retention (30 days by default), and hourly rollups
+        older than the rollup retention (400 days); returns how many raw samples went."""
+        ...
+
+    async def roll_up(self, start: datetime, end: datetime) -> int:
+        """(Re)compute the hourly uptime rollups (checks and successful checks of every series) of the whole
+        hours in ``[start, end)`` from the raw samples, replacing earlier ones; returns how many were written.
+        Rollups outlive raw samples, so long-range uptime stays cheap and survives raw retention."""
+        ...
+
+    async def rolled_up_until(self) -> datetime | None:
+        """The end of the latest hour that has a rollup, or None before the first roll-up."""
+        ...
+
+    async def uptime_counts_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, UptimeCounts]:
+        """Checks and successful checks from the hourly rollups whose hour starts in ``[start, end)``."""
         ...
 
     async def close(self) -> None: ...
@@ -199,3 +231,29 @@ async def stats(
 async def failures(store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:
     """One monitor's failed samples, oldest first."""
     return (await store.failures_many(key.owner_id, [key.monitor_id], start, end, limit))[key.monitor_id]
+
+
+def hour_floor(moment: datetime) -> datetime:
+    return moment.replace(minute=0, second=0, microsecond=0)
+
+
+def hour_ceil(moment: datetime) -> datetime:
+    floor = hour_floor(moment)
+    return floor if floor == moment else floor + ROLLUP_WINDOW
+
+
+async def roll_up_pending(
+    store: TimeSeriesStore, raw_retention: timedelta, now: datetime | None = None, chunk: timedelta = timedelta(days=1)
+) -> int:
+    """Roll up every whole hour since the last roll-up (or since raw retention began), redoing the latest
+    rolled hour in case late samples arrived; returns how many rollups were written. Run hourly."""
+    now = now or datetime.now(UTC)
+    last_whole_hour = hour_floor(now)
+    until = await store.rolled_up_until()
+    start = hour_floor(now - raw_retention) if until is None else until - ROLLUP_WINDOW
+    written = 0
+    while start < last_whole_hour:
+        stop = min(start + chunk, last_whole_hour)
+        written += await store.roll_up(start, stop)
+        start = stop
+    return written

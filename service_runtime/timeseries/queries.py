@@ -21,7 +21,10 @@ from service_runtime.timeseries.port import (
     Point,
     SeriesKey,
     TimeSeriesStore,
+    UptimeCounts,
     check_field_name,
+    hour_ceil,
+    hour_floor,
     stats,
 )
 
@@ -31,6 +34,8 @@ MIN_WINDOW = timedelta(seconds=1)
 # Outages are built from failed samples; a range with more failures than this is summarised from the first
 # ones only (and says so with ``truncated``).
 MAX_FAILURES = 10_000
+# Longer ranges count checks from hourly rollups (see uptime_counts).
+LONG_RANGE = timedelta(days=2)
 
 
 @dataclass(frozen=True)
@@ -142,26 +147,54 @@ async def summarize_availability_many(
     """Uptime and outages from the ``is_up`` field of each of an owner's monitors. An outage runs from its
     first failed check to the next successful one; one still failing at the end of the range is ongoing."""
     check_range(start, end)
-    counts = await store.stats_many(owner_id, monitor_ids, "is_up", start, end, [Aggregation.MEAN, Aggregation.COUNT])
-    failing = [m for m in monitor_ids if (counts[m][Aggregation.MEAN] or 1.0) < 1.0]
+    counts = await uptime_counts(store, owner_id, monitor_ids, start, end)
+    failing = [m for m in monitor_ids if counts[m].up < counts[m].checks]
     failures = await store.failures_many(owner_id, failing, start, end, MAX_FAILURES) if failing else {}
     horizon = min(end, now or datetime.now(UTC))
     summaries = {}
     for monitor_id in monitor_ids:
-        checks = int(counts[monitor_id][Aggregation.COUNT] or 0)
+        checks, up = counts[monitor_id].checks, counts[monitor_id].up
         if checks == 0:
             summaries[monitor_id] = AvailabilitySummary(None, 0, 0)
             continue
-        mean = counts[monitor_id][Aggregation.MEAN] or 0.0
         found = failures.get(monitor_id, [])
         summaries[monitor_id] = AvailabilitySummary(
-            uptime_percent=mean * 100,
+            uptime_percent=up / checks * 100,
             checks=checks,
-            failed_checks=round(checks * (1 - mean)),
+            failed_checks=checks - up,
             outages=await _outages(store, SeriesKey(owner_id, monitor_id), found, end, horizon),
             truncated=len(found) >= MAX_FAILURES,
         )
     return summaries
+
+
+async def uptime_counts(
+    store: TimeSeriesStore, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
+) -> dict[str, UptimeCounts]:
+    """Checks and successful checks in ``[start, end)``. A range longer than two days takes its whole,
+    rolled-up hours from the hourly rollups and only its ragged ends from raw samples, so a 90-day summary
+    reads ~2,000 rollups a monitor instead of ~26,000 samples, and still counts hours whose raw samples
+    retention has dropped. Outages are listed from raw samples, so only within raw retention."""
+
+    async def raw(a: datetime, b: datetime) -> dict[str, UptimeCounts]:
+        if a >= b:
+            return {m: UptimeCounts() for m in monitor_ids}
+        found = await store.stats_many(owner_id, monitor_ids, "is_up", a, b, [Aggregation.COUNT, Aggregation.SUM])
+        return {
+            m: UptimeCounts(int(v[Aggregation.COUNT] or 0), round(v[Aggregation.SUM] or 0)) for m, v in found.items()
+        }
+
+    if end - start <= LONG_RANGE:
+        return await raw(start, end)
+    until = await store.rolled_up_until()
+    first = hour_ceil(start)
+    last = min(hour_floor(end), until) if until is not None else first
+    if last <= first:
+        return await raw(start, end)
+    head, middle, tail = await asyncio.gather(
+        raw(start, first), store.uptime_counts_many(owner_id, monitor_ids, first, last), raw(last, end)
+    )
+    return {m: head[m] + middle[m] + tail[m] for m in monitor_ids}
 
 
 async def _outages(

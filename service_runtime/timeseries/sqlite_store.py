@@ -17,14 +17,18 @@ from pathlib import Path
 from typing import TypeVar
 
 from service_runtime.timeseries.port import (
+    ROLLUP_RETENTION,
     Aggregation,
     Failure,
     Point,
     Sample,
     SeriesKey,
+    UptimeCounts,
     aggregate,
     check_field_name,
     from_ns,
+    hour_ceil,
+    hour_floor,
     to_ns,
 )
 
@@ -44,15 +48,28 @@ CREATE TABLE IF NOT EXISTS samples (
 );
 CREATE INDEX IF NOT EXISTS samples_by_monitor_time ON samples (owner_id, monitor_id, time_ns);
 CREATE INDEX IF NOT EXISTS samples_by_time ON samples (time_ns);
+CREATE TABLE IF NOT EXISTS uptime_1h (
+    owner_id TEXT NOT NULL,
+    monitor_id TEXT NOT NULL,
+    hour_ns INTEGER NOT NULL,
+    checks INTEGER NOT NULL,
+    up INTEGER NOT NULL,
+    PRIMARY KEY (owner_id, monitor_id, hour_ns)
+);
+CREATE INDEX IF NOT EXISTS uptime_1h_by_hour ON uptime_1h (hour_ns);
 """
+_HOUR_NS = 3_600_000_000_000
 _SERIES = "owner_id = ? AND monitor_id = ? AND time_ns >= ? AND time_ns < ?"
 
 
 class SqliteSampleStore:
     """The embedded :class:`~service_runtime.timeseries.port.TimeSeriesStore`."""
 
-    def __init__(self, path: Path, raw_retention: timedelta = timedelta(days=30)) -> None:
+    def __init__(
+        self, path: Path, raw_retention: timedelta = timedelta(days=30), rollup_retention: timedelta = ROLLUP_RETENTION
+    ) -> None:
         self.raw_retention = raw_retention
+        self.rollup_retention = rollup_retention
         path.parent.mkdir(parents=True, exist_ok=True)
         self._connection = sqlite3.connect(path, timeout=5, check_same_thread=False, isolation_level=None)
         columns = {row[1] for row in self._connection.execute("PRAGMA table_info(samples)")}
@@ -173,13 +190,54 @@ class SqliteSampleStore:
         return None if row is None else from_ns(row[0])
 
     async def enforce_retention(self, now: datetime | None = None) -> int:
-        """Drop samples older than the raw retention; returns how many."""
-        cutoff = to_ns((now or datetime.now(UTC)) - self.raw_retention)
+        """Drop samples older than the raw retention and rollups older than theirs; returns how many samples."""
+        now = now or datetime.now(UTC)
+        cutoff, rollup_cutoff = to_ns(now - self.raw_retention), to_ns(now - self.rollup_retention)
 
         def delete() -> int:
+            self._connection.execute("DELETE FROM uptime_1h WHERE hour_ns < ?", (rollup_cutoff,))
             return self._connection.execute("DELETE FROM samples WHERE time_ns < ?", (cutoff,)).rowcount
 
         return await self._run(delete)
+
+    async def roll_up(self, start: datetime, end: datetime) -> int:
+        first, last = to_ns(hour_ceil(start)), to_ns(hour_floor(end))
+
+        def upsert() -> int:
+            with self._connection:
+                self._connection.execute("BEGIN")
+                cursor = self._connection.execute(
+                    "INSERT OR REPLACE INTO uptime_1h"
+                    " SELECT owner_id, monitor_id, time_ns - time_ns % ?, count(v), sum(v)"
+                    " FROM (SELECT owner_id, monitor_id, time_ns, json_extract(fields, '$.is_up') AS v FROM samples"
+                    "       WHERE time_ns >= ? AND time_ns < ?)"
+                    " WHERE v IS NOT NULL GROUP BY owner_id, monitor_id, time_ns - time_ns % ?",
+                    (_HOUR_NS, first, last, _HOUR_NS),
+                )
+                return cursor.rowcount
+
+        return await self._run(upsert) if first < last else 0
+
+    async def rolled_up_until(self) -> datetime | None:
+        row = await self._run(lambda: self._connection.execute("SELECT max(hour_ns) FROM uptime_1h").fetchone())
+        return None if row is None or row[0] is None else from_ns(int(row[0]) + _HOUR_NS)
+
+    async def uptime_counts_many(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, UptimeCounts]:
+        def select(monitor_id: str) -> tuple[int | None, int | None]:
+            row: tuple[int | None, int | None] = self._connection.execute(
+                "SELECT sum(checks), sum(up) FROM uptime_1h"
+                " WHERE owner_id = ? AND monitor_id = ? AND hour_ns >= ? AND hour_ns < ?",
+                (owner_id, monitor_id, to_ns(start), to_ns(end)),
+            ).fetchone()
+            return row
+
+        result = {}
+        for monitor_id in monitor_ids:
+            checks, up = await self._run(partial(select, monitor_id))
+            result[monitor_id] = UptimeCounts(int(checks or 0), int(up or 0))
+        return result
 
     async def close(self) -> None:
         async with self._lock:

@@ -12,6 +12,7 @@ from service_runtime.database import open_database
 from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
+from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
@@ -37,6 +38,7 @@ PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/Complet
 INTERNAL_METHODS = (f"/{MONITOR_SERVICE}/WatchAssignments", f"/{MONITOR_SERVICE}/ReportResults")
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
+ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
 VERSION = "0.1.0"
 
 
@@ -57,7 +59,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     login = Login(accounts, key_values, login_codes, box.derive_key("login-codes"), limits)
     verifier = CachingTokenVerifier(login, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)
-    timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
+    timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention, settings.rollup_retention)
     checker = Checker(check_config(settings))
     monitor_store = MonitorStore(database)
     user_secrets = UserSecrets(database, box, monitor_store.referring_to_secret)
@@ -111,4 +113,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         host.background.append(every(RETENTION_SWEEP_S, key_values.sweep, "expired key-value rows"))
     host.background.append(every(HEARTBEAT_SWEEP_S, heartbeats.sweep, "heartbeat deadlines"))
     host.background.append(every(RETENTION_SWEEP_S, timeseries.enforce_retention, "time-series retention"))
+    host.background.append(
+        every(ROLLUP_EVERY_S, lambda: roll_up_pending(timeseries, settings.raw_retention), "hourly uptime rollups")
+    )
     return host
