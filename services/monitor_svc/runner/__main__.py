@@ -28,6 +28,31 @@ from services.monitor_svc.server import VERSION
 log = logging.getLogger("monitors.runner")
 
 
+async def log_stats_forever(scheduler: Scheduler, client: RunnerClient, interval_s: float) -> None:
+    """Every ``interval_s``, one line: checks done and schedule lag since the last line, and the report
+    counters so far (operators see whether the runner keeps up; the runner benchmark reads it)."""
+    while True:
+        await asyncio.sleep(interval_s)
+        stats = scheduler.take_stats()
+        log.info(
+            "runner stats",
+            extra={
+                "interval_s": interval_s,
+                "checks": stats.checks,
+                "down": stats.down,
+                "lag_p50_s": round(stats.lag_p50_s, 4),
+                "lag_p99_s": round(stats.lag_p99_s, 4),
+                "lag_max_s": round(stats.lag_max_s, 4),
+                "monitors": stats.monitors,
+                "running": stats.running,
+                "queued_results": scheduler.results.qsize(),
+                "reported": client.reported,
+                "rejected": client.rejected,
+                "dropped": client.dropped,
+            },
+        )
+
+
 async def serve(settings: Settings) -> None:
     health = HealthServicer()
     server = grpc.aio.server()
@@ -69,6 +94,8 @@ async def serve(settings: Settings) -> None:
         asyncio.create_task(client.report_forever()),
         asyncio.create_task(scheduler.run_forever()),
     ]
+    if settings.runner_stats_interval_s > 0:
+        tasks.append(asyncio.create_task(log_stats_forever(scheduler, client, settings.runner_stats_interval_s)))
     await stop.wait()
     await health.enter_graceful_shutdown()
     for task in tasks:

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import heapq
 import logging
+import math
 import random
 import time
 from collections import deque
@@ -18,6 +19,25 @@ from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import CheckResult, Spec
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class SchedulerStats:
+    """What the scheduler did since the previous :meth:`Scheduler.take_stats`."""
+
+    checks: int
+    down: int  # checks that found their monitor down
+    lag_p50_s: float
+    lag_p99_s: float
+    lag_max_s: float
+    monitors: int
+    running: int
+
+
+def _percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return 0.0
+    return sorted_values[min(len(sorted_values) - 1, max(0, math.ceil(q * len(sorted_values)) - 1))]
 
 
 @dataclass(frozen=True)
@@ -46,9 +66,12 @@ class Scheduler:
         self._wakeup = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
         self.results: asyncio.Queue[CheckResult] = results or asyncio.Queue()
-        # Seconds between each recent check's due time and its start (the last 100,000).
+        # Seconds between each check's due time and its start, since the last take_stats (at most 100,000).
         self.lags: deque[float] = deque(maxlen=100_000)
         self.checks = 0
+        self.down = 0
+        self._checks_reported = 0
+        self._down_reported = 0
 
     def __len__(self) -> int:
         return len(self._jobs)
@@ -113,11 +136,28 @@ class Scheduler:
             at = datetime.now(UTC)
             outcome = await self._checker.run(job.spec, job.timeout_s, job.secrets)
             self.checks += 1
+            self.down += not outcome.is_up
             self.results.put_nowait(outcome.result(job.monitor_id, at))
         except Exception:  # a check must never take the scheduler down
             log.exception("check crashed", extra={"monitor_id": job.monitor_id})
         finally:
             self._slots.release()
+
+    def take_stats(self) -> SchedulerStats:
+        """Checks finished and schedule lag percentiles since the previous call."""
+        lags = sorted(self.lags)
+        self.lags.clear()
+        checks, self._checks_reported = self.checks - self._checks_reported, self.checks
+        down, self._down_reported = self.down - self._down_reported, self.down
+        return SchedulerStats(
+            checks=checks,
+            down=down,
+            lag_p50_s=_percentile(lags, 0.50),
+            lag_p99_s=_percentile(lags, 0.99),
+            lag_max_s=lags[-1] if lags else 0.0,
+            monitors=len(self._jobs),
+            running=len(self._running),
+        )
 
     async def close(self) -> None:
         for task in list(self._running):
