@@ -21,7 +21,8 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Iterable
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -31,6 +32,7 @@ import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
+KEEPALIVE_EXPIRY_S = 5.0
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
 _METADATA = {
     ipaddress.ip_address("169.254.169.254"),
@@ -155,17 +157,126 @@ class _SafeBackend(httpcore.AsyncNetworkBackend):
         await self._inner.sleep(seconds)
 
 
+class _OriginPool:
+    """Keep-alive HTTP/1.1 connections by origin, the most recently used first.
+
+    Stands in for httpcore's connection pool, which looks at every connection it holds (a poll() system call
+    for each idle one) whenever a request starts or ends: with a runner's hundreds of connections that cost
+    more than the request. Here a request looks only at its own origin's idle connections, and expired ones
+    are swept once per keep-alive period. At most ``max_connections`` are in use at once; a request waits for
+    one up to its pool timeout.
+    """
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, backend: httpcore.AsyncNetworkBackend, max_connections: int
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._backend = backend
+        self._slots = asyncio.Semaphore(max_connections)
+        self._max_idle = max_connections
+        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
+        self._idle_count = 0
+        self._swept = time.monotonic()
+        self._closing: set[asyncio.Task[None]] = set()
+
+    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
+        pool_timeout = request.extensions.get("timeout", {}).get("pool")
+        try:
+            await asyncio.wait_for(self._slots.acquire(), pool_timeout)
+        except TimeoutError:
+            raise httpcore.PoolTimeout(f"no connection free within {pool_timeout}s") from None
+        origin = request.url.origin
+        key = (origin.scheme, origin.host, origin.port)
+        connection = self._take(key) or httpcore.AsyncHTTPConnection(
+            origin,
+            ssl_context=self._ssl_context,
+            keepalive_expiry=KEEPALIVE_EXPIRY_S,
+            network_backend=self._backend,
+        )
+        try:
+            response = await connection.handle_async_request(request)
+        except BaseException:
+            self._release(key, connection)
+            raise
+        assert isinstance(response.stream, AsyncIterable)
+        response.stream = _ReleasingStream(response.stream, lambda: self._release(key, connection))
+        return response
+
+    def _take(self, key: tuple[bytes, bytes, int]) -> httpcore.AsyncHTTPConnection | None:
+        idle = self._idle.get(key)
+        while idle:
+            connection = idle.pop()
+            self._idle_count -= 1
+            if connection.is_available() and not connection.has_expired():
+                return connection
+            self._close(connection)
+        return None
+
+    def _release(self, key: tuple[bytes, bytes, int], connection: httpcore.AsyncHTTPConnection) -> None:
+        self._slots.release()
+        if connection.is_idle() and self._idle_count < self._max_idle:
+            self._idle.setdefault(key, []).append(connection)
+            self._idle_count += 1
+        else:
+            self._close(connection)
+        if time.monotonic() - self._swept > KEEPALIVE_EXPIRY_S:
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self._swept = time.monotonic()
+        for key, idle in list(self._idle.items()):
+            kept = [c for c in idle if not c.has_expired()]
+            for connection in idle:
+                if connection not in kept:
+                    self._close(connection)
+            self._idle_count -= len(idle) - len(kept)
+            if kept:
+                self._idle[key] = kept
+            else:
+                del self._idle[key]
+
+    def _close(self, connection: httpcore.AsyncHTTPConnection) -> None:
+        # Closing a socket may await; it runs on its own so a cancelled caller cannot leave it half done.
+        task = asyncio.ensure_future(connection.aclose())
+        self._closing.add(task)
+        task.add_done_callback(self._closing.discard)
+
+    async def aclose(self) -> None:
+        for idle in self._idle.values():
+            for connection in idle:
+                self._close(connection)
+        self._idle.clear()
+        self._idle_count = 0
+        await asyncio.gather(*self._closing, return_exceptions=True)
+
+
+class _ReleasingStream:
+    """A response body that hands its connection back once the body is closed."""
+
+    def __init__(self, stream: AsyncIterable[bytes], release: Callable[[], None]) -> None:
+        self._stream = stream
+        self._release: Callable[[], None] | None = release
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        async for part in self._stream:
+            yield part
+
+    async def aclose(self) -> None:
+        release, self._release = self._release, None
+        if release is None:
+            return
+        try:
+            if hasattr(self._stream, "aclose"):
+                await self._stream.aclose()
+        finally:
+            release()
+
+
 class _SafeTransport(httpx.AsyncHTTPTransport):
     def __init__(self, policy: EgressPolicy, ssl_context: ssl.SSLContext, max_connections: int) -> None:
         super().__init__(verify=ssl_context, trust_env=False)
         # httpx has no parameter for a network backend; its pool is replaced by one that has ours.
-        self._pool = httpcore.AsyncConnectionPool(
-            ssl_context=ssl_context,
-            max_connections=max_connections,
-            max_keepalive_connections=max_connections // 4,
-            keepalive_expiry=5.0,
-            network_backend=_SafeBackend(policy),
-        )
+        self._pool = _OriginPool(ssl_context, _SafeBackend(policy), max_connections)  # type: ignore[assignment]
 
 
 @dataclass(frozen=True)
