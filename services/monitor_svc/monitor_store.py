@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -65,6 +65,9 @@ class MonitorStatusRow(Base):
 
 _MONITOR = tuple(MonitorRow.__table__.columns)
 _STATUS = tuple(MonitorStatusRow.__table__.columns)
+_IN_CHUNK = 500  # ids per IN (...) list, well under every backend's limit on bound parameters
+# Executed with many parameter sets: each sets the columns it names on the row of its b_monitor_id.
+_UPDATE_STATUS = sa.update(MonitorStatusRow).where(MonitorStatusRow.monitor_id == sa.bindparam("b_monitor_id"))
 
 
 def _monitor(row: Any) -> Monitor:
@@ -271,37 +274,68 @@ class MonitorStore:
             raise NotFound("monitor", monitor_id)
 
     async def status(self, monitor: Monitor) -> MonitorStatus:
-        query = sa.select(*_STATUS).where(MonitorStatusRow.monitor_id == monitor.id)
-        row = await self._db.run(lambda c: c.execute(query).first())
-        if row is None:
-            return MonitorStatus(monitor.id, MonitorState.PENDING, state_change_time=monitor.create_time)
-        return MonitorStatus(
-            monitor_id=monitor.id,
-            state=MonitorState(row.state),
-            last_check_time=row.last_check_time,
-            last_result=None if row.last_result is None else result_from_json(monitor.id, row.last_result),
-            runner_id=row.runner_id,
-            location=row.location,
-            consecutive_failures=row.consecutive_failures,
-            state_change_time=row.state_change_time,
-            location_results=_location_results_from_json(monitor.id, row.location_results),
-        )
+        return (await self.statuses([monitor]))[monitor.id]
+
+    async def statuses(self, monitors: Sequence[Monitor]) -> dict[str, MonitorStatus]:
+        """The status of each of ``monitors`` (PENDING for one never checked), read in one transaction."""
+        by_id = {m.id: m for m in monitors}
+        ids = list(by_id)
+
+        def select(c: sa.Connection) -> list[Any]:
+            rows: list[Any] = []
+            for i in range(0, len(ids), _IN_CHUNK):
+                query = sa.select(*_STATUS).where(MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK]))
+                rows.extend(c.execute(query))
+            return rows
+
+        found = {m.id: MonitorStatus(m.id, MonitorState.PENDING, state_change_time=m.create_time) for m in monitors}
+        for row in await self._db.run(select) if ids else []:
+            found[row.monitor_id] = MonitorStatus(
+                monitor_id=row.monitor_id,
+                state=MonitorState(row.state),
+                last_check_time=row.last_check_time,
+                last_result=None if row.last_result is None else result_from_json(row.monitor_id, row.last_result),
+                runner_id=row.runner_id,
+                location=row.location,
+                consecutive_failures=row.consecutive_failures,
+                state_change_time=row.state_change_time,
+                location_results=_location_results_from_json(row.monitor_id, row.location_results),
+            )
+        return found
 
     async def put_status(self, status: MonitorStatus) -> None:
+        await self.put_statuses([status])
+
+    async def put_statuses(self, statuses: Sequence[MonitorStatus]) -> None:
+        """Store these statuses (one per monitor), updated or inserted, in one transaction."""
         values = {
-            "state": status.state.value,
-            "last_check_time": status.last_check_time,
-            "last_result": None if status.last_result is None else result_to_json(status.last_result),
-            "runner_id": status.runner_id,
-            "location": status.location,
-            "consecutive_failures": status.consecutive_failures,
-            "state_change_time": status.state_change_time or utc_now(),
-            "location_results": _location_results_to_json(status.location_results),
+            status.monitor_id: {
+                "state": status.state.value,
+                "last_check_time": status.last_check_time,
+                "last_result": None if status.last_result is None else result_to_json(status.last_result),
+                "runner_id": status.runner_id,
+                "location": status.location,
+                "consecutive_failures": status.consecutive_failures,
+                "state_change_time": status.state_change_time or utc_now(),
+                "location_results": _location_results_to_json(status.location_results),
+            }
+            for status in statuses
         }
+        ids = list(values)
 
         def upsert(c: sa.Connection) -> None:
-            update = sa.update(MonitorStatusRow).where(MonitorStatusRow.monitor_id == status.monitor_id).values(values)
-            if c.execute(update).rowcount == 0:
-                c.execute(sa.insert(MonitorStatusRow).values(monitor_id=status.monitor_id, **values))
+            existing: set[str] = set()
+            for i in range(0, len(ids), _IN_CHUNK):
+                query = sa.select(MonitorStatusRow.monitor_id).where(
+                    MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK])
+                )
+                existing.update(c.execute(query).scalars())
+            updates = [{"b_monitor_id": m, **v} for m, v in values.items() if m in existing]
+            inserts = [{"monitor_id": m, **v} for m, v in values.items() if m not in existing]
+            if updates:
+                c.execute(_UPDATE_STATUS, updates)
+            if inserts:
+                c.execute(sa.insert(MonitorStatusRow), inserts)
 
-        await self._db.run(upsert)
+        if ids:
+            await self._db.run(upsert)

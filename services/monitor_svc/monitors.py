@@ -200,13 +200,26 @@ class Monitors:
 
     async def record(self, monitor: Monitor, result: CheckResult) -> MonitorStatus:
         """Store a check result: a sample in the time-series store, and the monitor's new status."""
-        notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
-        tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
-        fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
-        await self._timeseries.write([Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes)])
-        status = next_status(monitor, await self._store.status(monitor), result)
-        await self._store.put_status(status)
-        return status
+        return (await self.record_many([(monitor, result)]))[0]
+
+    async def record_many(self, recorded: Sequence[tuple[Monitor, CheckResult]]) -> Sequence[MonitorStatus]:
+        """Store check results (a runner's batch): their samples in one time-series write, then each
+        monitor's new status, read and written in one transaction each. Results of one monitor apply in order.
+        Returns the status after each result."""
+        samples = []
+        for monitor, result in recorded:
+            notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
+            tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
+            fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
+            samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
+        await self._timeseries.write(samples)
+        current = await self._store.statuses([monitor for monitor, _ in recorded])
+        after = []
+        for monitor, result in recorded:
+            current[monitor.id] = next_status(monitor, current[monitor.id], result)
+            after.append(current[monitor.id])
+        await self._store.put_statuses(list(current.values()))
+        return after
 
     async def query(
         self,

@@ -136,6 +136,7 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> mpb.ReportResultsResponse:
         accepted = rejected = 0
         async for batch in request_iterator:
+            recorded = []
             for reported in batch.results:
                 monitor = self._hub.owns(batch.runner_id, reported.monitor_id)
                 location = self._hub.location_of(batch.runner_id)
@@ -143,8 +144,9 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                     rejected += 1
                     continue
                 result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)
-                await self._monitors.record(monitor, result)
-                accepted += 1
+                recorded.append((monitor, result))
+            await self._monitors.record_many(recorded)
+            accepted += len(recorded)
         return mpb.ReportResultsResponse(accepted=accepted, rejected=rejected)
 
     async def CreateMonitor(self, request: mpb.CreateMonitorRequest, context: Context) -> mpb.CreateMonitorResponse:
