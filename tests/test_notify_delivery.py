@@ -267,8 +267,8 @@ async def test_one_channels_backlog_does_not_delay_another_channel(
     quiet_time = receivers.received(f"/slack/{quiet}")[0].time
     # Slack's pace, one message a second per webhook, holds the noisy channel ...
     assert all(b - a >= 0.9 for a, b in itertools.pairwise(noisy_times))
-    # ... and the quiet one goes out at once, not behind the noisy one's backlog.
-    assert quiet_time - noisy_times[0] < 0.8
+    # ... and the quiet one goes out at once, before the noisy one's second message, not behind its backlog.
+    assert quiet_time < noisy_times[1]
 
 
 async def test_a_webhook_lane_sends_a_burst_at_once(
@@ -282,4 +282,4 @@ async def test_a_webhook_lane_sends_a_burst_at_once(
         await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
     await receivers.arrival(f"/webhook/{name}", 10)
-    assert time.monotonic() - started < 3.0
+    assert time.monotonic() - started < 5.0

@@ -184,8 +184,11 @@ class DeliveryWorker:
                     await self.dispatch_due()
                 except Exception:
                     log.exception("delivery dispatch failed")
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that lands
+                # as the wake-up does, and the job would then never stop.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self._poll_interval_s)
+                    async with asyncio.timeout(self._poll_interval_s):
+                        await self._wake.wait()
                 # Wakes come one per SendNotification; a moment's wait makes one round of many of them.
                 await asyncio.sleep(WAKE_BATCH_S)
         finally:

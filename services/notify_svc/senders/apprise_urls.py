@@ -45,9 +45,8 @@ class AppriseSender:
         host = getattr(plugin, "host", None)
         if isinstance(host, str) and host:
             try:
-                await asyncio.wait_for(
-                    resolve(host, int(getattr(plugin, "port", None) or 443), self._policy), timeout_s
-                )
+                async with asyncio.timeout(timeout_s):
+                    await resolve(host, int(getattr(plugin, "port", None) or 443), self._policy)
             except BlockedTarget as error:
                 return SendResult(Outcome.PERMANENT, 0, redact(f"refused target: {error}", (config.url, host)))
             except (ResolutionFailed, TimeoutError):
@@ -70,7 +69,8 @@ class AppriseSender:
             )
 
         try:
-            sent = await asyncio.wait_for(asyncio.to_thread(notify), timeout_s + 1.0)
+            async with asyncio.timeout(timeout_s + 1.0):
+                sent = await asyncio.to_thread(notify)
         except TimeoutError:
             return SendResult(Outcome.RETRYABLE, 0, f"no answer within {timeout_s:g}s")
         if sent:

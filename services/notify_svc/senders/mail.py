@@ -12,6 +12,7 @@ import html
 import logging
 import smtplib
 import ssl
+from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -49,9 +50,10 @@ def email_message(sender: str, to: tuple[str, ...], message: Message) -> EmailMe
     return mail
 
 
-async def _in_thread(work: object, timeout_s: float) -> SendResult:
+async def _in_thread(work: Callable[[], SendResult], timeout_s: float) -> SendResult:
     try:
-        return await asyncio.wait_for(asyncio.to_thread(work), timeout_s + 1.0)  # type: ignore[arg-type]
+        async with asyncio.timeout(timeout_s + 1.0):
+            return await asyncio.to_thread(work)
     except TimeoutError as error:
         return failure(error, timeout_s)
 
