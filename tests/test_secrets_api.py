@@ -157,7 +157,7 @@ def test_a_runner_receives_the_values_of_its_monitors_secrets_and_their_changes(
     located = pb.Monitor(spec=spec, locations=["secrets-only"])
     created = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=located), metadata=gina, timeout=5).monitor
     token = (Path(stack.data_dir) / "service-token").read_text().strip()
-    request = pb.WatchAssignmentsRequest(runner_id="secret-test-runner", location="secrets-only", capacity=10)
+    request = pb.WatchAssignmentsRequest(runner_id="secret-test-runner", location="secrets-only", capacity=100_000)
     stream = stub.WatchAssignments(request, metadata=auth(token), timeout=10)
     try:
         first = next(stream)
