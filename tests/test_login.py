@@ -104,6 +104,7 @@ def test_login_creates_the_account_and_the_session_works_everywhere_until_logout
     # The other session is untouched.
     stub.GetCurrentUser(pb.GetCurrentUserRequest(), metadata=auth(again.session_token), timeout=5)
 
+    assert (Path(stack.data_dir) / "outbox.txt").stat().st_mode & 0o777 == 0o600  # codes: this user only
     # Nothing secret in any log line of any service: not the code, not the session tokens, not the address.
     logs = "".join(path.read_text() for path in Path(stack.data_dir).glob("*.log"))
     for secret in (code, session.session_token, again.session_token, token_digest(session.session_token)):

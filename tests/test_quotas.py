@@ -9,7 +9,13 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
-from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from monitors.v1 import (
+    common_pb2,
+    monitor_service_pb2,
+    monitor_service_pb2_grpc,
+    notification_service_pb2,
+    notification_service_pb2_grpc,
+)
 from tests.harness.rpc import auth, rich_details
 from tests.harness.services import Stack
 
@@ -18,7 +24,8 @@ pb = monitor_service_pb2
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("quotas"), {"MONITORS_MAX_MONITORS_PER_USER": "2"}) as started:
+    env = {"MONITORS_MAX_MONITORS_PER_USER": "2", "MONITORS_MAX_CHANNELS_PER_USER": "1"}
+    with Stack(tmp_path_factory.mktemp("quotas"), env) as started:
         yield started
 
 
@@ -45,3 +52,17 @@ def test_the_monitor_quota_is_per_user_and_names_the_limit(stack: Stack) -> None
         stub.CreateMonitor(website(1), metadata=bob, timeout=5)  # Bob has his own quota
         stub.DeleteMonitor(pb.DeleteMonitorRequest(id=first.id), metadata=alice, timeout=5)
         stub.CreateMonitor(website(3), metadata=alice, timeout=5)
+
+
+def test_the_channel_quota_names_the_limit(stack: Stack) -> None:
+    carol = auth(stack.create_api_key("carol.quota@example.com"))
+    npb = notification_service_pb2
+    hook = npb.CreateChannelRequest(channel=npb.Channel(webhook=npb.WebhookConfig(url="https://example.com/hook")))
+    with grpc.insecure_channel(stack.address("notify")) as channel:
+        stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
+        stub.CreateChannel(hook, metadata=carol, timeout=5)
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.CreateChannel(hook, metadata=carol, timeout=5)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        info = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo))
+        assert info.metadata["limit"] == "channels_per_user"

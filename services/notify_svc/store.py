@@ -179,9 +179,10 @@ class NotificationStore:
     """Channels, deliveries and their attempts. Secrets and notification payloads are sealed with ``box``,
     bound to their owner, row and field, so a sealed value copied elsewhere does not open."""
 
-    def __init__(self, database: Database, box: SecretBox) -> None:
+    def __init__(self, database: Database, box: SecretBox, max_channels: int = MAX_CHANNELS_PER_OWNER) -> None:
         self._db = database
         self._box = box
+        self._max_channels = max_channels
 
     # --- channels ---------------------------------------------------------------------------------------
 
@@ -246,9 +247,9 @@ class NotificationStore:
         count = sa.select(sa.func.count()).select_from(ChannelRow).where(ChannelRow.owner_id == owner_id)
 
         def create(c: sa.Connection) -> None:
-            if c.execute(count).scalar_one() >= MAX_CHANNELS_PER_OWNER:
+            if c.execute(count).scalar_one() >= self._max_channels:
                 raise ResourceExhausted(
-                    "channels_per_user", f"at most {MAX_CHANNELS_PER_OWNER} channels per user; delete one first"
+                    "channels_per_user", f"at most {self._max_channels} channels per user; delete one first"
                 )
             c.execute(sa.insert(ChannelRow).values(values))
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import html
 import logging
+import os
 import smtplib
 import ssl
 from collections.abc import Callable
@@ -156,7 +157,9 @@ class OutboxSender:
         mail = email_message(self._from, to, message)
         text = mail.get_body(("plain",))
         body = text.get_content() if text is not None else message.body
-        with self.path.open("a", encoding="utf-8") as outbox:
+        # Login codes land here: readable by this user only.
+        descriptor = os.open(self.path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+        with os.fdopen(descriptor, "a", encoding="utf-8") as outbox:
             outbox.write(f"From: {mail['From']}\nTo: {mail['To']}\nDate: {mail['Date']}\nSubject: {mail['Subject']}\n")
             outbox.write(f"\n{body.rstrip()}\n\n{'-' * 72}\n")
 
