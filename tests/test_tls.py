@@ -71,3 +71,14 @@ def test_plaintext_and_certificateless_clients_are_refused(tls_stack: Stack, ser
                     pb.GetCurrentUserRequest(), timeout=3
                 )
             assert caught.value.code() == grpc.StatusCode.UNAVAILABLE, (env, caught.value)
+
+
+def test_a_runner_syncs_its_assignments_over_mtls(tls_stack: Stack) -> None:
+    """The runner reports SERVING (on its plaintext health port) only after its first assignment sync,
+    which here goes to the monitor service over mutual TLS."""
+    runner = tls_stack.runner("tls-runner")
+    runner.start(timeout_s=20)
+    try:
+        assert "runner started" in runner.log_tail()
+    finally:
+        runner.stop()

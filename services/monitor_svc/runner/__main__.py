@@ -20,8 +20,9 @@ from grpc_health.v1._async import HealthServicer
 
 from service_runtime.logs import configure_logging
 from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError
+from service_runtime.tls import open_channel
 from services.monitor_svc.checks import Checker, check_config
-from services.monitor_svc.runner.client import RunnerClient
+from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
 from services.monitor_svc.server import VERSION
 
@@ -48,7 +49,7 @@ async def log_stats_forever(scheduler: Scheduler, client: RunnerClient, interval
                 "queued_results": scheduler.results.qsize(),
                 "reported": client.reported,
                 "rejected": client.rejected,
-                "dropped": client.dropped,
+                "dropped": client.dropped + scheduler.dropped,
             },
         )
 
@@ -70,7 +71,7 @@ async def serve(settings: Settings) -> None:
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
 
     client = RunnerClient(
-        settings.monitor_target,
+        open_channel(settings.monitor_target, settings, CHANNEL_OPTIONS),
         settings.resolved_service_token(),
         settings.runner_id,
         settings.runner_location,

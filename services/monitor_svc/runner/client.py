@@ -42,11 +42,12 @@ def job_of(assignment: pb.Assignment) -> Job | None:
 
 
 class RunnerClient:
-    """Keeps the assignment stream open (reconnecting with backoff) and sends results in batches."""
+    """Keeps the assignment stream open (reconnecting with backoff) and sends results in batches, over
+    ``channel`` (opened with :data:`CHANNEL_OPTIONS`; closed by :meth:`close`)."""
 
     def __init__(
         self,
-        target: str,
+        channel: grpc.aio.Channel,
         token: str,
         runner_id: str,
         location: str,
@@ -56,7 +57,7 @@ class RunnerClient:
         flush_interval_s: float = 1.0,
         on_synced: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
-        self._channel = grpc.aio.insecure_channel(target, options=CHANNEL_OPTIONS)
+        self._channel = channel
         self._stub = monitor_service_pb2_grpc.MonitorServiceStub(self._channel)
         self._metadata = (("authorization", f"Bearer {token}"),)
         self.runner_id = runner_id

@@ -19,6 +19,7 @@ from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import CheckResult, Spec
 
 log = logging.getLogger(__name__)
+MAX_QUEUED_RESULTS = 100_000
 
 
 @dataclass(frozen=True)
@@ -65,7 +66,9 @@ class Scheduler:
         self._slots = asyncio.Semaphore(concurrency)
         self._wakeup = asyncio.Event()
         self._running: set[asyncio.Task[None]] = set()
-        self.results: asyncio.Queue[CheckResult] = results or asyncio.Queue()
+        # Bounded: while MonitorService cannot take results, the oldest go first (counted in ``dropped``).
+        self.results: asyncio.Queue[CheckResult] = results or asyncio.Queue(maxsize=MAX_QUEUED_RESULTS)
+        self.dropped = 0
         # Seconds between each check's due time and its start, since the last take_stats (at most 100,000).
         self.lags: deque[float] = deque(maxlen=100_000)
         self.checks = 0
@@ -137,6 +140,9 @@ class Scheduler:
             outcome = await self._checker.run(job.spec, job.timeout_s, job.secrets)
             self.checks += 1
             self.down += not outcome.is_up
+            if self.results.full():
+                self.results.get_nowait()
+                self.dropped += 1
             self.results.put_nowait(outcome.result(job.monitor_id, at))
         except Exception:  # a check must never take the scheduler down
             log.exception("check crashed", extra={"monitor_id": job.monitor_id})
