@@ -118,7 +118,7 @@ def test_pause_resume_and_status(
         (pb.Monitor(), ["monitor.spec"]),
         (website("ftp://example.com/file"), ["monitor.spec.website.url"]),
         (website("https://user:pw@example.com/"), ["monitor.spec.website.url"]),
-        (website(interval=duration_pb2.Duration(seconds=5)), ["monitor.interval"]),
+        (website(interval=duration_pb2.Duration(seconds=-5)), ["monitor.interval"]),
         (
             website(interval=duration_pb2.Duration(seconds=30), timeout=duration_pb2.Duration(seconds=45)),
             ["monitor.timeout"],

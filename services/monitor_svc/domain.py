@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from service_runtime.errors import FieldViolation, InvalidArgument
+from service_runtime.errors import FieldViolation, InvalidArgument, ResourceExhausted
 
 MAX_DISPLAY_NAME = 200
 MAX_HEADERS = 50
@@ -212,14 +212,14 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
     else:
         validate_spec(draft.spec, bad, f"{prefix}.spec")
     interval = draft.interval or DEFAULT_INTERVAL
-    if interval < limits.min_interval:
-        bad.add(f"{prefix}.interval", f"must be at least {int(limits.min_interval.total_seconds())}s")
+    if interval <= timedelta(0):
+        bad.add(f"{prefix}.interval", "must be positive")
     elif interval > MAX_INTERVAL:
         bad.add(f"{prefix}.interval", "must be at most 24h")
-    timeout = draft.timeout or min(DEFAULT_TIMEOUT, interval)
+    timeout = draft.timeout or (min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT)
     if timeout <= timedelta(0) or timeout > MAX_TIMEOUT:
         bad.add(f"{prefix}.timeout", "must be between 0s and 60s")
-    elif timeout > interval:
+    elif timedelta(0) < interval < timeout:
         bad.add(f"{prefix}.timeout", "must not be longer than the interval")
     if not 0 <= draft.retries <= MAX_RETRIES:
         bad.add(f"{prefix}.retries", f"must be between 0 and {MAX_RETRIES}")
@@ -236,6 +236,12 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         if not _LABEL_KEY.match(key) or len(value) > 200:
             bad.add(f"{prefix}.labels", f"label {key[:40]!r}: keys are lower-case identifiers, values up to 200 chars")
     bad.raise_any()
+    if interval < limits.min_interval:  # a quota of the deployment, not a malformed request
+        seconds = int(limits.min_interval.total_seconds())
+        raise ResourceExhausted(
+            "min_interval",
+            f"{prefix}.interval: this deployment checks at most every {seconds}s; ask for {seconds}s or more",
+        )
     assert draft.spec is not None
     return replace(
         draft,
