@@ -61,6 +61,7 @@ test: $(STAMP_DEV) $(STAMP_NODE) system-packages lint ## Install what the tests 
 
 bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/results/*.json.
 	$(PY) -m bench.grpc_bench
+	$(PY) -m bench.timeseries_bench
 	$(PY) -m bench.notify_bench
 	$(PY) -m bench.runner_bench
 
