@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_runtime.database import Database, UtcDateTime, new_id, utc_now
-from service_runtime.errors import NotFound
+from service_runtime.errors import NotFound, ResourceExhausted
 from services.monitor_svc.domain import (
     CheckResult,
     LocationResult,
@@ -163,7 +163,8 @@ class MonitorStore:
     def __init__(self, database: Database) -> None:
         self._db = database
 
-    async def create(self, owner_id: str, draft: MonitorDraft) -> Monitor:
+    async def create(self, owner_id: str, draft: MonitorDraft, max_monitors: int) -> Monitor:
+        """A new monitor from a validated draft; RESOURCE_EXHAUSTED when the owner has ``max_monitors``."""
         assert draft.spec is not None, "validate() first"
         assert draft.interval is not None
         assert draft.timeout is not None
@@ -184,7 +185,18 @@ class MonitorStore:
             create_time=now,
             update_time=now,
         )
-        await self._db.run(lambda c: c.execute(sa.insert(MonitorRow).values(_values(monitor))))
+        count = sa.select(sa.func.count()).select_from(MonitorRow).where(MonitorRow.owner_id == owner_id)
+
+        def create(c: sa.Connection) -> None:
+            # Counted in the same transaction as the insert, so two creates at once cannot both squeeze in.
+            if c.execute(count).scalar_one() >= max_monitors:
+                raise ResourceExhausted(
+                    "monitors_per_user",
+                    f"you have {max_monitors} monitors, the most this deployment allows; delete one first",
+                )
+            c.execute(sa.insert(MonitorRow).values(_values(monitor)))
+
+        await self._db.run(create)
         return monitor
 
     async def get(self, owner_id: str, monitor_id: str) -> Monitor:
@@ -204,10 +216,6 @@ class MonitorStore:
         if after_id is not None:
             query = query.where(MonitorRow.id > after_id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
-
-    async def count(self, owner_id: str) -> int:
-        query = sa.select(sa.func.count()).select_from(MonitorRow).where(MonitorRow.owner_id == owner_id)
-        return int(await self._db.run(lambda c: c.execute(query).scalar_one()))
 
     async def of_owner(self, owner_id: str) -> list[Monitor]:
         query = sa.select(*_MONITOR).where(MonitorRow.owner_id == owner_id).order_by(MonitorRow.id)

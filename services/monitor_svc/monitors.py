@@ -7,7 +7,7 @@ from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from service_runtime.auth import Principal
-from service_runtime.errors import InvalidArgument, ResourceExhausted
+from service_runtime.errors import InvalidArgument
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
 from service_runtime.timeseries.queries import (
@@ -100,12 +100,7 @@ class Monitors:
     async def create(self, caller: Principal, draft: MonitorDraft) -> Monitor:
         valid = validate(draft, self.limits)
         await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
-        if await self._store.count(caller.user_id) >= self.limits.max_monitors:
-            raise ResourceExhausted(
-                "monitors_per_user",
-                f"you have {self.limits.max_monitors} monitors, the most this deployment allows; delete one first",
-            )
-        monitor = await self._store.create(caller.user_id, valid)
+        monitor = await self._store.create(caller.user_id, valid, self.limits.max_monitors)
         await self._changed(monitor.id, monitor)
         return monitor
 
