@@ -6,6 +6,7 @@ egress tests (test_egress.py) prove the public policy refuses exactly these targ
 
 from __future__ import annotations
 
+import gzip
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
@@ -109,6 +110,28 @@ async def test_bodies_are_read_up_to_one_mebibyte(checker: Checker, site: HttpSe
     site.routes["/big"] = Reply(200, b"x" * (2 * 1024 * 1024) + b"NEEDLE")
     outcome = await checker.run(WebsiteSpec(url=site.url("/big"), keyword=KeywordAssertion("NEEDLE")), 5)
     assert (outcome.is_up, outcome.message) == (False, "keyword 'NEEDLE' missing in the first 1 MiB")
+
+
+async def test_bodies_are_asked_for_uncompressed_and_decoded_when_compressed_anyway(
+    checker: Checker, site: HttpServer
+) -> None:
+    page = b"<html>" + b"filler " * 1000 + b"Welcome back</html>"
+    site.routes["/gz"] = Reply(200, gzip.compress(page), {"content-encoding": "gzip"})
+    outcome = await checker.run(WebsiteSpec(url=site.url("/gz"), keyword=KeywordAssertion("Welcome back")), 5)
+    assert outcome.is_up, outcome
+    sent = [headers for _, path, headers in site.requests if path == "/gz"][-1]
+    assert sent["accept-encoding"] == "identity"
+    assert sent["user-agent"].startswith("monitors")
+    # The user's own header wins.
+    spec = WebsiteSpec(url=site.url("/gz"), headers={"Accept-Encoding": "gzip"}, keyword=KeywordAssertion("Welcome"))
+    assert (await checker.run(spec, 5)).is_up
+    assert [h for _, p, h in site.requests if p == "/gz"][-1]["accept-encoding"] == "gzip"
+    # A compression bomb is decoded no further than the 1 MiB cap.
+    site.routes["/bomb"] = Reply(
+        200, gzip.compress(b"\0" * (64 * 1024 * 1024) + b"NEEDLE"), {"content-encoding": "gzip"}
+    )
+    bomb = await checker.run(WebsiteSpec(url=site.url("/bomb"), keyword=KeywordAssertion("NEEDLE")), 5)
+    assert (bomb.is_up, bomb.message) == (False, "keyword 'NEEDLE' missing in the first 1 MiB")
 
 
 async def test_failures_are_classified(checker: Checker, site: HttpServer) -> None:

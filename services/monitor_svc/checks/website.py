@@ -6,6 +6,7 @@ import json
 import re
 import ssl
 import time
+import zlib
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
@@ -17,6 +18,9 @@ from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
 
 REDIRECTS = (301, 302, 303, 307, 308)
+# Ask for the body as it is: assertions read text, and decompressing untrusted bodies is a memory risk.
+# A user's own headers win; a server that compresses anyway is decoded below, bounded.
+DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "monitors-uptime-check/0.1"}
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
@@ -30,7 +34,9 @@ async def check_website(
         for _ in range(config.max_redirects + 1):
             if urlsplit(url).scheme not in ("http", "https"):
                 return fail("blocked", f"redirect to a {urlsplit(url).scheme or 'relative'} URL refused", started)
-            request = client.build_request(method, url, headers=dict(spec.headers), content=body, timeout=timeout_s)
+            headers = httpx.Headers(DEFAULT_HEADERS)
+            headers.update(spec.headers)
+            request = client.build_request(method, url, headers=headers, content=body, timeout=timeout_s)
             response = await client.send(request, stream=True)
             try:
                 if response.status_code in REDIRECTS and spec.follow_redirects and "location" in response.headers:
@@ -66,9 +72,20 @@ def _short(error: Exception) -> str:
 
 
 async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
+    """The body, decoded from gzip or deflate when the server sent it so, at most ``limit`` bytes of it (the
+    decoder never produces more than that either, so a compression bomb costs nothing)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    decoder = None
+    if encoding in ("gzip", "x-gzip", "deflate"):
+        decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
     chunks: list[bytes] = []
     size = 0
     async for chunk in response.aiter_raw():
+        if decoder is not None:
+            try:
+                chunk = decoder.decompress(chunk, limit - size + 1)
+            except zlib.error:
+                return b"".join(chunks), False  # judged on what decoded cleanly
         chunks.append(chunk)
         size += len(chunk)
         if size > limit:
