@@ -7,6 +7,8 @@ the default. Monitors run every second (MONITORS_MIN_INTERVAL_S=1) so the tests 
 from __future__ import annotations
 
 import collections
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -19,7 +21,7 @@ from google.protobuf import duration_pb2, field_mask_pb2
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
-from tests.harness.services import ServiceProcess, Stack
+from tests.harness.services import ServiceProcess, Stack, python_env
 
 pb = monitor_service_pb2
 T = TypeVar("T")
@@ -262,3 +264,14 @@ def test_runner_process_needs_the_service_token(stack: Stack) -> None:
     with pytest.raises(RuntimeError, match="not healthy"):
         impostor.start(timeout_s=4)
     assert "PERMISSION_DENIED" in impostor.log_tail() or "UNAUTHENTICATED" in impostor.log_tail()
+
+
+def test_the_runner_has_no_database_code_or_credentials_to_use() -> None:
+    """A runner talks to MonitorService over gRPC only: it does not even import the storage layers."""
+    probe = (
+        "import sys, services.monitor_svc.runner.__main__\n"
+        "print(sorted(m for m in ('sqlalchemy', 'pymysql', 'alembic', 'redis') if m in sys.modules))"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], env=python_env({}), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -14,6 +14,7 @@ from service_runtime.settings import Settings
 from service_runtime.timeseries import open_timeseries_store
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
+from services.monitor_svc import VERSION
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
@@ -39,7 +40,6 @@ INTERNAL_METHODS = (f"/{MONITOR_SERVICE}/WatchAssignments", f"/{MONITOR_SERVICE}
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
-VERSION = "0.1.0"
 
 
 async def build_server(settings: Settings) -> ServiceHost:

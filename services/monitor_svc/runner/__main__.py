@@ -21,10 +21,10 @@ from grpc_health.v1._async import HealthServicer
 from service_runtime.logs import configure_logging
 from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError
 from service_runtime.tls import open_channel
+from services.monitor_svc import VERSION
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
-from services.monitor_svc.server import VERSION
 
 log = logging.getLogger("monitors.runner")
 
