@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import json
+import os
 import socket
+import subprocess
+import sys
+import time
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.services import python_env
 
 
 def test_mariadb_creates_isolated_databases(mariadb: MariaDBServer) -> None:
@@ -48,3 +54,36 @@ def test_influxdb_writes_and_queries_line_protocol(influxdb: InfluxDBServer) -> 
     _, body = post("/query", {"db": "harness", "q": "SELECT ms FROM check WHERE monitor = 'm1'"})
     series = json.loads(body)["results"][0]["series"][0]
     assert series["values"] == [["2023-11-14T22:13:20Z", 12.5]]
+
+
+def test_servers_die_with_the_test_process_that_started_them(tmp_path: Path) -> None:
+    """A test run killed with -9 leaves no server behind: the harness asks the kernel for it."""
+    script = (
+        "import sys, time\n"
+        "from pathlib import Path\n"
+        "from tests.harness.external import RedisServer\n"
+        "server = RedisServer(Path(sys.argv[1]))\n"
+        "server.start()\n"
+        "print(server._process.pid, flush=True)\n"
+        "time.sleep(60)\n"
+    )
+    starter = subprocess.Popen(
+        [sys.executable, "-c", script, str(tmp_path)], env=python_env({}), stdout=subprocess.PIPE, text=True
+    )
+    assert starter.stdout is not None
+    redis_pid = int(starter.stdout.readline())
+    os.kill(redis_pid, 0)  # running
+    starter.kill()
+    starter.wait()
+    starter.stdout.close()
+    deadline = time.monotonic() + 10
+    while Path(f"/proc/{redis_pid}").exists() and "zombie" not in _state(redis_pid):
+        assert time.monotonic() < deadline, "redis-server outlived the process that started it"
+        time.sleep(0.05)
+
+
+def _state(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/status").read_text().split("State:")[1].split("\n")[0].lower()
+    except (FileNotFoundError, IndexError):
+        return "zombie"

@@ -16,6 +16,8 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tests.harness import die_with_parent
+
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {
     "monitor": "services.monitor_svc",
@@ -87,6 +89,7 @@ class ServiceProcess:
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while True:
