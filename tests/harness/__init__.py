@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import ctypes
-import signal
-
-_PR_SET_PDEATHSIG = 1
+import shutil
+from collections.abc import Sequence
 
 
-def die_with_parent() -> None:
-    """``preexec_fn`` for the servers we start: the kernel sends them SIGTERM when the test process dies, so a
-    killed or interrupted run leaves no mariadbd, redis-server, influxd or service behind (Linux)."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    libc.prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+def dying_with_parent(command: Sequence[str]) -> list[str]:
+    """``command`` run so the kernel sends it SIGTERM when the test process dies (``setpriv --pdeathsig``,
+    util-linux), so a killed or interrupted run leaves no mariadbd, redis-server, influxd or service behind.
+    setpriv sets it and execs the command, so the pid is the server's own. (Not a ``preexec_fn``: code run
+    between fork and exec in a process with threads can deadlock.)"""
+    setpriv = shutil.which("setpriv")
+    return [setpriv, "--pdeathsig", "TERM", "--", *command] if setpriv else list(command)

@@ -23,7 +23,7 @@ from typing import Any, Self
 
 import pymysql
 
-from tests.harness import die_with_parent
+from tests.harness import dying_with_parent
 from tests.harness.services import free_port
 
 STOP_TIMEOUT_S = 20.0
@@ -64,11 +64,10 @@ class ExternalServer:
         self.prepare()
         with self.log_path.open("ab") as log:
             self._process = subprocess.Popen(
-                list(self.command()),
+                dying_with_parent(self.command()),
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
-                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + self.start_timeout_s
         while not self._answers():

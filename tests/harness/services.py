@@ -16,7 +16,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tests.harness import die_with_parent
+from tests.harness import dying_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
 MODULES = {
@@ -84,12 +84,11 @@ class ServiceProcess:
     def start(self, timeout_s: float = 30.0) -> None:
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(
-                [sys.executable, "-m", MODULES[self.name], "--listen", self.address],
+                dying_with_parent([sys.executable, "-m", MODULES[self.name], "--listen", self.address]),
                 env=self.env,
                 cwd=REPO,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                preexec_fn=die_with_parent,
             )
         deadline = time.monotonic() + timeout_s
         while True:
