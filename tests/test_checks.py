@@ -106,6 +106,21 @@ async def test_redirects_are_followed_or_reported(checker: Checker, site: HttpSe
     assert (loop.is_up, loop.message) == (False, "more than 5 redirects")
 
 
+async def test_credentials_do_not_follow_a_redirect_to_another_origin(checker: Checker, site: HttpServer) -> None:
+    with HttpServer() as elsewhere:
+        elsewhere.routes["/landing"] = Reply(200, b"landed")
+        site.routes["/away"] = Reply(302, b"", {"location": elsewhere.url("/landing")})
+        site.routes["/here"] = Reply(302, b"", {"location": "/landing"})
+        site.routes["/landing"] = Reply(200, b"landed")
+        secret = {"Authorization": "Bearer s3cr3t", "Cookie": "session=1", "X-Other": "kept"}
+        assert (await checker.run(WebsiteSpec(url=site.url("/away"), headers=secret), 5)).is_up
+        [(_, _, sent)] = elsewhere.requests
+        assert ("authorization" in sent, "cookie" in sent, sent["x-other"]) == (False, False, "kept")
+        assert (await checker.run(WebsiteSpec(url=site.url("/here"), headers=secret), 5)).is_up
+        same_origin = [headers for _, path, headers in site.requests if path == "/landing"][-1]
+        assert (same_origin["authorization"], same_origin["cookie"]) == ("Bearer s3cr3t", "session=1")
+
+
 async def test_bodies_are_read_up_to_one_mebibyte(checker: Checker, site: HttpServer) -> None:
     site.routes["/big"] = Reply(200, b"x" * (2 * 1024 * 1024) + b"NEEDLE")
     outcome = await checker.run(WebsiteSpec(url=site.url("/big"), keyword=KeywordAssertion("NEEDLE")), 5)

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 
 import httpx
 
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.check_http import CheckHttpClient
+from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.errors import FailedPrecondition
 from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
@@ -73,7 +75,8 @@ class Checker:
 
     def __init__(self, config: CheckConfig | None = None) -> None:
         self.config = config or CheckConfig()
-        self._safe = safe_http_client(self.config.egress)
+        context = ssl.create_default_context(cafile=self.config.egress.ca_file or None)
+        self._http = CheckHttpClient(self.config.egress.policy, context, self.config.egress.max_body_bytes)
         self._providers = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._dns = DnsCheck(self.config.egress.policy)
         self._grpc_health = GrpcHealthCheck(self.config.egress)
@@ -100,7 +103,7 @@ class Checker:
                     headers={k: _substitute(v, secrets) for k, v in spec.headers.items()},
                     body=_substitute(spec.body, secrets),
                 )
-                return await check_website(self._safe, self.config.egress, concrete, timeout_s)
+                return await check_website(self._http, self.config.egress, concrete, timeout_s)
             case CryptoPriceSpec():
                 return await check_crypto_price(self._providers, self.config.providers, spec, timeout_s)
             case TcpSpec():
@@ -114,5 +117,5 @@ class Checker:
         raise AssertionError(spec)
 
     async def close(self) -> None:
-        await self._safe.aclose()
+        self._http.close()
         await self._providers.aclose()

@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import re
 import ssl
 import time
-import zlib
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-import httpx
-
+from service_runtime.check_http import CheckHttpClient, ConnectFailed, InvalidUrl, ProtocolError, TlsFailed
 from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
@@ -21,84 +21,64 @@ REDIRECTS = (301, 302, 303, 307, 308)
 # Ask for the body as it is: assertions read text, and decompressing untrusted bodies is a memory risk.
 # A user's own headers win; a server that compresses anyway is decoded below, bounded.
 DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "monitors-uptime-check/0.1"}
+CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
-async def check_website(
-    client: httpx.AsyncClient, config: EgressConfig, spec: WebsiteSpec, timeout_s: float
-) -> Outcome:
-    """Fetch ``spec.url`` (secrets already substituted), following redirects hop by hop when asked."""
+async def check_website(client: CheckHttpClient, config: EgressConfig, spec: WebsiteSpec, timeout_s: float) -> Outcome:
+    """Fetch ``spec.url`` (secrets already substituted), following redirects hop by hop when asked; every hop
+    connects through the egress policy again. ``timeout_s`` bounds the whole check, redirects included."""
     started = time.perf_counter()
     url, method, body = spec.url, spec.method, spec.body.encode() or None
+    given = {name.lower() for name in spec.headers}
+    headers = {name: value for name, value in DEFAULT_HEADERS.items() if name not in given} | dict(spec.headers)
     try:
-        for _ in range(config.max_redirects + 1):
-            if urlsplit(url).scheme not in ("http", "https"):
-                return fail("blocked", f"redirect to a {urlsplit(url).scheme or 'relative'} URL refused", started)
-            headers = httpx.Headers(DEFAULT_HEADERS)
-            headers.update(spec.headers)
-            request = client.build_request(method, url, headers=headers, content=body, timeout=timeout_s)
-            response = await client.send(request, stream=True)
-            try:
-                if response.status_code in REDIRECTS and spec.follow_redirects and "location" in response.headers:
-                    url = urljoin(url, response.headers["location"])
-                    if response.status_code == 303 or (response.status_code in (301, 302) and method == "POST"):
+        async with asyncio.timeout(timeout_s):
+            for _ in range(config.max_redirects + 1):
+                if urlsplit(url).scheme not in ("http", "https"):
+                    return fail("blocked", f"redirect to a {urlsplit(url).scheme or 'relative'} URL refused", started)
+                response = await client.request(method, url, headers, body)
+                location = response.headers.get("location")
+                if response.status in REDIRECTS and spec.follow_redirects and location is not None:
+                    next_url = urljoin(url, location)
+                    if _origin(next_url) != _origin(url):  # credentials stay with the origin they were meant for
+                        headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+                    url = next_url
+                    if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                         method, body = "GET", None
                     continue
-                cert_days = _cert_days_left(response)
-                content, truncated = await _read_capped(response, config.max_body_bytes)
-            finally:
-                await response.aclose()
-            return _judge(spec, response.status_code, content, truncated, cert_days, started)
-        return fail("status", f"more than {config.max_redirects} redirects", started)
+                cert_days = _cert_days_left(response.peer_cert)
+                return _judge(spec, response.status, response.body, response.truncated, cert_days, started)
+            return fail("status", f"more than {config.max_redirects} redirects", started)
+    except TimeoutError:
+        return fail("timeout", f"no answer within {timeout_s:g}s", started)
     except BlockedTarget as error:
         return fail("blocked", str(error), started)
-    except (httpx.InvalidURL, ValueError) as error:  # httpx refuses some address spellings outright
+    except InvalidUrl as error:
         return fail("blocked", f"URL refused: {_short(error)}", started)
     except ResolutionFailed as error:
         return fail("dns", str(error), started)
-    except httpx.TimeoutException:
-        return fail("timeout", f"no answer within {timeout_s:g}s", started)
-    except httpx.ConnectError as error:
-        cause = error.__cause__ or error.__context__
-        if isinstance(cause, ssl.SSLError) or "SSL" in str(error) or "certificate" in str(error).lower():
-            return fail("tls", f"TLS handshake failed: {_short(error)}", started)
+    except TlsFailed as error:
+        return fail("tls", f"TLS handshake failed: {_short(error)}", started)
+    except ConnectFailed as error:
         return fail("connect", f"connection failed: {_short(error)}", started)
-    except httpx.HTTPError as error:
-        return fail("connect", f"{type(error).__name__}: {_short(error)}", started)
+    except ProtocolError as error:
+        return fail("connect", f"bad response: {_short(error)}", started)
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlsplit(url)
+    try:
+        return parts.scheme.lower(), (parts.hostname or ""), parts.port
+    except ValueError:
+        return parts.scheme.lower(), (parts.hostname or ""), -1
 
 
 def _short(error: Exception) -> str:
     return (str(error) or type(error).__name__)[:200]
 
 
-async def _read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """The body, decoded from gzip or deflate when the server sent it so, at most ``limit`` bytes of it (the
-    decoder never produces more than that either, so a compression bomb costs nothing)."""
-    encoding = response.headers.get("content-encoding", "identity").strip().lower()
-    decoder = None
-    if encoding in ("gzip", "x-gzip", "deflate"):
-        decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_raw():
-        if decoder is not None:
-            try:
-                chunk = decoder.decompress(chunk, limit - size + 1)
-            except zlib.error:
-                return b"".join(chunks), False  # judged on what decoded cleanly
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
-
-
-def _cert_days_left(response: httpx.Response) -> float | None:
-    stream = response.extensions.get("network_stream")
-    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
-    if ssl_object is None:
-        return None
-    cert = ssl_object.getpeercert()
+def _cert_days_left(cert: Mapping[str, Any] | None) -> float | None:
     if not cert or "notAfter" not in cert:
         return None
     expires = datetime.fromtimestamp(ssl.cert_time_to_seconds(cert["notAfter"]), UTC)
