@@ -16,7 +16,7 @@ recorded (a time-series sample and the monitor's status) as in production.
   checks, and its reporting keeps up (results waiting to be reported stay under two seconds' worth). Every
   check is verified against the target's own request count over the same window (within 2%). The ladder
   stops at the first rate that fails; the highest sustained rate is then measured ``--repeats`` times in
-  all and the medians are reported (dropping one step if the median fails).
+  all and the medians are reported (dropping one step unless most of those runs are sustained).
 - ``bytes_per_monitor``: a fresh monitor service and runner; VmRSS of the runner with one monitor
   scheduled (and checked once, so pools and code paths are warm), then with 10,000 (hourly, each checked
   once and its result reported), the difference divided by the 9,999 added.
@@ -350,7 +350,8 @@ async def throughput(bench: Bench, args: argparse.Namespace) -> dict[str, Any]:
     while best > 0:
         while len(trials[best]) < args.repeats:
             trials[best].append(await bench.trial(best))
-        if statistics.median(t["p99_lag_s"] for t in trials[best]) < MAX_LAG_S:
+        # Sustained in most runs (lag, completion and reporting alike), not merely a median lag under 1 s.
+        if 2 * sum(bool(t["sustained"]) for t in trials[best]) > len(trials[best]):
             break
         best -= args.step
         trials.setdefault(best, [])

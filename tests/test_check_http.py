@@ -11,6 +11,8 @@ import ssl
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
 import pytest
 import uvloop
@@ -23,6 +25,7 @@ from service_runtime.check_http import (
     parse_url,
 )
 from service_runtime.egress import BlockedTarget, EgressPolicy
+from tests.harness.http import HttpServer, Reply, self_signed_certificate
 from tests.harness.services import free_port
 
 # What the server does with one request: bytes to send, then keep the connection or close it. None: close
@@ -314,16 +317,26 @@ def test_urls_are_parsed_to_what_is_connected_and_sent() -> None:
             parse_url(bad)
 
 
-def test_the_same_on_uvloop() -> None:
-    """The runner runs checks on uvloop, whose transports differ from asyncio's own."""
+def test_the_same_on_uvloop(tmp_path: Path) -> None:
+    """The runner runs checks on uvloop, whose transports differ from asyncio's own: plain and TLS."""
+    cert, key = self_signed_certificate(tmp_path, days=30)
 
-    async def scenario(server: ScriptedServer) -> list[bytes]:
-        client = CheckHttpClient(EgressPolicy.PRIVATE_ALLOWED, ssl.create_default_context(), 1024)
-        bodies = [(await client.request("GET", server.url(), {})).body for _ in range(3)]
+    async def scenario(plain: ScriptedServer, secure: HttpServer) -> tuple[list[bytes], Any]:
+        client = CheckHttpClient(EgressPolicy.PRIVATE_ALLOWED, ssl.create_default_context(cafile=str(cert)), 1024)
+        bodies = [(await client.request("GET", plain.url(), {})).body for _ in range(3)]
+        tls = await client.request("GET", secure.url("/", host="localhost"), {})
         client.close()
-        return bodies
+        return bodies, tls
 
     chunked = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"
-    with ScriptedServer(always(chunked)) as server, asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        assert runner.run(scenario(server)) == [b"ok"] * 3
-        assert server.connections == 1
+    with (
+        ScriptedServer(always(chunked)) as plain,
+        HttpServer(certificate=(cert, key)) as secure,
+        asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner,
+    ):
+        secure.routes["/"] = Reply(200, b"secure")
+        bodies, tls = runner.run(scenario(plain, secure))
+        assert bodies == [b"ok"] * 3
+        assert plain.connections == 1
+        assert (tls.status, tls.body) == (200, b"secure")
+        assert "notAfter" in tls.peer_cert
