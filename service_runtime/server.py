@@ -85,7 +85,9 @@ class ServiceHost:
                 # 15 s and its streams end, so its monitors move to other runners.
                 ("grpc.keepalive_time_ms", 10_000),
                 ("grpc.keepalive_timeout_ms", 5_000),
-                ("grpc.http2.min_recv_ping_interval_without_data_ms", 5_000),
+                # Clients (runners) ping as often as every 5 s on idle streams; gRPC's default policy (one ping
+                # per 5 minutes without data) would answer them with GOAWAY too_many_pings.
+                ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
             ],

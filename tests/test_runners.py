@@ -6,6 +6,7 @@ the default. Monitors run every second (MONITORS_MIN_INTERVAL_S=1) so the tests 
 
 from __future__ import annotations
 
+import asyncio
 import collections
 import subprocess
 import sys
@@ -19,6 +20,7 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from services.monitor_svc.runner.client import CHANNEL_OPTIONS
 from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
 from tests.harness.services import ServiceProcess, Stack, python_env
@@ -275,3 +277,28 @@ def test_the_runner_has_no_database_code_or_credentials_to_use() -> None:
     done = subprocess.run([sys.executable, "-c", probe], env=python_env({}), capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
+
+
+async def test_an_idle_assignment_stream_outlives_the_runners_keepalive_pings(stack: Stack) -> None:
+    """A gRPC server closes a connection whose client pings more often than its ping policy allows (GOAWAY
+    too_many_pings; by default it expects one ping per 5 minutes without data), and the runner pings every
+    10 s so that it notices a dead monitor service. Here a client with the runner's channel options, pinging
+    every 5 s, holds an idle WatchAssignments stream for 30 s: under the default policy it was cut after
+    about 20 s (measured; the runner itself was cut every 100 s and resynced). The stream must stay open."""
+    token = (stack.data_dir / "service-token").read_text().strip()
+    options = [*(o for o in CHANNEL_OPTIONS if o[0] != "grpc.keepalive_time_ms"), ("grpc.keepalive_time_ms", 5_000)]
+    async with grpc.aio.insecure_channel(stack.address("monitor"), options=options) as channel:
+        call = monitor_service_pb2_grpc.MonitorServiceStub(channel).WatchAssignments(
+            pb.WatchAssignmentsRequest(runner_id="pinger", location="keepalive-test"),
+            metadata=(("authorization", f"Bearer {token}"),),
+        )
+        first = await call.read()
+        assert first.full_sync
+        assert list(first.upserts) == []  # nobody's monitors are in this location: the stream stays idle
+        # asyncio.wait leaves the read running when it times out (cancelling a read cancels the call).
+        next_change = asyncio.ensure_future(call.read())
+        finished, _ = await asyncio.wait({next_change}, timeout=30)
+        assert not finished, (await call.code(), await call.details())
+        assert not call.done()
+        call.cancel()
+        await asyncio.gather(next_change, return_exceptions=True)

@@ -21,6 +21,7 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_time_ms", 10_000),
     ("grpc.keepalive_timeout_ms", 5_000),
     ("grpc.keepalive_permit_without_calls", 1),
+    ("grpc.http2.max_pings_without_data", 0),  # keep pinging on an idle assignment stream
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
 ]
 REPORT_DEADLINE_S = 15.0
