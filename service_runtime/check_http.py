@@ -2,11 +2,14 @@
 
 Every new connection resolves its name once through :func:`service_runtime.egress.resolve` (which refuses
 the name if any of its addresses is refused) and connects to a checked address itself, so a second lookup
-cannot swap in another. Connections are kept alive by origin and reused while fresh; a request on a reused
-connection that the server had closed meanwhile is retried once on a new one when the method is idempotent
-(nothing was answered). Response heads are bounded (64 KiB, 100 fields), bodies are read no further than a
-cap, and gzip or deflate bodies are decoded no further than that cap either, so a compression bomb costs
-nothing. Time is bounded by the caller (``asyncio.timeout``): a cancelled request aborts its connection.
+cannot swap in another. Connections are kept alive by origin and reused while fresh, by idempotent requests
+only; one that the server closed as the request went out is retried once on a new connection. A connection
+is never reused after a response whose framing is suspect (Transfer-Encoding with Content-Length, or on
+HTTP/1.0), that was not read to its end, or when bytes arrive that nobody asked for. Response heads are
+bounded (64 KiB, 100 fields, 10 interim responses), bodies are read no further than a cap, and gzip or
+deflate bodies are decoded no further than that cap either, with their compressed input bounded too, so a
+compression bomb costs nothing. Time is bounded by the caller (``asyncio.timeout``): a cancelled request
+aborts its connection.
 
 Why not httpx here: a check is one small request, and httpx with httpcore, anyio and h11 spends about half a
 millisecond of CPU on it, most of a runner's cost per check. This client does the same job in a fraction of
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import re
 import ssl
 import time
 import zlib
@@ -31,12 +35,17 @@ KEEPALIVE_EXPIRY_S = 5.0
 MAX_HEAD_BYTES = 64 * 1024
 MAX_FIELDS = 100
 MAX_LINE_BYTES = 8 * 1024
+MAX_INTERIM = 10
 _PAUSE_ABOVE = 1024 * 1024
 _IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS", "PUT", "DELETE", "TRACE"})
 _NO_BODY_STATUS = frozenset({204, 304})
 _TOKEN = frozenset(b"!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz")
 _OURS = frozenset({"content-length", "transfer-encoding"})  # framing is ours to write, never a user's
 _PATH_SAFE = "!#$%&'()*+,/:;=?@[]~"  # reserved characters and % stay; spaces and non-ASCII are encoded
+_CONTENT_LENGTH = re.compile(r"[0-9]{1,18}")
+_CHUNK_SIZE = re.compile(rb"[0-9A-Fa-f]{1,16}")
+_FIELD_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")  # controls but horizontal tab
+_DECODABLE = frozenset({"gzip", "x-gzip", "deflate"})
 
 
 class HttpError(Exception):
@@ -117,6 +126,7 @@ class HttpResponse:
     body: bytes  # decoded from gzip/deflate when the server sent it so; at most the cap
     truncated: bool  # the body went on past the cap
     peer_cert: Mapping[str, Any] | None  # the server's certificate (ssl.getpeercert()) over https
+    decode_error: str = ""  # why the body could not be decoded (an unknown or broken Content-Encoding)
 
 
 class _Connection(asyncio.Protocol):
@@ -130,8 +140,11 @@ class _Connection(asyncio.Protocol):
         self.error: Exception | None = None
         self.idle_since = 0.0
         self.peer_cert: Mapping[str, Any] | None = None
+        self.in_flight = True  # a request is (about to be) sent and its response not yet read
+        self.lost: asyncio.Future[None] = loop.create_future()  # done once the connection is gone
         self._waiter: asyncio.Future[None] | None = None
         self._paused = False
+        self._scanned = 0  # how far read_head has looked for the blank line
 
     # asyncio.Protocol
 
@@ -139,6 +152,11 @@ class _Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's transports are not its subclasses
 
     def data_received(self, data: bytes) -> None:
+        if not self.in_flight:  # bytes nobody asked for: the connection is out of step, drop it
+            self.closed = True
+            if self.transport is not None:
+                self.transport.abort()
+            return
         self.buffer += data
         if len(self.buffer) > _PAUSE_ABOVE and not self._paused and self.transport is not None:
             self._paused = True
@@ -154,6 +172,8 @@ class _Connection(asyncio.Protocol):
         self.closed = True
         self.error = exc
         self._wake()
+        if not self.lost.done():
+            self.lost.set_result(None)
 
     def _wake(self) -> None:
         waiter, self._waiter = self._waiter, None
@@ -163,7 +183,10 @@ class _Connection(asyncio.Protocol):
     # reading
 
     async def _more(self) -> None:
-        """Wait for more bytes (or the end of the connection)."""
+        """Wait for more bytes (or the end of the connection), reading again if reading was paused."""
+        if self._paused and self.transport is not None:
+            self._paused = False
+            self.transport.resume_reading()
         waiter = self._waiter = self.loop.create_future()
         await waiter
 
@@ -199,15 +222,21 @@ class _Connection(asyncio.Protocol):
     async def read_head(self) -> bytes:
         """The response head up to its blank line (the blank line consumed)."""
         while True:
-            end, size = self.buffer.find(b"\r\n\r\n"), 4
-            if end < 0:
-                end, size = self.buffer.find(b"\n\n"), 2
+            # The head ends at its first blank line (CRLF or bare LF), within the first 64 KiB; a blank line
+            # may straddle what arrived before and what arrived now.
+            start, stop = max(0, self._scanned - 3), min(len(self.buffer), MAX_HEAD_BYTES + 4)
+            end, size = self.buffer.find(b"\r\n\r\n", start, stop), 4
+            bare = self.buffer.find(b"\n\n", start, end + 2 if end >= 0 else stop)
+            if bare >= 0:
+                end, size = bare, 2
             if end > MAX_HEAD_BYTES or (end < 0 and len(self.buffer) > MAX_HEAD_BYTES):
                 raise ProtocolError("response head larger than 64 KiB")
             if end >= 0:
                 head = bytes(self.buffer[:end])
                 del self.buffer[: end + size]
+                self._scanned = 0
                 return head
+            self._scanned = len(self.buffer)
             if self.closed:
                 if not self.buffer:
                     raise _Unanswered(_closed_message(self.error))
@@ -219,6 +248,7 @@ class _Connection(asyncio.Protocol):
     def reusable(self, now: float) -> bool:
         return (
             not self.closed
+            and not self._paused
             and not self.buffer
             and self.transport is not None
             and not self.transport.is_closing()
@@ -241,29 +271,59 @@ def _closed_message(error: Exception | None) -> str:
 
 
 class _Body:
-    """Collects a body up to ``limit`` bytes, decoding gzip or deflate no further than that."""
+    """Collects a body up to ``limit`` bytes, decoding gzip or deflate no further than that. Compressed input
+    is bounded too (twice the cap and 64 KiB), and bytes after the end of a compressed stream are counted
+    against that bound but not decoded."""
 
     def __init__(self, limit: int, encoding: str) -> None:
         self.limit = limit
         self.chunks: list[bytes] = []
         self.size = 0
+        self.raw = 0
+        self.raw_limit = 2 * limit + 64 * 1024
         self.truncated = False
         self.done = False  # nothing more wanted: past the cap, or not decodable
-        self._decoder = None
-        if encoding in ("gzip", "x-gzip", "deflate"):
+        self.error = ""
+        self._encoding = encoding
+        self._decoder: Any = None
+        if encoding in _DECODABLE:
             self._decoder = zlib.decompressobj(zlib.MAX_WBITS | 32)  # gzip or zlib header, detected
+        elif encoding not in ("", "identity"):
+            self.error = f"the body is {encoding[:40]}-encoded, which checks cannot decode"
 
     def feed(self, data: bytes) -> None:
         if self._decoder is not None:
-            try:
-                data = self._decoder.decompress(data, self.limit - self.size + 1)
-            except zlib.error:
-                self.done = True  # judged on what decoded cleanly
+            if self.raw > self.raw_limit:
+                self.truncated = self.done = True
                 return
+            self.raw += len(data)
+            if self._decoder.eof:
+                return  # after the compressed stream: counted above, never decoded
+            data = self._decompress(data)
+            if not data:
+                return
+        else:
+            self.raw += len(data)
         self.chunks.append(data)
         self.size += len(data)
         if self.size > self.limit:
             self.truncated = self.done = True
+
+    def _decompress(self, data: bytes) -> bytes:
+        try:
+            return bytes(self._decoder.decompress(data, self.limit - self.size + 1))
+        except zlib.error:
+            pass
+        if self._encoding == "deflate" and self.raw == len(data):
+            # Some servers send raw DEFLATE without the zlib wrapper that "deflate" means.
+            self._decoder = zlib.decompressobj(-zlib.MAX_WBITS)
+            try:
+                return bytes(self._decoder.decompress(data, self.limit - self.size + 1))
+            except zlib.error:
+                pass
+        self.error = f"the body is not valid {self._encoding}"
+        self.done = True
+        return b""
 
     def value(self) -> bytes:
         body = b"".join(self.chunks)
@@ -321,16 +381,19 @@ class CheckHttpClient:
         target = parse_url(url)
         message = self._message(method, target, headers, body)
         key = (target.scheme, target.host, target.port)
-        connection = self._take(key)
+        # A request that may not be repeated goes on a fresh connection: a kept one may have been closed by
+        # the server just as the request was sent, and then it cannot tell whether the request was acted on.
+        connection = self._take(key) if method in _IDEMPOTENT else None
+        close = any(name.lower() == "connection" and "close" in _tokens(v) for name, v in headers.items())
         if connection is not None:
             try:
-                return await self._exchange(connection, key, method, message)
+                return await self._exchange(connection, key, method, message, close)
             except _Unanswered:
                 if method not in _IDEMPOTENT:
                     raise
                 # The server closed the idle connection as we sent: once more on a fresh one.
         connection = await self._connect(target)
-        return await self._exchange(connection, key, method, message)
+        return await self._exchange(connection, key, method, message, close)
 
     def _message(self, method: str, target: Target, headers: Mapping[str, str], body: bytes | None) -> bytes:
         if not _TOKEN.issuperset(method.encode("ascii", "replace")):
@@ -346,8 +409,8 @@ class CheckHttpClient:
                 continue
             if not name or not _TOKEN.issuperset(name.encode("ascii", "replace")):
                 raise InvalidUrl(f"header name {name[:40]!r} is not an HTTP token")
-            if any(c in value for c in "\r\n\0"):
-                raise InvalidUrl(f"header {name[:40]} has a line break in its value")
+            if _FIELD_VALUE_FORBIDDEN.search(value):
+                raise InvalidUrl(f"header {name[:40]} has a line break or control character in its value")
             lines.append(f"{name}: {value}")
         if body or method in ("POST", "PUT", "PATCH"):
             lines.append(f"Content-Length: {len(body or b'')}")
@@ -381,13 +444,16 @@ class CheckHttpClient:
         raise ConnectFailed("; ".join(failures))
 
     async def _exchange(
-        self, connection: _Connection, key: tuple[str, str, int], method: str, message: bytes
+        self, connection: _Connection, key: tuple[str, str, int], method: str, message: bytes, close: bool
     ) -> HttpResponse:
         keep = False
         try:
             assert connection.transport is not None
+            connection.in_flight = True
             connection.transport.write(message)
             response, keep = await self._read_response(connection, method)
+            keep = keep and not close
+            connection.in_flight = False
             return response
         finally:
             if keep:
@@ -396,41 +462,56 @@ class CheckHttpClient:
                 connection.abort()
 
     async def _read_response(self, connection: _Connection, method: str) -> tuple[HttpResponse, bool]:
-        while True:
+        for _ in range(MAX_INTERIM + 1):
             status, http11, fields = _parse_head(await connection.read_head())
             if not 100 <= status < 200 or status == 101:
                 break  # 1xx answers other than 101 are interim: the real one follows
+        else:
+            raise ProtocolError(f"more than {MAX_INTERIM} interim (1xx) responses")
         tokens = _tokens(fields.get("connection", ""))
         keep = ("close" not in tokens) if http11 else ("keep-alive" in tokens)
         body = _Body(self._max_body_bytes, fields.get("content-encoding", "identity").strip().lower())
+        complete = True
         if method == "HEAD" or status in _NO_BODY_STATUS or status < 200:
             keep = keep and status != 101
         elif "transfer-encoding" in fields:
+            # With a Content-Length as well, or on HTTP/1.0, the framing is suspect: read it, never reuse it.
+            keep = keep and http11 and "content-length" not in fields
             codings = [coding.strip().lower() for coding in fields["transfer-encoding"].split(",")]
-            if codings[-1] == "chunked":  # wins over any Content-Length
-                await self._read_chunked(connection, body)
+            if codings[-1] == "chunked":
+                complete = await self._read_chunked(connection, body)
             else:
                 await self._read_to_end(connection, body)
                 keep = False
         elif "content-length" in fields:
             lengths = _tokens(fields["content-length"])
-            if len(lengths) != 1 or not next(iter(lengths)).isdigit():
+            length = next(iter(lengths))
+            if len(lengths) != 1 or not _CONTENT_LENGTH.fullmatch(length):
                 raise ProtocolError(f"invalid Content-Length: {fields['content-length'][:40]!r}")
-            await self._read_length(connection, body, int(next(iter(lengths))))
+            complete = await self._read_length(connection, body, int(length))
         else:
             await self._read_to_end(connection, body)
             keep = False
-        response = HttpResponse(status, fields, body.value(), body.truncated, connection.peer_cert)
-        return response, keep and not body.done and not connection.buffer
+        response = HttpResponse(
+            status,
+            fields,
+            body.value(),
+            body.truncated,
+            connection.peer_cert,
+            body.error if body.chunks or body.raw else "",
+        )
+        return response, keep and complete and not connection.buffer
 
     @staticmethod
-    async def _read_length(connection: _Connection, body: _Body, length: int) -> None:
+    async def _read_length(connection: _Connection, body: _Body, length: int) -> bool:
+        """Reads ``length`` bytes into ``body``; False if it stopped early (the body wants no more)."""
         while length and not body.done:
             data = await connection.read_some(length)
             if not data:
                 raise ProtocolError("connection closed before the whole body arrived")
             length -= len(data)
             body.feed(data)
+        return length == 0
 
     @staticmethod
     async def _read_to_end(connection: _Connection, body: _Body) -> None:
@@ -441,23 +522,24 @@ class CheckHttpClient:
             body.feed(data)
 
     @classmethod
-    async def _read_chunked(cls, connection: _Connection, body: _Body) -> None:
+    async def _read_chunked(cls, connection: _Connection, body: _Body) -> bool:
+        """Reads a chunked body into ``body``; False if it stopped early (the body wants no more)."""
         while not body.done:
             line = await connection.read_line()
-            try:
-                size = int(line.split(b";", 1)[0].strip(), 16)
-            except ValueError:
-                raise ProtocolError(f"invalid chunk size: {line[:20]!r}") from None
+            size_text = line.split(b";", 1)[0].strip()
+            if not _CHUNK_SIZE.fullmatch(size_text):
+                raise ProtocolError(f"invalid chunk size: {line[:20]!r}")
+            size = int(size_text, 16)
             if size == 0:
                 for _ in range(MAX_FIELDS + 1):  # trailer fields, until the blank line
                     if not await connection.read_line():
-                        return
+                        return True
                 raise ProtocolError("too many trailer fields")
-            await cls._read_length(connection, body, size)
-            if body.done:
-                return
+            if not await cls._read_length(connection, body, size):
+                return False
             if await connection.read_line():
                 raise ProtocolError("chunk not followed by a line break")
+        return False
 
     def _take(self, key: tuple[str, str, int]) -> _Connection | None:
         idle = self._idle.get(key)
@@ -501,9 +583,13 @@ class CheckHttpClient:
     def idle_connections(self) -> int:
         return self._idle_count
 
-    def close(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                connection.close()
+    async def aclose(self) -> None:
+        """Close the kept connections and wait (up to a second) until they are gone: a TLS one says
+        close_notify first."""
+        closing = [connection for idle in self._idle.values() for connection in idle]
         self._idle.clear()
         self._idle_count = 0
+        for connection in closing:
+            connection.close()
+        if closing:
+            await asyncio.wait([connection.lost for connection in closing], timeout=1.0)

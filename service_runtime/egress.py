@@ -9,7 +9,8 @@ Policies (``MONITORS_EGRESS``):
 - ``public`` (default, multi-user): only globally routable unicast addresses. Refused: loopback, private
   (RFC 1918, unique-local fc00::/7), link-local (169.254/16 with cloud metadata, fe80::/10), CGNAT
   100.64/10, multicast, unspecified, reserved and documentation ranges, and IPv6 forms that embed an IPv4
-  address (IPv4-mapped ::ffff:a.b.c.d, NAT64 64:ff9b::/96, 6to4 2002::/16, Teredo) when that address is refused.
+  address (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4
+  2002::/16, Teredo) when that address is refused.
   Python before 3.13 does not see through ``::ffff:127.0.0.1`` itself; this module does.
 - ``private-allowed`` (single-user self-hosting that watches a LAN): also private, loopback and link-local
   addresses, but never cloud metadata endpoints, multicast or unspecified.
@@ -33,11 +34,18 @@ import httpx
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
 KEEPALIVE_EXPIRY_S = 5.0
-_NAT64 = ipaddress.ip_network("64:ff9b::/96")
+_NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # well-known, local-use
+_IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
 _METADATA = {
-    ipaddress.ip_address("169.254.169.254"),
-    ipaddress.ip_address("fd00:ec2::254"),
-    ipaddress.ip_address("169.254.170.2"),
+    ipaddress.ip_address(address)
+    for address in (
+        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, ...
+        "fd00:ec2::254",  # AWS over IPv6
+        "169.254.170.2",  # ECS task credentials
+        "169.254.170.23",  # EKS Pod Identity agent
+        "fd00:ec2::23",
+        "100.100.100.200",  # Alibaba Cloud
+    )
 }
 
 
@@ -74,7 +82,9 @@ class ResolutionFailed(Exception):
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
     if address.ipv4_mapped is not None:
         return address.ipv4_mapped
-    if address in _NAT64:
+    if any(address in net for net in _NAT64):
+        return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
+    if address in _IPV4_COMPATIBLE and not (address.is_loopback or address.is_unspecified):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
@@ -109,6 +119,8 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
             raise ResolutionFailed(f"{host} does not resolve ({error.strerror})") from None
+        except UnicodeError as error:  # IDNA: an empty label, a label over 63 characters
+            raise ResolutionFailed(f"{host[:100]} is not a valid host name ({error})") from None
         addresses = []
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])

@@ -106,19 +106,41 @@ async def test_redirects_are_followed_or_reported(checker: Checker, site: HttpSe
     assert (loop.is_up, loop.message) == (False, "more than 5 redirects")
 
 
-async def test_credentials_do_not_follow_a_redirect_to_another_origin(checker: Checker, site: HttpServer) -> None:
+async def test_the_users_headers_do_not_follow_a_redirect_to_another_origin(checker: Checker, site: HttpServer) -> None:
+    """Secrets may sit in any header ({{secret:NAME}}), and Host names the first origin: none of the user's
+    headers go to another origin; on the same origin they all do."""
     with HttpServer() as elsewhere:
         elsewhere.routes["/landing"] = Reply(200, b"landed")
         site.routes["/away"] = Reply(302, b"", {"location": elsewhere.url("/landing")})
         site.routes["/here"] = Reply(302, b"", {"location": "/landing"})
         site.routes["/landing"] = Reply(200, b"landed")
-        secret = {"Authorization": "Bearer s3cr3t", "Cookie": "session=1", "X-Other": "kept"}
-        assert (await checker.run(WebsiteSpec(url=site.url("/away"), headers=secret), 5)).is_up
+        secret = {"Authorization": "Bearer s3cr3t", "Cookie": "session=1", "X-Api-Key": "{{secret:KEY}}"}
+        spec = WebsiteSpec(url=site.url("/away"), headers=secret)
+        assert (await checker.run(spec, 5, {"KEY": "k3y"})).is_up
         [(_, _, sent)] = elsewhere.requests
-        assert ("authorization" in sent, "cookie" in sent, sent["x-other"]) == (False, False, "kept")
-        assert (await checker.run(WebsiteSpec(url=site.url("/here"), headers=secret), 5)).is_up
+        assert not {"authorization", "cookie", "x-api-key"} & set(sent)
+        assert sent["host"] == f"127.0.0.1:{elsewhere.port}"
+        assert sent["user-agent"].startswith("monitors")
+        assert (await checker.run(WebsiteSpec(url=site.url("/here"), headers=secret), 5, {"KEY": "k3y"})).is_up
         same_origin = [headers for _, path, headers in site.requests if path == "/landing"][-1]
-        assert (same_origin["authorization"], same_origin["cookie"]) == ("Bearer s3cr3t", "session=1")
+        assert (same_origin["authorization"], same_origin["x-api-key"]) == ("Bearer s3cr3t", "k3y")
+
+
+async def test_bodies_it_cannot_decode_fail_body_assertions(checker: Checker, site: HttpServer) -> None:
+    site.routes["/br"] = Reply(200, b"\x0b\x01\x80\x03", {"content-encoding": "br"})
+    plain = await checker.run(WebsiteSpec(url=site.url("/br")), 5)
+    assert plain.is_up  # no assertion on the body: its status is all that counts
+    keyword = await checker.run(WebsiteSpec(url=site.url("/br"), keyword=KeywordAssertion("x", absent=True)), 5)
+    assert (keyword.is_up, keyword.error_class) == (False, "assertion")
+    assert keyword.message == "cannot read the body: the body is br-encoded, which checks cannot decode"
+
+
+async def test_a_redirect_to_a_host_name_that_cannot_exist_is_a_dns_failure(checker: Checker, site: HttpServer) -> None:
+    site.routes["/bad"] = Reply(302, b"", {"location": "http://a..example/"})
+    site.routes["/long"] = Reply(302, b"", {"location": f"http://{'a' * 64}.example/"})
+    for path in ("/bad", "/long"):
+        outcome = await checker.run(WebsiteSpec(url=site.url(path)), 5)
+        assert (outcome.is_up, outcome.error_class) == (False, "dns"), outcome
 
 
 async def test_bodies_are_read_up_to_one_mebibyte(checker: Checker, site: HttpServer) -> None:

@@ -40,6 +40,9 @@ REFUSED_PUBLIC = [
     "64:ff9b::a9fe:a9fe",
     "2002:7f00:1::1",
     "2002:a9fe:a9fe::1",
+    "::7f00:1",  # IPv4-compatible
+    "::a9fe:a9fe",
+    "64:ff9b:1::a00:1",  # local-use NAT64
 ]
 ALLOWED_PUBLIC = ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"]
 
@@ -55,10 +58,26 @@ def test_the_public_policy_allows_global_unicast(address: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "address", ["169.254.169.254", "::ffff:169.254.169.254", "fd00:ec2::254", "0.0.0.0", "224.0.0.1"]
+    "address",
+    [
+        "169.254.169.254",
+        "::ffff:169.254.169.254",
+        "::a9fe:a9fe",
+        "fd00:ec2::254",
+        "169.254.170.23",
+        "fd00:ec2::23",
+        "100.100.100.200",
+        "0.0.0.0",
+        "224.0.0.1",
+    ],
 )
 def test_private_allowed_still_refuses_metadata_multicast_and_unspecified(address: str) -> None:
     assert not is_allowed(ipaddress.ip_address(address), EgressPolicy.PRIVATE_ALLOWED)
+
+
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.1.2.3", "::ffff:192.168.1.1", "fd12::1"])
+def test_private_allowed_reaches_the_lan_and_the_machine(address: str) -> None:
+    assert is_allowed(ipaddress.ip_address(address), EgressPolicy.PRIVATE_ALLOWED)
 
 
 @pytest.fixture

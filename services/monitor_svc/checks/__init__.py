@@ -117,5 +117,5 @@ class Checker:
         raise AssertionError(spec)
 
     async def close(self) -> None:
-        self._http.close()
+        await self._http.aclose()
         await self._providers.aclose()

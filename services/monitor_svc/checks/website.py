@@ -21,7 +21,6 @@ REDIRECTS = (301, 302, 303, 307, 308)
 # Ask for the body as it is: assertions read text, and decompressing untrusted bodies is a memory risk.
 # A user's own headers win; a server that compresses anyway is decoded below, bounded.
 DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "monitors-uptime-check/0.1"}
-CREDENTIAL_HEADERS = frozenset({"authorization", "cookie", "proxy-authorization"})
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
@@ -41,13 +40,16 @@ async def check_website(client: CheckHttpClient, config: EgressConfig, spec: Web
                 location = response.headers.get("location")
                 if response.status in REDIRECTS and spec.follow_redirects and location is not None:
                     next_url = urljoin(url, location)
-                    if _origin(next_url) != _origin(url):  # credentials stay with the origin they were meant for
-                        headers = {k: v for k, v in headers.items() if k.lower() not in CREDENTIAL_HEADERS}
+                    if _origin(next_url) != _origin(url):
+                        # The user's headers (credentials, secrets, Host) stay with the origin they were meant for.
+                        headers = dict(DEFAULT_HEADERS)
                     url = next_url
                     if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                         method, body = "GET", None
                     continue
                 cert_days = _cert_days_left(response.peer_cert)
+                if response.decode_error and (spec.keyword is not None or spec.json_path is not None):
+                    return fail("assertion", f"cannot read the body: {response.decode_error}", started)
                 return _judge(spec, response.status, response.body, response.truncated, cert_days, started)
             return fail("status", f"more than {config.max_redirects} redirects", started)
     except TimeoutError:
