@@ -293,6 +293,7 @@ async def test_an_idle_assignment_stream_outlives_the_runners_keepalive_pings(st
             metadata=(("authorization", f"Bearer {token}"),),
         )
         first = await call.read()
+        assert isinstance(first, pb.WatchAssignmentsResponse)
         assert first.full_sync
         assert list(first.upserts) == []  # nobody's monitors are in this location: the stream stays idle
         # asyncio.wait leaves the read running when it times out (cancelling a read cancels the call).
