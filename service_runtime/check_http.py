@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
 import re
 import ssl
 import time
@@ -355,6 +356,20 @@ def _parse_head(head: bytes) -> tuple[int, bool, dict[str, str]]:
     return int(parts[1]), parts[0] != b"HTTP/1.0", fields
 
 
+# (scheme, host, port, digest of the credentials sent): a connection that carried one tenant's credentials
+# is never handed to a request with other credentials or none (some servers, NTLM for one, authenticate
+# the connection itself).
+_PoolKey = tuple[str, str, int, str]
+_CREDENTIAL_FIELDS = frozenset({"authorization", "cookie", "proxy-authorization"})
+
+
+def _credentials_digest(target: Target, headers: Mapping[str, str]) -> str:
+    sent = sorted(f"{name.lower()}:{value}" for name, value in headers.items() if name.lower() in _CREDENTIAL_FIELDS)
+    if target.authorization:
+        sent.append(f"url:{target.authorization}")
+    return hashlib.sha256("\0".join(sent).encode()).hexdigest() if sent else ""
+
+
 def _tokens(value: str) -> set[str]:
     return {token.strip().lower() for token in value.split(",")}
 
@@ -369,7 +384,7 @@ class CheckHttpClient:
         self._ssl_context = ssl_context
         self._max_body_bytes = max_body_bytes
         self._max_idle = max_idle
-        self._idle: dict[tuple[str, str, int], list[_Connection]] = {}
+        self._idle: dict[_PoolKey, list[_Connection]] = {}
         self._idle_count = 0
         self._swept = time.monotonic()
         self.connections_opened = 0
@@ -380,7 +395,7 @@ class CheckHttpClient:
         """One request and its whole (capped) response. Redirects are the caller's to follow."""
         target = parse_url(url)
         message = self._message(method, target, headers, body)
-        key = (target.scheme, target.host, target.port)
+        key = (target.scheme, target.host, target.port, _credentials_digest(target, headers))
         # A request that may not be repeated goes on a fresh connection: a kept one may have been closed by
         # the server just as the request was sent, and then it cannot tell whether the request was acted on.
         connection = self._take(key) if method in _IDEMPOTENT else None
@@ -444,7 +459,7 @@ class CheckHttpClient:
         raise ConnectFailed("; ".join(failures))
 
     async def _exchange(
-        self, connection: _Connection, key: tuple[str, str, int], method: str, message: bytes, close: bool
+        self, connection: _Connection, key: _PoolKey, method: str, message: bytes, close: bool
     ) -> HttpResponse:
         keep = False
         try:
@@ -541,7 +556,7 @@ class CheckHttpClient:
                 raise ProtocolError("chunk not followed by a line break")
         return False
 
-    def _take(self, key: tuple[str, str, int]) -> _Connection | None:
+    def _take(self, key: _PoolKey) -> _Connection | None:
         idle = self._idle.get(key)
         now = time.monotonic()
         while idle:
@@ -552,7 +567,7 @@ class CheckHttpClient:
             connection.close()
         return None
 
-    def _release(self, key: tuple[str, str, int], connection: _Connection) -> None:
+    def _release(self, key: _PoolKey, connection: _Connection) -> None:
         now = time.monotonic()
         connection.idle_since = now
         if self._idle_count < self._max_idle:

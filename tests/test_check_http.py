@@ -202,6 +202,24 @@ async def test_connections_are_kept_alive_by_origin_and_not_past_their_end(clien
     assert client.idle_connections <= 3
 
 
+async def test_connections_that_carried_credentials_serve_only_the_same_credentials(client: CheckHttpClient) -> None:
+    """Servers that authenticate a connection (NTLM, Negotiate) must not see one tenant's authenticated
+    connection reused for another tenant's check of the same origin."""
+    with ScriptedServer(always(OK)) as server:
+        await client.request("GET", server.url(), {})
+        await client.request("GET", server.url(), {})
+        assert server.connections == 1
+        await client.request("GET", server.url(), {"Authorization": "Bearer a"})
+        await client.request("GET", server.url(), {"authorization": "Bearer a"})
+        assert server.connections == 2
+        await client.request("GET", server.url(), {"Authorization": "Bearer b"})
+        await client.request("GET", server.url(), {"Cookie": "session=a"})
+        await client.request("GET", server.url().replace("http://", "http://user:pw@"), {})
+        assert server.connections == 5
+        await client.request("GET", server.url(), {})  # the first, credential-free connection again
+        assert server.connections == 5
+
+
 async def test_a_stale_connection_is_retried_once_and_only_idempotent_requests_reuse_one(
     client: CheckHttpClient,
 ) -> None:
