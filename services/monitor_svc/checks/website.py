@@ -12,7 +12,14 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from service_runtime.check_http import CheckHttpClient, ConnectFailed, InvalidUrl, ProtocolError, TlsFailed
+from service_runtime.check_http import (
+    CheckHttpClient,
+    ConnectFailed,
+    InvalidUrl,
+    ProtocolError,
+    TlsFailed,
+    parse_url,
+)
 from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
@@ -40,7 +47,8 @@ async def check_website(client: CheckHttpClient, config: EgressConfig, spec: Web
                 location = response.headers.get("location")
                 if response.status in REDIRECTS and spec.follow_redirects and location is not None:
                     next_url = urljoin(url, location)
-                    if _origin(next_url) != _origin(url):
+                    # (A next hop that is not http(s) is refused at the top of the loop.)
+                    if urlsplit(next_url).scheme in ("http", "https") and _origin(next_url) != _origin(url):
                         # The user's headers (credentials, secrets, Host) stay with the origin they were meant for.
                         headers = dict(DEFAULT_HEADERS)
                     url = next_url
@@ -68,12 +76,9 @@ async def check_website(client: CheckHttpClient, config: EgressConfig, spec: Web
         return fail("connect", f"bad response: {_short(error)}", started)
 
 
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlsplit(url)
-    try:
-        return parts.scheme.lower(), (parts.hostname or ""), parts.port
-    except ValueError:
-        return parts.scheme.lower(), (parts.hostname or ""), -1
+def _origin(url: str) -> tuple[str, str, int]:
+    target = parse_url(url)
+    return target.scheme, target.host, target.port
 
 
 def _short(error: Exception) -> str:
