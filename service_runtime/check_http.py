@@ -375,7 +375,7 @@ def _tokens(value: str) -> set[str]:
 
 
 class CheckHttpClient:
-    """Fetches for website checks through ``policy``; one per process, closed with :meth:`close`."""
+    """Fetches for website checks through ``policy``; one per process, closed with :meth:`aclose`."""
 
     def __init__(
         self, policy: EgressPolicy, ssl_context: ssl.SSLContext, max_body_bytes: int, max_idle: int = 1000
@@ -387,7 +387,6 @@ class CheckHttpClient:
         self._idle: dict[_PoolKey, list[_Connection]] = {}
         self._idle_count = 0
         self._swept = time.monotonic()
-        self.connections_opened = 0
 
     async def request(
         self, method: str, url: str, headers: Mapping[str, str], body: bytes | None = None
@@ -404,9 +403,7 @@ class CheckHttpClient:
             try:
                 return await self._exchange(connection, key, method, message, close)
             except _Unanswered:
-                if method not in _IDEMPOTENT:
-                    raise
-                # The server closed the idle connection as we sent: once more on a fresh one.
+                pass  # the server closed the idle connection as we sent: once more on a fresh one
         connection = await self._connect(target)
         return await self._exchange(connection, key, method, message, close)
 
@@ -452,7 +449,6 @@ class CheckHttpClient:
             except OSError as error:
                 failures.append(f"{address}: {error.strerror or error}")
                 continue
-            self.connections_opened += 1
             if tls and connection.transport is not None:
                 connection.peer_cert = connection.transport.get_extra_info("peercert")
             return connection
