@@ -34,6 +34,7 @@ import sys
 import tempfile
 from pathlib import Path
 
+from bench import write_figures
 from tests.harness.services import REPO, ServiceProcess, python_env
 
 RESULTS = REPO / "bench" / "results" / "grpc.json"
@@ -166,9 +167,7 @@ def main() -> None:
         "cpus": os.cpu_count() or 0,
         "python": platform.python_version(),
     }
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_figures(RESULTS, figures)
 
 
 if __name__ == "__main__":

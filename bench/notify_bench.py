@@ -19,7 +19,6 @@ Writes ``bench/results/notify.json``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import tempfile
@@ -30,6 +29,7 @@ from pathlib import Path
 
 import grpc
 
+from bench import write_figures
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
 from tests.harness.http import HttpServer, Reply, self_signed_certificate
@@ -132,9 +132,7 @@ def main() -> None:
     parser.add_argument("--senders", type=int, default=16, help="SendNotification calls in flight at a time")
     args = parser.parse_args()
     figures = run(args.notifications, args.senders)
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_figures(RESULTS, figures)
 
 
 if __name__ == "__main__":

@@ -49,6 +49,7 @@ import grpc
 import uvloop
 from google.protobuf import duration_pb2
 
+from bench import write_figures
 from monitors.v1 import common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as pb
 from tests.harness.services import REPO, ServiceProcess, free_port, python_env
@@ -427,9 +428,7 @@ def main() -> None:
             "python": platform.python_version(),
         }
     )
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_figures(RESULTS, figures)
 
 
 if __name__ == "__main__":

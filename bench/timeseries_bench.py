@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import json
 import os
 import platform
 import random
@@ -29,6 +28,7 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from bench import write_figures
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey
 from service_runtime.timeseries.queries import summarize_website, summarize_websites
 from tests.harness.external import InfluxDBServer
@@ -156,9 +156,7 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, InfluxDBServer(Path(tmp)) as server:
         figures = asyncio.run(measure(args, server))
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text(json.dumps(figures, indent=2) + "\n")
-    print(json.dumps(figures, indent=2))
+    write_figures(RESULTS, figures)
 
 
 if __name__ == "__main__":
