@@ -16,11 +16,11 @@ import uvloop
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.auth import CachingTokenVerifier, TokenVerifier
 from service_runtime.database import Database
-from service_runtime.interceptors import InterceptedServer, interceptor_chain
+from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, interceptor_chain
 from service_runtime.logs import configure_logging
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError
@@ -93,7 +93,7 @@ class ServiceHost:
             ],
         )
         self.health = HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericHandlersOnly(self.server))
         intercepted = InterceptedServer(
             self.server,
             interceptor_chain(self.verifier, self.public_methods, self.internal_methods, self.service_tokens),
@@ -103,10 +103,12 @@ class ServiceHost:
             if service.full_name not in intercepted.registered:
                 raise RuntimeError(f"{service.full_name} did not register its method handlers")
         names = [s.full_name for s in self.services]
-        reflection.enable_server_reflection(
-            [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-            self.server,
-            pool=MethodAwarePool(descriptor_pool.Default()),
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
+            reflection.aio.ReflectionServicer(
+                [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
+                pool=MethodAwarePool(descriptor_pool.Default()),
+            ),
+            GenericHandlersOnly(self.server),
         )
         self.port = 0
         self._stopped = asyncio.Event()
