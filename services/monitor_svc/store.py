@@ -87,6 +87,7 @@ class AccountStore:
 
     def __init__(self, database: Database) -> None:
         self._db = database
+        self._get_user = database.prepare(_GET_USER)
 
     async def ensure_user(self, email: str) -> User:
         """The user with this (normalised) email, created if new."""
@@ -111,7 +112,7 @@ class AccountStore:
             return winner
 
     async def get_user(self, user_id: str) -> User:
-        row = await self._db.run(lambda connection: connection.execute(_GET_USER, {"user_id": user_id}).first())
+        row = await self._db.fetch_one(self._get_user, {"user_id": user_id})
         if row is None:
             raise NotFound("user", user_id)
         return User(*row)
