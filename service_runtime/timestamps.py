@@ -7,14 +7,19 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
 
 def to_timestamp(moment: datetime | None) -> Timestamp | None:
     """A Timestamp for ``moment``; None stays None (the field is left unset)."""
     if moment is None:
         return None
-    stamp = Timestamp()
-    stamp.FromDatetime(moment.astimezone(UTC))
-    return stamp
+    if moment.tzinfo is None:  # naive: local time, as datetime.astimezone reads it
+        moment = moment.astimezone(UTC)
+    # Arithmetic instead of Timestamp.FromDatetime, which goes through a time tuple: that was a fifth of the
+    # GetCurrentUser handler's time under cProfile.
+    since_epoch = moment - _EPOCH
+    return Timestamp(seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000)
 
 
 def from_timestamp(stamp: Timestamp, present: bool) -> datetime | None:

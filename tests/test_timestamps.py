@@ -1,0 +1,36 @@
+"""Conversions between protobuf Timestamps and datetimes agree with protobuf's own, to the microsecond."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta, timezone
+
+import pytest
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from service_runtime.timestamps import from_timestamp, to_timestamp
+
+MOMENTS = [
+    datetime(1970, 1, 1, tzinfo=UTC),
+    datetime(2026, 11, 23, 15, 4, 5, 123456, tzinfo=UTC),
+    datetime(2026, 11, 23, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before the epoch: negative seconds, positive nanos
+    datetime(1, 1, 1, tzinfo=UTC),
+    datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
+    datetime(2026, 6, 1, 12, 0, 0, 1),  # naive: local time
+]
+
+
+@pytest.mark.parametrize("moment", MOMENTS)
+def test_to_timestamp_matches_protobuf_and_round_trips(moment: datetime) -> None:
+    expected = Timestamp()
+    expected.FromDatetime(moment.astimezone(UTC))
+    stamp = to_timestamp(moment)
+    assert stamp == expected
+    assert stamp is not None
+    assert 0 <= stamp.nanos < 1_000_000_000
+    assert from_timestamp(stamp, True) == moment.astimezone(UTC)
+
+
+def test_none_stays_none() -> None:
+    assert to_timestamp(None) is None
+    assert from_timestamp(Timestamp(), False) is None
