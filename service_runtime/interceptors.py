@@ -109,6 +109,9 @@ def _chain_unary(links: Sequence[Interceptor], method: str, inner: Callable[...,
     async def call(request: Any, context: Any) -> Any:
         return await _resolve(inner(request, context))
 
+    if inspect.iscoroutinefunction(inner):  # our servicers': awaited as they are, without a wrapper coroutine
+        call = inner
+
     for link in reversed(links):
         call = partial(_unary_link, link, call, method)
     return call

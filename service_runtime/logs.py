@@ -10,6 +10,8 @@ from typing import Any
 
 # Attributes every LogRecord has; anything else passed with ``extra=`` is a structured field.
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+# One encoder for every line: json.dumps with any option builds a new one per call.
+_ENCODER = json.JSONEncoder(default=str)
 
 
 class JsonFormatter(logging.Formatter):
@@ -38,7 +40,7 @@ class JsonFormatter(logging.Formatter):
                 entry[key] = value
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry)
 
 
 def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
