@@ -107,13 +107,17 @@ class Database:
         with self.engine.begin() as connection:
             return work(connection)
 
-    def _inline_transaction(self, work: Callable[[sa.Connection], T]) -> T:
+    def _inline_connection(self) -> sa.Connection:
         # Inline work never overlaps (it runs on the event loop without awaiting), so one connection held
         # open serves it all, saving a pool checkout and return per call.
         if self._connection is None:
             self._connection = self.engine.connect()
-        with self._connection.begin():
-            return work(self._connection)
+        return self._connection
+
+    def _inline_transaction(self, work: Callable[[sa.Connection], T]) -> T:
+        connection = self._inline_connection()
+        with connection.begin():
+            return work(connection)
 
     async def run(self, work: Callable[[sa.Connection], T]) -> T:
         """Run ``work(connection)`` in one transaction (on a worker thread for MySQL): committed on return,
@@ -129,11 +133,9 @@ class Database:
     async def fetch_one(self, query: Query, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row of a prepared read (see :class:`Query`), or None."""
         if self._executor is None:
-            if self._connection is None:
-                self._connection = self.engine.connect()
             # No transaction: one SELECT reads one snapshot, and on SQLite a SELECT run through the driver
             # opens none that would need ending.
-            return query.first(self._connection, params)
+            return query.first(self._inline_connection(), params)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._pooled_first, query, params)
 
     def _pooled_first(self, query: Query, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
