@@ -194,7 +194,8 @@ class _OriginPool:
     async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
         pool_timeout = request.extensions.get("timeout", {}).get("pool")
         try:
-            await asyncio.wait_for(self._slots.acquire(), pool_timeout)
+            async with asyncio.timeout(pool_timeout):
+                await self._slots.acquire()
         except TimeoutError:
             raise httpcore.PoolTimeout(f"no connection free within {pool_timeout}s") from None
         origin = request.url.origin
@@ -318,7 +319,8 @@ async def open_safe_connection(
     last_error: Exception | None = None
     for address in addresses:
         try:
-            return await asyncio.wait_for(asyncio.open_connection(str(address), port), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                return await asyncio.open_connection(str(address), port)
         except OSError as error:
             last_error = error
     assert last_error is not None

@@ -184,7 +184,8 @@ class InfluxStore:
         """Wait until every accepted sample has been sent (or dropped); Unavailable after ``timeout_s``."""
         self._wakeup.set()
         try:
-            await asyncio.wait_for(self._drained.wait(), timeout_s)
+            async with asyncio.timeout(timeout_s):
+                await self._drained.wait()
         except TimeoutError:
             raise Unavailable(f"InfluxDB did not accept {len(self._buffer)} buffered samples in {timeout_s}s") from None
 
@@ -197,7 +198,8 @@ class InfluxStore:
                     return
                 self._wakeup.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wakeup.wait(), self.config.flush_interval_s)
+                    async with asyncio.timeout(self.config.flush_interval_s):
+                        await self._wakeup.wait()
                 continue
             first = self._head
             batch = list(itertools.islice(self._buffer, self.config.batch_size))
@@ -419,7 +421,8 @@ class InfluxStore:
         self._wakeup.set()
         if self._flusher is not None:
             try:
-                await asyncio.wait_for(self._flusher, self.config.max_backoff_s * 4 + self.config.timeout_s)
+                async with asyncio.timeout(self.config.max_backoff_s * 4 + self.config.timeout_s):
+                    await self._flusher
             except TimeoutError:
                 log.error("InfluxDB flusher did not finish", extra={"buffered": len(self._buffer)})
         await self._http.aclose()

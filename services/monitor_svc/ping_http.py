@@ -98,4 +98,5 @@ class PingEndpoint:
             return
         self._server.should_exit = True
         with contextlib.suppress(asyncio.CancelledError):
-            await asyncio.wait_for(self._task, timeout=5)
+            async with asyncio.timeout(5):
+                await self._task

@@ -26,5 +26,6 @@ async def check_tcp(policy: EgressPolicy, spec: TcpSpec, timeout_s: float) -> Ou
     elapsed = time.perf_counter() - started
     writer.close()
     with contextlib.suppress(OSError, TimeoutError):
-        await asyncio.wait_for(writer.wait_closed(), 1)
+        async with asyncio.timeout(1):
+            await writer.wait_closed()
     return Outcome(True, elapsed, fields={"connect_time_ms": round(elapsed * 1000, 3)})

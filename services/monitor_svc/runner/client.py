@@ -109,15 +109,16 @@ class RunnerClient:
             deadline = asyncio.get_running_loop().time() + self._flush_interval_s
             results = self.scheduler.results
             while len(pending) < self._batch_size:
-                # Take what is there without waiting: a busy runner fills a batch in one go, where a
-                # wait_for per result (a task each) would fall behind the checks.
+                # Take what is there without waiting: a busy runner fills a batch in one go, where a timed
+                # wait per result would fall behind the checks.
                 while len(pending) < self._batch_size and not results.empty():
                     pending.append(results.get_nowait())
                 remaining = deadline - asyncio.get_running_loop().time()
                 if len(pending) >= self._batch_size or remaining <= 0:
                     break
                 try:
-                    pending.append(await asyncio.wait_for(results.get(), remaining))
+                    async with asyncio.timeout(remaining):
+                        pending.append(await results.get())
                 except TimeoutError:
                     break
             batch = pending[: self._batch_size]

@@ -129,8 +129,11 @@ class Scheduler:
                 task.add_done_callback(self._running.discard)
                 now = time.monotonic()
             delay = self._heap[0][0] - time.monotonic() if self._heap else 3600.0
+            # asyncio.timeout, never wait_for: on Python 3.11 wait_for loses a cancellation that arrives in the
+            # same loop turn as the wake-up, and a busy runner given SIGTERM went on checking forever.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wakeup.wait(), max(0.0, delay))
+                async with asyncio.timeout(max(0.0, delay)):
+                    await self._wakeup.wait()
 
     async def _check(self, job: Job, due: float) -> None:
         try:
