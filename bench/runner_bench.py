@@ -307,7 +307,8 @@ class Bench:
         runner.start(timeout_s=120)
         try:
             pin(pid_of(runner), RUNNER_CPUS)
-            await self.until(runner, lambda s: s["reported"] >= 1, 30)
+            # Assigned at start-up (a full sync), the monitor's first check is spread over its first minute.
+            await self.until(runner, lambda s: s["reported"] >= 1, 90)
             before = await self.steady_rss(runner)
             await self.create_monitors(MEMORY_MONITORS - 1, 3600)
             await self.until(
