@@ -127,8 +127,8 @@ class Database:
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, work)
 
     def prepare(self, statement: sa.Select[*tuple[Any, ...]]) -> Query:
-        """``statement`` compiled for this database, for :meth:`fetch_one`."""
-        return Query(statement, self.engine.dialect)
+        """``statement`` prepared for :meth:`fetch_one`."""
+        return Query(statement)
 
     async def fetch_one(self, query: Query, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         """The first row of a prepared read (see :class:`Query`), or None."""
@@ -157,14 +157,45 @@ class Query:
 
     SQLAlchemy's own execute costs about 60 microseconds a statement even from its compiled cache (execution
     context, result metadata, row objects), several times what the driver and SQLite take for a primary-key
-    read. This keeps what matters of it: the SQL and parameter order SQLAlchemy compiles for the dialect, and
-    each column's and parameter's type processing (time zones, SQLite's text datetimes).
+    read. This keeps what matters of it: the SQL and parameter order SQLAlchemy compiles for the dialect, each
+    column's and parameter's type processing (time zones, SQLite's text datetimes), and dropping a connection
+    the database lost. It compiles on first use, once the dialect has met the server (MySQL quoting modes).
     """
+
+    def __init__(self, statement: sa.Select[*tuple[Any, ...]]) -> None:
+        if any(bind.expanding for bind in statement.compile().binds.values()):
+            raise ValueError("a prepared query cannot take IN lists (expanding parameters)")
+        self._statement = statement
+        self._compiled: _CompiledQuery | None = None
+
+    def first(self, connection: sa.Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
+        """The first row for ``params`` (bind name -> value), read on ``connection``'s driver connection."""
+        dialect = connection.dialect
+        raw = connection.connection
+        if self._compiled is None:
+            self._compiled = _CompiledQuery(self._statement, dialect)
+        compiled = self._compiled
+        try:
+            cursor = raw.driver_connection.cursor()  # type: ignore[union-attr]
+            try:
+                cursor.execute(compiled.sql, compiled.parameters(params))
+                row = cursor.fetchone()
+            finally:
+                cursor.close()
+        except dialect.loaded_dbapi.Error as error:
+            # As SQLAlchemy's execute does: a connection the database lost is dropped, and the next use of
+            # ``connection`` opens a new one.
+            if dialect.is_disconnect(error, raw, None):
+                connection.invalidate(error)
+            raise
+        return None if row is None else compiled.row(row)
+
+
+class _CompiledQuery:
+    """What :class:`Query` runs for one dialect."""
 
     def __init__(self, statement: sa.Select[*tuple[Any, ...]], dialect: sa.Dialect) -> None:
         compiled = statement.compile(dialect=dialect)
-        if any(bind.expanding for bind in compiled.binds.values()):
-            raise ValueError("a prepared query cannot take IN lists (expanding parameters)")
         self.sql = compiled.string
         self._names = list(compiled.positiontup or ())
         # Values written into the statement itself (``column == 5``); the caller gives the named ones.
@@ -179,22 +210,15 @@ class Query:
         ]
         self._plain_rows = not any(self._result_processors)
 
-    def _parameters(self, params: Mapping[str, Any]) -> Any:
+    def parameters(self, params: Mapping[str, Any]) -> Any:
         values = {**self._defaults, **params}
         for name, process in self._bind_processors.items():
             values[name] = process(values[name])
         return [values[name] for name in self._names] if self._names else values
 
-    def first(self, connection: sa.Connection, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
-        """The first row for ``params`` (bind name -> value), read on ``connection``'s driver connection."""
-        cursor = connection.connection.driver_connection.cursor()  # type: ignore[union-attr]
-        try:
-            cursor.execute(self.sql, self._parameters(params))
-            row = cursor.fetchone()
-        finally:
-            cursor.close()
-        if row is None or self._plain_rows:
-            return None if row is None else tuple(row)
+    def row(self, row: Any) -> tuple[Any, ...]:
+        if self._plain_rows:
+            return tuple(row)
         return tuple(
             value if process is None else process(value)
             for value, process in zip(row, self._result_processors, strict=True)

@@ -4,6 +4,7 @@ stale read after a write by this or another connection."""
 
 from __future__ import annotations
 
+import sqlite3
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
@@ -103,3 +104,30 @@ async def test_reads_see_writes_made_here_and_by_another_connection(database: Da
     # And this process can still write afterwards (no read transaction holds a lock).
     await database.run(lambda c: c.execute(sa.delete(things).where(things.c.id == "a")))
     assert await database.fetch_one(query, {"id": "a"}) is None
+
+
+async def test_a_connection_the_database_lost_is_replaced(database: Database, database_url: str) -> None:
+    query = database.prepare(sa.select(things.c.name).where(things.c.id == sa.bindparam("id")))
+    assert await database.fetch_one(query, {"id": "a"}) == ("Ä x",)
+    if database_url.startswith("sqlite"):
+        # The held connection breaks under the read: that read fails, the next opens a new connection.
+        held = database._inline_connection().connection.driver_connection
+        assert held is not None
+        held.close()
+        with pytest.raises(sqlite3.ProgrammingError):
+            await database.fetch_one(query, {"id": "a"})
+    else:
+        # The server ends every connection of this database but the killer's own.
+        other = create_sync_engine(database_url)
+        try:
+            with other.connect() as connection:
+                ids = connection.execute(
+                    sa.text(
+                        "SELECT id FROM information_schema.processlist WHERE db = DATABASE() AND id <> CONNECTION_ID()"
+                    )
+                ).scalars()
+                for connection_id in ids:
+                    connection.execute(sa.text(f"KILL CONNECTION {int(connection_id)}"))
+        finally:
+            other.dispose()
+    assert await database.fetch_one(query, {"id": "a"}) == ("Ä x",)
