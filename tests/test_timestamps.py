@@ -31,6 +31,11 @@ def test_to_timestamp_matches_protobuf_and_round_trips(moment: datetime) -> None
     assert from_timestamp(stamp, True) == moment.astimezone(UTC)
 
 
+def test_a_moment_beyond_the_range_is_refused() -> None:
+    with pytest.raises(OverflowError):
+        to_timestamp(datetime.max.replace(tzinfo=timezone(timedelta(hours=-5))))
+
+
 def test_none_stays_none() -> None:
     assert to_timestamp(None) is None
     assert from_timestamp(Timestamp(), False) is None
