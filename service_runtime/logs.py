@@ -51,7 +51,8 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     else:
         handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     # Neither format shows the caller's source line, thread or process, so records skip gathering them (the
-    # switches of the logging HOWTO's "Optimization" section): a third of the cost of a call's log line.
+    # switches of the logging HOWTO's "Optimization" section). With the per-second timestamp above, that took
+    # an authenticated call's own work from 443,000 to 414,000 instructions (callgrind).
     logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False

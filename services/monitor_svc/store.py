@@ -73,7 +73,8 @@ _API_KEY = (
 
 # Statements on the hot path (every authenticated call reads one of them) are built once with bind
 # parameters: SQLAlchemy then reuses its compiled form without rebuilding and re-adapting the statement,
-# which measured here cut a user read from about 330 to about 100 microseconds.
+# which measured here cut a user read from about 330 to about 100 microseconds. The user read, on every
+# GetCurrentUser, goes further: it runs as a prepared read (Database.prepare) on the driver's cursor.
 _GET_USER = sa.select(*_USER).where(UserRow.id == sa.bindparam("user_id"))
 _KEY_OWNER = (
     sa.select(ApiKeyRow.id, ApiKeyRow.expire_time, ApiKeyRow.last_use_time, UserRow.id, UserRow.email)
