@@ -33,9 +33,9 @@ $(STAMP_DEV): requirements-dev.txt requirements.txt $(STAMP_RUNTIME)
 	touch $@
 
 $(STAMP_NODE): package.json package-lock.json
-	# npm install, not npm ci: npm 11 leaves other platforms' optional buf binaries out of the lock file,
-	# which npm ci then refuses. The lock file still pins every version installed here.
-	npm install --no-audit --no-fund --loglevel=error
+	# npm ci installs exactly what the lock file pins and never rewrites it. The lock file lists buf's
+	# binaries for every platform (npm picks this machine's), so a clean clone stays clean.
+	npm ci --no-audit --no-fund --loglevel=error
 	touch $@
 
 venv: $(STAMP_RUNTIME) ## Create the virtualenv with the runtime dependencies.
