@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
@@ -61,6 +62,21 @@ def stop_all(children: list[Child], grace_s: float) -> None:
             child.process.wait()
 
 
+def wait_until_serving(children: list[Child], deadline: float, stopping: Callable[[], bool]) -> str | None:
+    """Wait until every child answers SERVING; what went wrong if one exits or the deadline passes first."""
+    pending = list(children)
+    while pending and not stopping():
+        for child in list(pending):
+            if child.process.poll() is not None:
+                return f"{child.name} service exited with code {child.process.returncode}"
+            if health_status(child.address) == "SERVING":
+                pending.remove(child)
+        if pending and time.monotonic() > deadline:
+            return "services did not become healthy in time"
+        time.sleep(0.2)
+    return None
+
+
 def main() -> int:
     env = dict(os.environ)
     settings = Settings.from_env("monitor", env)
@@ -74,30 +90,27 @@ def main() -> int:
 
     signal.signal(signal.SIGINT, request_stop)
     signal.signal(signal.SIGTERM, request_stop)
-    for name, module, services in SERVICES:
-        address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
-        # Children ignore the terminal's Ctrl-C: this process stops them in order, with SIGTERM.
-        child_env = (
-            {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT} if name == "runner" else env
-        )
-        process = subprocess.Popen([sys.executable, "-m", module], env=child_env, start_new_session=True)
-        children.append(Child(name, address, services, process))
-
     deadline = time.monotonic() + STARTUP_DEADLINE_S
-    pending = list(children)
-    while pending and not stopping:
-        for child in list(pending):
-            if child.process.poll() is not None:
-                print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
-                stop_all(children, settings.shutdown_grace_s + 5)
-                return 1
-            if health_status(child.address) == "SERVING":
-                pending.remove(child)
-        if pending and time.monotonic() > deadline:
-            print("services did not become healthy in time; stopping.", file=sys.stderr)
+    # The runner starts once the services serve: started with them, it would begin with a refused connection and
+    # a warning in the output.
+    for group in (SERVICES[:-1], SERVICES[-1:]):
+        if stopping:
+            break
+        for name, module, services in group:
+            address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
+            # Children ignore the terminal's Ctrl-C: this process stops them in order, with SIGTERM.
+            child_env = (
+                {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT}
+                if name == "runner"
+                else env
+            )
+            process = subprocess.Popen([sys.executable, "-m", module], env=child_env, start_new_session=True)
+            children.append(Child(name, address, services, process))
+        error = wait_until_serving(children[-len(group) :], deadline, lambda: stopping)
+        if error is not None:
+            print(f"{error}; stopping.", file=sys.stderr)
             stop_all(children, settings.shutdown_grace_s + 5)
             return 1
-        time.sleep(0.2)
 
     if not stopping:
         monitor = children[0].address
