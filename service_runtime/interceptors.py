@@ -41,6 +41,7 @@ from service_runtime.errors import (
     Unauthenticated,
     Unavailable,
 )
+from service_runtime.logs import log_fields
 
 log = logging.getLogger("monitors.rpc")
 
@@ -230,10 +231,11 @@ class RequestLogInterceptor(Interceptor):
         name = "OK" if code is None else (code.name if isinstance(code, grpc.StatusCode) else str(code))
         level = logging.DEBUG if details.method.startswith(OPEN_PREFIXES) else logging.INFO
         if log.isEnabledFor(level):
-            log.log(
+            log_fields(
+                log,
                 level,
                 "rpc",
-                extra={
+                {
                     "method": details.method,
                     "code": name,
                     "duration_ms": round((time.perf_counter() - started) * 1000, 3),
