@@ -62,6 +62,20 @@ def stop_all(children: list[Child], grace_s: float) -> None:
             child.process.wait()
 
 
+class StopFlag:
+    """Set by a signal handler, read by the main loop (not threading.Event: its lock could be held by the very
+    code the handler interrupts)."""
+
+    def __init__(self) -> None:
+        self._set = False
+
+    def set(self) -> None:
+        self._set = True
+
+    def is_set(self) -> bool:
+        return self._set
+
+
 def wait_until_serving(children: list[Child], deadline: float, stopping: Callable[[], bool]) -> str | None:
     """Wait until every child answers SERVING; what went wrong if one exits or the deadline passes first."""
     pending = list(children)
@@ -82,19 +96,23 @@ def main() -> int:
     settings = Settings.from_env("monitor", env)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     children: list[Child] = []
-    stopping = False
+    stop = StopFlag()
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal closed
+        signal.signal(sig, lambda _signum, _frame: stop.set())
+    try:
+        return run(env, settings, children, stop)
+    finally:
+        # Whatever ended the run, even an error printing to a closed terminal, the services do not outlive it.
+        stop_all(children, settings.shutdown_grace_s + 5)
 
-    def request_stop(_signum: int, _frame: object) -> None:
-        nonlocal stopping
-        stopping = True
 
-    signal.signal(signal.SIGINT, request_stop)
-    signal.signal(signal.SIGTERM, request_stop)
+def run(env: dict[str, str], settings: Settings, children: list[Child], stop: StopFlag) -> int:
+    """Start the services into ``children``, report them, and serve until ``stop`` is set or one exits."""
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     # The runner starts once the services serve: started with them, it would begin with a refused connection and
     # a warning in the output.
     for group in (SERVICES[:-1], SERVICES[-1:]):
-        if stopping:
+        if stop.is_set():
             break
         for name, module, services in group:
             address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
@@ -106,13 +124,12 @@ def main() -> int:
             )
             process = subprocess.Popen([sys.executable, "-m", module], env=child_env, start_new_session=True)
             children.append(Child(name, address, services, process))
-        error = wait_until_serving(children[-len(group) :], deadline, lambda: stopping)
+        error = wait_until_serving(children[-len(group) :], deadline, stop.is_set)
         if error is not None:
             print(f"{error}; stopping.", file=sys.stderr)
-            stop_all(children, settings.shutdown_grace_s + 5)
             return 1
 
-    if not stopping:
+    if not stop.is_set():
         monitor = children[0].address
         print("\nmonitors is running (embedded mode, data in " + str(settings.data_dir) + ")\n")
         egress = env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT
@@ -136,11 +153,11 @@ def main() -> int:
             "\nCtrl-C stops everything.\n",
             flush=True,
         )
-    while not stopping:
+    while not stop.is_set():
         for child in children:
             if child.process.poll() is not None:
                 print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
-                stopping = True
+                stop.set()
         time.sleep(0.5)
     print("stopping...", file=sys.stderr, flush=True)
     stop_all(children, settings.shutdown_grace_s + 5)

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import pytest
 from grpc_health.v1 import health_pb2
 
 from monitors.v1 import (
@@ -54,7 +58,20 @@ def test_bad_email_is_a_clear_error(tmp_path: Path) -> None:
     assert "Traceback" not in result.stderr
 
 
-def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctrl_c(tmp_path: Path) -> None:
+@dataclass
+class Launcher:
+    """A running ``make run`` launcher: its process, listen ports, environment and output up to "ready"."""
+
+    process: subprocess.Popen[str]
+    ports: dict[str, int]
+    env: dict[str, str]
+    text: str
+
+
+@pytest.fixture
+def launcher(tmp_path: Path) -> Iterator[Launcher]:
+    """``python -m services.local_stack`` on free ports, read until it reports ready; killed with its services
+    if a test leaves it running."""
     ports = {name: free_port() for name in ("monitor", "alert", "notify", "runner")}
     env = python_env(
         {
@@ -64,7 +81,7 @@ def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctr
             "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
         }
     )
-    launcher = subprocess.Popen(
+    process = subprocess.Popen(
         [sys.executable, "-m", "services.local_stack"],
         env=env,
         cwd=REPO,
@@ -72,17 +89,49 @@ def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctr
         stderr=subprocess.STDOUT,
         text=True,
     )
-    assert launcher.stdout is not None
-    output: list[str] = []
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        line = launcher.stdout.readline()
-        if not line:
-            break
-        output.append(line)
-        if "Ctrl-C stops everything" in line:
-            break
-    text = "".join(output)
+    try:
+        assert process.stdout is not None
+        output: list[str] = []
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            line = process.stdout.readline()
+            if not line:
+                break
+            output.append(line)
+            if "Ctrl-C stops everything" in line:
+                break
+        yield Launcher(process, ports, env, "".join(output))
+    finally:
+        if process.poll() is None:
+            process.send_signal(signal.SIGINT)
+            try:
+                process.wait(timeout=60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        # Its services run in sessions of their own: any that outlived it are found by their environment.
+        kill_processes_with_env(f"MONITORS_DATA_DIR={env['MONITORS_DATA_DIR']}")
+
+
+def kill_processes_with_env(entry: str) -> None:
+    for environ in Path("/proc").glob("[0-9]*/environ"):
+        try:
+            if entry.encode() in environ.read_bytes().split(b"\0"):
+                os.kill(int(environ.parent.name), signal.SIGKILL)
+        except OSError:
+            continue  # gone, or not ours to read
+
+
+def assert_nothing_answers(ports: dict[str, int]) -> None:
+    for port in ports.values():
+        try:
+            health(f"127.0.0.1:{port}", timeout_s=0.5)
+            raise AssertionError(f"port {port} still answers after the launcher stopped")
+        except grpc.RpcError:
+            pass
+
+
+def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctrl_c(launcher: Launcher) -> None:
+    text, ports, env = launcher.text, launcher.ports, launcher.env
     assert "monitors is running" in text, text
     for port in ports.values():
         assert f"127.0.0.1:{port}" in text
@@ -117,13 +166,19 @@ def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctr
             ).status.state
         assert state == common_pb2.MONITOR_STATE_UP, "the runner started by make run did not check the monitor"
 
-    launcher.send_signal(signal.SIGINT)
-    rest, _ = launcher.communicate(timeout=60)
-    assert launcher.returncode == 0, text + rest
+    launcher.process.send_signal(signal.SIGINT)
+    rest, _ = launcher.process.communicate(timeout=60)
+    assert launcher.process.returncode == 0, text + rest
     assert "stopped." in rest
-    for port in ports.values():
-        try:
-            health(f"127.0.0.1:{port}", timeout_s=0.5)
-            raise AssertionError(f"port {port} still answers after the launcher stopped")
-        except grpc.RpcError:
-            pass
+    assert_nothing_answers(ports)
+
+
+def test_local_stack_stops_its_services_even_when_its_terminal_is_gone(launcher: Launcher) -> None:
+    """Its output closed (a closed terminal, ``make run | head``), the launcher fails to print on stopping; its
+    services must not outlive it."""
+    assert "monitors is running" in launcher.text, launcher.text
+    assert launcher.process.stdout is not None
+    launcher.process.stdout.close()
+    launcher.process.send_signal(signal.SIGINT)
+    launcher.process.wait(timeout=60)
+    assert_nothing_answers(launcher.ports)
