@@ -11,7 +11,7 @@ import logging
 import secrets
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime
 from pathlib import Path
@@ -84,6 +84,53 @@ def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
     finally:
         engine.dispose()
     log.info("migrations applied", extra={"version_table": version_table})
+
+
+# Text compares exactly on MySQL, as it does on SQLite. A MySQL database's usual collations (utf8mb4_unicode_ci,
+# utf8mb4_general_ci) ignore case and accents and strip some invisible characters, so "josé@example.com" would
+# find the account of "jose@example.com", and "TOKEN" overwrite a secret named "Token".
+MYSQL_COLLATION = "utf8mb4_bin"
+
+
+def use_exact_text_comparison(bind: sa.Connection, tables: Sequence[str]) -> None:
+    """For migrations: on MySQL, convert ``tables`` to :data:`MYSQL_COLLATION` (on SQLite text is already exact).
+
+    MariaDB refuses to change the collation of a column in a foreign key (whichever side goes first, even with
+    foreign key checks off), so the foreign keys among ``tables`` are dropped first and made again after.
+    """
+    if bind.dialect.name != "mysql":
+        return
+    names: sa.BindParameter[list[str]] = sa.bindparam("tables", expanding=True)
+    rows = bind.execute(
+        sa.text(
+            "SELECT k.constraint_name, k.table_name, k.column_name, k.referenced_table_name,"
+            " k.referenced_column_name, r.delete_rule, r.update_rule"
+            " FROM information_schema.key_column_usage k JOIN information_schema.referential_constraints r"
+            " ON r.constraint_schema = k.constraint_schema AND r.constraint_name = k.constraint_name"
+            " AND r.table_name = k.table_name"
+            " WHERE k.table_schema = DATABASE() AND k.referenced_table_name IS NOT NULL AND k.table_name IN :tables"
+            " ORDER BY k.table_name, k.constraint_name, k.ordinal_position"
+        ).bindparams(names),
+        {"tables": list(tables)},
+    ).all()
+    foreign_keys: dict[tuple[str, str], list[Any]] = {}
+    for row in rows:
+        foreign_keys.setdefault((row.table_name, row.constraint_name), []).append(row)
+    for table, constraint in foreign_keys:
+        bind.execute(sa.text(f"ALTER TABLE `{table}` DROP FOREIGN KEY `{constraint}`"))
+    for table in tables:
+        bind.execute(sa.text(f"ALTER TABLE `{table}` CONVERT TO CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}"))
+    for (table, constraint), columns in foreign_keys.items():
+        first = columns[0]
+        bind.execute(
+            sa.text(
+                f"ALTER TABLE `{table}` ADD CONSTRAINT `{constraint}`"
+                f" FOREIGN KEY ({', '.join(f'`{c.column_name}`' for c in columns)})"
+                f" REFERENCES `{first.referenced_table_name}`"
+                f" ({', '.join(f'`{c.referenced_column_name}`' for c in columns)})"
+                f" ON DELETE {first.delete_rule} ON UPDATE {first.update_rule}"
+            )
+        )
 
 
 class Database:
