@@ -280,17 +280,31 @@ def _packed(message: Any) -> any_pb2.Any:
     return packed
 
 
+# Errors echo what the caller sent (an id, a name); a status travels in trailers, which clients cap (grpc's
+# default: 16 KiB in all), so an echoed 10,000-character id made the caller see RESOURCE_EXHAUSTED instead of
+# NOT_FOUND. Echoed texts are cut to these lengths.
+MAX_STATUS_MESSAGE = 1_000
+MAX_DETAIL_TEXT = 200
+
+
+def _cut(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def status_for(error: DomainError) -> grpc.Status:
     """The gRPC status for a domain error, with google.rpc ErrorInfo (and BadRequest) details."""
     code = next((c for t, c in _CODES.items() if isinstance(error, t)), grpc.StatusCode.UNKNOWN)
-    details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata))]
+    metadata = {key: _cut(value, MAX_DETAIL_TEXT) for key, value in error.metadata.items()}
+    details = [_packed(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata))]
     if isinstance(error, InvalidArgument):
         violations = [
-            error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
+            error_details_pb2.BadRequest.FieldViolation(
+                field=_cut(v.field, MAX_DETAIL_TEXT), description=_cut(v.description, MAX_DETAIL_TEXT)
+            )
             for v in error.violations
         ]
         details.insert(0, _packed(error_details_pb2.BadRequest(field_violations=violations)))
-    status = status_pb2.Status(code=code.value[0], message=error.message, details=details)
+    status = status_pb2.Status(code=code.value[0], message=_cut(error.message, MAX_STATUS_MESSAGE), details=details)
     return cast(grpc.Status, rpc_status.to_status(status))
 
 

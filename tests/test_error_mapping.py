@@ -85,6 +85,25 @@ async def test_not_found_carries_error_info(stub: Any) -> None:
     assert dict(info.metadata) == {"resource_type": "api key", "resource_id": "key_9"}
 
 
+async def test_an_echoed_long_id_is_cut_so_the_caller_still_sees_not_found(stub: Any) -> None:
+    """A 10,000-character id echoed whole made trailers past the client's 16 KiB cap: RESOURCE_EXHAUSTED."""
+    long_id = "k" * 10_000
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.DeleteApiKey(
+            pb.DeleteApiKeyRequest(id=long_id), metadata=(*GOOD, ("x-request-id", "r-2")), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.NOT_FOUND
+    message = caught.value.details() or ""
+    assert message.startswith("api key kkk")
+    assert len(message) <= 1_000
+    assert ("x-request-id", "r-2") in tuple(caught.value.trailing_metadata() or ())
+    status = rpc_status.from_call(caught.value)
+    info = error_details_pb2.ErrorInfo()
+    assert status is not None
+    assert status.details[0].Unpack(info)
+    assert info.metadata["resource_id"] == "k" * 199 + "…"
+
+
 async def test_unknown_exception_is_internal_without_leaking(stub: Any) -> None:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.CreateApiKey(pb.CreateApiKeyRequest(), metadata=(*GOOD, ("x-request-id", "r-1")), timeout=5)
