@@ -133,6 +133,24 @@ def use_exact_text_comparison(bind: sa.Connection, tables: Sequence[str]) -> Non
         )
 
 
+def use_large_text_columns(bind: sa.Connection, table: str, columns: Sequence[str]) -> None:
+    """For migrations: on MySQL, widen ``columns`` of ``table`` from TEXT/BLOB (64 KiB) to MEDIUMTEXT/MEDIUMBLOB
+    (16 MiB), keeping their nullability, so what validation accepts fits as it does on SQLite (unbounded)."""
+    if bind.dialect.name != "mysql":
+        return
+    for column in columns:
+        data_type, nullable = bind.execute(
+            sa.text(
+                "SELECT data_type, is_nullable FROM information_schema.columns"
+                " WHERE table_schema = DATABASE() AND table_name = :table AND column_name = :column"
+            ),
+            {"table": table, "column": column},
+        ).one()
+        wide = {"text": f"MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}", "blob": "MEDIUMBLOB"}[data_type]
+        null = "NULL" if nullable == "YES" else "NOT NULL"
+        bind.execute(sa.text(f"ALTER TABLE `{table}` MODIFY `{column}` {wide} {null}"))
+
+
 class Database:
     """A blocking SQLAlchemy engine driven from asyncio: SQLite inline, MySQL through a pool of worker threads.
 
