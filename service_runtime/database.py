@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
+import sqlalchemy.dialects.sqlite
 from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
@@ -149,6 +150,23 @@ def use_large_text_columns(bind: sa.Connection, table: str, columns: Sequence[st
         wide = {"text": f"MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}", "blob": "MEDIUMBLOB"}[data_type]
         null = "NULL" if nullable == "YES" else "NOT NULL"
         bind.execute(sa.text(f"ALTER TABLE `{table}` MODIFY `{column}` {wide} {null}"))
+
+
+def upsert(c: sa.Connection, table: sa.Table, values: Mapping[str, Any], update: Sequence[str]) -> None:
+    """Insert a row, or set the ``update`` columns of the row with the same primary key, in one statement: two
+    writers of a new key both succeed (select-then-insert lost with a duplicate key error, and recovering from it
+    deadlocked InnoDB's waiting writers)."""
+    if c.dialect.name == "mysql":
+        on_mysql = sqlalchemy.dialects.mysql.insert(table).values(values)
+        c.execute(on_mysql.on_duplicate_key_update({column: on_mysql.inserted[column] for column in update}))
+        return
+    on_sqlite = sqlalchemy.dialects.sqlite.insert(table).values(values)
+    c.execute(
+        on_sqlite.on_conflict_do_update(
+            index_elements=list(table.primary_key.columns),
+            set_={column: on_sqlite.excluded[column] for column in update},
+        )
+    )
 
 
 class Database:

@@ -11,12 +11,13 @@ import re
 from collections.abc import Awaitable, Callable, Collection
 from dataclasses import dataclass
 from datetime import datetime
+from typing import cast
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_runtime.auth import Principal
-from service_runtime.database import Database, UtcDateTime, utc_now
+from service_runtime.database import Database, UtcDateTime, upsert, utc_now
 from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.secretbox import SecretBox
@@ -72,20 +73,13 @@ class UserSecrets:
         sealed = self._box.seal(value, owner, name)
         now = utc_now()
 
-        def upsert(c: sa.Connection) -> datetime:
+        def put(c: sa.Connection) -> datetime:
+            row = {"owner_id": owner, "name": name, "sealed_value": sealed, "create_time": now, "update_time": now}
+            upsert(c, cast(sa.Table, SecretRow.__table__), row, ("sealed_value", "update_time"))
             key = (SecretRow.owner_id == owner, SecretRow.name == name)
-            created = c.execute(sa.select(SecretRow.create_time).where(*key)).scalar()
-            if created is None:
-                c.execute(
-                    sa.insert(SecretRow).values(
-                        owner_id=owner, name=name, sealed_value=sealed, create_time=now, update_time=now
-                    )
-                )
-                return now
-            c.execute(sa.update(SecretRow).where(*key).values(sealed_value=sealed, update_time=now))
-            return created
+            return c.execute(sa.select(SecretRow.create_time).where(*key)).scalar_one()
 
-        created = await self._db.run(upsert)
+        created = await self._db.run(put)
         for listener in self.change_listeners:
             await listener(owner, name)
         return SecretInfo(name, created, now)
