@@ -27,8 +27,17 @@ class KeyValueStore(Protocol):
 
     async def get(self, key: str) -> str | None: ...
 
-    async def set(self, key: str, value: str, ttl_s: float | None = None, *, only_if_absent: bool = False) -> bool:
-        """Store ``value``; with ``only_if_absent`` do nothing (and return False) if the key exists."""
+    async def set(
+        self,
+        key: str,
+        value: str,
+        ttl_s: float | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+    ) -> bool:
+        """Store ``value``; with ``only_if_absent`` do nothing (and return False) if the key exists, with
+        ``only_if_present`` if it does not (a renewal must not bring back what another caller deleted)."""
         ...
 
     async def incr(self, key: str, ttl_s: float | None = None) -> int:
@@ -69,9 +78,18 @@ class InProcessStore:
     async def get(self, key: str) -> str | None:
         return self._live(key)
 
-    async def set(self, key: str, value: str, ttl_s: float | None = None, *, only_if_absent: bool = False) -> bool:
+    async def set(
+        self,
+        key: str,
+        value: str,
+        ttl_s: float | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+    ) -> bool:
         async with self._lock:
-            if only_if_absent and self._live(key) is not None:
+            present = self._live(key) is not None
+            if (only_if_absent and present) or (only_if_present and not present):
                 return False
             self._put(key, value, ttl_s)
             return True
@@ -110,9 +128,17 @@ class RedisStore:
         value = await self._redis.get(self._prefix + key)
         return None if value is None else str(value)
 
-    async def set(self, key: str, value: str, ttl_s: float | None = None, *, only_if_absent: bool = False) -> bool:
+    async def set(
+        self,
+        key: str,
+        value: str,
+        ttl_s: float | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+    ) -> bool:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
-        return bool(await self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent))
+        return bool(await self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent, xx=only_if_present))
 
     async def incr(self, key: str, ttl_s: float | None = None) -> int:
         full = self._prefix + key
@@ -168,13 +194,26 @@ class SqlStore:
     async def get(self, key: str) -> str | None:
         return await self._db.run(lambda c: self._live_value(c, key))
 
-    async def set(self, key: str, value: str, ttl_s: float | None = None, *, only_if_absent: bool = False) -> bool:
+    async def set(
+        self,
+        key: str,
+        value: str,
+        ttl_s: float | None = None,
+        *,
+        only_if_absent: bool = False,
+        only_if_present: bool = False,
+    ) -> bool:
         expire_at = self._expiry(ttl_s)
 
         def put(c: sa.Connection) -> bool:
             if only_if_absent and self._live_value(c, key, lock=True) is not None:
                 return False
             values = {"value": value, "expire_at": expire_at}
+            if only_if_present:
+                live = sa.or_(KEY_VALUES.c.expire_at.is_(None), KEY_VALUES.c.expire_at > time.time())
+                return bool(
+                    c.execute(sa.update(KEY_VALUES).where(KEY_VALUES.c.key == key, live).values(values)).rowcount
+                )
             if c.execute(sa.update(KEY_VALUES).where(KEY_VALUES.c.key == key).values(values)).rowcount == 0:
                 c.execute(sa.insert(KEY_VALUES).values(key=key, **values))
             return True

@@ -21,6 +21,24 @@ async def test_only_if_absent_keeps_the_first_value(key_value_store: KeyValueSto
     assert await key_value_store.get("lock") == "first"
 
 
+async def test_only_if_present_never_brings_back_a_deleted_key(key_value_store: KeyValueStore) -> None:
+    assert not await key_value_store.set("session", "renewed", 10, only_if_present=True)
+    assert await key_value_store.get("session") is None
+    assert await key_value_store.set("session", "first", 10)
+    assert await key_value_store.set("session", "renewed", 10, only_if_present=True)
+    assert await key_value_store.get("session") == "renewed"
+    await key_value_store.delete("session")
+    assert not await key_value_store.set("session", "again", 10, only_if_present=True)
+    assert await key_value_store.get("session") is None
+
+
+async def test_only_if_present_counts_an_expired_key_as_gone(key_value_store: KeyValueStore) -> None:
+    await key_value_store.set("short", "x", ttl_s=0.2)
+    await asyncio.sleep(0.4)
+    assert not await key_value_store.set("short", "renewed", 10, only_if_present=True)
+    assert await key_value_store.get("short") is None
+
+
 async def test_values_expire(key_value_store: KeyValueStore) -> None:
     await key_value_store.set("short", "x", ttl_s=0.2)
     assert await key_value_store.get("short") == "x"

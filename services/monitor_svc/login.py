@@ -158,12 +158,13 @@ class Login:
         user = await self._accounts.ensure_user(address)
         token = SESSION_PREFIX + secrets.token_urlsafe(32)
         now = datetime.now(UTC)
-        await self._save_session(token_digest(token), user.id, user.email, now)
+        await self._save_session(token_digest(token), user.id, user.email, now, renewal=False)
         return Session(token, now + SESSION_TTL, user)
 
-    async def _save_session(self, digest: str, user_id: str, email: str, renewed: datetime) -> None:
+    async def _save_session(self, digest: str, user_id: str, email: str, renewed: datetime, *, renewal: bool) -> None:
         record = json.dumps({"user_id": user_id, "email": email, "renewed": renewed.timestamp()})
-        await self._kv.set(f"session:{digest}", record, SESSION_TTL.total_seconds())
+        # A renewal only extends a session still there: a Logout between this call's read and its write stays.
+        await self._kv.set(f"session:{digest}", record, SESSION_TTL.total_seconds(), only_if_present=renewal)
 
     async def _verify_session(self, token: str) -> Principal:
         """The caller behind a session token; renews it (sliding expiry) at most once an hour."""
@@ -174,7 +175,7 @@ class Login:
         data = json.loads(record)
         now = datetime.now(UTC)
         if now - datetime.fromtimestamp(data["renewed"], UTC) > RENEW_EVERY:
-            await self._save_session(digest, data["user_id"], data["email"], now)
+            await self._save_session(digest, data["user_id"], data["email"], now, renewal=True)
         return Principal(user_id=data["user_id"], email=data["email"], credential_id=f"session:{digest}")
 
     async def logout(self, caller: Principal) -> str:
