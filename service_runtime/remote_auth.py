@@ -10,7 +10,7 @@ import grpc
 
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc
 from service_runtime.auth import Principal, token_digest
-from service_runtime.errors import Unauthenticated, Unavailable
+from service_runtime.errors import PermissionDenied, Unauthenticated, Unavailable
 
 
 class RemoteTokenVerifier:
@@ -31,6 +31,8 @@ class RemoteTokenVerifier:
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNAUTHENTICATED:
                 raise Unauthenticated(error.details() or "unknown or revoked token") from None
+            if error.code() == grpc.StatusCode.PERMISSION_DENIED:  # a valid token that is not a user's
+                raise PermissionDenied(error.details() or "this token may not call this method") from None
             raise Unavailable("the account service cannot verify credentials right now; retry shortly") from None
         # The account service does not reveal which credential it was; the token digest stands in for it.
         return Principal(user_id=reply.user.id, email=reply.user.email, credential_id="tok_" + token_digest(token)[:16])
