@@ -248,9 +248,23 @@ def test_results_for_monitors_a_runner_does_not_own_are_rejected(
     token = (Path(stack.data_dir) / "service-token").read_text().strip()
     forged = common_pb2.CheckResult(monitor_id="mon_not_yours", is_up=True)
     forged.check_time.GetCurrentTime()
-    reply = stub.ReportResults(
-        iter([pb.ReportResultsRequest(runner_id="nobody", results=[forged])]), metadata=auth(token), timeout=5
+    # A runner not watching its assignments (not yet, after a restart) is refused as a whole: it keeps the
+    # results and sends them again once registered.
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.ReportResults(
+            iter([pb.ReportResultsRequest(runner_id="nobody", results=[forged])]), metadata=auth(token), timeout=5
+        )
+    assert caught.value.code() == grpc.StatusCode.FAILED_PRECONDITION
+    watch = stub.WatchAssignments(
+        pb.WatchAssignmentsRequest(runner_id="nobody", location="forgery-test"), metadata=auth(token)
     )
+    try:
+        assert next(watch).full_sync
+        reply = stub.ReportResults(
+            iter([pb.ReportResultsRequest(runner_id="nobody", results=[forged])]), metadata=auth(token), timeout=5
+        )
+    finally:
+        watch.cancel()
     assert (reply.accepted, reply.rejected) == (0, 1)
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListMonitors(pb.ListMonitorsRequest(), metadata=auth(token), timeout=5)

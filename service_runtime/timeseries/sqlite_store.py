@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import math
 import sqlite3
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
@@ -88,7 +89,9 @@ class SqliteSampleStore:
                 s.owner_id,
                 s.monitor_id,
                 to_ns(s.time),
-                json.dumps({k: float(v) for k, v in s.fields.items()}),
+                # NaN and infinities dropped, as the line protocol drops them: json.dumps would write NaN,
+                # which SQLite's JSON functions reject, failing every later query and rollup over the file.
+                json.dumps({k: float(v) for k, v in s.fields.items() if math.isfinite(v)}),
                 json.dumps(dict(s.tags)),
                 json.dumps(dict(s.notes)),
             )

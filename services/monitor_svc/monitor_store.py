@@ -273,12 +273,10 @@ class MonitorStore:
         return saved
 
     async def delete(self, owner_id: str, monitor_id: str) -> None:
-        def delete(c: sa.Connection) -> int:
-            c.execute(sa.delete(MonitorStatusRow).where(MonitorStatusRow.monitor_id == monitor_id))
-            query = sa.delete(MonitorRow).where(MonitorRow.id == monitor_id, MonitorRow.owner_id == owner_id)
-            return c.execute(query).rowcount
-
-        if await self._db.run(delete) == 0:
+        # The status row goes by ON DELETE CASCADE: the monitor row is locked before it, the order put_statuses
+        # takes them in, so a delete and a status write wait for each other rather than deadlock.
+        query = sa.delete(MonitorRow).where(MonitorRow.id == monitor_id, MonitorRow.owner_id == owner_id)
+        if await self._db.run(lambda c: c.execute(query).rowcount) == 0:
             raise NotFound("monitor", monitor_id)
 
     async def status(self, monitor: Monitor) -> MonitorStatus:
@@ -338,8 +336,19 @@ class MonitorStore:
                     MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK])
                 )
                 existing.update(c.execute(query).scalars())
+            # A monitor deleted since its result came in has no status to keep: insert only for monitors that
+            # still exist, read under a shared lock (MySQL) so that a delete waits for this transaction to end.
+            alive: set[str] = set()
+            new_ids = [m for m in ids if m not in existing]
+            for i in range(0, len(new_ids), _IN_CHUNK):
+                query = (
+                    sa.select(MonitorRow.id)
+                    .where(MonitorRow.id.in_(new_ids[i : i + _IN_CHUNK]))
+                    .with_for_update(read=True)
+                )
+                alive.update(c.execute(query).scalars())
             updates = [{"b_monitor_id": m, **v} for m, v in values.items() if m in existing]
-            inserts = [{"monitor_id": m, **v} for m, v in values.items() if m not in existing]
+            inserts = [{"monitor_id": m, **v} for m, v in values.items() if m in alive]
             if updates:
                 c.execute(_UPDATE_STATUS, updates)
             if inserts:

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
+import asyncio
+import math
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -55,6 +59,43 @@ MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "loca
 Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
 
 
+class KeyedLocks:
+    """One asyncio lock per key, kept only while someone holds or waits for it."""
+
+    def __init__(self) -> None:
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._users: Counter[str] = Counter()
+
+    @asynccontextmanager
+    async def hold(self, keys: Iterable[str]) -> AsyncIterator[None]:
+        ordered = sorted(set(keys))  # one order for every caller, so two holders of overlapping keys cannot deadlock
+        self._users.update(ordered)
+        try:
+            async with AsyncExitStack() as stack:
+                for key in ordered:
+                    await stack.enter_async_context(self._locks.setdefault(key, asyncio.Lock()))
+                yield
+        finally:
+            for key in ordered:
+                self._users[key] -= 1
+                if not self._users[key]:
+                    del self._users[key], self._locks[key]
+
+
+def finite_fields(fields: Mapping[str, float]) -> dict[str, float]:
+    """``fields`` without NaN and infinities: JSON has no such numbers, so no store could keep or query them."""
+    return {name: value for name, value in fields.items() if math.isfinite(value)}
+
+
+def last_check_time(status: MonitorStatus, location: str) -> datetime | None:
+    """When the latest result stored in ``status`` from ``location`` was checked (None if there is none)."""
+    entry = status.location_results.get(location)
+    if entry is not None:
+        return entry.result.time
+    last = status.last_result
+    return last.time if last is not None and last.location == location else None
+
+
 class Monitors:
     """Monitors of the calling user, and the results runners report for them."""
 
@@ -74,6 +115,7 @@ class Monitors:
         secrets.change_listeners.append(self._secret_changed)
         # Awaited with a monitor's id and its new state (None once deleted) after every change.
         self.change_listeners: list[Callable[[str, Monitor | None], Awaitable[None]]] = []
+        self._recording = KeyedLocks()
 
     async def _changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         for listener in self.change_listeners:
@@ -200,21 +242,38 @@ class Monitors:
     async def record_many(self, recorded: Sequence[tuple[Monitor, CheckResult]]) -> Sequence[MonitorStatus]:
         """Store check results (a runner's batch): their samples in one time-series write, then each
         monitor's new status, read and written in one transaction each. Results of one monitor apply in order.
-        Returns the status after each result."""
-        samples = []
-        for monitor, result in recorded:
-            notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
-            tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
-            fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
-            samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
-        await self._timeseries.write(samples)
-        current = await self._store.statuses([monitor for monitor, _ in recorded])
-        after = []
-        for monitor, result in recorded:
-            current[monitor.id] = next_status(monitor, current[monitor.id], result)
-            after.append(current[monitor.id])
-        await self._store.put_statuses(list(current.values()))
-        return after
+        A result not newer than the last one stored for its monitor and location is a repeat (a runner resending
+        a report whose answer it missed) and is skipped. Returns the status after each result."""
+        # Shielded: a caller that gives up (a report past its deadline) must not stop this between the samples
+        # and the status, which would leave the resent results looking new.
+        return await asyncio.shield(self._record_many(recorded))
+
+    async def _record_many(self, recorded: Sequence[tuple[Monitor, CheckResult]]) -> Sequence[MonitorStatus]:
+        # Read-compute-write of a status under its monitor's lock: two reports of one monitor (two locations,
+        # or a resend) would otherwise read the same status and one update would be lost. A lock in this process
+        # is enough while one replica serves (as the assignment hub already assumes), and it also covers the
+        # time-series write, which no database transaction could.
+        async with self._recording.hold(monitor.id for monitor, _ in recorded):
+            current = await self._store.statuses([monitor for monitor, _ in recorded])
+            fresh = []
+            after = []
+            for monitor, result in recorded:
+                last = last_check_time(current[monitor.id], result.location)
+                if last is None or result.time > last:
+                    result = replace(result, fields=finite_fields(result.fields))
+                    current[monitor.id] = next_status(monitor, current[monitor.id], result)
+                    fresh.append((monitor, result))
+                after.append(current[monitor.id])
+            samples = []
+            for monitor, result in fresh:
+                notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
+                tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
+                fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
+                samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
+            if samples:
+                await self._timeseries.write(samples)
+            await self._store.put_statuses([current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}])
+            return after
 
     async def query(
         self,

@@ -10,7 +10,7 @@ from monitors.v1 import account_service_pb2 as pb
 from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
-from service_runtime.errors import InvalidArgument
+from service_runtime.errors import FailedPrecondition, InvalidArgument
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
@@ -136,11 +136,15 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> mpb.ReportResultsResponse:
         accepted = rejected = 0
         async for batch in request_iterator:
+            location = self._hub.location_of(batch.runner_id)
+            if location is None:
+                # Not registered (yet): after a restart or a reconnect a runner's report can come before its
+                # WatchAssignments. Refuse the call rather than its results, so that the runner keeps and resends them.
+                raise FailedPrecondition(f"runner {batch.runner_id} is not connected: watch its assignments first")
             recorded = []
             for reported in batch.results:
                 monitor = self._hub.owns(batch.runner_id, reported.monitor_id)
-                location = self._hub.location_of(batch.runner_id)
-                if monitor is None or location is None or not reported.HasField("check_time"):
+                if monitor is None or not reported.HasField("check_time"):
                     rejected += 1
                     continue
                 result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)

@@ -6,6 +6,7 @@ plain client, not through the egress policy. Each provider's documented response
 
 from __future__ import annotations
 
+import math
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -112,8 +113,8 @@ async def check_crypto_price(
         except (httpx.HTTPError, ProviderError, KeyError, ValueError, TypeError) as error:
             problems.append(f"{name}: {type(error).__name__} {str(error)[:80]}".strip())
             continue
-        if not price > 0:
-            problems.append(f"{name}: price {price} is not positive")
+        if not (math.isfinite(price) and price > 0):  # float() takes "NaN" and "Infinity" too
+            problems.append(f"{name}: price {price} is not a positive number")
             continue
         return Outcome(
             True,
