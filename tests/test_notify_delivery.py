@@ -10,16 +10,15 @@ import asyncio
 import itertools
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
 import pytest
 import sqlalchemy as sa
 
-from service_runtime.database import Database, open_database
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
-from service_runtime.secretbox import SecretBox, SecretBoxError
+from service_runtime.database import Database
+from service_runtime.secretbox import SecretBoxError
 from services.notify_svc.delivery import DeliveryWorker, RetryPolicy, Senders
 from services.notify_svc.domain import (
     ChannelConfig,
@@ -41,40 +40,18 @@ from services.notify_svc.senders.mail import OutboxSender
 from services.notify_svc.senders.pagerduty import PagerDutySender
 from services.notify_svc.senders.slack import slack_sender
 from services.notify_svc.senders.webhook import WebhookSender
-from services.notify_svc.server import MIGRATIONS, VERSION_TABLE
 from services.notify_svc.store import ChannelRow, NotificationStore, Target
+from tests.harness import notify
 from tests.harness.http import Reply
 from tests.harness.receivers import ProviderReceivers
+
+# The delivery tests' fixtures (tests/harness/notify.py): database, store, provider receivers, client.
+client, database, receivers, store = notify.client, notify.database, notify.receivers, notify.store
 
 OWNER = "usr_alice"
 FIRING = Notification(NotificationKind.ALERT_FIRING, Severity.CRITICAL, alert_id="alr_1", summary="down", value=1.0)
 FAST = RetryPolicy(max_attempts=4, base_s=0.2, cap_s=1.0)
 _names = iter(range(1_000_000))
-
-
-@pytest.fixture(scope="module")
-def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderReceivers]:
-    with ProviderReceivers(tmp_path_factory.mktemp("receivers")) as found:
-        yield found
-
-
-@pytest.fixture
-async def database(database_url: str) -> AsyncIterator[Database]:
-    db = await open_database(database_url, MIGRATIONS, VERSION_TABLE)
-    yield db
-    await db.close()
-
-
-@pytest.fixture
-def store(database: Database) -> NotificationStore:
-    return NotificationStore(database, SecretBox([os.urandom(32)]))
-
-
-@pytest.fixture
-async def client(receivers: ProviderReceivers) -> AsyncIterator[httpx.AsyncClient]:
-    found = safe_http_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
-    yield found
-    await found.aclose()
 
 
 def make_worker(
@@ -110,7 +87,7 @@ def unique(kind: str) -> str:
 async def channel_for(
     store: NotificationStore, config: ChannelConfig, owner: str = OWNER, default: bool = False
 ) -> str:
-    draft = validate_channel(ChannelDraft(config=config, is_default=default), creating=True)
+    draft = validate_channel(ChannelDraft(config=config, is_default=default))
     return (await store.create_channel(owner, draft)).id
 
 

@@ -44,7 +44,7 @@ from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpS
 from services.notify_svc.senders.pagerduty import PagerDutySender
 from services.notify_svc.senders.teams import teams_sender
 from services.notify_svc.senders.webhook import WebhookSender
-from services.notify_svc.templates import render
+from services.notify_svc.templates import Message, render
 from tests.harness.http import HttpServer, Reply
 from tests.harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
 from tests.harness.services import free_port
@@ -230,6 +230,23 @@ async def test_smtp_delivers_a_multipart_mail_and_classifies_refusals(smtp: tupl
     busy = await sender.send(EmailConfig(("busy@example.com",)), render(FIRING), "d", 5.0)
     assert (gone.outcome, gone.response_code) == (Outcome.PERMANENT, 550)
     assert (busy.outcome, busy.response_code) == (Outcome.RETRYABLE, 451)
+
+
+async def test_a_title_with_a_line_separator_is_mailed_on_one_line_and_an_unbuildable_one_is_a_result(
+    smtp: tuple[MailSink, int], tmp_path: Path
+) -> None:
+    sink, port = smtp
+    sender = SmtpSender(f"smtp://127.0.0.1:{port}", "alerts@monitors.example")
+    named = Notification(NotificationKind.ALERT_FIRING, Severity.CRITICAL, monitor_name="web\u2028prod", summary="x")
+    result = await sender.send(EmailConfig(("ops@example.com",)), render(named), "d", 5.0)
+    assert (result.outcome, result.response_code) == (Outcome.SUCCESS, 250)
+    assert sink.messages[-1]["Subject"] == "[CRITICAL] web prod: x"
+    # A message render() did not make: the email library refuses it, and that is a final answer, not a raise.
+    raw = Message(title="a\u2028b", body="", notification=named)
+    for mailer in (sender, OutboxSender(tmp_path / "outbox.txt", "monitors@localhost")):
+        refused = await mailer.send(EmailConfig(("ops@example.com",)), raw, "d", 5.0)
+        assert refused.outcome is Outcome.PERMANENT
+        assert refused.detail.startswith("cannot build the email")
 
 
 async def test_without_a_provider_email_goes_to_the_outbox_and_the_log_never_holds_the_code(

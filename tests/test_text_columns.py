@@ -121,7 +121,7 @@ async def test_a_webhook_at_the_validation_limits_is_stored(database_url: str) -
         store = NotificationStore(database, SecretBox(parse_master_keys(new_master_key())))
         headers = {f"X-H{i}": "v" * 4096 for i in range(20)}
         draft = ChannelDraft(config=WebhookConfig("https://hooks.example.com/x", headers=headers))
-        channel = await store.create_channel("usr_a", validate_channel(draft, creating=True))
+        channel = await store.create_channel("usr_a", validate_channel(draft))
         stored = await store.get_channel("usr_a", channel.id)
         assert isinstance(stored.config, WebhookConfig)
         assert stored.config.headers == headers

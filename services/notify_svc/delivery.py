@@ -14,10 +14,12 @@ import contextlib
 import logging
 import random
 import time
+import traceback
 from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
+from pathlib import Path
 
 from service_runtime.database import new_id, utc_now
 from services.notify_svc.domain import (
@@ -269,12 +271,19 @@ class DeliveryWorker:
         (TestChannel answers with one attempt)."""
         config = channel.config if channel is not None else EmailConfig((delivery.email_address,))
         kind = channel.kind if channel is not None else ChannelKind.EMAIL
-        message = render(delivery.notification, channel.template if channel is not None else None)
         started = time.perf_counter()
         attempt_time = utc_now()
-        result = await self._senders[kind].send(config, message, delivery.id, self.timeout_s)
-        secrets = config_secrets(config)
-        error = "" if result.outcome is Outcome.SUCCESS else redact(result.detail, secrets)
+        try:
+            message = render(delivery.notification, channel.template if channel is not None else None)
+            result = await self._senders[kind].send(config, message, delivery.id, self.timeout_s)
+            error = "" if result.outcome is Outcome.SUCCESS else redact(result.detail, config_secrets(config))
+        except Exception as raised:  # noqa: BLE001 - a bug here must still end in a recorded attempt
+            # Unrecorded, the delivery would be leased again at every lease expiry, forever. The exception's
+            # text may quote a secret: only its type and where it was raised are kept.
+            where = traceback.extract_tb(raised.__traceback__)[-1]
+            error = f"internal error: {type(raised).__name__} at {Path(where.filename).name}:{where.lineno}"
+            log.error("delivery attempt raised", extra={"delivery_id": delivery.id, "error": error})
+            result = SendResult(Outcome.PERMANENT, 0, error)
         attempt = Attempt(
             attempt_time, result.outcome, result.response_code, error, timedelta(seconds=time.perf_counter() - started)
         )

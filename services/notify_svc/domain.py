@@ -27,6 +27,9 @@ MAX_CHANNELS_PER_OWNER = 50  # MONITORS_MAX_CHANNELS_PER_USER's default
 MASK = "****"
 _EMAIL = re.compile(r"^[^@\s<>\"',;]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}[A-Za-z0-9])?(?:\.[A-Za-z0-9-]{1,63})+$")
 _HEADER_NAME = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+# Printable ASCII and tab: what HTTP/1.1 can carry. Anything else fails every send, and the HTTP library's
+# error then quotes the value in a form redact() does not recognise.
+_HEADER_VALUE = re.compile(r"^[\x20-\x7e\t]{0,4096}$")
 _ROUTING_KEY = re.compile(r"^[A-Za-z0-9]{32}$")
 # Headers our webhook sender sets itself; a channel may not override them.
 RESERVED_HEADERS = frozenset({"content-type", "content-length", "host", "x-monitors-signature", "x-monitors-timestamp"})
@@ -311,7 +314,10 @@ def redact(text: str, secret_values: Mapping[str, str] | tuple[str, ...]) -> str
     values = secret_values.values() if isinstance(secret_values, Mapping) else secret_values
     for value in sorted((v for v in values if v), key=len, reverse=True):
         text = text.replace(value, MASK)
-        parts = urlsplit(value)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # a header value such as "http://[" is no URL; it is masked above already
+            continue
         if parts.scheme and parts.hostname and parts.path not in ("", "/"):
             text = text.replace(parts.path, "/" + MASK)
     return text
@@ -393,8 +399,12 @@ def _validate_config(config: ChannelConfig, problems: list[FieldViolation]) -> N
             for name, value in headers.items():
                 if not _HEADER_NAME.match(name) or name.lower() in RESERVED_HEADERS:
                     problems.append(FieldViolation(f"{base}.headers[{name!r}]", "is not a header name you may set"))
-                elif "\r" in value or "\n" in value or len(value) > 4096:
-                    problems.append(FieldViolation(f"{base}.headers[{name!r}]", "must be one line, at most 4096"))
+                elif not _HEADER_VALUE.match(value):
+                    problems.append(
+                        FieldViolation(
+                            f"{base}.headers[{name!r}]", "must be printable ASCII on one line, at most 4096 characters"
+                        )
+                    )
         case PagerDutyConfig(routing_key=key):
             if not _ROUTING_KEY.match(key):
                 problems.append(
@@ -418,7 +428,7 @@ def validate_template(template: MessageTemplate, problems: list[FieldViolation])
             problems.append(FieldViolation(f"channel.template.{name}", error))
 
 
-def validate_channel(draft: ChannelDraft, *, creating: bool) -> ChannelDraft:
+def validate_channel(draft: ChannelDraft) -> ChannelDraft:
     """The draft, normalised (a generated signing secret, a display name), or InvalidArgument naming each
     bad field."""
     problems: list[FieldViolation] = []
@@ -435,7 +445,8 @@ def validate_channel(draft: ChannelDraft, *, creating: bool) -> ChannelDraft:
     if problems:
         raise InvalidArgument.of(problems)
     assert config is not None
-    if creating and isinstance(config, WebhookConfig) and not config.signing_secret:
+    # Whenever empty, not only on create: an update turning another kind into a webhook has no secret to keep.
+    if isinstance(config, WebhookConfig) and not config.signing_secret:
         config = replace(config, signing_secret=secrets.token_urlsafe(32))
     display_name = draft.display_name.strip() or default_display_name(config)
     return replace(draft, config=config, display_name=display_name)

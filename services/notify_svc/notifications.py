@@ -41,7 +41,7 @@ class Notifications:
         self._worker = worker
 
     async def create_channel(self, caller: Principal, draft: ChannelDraft) -> Channel:
-        return await self._store.create_channel(caller.user_id, validate_channel(draft, creating=True))
+        return await self._store.create_channel(caller.user_id, validate_channel(draft))
 
     async def get_channel(self, caller: Principal, channel_id: str) -> Channel:
         return await self._store.get_channel(caller.user_id, channel_id)
@@ -76,7 +76,7 @@ class Notifications:
             is_default=draft.is_default if every or "is_default" in paths else current.is_default,
             template=draft.template if every or "template" in paths else current.template,
         )
-        merged = validate_channel(merged, creating=False)
+        merged = validate_channel(merged)
         assert merged.config is not None
         enabled, reason, failures = current.enabled, current.disabled_reason, current.auth_failures
         if draft.enabled is not None and (every or "enabled" in paths):

@@ -127,6 +127,8 @@ _LEASE = (
     .where(
         DeliveryRow.id == sa.bindparam("delivery_id"),
         DeliveryRow.state.in_(("pending", "retrying")),
+        # Due still: another worker may have sent it since this one read it, and set a retry later.
+        DeliveryRow.next_attempt_time <= sa.bindparam("now"),
         sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
     )
     .values(lease_until=sa.bindparam("until"))

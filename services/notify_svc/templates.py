@@ -9,12 +9,17 @@ from __future__ import annotations
 
 import logging
 import operator
+import re
+import string
+from collections.abc import Callable, Iterator
+from contextvars import ContextVar
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
 from jinja2.exceptions import SecurityError
+from jinja2.filters import do_format
 from jinja2.sandbox import SandboxedEnvironment
 
 from services.notify_svc.domain import MessageTemplate, Notification, NotificationKind, notification_fields
@@ -23,6 +28,13 @@ log = logging.getLogger(__name__)
 MAX_TITLE = 250
 MAX_BODY = 8000
 _MAX_PRODUCT = 10_000  # longest string or list a template may build with * or **
+_MAX_WIDTH = 1000  # widest field or longest precision a template may format with %, format() or |format
+# range() items one render may iterate, all ranges and all their iterations together: nested loops multiply,
+# so a cap on each range alone (Jinja's is 100000) leaves 100000 ** depth.
+_MAX_RANGE_ITEMS = 10_000
+_range_left: ContextVar[int] = ContextVar("range_left", default=_MAX_RANGE_ITEMS)
+# A %-conversion ("%(key)-08.3f", "%*d"): its width and precision.
+_PERCENT_SPEC = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d*)(?:\.(\*|\d*))?")
 
 
 @dataclass(frozen=True)
@@ -34,12 +46,61 @@ class Message:
     notification: Notification
 
 
-class _Sandbox(SandboxedEnvironment):
-    """Jinja2's sandbox, also refusing ``'x' * 10**9`` and the like (the sandbox alone bounds only range())."""
+def _check_percent_format(text: str) -> None:
+    for width, precision in _PERCENT_SPEC.findall(text.replace("%%", "")):
+        if "*" in (width, precision) or int(width or 0) > _MAX_WIDTH or int(precision or 0) > _MAX_WIDTH:
+            raise SecurityError("format width too large")
 
-    intercepted_binops = frozenset({"*", "**"})
+
+def _check_brace_format(text: str) -> None:
+    for _, _, spec, _ in string.Formatter().parse(text):
+        # A nested field ("{:{w}}") sets a width only known later: refused with the rest.
+        if spec and ("{" in spec or any(int(number) > _MAX_WIDTH for number in re.findall(r"\d+", spec))):
+            raise SecurityError("format width too large")
+
+
+def _format_filter(value: Any, *args: Any, **kwargs: Any) -> str:
+    _check_percent_format(str(value))
+    return do_format(value, *args, **kwargs)
+
+
+class _Range:
+    """range() whose every pass draws on the render's item budget (a range set once and looped over in a
+    nested loop costs each time)."""
+
+    def __init__(self, *args: int) -> None:
+        self._items = range(*args)
+        if len(self._items) > _MAX_RANGE_ITEMS:
+            raise SecurityError("range too long")
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self) -> Iterator[int]:
+        left = _range_left.get() - len(self._items)
+        if left < 0:
+            raise SecurityError(f"a template may loop over at most {_MAX_RANGE_ITEMS} range() items in all")
+        _range_left.set(left)
+        return iter(self._items)
+
+
+class _Sandbox(SandboxedEnvironment):
+    """Jinja2's sandbox, also refusing ``'x' * 10**9``, ``'%2000000000d' % 1`` and the like, and loops whose
+    work multiplies (the sandbox alone bounds only each range())."""
+
+    intercepted_binops = frozenset({"*", "**", "%"})
+
+    def wrap_str_format(self, value: Any) -> Callable[..., str] | None:
+        wrapped = super().wrap_str_format(value)
+        if wrapped is not None:  # value is a str's format or format_map
+            _check_brace_format(value.__self__)
+        return wrapped
 
     def call_binop(self, context: Any, operator_name: str, left: Any, right: Any) -> Any:
+        if operator_name == "%":
+            if isinstance(left, str):
+                _check_percent_format(left)
+            return left % right
         if operator_name == "**" and isinstance(right, int) and abs(right) > 100:
             raise SecurityError("exponent too large")
         if operator_name == "*" and isinstance(left, str | list) and isinstance(right, int) and right > _MAX_PRODUCT:
@@ -50,6 +111,8 @@ class _Sandbox(SandboxedEnvironment):
 
 
 _ENVIRONMENT = _Sandbox(autoescape=False, keep_trailing_newline=False)
+_ENVIRONMENT.globals["range"] = _Range
+_ENVIRONMENT.filters["format"] = _format_filter
 
 
 def template_error(text: str) -> str:
@@ -126,12 +189,26 @@ def template_fields(n: Notification) -> dict[str, Any]:
 
 
 def _render_override(text: str, fields: dict[str, Any], limit: int) -> str | None:
+    budget = _range_left.set(_MAX_RANGE_ITEMS)
     try:
-        return _ENVIRONMENT.from_string(text).render(fields)[:limit]
-    except (TemplateError, ArithmeticError, TypeError, ValueError) as error:
+        # Rendered piece by piece and stopped at the limit: a template printing in a loop stops there.
+        return "".join(_capped(_ENVIRONMENT.from_string(text).generate(fields), limit))[:limit]
+    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as error:
         # A template that fails on these facts falls back to the default: the alert still goes out.
         log.warning("channel template failed; default used", extra={"error": str(error)[:200]})
         return None
+    finally:
+        _range_left.reset(budget)
+
+
+def _capped(pieces: Iterator[str], limit: int) -> Iterator[str]:
+    """``pieces`` until they add up to ``limit`` characters."""
+    total = 0
+    for piece in pieces:
+        yield piece
+        total += len(piece)
+        if total >= limit:
+            return
 
 
 def render(n: Notification, template: MessageTemplate | None = None) -> Message:
@@ -144,4 +221,6 @@ def render(n: Notification, template: MessageTemplate | None = None) -> Message:
             title = _render_override(template.title, fields, MAX_TITLE) or title
         if template.body:
             body = _render_override(template.body, fields, MAX_BODY) or body
-    return Message(title=title.replace("\n", " ")[:MAX_TITLE], body=body[:MAX_BODY], notification=n)
+    # One line by every separator str.splitlines knows (\u2028, \x0b, \x85 ...): an email header refuses them all.
+    title = " ".join(title.splitlines())
+    return Message(title=title[:MAX_TITLE], body=body[:MAX_BODY], notification=n)

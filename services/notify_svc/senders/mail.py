@@ -51,6 +51,11 @@ def email_message(sender: str, to: tuple[str, ...], message: Message) -> EmailMe
     return mail
 
 
+def unsendable(error: ValueError) -> SendResult:
+    """A message the email library refuses to build: no retry would change it."""
+    return SendResult(Outcome.PERMANENT, 0, f"cannot build the email: {error}"[:300])
+
+
 async def _in_thread(work: Callable[[], SendResult], timeout_s: float) -> SendResult:
     try:
         async with asyncio.timeout(timeout_s + 1.0):
@@ -70,13 +75,16 @@ class SendGridSender:
     def _send(self, to: tuple[str, ...], message: Message, timeout_s: float) -> SendResult:
         client = sendgrid.SendGridAPIClient(api_key=self._api_key, host=self._host)
         client.client.timeout = timeout_s  # python_http_client passes it to every request
-        mail = Mail(
-            from_email=self._from,
-            to_emails=list(to),
-            subject=message.title,
-            plain_text_content=message.body,
-            html_content=html_body(message),
-        )
+        try:
+            mail = Mail(
+                from_email=self._from,
+                to_emails=list(to),
+                subject=message.title,
+                plain_text_content=message.body,
+                html_content=html_body(message),
+            )
+        except ValueError as error:
+            return unsendable(error)
         try:
             response = client.send(mail)
         except HTTPError as error:
@@ -108,7 +116,10 @@ class SmtpSender:
         self._from = sender
 
     def _send(self, to: tuple[str, ...], message: Message, timeout_s: float) -> SendResult:
-        mail = email_message(self._from, to, message)
+        try:
+            mail = email_message(self._from, to, message)
+        except ValueError as error:
+            return unsendable(error)
         try:
             if self._tls:
                 server: smtplib.SMTP = smtplib.SMTP_SSL(
@@ -153,8 +164,8 @@ class OutboxSender:
         self._from = sender
 
     def _append(self, to: tuple[str, ...], message: Message) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         mail = email_message(self._from, to, message)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
         text = mail.get_body(("plain",))
         body = text.get_content() if text is not None else message.body
         # Login codes land here: readable by this user only.
@@ -165,7 +176,12 @@ class OutboxSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
-        await asyncio.to_thread(self._append, config.to_addresses, message)
+        try:
+            await asyncio.to_thread(self._append, config.to_addresses, message)
+        except ValueError as error:
+            return unsendable(error)
+        except OSError as error:  # a full disk or a lost directory: may pass
+            return failure(error, timeout_s)
         log.info(
             "no email provider configured: email written to the local outbox",
             extra={

@@ -1,0 +1,45 @@
+"""Fixtures of the notification service's delivery tests: its database on both stores, its store, the provider
+receivers (real HTTPS servers standing in for Slack, Discord, PagerDuty ...) and an HTTP client that trusts them.
+
+A test module takes them with ``from tests.harness.notify import client, database, receivers, store``.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterator
+
+import httpx
+import pytest
+
+from service_runtime.database import Database, open_database
+from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.secretbox import SecretBox
+from services.notify_svc.server import MIGRATIONS, VERSION_TABLE
+from services.notify_svc.store import NotificationStore
+from tests.harness.receivers import ProviderReceivers
+
+
+@pytest.fixture(scope="module")
+def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderReceivers]:
+    with ProviderReceivers(tmp_path_factory.mktemp("receivers")) as found:
+        yield found
+
+
+@pytest.fixture
+async def database(database_url: str) -> AsyncIterator[Database]:
+    db = await open_database(database_url, MIGRATIONS, VERSION_TABLE)
+    yield db
+    await db.close()
+
+
+@pytest.fixture
+def store(database: Database) -> NotificationStore:
+    return NotificationStore(database, SecretBox([os.urandom(32)]))
+
+
+@pytest.fixture
+async def client(receivers: ProviderReceivers) -> AsyncIterator[httpx.AsyncClient]:
+    found = safe_http_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
+    yield found
+    await found.aclose()
