@@ -7,6 +7,8 @@ from datetime import UTC, datetime, timedelta
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service_runtime.errors import InvalidArgument
+
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -20,9 +22,15 @@ def to_timestamp(moment: datetime | None) -> Timestamp | None:
     return Timestamp(seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000)
 
 
-def from_timestamp(stamp: Timestamp, present: bool) -> datetime | None:
-    """The datetime of a Timestamp field, or None when the field is unset (``present`` from HasField)."""
-    return stamp.ToDatetime(tzinfo=UTC) if present else None
+def from_timestamp(stamp: Timestamp, present: bool, field: str) -> datetime | None:
+    """The datetime of a Timestamp field, or None when the field is unset (``present`` from HasField);
+    INVALID_ARGUMENT naming ``field`` for one outside what a Timestamp may hold."""
+    if not present:
+        return None
+    try:
+        return stamp.ToDatetime(tzinfo=UTC)
+    except ValueError:
+        raise InvalidArgument(field, "is not a valid time (years 1 to 9999, nanos 0 to 999,999,999)") from None
 
 
 def to_duration(span: timedelta | None) -> Duration | None:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
@@ -197,6 +197,41 @@ def test_another_users_monitor_is_not_found_everywhere(
     assert stub.GetMonitor(pb.GetMonitorRequest(id=mine.id), metadata=alice, timeout=5).monitor == mine
     listed = stub.ListMonitors(pb.ListMonitorsRequest(page_size=1000), metadata=bob, timeout=5)
     assert mine.id not in [m.id for m in listed.monitors]
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "field"),
+    [
+        (timestamp_pb2.Timestamp(seconds=10**12), None, "time_range.start_time"),  # past year 9999
+        (None, timestamp_pb2.Timestamp(seconds=1, nanos=-1), "time_range.end_time"),
+        (None, timestamp_pb2.Timestamp(seconds=-62135596800), "time_range.end_time"),  # year 1: no day before it
+    ],
+)
+def test_a_time_range_out_of_range_names_the_field(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub,
+    alice: tuple[tuple[str, str]],
+    start: timestamp_pb2.Timestamp | None,
+    end: timestamp_pb2.Timestamp | None,
+    field: str,
+) -> None:
+    """These were INTERNAL: protobuf's conversion and the default start's arithmetic raised."""
+    monitor_id = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website()), metadata=alice, timeout=5).monitor.id
+    time_range = common_pb2.TimeRange(start_time=start, end_time=end)
+    calls: list[Callable[[], object]] = [
+        lambda: stub.QuerySamples(
+            pb.QuerySamplesRequest(monitor_id=monitor_id, field="is_up", time_range=time_range),
+            metadata=alice,
+            timeout=5,
+        ),
+        lambda: stub.SummarizeMonitor(
+            pb.SummarizeMonitorRequest(monitor_id=monitor_id, time_range=time_range), metadata=alice, timeout=5
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(grpc.RpcError) as caught:
+            call()
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert violations(caught.value) == [field]
 
 
 def test_queries_check_the_field_against_the_monitor_type(

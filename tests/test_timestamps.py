@@ -7,6 +7,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from service_runtime.errors import InvalidArgument
 from service_runtime.timestamps import from_timestamp, to_timestamp
 
 MOMENTS = [
@@ -28,7 +29,7 @@ def test_to_timestamp_matches_protobuf_and_round_trips(moment: datetime) -> None
     assert stamp == expected
     assert stamp is not None
     assert 0 <= stamp.nanos < 1_000_000_000
-    assert from_timestamp(stamp, True) == moment.astimezone(UTC)
+    assert from_timestamp(stamp, True, "t") == moment.astimezone(UTC)
 
 
 def test_a_moment_beyond_the_range_is_refused() -> None:
@@ -38,4 +39,13 @@ def test_a_moment_beyond_the_range_is_refused() -> None:
 
 def test_none_stays_none() -> None:
     assert to_timestamp(None) is None
-    assert from_timestamp(Timestamp(), False) is None
+    assert from_timestamp(Timestamp(), False, "t") is None
+
+
+@pytest.mark.parametrize(
+    "stamp", [Timestamp(seconds=10**12), Timestamp(seconds=-(10**12)), Timestamp(seconds=1, nanos=-1)]
+)
+def test_a_timestamp_no_datetime_can_hold_names_its_field(stamp: Timestamp) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        from_timestamp(stamp, True, "time_range.start_time")
+    assert [v.field for v in caught.value.violations] == ["time_range.start_time"]

@@ -313,7 +313,11 @@ class Monitors:
 def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:
     """Defaults: the last 24 hours up to now."""
     end = end or datetime.now(UTC)
-    start = start or end - timedelta(days=1)
+    if start is None:
+        try:
+            start = end - timedelta(days=1)
+        except OverflowError:  # an end_time in year 1's first day
+            raise InvalidArgument("time_range.end_time", "leaves no day before it to show") from None
     if not start < end:
         raise InvalidArgument("time_range", "start_time must be before end_time")
     return start, end

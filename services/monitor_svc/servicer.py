@@ -90,7 +90,7 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
         return pb.GetCurrentUserResponse(user=user_to_proto(user))
 
     async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
-        expire_time = from_timestamp(request.expire_time, request.HasField("expire_time"))
+        expire_time = from_timestamp(request.expire_time, request.HasField("expire_time"), "expire_time")
         key, secret = await self._accounts.create_api_key(current_principal(), request.display_name, expire_time)
         return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key), key=secret)
 
@@ -147,7 +147,11 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                 if monitor is None or not reported.HasField("check_time"):
                     rejected += 1
                     continue
-                result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)
+                try:
+                    result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)
+                except InvalidArgument:  # a check time out of range: this result, not the batch, is refused
+                    rejected += 1
+                    continue
                 recorded.append((monitor, result))
             await self._monitors.record_many(recorded)
             accepted += len(recorded)
@@ -220,8 +224,8 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
             current_principal(),
             request.monitor_id,
             request.field,
-            from_timestamp(time_range.start_time, time_range.HasField("start_time")),
-            from_timestamp(time_range.end_time, time_range.HasField("end_time")),
+            from_timestamp(time_range.start_time, time_range.HasField("start_time"), "time_range.start_time"),
+            from_timestamp(time_range.end_time, time_range.HasField("end_time"), "time_range.end_time"),
             from_duration(request.window, request.HasField("window")),
             AGGREGATIONS.get(aggregation),
             request.max_points,
@@ -242,8 +246,8 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         start, end, summary = await self._monitors.summarize(
             current_principal(),
             request.monitor_id,
-            from_timestamp(time_range.start_time, time_range.HasField("start_time")),
-            from_timestamp(time_range.end_time, time_range.HasField("end_time")),
+            from_timestamp(time_range.start_time, time_range.HasField("start_time"), "time_range.start_time"),
+            from_timestamp(time_range.end_time, time_range.HasField("end_time"), "time_range.end_time"),
         )
         response = mpb.SummarizeMonitorResponse(
             monitor_id=request.monitor_id,

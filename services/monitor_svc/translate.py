@@ -248,7 +248,7 @@ def result_to_proto(result: CheckResult) -> common.CheckResult:
 
 
 def result_from_proto(result: common.CheckResult) -> CheckResult:
-    time = from_timestamp(result.check_time, result.HasField("check_time"))
+    time = from_timestamp(result.check_time, result.HasField("check_time"), "results.check_time")
     assert time is not None, "check_time is required"
     return CheckResult(
         monitor_id=result.monitor_id,

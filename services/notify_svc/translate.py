@@ -144,7 +144,7 @@ def notification_from_proto(n: pb.Notification, present: bool) -> Notification |
         summary=n.summary,
         value=n.value,
         threshold=n.threshold,
-        event_time=from_timestamp(n.event_time, n.HasField("event_time")),
+        event_time=from_timestamp(n.event_time, n.HasField("event_time"), "notification.event_time"),
         duration=from_duration(n.duration, n.HasField("duration")),
         login_code=n.login_code,
     )
