@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -257,20 +257,23 @@ class MonitorStore:
         query = sa.select(*_MONITOR).order_by(MonitorRow.id)
         return await self._db.run(lambda c: [_monitor(row) for row in c.execute(query)])
 
-    async def save(self, monitor: Monitor) -> Monitor:
-        """Store a changed monitor (same id and owner); NOT_FOUND if it is gone."""
-        saved = replace(monitor, update_time=utc_now())
-        values = _values(saved)
-        for key in ("id", "owner_id", "create_time", "heartbeat_token"):
-            values.pop(key)
-        update = (
-            sa.update(MonitorRow)
-            .where(MonitorRow.id == monitor.id, MonitorRow.owner_id == monitor.owner_id)
-            .values(values)
-        )
-        if await self._db.run(lambda c: c.execute(update).rowcount) == 0:
+    async def save(self, monitor: Monitor, columns: Collection[str]) -> Monitor:
+        """Write ``columns`` of a changed monitor (same id and owner) and return it as now stored: the other
+        columns keep what other writers set meanwhile (an update that read the monitor before a pause does not
+        undo the pause). NOT_FOUND if it is gone."""
+        values = {key: value for key, value in _values(monitor).items() if key in columns}
+        values["update_time"] = utc_now()
+        this = (MonitorRow.id == monitor.id, MonitorRow.owner_id == monitor.owner_id)
+
+        def write(c: sa.Connection) -> Any:
+            if c.execute(sa.update(MonitorRow).where(*this).values(values)).rowcount == 0:
+                return None
+            return c.execute(sa.select(*_MONITOR).where(*this)).first()
+
+        row = await self._db.run(write)
+        if row is None:
             raise NotFound("monitor", monitor.id)
-        return saved
+        return _monitor(row)
 
     async def delete(self, owner_id: str, monitor_id: str) -> None:
         # The status row goes by ON DELETE CASCADE: the monitor row is locked before it, the order put_statuses

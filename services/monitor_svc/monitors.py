@@ -57,6 +57,8 @@ class Deployment:
 
 MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "locations", "quorum", "labels")
 Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
+# What UpdateMonitor writes: MUTABLE_PATHS' columns, never ``paused`` (PauseMonitor's) or the identity.
+UPDATED_COLUMNS = ("spec", "display_name", "interval_s", "timeout_s", "retries", "locations", "quorum", "labels")
 
 
 class KeyedLocks:
@@ -116,6 +118,9 @@ class Monitors:
         # Awaited with a monitor's id and its new state (None once deleted) after every change.
         self.change_listeners: list[Callable[[str, Monitor | None], Awaitable[None]]] = []
         self._recording = KeyedLocks()
+        # A monitor's write and its change notice, one change at a time: listeners (the assignment hub) get
+        # the changes in the order they were stored.
+        self._changing = KeyedLocks()
 
     async def _changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         for listener in self.change_listeners:
@@ -181,32 +186,36 @@ class Monitors:
         if type(valid.spec) is not type(current.spec):
             raise InvalidArgument("monitor.spec", "cannot change a monitor's type; create a new monitor")
         await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
-        saved = await self._store.save(
-            replace(
-                current,
-                spec=valid.spec,
-                display_name=valid.display_name,
-                interval=valid.interval,
-                timeout=valid.timeout,
-                retries=valid.retries,
-                locations=valid.locations,
-                quorum=valid.quorum,
-                labels=dict(valid.labels),
+        async with self._changing.hold((monitor_id,)):
+            saved = await self._store.save(
+                replace(
+                    current,
+                    spec=valid.spec,
+                    display_name=valid.display_name,
+                    interval=valid.interval,
+                    timeout=valid.timeout,
+                    retries=valid.retries,
+                    locations=valid.locations,
+                    quorum=valid.quorum,
+                    labels=dict(valid.labels),
+                ),
+                UPDATED_COLUMNS,
             )
-        )
-        await self._changed(saved.id, saved)
+            await self._changed(saved.id, saved)
         return saved
 
     async def delete(self, caller: Principal, monitor_id: str) -> None:
-        await self._store.delete(caller.user_id, monitor_id)
-        await self._changed(monitor_id, None)
+        async with self._changing.hold((monitor_id,)):
+            await self._store.delete(caller.user_id, monitor_id)
+            await self._changed(monitor_id, None)
 
     async def set_paused(self, caller: Principal, monitor_id: str, paused: bool) -> Monitor:
         current = await self._store.get(caller.user_id, monitor_id)
         if current.paused == paused:
             return current
-        saved = await self._store.save(replace(current, paused=paused))
-        await self._changed(saved.id, saved)
+        async with self._changing.hold((monitor_id,)):
+            saved = await self._store.save(replace(current, paused=paused), ("paused",))
+            await self._changed(saved.id, saved)
         return saved
 
     async def status(self, caller: Principal, monitor_id: str) -> MonitorStatus:
