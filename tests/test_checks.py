@@ -10,6 +10,7 @@ import gzip
 import re
 import socket
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,6 +125,28 @@ async def test_the_users_headers_do_not_follow_a_redirect_to_another_origin(chec
         assert (await checker.run(WebsiteSpec(url=site.url("/here"), headers=secret), 5, {"KEY": "k3y"})).is_up
         same_origin = [headers for _, path, headers in site.requests if path == "/landing"][-1]
         assert (same_origin["authorization"], same_origin["x-api-key"]) == ("Bearer s3cr3t", "k3y")
+
+
+async def test_a_body_is_not_resent_to_another_origin(checker: Checker, site: HttpServer) -> None:
+    """A 307 or 308 resends the body, where secrets may sit too: not to another origin (it went before)."""
+    with HttpServer() as elsewhere:
+        elsewhere.routes["/landing"] = Reply(200, b"landed")
+        site.routes["/landing"] = Reply(200, b"landed")
+        for status in (307, 308):
+            site.routes[f"/away{status}"] = Reply(status, b"", {"location": elsewhere.url("/landing")})
+            site.routes[f"/here{status}"] = Reply(status, b"", {"location": "/landing"})
+            spec = WebsiteSpec(url=site.url(f"/away{status}"), method="POST", body='{"token": "{{secret:KEY}}"}')
+            away = await checker.run(spec, 5, {"KEY": "k3y"})
+            assert (away.is_up, away.error_class) == (False, "blocked")
+            assert away.message == f"{status} redirect to another origin refused: it would resend the body"
+            here = replace(spec, url=site.url(f"/here{status}"))
+            assert (await checker.run(here, 5, {"KEY": "k3y"})).is_up
+            assert [(m, p) for m, p, _ in site.requests][-1] == ("POST", "/landing")
+        assert elsewhere.requests == []
+        # A redirect that drops the body (303, or 301/302 after a POST) still goes there, as a GET.
+        site.routes["/see-other"] = Reply(303, b"", {"location": elsewhere.url("/landing")})
+        assert (await checker.run(replace(spec, url=site.url("/see-other")), 5, {"KEY": "k3y"})).is_up
+        assert [(m, p) for m, p, _ in elsewhere.requests] == [("GET", "/landing")]
 
 
 async def test_bodies_it_cannot_decode_fail_body_assertions(checker: Checker, site: HttpServer) -> None:

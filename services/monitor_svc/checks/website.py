@@ -47,13 +47,20 @@ async def check_website(client: CheckHttpClient, config: EgressConfig, spec: Web
                 location = response.headers.get("location")
                 if response.status in REDIRECTS and spec.follow_redirects and location is not None:
                     next_url = urljoin(url, location)
-                    # (A next hop that is not http(s) is refused at the top of the loop.)
-                    if urlsplit(next_url).scheme in ("http", "https") and _origin(next_url) != _origin(url):
-                        # The user's headers (credentials, secrets, Host) stay with the origin they were meant for.
-                        headers = dict(DEFAULT_HEADERS)
-                    url = next_url
                     if response.status == 303 or (response.status in (301, 302) and method == "POST"):
                         method, body = "GET", None
+                    # (A next hop that is not http(s) is refused at the top of the loop.)
+                    if urlsplit(next_url).scheme in ("http", "https") and _origin(next_url) != _origin(url):
+                        # The user's headers and body (credentials, secrets, Host) stay with the origin they were
+                        # meant for; a redirect that must resend the body (307, 308) is not followed there.
+                        if body is not None:
+                            return fail(
+                                "blocked",
+                                f"{response.status} redirect to another origin refused: it would resend the body",
+                                started,
+                            )
+                        headers = dict(DEFAULT_HEADERS)
+                    url = next_url
                     continue
                 cert_days = _cert_days_left(response.peer_cert)
                 if response.decode_error and (spec.keyword is not None or spec.json_path is not None):
