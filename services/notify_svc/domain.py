@@ -415,6 +415,12 @@ def _validate_config(config: ChannelConfig, problems: list[FieldViolation]) -> N
                 problems.append(FieldViolation(f"{base}.url", "is required"))
             elif len(url) > MAX_URL or "://" not in url:
                 problems.append(FieldViolation(f"{base}.url", "is not an Apprise URL (such as tgram://token/chat)"))
+            else:
+                # Imported here: Apprise is needed only where Apprise URLs are checked or sent.
+                from services.notify_svc.senders.apprise_urls import url_problem
+
+                if problem := url_problem(url):
+                    problems.append(FieldViolation(f"{base}.url", problem))
 
 
 def validate_template(template: MessageTemplate, problems: list[FieldViolation]) -> None:

@@ -4,19 +4,25 @@ Every outbound URL a user chose goes through the SSRF-safe client (:func:`servic
 every request has a total timeout, and every answer is classified the same way: 2xx success; 429, 5xx,
 timeouts and connection failures retryable (with the provider's Retry-After when it gives one); any other
 4xx, a redirect, or a refused target permanent.
+
+Providers with only a blocking client (Apprise, smtplib, SendGrid's, the outbox file) run it through a
+:class:`BlockingRunner`, never asyncio's default executor: a timeout only stops the wait, not the thread.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email.utils
+import functools
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import httpx
 
@@ -29,6 +35,8 @@ MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "monitors-notify/0.1"
 # httpx logs every request's full URL at INFO; here URLs are secrets (a Slack webhook's path is its key).
 logging.getLogger("httpx").setLevel(logging.WARNING)
+BLOCKING_SENDS = 8  # blocking client calls in progress at once, per sender
+_T = TypeVar("_T")
 
 
 @dataclass(frozen=True)
@@ -136,3 +144,59 @@ class JsonPostSender:
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         result, _ = await post_json(self._client, self._url(config), self._payload(message), timeout_s)
         return result
+
+
+class Busy(Exception):
+    """Every thread a :class:`BlockingRunner` may use is still busy with an earlier send."""
+
+
+BUSY = SendResult(Outcome.RETRYABLE, 0, "busy: earlier sends still running")
+
+
+class BlockingRunner:
+    """Runs a blocking provider call in a thread, at most ``limit`` at once, and answers :class:`Busy` at once
+    beyond that rather than queueing.
+
+    A timeout stops only the wait: a server that answers one byte at a time beats per-read socket timeouts
+    and keeps the thread. In asyncio's default executor such threads starved every other send and
+    ``loop.getaddrinfo`` (every HTTP sender's egress check). Here they hold only this runner's slots, each
+    until its thread really ends. Threads are daemons so a stuck one cannot hold up the process's exit (the
+    default executor, and ThreadPoolExecutor, join theirs).
+    """
+
+    def __init__(self, limit: int = BLOCKING_SENDS, name: str = "notify-send") -> None:
+        self._slots = threading.BoundedSemaphore(limit)
+        self._name = name
+
+    async def run(self, work: Callable[[], _T], timeout_s: float) -> _T:
+        """``work()``'s result or exception; Busy when no thread is free, TimeoutError after ``timeout_s``."""
+        if not self._slots.acquire(blocking=False):
+            raise Busy(f"{self._name}: earlier sends still running")
+        loop = asyncio.get_running_loop()
+        answer: asyncio.Future[_T] = loop.create_future()
+
+        def settle(set_answer: Callable[[], None]) -> None:
+            if not answer.done():  # else the caller gave up waiting
+                set_answer()
+
+        def thread() -> None:
+            set_answer: Callable[[], None]
+            try:
+                result = work()
+            except BaseException as error:  # noqa: BLE001 - handed to the waiting coroutine
+                set_answer = functools.partial(answer.set_exception, error)
+            else:
+                set_answer = functools.partial(answer.set_result, result)
+            finally:
+                self._slots.release()  # before the answer: a caller that sends again finds the slot free
+            # RuntimeError: the loop closed while this thread was stuck; nobody waits any more.
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, set_answer)
+
+        try:
+            threading.Thread(target=thread, name=self._name, daemon=True).start()
+        except BaseException:
+            self._slots.release()
+            raise
+        async with asyncio.timeout(timeout_s):
+            return await answer

@@ -1,18 +1,21 @@
 """Email: SendGrid (the official library), SMTP for self-hosters, or a local outbox file when neither is
 configured, so a local user can still read login codes (the log line says where, never the code).
 
-Both providers are synchronous clients: each send runs in a worker thread, bounded by a timeout given to the
-client and by a wait on the thread.
+Both providers are synchronous clients: each send runs in a thread of the sender's :class:`BlockingRunner`
+(a few at once; beyond that the send is answered "busy", retryable), bounded by a timeout given to the client,
+by a wait on the thread and, for SMTP, by shutting the socket down at the deadline.
 """
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import html
 import logging
 import os
 import smtplib
+import socket
 import ssl
+import threading
 from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
@@ -24,7 +27,7 @@ from python_http_client.exceptions import HTTPError  # type: ignore[import-untyp
 from sendgrid.helpers.mail import Mail  # type: ignore[import-untyped]
 
 from services.notify_svc.domain import ChannelConfig, EmailConfig, Outcome, mask_address
-from services.notify_svc.senders import SendResult, classify, failure, parse_retry_after
+from services.notify_svc.senders import BUSY, BlockingRunner, Busy, SendResult, classify, failure, parse_retry_after
 from services.notify_svc.templates import Message
 
 log = logging.getLogger(__name__)
@@ -56,10 +59,11 @@ def unsendable(error: ValueError) -> SendResult:
     return SendResult(Outcome.PERMANENT, 0, f"cannot build the email: {error}"[:300])
 
 
-async def _in_thread(work: Callable[[], SendResult], timeout_s: float) -> SendResult:
+async def _in_thread(runner: BlockingRunner, work: Callable[[], SendResult], timeout_s: float) -> SendResult:
     try:
-        async with asyncio.timeout(timeout_s + 1.0):
-            return await asyncio.to_thread(work)
+        return await runner.run(work, timeout_s + 1.0)
+    except Busy:
+        return BUSY
     except TimeoutError as error:
         return failure(error, timeout_s)
 
@@ -67,10 +71,11 @@ async def _in_thread(work: Callable[[], SendResult], timeout_s: float) -> SendRe
 class SendGridSender:
     """SendGrid's v3 mail/send through ``sendgrid.SendGridAPIClient`` (``host`` for its EU region or a test)."""
 
-    def __init__(self, api_key: str, host: str, sender: str) -> None:
+    def __init__(self, api_key: str, host: str, sender: str, runner: BlockingRunner | None = None) -> None:
         self._api_key = api_key
         self._host = host
         self._from = sender
+        self._runner = runner or BlockingRunner(name="notify-sendgrid")
 
     def _send(self, to: tuple[str, ...], message: Message, timeout_s: float) -> SendResult:
         client = sendgrid.SendGridAPIClient(api_key=self._api_key, host=self._host)
@@ -97,13 +102,13 @@ class SendGridSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
-        return await _in_thread(lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
+        return await _in_thread(self._runner, lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
 
 
 class SmtpSender:
     """SMTP from ``MONITORS_SMTP_URL``: ``smtp://[user:password@]host[:port][?starttls=true]`` or ``smtps://``."""
 
-    def __init__(self, url: str, sender: str) -> None:
+    def __init__(self, url: str, sender: str, runner: BlockingRunner | None = None) -> None:
         parts = urlsplit(url)
         if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
             raise ValueError("MONITORS_SMTP_URL must be smtp://host[:port] or smtps://host[:port]")
@@ -114,19 +119,30 @@ class SmtpSender:
         self._user = unquote(parts.username or "")
         self._password = unquote(parts.password or "")
         self._from = sender
+        self._runner = runner or BlockingRunner(name="notify-smtp")
 
     def _send(self, to: tuple[str, ...], message: Message, timeout_s: float) -> SendResult:
         try:
             mail = email_message(self._from, to, message)
         except ValueError as error:
             return unsendable(error)
+        # Not connected yet (no host given), so the deadline below covers the greeting too.
+        server: smtplib.SMTP = (
+            smtplib.SMTP_SSL(timeout=timeout_s, context=ssl.create_default_context())
+            if self._tls
+            else smtplib.SMTP(timeout=timeout_s)
+        )
+        # smtplib's timeout is per socket operation: a server answering a byte at a time would keep this thread
+        # for ever. At the deadline the socket is shut down under it, which ends any read or write at once.
+        expired = threading.Event()
+        deadline = threading.Timer(timeout_s, _cut, (server, expired))
+        deadline.daemon = True
+        deadline.start()
         try:
-            if self._tls:
-                server: smtplib.SMTP = smtplib.SMTP_SSL(
-                    self._host, self._port, timeout=timeout_s, context=ssl.create_default_context()
-                )
-            else:
-                server = smtplib.SMTP(self._host, self._port, timeout=timeout_s)
+            code, greeting = server.connect(self._host, self._port)
+            if code != 220:
+                server.close()
+                raise smtplib.SMTPConnectError(code, greeting)
             with server:
                 if self._starttls:
                     server.starttls(context=ssl.create_default_context())
@@ -139,7 +155,11 @@ class SmtpSender:
         except smtplib.SMTPResponseException as error:
             return _smtp_result(error.smtp_code, error.smtp_error)
         except (OSError, smtplib.SMTPException) as error:
-            return failure(error, timeout_s)
+            server.close()
+            # Cut at the deadline: the error is the broken connection, the cause the timeout.
+            return failure(TimeoutError() if expired.is_set() else error, timeout_s)
+        finally:
+            deadline.cancel()
         if refused:
             code, text = next(iter(refused.values()))
             return _smtp_result(code, text)
@@ -147,7 +167,16 @@ class SmtpSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
-        return await _in_thread(lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
+        return await _in_thread(self._runner, lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
+
+
+def _cut(server: smtplib.SMTP, expired: threading.Event) -> None:
+    expired.set()
+    sock = server.sock
+    if sock is None:  # still in SMTP_SSL's TLS handshake: bounded by the per-operation timeout only
+        return
+    with contextlib.suppress(OSError):  # closed already, or detached by STARTTLS's wrapping
+        sock.shutdown(socket.SHUT_RDWR)
 
 
 def _smtp_result(code: int, text: bytes | str) -> SendResult:
@@ -159,9 +188,10 @@ def _smtp_result(code: int, text: bytes | str) -> SendResult:
 class OutboxSender:
     """Appends each email to ``outbox.txt`` in the data directory and logs where (embedded mode)."""
 
-    def __init__(self, path: Path, sender: str) -> None:
+    def __init__(self, path: Path, sender: str, runner: BlockingRunner | None = None) -> None:
         self.path = path
         self._from = sender
+        self._runner = runner or BlockingRunner(name="notify-outbox")
 
     def _append(self, to: tuple[str, ...], message: Message) -> None:
         mail = email_message(self._from, to, message)
@@ -177,10 +207,12 @@ class OutboxSender:
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
         try:
-            await asyncio.to_thread(self._append, config.to_addresses, message)
+            await self._runner.run(lambda: self._append(config.to_addresses, message), timeout_s + 1.0)
+        except Busy:
+            return BUSY
         except ValueError as error:
             return unsendable(error)
-        except OSError as error:  # a full disk or a lost directory: may pass
+        except OSError as error:  # a full disk, a lost directory, a hung file system (TimeoutError): may pass
             return failure(error, timeout_s)
         log.info(
             "no email provider configured: email written to the local outbox",
