@@ -36,6 +36,8 @@ IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 KEEPALIVE_EXPIRY_S = 5.0
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # well-known, local-use
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
+# IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765): a translator routes it to a.b.c.d; Python 3.11 calls it global.
+_IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
 _METADATA = {
     ipaddress.ip_address(address)
     for address in (
@@ -62,6 +64,7 @@ _LAN = [
         "::1/128",
         "fc00::/7",
         "fe80::/10",
+        "fec0::/10",  # site-local: deprecated, still a LAN where used, and global to Python 3.11
     )
 ]
 
@@ -84,7 +87,9 @@ def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | No
         return address.ipv4_mapped
     if any(address in net for net in _NAT64):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
-    if address in _IPV4_COMPATIBLE and not (address.is_loopback or address.is_unspecified):
+    if address in _IPV4_TRANSLATED or (
+        address in _IPV4_COMPATIBLE and not (address.is_loopback or address.is_unspecified)
+    ):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     if address.sixtofour is not None:
         return address.sixtofour
@@ -103,9 +108,10 @@ def is_allowed(address: IPAddress, policy: EgressPolicy) -> bool:
             return False
     if address.is_multicast or address.is_unspecified or address in _METADATA:
         return False
-    if address.is_global:
+    lan = any(address in net for net in _LAN)
+    if address.is_global and not lan:
         return True
-    return policy is EgressPolicy.PRIVATE_ALLOWED and any(address in net for net in _LAN)
+    return policy is EgressPolicy.PRIVATE_ALLOWED and lan
 
 
 async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]:

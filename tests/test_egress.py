@@ -43,8 +43,18 @@ REFUSED_PUBLIC = [
     "::7f00:1",  # IPv4-compatible
     "::a9fe:a9fe",
     "64:ff9b:1::a00:1",  # local-use NAT64
+    "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1 (Python 3.11 calls it global)
+    "::ffff:0:a9fe:a9fe",
+    "fec0::1",  # site-local (likewise)
 ]
-ALLOWED_PUBLIC = ["8.8.8.8", "1.1.1.1", "2001:4860:4860::8888", "::ffff:8.8.8.8", "64:ff9b::808:808"]
+ALLOWED_PUBLIC = [
+    "8.8.8.8",
+    "1.1.1.1",
+    "2001:4860:4860::8888",
+    "::ffff:8.8.8.8",
+    "64:ff9b::808:808",
+    "::ffff:0:808:808",
+]
 
 
 @pytest.mark.parametrize("address", REFUSED_PUBLIC)
@@ -75,7 +85,7 @@ def test_private_allowed_still_refuses_metadata_multicast_and_unspecified(addres
     assert not is_allowed(ipaddress.ip_address(address), EgressPolicy.PRIVATE_ALLOWED)
 
 
-@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.1.2.3", "::ffff:192.168.1.1", "fd12::1"])
+@pytest.mark.parametrize("address", ["127.0.0.1", "::1", "10.1.2.3", "::ffff:192.168.1.1", "fd12::1", "fec0::1"])
 def test_private_allowed_reaches_the_lan_and_the_machine(address: str) -> None:
     assert is_allowed(ipaddress.ip_address(address), EgressPolicy.PRIVATE_ALLOWED)
 
