@@ -34,6 +34,8 @@ from service_runtime.egress import EgressPolicy, resolve
 
 KEEPALIVE_EXPIRY_S = 5.0
 MAX_HEAD_BYTES = 64 * 1024
+# The blank line ending a head: after a CRLF or a bare LF line (servers mix them: "\n\r\n" ends a head too).
+_BLANK_LINE = re.compile(rb"\n\r?\n")
 MAX_FIELDS = 100
 MAX_LINE_BYTES = 8 * 1024
 MAX_INTERIM = 10
@@ -226,15 +228,13 @@ class _Connection(asyncio.Protocol):
             # The head ends at its first blank line (CRLF or bare LF), within the first 64 KiB; a blank line
             # may straddle what arrived before and what arrived now.
             start, stop = max(0, self._scanned - 3), min(len(self.buffer), MAX_HEAD_BYTES + 4)
-            end, size = self.buffer.find(b"\r\n\r\n", start, stop), 4
-            bare = self.buffer.find(b"\n\n", start, end + 2 if end >= 0 else stop)
-            if bare >= 0:
-                end, size = bare, 2
+            blank = _BLANK_LINE.search(self.buffer, start, stop)
+            end = -1 if blank is None else blank.start()
             if end > MAX_HEAD_BYTES or (end < 0 and len(self.buffer) > MAX_HEAD_BYTES):
                 raise ProtocolError("response head larger than 64 KiB")
-            if end >= 0:
-                head = bytes(self.buffer[:end])
-                del self.buffer[: end + size]
+            if blank is not None:
+                head = bytes(self.buffer[:end]).removesuffix(b"\r")
+                del self.buffer[: blank.end()]
                 self._scanned = 0
                 return head
             self._scanned = len(self.buffer)

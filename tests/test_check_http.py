@@ -136,6 +136,7 @@ async def test_each_framing_is_read(client: CheckHttpClient) -> None:
         ),
         b"/lf": (b"HTTP/1.1 200 OK\nContent-Length: 2\n\nlf", True),
         b"/lf-crlf-body": (b"HTTP/1.1 200 OK\nContent-Length: 6\n\na\r\n\r\nb", True),
+        b"/lf-then-crlf": (b"HTTP/1.1 200 OK\nContent-Length: 5\n\r\nmixed", True),  # timed out before
     }
     with ScriptedServer(lambda request, number: answers[request.split(b" ")[1]]) as server:
         assert (await client.request("GET", server.url("/length"), {})).body == b"ok"
@@ -147,6 +148,8 @@ async def test_each_framing_is_read(client: CheckHttpClient) -> None:
         assert (folded.headers["x-long"], folded.headers["x-twice"]) == ("one two", "a, b")
         assert (await client.request("GET", server.url("/lf"), {})).body == b"lf"
         assert (await client.request("GET", server.url("/lf-crlf-body"), {})).body == b"a\r\n\r\nb"
+        mixed = await client.request("GET", server.url("/lf-then-crlf"), {})
+        assert (mixed.body, mixed.headers["content-length"]) == (b"mixed", "5")
         # Kept alive: length, chunked, the 204, the folded one; "to the end" uses its connection up.
         assert server.connections == 2
 
