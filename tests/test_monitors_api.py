@@ -119,6 +119,8 @@ def test_pause_resume_and_status(
         (website("ftp://example.com/file"), ["monitor.spec.website.url"]),
         (website("https://user:pw@example.com/"), ["monitor.spec.website.url"]),
         (website(interval=duration_pb2.Duration(seconds=-5)), ["monitor.interval"]),
+        (website(interval=duration_pb2.Duration(seconds=0)), ["monitor.interval"]),  # was taken for unset: 60s
+        (website(timeout=duration_pb2.Duration(seconds=0)), ["monitor.timeout"]),
         (
             website(interval=duration_pb2.Duration(seconds=30), timeout=duration_pb2.Duration(seconds=45)),
             ["monitor.timeout"],

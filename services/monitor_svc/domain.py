@@ -211,12 +211,15 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         bad.add(f"{prefix}.spec", "is required: set one of website, crypto_price, tcp, dns, heartbeat, grpc_health")
     else:
         validate_spec(draft.spec, bad, f"{prefix}.spec")
-    interval = draft.interval or DEFAULT_INTERVAL
+    # Unset takes the default; an explicit 0s is refused below (timedelta(0) is falsy: `or` took it for unset).
+    interval = DEFAULT_INTERVAL if draft.interval is None else draft.interval
     if interval <= timedelta(0):
         bad.add(f"{prefix}.interval", "must be positive")
     elif interval > MAX_INTERVAL:
         bad.add(f"{prefix}.interval", "must be at most 24h")
-    timeout = draft.timeout or (min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT)
+    timeout = draft.timeout
+    if timeout is None:
+        timeout = min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT
     if timeout <= timedelta(0) or timeout > MAX_TIMEOUT:
         bad.add(f"{prefix}.timeout", "must be between 0s and 60s")
     elif timedelta(0) < interval < timeout:
