@@ -71,6 +71,9 @@ class CachingTokenVerifier:
         self._ttl_s = ttl_s
         self._max_entries = max_entries
         self._entries: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
+        # Bumped by every revocation: a lookup that was in flight meanwhile may have read the credential before
+        # it went, so its answer is not cached (it would outlive the revocation by ttl_s).
+        self._revocations = 0
 
     async def verify(self, token: str) -> Principal:
         if self._ttl_s <= 0:
@@ -80,7 +83,10 @@ class CachingTokenVerifier:
         entry = self._entries.get(key)
         if entry is not None and entry[1] > now:
             return entry[0]
+        revocations = self._revocations
         principal = await self._inner.verify(token)
+        if revocations != self._revocations:
+            return principal
         self._entries[key] = (principal, now + self._ttl_s)
         self._entries.move_to_end(key)
         while len(self._entries) > self._max_entries:
@@ -89,5 +95,6 @@ class CachingTokenVerifier:
 
     def forget_credential(self, credential_id: str) -> None:
         """Drop every cached token of one credential (after it is deleted or revoked)."""
+        self._revocations += 1
         for key in [k for k, (p, _) in self._entries.items() if p.credential_id == credential_id]:
             del self._entries[key]
