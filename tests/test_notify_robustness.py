@@ -12,6 +12,7 @@ import logging
 import os
 import time
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
@@ -281,3 +282,18 @@ def test_templates_still_format_loop_and_print_up_to_the_limit() -> None:
     # Printing stops at the body's limit, wherever the template is.
     long = render(TEST, MessageTemplate(body="{% for i in range(10000) %}{{ 'x' * 10000 }}{% endfor %}"))
     assert long.body == "x" * MAX_BODY
+
+
+async def test_an_edit_does_not_switch_back_on_a_channel_the_worker_disabled_meanwhile(
+    store: NotificationStore,
+) -> None:
+    """UpdateChannel reads the channel, then writes it: a disable by the worker in between (after 401s) was
+    undone by an edit of the name. Only an update that sets ``enabled`` writes the channel's state."""
+    draft = validate_channel(ChannelDraft(config=WebhookConfig("https://hooks.example.com/x")))
+    channel = await store.create_channel(ALICE.user_id, draft)
+    read_before = await store.get_channel(ALICE.user_id, channel.id)
+    assert await store.note_channel_answer(channel.id, True, 1, "401 from the receiver")
+    saved = await store.save_channel(replace(read_before, display_name="renamed"), with_state=False)
+    assert (saved.display_name, saved.enabled, saved.disabled_reason) == ("renamed", False, "401 from the receiver")
+    enabled = replace(saved, enabled=True, disabled_reason="", auth_failures=0)
+    assert (await store.save_channel(enabled, with_state=True)).enabled

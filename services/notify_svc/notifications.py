@@ -79,7 +79,8 @@ class Notifications:
         merged = validate_channel(merged)
         assert merged.config is not None
         enabled, reason, failures = current.enabled, current.disabled_reason, current.auth_failures
-        if draft.enabled is not None and (every or "enabled" in paths):
+        sets_enabled = draft.enabled is not None and (every or "enabled" in paths)
+        if draft.enabled is not None and sets_enabled:
             enabled = draft.enabled
             reason, failures = ("", 0) if enabled else (reason, failures)
         updated = replace(
@@ -93,8 +94,7 @@ class Notifications:
             auth_failures=failures,
             update_time=utc_now(),
         )
-        await self._store.save_channel(updated)
-        return updated
+        return await self._store.save_channel(updated, with_state=sets_enabled)
 
     async def delete_channel(self, caller: Principal, channel_id: str) -> None:
         await self._store.delete_channel(caller.user_id, channel_id)

@@ -294,14 +294,22 @@ class NotificationStore:
                 raise NotFound("channel", channel_id)
         return [found[i] for i in channel_ids] if channel_ids else list(found.values())
 
-    async def save_channel(self, channel: Channel) -> None:
+    async def save_channel(self, channel: Channel, *, with_state: bool) -> Channel:
+        """Store a changed channel and return it as now stored. Without ``with_state`` its enabled state,
+        disabled reason and failure count stay as stored: the delivery worker may have disabled the channel
+        since the caller read it, and an edit of its name or template must not switch it back on."""
+        values = self._channel_values(channel)
+        if not with_state:
+            for column in ("enabled", "disabled_reason", "auth_failures"):
+                del values[column]
         update = (
             sa.update(ChannelRow)
             .where(ChannelRow.id == channel.id, ChannelRow.owner_id == channel.owner_id)
-            .values(self._channel_values(channel))
+            .values(values)
         )
         if await self._db.run(lambda c: c.execute(update).rowcount) == 0:
             raise NotFound("channel", channel.id)
+        return await self.get_channel(channel.owner_id, channel.id)
 
     async def delete_channel(self, owner_id: str, channel_id: str) -> None:
         """Delete a channel and drop its deliveries that were still waiting to be sent."""
