@@ -92,6 +92,7 @@ class Settings:
     max_channels_per_user: int
     # Email login: codes per address and per client, CompleteLogin calls per client, per 15 minutes.
     login_codes_per_address: int
+    login_codes_per_address_per_day: int
     login_codes_per_client: int
     login_attempts_per_client: int
     login_code_ttl_s: float
@@ -179,6 +180,7 @@ class Settings:
             max_rules_per_user=_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
             max_channels_per_user=_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),
             login_codes_per_address=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS", 5, minimum=1),
+            login_codes_per_address_per_day=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS_PER_DAY", 20, minimum=1),
             login_codes_per_client=_int(env, "MONITORS_LOGIN_CODES_PER_CLIENT", 20, minimum=1),
             login_attempts_per_client=_int(env, "MONITORS_LOGIN_ATTEMPTS_PER_CLIENT", 30, minimum=1),
             login_code_ttl_s=_float(env, "MONITORS_LOGIN_CODE_TTL_S", 600.0, minimum=1.0),

@@ -192,6 +192,29 @@ def test_codes_expire_and_rate_limits_hold_per_address_and_per_client(limited: S
 
 
 @pytest.fixture(scope="module")
+def daily(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    env = {
+        "MONITORS_LOGIN_CODES_PER_ADDRESS": "100",
+        "MONITORS_LOGIN_CODES_PER_CLIENT": "100",
+        "MONITORS_LOGIN_CODES_PER_ADDRESS_PER_DAY": "3",
+    }
+    with Stack(tmp_path_factory.mktemp("login-daily"), env) as started:
+        yield started
+
+
+def test_an_address_gets_a_few_codes_a_day_whatever_the_window(daily: Stack) -> None:
+    """Five codes per 15 minutes alone allowed 2,400 guesses a day at one address's codes."""
+    with grpc.insecure_channel(daily.address("monitor")) as channel:
+        stub = account_service_pb2_grpc.AccountServiceStub(channel)
+        for _ in range(3):
+            stub.StartLogin(pb.StartLoginRequest(email="target@example.com"), timeout=5)
+        error = refused(lambda: stub.StartLogin(pb.StartLoginRequest(email="target@example.com"), timeout=5))
+        assert limit_of(error) == "login_codes_per_address_per_day"
+        assert "tomorrow" in (error.details() or "")
+        stub.StartLogin(pb.StartLoginRequest(email="someone.else@example.com"), timeout=5)  # per address
+
+
+@pytest.fixture(scope="module")
 def roomy(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     with Stack(tmp_path_factory.mktemp("login-roomy"), {"MONITORS_LOGIN_CODES_PER_CLIENT": "1000"}) as started:
         yield started

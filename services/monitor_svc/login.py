@@ -52,6 +52,9 @@ class LoginCodeSender(Protocol):
 @dataclass(frozen=True)
 class LoginLimits:
     codes_per_address: int = 5
+    # Five codes of five tries each per 15 minutes would still allow 2,400 guesses a day at one address (0.24% of
+    # the code space); twenty codes a day allow 100.
+    codes_per_address_per_day: int = 20
     codes_per_client: int = 20
     attempts_per_client: int = 30  # CompleteLogin calls
     window: timedelta = timedelta(minutes=15)
@@ -84,8 +87,8 @@ class Login:
     def _digest(self, *parts: str) -> str:
         return hmac.new(self._key, "\0".join(parts).encode(), hashlib.sha256).hexdigest()
 
-    async def _limit(self, key: str, allowed: int, limit: str, message: str) -> None:
-        if await self._kv.incr(key, self.limits.window.total_seconds()) > allowed:
+    async def _limit(self, key: str, allowed: int, limit: str, message: str, window: timedelta | None = None) -> None:
+        if await self._kv.incr(key, (window or self.limits.window).total_seconds()) > allowed:
             raise ResourceExhausted(limit, message)
 
     async def start(self, email: str, client: str) -> timedelta:
@@ -104,6 +107,13 @@ class Login:
             self.limits.codes_per_address,
             "login_codes_per_address",
             f"too many login codes asked for this address; try again within {minutes} minutes",
+        )
+        await self._limit(
+            f"login:rate:address-day:{who}",
+            self.limits.codes_per_address_per_day,
+            "login_codes_per_address_per_day",
+            "too many login codes asked for this address today; try again tomorrow",
+            timedelta(days=1),
         )
         code = f"{secrets.randbelow(10**CODE_DIGITS):0{CODE_DIGITS}d}"
         await self._kv.set(

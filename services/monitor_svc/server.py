@@ -52,6 +52,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)
     limits = LoginLimits(
         codes_per_address=settings.login_codes_per_address,
+        codes_per_address_per_day=settings.login_codes_per_address_per_day,
         codes_per_client=settings.login_codes_per_client,
         attempts_per_client=settings.login_attempts_per_client,
         code_ttl=timedelta(seconds=settings.login_code_ttl_s),
