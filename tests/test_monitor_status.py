@@ -96,3 +96,41 @@ def test_a_location_the_monitor_no_longer_asks_for_has_no_say() -> None:
     statuses = feed(m, ("north", False), ("east", True))
     assert states(statuses) == [PENDING, UP]
     assert set(statuses[-1].location_results) == {"east"}
+
+
+def feed_at(m: Monitor, *results: tuple[int, str, bool]) -> list[MonitorStatus]:
+    """Statuses after each (seconds after T0, location, is_up) result in turn."""
+    status = MonitorStatus(m.id, MonitorState.PENDING)
+    seen = []
+    for seconds, location, is_up in results:
+        result = CheckResult(m.id, T0 + timedelta(seconds=seconds), is_up, timedelta(milliseconds=5), location=location)
+        status = next_status(m, status, result)
+        seen.append(status)
+    return seen
+
+
+def test_a_location_with_no_runner_does_not_keep_the_others_failures_from_counting() -> None:
+    """Majority of two is two: with nothing ever from west, east's failures never made it DOWN (failed before)."""
+    m = monitor(("east", "west"))
+    statuses = feed_at(m, (0, "east", True), (60, "east", False), (120, "east", False), (180, "east", False))
+    # Within three intervals of the monitor's creation, west may still send its first result: no DOWN yet.
+    assert states(statuses) == [UP, PENDING, PENDING, DOWN]
+
+
+def test_a_location_whose_runners_went_quiet_no_longer_counts() -> None:
+    m = monitor(("east", "west", "south"))  # majority: 2
+    statuses = feed_at(m, (0, "west", True), (0, "south", True), (10, "east", False), (400, "east", False))
+    # At 400 s west and south have sent nothing for over three intervals: east alone is the quorum it can get.
+    assert states(statuses) == [UP, UP, UP, DOWN]
+
+
+def test_locations_still_reporting_keep_their_say() -> None:
+    m = monitor(("east", "west"))
+    statuses = feed_at(m, *[(t, "west", True) for t in (0, 100, 200, 300)], (310, "east", False), (320, "east", False))
+    assert states(statuses)[-2:] == [UP, UP]  # west saw it up 20 s before: one location's trouble pages nobody
+
+
+def test_an_explicit_quorum_stands_even_with_a_location_absent() -> None:
+    m = monitor(("east", "west"), quorum=2)
+    statuses = feed_at(m, (0, "east", True), (300, "east", False), (360, "east", False))
+    assert states(statuses) == [UP, PENDING, PENDING]

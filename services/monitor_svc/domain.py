@@ -471,11 +471,6 @@ class MonitorStatus:
     location_results: Mapping[str, LocationResult] = field(default_factory=dict)
 
 
-def quorum_of(monitor: Monitor) -> int:
-    """How many locations must see a multi-location monitor down: its quorum, or a majority."""
-    return monitor.quorum or len(monitor.locations) // 2 + 1
-
-
 def next_status(monitor: Monitor, previous: MonitorStatus, result: CheckResult) -> MonitorStatus:
     """The status after ``result``. A location is failing once its consecutive failures exceed the monitor's
     retries (PENDING before). With one location that is the monitor's state; with several, the monitor is
@@ -500,14 +495,36 @@ def _next_quorum_status(monitor: Monitor, previous: MonitorStatus, result: Check
         for location, entry in {**previous.location_results, result.location: LocationResult(result, failures)}.items()
         if location in monitor.locations  # a location the monitor no longer asks for has no say
     }
-    failing = sum(1 for entry in results.values() if entry.failures > monitor.retries)
-    if failing >= quorum_of(monitor):
+    absent = _absent_locations(monitor, results, result.time)
+    failing = sum(
+        1 for location, entry in results.items() if entry.failures > monitor.retries and location not in absent
+    )
+    # The default quorum is a majority of the locations present: one with no runner (or whose runners are gone)
+    # can never corroborate, and a two-location monitor with one of them unserved never went DOWN, however
+    # long the other saw it failing. An explicit quorum is the user's, and stands.
+    present = len(monitor.locations) - len(absent)
+    needed = monitor.quorum or max(1, present // 2 + 1)
+    if failing >= needed:
         state = MonitorState.DOWN
     elif any(entry.result.is_up for entry in results.values()):
         state = MonitorState.UP
     else:
         state = previous.state if previous.state == MonitorState.DOWN else MonitorState.PENDING
     return _status(monitor, previous, result, state, failures, results)
+
+
+# A location counts as absent once it has sent nothing for this many intervals (and the monitor has been
+# unchanged that long, so a new or just-edited monitor waits for every location's first results).
+ABSENT_AFTER_INTERVALS = 3
+
+
+def _absent_locations(monitor: Monitor, results: Mapping[str, LocationResult], now: datetime) -> set[str]:
+    horizon = now - monitor.interval * ABSENT_AFTER_INTERVALS
+    if monitor.update_time > horizon:
+        return set()
+    return {
+        location for location in monitor.locations if location not in results or results[location].result.time < horizon
+    }
 
 
 def _status(
