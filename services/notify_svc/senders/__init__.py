@@ -200,3 +200,13 @@ class BlockingRunner:
             raise
         async with asyncio.timeout(timeout_s):
             return await answer
+
+    async def send(self, work: Callable[[], SendResult], timeout_s: float) -> SendResult:
+        """``work()``'s result given ``timeout_s`` (and a second to hand it back); "busy" or "no answer within"
+        (both retryable) when no thread is free or the answer is late."""
+        try:
+            return await self.run(work, timeout_s + 1.0)
+        except Busy:
+            return BUSY
+        except TimeoutError as error:
+            return failure(error, timeout_s)

@@ -25,7 +25,7 @@ import apprise
 
 from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed, resolve
 from services.notify_svc.domain import AppriseConfig, ChannelConfig, NotificationKind, Outcome, Severity, redact
-from services.notify_svc.senders import BUSY, BlockingRunner, Busy, SendResult
+from services.notify_svc.senders import BlockingRunner, SendResult
 from services.notify_svc.templates import Message
 
 # Apprise logs the services it talks to; its records could carry tokens, so they stop here.
@@ -107,26 +107,19 @@ class AppriseSender:
         notifier = apprise.Apprise()
         notifier.add(plugin)
 
-        def notify() -> bool:
-            return bool(
-                notifier.notify(
-                    body=message.body,
-                    title=message.title,
-                    notify_type=_notify_type(message),
-                    log_callback=lambda entry, _plugin: entries.append(f"{entry.level}: {entry.message}"),
-                    log_level=logging.WARNING,
-                )
+        def notify() -> SendResult:
+            sent = notifier.notify(
+                body=message.body,
+                title=message.title,
+                notify_type=_notify_type(message),
+                log_callback=lambda entry, _plugin: entries.append(f"{entry.level}: {entry.message}"),
+                log_level=logging.WARNING,
             )
+            if sent:
+                return SendResult(Outcome.SUCCESS, 0, "sent")
+            detail = redact("; ".join(entries)[-300:] or "Apprise reported a failure", (config.url, *hosts))
+            return SendResult(Outcome.RETRYABLE, 0, detail)
 
         # requests' timeouts are per connect and per read: a server trickling its answer holds the thread past
         # this wait, and holds one of the runner's threads only.
-        try:
-            sent = await self._runner.run(notify, timeout_s + 1.0)
-        except Busy:
-            return BUSY
-        except TimeoutError:
-            return SendResult(Outcome.RETRYABLE, 0, f"no answer within {timeout_s:g}s")
-        if sent:
-            return SendResult(Outcome.SUCCESS, 0, "sent")
-        detail = redact("; ".join(entries)[-300:] or "Apprise reported a failure", (config.url, *hosts))
-        return SendResult(Outcome.RETRYABLE, 0, detail)
+        return await self._runner.send(notify, timeout_s)

@@ -16,7 +16,6 @@ import smtplib
 import socket
 import ssl
 import threading
-from collections.abc import Callable
 from email.message import EmailMessage
 from email.utils import formatdate, make_msgid
 from pathlib import Path
@@ -59,15 +58,6 @@ def unsendable(error: ValueError) -> SendResult:
     return SendResult(Outcome.PERMANENT, 0, f"cannot build the email: {error}"[:300])
 
 
-async def _in_thread(runner: BlockingRunner, work: Callable[[], SendResult], timeout_s: float) -> SendResult:
-    try:
-        return await runner.run(work, timeout_s + 1.0)
-    except Busy:
-        return BUSY
-    except TimeoutError as error:
-        return failure(error, timeout_s)
-
-
 class SendGridSender:
     """SendGrid's v3 mail/send through ``sendgrid.SendGridAPIClient`` (``host`` for its EU region or a test)."""
 
@@ -102,7 +92,7 @@ class SendGridSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
-        return await _in_thread(self._runner, lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
+        return await self._runner.send(lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
 
 
 class SmtpSender:
@@ -167,7 +157,7 @@ class SmtpSender:
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         assert isinstance(config, EmailConfig)
-        return await _in_thread(self._runner, lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
+        return await self._runner.send(lambda: self._send(config.to_addresses, message, timeout_s), timeout_s)
 
 
 def _cut(server: smtplib.SMTP, expired: threading.Event) -> None:
