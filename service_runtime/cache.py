@@ -191,6 +191,11 @@ class SqlStore:
             return None
         return str(row.value)
 
+    @staticmethod
+    def _live_row(now: float) -> sa.ColumnElement[bool]:
+        """A row that has not expired at ``now``."""
+        return sa.or_(KEY_VALUES.c.expire_at.is_(None), KEY_VALUES.c.expire_at > now)
+
     async def get(self, key: str) -> str | None:
         return await self._db.run(lambda c: self._live_value(c, key))
 
@@ -210,7 +215,7 @@ class SqlStore:
                 return False
             values = {"value": value, "expire_at": expire_at}
             if only_if_present:
-                live = sa.or_(KEY_VALUES.c.expire_at.is_(None), KEY_VALUES.c.expire_at > time.time())
+                live = self._live_row(time.time())
                 return bool(
                     c.execute(sa.update(KEY_VALUES).where(KEY_VALUES.c.key == key, live).values(values)).rowcount
                 )
@@ -224,7 +229,7 @@ class SqlStore:
         def increment(c: sa.Connection) -> int:
             now = time.time()
             this = KEY_VALUES.c.key == key
-            live = sa.or_(KEY_VALUES.c.expire_at.is_(None), KEY_VALUES.c.expire_at > now)
+            live = self._live_row(now)
             # One UPDATE, so concurrent increments queue on the row lock instead of losing counts.
             bump = sa.update(KEY_VALUES).where(this, live).values(value=sa.cast(KEY_VALUES.c.value, sa.Integer) + 1)
             if c.execute(bump).rowcount:
