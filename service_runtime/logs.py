@@ -6,7 +6,7 @@ import json
 import logging
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any, TextIO
 
 # Attributes every LogRecord has; anything else passed with ``extra=`` is a structured field.
@@ -29,16 +29,19 @@ class JsonFormatter(logging.Formatter):
             self._second = second
         return f"{self._second_text}.{int(msecs):03d}Z"
 
-    def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
-            "ts": self.timestamp(record.created, record.msecs),
-            "level": record.levelname,
-            "logger": record.name,
-            "msg": record.getMessage(),
-        }
-        for key, value in record.__dict__.items():
-            if key not in _STANDARD_ATTRS and not key.startswith("_"):
+    def entry(
+        self, created: float, msecs: float, level: str, logger: str, msg: str, fields: Iterable[tuple[str, Any]]
+    ) -> dict[str, Any]:
+        """A line's JSON object: time, level, logger and message, then ``fields`` but for private ones."""
+        entry: dict[str, Any] = {"ts": self.timestamp(created, msecs), "level": level, "logger": logger, "msg": msg}
+        for key, value in fields:
+            if not key.startswith("_"):
                 entry[key] = value
+        return entry
+
+    def format(self, record: logging.LogRecord) -> str:
+        extra = ((key, value) for key, value in record.__dict__.items() if key not in _STANDARD_ATTRS)
+        entry = self.entry(record.created, record.msecs, record.levelname, record.name, record.getMessage(), extra)
         if record.exc_info:
             entry["exc"] = self.formatException(record.exc_info)
         return _ENCODER.encode(entry)
@@ -57,15 +60,8 @@ class JsonLineHandler(logging.StreamHandler[TextIO]):
     def write_fields(self, logger: logging.Logger, level: int, msg: str, fields: Mapping[str, Any]) -> None:
         """The line :meth:`emit` writes for ``logger.log(level, msg, extra=fields)``, made without a record."""
         created = time.time()
-        entry = {
-            "ts": self.formatter.timestamp(created, (created - int(created)) * 1000),
-            "level": logging.getLevelName(level),
-            "logger": logger.name,
-            "msg": msg,
-        }
-        for key, value in fields.items():
-            if not key.startswith("_"):  # as JsonFormatter.format
-                entry[key] = value
+        msecs = (created - int(created)) * 1000
+        entry = self.formatter.entry(created, msecs, logging.getLevelName(level), logger.name, msg, fields.items())
         line = _ENCODER.encode(entry) + self.terminator
         with self.lock:  # type: ignore[union-attr]  # typeshed: Lock | None; Handler.__init__ creates it
             self.stream.write(line)
