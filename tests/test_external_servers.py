@@ -10,6 +10,7 @@ import sys
 import time
 import urllib.parse
 import urllib.request
+from datetime import UTC, datetime
 from pathlib import Path
 
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
@@ -49,11 +50,12 @@ def test_influxdb_writes_and_queries_line_protocol(influxdb: InfluxDBServer) -> 
             return int(reply.status), reply.read()
 
     assert post("/query", {"q": "CREATE DATABASE harness"})[0] == 200
-    status, _ = post("/write", {"db": "harness", "precision": "s"}, b"check,monitor=m1 is_up=1i,ms=12.5 1700000000")
+    written = int(time.time()) - 3600  # an hour ago: inside any retention, whatever today is
+    status, _ = post("/write", {"db": "harness", "precision": "s"}, b"check,monitor=m1 is_up=1i,ms=12.5 %d" % written)
     assert status == 204
     _, body = post("/query", {"db": "harness", "q": "SELECT ms FROM check WHERE monitor = 'm1'"})
     series = json.loads(body)["results"][0]["series"][0]
-    assert series["values"] == [["2023-11-14T22:13:20Z", 12.5]]
+    assert series["values"] == [[datetime.fromtimestamp(written, UTC).strftime("%Y-%m-%dT%H:%M:%SZ"), 12.5]]
 
 
 def test_servers_die_with_the_test_process_that_started_them(tmp_path: Path) -> None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 import pytest
 
@@ -14,8 +14,9 @@ from services.monitor_svc.domain import (
     WebsiteSpec,
     next_status,
 )
+from tests.harness.clock import midnight_days_ago
 
-T0 = datetime(2026, 11, 23, 12, 0, tzinfo=UTC)
+T0 = midnight_days_ago(1) + timedelta(hours=12)
 
 
 def monitor(locations: tuple[str, ...] = (), quorum: int = 0, retries: int = 0) -> Monitor:

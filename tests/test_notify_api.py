@@ -117,7 +117,7 @@ def firing(alert_id: str) -> pb.Notification:
         summary="response time above 500 ms",
         value=812.0,
         threshold=500.0,
-        event_time=timestamp_pb2.Timestamp(seconds=1_767_225_600),
+        event_time=timestamp_pb2.Timestamp(seconds=int(time.time())),
     )
 
 

@@ -6,12 +6,13 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
 
 from service_runtime.database import Database, UtcDateTime, create_sync_engine
+from tests.harness.clock import midnight_days_ago
 
 metadata = sa.MetaData()
 things = sa.Table(
@@ -24,7 +25,7 @@ things = sa.Table(
     sa.Column("create_time", UtcDateTime()),
     sa.Column("expire_time", UtcDateTime(), nullable=True),
 )
-T0 = datetime(2026, 11, 23, 15, 4, 5, 123456, tzinfo=UTC)
+T0 = midnight_days_ago(1) + timedelta(hours=15, minutes=4, seconds=5, microseconds=123456)
 BY_ID = sa.select(things).where(things.c.id == sa.bindparam("id"))
 
 
@@ -80,7 +81,7 @@ async def test_datetime_parameters_and_literal_values_are_bound_as_sqlalchemy_bi
     assert await database.fetch_one(query, {"after": T0 + timedelta(days=1)}) is None
     # A naive datetime is refused by the column type, as it is through SQLAlchemy.
     with pytest.raises(ValueError, match="timezone-aware"):
-        await database.fetch_one(query, {"after": datetime(2026, 1, 1)})
+        await database.fetch_one(query, {"after": datetime(2001, 1, 1)})
 
 
 async def test_in_lists_are_refused_when_preparing(database: Database) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -31,9 +31,11 @@ from service_runtime.timeseries.queries import (
     summarize_website,
     summarize_websites,
 )
+from tests.harness.clock import midnight_days_ago
 from tests.harness.external import InfluxDBServer
 
-T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+# Noon two days ago: inside any raw retention, ten-minute aligned (the windows below are epoch aligned).
+T0 = midnight_days_ago(2) + timedelta(hours=12)
 MINUTE = timedelta(minutes=1)
 SITE = SeriesKey("usr_a", "mon_site")
 COIN = SeriesKey("usr_a", "mon_coin")
@@ -190,7 +192,7 @@ async def test_field_names_are_checked_before_querying(store: TimeSeriesStore, n
 
 async def test_naive_timestamps_are_refused(store: TimeSeriesStore) -> None:
     with pytest.raises(ValueError, match="timezone"):
-        await store.write([Sample("usr_a", "mon_1", datetime(2026, 1, 1), {"price": 1.0})])
+        await store.write([Sample("usr_a", "mon_1", datetime(2001, 1, 1), {"price": 1.0})])
 
 
 async def test_failures_and_recovery(store: TimeSeriesStore) -> None:
@@ -336,7 +338,8 @@ async def test_many_monitors_of_one_owner_at_once(store: TimeSeriesStore) -> Non
 # --- hourly rollups --------------------------------------------------------------------------------------
 
 LONG = SeriesKey("usr_a", "mon_long")
-D0 = datetime(2026, 11, 10, 0, 5, tzinfo=UTC)  # within InfluxDB's 30-day raw retention of the test clock
+# Four days of data from five past midnight ten days ago: inside InfluxDB's 30-day raw retention.
+D0 = midnight_days_ago(10) + timedelta(minutes=5)
 
 
 def long_samples() -> list[Sample]:
@@ -360,7 +363,8 @@ async def test_hourly_rollups_count_checks_and_successes(store: TimeSeriesStore)
     assert written == 96  # one per hour that has samples
     last_sample = long_samples()[-1].time
     assert await store.rolled_up_until() == last_sample.replace(minute=0) + timedelta(hours=1)
-    start, end = datetime(2026, 11, 11, 3, tzinfo=UTC), datetime(2026, 11, 12, 17, tzinfo=UTC)
+    day0 = D0.replace(minute=0)
+    start, end = day0 + timedelta(days=1, hours=3), day0 + timedelta(days=2, hours=17)
     counts = await store.uptime_counts_many(LONG.owner_id, [LONG.monitor_id, "mon_none"], start, end)
     assert (counts[LONG.monitor_id].checks, counts[LONG.monitor_id].up) == expected_counts(start, end)
     assert (counts["mon_none"].checks, counts["mon_none"].up) == (0, 0)

@@ -22,6 +22,7 @@ from service_runtime.timeseries import (
     open_timeseries_store,
 )
 from service_runtime.timeseries.port import stats
+from tests.harness.clock import midnight_days_ago
 from tests.harness.external import InfluxDBServer
 
 KEY = SeriesKey("usr_a", "mon_1")
@@ -105,13 +106,13 @@ async def test_a_sample_influxdb_refuses_is_dropped_not_retried_forever(influxdb
 async def test_unreachable_influxdb_reads_are_unavailable() -> None:
     store = InfluxStore(InfluxConfig(url="http://127.0.0.1:9", database="x", timeout_s=1))
     with pytest.raises(Unavailable):
-        await store.points(KEY, "n", datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 1, 2, tzinfo=UTC), 10)
+        await store.points(KEY, "n", midnight_days_ago(2), midnight_days_ago(1), 10)
     await store.close()
 
 
 async def test_sqlite_retention_drops_only_old_samples(tmp_path: Path) -> None:
     store = SqliteSampleStore(tmp_path / "ts.sqlite3", raw_retention=timedelta(days=30))
-    now = datetime(2026, 11, 23, tzinfo=UTC)
+    now = midnight_days_ago(0)
     await store.write(samples(now - timedelta(days=31), 3) + samples(now - timedelta(days=29), 2))
     assert await store.enforce_retention(now) == 3
     remaining = await store.points(KEY, "n", now - timedelta(days=60), now, 100)
@@ -122,7 +123,7 @@ async def test_sqlite_retention_drops_only_old_samples(tmp_path: Path) -> None:
 async def test_sqlite_samples_survive_reopening(tmp_path: Path) -> None:
     path = tmp_path / "ts.sqlite3"
     store = await open_timeseries_store(f"sqlite:///{path}")
-    start = datetime(2026, 11, 1, tzinfo=UTC)
+    start = midnight_days_ago(1)
     await store.write(samples(start, 2))
     await store.close()
     reopened = SqliteSampleStore(path)

@@ -12,12 +12,12 @@ from service_runtime.timestamps import from_timestamp, to_timestamp
 
 MOMENTS = [
     datetime(1970, 1, 1, tzinfo=UTC),
-    datetime(2026, 11, 23, 15, 4, 5, 123456, tzinfo=UTC),
-    datetime(2026, 11, 23, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
+    datetime(2001, 11, 23, 15, 4, 5, 123456, tzinfo=UTC),
+    datetime(2001, 11, 23, 23, 59, 59, 999999, tzinfo=timezone(timedelta(hours=-7, minutes=-30))),
     datetime(1969, 12, 31, 23, 59, 59, 500000, tzinfo=UTC),  # before the epoch: negative seconds, positive nanos
     datetime(1, 1, 1, tzinfo=UTC),
     datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC),
-    datetime(2026, 6, 1, 12, 0, 0, 1),  # naive: local time
+    datetime(2001, 6, 1, 12, 0, 0, 1),  # naive: local time
 ]
 
 
