@@ -1,0 +1,660 @@
+"""Alert rule and alert tools: create, list, update, delete and test rules; list, get, acknowledge and resolve
+alerts; silences and maintenance windows."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
+
+from google.protobuf import field_mask_pb2
+from mcp_types import CallToolResult
+from pydantic import BaseModel, Field
+
+from mcp_adapter.errors import AdapterError, Subject
+from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
+from mcp_adapter.tools.monitors import get_monitor_message
+from mcp_adapter.tools.rules import (
+    CONDITION_ARGUMENTS,
+    DEFAULT_FIELDS,
+    AggregationName,
+    ConditionKind,
+    Direction,
+    Operator,
+    RuleView,
+    SeverityName,
+    build_condition,
+    condition_arguments,
+    rule_view,
+)
+from mcp_adapter.units import parse_duration, parse_time
+from mcp_adapter.views import enum_name, enum_value, iso, monitor_kind, span, to_duration, to_timestamp
+from monitors.v1 import alert_service_pb2, common_pb2
+
+RuleId = Annotated[str, Field(min_length=1, max_length=100, description="An alert rule id from list_alert_rules.")]
+AlertId = Annotated[str, Field(min_length=1, max_length=100, description="An alert id from list_alerts.")]
+OptionalDuration = Annotated[str | None, Field(max_length=32, description='A duration such as "5m" or "1h".')]
+Value = Annotated[float | str | None, Field(description='Threshold: 70000, "70,000" or "70k".')]
+Selector = Annotated[
+    dict[str, str] | None, Field(description="Instead of monitor_id: every monitor with all these labels.")
+]
+
+
+def rule_subject(rule_id: str) -> Subject:
+    return Subject("alert rule", rule_id, "list_alert_rules")
+
+
+def alert_subject(alert_id: str) -> Subject:
+    return Subject("alert", alert_id, "list_alerts")
+
+
+async def _condition(
+    state: AdapterState, kind: ConditionKind, monitor_id: str | None, args: dict[str, Any]
+) -> common_pb2.AlertCondition:
+    if kind in ("threshold", "change", "anomaly") and not args.get("field") and monitor_id:
+        # The field a monitor's kind is usually watched by: price for a coin, response time for a website.
+        args["field"] = DEFAULT_FIELDS.get(monitor_kind((await get_monitor_message(state, monitor_id)).spec))
+    return build_condition(kind, args)
+
+
+def _set_durations(rule: alert_service_pb2.AlertRule, durations: dict[str, str | None], paths: list[str]) -> None:
+    for name, text in durations.items():
+        if text is not None:
+            getattr(rule, name).CopyFrom(to_duration(parse_duration(text, name)))
+            paths.append(name)
+
+
+@tool()
+async def create_alert_rule(
+    ctx: ToolContext,
+    condition: Annotated[
+        ConditionKind,
+        Field(
+            description="threshold (field compared with value: price above 70k), change (moves percent within "
+            "window), monitor_down, no_data (nothing for no_data_for), anomaly (deviations from its baseline)."
+        ),
+    ],
+    monitor_id: Annotated[str | None, Field(description="The monitor to watch (from list_monitors).")] = None,
+    monitor_selector: Selector = None,
+    field: Annotated[str | None, Field(description="price, response_time_ms, status_code, is_up, ...")] = None,
+    operator: Operator | None = None,
+    value: Value = None,
+    aggregation: Annotated[AggregationName, Field(description="How samples in window combine.")] = "last",
+    window: OptionalDuration = None,
+    percent: Annotated[float | None, Field(gt=0, description="Change: percent move, e.g. 5.")] = None,
+    direction: Direction | None = None,
+    no_data_for: OptionalDuration = None,
+    deviations: Annotated[float | None, Field(gt=0, description="Anomaly: standard deviations, e.g. 3.")] = None,
+    baseline: OptionalDuration = None,
+    min_samples: Annotated[int | None, Field(ge=0)] = None,
+    severity: SeverityName = "warning",
+    name: Annotated[str | None, Field(max_length=200)] = None,
+    for_duration: OptionalDuration = None,
+    channel_ids: Annotated[list[str] | None, Field(description="Channels to notify; default channels if none.")] = None,
+    repeat_interval: OptionalDuration = None,
+    keep_firing_for: OptionalDuration = None,
+    cooldown: OptionalDuration = None,
+    escalate_after: OptionalDuration = None,
+    escalation_channel_ids: list[str] | None = None,
+    description: Annotated[str | None, Field(max_length=2000)] = None,
+) -> Annotated[CallToolResult, RuleView]:
+    """Create an alert rule: "alert me if Bitcoin goes above 70,000" is condition=threshold, monitor_id of the
+    BTC-USD monitor, operator=">", value="70k" (field defaults to the monitor's main value: price, response
+    time). "Tell me when my site is down" is condition=monitor_down. Notifications go to channel_ids, or the
+    person's default channels (create_channel). Check a rule without saving it with test_alert_rule."""
+    state = state_of(ctx)
+    args = {
+        "field": field,
+        "operator": operator,
+        "value": value,
+        "aggregation": aggregation,
+        "window": window,
+        "percent": percent,
+        "direction": direction,
+        "no_data_for": no_data_for,
+        "deviations": deviations,
+        "baseline": baseline,
+        "min_samples": min_samples,
+    }
+    rule = alert_service_pb2.AlertRule(
+        display_name=name or "",
+        monitor_id=monitor_id or "",
+        monitor_selector=monitor_selector or {},
+        condition=await _condition(state, condition, monitor_id, args),
+        severity=enum_value(common_pb2.Severity, severity, "SEVERITY_"),
+        channel_ids=channel_ids or [],
+        escalation_channel_ids=escalation_channel_ids or [],
+        description=description or "",
+    )
+    durations = {
+        "for_duration": for_duration,
+        "repeat_interval": repeat_interval,
+        "keep_firing_for": keep_firing_for,
+        "cooldown": cooldown,
+        "escalate_after": escalate_after,
+    }
+    _set_durations(rule, durations, [])
+    response = await state.clients.call(
+        state.clients.alerts.CreateAlertRule,
+        alert_service_pb2.CreateAlertRuleRequest(alert_rule=rule),
+        token=state.token(),
+        subject=Subject("monitor", monitor_id, "list_monitors") if monitor_id else None,
+    )
+    view = rule_view(response.alert_rule)
+    return reply(f"Created alert rule {view.id}: {view.condition} ({view.severity}).", view)
+
+
+class RuleList(BaseModel):
+    alert_rules: list[RuleView]
+    next_page_token: str | None = None
+
+
+@tool(read_only=True)
+async def list_alert_rules(
+    ctx: ToolContext,
+    monitor_id: Annotated[str | None, Field(description="Only this monitor's rules.")] = None,
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 100,
+    page_token: str = "",
+) -> Annotated[CallToolResult, RuleList]:
+    """List the person's alert rules (optionally of one monitor): id, condition, severity, channels."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.alerts.ListAlertRules,
+        alert_service_pb2.ListAlertRulesRequest(
+            page_size=page_size, page_token=page_token, monitor_id=monitor_id or ""
+        ),
+        token=state.token(),
+    )
+    views = [rule_view(r) for r in response.alert_rules]
+    text = "; ".join(f"{v.id} {v.condition}" for v in views[:10])
+    return reply(
+        f"{len(views)} alert rule(s)" + (f": {text}." if text else "."),
+        RuleList(alert_rules=views, next_page_token=response.next_page_token or None),
+    )
+
+
+@tool(idempotent=True)
+async def update_alert_rule(
+    rule_id: RuleId,
+    ctx: ToolContext,
+    condition: ConditionKind | None = None,
+    field: str | None = None,
+    operator: Operator | None = None,
+    value: Value = None,
+    aggregation: AggregationName | None = None,
+    window: OptionalDuration = None,
+    percent: Annotated[float | None, Field(gt=0)] = None,
+    direction: Direction | None = None,
+    no_data_for: OptionalDuration = None,
+    deviations: Annotated[float | None, Field(gt=0)] = None,
+    baseline: OptionalDuration = None,
+    min_samples: Annotated[int | None, Field(ge=0)] = None,
+    severity: SeverityName | None = None,
+    name: Annotated[str | None, Field(max_length=200)] = None,
+    enabled: bool | None = None,
+    for_duration: OptionalDuration = None,
+    channel_ids: list[str] | None = None,
+    repeat_interval: OptionalDuration = None,
+    keep_firing_for: OptionalDuration = None,
+    cooldown: OptionalDuration = None,
+    escalate_after: OptionalDuration = None,
+    escalation_channel_ids: list[str] | None = None,
+    monitor_selector: Selector = None,
+    description: Annotated[str | None, Field(max_length=2000)] = None,
+) -> Annotated[CallToolResult, RuleView]:
+    """Change an alert rule; only the arguments given change. To move a threshold give just value ("72k"); the
+    rest of the condition is kept. enabled=false stops evaluating it without deleting it."""
+    state = state_of(ctx)
+    rule = alert_service_pb2.AlertRule(id=rule_id)
+    paths: list[str] = []
+    given = {
+        "field": field,
+        "operator": operator,
+        "value": value,
+        "aggregation": aggregation,
+        "window": window,
+        "percent": percent,
+        "direction": direction,
+        "no_data_for": no_data_for,
+        "deviations": deviations,
+        "baseline": baseline,
+        "min_samples": min_samples,
+    }
+    if condition is not None or any(v is not None for v in given.values()):
+        current = await state.clients.call(
+            state.clients.alerts.GetAlertRule,
+            alert_service_pb2.GetAlertRuleRequest(id=rule_id),
+            token=state.token(),
+            subject=rule_subject(rule_id),
+        )
+        current_kind, args = condition_arguments(current.alert_rule.condition)
+        kind = condition or current_kind
+        if kind is None:
+            raise AdapterError("condition: this rule's condition is of a kind the adapter does not know; give it")
+        if kind != current_kind:
+            args = {}
+        args.update({k: v for k, v in given.items() if v is not None})
+        rule.condition.CopyFrom(build_condition(kind, {k: args.get(k) for k in CONDITION_ARGUMENTS}))
+        paths.append("condition")
+    if severity is not None:
+        rule.severity = enum_value(common_pb2.Severity, severity, "SEVERITY_")
+        paths.append("severity")
+    if name is not None:
+        rule.display_name = name
+        paths.append("display_name")
+    if enabled is not None:
+        rule.enabled = enabled
+        paths.append("enabled")
+    if channel_ids is not None:
+        rule.channel_ids.extend(channel_ids)
+        paths.append("channel_ids")
+    if escalation_channel_ids is not None:
+        rule.escalation_channel_ids.extend(escalation_channel_ids)
+        paths.append("escalation_channel_ids")
+    if monitor_selector is not None:
+        rule.monitor_selector.update(monitor_selector)
+        paths.append("monitor_selector")
+    if description is not None:
+        rule.description = description
+        paths.append("description")
+    durations = {
+        "for_duration": for_duration,
+        "repeat_interval": repeat_interval,
+        "keep_firing_for": keep_firing_for,
+        "cooldown": cooldown,
+        "escalate_after": escalate_after,
+    }
+    _set_durations(rule, durations, paths)
+    if not paths:
+        raise AdapterError("nothing to change: give at least one setting to update")
+    response = await state.clients.call(
+        state.clients.alerts.UpdateAlertRule,
+        alert_service_pb2.UpdateAlertRuleRequest(alert_rule=rule, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+        token=state.token(),
+        subject=rule_subject(rule_id),
+    )
+    view = rule_view(response.alert_rule)
+    return reply(f"Updated alert rule {view.id}: {view.condition} ({view.severity}).", view)
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+@tool(destructive=True, idempotent=True)
+async def delete_alert_rule(rule_id: RuleId, ctx: ToolContext) -> Annotated[CallToolResult, Deleted]:
+    """Delete an alert rule; its open alert is resolved. Confirm with the person first (update_alert_rule with
+    enabled=false only pauses it)."""
+    state = state_of(ctx)
+    await state.clients.call(
+        state.clients.alerts.DeleteAlertRule,
+        alert_service_pb2.DeleteAlertRuleRequest(id=rule_id),
+        token=state.token(),
+        subject=rule_subject(rule_id),
+    )
+    return reply(f"Deleted alert rule {rule_id}.", Deleted(deleted=rule_id))
+
+
+class EvaluationView(BaseModel):
+    monitor_id: str
+    has_value: bool
+    value: float | None = None
+    condition_met: bool
+    unknown: bool | None = None
+    explanation: str
+    alert_id: str | None = None
+
+
+class RuleTest(BaseModel):
+    would_fire: bool
+    evaluations: list[EvaluationView]
+
+
+# Named apart from its tool: a function called test_* reads as a pytest test to linters.
+@tool(read_only=True, name="test_alert_rule")
+async def try_alert_rule(
+    ctx: ToolContext,
+    rule_id: Annotated[str | None, Field(description="A saved rule; or describe an unsaved one instead.")] = None,
+    monitor_id: str | None = None,
+    monitor_selector: Selector = None,
+    condition: ConditionKind | None = None,
+    field: str | None = None,
+    operator: Operator | None = None,
+    value: Value = None,
+    aggregation: AggregationName = "last",
+    window: OptionalDuration = None,
+    percent: Annotated[float | None, Field(gt=0)] = None,
+    direction: Direction | None = None,
+    no_data_for: OptionalDuration = None,
+    deviations: Annotated[float | None, Field(gt=0)] = None,
+    baseline: OptionalDuration = None,
+) -> Annotated[CallToolResult, RuleTest]:
+    """Evaluate a rule once against current data and say whether it would fire now, with the value and why.
+    Changes nothing and notifies nobody. Give rule_id, or the same arguments create_alert_rule takes."""
+    state = state_of(ctx)
+    if rule_id:
+        request = alert_service_pb2.TestAlertRuleRequest(rule_id=rule_id)
+    elif condition:
+        args = {
+            "field": field,
+            "operator": operator,
+            "value": value,
+            "aggregation": aggregation,
+            "window": window,
+            "percent": percent,
+            "direction": direction,
+            "no_data_for": no_data_for,
+            "deviations": deviations,
+            "baseline": baseline,
+        }
+        rule = alert_service_pb2.AlertRule(
+            monitor_id=monitor_id or "",
+            monitor_selector=monitor_selector or {},
+            condition=await _condition(state, condition, monitor_id, args),
+        )
+        request = alert_service_pb2.TestAlertRuleRequest(alert_rule=rule)
+    else:
+        raise AdapterError("give rule_id, or an unsaved rule (condition with monitor_id and its arguments)")
+    response = await state.clients.call(
+        state.clients.alerts.TestAlertRule, request, token=state.token(), subject=rule_subject(rule_id or "")
+    )
+    evaluations = list(response.evaluations) or [response.evaluation]
+    views = [
+        EvaluationView(
+            monitor_id=e.monitor_id,
+            has_value=e.has_value,
+            value=e.value if e.has_value else None,
+            condition_met=e.condition_met,
+            unknown=e.unknown or None,
+            explanation=e.explanation,
+            alert_id=e.alert_id or None,
+        )
+        for e in evaluations
+    ]
+    why = views[0].explanation if views else ""
+    return reply(
+        ("Would fire now" if response.would_fire else "Would not fire now") + (f": {why}." if why else "."),
+        RuleTest(would_fire=response.would_fire, evaluations=views),
+    )
+
+
+class AlertView(BaseModel):
+    id: str
+    state: str
+    severity: str
+    summary: str
+    rule_id: str
+    rule_name: str | None = None
+    monitor_id: str
+    monitor_name: str | None = None
+    value: float
+    threshold: float
+    explanation: str | None = None
+    started: str | None = None
+    fired: str | None = None
+    acknowledged: str | None = None
+    acknowledged_by: str | None = None
+    resolved: str | None = None
+    resolved_by: str | None = None
+    escalated: str | None = None
+    comment: str | None = None
+
+
+def alert_view(alert: alert_service_pb2.Alert) -> AlertView:
+    return AlertView(
+        id=alert.id,
+        state=enum_name(common_pb2.AlertState, alert.state, "ALERT_STATE_"),
+        severity=enum_name(common_pb2.Severity, alert.severity, "SEVERITY_"),
+        summary=alert.summary,
+        rule_id=alert.rule_id,
+        rule_name=alert.rule_name or None,
+        monitor_id=alert.monitor_id,
+        monitor_name=alert.monitor_name or None,
+        value=alert.value,
+        threshold=alert.threshold,
+        explanation=alert.explanation or None,
+        started=iso(alert.start_time),
+        fired=iso(alert.fire_time),
+        acknowledged=iso(alert.acknowledge_time),
+        acknowledged_by=alert.acknowledged_by or None,
+        resolved=iso(alert.resolve_time),
+        resolved_by=alert.resolved_by or None,
+        escalated=iso(alert.escalate_time),
+        comment=alert.comment or None,
+    )
+
+
+class AlertList(BaseModel):
+    alerts: list[AlertView]
+    next_page_token: str | None = None
+
+
+AlertFilter = Literal["open", "pending", "firing", "acknowledged", "resolved", "all"]
+OPEN_STATES = (common_pb2.ALERT_STATE_PENDING, common_pb2.ALERT_STATE_FIRING, common_pb2.ALERT_STATE_ACKNOWLEDGED)
+
+
+async def list_alert_messages(
+    state: AdapterState,
+    status: AlertFilter,
+    monitor_id: str = "",
+    rule_id: str = "",
+    limit: int = 20,
+    page_token: str = "",
+) -> alert_service_pb2.ListAlertsResponse:
+    if status == "open":
+        states: list[Any] = list(OPEN_STATES)
+    elif status == "all":
+        states = []
+    else:
+        states = [enum_value(common_pb2.AlertState, status, "ALERT_STATE_")]
+    return await state.clients.call(
+        state.clients.alerts.ListAlerts,
+        alert_service_pb2.ListAlertsRequest(
+            page_size=limit, page_token=page_token, states=states, monitor_id=monitor_id, rule_id=rule_id
+        ),
+        token=state.token(),
+    )
+
+
+@tool(read_only=True)
+async def list_alerts(
+    ctx: ToolContext,
+    status: Annotated[AlertFilter, Field(description="open = pending, firing or acknowledged.")] = "open",
+    monitor_id: str = "",
+    rule_id: str = "",
+    limit: Annotated[int, Field(ge=1, le=1000)] = 20,
+    page_token: str = "",
+) -> Annotated[CallToolResult, AlertList]:
+    """List the person's alerts, newest first: by default the open ones. Use status="all" for recent history
+    ("show recent alerts"). Each has an id for acknowledge_alert, resolve_alert and get_alert."""
+    state = state_of(ctx)
+    response = await list_alert_messages(state, status, monitor_id, rule_id, limit, page_token)
+    views = [alert_view(a) for a in response.alerts]
+    text = "; ".join(f"{v.id} {v.state}: {v.summary}" for v in views[:5])
+    return reply(
+        f"{len(views)} {'' if status == 'all' else status + ' '}alert(s)" + (f": {text}." if text else "."),
+        AlertList(alerts=views, next_page_token=response.next_page_token or None),
+    )
+
+
+class AlertEventView(BaseModel):
+    transition: str
+    time: str | None = None
+    value: float
+    explanation: str | None = None
+    actor: str | None = None
+
+
+class AlertDetail(BaseModel):
+    alert: AlertView
+    events: list[AlertEventView] = []
+
+
+@tool(read_only=True)
+async def get_alert(alert_id: AlertId, ctx: ToolContext) -> Annotated[CallToolResult, AlertDetail]:
+    """Get one alert with its history (fired, acknowledged, resolved: when, by whom, with which value)."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.alerts.GetAlert,
+        alert_service_pb2.GetAlertRequest(id=alert_id),
+        token=state.token(),
+        subject=alert_subject(alert_id),
+    )
+    events = [
+        AlertEventView(
+            transition=enum_name(alert_service_pb2.AlertTransition, e.transition, "ALERT_TRANSITION_"),
+            time=iso(e.event_time),
+            value=e.value,
+            explanation=e.explanation or None,
+            actor=e.actor or None,
+        )
+        for e in response.events
+    ]
+    view = alert_view(response.alert)
+    return reply(f"{view.id} is {view.state}: {view.summary}.", AlertDetail(alert=view, events=events))
+
+
+@tool(idempotent=True)
+async def acknowledge_alert(
+    alert_id: AlertId, ctx: ToolContext, comment: Annotated[str, Field(max_length=2000)] = ""
+) -> Annotated[CallToolResult, AlertView]:
+    """Acknowledge a firing alert ("I'm on it"): its notifications stop repeating until it resolves. A resolved
+    alert cannot be acknowledged."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.alerts.AcknowledgeAlert,
+        alert_service_pb2.AcknowledgeAlertRequest(id=alert_id, comment=comment),
+        token=state.token(),
+        subject=alert_subject(alert_id),
+    )
+    view = alert_view(response.alert)
+    return reply(f"Acknowledged {view.id}: {view.summary}.", view)
+
+
+@tool(idempotent=True)
+async def resolve_alert(
+    alert_id: AlertId, ctx: ToolContext, comment: Annotated[str, Field(max_length=2000)] = ""
+) -> Annotated[CallToolResult, AlertView]:
+    """Resolve an alert by hand (it resolves by itself when its condition clears)."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.alerts.ResolveAlert,
+        alert_service_pb2.ResolveAlertRequest(id=alert_id, comment=comment),
+        token=state.token(),
+        subject=alert_subject(alert_id),
+    )
+    view = alert_view(response.alert)
+    return reply(f"Resolved {view.id}.", view)
+
+
+class SilenceView(BaseModel):
+    id: str
+    monitor_id: str | None = None
+    rule_id: str | None = None
+    monitor_selector: dict[str, str] | None = None
+    start: str | None = None
+    end: str | None = None
+    cron_schedule: str | None = None
+    duration: str | None = None
+    time_zone: str | None = None
+    active: bool | None = None
+    comment: str | None = None
+
+
+def silence_view(silence: alert_service_pb2.Silence) -> SilenceView:
+    return SilenceView(
+        id=silence.id,
+        monitor_id=silence.monitor_id or None,
+        rule_id=silence.rule_id or None,
+        monitor_selector=dict(silence.monitor_selector) or None,
+        start=iso(silence.start_time),
+        end=iso(silence.end_time),
+        cron_schedule=silence.cron_schedule or None,
+        duration=span(silence.duration),
+        time_zone=silence.time_zone or None,
+        active=silence.active,
+        comment=silence.comment or None,
+    )
+
+
+@tool()
+async def create_silence(
+    ctx: ToolContext,
+    duration: Annotated[str, Field(max_length=32, description='How long: "1h", "30m", "2d".')] = "1h",
+    monitor_id: Annotated[str, Field(description="Only this monitor; empty: all of the person's.")] = "",
+    rule_id: Annotated[str, Field(description="Only this rule.")] = "",
+    monitor_selector: Selector = None,
+    starts: Annotated[str, Field(description='"now", or an ISO 8601 time for planned maintenance.')] = "now",
+    cron_schedule: Annotated[
+        str | None, Field(description='Recurring maintenance window, five-field cron: "0 2 * * SUN".')
+    ] = None,
+    time_zone: Annotated[str | None, Field(description="IANA zone of cron_schedule, e.g. Europe/Paris.")] = None,
+    comment: Annotated[str, Field(max_length=2000)] = "",
+) -> Annotated[CallToolResult, SilenceView]:
+    """Mute notifications for a while (alerts still fire and are listed): for one monitor, one rule, monitors
+    with some labels, or everything. With cron_schedule it is a recurring maintenance window, each occurrence
+    lasting duration. Undo with delete_silence."""
+    state = state_of(ctx)
+    length = parse_duration(duration, "duration")
+    silence = alert_service_pb2.Silence(
+        monitor_id=monitor_id, rule_id=rule_id, monitor_selector=monitor_selector or {}, comment=comment
+    )
+    if cron_schedule:
+        silence.cron_schedule = cron_schedule
+        silence.duration.CopyFrom(to_duration(length))
+        silence.time_zone = time_zone or ""
+    else:
+        start = parse_time(starts, "starts") if starts != "now" else datetime.now(UTC)
+        if starts != "now":
+            silence.start_time.CopyFrom(to_timestamp(start))
+        silence.end_time.CopyFrom(to_timestamp(start + length))
+    response = await state.clients.call(
+        state.clients.alerts.CreateSilence,
+        alert_service_pb2.CreateSilenceRequest(silence=silence),
+        token=state.token(),
+    )
+    view = silence_view(response.silence)
+    scope = monitor_id or rule_id or ("matching monitors" if monitor_selector else "everything")
+    until = f"until {view.end}" if view.end else f"on schedule {view.cron_schedule}"
+    return reply(f"Silenced {scope} {until} ({view.id}).", view)
+
+
+class SilenceList(BaseModel):
+    silences: list[SilenceView]
+    next_page_token: str | None = None
+
+
+@tool(read_only=True)
+async def list_silences(
+    ctx: ToolContext,
+    include_expired: bool = False,
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 100,
+    page_token: str = "",
+) -> Annotated[CallToolResult, SilenceList]:
+    """List the person's silences and maintenance windows (current and future; include_expired for past ones)."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.alerts.ListSilences,
+        alert_service_pb2.ListSilencesRequest(
+            page_size=page_size, page_token=page_token, include_expired=include_expired
+        ),
+        token=state.token(),
+    )
+    views = [silence_view(s) for s in response.silences]
+    return reply(
+        f"{len(views)} silence(s).", SilenceList(silences=views, next_page_token=response.next_page_token or None)
+    )
+
+
+@tool(destructive=True, idempotent=True)
+async def delete_silence(
+    silence_id: Annotated[str, Field(min_length=1, description="A silence id from list_silences.")], ctx: ToolContext
+) -> Annotated[CallToolResult, Deleted]:
+    """End and delete a silence or maintenance window: notifications resume at once."""
+    state = state_of(ctx)
+    await state.clients.call(
+        state.clients.alerts.DeleteSilence,
+        alert_service_pb2.DeleteSilenceRequest(id=silence_id),
+        token=state.token(),
+        subject=Subject("silence", silence_id, "list_silences"),
+    )
+    return reply(f"Deleted silence {silence_id}.", Deleted(deleted=silence_id))

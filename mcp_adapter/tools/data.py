@@ -1,0 +1,373 @@
+"""Data tools: get_monitor_data, summarize_monitor, get_crypto_analysis, get_website_uptime_analysis and
+plot_monitor_data (a PNG chart as MCP image content)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+from datetime import UTC, datetime
+from typing import Annotated, Literal
+
+from mcp_types import CallToolResult, ImageContent, TextContent
+from pydantic import BaseModel, Field
+
+from mcp_adapter.chart import ChartData, render_chart
+from mcp_adapter.errors import AdapterError
+from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
+from mcp_adapter.tools.alerts import list_alert_messages
+from mcp_adapter.tools.monitors import MonitorId, all_monitors, get_monitor_message, monitor_subject, normalize_pair
+from mcp_adapter.tools.rules import DEFAULT_FIELDS
+from mcp_adapter.units import parse_duration, parse_time
+from mcp_adapter.views import enum_name, enum_value, iso, monitor_kind, monitor_view, span, to_duration, to_timestamp
+from monitors.v1 import common_pb2, monitor_service_pb2
+
+AggregationName = Literal["mean", "min", "max", "first", "last", "count", "sum", "p50", "p95", "p99"]
+Since = Annotated[str, Field(max_length=64, description='Start: a duration back from now ("24h", "7d") or ISO time.')]
+Until = Annotated[str | None, Field(max_length=64, description="End (default now): a duration ago or ISO time.")]
+
+
+def time_range(since: str, until: str | None) -> common_pb2.TimeRange:
+    now = datetime.now(UTC)
+    start = parse_time(since, "since", now)
+    time_range = common_pb2.TimeRange(start_time=to_timestamp(start))
+    if until:
+        time_range.end_time.CopyFrom(to_timestamp(parse_time(until, "until", now)))
+    return time_range
+
+
+class Point(BaseModel):
+    t: str
+    v: float
+    n: int | None = None
+
+
+class SeriesView(BaseModel):
+    monitor_id: str
+    field: str
+    window: str | None = None
+    aggregation: str | None = None
+    points: list[Point]
+
+
+async def query_points(
+    state: AdapterState,
+    monitor_id: str,
+    field: str,
+    range_: common_pb2.TimeRange,
+    window: str | None = None,
+    aggregation: str = "mean",
+    max_points: int = 200,
+) -> monitor_service_pb2.QuerySamplesResponse:
+    request = monitor_service_pb2.QuerySamplesRequest(
+        monitor_id=monitor_id, field=field, time_range=range_, max_points=max_points
+    )
+    if window:
+        request.window.CopyFrom(to_duration(parse_duration(window, "window")))
+        request.aggregation = enum_value(common_pb2.Aggregation, aggregation, "AGGREGATION_")
+    return await state.clients.call(
+        state.clients.monitors.QuerySamples, request, token=state.token(), subject=monitor_subject(monitor_id)
+    )
+
+
+async def default_field(state: AdapterState, monitor_id: str, field: str | None) -> tuple[str, str]:
+    """The field to read (the monitor kind's main value when none is given), and the monitor's kind."""
+    kind = monitor_kind((await get_monitor_message(state, monitor_id)).spec)
+    return field or DEFAULT_FIELDS.get(kind, "is_up"), kind
+
+
+@tool(read_only=True)
+async def get_monitor_data(
+    monitor_id: MonitorId,
+    ctx: ToolContext,
+    field: Annotated[
+        str | None, Field(description="price, response_time_ms, status_code, is_up, ...; default: the main one.")
+    ] = None,
+    since: Since = "24h",
+    until: Until = None,
+    window: Annotated[str | None, Field(description='Aggregate per window, e.g. "1h"; raw samples if omitted.')] = None,
+    aggregation: AggregationName = "mean",
+    max_points: Annotated[int, Field(ge=1, le=10000)] = 200,
+) -> Annotated[CallToolResult, SeriesView]:
+    """Read a monitor's values over time (by default its main value over the last 24 hours): the raw samples,
+    or one aggregate per window. For a verdict rather than numbers use summarize_monitor; for a picture use
+    plot_monitor_data. A field the monitor does not write is refused, naming the ones it does."""
+    state = state_of(ctx)
+    field_name, _ = await default_field(state, monitor_id, field)
+    response = await query_points(
+        state, monitor_id, field_name, time_range(since, until), window, aggregation, max_points
+    )
+    points = [
+        Point(t=iso(p.point_time) or "", v=p.value, n=p.sample_count if window else None) for p in response.points
+    ]
+    view = SeriesView(
+        monitor_id=monitor_id,
+        field=field_name,
+        window=span(response.window),
+        aggregation=enum_name(common_pb2.Aggregation, response.aggregation, "AGGREGATION_") if window else None,
+        points=points,
+    )
+    latest = f"; latest {points[-1].v:g} at {points[-1].t}" if points else ""
+    return reply(f"{len(points)} point(s) of {field_name} since {since}{latest}.", view)
+
+
+class OutageView(BaseModel):
+    start: str | None = None
+    end: str | None = None
+    duration: str | None = None
+    error_class: str | None = None
+    cause: str | None = None
+
+
+class PriceStats(BaseModel):
+    first: float
+    last: float
+    min: float
+    max: float
+    mean: float
+    change_absolute: float
+    change_percent: float
+    volatility: float
+
+
+class SummaryView(BaseModel):
+    monitor_id: str
+    start: str | None = None
+    end: str | None = None
+    samples: int
+    uptime_percent: float | None = None
+    checks: int | None = None
+    failed_checks: int | None = None
+    outages: list[OutageView] | None = None
+    response_time_p50_ms: float | None = None
+    response_time_p95_ms: float | None = None
+    response_time_p99_ms: float | None = None
+    cert_days_left: int | None = None
+    price: PriceStats | None = None
+
+
+def summary_view(response: monitor_service_pb2.SummarizeMonitorResponse) -> SummaryView:
+    view = SummaryView(
+        monitor_id=response.monitor_id,
+        start=iso(response.time_range.start_time),
+        end=iso(response.time_range.end_time),
+        samples=response.sample_count,
+    )
+    which = response.WhichOneof("summary")
+    availability = None
+    if which == "website":
+        website = response.website
+        availability = website.availability
+        view.response_time_p50_ms = round(website.response_time_p50_ms, 1)
+        view.response_time_p95_ms = round(website.response_time_p95_ms, 1)
+        view.response_time_p99_ms = round(website.response_time_p99_ms, 1)
+        view.cert_days_left = website.cert_days_left if website.HasField("cert_days_left") else None
+    elif which == "availability":
+        availability = response.availability
+    elif which == "crypto_price":
+        p = response.crypto_price
+        view.price = PriceStats(
+            first=p.first,
+            last=p.last,
+            min=p.min,
+            max=p.max,
+            mean=round(p.mean, 6),
+            change_absolute=round(p.change_absolute, 6),
+            change_percent=round(p.change_percent, 4),
+            volatility=round(p.volatility, 6),
+        )
+    if availability is not None:
+        view.uptime_percent = round(availability.uptime_percent, 3)
+        view.checks = availability.checks
+        view.failed_checks = availability.failed_checks
+        view.outages = [
+            OutageView(
+                start=iso(o.start_time),
+                end=iso(o.end_time),
+                duration=span(o.duration),
+                error_class=enum_name(common_pb2.ErrorClass, o.error_class, "ERROR_CLASS_"),
+                cause=o.cause or None,
+            )
+            for o in availability.outages
+        ]
+    return view
+
+
+def summary_line(name: str, view: SummaryView, since: str) -> str:
+    if view.price is not None:
+        p = view.price
+        return (
+            f"{name} over {since}: last {p.last:,.2f}, range {p.min:,.2f}-{p.max:,.2f}, "
+            f"change {p.change_percent:+.2f}% ({view.samples} samples)."
+        )
+    if view.uptime_percent is not None:
+        outages = len(view.outages or [])
+        latency = f", p95 {view.response_time_p95_ms:g} ms" if view.response_time_p95_ms else ""
+        return f"{name} over {since}: {view.uptime_percent:g}% up, {outages} outage(s){latency} ({view.checks} checks)."
+    return f"{name} over {since}: {view.samples} samples."
+
+
+async def summarize_raw(
+    state: AdapterState, monitor_id: str, since: str, until: str | None
+) -> monitor_service_pb2.SummarizeMonitorResponse:
+    return await state.clients.call(
+        state.clients.monitors.SummarizeMonitor,
+        monitor_service_pb2.SummarizeMonitorRequest(monitor_id=monitor_id, time_range=time_range(since, until)),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+
+
+async def summarize(state: AdapterState, monitor_id: str, since: str, until: str | None) -> SummaryView:
+    return summary_view(await summarize_raw(state, monitor_id, since, until))
+
+
+@tool(read_only=True)
+async def summarize_monitor(
+    monitor_id: MonitorId, ctx: ToolContext, since: Since = "24h", until: Until = None
+) -> Annotated[CallToolResult, SummaryView]:
+    """Summarise a monitor over a period (default the last 24 hours): uptime, outages with their causes and
+    latency percentiles for up/down monitors; first, last, min, max, change and volatility for a price."""
+    state = state_of(ctx)
+    view = await summarize(state, monitor_id, since, until)
+    return reply(summary_line(monitor_id, view, since), view)
+
+
+class CryptoAnalysis(BaseModel):
+    pair: str
+    monitor_id: str
+    summary: SummaryView
+    hourly: list[Point]
+
+
+@tool(read_only=True)
+async def get_crypto_analysis(
+    ctx: ToolContext,
+    symbol: Annotated[str, Field(max_length=40, description="A coin or pair: BTC, ETH-EUR.")] = "BTC",
+    since: Since = "24h",
+) -> Annotated[CallToolResult, CryptoAnalysis]:
+    """Analyse a coin's price from the person's crypto monitor of it: last, range, change and volatility over the
+    period, with hourly means. If they have no monitor of that pair, create one (create_monitor kind=crypto_price)
+    and data arrives from then on."""
+    state = state_of(ctx)
+    pair = normalize_pair(symbol)
+    monitors = [m for m in await all_monitors(state) if monitor_kind(m.spec) == "crypto_price"]
+    monitor = next((m for m in monitors if m.spec.crypto_price.pair == pair), None)
+    if monitor is None:
+        watched = ", ".join(sorted({m.spec.crypto_price.pair for m in monitors})) or "none"
+        raise AdapterError(
+            f"no monitor watches {pair} (watched pairs: {watched}); call create_monitor with kind=crypto_price "
+            f"and target={pair} first"
+        )
+    summary, series = await asyncio.gather(
+        summarize(state, monitor.id, since, None),
+        query_points(state, monitor.id, "price", time_range(since, None), "1h", "mean", 200),
+    )
+    hourly = [Point(t=iso(p.point_time) or "", v=round(p.value, 6)) for p in series.points]
+    analysis = CryptoAnalysis(pair=pair, monitor_id=monitor.id, summary=summary, hourly=hourly)
+    return reply(summary_line(pair, summary, since), analysis)
+
+
+class UptimeAnalysis(BaseModel):
+    monitor_id: str
+    url: str
+    summary: SummaryView
+    state: str
+
+
+@tool(read_only=True)
+async def get_website_uptime_analysis(
+    site: Annotated[str, Field(max_length=2000, description="A website monitor id, or (part of) its URL.")],
+    ctx: ToolContext,
+    since: Since = "7d",
+) -> Annotated[CallToolResult, UptimeAnalysis]:
+    """Analyse a website's uptime (default the last 7 days): uptime percent, each outage with its cause and
+    length, latency percentiles, certificate days left, and its state now."""
+    state = state_of(ctx)
+    websites = [m for m in await all_monitors(state) if monitor_kind(m.spec) == "website"]
+    needle = site.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+    monitor = next((m for m in websites if m.id == site.strip()), None) or next(
+        (m for m in websites if needle and needle in m.spec.website.url.lower()), None
+    )
+    if monitor is None:
+        raise AdapterError(
+            f"no website monitor matches {site!r}; call list_monitors, or create_monitor kind=website to start "
+            "watching it"
+        )
+    summary, status = await asyncio.gather(
+        summarize(state, monitor.id, since, None),
+        state.clients.call(
+            state.clients.monitors.GetMonitorStatus,
+            monitor_service_pb2.GetMonitorStatusRequest(id=monitor.id),
+            token=state.token(),
+        ),
+    )
+    current = enum_name(common_pb2.MonitorState, status.status.state, "MONITOR_STATE_")
+    analysis = UptimeAnalysis(monitor_id=monitor.id, url=monitor.spec.website.url, summary=summary, state=current)
+    return reply(summary_line(monitor.spec.website.url, summary, since) + f" Now {current.upper()}.", analysis)
+
+
+@tool(read_only=True)
+async def plot_monitor_data(
+    monitor_id: MonitorId,
+    ctx: ToolContext,
+    field: Annotated[str | None, Field(description="Default: price for a coin, response_time_ms otherwise.")] = None,
+    since: Since = "24h",
+    until: Until = None,
+) -> CallToolResult:
+    """Draw a chart (PNG image) of a monitor's latency or price over time (default the last 24 hours), with DOWN
+    periods shaded red and fired alerts marked. Show it to the person when a picture says more than numbers."""
+    state = state_of(ctx)
+    monitor = await get_monitor_message(state, monitor_id)
+    kind = monitor_kind(monitor.spec)
+    field_name = field or DEFAULT_FIELDS.get(kind, "is_up")
+    range_ = time_range(since, until)
+    series, summary = await asyncio.gather(
+        query_points(state, monitor_id, field_name, range_, max_points=1000),
+        summarize_raw(state, monitor_id, since, until),
+    )
+    alert_times: list[tuple[datetime, str]] = []
+    try:
+        alerts = await list_alert_messages(state, "all", monitor_id=monitor_id, limit=100)
+        for alert in alerts.alerts:
+            stamp = alert.fire_time if alert.HasField("fire_time") else alert.start_time
+            if stamp.seconds:
+                alert_times.append((stamp.ToDatetime(tzinfo=UTC), alert.summary))
+    except AdapterError:
+        pass  # Alerts are an overlay: without AlertService the chart is still worth drawing.
+    outages = [
+        (
+            o.start_time.ToDatetime(tzinfo=UTC),
+            o.end_time.ToDatetime(tzinfo=UTC) if o.HasField("end_time") else datetime.now(UTC),
+        )
+        for o in summary_outages(summary)
+    ]
+    data = ChartData(
+        title=f"{monitor.display_name} ({monitor_view(monitor).target})",
+        field_name=field_name,
+        times=[p.point_time.ToDatetime(tzinfo=UTC) for p in series.points],
+        values=[p.value for p in series.points],
+        outages=outages,
+        alerts=alert_times,
+        start=range_.start_time.ToDatetime(tzinfo=UTC),
+        end=range_.end_time.ToDatetime(tzinfo=UTC) if range_.HasField("end_time") else datetime.now(UTC),
+    )
+    png = await asyncio.to_thread(render_chart, data)
+    text = (
+        f"Chart of {field_name} for {monitor_id} since {since}: {len(data.values)} point(s), "
+        f"{len(outages)} DOWN period(s), {len(alert_times)} alert(s) marked."
+    )
+    return CallToolResult(
+        content=[
+            TextContent(type="text", text=text),
+            ImageContent(type="image", data=base64.b64encode(png).decode(), mime_type="image/png"),
+        ]
+    )
+
+
+def summary_outages(response: monitor_service_pb2.SummarizeMonitorResponse) -> list[monitor_service_pb2.Outage]:
+    which = response.WhichOneof("summary")
+    if which == "website":
+        return list(response.website.availability.outages)
+    if which == "availability":
+        return list(response.availability.outages)
+    return []

@@ -1,0 +1,601 @@
+"""Monitor tools: suggest, create (with its suggested alert rules), list, get, update, pause, resume, delete,
+run a check now, status, and the deployment's status."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from google.protobuf import field_mask_pb2
+from mcp_types import CallToolResult
+from pydantic import BaseModel, Field
+
+from mcp_adapter.errors import AdapterError, Subject
+from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
+from mcp_adapter.tools.rules import RuleView, rule_view
+from mcp_adapter.units import parse_duration
+from mcp_adapter.views import (
+    CheckView,
+    MonitorView,
+    check_view,
+    condition_text,
+    enum_name,
+    enum_value,
+    iso,
+    monitor_kind,
+    monitor_view,
+    span,
+    to_duration,
+)
+from monitors.v1 import alert_service_pb2, common_pb2, monitor_service_pb2
+
+Kind = Literal["website", "crypto_price", "tcp", "dns", "heartbeat", "grpc_health"]
+HttpMethod = Literal["GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"]
+RecordType = Literal["A", "AAAA", "CNAME", "MX", "TXT", "NS"]
+Provider = Literal["coinbase", "binance", "kraken", "coingecko"]
+MonitorId = Annotated[
+    str, Field(min_length=1, max_length=100, description="A monitor id (mon_...) from list_monitors.")
+]
+DurationText = Annotated[str, Field(max_length=32, description='A duration such as "30s", "5m", "1h".')]
+
+
+def monitor_subject(monitor_id: str) -> Subject:
+    return Subject("monitor", monitor_id, "list_monitors")
+
+
+def normalize_pair(text: str) -> str:
+    """ "btc" -> "BTC-USD", "eth/eur" -> "ETH-EUR"."""
+    pair = text.strip().upper().replace("/", "-").replace(" ", "")
+    return pair if "-" in pair else f"{pair}-USD"
+
+
+def status_ranges(text: str) -> list[common_pb2.StatusCodeRange]:
+    """ "200-299,301" -> two ranges."""
+    ranges = []
+    for part in text.split(","):
+        low, _, high = part.strip().partition("-")
+        try:
+            ranges.append(common_pb2.StatusCodeRange(min=int(low), max=int(high or low)))
+        except ValueError:
+            raise AdapterError(f"expected_status: cannot read {part!r}; use forms like 200-299 or 200,301") from None
+    return ranges
+
+
+class SpecOptions(BaseModel):
+    method: HttpMethod | None = None
+    headers: dict[str, str] | None = None
+    body: str | None = None
+    expected_status: str | None = None
+    keyword: str | None = None
+    keyword_absent: bool = False
+    cert_expiry_days: int | None = None
+    providers: list[Provider] | None = None
+    record_type: RecordType | None = None
+    expected_answers: list[str] | None = None
+    resolver: str | None = None
+    grace_period: str | None = None
+    grpc_service: str | None = None
+    use_tls: bool = False
+
+
+def build_spec(kind: Kind, target: str, options: SpecOptions) -> common_pb2.MonitorSpec:
+    """The MonitorSpec for ``kind`` watching ``target``."""
+    spec = common_pb2.MonitorSpec()
+    if kind == "website":
+        url = target.strip()
+        spec.website.url = url if "://" in url else f"https://{url}"
+        if options.method:
+            spec.website.method = enum_value(common_pb2.HttpMethod, options.method, "HTTP_METHOD_")
+        spec.website.headers.update(options.headers or {})
+        spec.website.body = options.body or ""
+        if options.expected_status:
+            spec.website.accepted_status_codes.extend(status_ranges(options.expected_status))
+        if options.keyword:
+            spec.website.keyword.keyword = options.keyword
+            spec.website.keyword.absent = options.keyword_absent
+        spec.website.cert_expiry_days = options.cert_expiry_days or 0
+    elif kind == "crypto_price":
+        spec.crypto_price.pair = normalize_pair(target)
+        spec.crypto_price.providers.extend(
+            enum_value(common_pb2.CryptoProvider, p, "CRYPTO_PROVIDER_") for p in options.providers or []
+        )
+    elif kind == "tcp":
+        host, _, port = target.strip().rpartition(":")
+        if not host or not port.isdigit():
+            raise AdapterError(f"target: a tcp monitor needs host:port, got {target!r}")
+        spec.tcp.host, spec.tcp.port = host.strip("[]"), int(port)
+    elif kind == "dns":
+        spec.dns.name = target.strip()
+        if options.record_type:
+            spec.dns.record_type = enum_value(common_pb2.DnsRecordType, options.record_type, "DNS_RECORD_TYPE_")
+        spec.dns.expected_answers.extend(options.expected_answers or [])
+        spec.dns.resolver = options.resolver or ""
+    elif kind == "heartbeat":
+        if options.grace_period:
+            spec.heartbeat.grace_period.CopyFrom(to_duration(parse_duration(options.grace_period, "grace_period")))
+        else:
+            spec.heartbeat.SetInParent()
+    else:
+        spec.grpc_health.target = target.strip()
+        spec.grpc_health.service = options.grpc_service or ""
+        spec.grpc_health.use_tls = options.use_tls
+    return spec
+
+
+def retarget(spec: common_pb2.MonitorSpec, target: str) -> common_pb2.MonitorSpec:
+    """``spec`` watching ``target`` instead, its other settings kept."""
+    kind = monitor_kind(spec)
+    if kind == "website":
+        spec.website.url = target if "://" in target else f"https://{target}"
+    elif kind == "crypto_price":
+        spec.crypto_price.pair = normalize_pair(target)
+    elif kind == "tcp":
+        spec.tcp.CopyFrom(build_spec("tcp", target, SpecOptions()).tcp)
+    elif kind == "dns":
+        spec.dns.name = target
+    elif kind == "grpc_health":
+        spec.grpc_health.target = target
+    else:
+        raise AdapterError("target: a heartbeat monitor has no target to change")
+    return spec
+
+
+async def get_monitor_message(state: AdapterState, monitor_id: str) -> monitor_service_pb2.Monitor:
+    response = await state.clients.call(
+        state.clients.monitors.GetMonitor,
+        monitor_service_pb2.GetMonitorRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    return response.monitor
+
+
+async def all_monitors(state: AdapterState) -> list[monitor_service_pb2.Monitor]:
+    """Every monitor of the caller's, through all pages."""
+    monitors: list[monitor_service_pb2.Monitor] = []
+    page_token = ""
+    while True:
+        response = await state.clients.call(
+            state.clients.monitors.ListMonitors,
+            monitor_service_pb2.ListMonitorsRequest(page_size=1000, page_token=page_token),
+            token=state.token(),
+        )
+        monitors.extend(response.monitors)
+        page_token = response.next_page_token
+        if not page_token:
+            return monitors
+
+
+class SuggestedRule(BaseModel):
+    name: str
+    condition: str
+    severity: str
+    for_duration: str | None = None
+    rationale: str
+
+
+class Suggestion(BaseModel):
+    name: str
+    kind: str
+    target: str
+    interval: str | None = None
+    rationale: str
+    alert_rules: list[SuggestedRule]
+
+
+class Suggestions(BaseModel):
+    suggestions: list[Suggestion]
+
+
+def suggested_rule(rule: common_pb2.SuggestedAlertRule) -> SuggestedRule:
+    return SuggestedRule(
+        name=rule.display_name,
+        condition=condition_text(rule.condition),
+        severity=enum_name(common_pb2.Severity, rule.severity, "SEVERITY_"),
+        for_duration=span(rule.for_duration),
+        rationale=rule.rationale,
+    )
+
+
+@tool(read_only=True)
+async def suggest_monitors(
+    ctx: ToolContext,
+    text: Annotated[str, Field(max_length=2000, description='What the person asked, e.g. "watch my shop".')] = "",
+    url: Annotated[str, Field(max_length=2000, description="A URL or host name to watch.")] = "",
+    symbol: Annotated[str, Field(max_length=40, description="A coin symbol or pair: BTC, ETH-EUR.")] = "",
+) -> Annotated[CallToolResult, Suggestions]:
+    """Turn what the person wants watched (free text, a URL, or a coin symbol) into ready-to-create monitors,
+    each with the alert rules worth having. Use it before create_monitor when unsure of the kind or settings;
+    then call create_monitor with the suggested kind and target (add_suggested_alerts=true creates the rules)."""
+    state = state_of(ctx)
+    if not (text or url or symbol):
+        raise AdapterError("give at least one of text, url or symbol")
+    response = await state.clients.call(
+        state.clients.monitors.SuggestMonitors,
+        monitor_service_pb2.SuggestMonitorsRequest(text=text, url=url, symbol=symbol),
+        token=state.token(),
+    )
+    suggestions = [
+        Suggestion(
+            name=s.monitor.display_name,
+            kind=monitor_kind(s.monitor.spec),
+            target=monitor_view(s.monitor).target,
+            interval=span(s.monitor.interval),
+            rationale=s.rationale,
+            alert_rules=[suggested_rule(r) for r in s.alert_rules],
+        )
+        for s in response.suggestions
+    ]
+    names = ", ".join(f"{s.kind} {s.target}" for s in suggestions) or "nothing"
+    return reply(f"{len(suggestions)} suggestion(s): {names}.", Suggestions(suggestions=suggestions))
+
+
+class CreatedMonitor(BaseModel):
+    monitor: MonitorView
+    alert_rules: list[RuleView] = []
+    alert_rules_error: str | None = None
+
+
+@tool()
+async def create_monitor(
+    ctx: ToolContext,
+    kind: Annotated[Kind, Field(description="website, crypto_price, tcp, dns, heartbeat or grpc_health.")],
+    target: Annotated[
+        str,
+        Field(
+            max_length=2000,
+            description="What to watch: a URL (website), a pair or symbol such as BTC-USD or BTC (crypto_price), "
+            "host:port (tcp, grpc_health), a domain name (dns); ignored for heartbeat.",
+        ),
+    ] = "",
+    name: Annotated[str | None, Field(max_length=200, description="Display name; derived if omitted.")] = None,
+    interval: Annotated[str | None, Field(max_length=32, description='Time between checks, e.g. "1m".')] = None,
+    timeout: Annotated[str | None, Field(max_length=32, description='Per-check timeout, e.g. "10s".')] = None,  # noqa: ASYNC109
+    retries: Annotated[int | None, Field(ge=0, le=10, description="Failures before DOWN (0: the first).")] = None,
+    locations: Annotated[list[str] | None, Field(description="Runner locations to check from.")] = None,
+    labels: Annotated[dict[str, str] | None, Field(description='Labels, e.g. {"team": "web"}.')] = None,
+    method: HttpMethod | None = None,
+    headers: Annotated[dict[str, str] | None, Field(description="Website request headers; {{secret:NAME}} ok.")] = None,
+    body: Annotated[str | None, Field(max_length=65536, description="Website request body.")] = None,
+    expected_status: Annotated[str | None, Field(description='Status codes that count as up: "200-299,301".')] = None,
+    keyword: Annotated[str | None, Field(max_length=1000, description="Text the page must contain.")] = None,
+    keyword_absent: Annotated[bool, Field(description="The keyword must NOT appear instead.")] = False,
+    cert_expiry_days: Annotated[
+        int | None, Field(ge=0, le=365, description="DOWN when the cert expires sooner.")
+    ] = None,
+    providers: Annotated[list[Provider] | None, Field(description="Crypto price providers, in fallback order.")] = None,
+    record_type: RecordType | None = None,
+    expected_answers: Annotated[list[str] | None, Field(description="DNS: an answer must be one of these.")] = None,
+    resolver: Annotated[str | None, Field(description="DNS resolver host[:port].")] = None,
+    grace_period: Annotated[str | None, Field(description='Heartbeat: extra time allowed, e.g. "5m".')] = None,
+    grpc_service: Annotated[str | None, Field(description="gRPC health: service name to ask about.")] = None,
+    use_tls: Annotated[bool, Field(description="gRPC health: connect with TLS.")] = False,
+    add_suggested_alerts: Annotated[
+        bool, Field(description="Also create the alert rules suggest_monitors recommends for it.")
+    ] = False,
+) -> Annotated[CallToolResult, CreatedMonitor]:
+    """Create a monitor and start checking it: a website (uptime, latency), a crypto price, a TCP port, a DNS
+    name, a heartbeat (the job calls the returned heartbeat_url) or a gRPC health check. Returns the monitor with
+    its id (use it with the other tools); with add_suggested_alerts=true also its recommended alert rules
+    (progress is reported per step). Invalid settings come back naming the field: correct it and call again.
+    To store a password or token for headers, call store_secret first and write {{secret:NAME}}."""
+    state = state_of(ctx)
+    options = SpecOptions(
+        method=method,
+        headers=headers,
+        body=body,
+        expected_status=expected_status,
+        keyword=keyword,
+        keyword_absent=keyword_absent,
+        cert_expiry_days=cert_expiry_days,
+        providers=providers,
+        record_type=record_type,
+        expected_answers=expected_answers,
+        resolver=resolver,
+        grace_period=grace_period,
+        grpc_service=grpc_service,
+        use_tls=use_tls,
+    )
+    if kind != "heartbeat" and not target.strip():
+        raise AdapterError(f"target: a {kind} monitor needs a target (see the argument's description)")
+    monitor = monitor_service_pb2.Monitor(
+        display_name=name or "",
+        spec=build_spec(kind, target, options),
+        retries=retries or 0,
+        locations=locations or [],
+        labels=labels or {},
+    )
+    if interval:
+        monitor.interval.CopyFrom(to_duration(parse_duration(interval, "interval")))
+    if timeout:
+        monitor.timeout.CopyFrom(to_duration(parse_duration(timeout, "timeout")))
+    steps = 1 + (2 if add_suggested_alerts else 0)
+    response = await state.clients.call(
+        state.clients.monitors.CreateMonitor,
+        monitor_service_pb2.CreateMonitorRequest(monitor=monitor),
+        token=state.token(),
+    )
+    created = CreatedMonitor(monitor=monitor_view(response.monitor))
+    await ctx.report_progress(1, steps, f"created monitor {response.monitor.id}")
+    if add_suggested_alerts:
+        await _create_suggested_rules(ctx, state, response.monitor, created, steps)
+    summary = f"Created {kind} monitor {created.monitor.id} ({created.monitor.name}) watching {created.monitor.target}."
+    if created.alert_rules:
+        summary += f" Added {len(created.alert_rules)} alert rule(s)."
+    if created.alert_rules_error:
+        summary += f" Alert rules were not added: {created.alert_rules_error}"
+    return reply(summary, created)
+
+
+async def _create_suggested_rules(
+    ctx: ToolContext, state: AdapterState, monitor: monitor_service_pb2.Monitor, created: CreatedMonitor, steps: int
+) -> None:
+    kind = monitor_kind(monitor.spec)
+    request = monitor_service_pb2.SuggestMonitorsRequest()
+    if kind == "crypto_price":
+        request.symbol = monitor.spec.crypto_price.pair
+    elif kind == "website":
+        request.url = monitor.spec.website.url
+    else:
+        request.text = f"{kind} {created.monitor.target}"
+    suggestions = await state.clients.call(state.clients.monitors.SuggestMonitors, request, token=state.token())
+    rules: list[common_pb2.SuggestedAlertRule] = next(
+        (list(s.alert_rules) for s in suggestions.suggestions if monitor_kind(s.monitor.spec) == kind), []
+    )
+    await ctx.report_progress(2, steps, f"{len(rules)} alert rule(s) suggested")
+    try:
+        for rule in rules:
+            message = alert_service_pb2.AlertRule(
+                display_name=rule.display_name,
+                monitor_id=monitor.id,
+                condition=rule.condition,
+                severity=rule.severity,
+                for_duration=rule.for_duration,
+            )
+            response = await state.clients.call(
+                state.clients.alerts.CreateAlertRule,
+                alert_service_pb2.CreateAlertRuleRequest(alert_rule=message),
+                token=state.token(),
+            )
+            created.alert_rules.append(rule_view(response.alert_rule))
+    except AdapterError as error:
+        created.alert_rules_error = str(error)
+    await ctx.report_progress(3, steps, f"created {len(created.alert_rules)} alert rule(s)")
+
+
+class MonitorList(BaseModel):
+    monitors: list[MonitorView]
+    next_page_token: str | None = None
+
+
+@tool(read_only=True)
+async def list_monitors(
+    ctx: ToolContext,
+    page_size: Annotated[int, Field(ge=1, le=1000)] = 100,
+    page_token: Annotated[str, Field(description="next_page_token of the previous page.")] = "",
+) -> Annotated[CallToolResult, MonitorList]:
+    """List the person's monitors (id, name, kind, target, interval, paused), oldest first. Use it to find a
+    monitor's id. For their current state (up or down) call get_monitor_status."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.ListMonitors,
+        monitor_service_pb2.ListMonitorsRequest(page_size=page_size, page_token=page_token),
+        token=state.token(),
+    )
+    views = [monitor_view(m) for m in response.monitors]
+    summary = f"{len(views)} monitor(s)" + (": " + ", ".join(f"{v.id} {v.name}" for v in views[:10]) if views else "")
+    if len(views) > 10:
+        summary += ", ..."
+    return reply(summary + ".", MonitorList(monitors=views, next_page_token=response.next_page_token or None))
+
+
+@tool(read_only=True)
+async def get_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
+    """Get one monitor's settings (kind, target, interval, timeout, retries, locations, labels, heartbeat_url)."""
+    view = monitor_view(await get_monitor_message(state_of(ctx), monitor_id))
+    return reply(f"{view.id} {view.name}: {view.kind} {view.target}, every {view.interval}.", view)
+
+
+@tool(idempotent=True)
+async def update_monitor(
+    monitor_id: MonitorId,
+    ctx: ToolContext,
+    name: Annotated[str | None, Field(max_length=200)] = None,
+    target: Annotated[str | None, Field(max_length=2000, description="A new URL, pair, host:port or name.")] = None,
+    interval: DurationText | None = None,
+    timeout: DurationText | None = None,  # noqa: ASYNC109
+    retries: Annotated[int | None, Field(ge=0, le=10)] = None,
+    locations: list[str] | None = None,
+    quorum: Annotated[int | None, Field(ge=0, le=100)] = None,
+    labels: Annotated[dict[str, str] | None, Field(description="Replaces all labels.")] = None,
+) -> Annotated[CallToolResult, MonitorView]:
+    """Change a monitor's settings; only the arguments given change. Changing the target keeps the kind (to
+    change the kind, create a new monitor and delete this one). Returns the monitor as stored."""
+    state = state_of(ctx)
+    monitor = monitor_service_pb2.Monitor(id=monitor_id)
+    paths: list[str] = []
+    if name is not None:
+        monitor.display_name = name
+        paths.append("display_name")
+    if target is not None:
+        monitor.spec.CopyFrom(retarget((await get_monitor_message(state, monitor_id)).spec, target))
+        paths.append("spec")
+    if interval is not None:
+        monitor.interval.CopyFrom(to_duration(parse_duration(interval, "interval")))
+        paths.append("interval")
+    if timeout is not None:
+        monitor.timeout.CopyFrom(to_duration(parse_duration(timeout, "timeout")))
+        paths.append("timeout")
+    if retries is not None:
+        monitor.retries = retries
+        paths.append("retries")
+    if locations is not None:
+        monitor.locations.extend(locations)
+        paths.append("locations")
+    if quorum is not None:
+        monitor.quorum = quorum
+        paths.append("quorum")
+    if labels is not None:
+        monitor.labels.update(labels)
+        paths.append("labels")
+    if not paths:
+        raise AdapterError("nothing to change: give at least one setting to update")
+    response = await state.clients.call(
+        state.clients.monitors.UpdateMonitor,
+        monitor_service_pb2.UpdateMonitorRequest(monitor=monitor, update_mask=field_mask_pb2.FieldMask(paths=paths)),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    view = monitor_view(response.monitor)
+    return reply(f"Updated {view.id} ({', '.join(paths)}).", view)
+
+
+@tool(idempotent=True)
+async def pause_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
+    """Stop checking a monitor without deleting it (its data and rules stay). Undo with resume_monitor."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.PauseMonitor,
+        monitor_service_pb2.PauseMonitorRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    return reply(f"Paused {monitor_id}.", monitor_view(response.monitor))
+
+
+@tool(idempotent=True)
+async def resume_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
+    """Start checking a paused monitor again."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.ResumeMonitor,
+        monitor_service_pb2.ResumeMonitorRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    return reply(f"Resumed {monitor_id}.", monitor_view(response.monitor))
+
+
+class Deleted(BaseModel):
+    deleted: str
+
+
+@tool(destructive=True, idempotent=True)
+async def delete_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, Deleted]:
+    """Delete a monitor for good: its checks stop and its data expires. Confirm with the person first; to stop
+    it for a while use pause_monitor instead."""
+    state = state_of(ctx)
+    await state.clients.call(
+        state.clients.monitors.DeleteMonitor,
+        monitor_service_pb2.DeleteMonitorRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    return reply(f"Deleted monitor {monitor_id}.", Deleted(deleted=monitor_id))
+
+
+@tool(read_only=True)
+async def run_check_now(
+    monitor_id: MonitorId,
+    ctx: ToolContext,
+    timeout: Annotated[str, Field(max_length=32, description="Up to 60s.")] = "10s",  # noqa: ASYNC109
+) -> Annotated[CallToolResult, CheckView]:
+    """Run one check of a monitor now and return its outcome (up or down, duration, error, values such as price
+    or status_code). Nothing is stored. Use it to verify a new monitor or to answer "is it up right now?"."""
+    state = state_of(ctx)
+    limit = parse_duration(timeout, "timeout")
+    response = await state.clients.call(
+        state.clients.monitors.RunCheck,
+        monitor_service_pb2.RunCheckRequest(monitor_id=monitor_id, timeout=to_duration(limit)),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+        timeout_s=limit.total_seconds() + 5,
+    )
+    view = check_view(response.result)
+    outcome = "UP" if view.is_up else f"DOWN ({view.error_class}: {view.message})"
+    return reply(f"{monitor_id} is {outcome} after {view.duration_ms} ms.", view)
+
+
+class StatusView(BaseModel):
+    monitor_id: str
+    state: str
+    since: str | None = None
+    last_check: str | None = None
+    consecutive_failures: int = 0
+    last_result: CheckView | None = None
+    locations: list[CheckView] | None = None
+
+
+@tool(read_only=True)
+async def get_monitor_status(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, StatusView]:
+    """Get a monitor's current state (up, down, pending, paused, unknown), since when, and its last result."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.GetMonitorStatus,
+        monitor_service_pb2.GetMonitorStatusRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    status = response.status
+    view = StatusView(
+        monitor_id=monitor_id,
+        state=enum_name(common_pb2.MonitorState, status.state, "MONITOR_STATE_"),
+        since=iso(status.state_change_time),
+        last_check=iso(status.last_check_time),
+        consecutive_failures=status.consecutive_failures,
+        last_result=check_view(status.last_result) if status.HasField("last_result") else None,
+        locations=[check_view(r) for r in status.location_results] or None,
+    )
+    return reply(f"{monitor_id} is {view.state.upper()}" + (f" since {view.since}." if view.since else "."), view)
+
+
+class RunnerView(BaseModel):
+    runner_id: str
+    location: str
+    assigned_monitors: int
+    last_report: str | None = None
+    version: str | None = None
+
+
+class DeploymentView(BaseModel):
+    version: str
+    mode: str
+    database: str
+    timeseries: str
+    runners: list[RunnerView]
+    unassigned_monitors: int
+
+
+@tool(read_only=True)
+async def get_deployment_status(ctx: ToolContext) -> Annotated[CallToolResult, DeploymentView]:
+    """Describe the deployment: version, storage, and the connected runners with their locations. Use it when
+    monitors stay "unknown" (no runner) or to know which locations exist."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.GetDeploymentStatus,
+        monitor_service_pb2.GetDeploymentStatusRequest(),
+        token=state.token(),
+    )
+    view = DeploymentView(
+        version=response.version,
+        mode=response.mode,
+        database=response.database_backend,
+        timeseries=response.timeseries_backend,
+        runners=[
+            RunnerView(
+                runner_id=r.runner_id,
+                location=r.location,
+                assigned_monitors=r.assigned_monitors,
+                last_report=iso(r.last_report_time),
+                version=r.version or None,
+            )
+            for r in response.runners
+        ],
+        unassigned_monitors=response.unassigned_monitors,
+    )
+    locations = sorted({r.location for r in view.runners})
+    return reply(
+        f"{view.mode} deployment {view.version}: {len(view.runners)} runner(s)"
+        + (f" in {', '.join(locations)}" if locations else "")
+        + f", {view.unassigned_monitors} unassigned monitor(s).",
+        view,
+    )
