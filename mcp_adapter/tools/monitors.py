@@ -464,7 +464,8 @@ async def pause_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[Ca
 
 @tool(idempotent=True)
 async def resume_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
-    """Start checking a paused monitor again."""
+    """Start checking a paused monitor again (after pause_monitor). Returns the monitor; its state is pending
+    until the next check reports."""
     state = state_of(ctx)
     response = await state.clients.call(
         state.clients.monitors.ResumeMonitor,
