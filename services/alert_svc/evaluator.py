@@ -1,0 +1,854 @@
+"""Streamed, incremental evaluation of alert rules: bounded state per rule and series, updated per sample.
+
+Pure Python, no I/O: the feeds hand samples and monitor changes in, the lifecycle takes evaluations out.
+
+What each condition means (T is the reference time: the series' latest sample when samples arrive, the
+clock's now on :meth:`Evaluator.tick` and :meth:`Evaluator.evaluate`):
+
+- **threshold**: ``aggregation(field)`` over the samples in ``(T - window, T]`` compared with the value.
+  Percentiles are nearest-rank exactly as the time-series stores define them (rank ``int(n * q + 0.5)``).
+  A zero window reads the latest value, however old. An empty window is UNKNOWN ("no samples in the last
+  5m"): absence is no_data's job, and an alert must not resolve falsely because a runner stalled.
+- **change**: the percentage move from the oldest sample in the window to the latest (a move from 0 is
+  infinite unless it stays 0); MET when it reaches ``percent`` up, down or either way. Empty: UNKNOWN.
+- **monitor_down**: the monitor service's state: DOWN is MET; UP, PENDING and PAUSED are CLEAR; UNKNOWN and
+  UNSPECIFIED are UNKNOWN. Evaluated when the state changes (:meth:`Evaluator.put_monitor`), not per sample.
+- **no_data**: MET when the monitor has sent no sample (of any field) for ``duration``; the clock starts at
+  the last sample, or when the pair started being watched if there was none (or when data became
+  available again, or the start of a warm start's history). A paused monitor is CLEAR.
+- **anomaly**: the latest value (zero window) or the window's mean, against the mean and sample standard
+  deviation of the baseline samples before the window (see :class:`~services.alert_svc.windows.Band`).
+  MET when ``z = (value - mean) / deviation`` is beyond ``deviations`` in the rule's direction. Until the
+  baseline holds ``min_samples`` samples the verdict is CLEAR, saying how many it has. A baseline with
+  zero deviation (every value equal) makes any different value infinitely many deviations away: MET in
+  its direction, CLEAR when equal, so a constant status code that changes, or a price frozen by a broken
+  feed that starts moving, is news.
+
+Rules with the same (monitor, field, window) share one window structure whatever their aggregation, and
+anomaly rules with the same (monitor, field, window, baseline) one band; memory per structure is bounded
+(``windows.MAX_SAMPLES``, 10,000 samples). Time-driven work goes through one heap of deadlines (a window's
+oldest sample leaving it, a no_data deadline), so :meth:`Evaluator.tick` costs what is due, never a scan.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+import operator
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+
+from service_runtime.errors import NotFound
+from services.alert_svc.domain import (
+    AlertRule,
+    AnomalyCondition,
+    ChangeCondition,
+    Direction,
+    Evaluation,
+    MonitorDownCondition,
+    MonitorInfo,
+    MonitorState,
+    NoDataCondition,
+    Operator,
+    SampleEvent,
+    ThresholdCondition,
+    Verdict,
+    seconds_text,
+)
+from services.alert_svc.windows import Band, Timed, Window
+
+MET, CLEAR, UNKNOWN = Verdict.MET, Verdict.CLEAR, Verdict.UNKNOWN
+UNAVAILABLE = "data unavailable: the sample feed or the time-series store is down"
+# How far back a warm start looks for a zero-window rule's latest value (at least three check intervals).
+LATEST_LOOKBACK = timedelta(hours=1)
+NO_DATA_FIELD = "is_up"  # every monitor kind writes it with each sample
+
+_COMPARE: dict[Operator, Callable[[float, float], bool]] = {
+    Operator.GT: operator.gt,
+    Operator.GE: operator.ge,
+    Operator.LT: operator.lt,
+    Operator.LE: operator.le,
+    Operator.EQ: operator.eq,
+    Operator.NE: operator.ne,
+}
+_utc = datetime.fromtimestamp
+
+
+class PairNotWatched(NotFound):
+    """The rule does not watch the monitor (either is unknown, or the selector does not match)."""
+
+    def __init__(self, rule_id: str, monitor_id: str) -> None:
+        super().__init__("alert rule evaluation", f"{rule_id} on {monitor_id}")
+        self.message = f"alert rule {rule_id} does not watch monitor {monitor_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryRequest:
+    """History a warm start needs: ``field`` of every series in ``series`` ((owner_id, monitor_id) pairs),
+    over ``(now - lookback, now]``. Load each series' points with
+    ``load(owner_id, monitor_id, field, points, since=now - lookback)``."""
+
+    field: str
+    lookback: timedelta
+    series: tuple[tuple[str, str], ...]
+
+
+def number(value: float) -> str:
+    """A value as a person reads it: ``912``, ``60123.45``, ``0.0012``, ``∞``."""
+    if not math.isfinite(value):
+        return "NaN" if value != value else ("∞" if value > 0 else "-∞")
+    if value == int(value) and abs(value) < 1e15:
+        return str(int(value))
+    if 1 <= abs(value) < 1e15:
+        return f"{value:.2f}".rstrip("0").rstrip(".")
+    return f"{value:.4g}"
+
+
+# --- per monitor and per series ---------------------------------------------------------------------------
+
+
+class _Watch:
+    """What the evaluator holds of one monitor: its info, its series, its pairs, its last sample time."""
+
+    __slots__ = ("dirty", "last_sample", "monitor", "nodata", "owner_id", "pairs", "series")
+
+    def __init__(self, monitor: MonitorInfo) -> None:
+        self.monitor = monitor
+        self.owner_id = monitor.owner_id
+        self.series: dict[str, _Series] = {}
+        self.pairs: dict[str, _Pair] = {}  # by rule id
+        self.nodata: list[_NoDataPair] = []
+        self.last_sample = -math.inf
+        self.dirty = False
+
+    @property
+    def paused(self) -> bool:
+        return self.monitor.paused or self.monitor.state is MonitorState.PAUSED
+
+
+class _Series:
+    """One field of one monitor: its latest value, the shared structures over it and the pairs reading it."""
+
+    __slots__ = ("bands", "dirty", "field", "latest_t", "latest_v", "pairs", "structs", "windows")
+
+    def __init__(self, field: str) -> None:
+        self.field = field
+        self.latest_t = -math.inf
+        self.latest_v: float | None = None
+        self.windows: dict[float, Window] = {}
+        self.bands: dict[tuple[float, float], Band] = {}
+        self.structs: list[Window | Band] = []
+        self.pairs: list[_Pair] = []
+        self.dirty = False
+
+    def held(self) -> list[tuple[float, float]]:
+        """Every sample some structure holds, oldest first, each once."""
+        found: set[tuple[float, float]] = set()
+        for struct in self.structs:
+            found.update(struct.points())
+        return sorted(found)
+
+    def lookback(self) -> float:
+        longest = 0.0
+        for struct in self.structs:
+            longest = max(longest, struct.span if isinstance(struct, Window) else struct.window + struct.baseline)
+        return longest
+
+
+# --- pairs: one rule on one monitor ---------------------------------------------------------------------
+
+
+class _Pair:
+    __slots__ = ("monitor_id", "owner_id", "rule_id", "watch")
+
+    def __init__(self, rule: AlertRule, watch: _Watch) -> None:
+        self.rule_id = rule.id
+        self.owner_id = rule.owner_id
+        self.monitor_id = watch.monitor.monitor_id
+        self.watch = watch
+
+    @property
+    def struct(self) -> Window | Band | None:
+        return None
+
+    @property
+    def threshold(self) -> float | None:
+        return None
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        raise NotImplementedError
+
+    def verdict(self, when: datetime, verdict: Verdict, explanation: str, value: float | None = None) -> Evaluation:
+        return Evaluation(
+            self.rule_id, self.owner_id, self.monitor_id, when, verdict, value, self.threshold, explanation
+        )
+
+
+class _SeriesPair(_Pair):
+    """A pair reading one series of its monitor."""
+
+    __slots__ = ("series",)
+
+    def __init__(self, rule: AlertRule, watch: _Watch, series: _Series) -> None:
+        super().__init__(rule, watch)
+        self.series = series
+
+
+class _ThresholdPair(_SeriesPair):
+    __slots__ = ("compare", "empty", "how", "limit", "met_text", "not_text", "prefix", "window")
+
+    def __init__(self, rule: AlertRule, watch: _Watch, condition: ThresholdCondition, series: _Series) -> None:
+        super().__init__(rule, watch, series)
+        self.how = condition.aggregation
+        self.compare = _COMPARE[condition.operator]
+        self.limit = condition.value
+        self.window: Window | None = None
+        span = condition.window
+        if span:
+            self.prefix = f"{condition.aggregation.value} {condition.field} over {seconds_text(span)} = "
+            self.empty = f"no {condition.field} samples in the last {seconds_text(span)}"
+        else:
+            self.prefix = f"{condition.field} = "
+            self.empty = f"no {condition.field} sample yet"
+        self.met_text = f" {condition.operator.value} {number(condition.value)}"
+        self.not_text = f", not {condition.operator.value} {number(condition.value)}"
+
+    @property
+    def struct(self) -> Window | Band | None:
+        return self.window
+
+    @property
+    def threshold(self) -> float | None:
+        return self.limit
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        window = self.window
+        value = self.series.latest_v if window is None else window.aggregate(self.how)
+        if value is None or (window is not None and not window.values):
+            return Evaluation(self.rule_id, self.owner_id, self.monitor_id, when, UNKNOWN, None, self.limit, self.empty)
+        if self.compare(value, self.limit):
+            verdict, text = MET, self.met_text
+        else:
+            verdict, text = CLEAR, self.not_text
+        return Evaluation(
+            self.rule_id, self.owner_id, self.monitor_id, when, verdict, value, self.limit,
+            self.prefix + number(value) + text,
+        )  # fmt: skip
+
+
+class _ChangePair(_SeriesPair):
+    __slots__ = ("direction", "empty", "field", "limit", "percent", "span_text", "window")
+
+    def __init__(
+        self, rule: AlertRule, watch: _Watch, condition: ChangeCondition, series: _Series, window: Window
+    ) -> None:
+        super().__init__(rule, watch, series)
+        self.window = window
+        self.percent = condition.percent
+        self.direction = condition.direction
+        self.field = condition.field
+        self.span_text = seconds_text(condition.window)
+        sign = {Direction.UP: "+", Direction.DOWN: "-", Direction.EITHER: "±"}[condition.direction]
+        self.limit = f"{sign}{number(condition.percent)}%"
+        self.empty = f"no {condition.field} samples in the last {self.span_text}"
+
+    @property
+    def struct(self) -> Window | Band | None:
+        return self.window
+
+    @property
+    def threshold(self) -> float | None:
+        return -self.percent if self.direction is Direction.DOWN else self.percent
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        values = self.window.values
+        if not values:
+            return self.verdict(when, UNKNOWN, self.empty)
+        first, last = values[0], values[-1]
+        move = _percent_move(first, last)
+        if self.direction is Direction.UP:
+            met = move >= self.percent
+        elif self.direction is Direction.DOWN:
+            met = -move >= self.percent
+        else:
+            met = abs(move) >= self.percent
+        shown = ("+" if move >= 0 else "") + number(round(move, 2) if math.isfinite(move) else move)
+        text = f"{self.field} changed {shown}% within {self.span_text} ({number(first)} → {number(last)})"
+        text += f" ≥ {self.limit}" if met else f", not ≥ {self.limit}"
+        return self.verdict(when, MET if met else CLEAR, text, move)
+
+
+class _AnomalyPair(_SeriesPair):
+    __slots__ = ("band", "baseline_text", "deviations", "direction", "empty", "limit", "min_samples", "what")
+
+    def __init__(
+        self, rule: AlertRule, watch: _Watch, condition: AnomalyCondition, series: _Series, band: Band
+    ) -> None:
+        super().__init__(rule, watch, series)
+        self.band = band
+        self.deviations = condition.deviations
+        self.min_samples = condition.min_samples
+        self.direction = condition.direction
+        span = condition.window
+        self.what = f"mean {condition.field} over {seconds_text(span)}" if span else condition.field
+        self.empty = f"no {condition.field} samples in the last {seconds_text(span)}"
+        self.baseline_text = seconds_text(condition.baseline)
+        self.limit: float | None = None
+
+    @property
+    def struct(self) -> Window | Band | None:
+        return self.band
+
+    @property
+    def threshold(self) -> float | None:
+        return self.limit
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        band = self.band
+        value = band.current()
+        self.limit = None
+        if value is None:
+            return self.verdict(when, UNKNOWN, self.empty)
+        n, mean, deviation = band.baseline_stats()
+        if n < self.min_samples:
+            text = (
+                f"{self.what} = {number(value)}; its {self.baseline_text} baseline has {n} of the "
+                f"{self.min_samples} samples needed"
+            )
+            return self.verdict(when, CLEAR, text, value)
+        gap = value - mean
+        z = _deviations(gap, deviation)
+        k = self.deviations
+        if self.direction is Direction.UP:
+            met, upper = z > k, True
+        elif self.direction is Direction.DOWN:
+            met, upper = -z > k, False
+        else:
+            met, upper = abs(z) > k, gap >= 0
+        self.limit = mean + k * deviation if upper else mean - k * deviation
+        side = "above" if gap >= 0 else "below"
+        text = (
+            f"{self.what} = {number(value)} is {number(round(abs(z), 1))} sd {side} its {self.baseline_text} mean "
+            f"{number(mean)} (sd {number(deviation)}, {n} samples)"
+        )
+        text += f" > {number(k)} sd" if met else f", not > {number(k)} sd"
+        evaluation = self.verdict(when, MET if met else CLEAR, text, value)
+        return evaluation
+
+
+class _DownPair(_Pair):
+    __slots__ = ()
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        monitor = self.watch.monitor
+        state = monitor.state
+        if state is MonitorState.DOWN:
+            since = monitor.state_change_time
+            text = "monitor is down" + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            return self.verdict(when, MET, text, 1.0)
+        if state in (MonitorState.UP, MonitorState.PENDING, MonitorState.PAUSED):
+            return self.verdict(when, CLEAR, f"monitor is {state.value}", 0.0)
+        return self.verdict(when, UNKNOWN, "the monitor's state is unknown")
+
+
+class _NoDataPair(_Pair):
+    __slots__ = ("armed", "dead", "duration", "duration_text", "met", "start")
+
+    def __init__(self, rule: AlertRule, watch: _Watch, condition: NoDataCondition, start: float) -> None:
+        super().__init__(rule, watch)
+        self.armed: float | None = None
+        self.dead = False
+        self.duration = condition.duration.total_seconds()
+        self.duration_text = seconds_text(condition.duration)
+        self.start = start  # when watching began (or restarted: resumed, data available again)
+        self.met = False
+
+    @property
+    def threshold(self) -> float | None:
+        return self.duration
+
+    def since(self) -> float:
+        """Where the silence is counted from."""
+        return max(self.watch.last_sample, self.start)
+
+    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+        if self.watch.paused:
+            return self.verdict(when, CLEAR, "monitor is paused")
+        silent = max(0.0, ref - self.since())
+        shown = seconds_text(timedelta(seconds=silent))
+        if silent >= self.duration:
+            if self.watch.last_sample == -math.inf or self.start > self.watch.last_sample:
+                text = f"no sample for {shown} (watching since then); limit {self.duration_text}"
+            else:
+                text = f"no sample for {shown}; limit {self.duration_text}"
+            return self.verdict(when, MET, text, silent)
+        return self.verdict(when, CLEAR, f"last sample {shown} ago; limit {self.duration_text}", silent)
+
+
+# --- rules ----------------------------------------------------------------------------------------------
+
+
+class _RuleEntry:
+    __slots__ = ("pairs", "rule")
+
+    def __init__(self, rule: AlertRule) -> None:
+        self.rule = rule
+        self.pairs: dict[str, _Pair] = {}  # by monitor id
+
+
+class Evaluator:
+    """Incremental evaluation of every loaded rule on every monitor it watches. Not thread-safe: one caller
+    (the alert service's event loop) drives it."""
+
+    def __init__(self, cap: int | None = None) -> None:
+        self._cap = cap
+        self._rules: dict[str, _RuleEntry] = {}
+        self._watches: dict[str, _Watch] = {}
+        self._by_owner: dict[str, dict[str, _Watch]] = {}
+        self._direct: dict[str, dict[str, _RuleEntry]] = {}  # monitor id -> rules naming it
+        self._selectors: dict[str, dict[str, _RuleEntry]] = {}  # owner id -> selector rules
+        self._heap: list[tuple[float, int, Timed]] = []
+        self._sequence = itertools.count()
+        self._available = True
+
+    # --- monitors --------------------------------------------------------------------------------------
+
+    def put_monitor(self, monitor: MonitorInfo, now: float) -> list[Evaluation]:
+        """Add or update a monitor (labels decide which selector rules watch it; its state drives
+        monitor_down). Returns evaluations of pairs whose verdict may have changed: monitor_down rules on a
+        state change, no_data rules on a pause or resume, pairs that newly started being watched, and a
+        CLEAR ("no longer watched") for pairs whose selector stopped matching."""
+        watch = self._watches.get(monitor.monitor_id)
+        old: MonitorInfo | None = None
+        was_paused = False
+        if watch is None:
+            watch = _Watch(monitor)
+            self._watches[monitor.monitor_id] = watch
+            self._by_owner.setdefault(monitor.owner_id, {})[monitor.monitor_id] = watch
+        else:
+            old = watch.monitor
+            was_paused = watch.paused
+            watch.monitor = monitor
+        out: list[Evaluation] = []
+        candidates = [
+            *self._direct.get(monitor.monitor_id, {}).values(),
+            *self._selectors.get(monitor.owner_id, {}).values(),
+        ]
+        for entry in candidates:
+            rule = entry.rule
+            pair = watch.pairs.get(rule.id)
+            watching = rule.watches(monitor)
+            if pair is None:
+                if watching:
+                    out.append(self._evaluate_now(self._attach(entry, watch, now), now))
+            elif not watching:
+                self._detach(pair)
+                out.append(self._no_longer_watched(pair, now))
+            elif isinstance(pair, _DownPair):
+                if old is None or old.state is not monitor.state:
+                    out.append(self._evaluate_now(pair, now))
+            elif isinstance(pair, _NoDataPair) and was_paused != watch.paused:
+                if not watch.paused:
+                    pair.start = now
+                    pair.met = False
+                    self._arm(pair, pair.since() + pair.duration)
+                out.append(self._evaluate_now(pair, now))
+        return out
+
+    def remove_monitor(self, monitor_id: str) -> None:
+        """Forget a monitor and every pair on it."""
+        watch = self._watches.pop(monitor_id, None)
+        if watch is None:
+            return
+        for pair in list(watch.pairs.values()):
+            self._detach(pair)
+        owned = self._by_owner.get(watch.owner_id)
+        if owned is not None:
+            owned.pop(monitor_id, None)
+            if not owned:
+                del self._by_owner[watch.owner_id]
+
+    # --- rules -----------------------------------------------------------------------------------------
+
+    def put_rule(self, rule: AlertRule, now: float) -> list[Evaluation]:
+        """Add or replace a rule (a disabled rule is removed); returns an evaluation of every pair it now
+        watches, and a CLEAR ("no longer watched") for pairs a replaced rule no longer watches. A replaced
+        rule keeps the series state it shares with its former self."""
+        old = self._rules.get(rule.id)
+        if not rule.enabled:
+            self.remove_rule(rule.id)
+            return []
+        entry = _RuleEntry(rule)
+        if old is not None:
+            self._unindex(old)
+        self._rules[rule.id] = entry
+        if rule.monitor_id:
+            self._direct.setdefault(rule.monitor_id, {})[rule.id] = entry
+            known = self._watches.get(rule.monitor_id)
+            watches = [known] if known is not None else []
+        else:
+            self._selectors.setdefault(rule.owner_id, {})[rule.id] = entry
+            watches = list(self._by_owner.get(rule.owner_id, {}).values())
+        out: list[Evaluation] = []
+        fresh: list[_Pair] = []
+        for watch in watches:
+            if rule.watches(watch.monitor):
+                fresh.append(self._attach(entry, watch, now, replacing=old is not None))
+        # Detach the old pairs after attaching the new ones, so structures both use keep their samples.
+        if old is not None:
+            for pair in old.pairs.values():
+                self._detach(pair)
+                if pair.monitor_id not in entry.pairs:
+                    out.append(self._no_longer_watched(pair, now))
+        out.extend(self._evaluate_now(pair, now) for pair in fresh)
+        return out
+
+    def remove_rule(self, rule_id: str) -> None:
+        """Forget a rule and all its state (structures no other rule uses go too)."""
+        entry = self._rules.pop(rule_id, None)
+        if entry is None:
+            return
+        self._unindex(entry)
+        for pair in list(entry.pairs.values()):
+            self._detach(pair)
+
+    def pairs(self, rule_id: str) -> list[str]:
+        """The ids of the monitors ``rule_id`` watches now (none for an unknown rule)."""
+        entry = self._rules.get(rule_id)
+        return list(entry.pairs) if entry is not None else []
+
+    # --- samples and the clock -------------------------------------------------------------------------
+
+    def add_samples(self, samples: Iterable[SampleEvent]) -> list[Evaluation]:
+        """Fold samples in; return one evaluation per (rule, monitor) pair whose series received a sample,
+        taken after the whole batch is folded, with the window trailing the series' latest sample (and the
+        evaluation's time that sample's). Samples of unknown monitors, of another owner than the monitor's,
+        of fields no rule reads, and non-finite values are ignored (a field no rule reads still counts as a
+        sample for no_data)."""
+        touched: list[_Series] = []
+        heard: list[_Watch] = []
+        watches = self._watches
+        isfinite = math.isfinite
+        for sample in samples:
+            watch = watches.get(sample.monitor_id)
+            if watch is None or watch.owner_id != sample.owner_id:
+                continue
+            t = sample.time
+            if t > watch.last_sample:
+                watch.last_sample = t
+            if watch.nodata and not watch.dirty:
+                watch.dirty = True
+                heard.append(watch)
+            if not watch.series:
+                continue
+            fields = sample.fields
+            for name, series in watch.series.items():
+                v = fields.get(name)
+                if v is None or not isfinite(v):
+                    continue
+                if t >= series.latest_t:
+                    series.latest_t = t
+                    series.latest_v = v
+                for struct in series.structs:
+                    struct.add(t, v)
+                if not series.dirty:
+                    series.dirty = True
+                    touched.append(series)
+        out: list[Evaluation] = []
+        available = self._available
+        for series in touched:
+            series.dirty = False
+            ref = series.latest_t
+            when = _utc(ref, UTC)
+            for struct in series.structs:
+                struct.stale = False
+            if available:
+                for pair in series.pairs:
+                    out.append(pair.evaluate(ref, when))
+            else:
+                out.extend(_unknown(pair, when) for pair in series.pairs)
+        for watch in heard:
+            watch.dirty = False
+            ref = watch.last_sample
+            when = _utc(ref, UTC)
+            for pair in watch.nodata:
+                if pair.armed is None and not watch.paused:
+                    self._arm(pair, pair.since() + pair.duration)
+                pair.met = False
+                out.append(pair.evaluate(ref, when) if available else _unknown(pair, when))
+        return out
+
+    def tick(self, now: float) -> list[Evaluation]:
+        """Evaluations that the clock makes due: no_data deadlines passing, samples leaving a window (a
+        windowed aggregate changes without a new sample; windows then trail ``now``). Costs what is due
+        (a heap of deadlines), never a scan of every pair. Does nothing while data is unavailable: what
+        fell due is judged once it is available again."""
+        out: list[Evaluation] = []
+        if not self._available:
+            return out
+        heap = self._heap
+        when: datetime | None = None
+        while heap and heap[0][0] <= now:
+            deadline, _, timed = heapq.heappop(heap)
+            if timed.dead or timed.armed != deadline:
+                continue  # superseded by a later arming, or no longer used
+            timed.armed = None
+            if when is None:
+                when = _utc(now, UTC)
+            if isinstance(timed, _NoDataPair):
+                if timed.watch.paused or timed.met:
+                    continue
+                due = timed.since() + timed.duration
+                if due > now:
+                    self._arm(timed, due)
+                    continue
+                timed.met = True
+                out.append(timed.evaluate(now, when))
+                continue
+            assert isinstance(timed, Window | Band)
+            left = timed.expire(now)
+            following = timed.next_deadline()
+            if following is not None:
+                self._arm(timed, following)
+            if left or timed.stale:
+                timed.stale = False
+                for pair in timed.pairs:
+                    assert isinstance(pair, _Pair)
+                    out.append(pair.evaluate(now, when))
+        return out
+
+    def evaluate(self, rule_id: str, monitor_id: str, now: float) -> Evaluation:
+        """Evaluate one pair now (windows trailing ``now``). Raises :class:`PairNotWatched` when the rule
+        is unknown or does not watch the monitor."""
+        entry = self._rules.get(rule_id)
+        pair = entry.pairs.get(monitor_id) if entry is not None else None
+        if pair is None:
+            raise PairNotWatched(rule_id, monitor_id)
+        return self._evaluate_now(pair, now)
+
+    def set_available(self, available: bool, now: float | None = None) -> None:
+        """False while the feed or the store is down: every evaluation is then UNKNOWN ("data unavailable")
+        and the clock judges nothing. Back to True with ``now``: no_data clocks restart at ``now``, since
+        silence during an outage is not evidence that a monitor stopped."""
+        if available and not self._available and now is not None:
+            for watch in self._watches.values():
+                for pair in watch.nodata:
+                    pair.start = max(pair.start, now)
+                    if not pair.met:
+                        self._arm(pair, pair.since() + pair.duration)
+        self._available = available
+
+    @property
+    def available(self) -> bool:
+        return self._available
+
+    # --- warm start ------------------------------------------------------------------------------------
+
+    def load(
+        self,
+        owner_id: str,
+        monitor_id: str,
+        field: str,
+        points: Sequence[tuple[float, float]],
+        *,
+        since: float | None = None,
+    ) -> None:
+        """Warm start (and reconciliation): history of one series, as if the samples had arrived. Merged
+        with what is held (a sample both have counts once), so samples that arrived meanwhile stay.
+        ``since``: the history covers everything from then on, so a monitor with no sample in it has been
+        silent since then at least (no_data counts from there rather than from the start of watching)."""
+        watch = self._watches.get(monitor_id)
+        if watch is None or watch.owner_id != owner_id:
+            return
+        finite = [(t, v) for t, v in points if math.isfinite(t) and math.isfinite(v)]
+        if finite:
+            watch.last_sample = max(watch.last_sample, max(t for t, _ in finite))
+        if since is not None or finite:
+            for pair in watch.nodata:
+                if since is not None:
+                    pair.start = min(pair.start, since)
+                if not watch.paused and not pair.met:
+                    self._arm(pair, pair.since() + pair.duration)
+        series = watch.series.get(field)
+        if series is None or not finite:
+            return
+        merged = sorted({*series.held(), *finite})
+        for struct in series.structs:
+            struct.load(merged)
+        latest_t, latest_v = merged[-1]
+        if latest_t >= series.latest_t:
+            series.latest_t, series.latest_v = latest_t, latest_v
+
+    def history_needed(self) -> list[HistoryRequest]:
+        """For a warm start: one request per group of series sharing a field and the longest look-back any
+        rule needs on it (window, change window, anomaly window + baseline; no_data's duration on
+        ``is_up``; an hour, or three check intervals, for a zero window's latest value)."""
+        groups: dict[tuple[str, float], list[tuple[str, str]]] = {}
+        for watch in self._watches.values():
+            needs: dict[str, float] = {}
+            latest = max(LATEST_LOOKBACK, 3 * watch.monitor.interval).total_seconds()
+            for name, series in watch.series.items():
+                back = series.lookback()
+                if any(isinstance(p, _ThresholdPair) and p.window is None for p in series.pairs):
+                    back = max(back, latest)
+                needs[name] = back
+            if watch.nodata:
+                longest = max(p.duration for p in watch.nodata)
+                needs[NO_DATA_FIELD] = max(needs.get(NO_DATA_FIELD, 0.0), longest)
+            for name, back in needs.items():
+                groups.setdefault((name, back), []).append((watch.owner_id, watch.monitor.monitor_id))
+        return [
+            HistoryRequest(name, timedelta(seconds=back), tuple(series))
+            for (name, back), series in sorted(groups.items())
+        ]
+
+    # --- inside ----------------------------------------------------------------------------------------
+
+    def _arm(self, timed: Timed, deadline: float) -> None:
+        timed.armed = deadline
+        heapq.heappush(self._heap, (deadline, next(self._sequence), timed))
+
+    def _evaluate_now(self, pair: _Pair, now: float) -> Evaluation:
+        when = _utc(now, UTC)
+        if not self._available:
+            return _unknown(pair, when)
+        struct = pair.struct
+        if struct is not None and struct.expire(now):
+            struct.stale = True  # the other pairs on it hear of it on the next tick (its deadline has passed)
+        return pair.evaluate(now, when)
+
+    def _no_longer_watched(self, pair: _Pair, now: float) -> Evaluation:
+        return Evaluation(
+            pair.rule_id, pair.owner_id, pair.monitor_id, _utc(now, UTC), CLEAR, None, None,
+            "the rule no longer watches this monitor",
+        )  # fmt: skip
+
+    def _unindex(self, entry: _RuleEntry) -> None:
+        rule = entry.rule
+        index = self._direct if rule.monitor_id else self._selectors
+        key = rule.monitor_id or rule.owner_id
+        rules = index.get(key)
+        if rules is not None and rules.get(rule.id) is entry:
+            del rules[rule.id]
+            if not rules:
+                del index[key]
+
+    def _series(self, watch: _Watch, field: str) -> _Series:
+        series = watch.series.get(field)
+        if series is None:
+            series = watch.series[field] = _Series(field)
+        return series
+
+    def _add_struct(self, series: _Series, struct: Window | Band) -> None:
+        held = series.held()
+        series.structs.append(struct)
+        if held:
+            struct.load(held)
+
+    def _window(self, series: _Series, span: float) -> Window:
+        window = series.windows.get(span)
+        if window is None:
+            window = Window(span, self._arm) if self._cap is None else Window(span, self._arm, self._cap)
+            series.windows[span] = window
+            self._add_struct(series, window)
+        return window
+
+    def _attach(self, entry: _RuleEntry, watch: _Watch, now: float, replacing: bool = False) -> _Pair:
+        rule = entry.rule
+        condition = rule.condition
+        pair: _Pair
+        if isinstance(condition, ThresholdCondition):
+            series = self._series(watch, condition.field)
+            pair = _ThresholdPair(rule, watch, condition, series)
+            span = condition.window.total_seconds()
+            if span:
+                window = self._window(series, span)
+                window.require(condition.aggregation)
+                window.pairs.append(pair)
+                pair.window = window
+            series.pairs.append(pair)
+        elif isinstance(condition, ChangeCondition):
+            series = self._series(watch, condition.field)
+            window = self._window(series, condition.window.total_seconds())
+            window.require(None)
+            pair = _ChangePair(rule, watch, condition, series, window)
+            window.pairs.append(pair)
+            series.pairs.append(pair)
+        elif isinstance(condition, AnomalyCondition):
+            series = self._series(watch, condition.field)
+            key = (condition.window.total_seconds(), condition.baseline.total_seconds())
+            band = series.bands.get(key)
+            if band is None:
+                band = Band(*key, self._arm) if self._cap is None else Band(*key, self._arm, self._cap)
+                series.bands[key] = band
+                self._add_struct(series, band)
+            pair = _AnomalyPair(rule, watch, condition, series, band)
+            band.pairs.append(pair)
+            series.pairs.append(pair)
+        elif isinstance(condition, NoDataCondition):
+            start = now
+            previous = watch.pairs.get(rule.id)
+            if replacing and isinstance(previous, _NoDataPair):
+                start = previous.start  # an edited rule keeps counting from where it was
+            nodata = _NoDataPair(rule, watch, condition, start)
+            watch.nodata.append(nodata)
+            if not watch.paused:
+                self._arm(nodata, nodata.since() + nodata.duration)
+            pair = nodata
+        else:
+            assert isinstance(condition, MonitorDownCondition)
+            pair = _DownPair(rule, watch)
+        watch.pairs[rule.id] = pair
+        entry.pairs[watch.monitor.monitor_id] = pair
+        return pair
+
+    def _detach(self, pair: _Pair) -> None:
+        """Unhook a pair; structures and series nobody reads any more go. (A pair already replaced by its
+        rule's new version stays out of the indexes, which point at the new one.)"""
+        watch = pair.watch
+        if watch.pairs.get(pair.rule_id) is pair:
+            del watch.pairs[pair.rule_id]
+        entry = self._rules.get(pair.rule_id)
+        if entry is not None and entry.pairs.get(pair.monitor_id) is pair:
+            del entry.pairs[pair.monitor_id]
+        if isinstance(pair, _NoDataPair):
+            pair.dead = True
+            watch.nodata.remove(pair)
+            return
+        if isinstance(pair, _DownPair):
+            return
+        assert isinstance(pair, _SeriesPair)
+        series = pair.series
+        struct = pair.struct
+        if struct is not None:
+            struct.pairs.remove(pair)
+        series.pairs.remove(pair)
+        if struct is not None and not struct.pairs:
+            struct.dead = True
+            series.structs.remove(struct)
+            if isinstance(struct, Window):
+                del series.windows[struct.span]
+            else:
+                del series.bands[(struct.window, struct.baseline)]
+        if not series.pairs and watch.series.get(series.field) is series:
+            del watch.series[series.field]
+
+
+def _unknown(pair: _Pair, when: datetime) -> Evaluation:
+    return Evaluation(pair.rule_id, pair.owner_id, pair.monitor_id, when, UNKNOWN, None, pair.threshold, UNAVAILABLE)
+
+
+def _percent_move(first: float, last: float) -> float:
+    """The move from ``first`` to ``last`` in percent of ``first``; from zero, any move is infinite."""
+    if first:
+        return (last - first) / abs(first) * 100
+    return 0.0 if last == first else math.copysign(math.inf, last)
+
+
+def _deviations(gap: float, deviation: float) -> float:
+    """``gap`` in standard deviations; against a constant baseline any gap is infinitely many."""
+    if deviation > 0:
+        return gap / deviation
+    return 0.0 if gap == 0 else math.copysign(math.inf, gap)
