@@ -1,7 +1,6 @@
 """Alembic environment of the alert service: its own history, in its own version table."""
 
-from sqlalchemy import MetaData
-
 from service_runtime.migration_env import run_migrations
+from services.alert_svc.store import Base
 
-run_migrations(MetaData())
+run_migrations(Base.metadata)
