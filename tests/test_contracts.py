@@ -40,6 +40,7 @@ EXPECTED_RPCS = {
         "GetDeploymentStatus",
         "WatchAssignments",
         "ReportResults",
+        "WatchMonitorEvents",
     },
     alert_service_pb2.DESCRIPTOR.services_by_name["AlertService"]: {
         "CreateAlertRule",
@@ -72,6 +73,7 @@ EXPECTED_RPCS = {
 STREAMING = {
     "WatchAssignments": (False, True),
     "ReportResults": (True, False),
+    "WatchMonitorEvents": (False, True),
     "StreamEvaluations": (False, True),
     "WatchAlerts": (False, True),
 }

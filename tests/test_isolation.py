@@ -36,7 +36,12 @@ MODULES = {
     "AlertService": ("alert", alpb),
 }
 PUBLIC = {"AccountService/StartLogin", "AccountService/CompleteLogin"}
-INTERNAL = {"MonitorService/WatchAssignments", "MonitorService/ReportResults", "NotificationService/SendNotification"}
+INTERNAL = {
+    "MonitorService/WatchAssignments",
+    "MonitorService/ReportResults",
+    "MonitorService/WatchMonitorEvents",
+    "NotificationService/SendNotification",
+}
 # AlertService behaviour arrives with the alerting issue; until then every RPC is UNIMPLEMENTED behind auth.
 NOT_YET = {f"AlertService/{m.name}" for m in alpb.DESCRIPTOR.services_by_name["AlertService"].methods}
 

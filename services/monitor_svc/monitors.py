@@ -117,6 +117,9 @@ class Monitors:
         secrets.change_listeners.append(self._secret_changed)
         # Awaited with a monitor's id and its new state (None once deleted) after every change.
         self.change_listeners: list[Callable[[str, Monitor | None], Awaitable[None]]] = []
+        # Called with the samples written and the statuses stored after each recorded batch, still under the
+        # monitors' locks (so listeners see one monitor's batches in order): the monitor event feed.
+        self.record_listeners: list[Callable[[Sequence[Sample], Sequence[MonitorStatus]], None]] = []
         self._recording = KeyedLocks()
         # A monitor's write and its change notice, one change at a time: listeners (the assignment hub) get
         # the changes in the order they were stored.
@@ -281,7 +284,11 @@ class Monitors:
                 samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
             if samples:
                 await self._timeseries.write(samples)
-            await self._store.put_statuses([current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}])
+            stored = [current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}]
+            await self._store.put_statuses(stored)
+            if fresh:
+                for listener in self.record_listeners:
+                    listener(samples, stored)
             return after
 
     async def query(

@@ -19,6 +19,7 @@ from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.domain import Limits
+from services.monitor_svc.events import MonitorEvents
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.login import Login, LoginLimits
 from services.monitor_svc.monitor_store import MonitorStore
@@ -35,8 +36,12 @@ ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountServic
 MONITOR_SERVICE = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 # Login itself cannot require a token.
 PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/CompleteLogin")
-# Runners' RPCs: a service token only.
-INTERNAL_METHODS = (f"/{MONITOR_SERVICE}/WatchAssignments", f"/{MONITOR_SERVICE}/ReportResults")
+# Runners' RPCs and the alert service's feed: a service token only.
+INTERNAL_METHODS = (
+    f"/{MONITOR_SERVICE}/WatchAssignments",
+    f"/{MONITOR_SERVICE}/ReportResults",
+    f"/{MONITOR_SERVICE}/WatchMonitorEvents",
+)
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
@@ -79,7 +84,12 @@ async def build_server(settings: Settings) -> ServiceHost:
     )
     hub = AssignmentHub(monitors.all_monitors)
     monitors.change_listeners.append(hub.monitor_changed)
-    monitor_servicer = MonitorServicer(monitors, deployment, hub, settings.ping_base_url)
+    events = MonitorEvents(monitors.all_monitors, monitor_store.statuses)
+    monitors.change_listeners.append(events.monitor_changed)
+    monitors.record_listeners.append(events.results_recorded)
+    monitor_servicer = MonitorServicer(
+        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes
+    )
     services = [
         RegisteredService(
             MONITOR_SERVICE, monitor_servicer, monitor_service_pb2_grpc.add_MonitorServiceServicer_to_server

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import itertools
+from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
@@ -11,9 +12,11 @@ from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
 from service_runtime.errors import FailedPrecondition, InvalidArgument
+from service_runtime.timeseries import Sample
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
+from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
 from services.monitor_svc.login import Login
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.store import ApiKey, User
@@ -62,6 +65,75 @@ def api_key_to_proto(key: ApiKey) -> pb.ApiKey:
     )
 
 
+# A WatchMonitorEvents message holds at most this many events and about a quarter of the largest message (at
+# most 1 MiB: a client's default limit is 4 MiB); results are taken from a subscriber's queue this many at a time.
+EVENTS_PER_MESSAGE = 500
+RESULTS_PER_BATCH = 5000
+
+
+def monitor_info_to_proto(view: MonitorView) -> mpb.MonitorInfo:
+    return mpb.MonitorInfo(
+        monitor_id=view.monitor_id,
+        owner_id=view.owner_id,
+        display_name=view.display_name,
+        labels=view.labels,
+        kind=view.kind.value,
+        state=common_pb2.MonitorState.Value(f"MONITOR_STATE_{view.state.name}"),
+        state_change_time=to_timestamp(view.state_change_time),
+        paused=view.paused,
+        interval=to_duration(view.interval),
+    )
+
+
+def recorded_result_to_proto(sample: Sample) -> mpb.RecordedResult:
+    return mpb.RecordedResult(
+        owner_id=sample.owner_id,
+        monitor_id=sample.monitor_id,
+        check_time=to_timestamp(sample.time),
+        fields=sample.fields,
+        location=sample.tags.get("location", ""),
+    )
+
+
+Packed = tuple[int, Callable[[mpb.WatchMonitorEventsResponse], None]]  # an event's size, and how to add it
+
+
+def _packed_monitor(view: MonitorView) -> Packed:
+    info = monitor_info_to_proto(view)
+    return info.ByteSize() + 4, lambda message: message.monitors.append(info)
+
+
+def _packed_deletion(monitor_id: str) -> Packed:
+    return len(monitor_id) + 2, lambda message: message.deleted_monitor_ids.append(monitor_id)
+
+
+def _packed_result(sample: Sample) -> Packed:
+    result = recorded_result_to_proto(sample)
+    return result.ByteSize() + 4, lambda message: message.results.append(result)
+
+
+def event_messages(
+    monitors: Iterable[MonitorView], deleted: Iterable[str], results: Iterable[Sample], max_bytes: int
+) -> Iterator[mpb.WatchMonitorEventsResponse]:
+    """Messages carrying these events in order (monitors, deletions, results), each with at most
+    EVENTS_PER_MESSAGE events and about ``max_bytes``; nothing when there are no events."""
+    message = mpb.WatchMonitorEventsResponse()
+    size = count = 0
+    packed = itertools.chain(
+        map(_packed_monitor, monitors), map(_packed_deletion, deleted), map(_packed_result, results)
+    )
+    for item_size, add in packed:
+        if count and (count >= EVENTS_PER_MESSAGE or size + item_size > max_bytes):
+            yield message
+            message = mpb.WatchMonitorEventsResponse()
+            size = count = 0
+        add(message)
+        size += item_size
+        count += 1
+    if count:
+        yield message
+
+
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     """AccountService: who the caller is, and their API keys."""
 
@@ -108,11 +180,44 @@ class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
 class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     """MonitorService: protobuf in, :class:`Monitors` call, protobuf out."""
 
-    def __init__(self, monitors: Monitors, deployment: Deployment, hub: AssignmentHub, ping_base_url: str) -> None:
+    def __init__(
+        self,
+        monitors: Monitors,
+        deployment: Deployment,
+        hub: AssignmentHub,
+        ping_base_url: str,
+        events: MonitorEvents,
+        max_message_bytes: int,
+    ) -> None:
         self._monitors = monitors
         self._ping_base_url = ping_base_url
         self._deployment = deployment
         self._hub = hub
+        self._events = events
+        self._message_budget = max(1024, min(1 << 20, max_message_bytes // 4))
+
+    async def WatchMonitorEvents(
+        self, request: mpb.WatchMonitorEventsRequest, context: Context
+    ) -> AsyncIterator[mpb.WatchMonitorEventsResponse]:
+        subscription, snapshot = await self._events.subscribe(request.include_results)
+        try:
+            last = None
+            for page in event_messages(snapshot, (), (), self._message_budget):
+                if last is not None:
+                    yield last
+                last = page
+            if last is None:
+                last = mpb.WatchMonitorEventsResponse()
+            last.snapshot_complete = True
+            yield last
+            while (batch := await subscription.next_batch(RESULTS_PER_BATCH)) is not None:
+                for message in self._batch_messages(batch):
+                    yield message
+        finally:
+            self._events.unsubscribe(subscription)
+
+    def _batch_messages(self, batch: EventBatch) -> Iterator[mpb.WatchMonitorEventsResponse]:
+        return event_messages(batch.monitors, batch.deleted, batch.results, self._message_budget)
 
     async def WatchAssignments(
         self, request: mpb.WatchAssignmentsRequest, context: Context

@@ -38,6 +38,8 @@ class _AlertTransitionEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Alert
     ALERT_TRANSITION_RESOLVED: _AlertTransition.ValueType  # 5
     ALERT_TRANSITION_REPEATED: _AlertTransition.ValueType  # 6
     """Re-notified after repeat_interval."""
+    ALERT_TRANSITION_ESCALATED: _AlertTransition.ValueType  # 7
+    """Still unacknowledged after escalate_after: the escalation channels were notified."""
 
 class AlertTransition(_AlertTransition, metaclass=_AlertTransitionEnumTypeWrapper):
     """What happened to an alert."""
@@ -51,16 +53,38 @@ ALERT_TRANSITION_ACKNOWLEDGED: AlertTransition.ValueType  # 4
 ALERT_TRANSITION_RESOLVED: AlertTransition.ValueType  # 5
 ALERT_TRANSITION_REPEATED: AlertTransition.ValueType  # 6
 """Re-notified after repeat_interval."""
+ALERT_TRANSITION_ESCALATED: AlertTransition.ValueType  # 7
+"""Still unacknowledged after escalate_after: the escalation channels were notified."""
 Global___AlertTransition: _TypeAlias = AlertTransition  # noqa: Y015
 
 @_typing.final
 class AlertRule(_message.Message):
-    """A condition on one monitor's data that raises an alert when it holds."""
+    """A condition on monitors' data that raises an alert (one per monitor) when it holds."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
     @_typing.final
     class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    @_typing.final
+    class MonitorSelectorEntry(_message.Message):
         DESCRIPTOR: _descriptor.Descriptor
 
         KEY_FIELD_NUMBER: _builtins.int
@@ -92,14 +116,25 @@ class AlertRule(_message.Message):
     LABELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    MONITOR_SELECTOR_FIELD_NUMBER: _builtins.int
+    KEEP_FIRING_FOR_FIELD_NUMBER: _builtins.int
+    COOLDOWN_FIELD_NUMBER: _builtins.int
+    ESCALATE_AFTER_FIELD_NUMBER: _builtins.int
+    ESCALATION_CHANNEL_IDS_FIELD_NUMBER: _builtins.int
+    IS_DEFAULT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only."""
     display_name: _builtins.str
     monitor_id: _builtins.str
+    """The one monitor this rule watches. Empty: every monitor of the caller's that monitor_selector matches."""
     severity: _common_pb2.Severity.ValueType
     enabled: _builtins.bool
     """Disabled rules are not evaluated. Defaults to true on create when unset."""
     description: _builtins.str
+    is_default: _builtins.bool
+    """Output only. The rule every user starts with: "a monitor of mine is down", over all their monitors, to
+    their default channels. It may be changed or deleted like any other.
+    """
     @_builtins.property
     def condition(self) -> _common_pb2.AlertCondition: ...
     @_builtins.property
@@ -124,6 +159,32 @@ class AlertRule(_message.Message):
     def update_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def monitor_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """With monitor_id empty: watch every monitor of the caller's whose labels include all of these, monitors
+        created later included. Empty too: every monitor of the caller's. At most 20 entries.
+        """
+
+    @_builtins.property
+    def keep_firing_for(self) -> _duration_pb2.Duration:
+        """Keep the alert firing this long after the condition clears, so a flapping value does not resolve and
+        fire again. Default 0.
+        """
+
+    @_builtins.property
+    def cooldown(self) -> _duration_pb2.Duration:
+        """After an alert of this rule resolves, a new alert of it on the same monitor notifies nobody for this
+        long (it still fires and is listed). Default 0.
+        """
+
+    @_builtins.property
+    def escalate_after(self) -> _duration_pb2.Duration:
+        """Still firing and unacknowledged this long after it fired: notify escalation_channel_ids too. Unset never
+        escalates.
+        """
+
+    @_builtins.property
+    def escalation_channel_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     def __init__(
         self,
         *,
@@ -140,10 +201,16 @@ class AlertRule(_message.Message):
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        monitor_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        keep_firing_for: _duration_pb2.Duration | None = ...,
+        cooldown: _duration_pb2.Duration | None = ...,
+        escalate_after: _duration_pb2.Duration | None = ...,
+        escalation_channel_ids: _abc.Iterable[_builtins.str] | None = ...,
+        is_default: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "condition", b"condition", "create_time", b"create_time", "enabled", b"enabled", "for_duration", b"for_duration", "repeat_interval", b"repeat_interval", "update_time", b"update_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "condition", b"condition", "cooldown", b"cooldown", "create_time", b"create_time", "enabled", b"enabled", "escalate_after", b"escalate_after", "for_duration", b"for_duration", "keep_firing_for", b"keep_firing_for", "repeat_interval", b"repeat_interval", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "channel_ids", b"channel_ids", "condition", b"condition", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "enabled", b"enabled", "for_duration", b"for_duration", "id", b"id", "labels", b"labels", "monitor_id", b"monitor_id", "repeat_interval", b"repeat_interval", "severity", b"severity", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_enabled", b"_enabled", "channel_ids", b"channel_ids", "condition", b"condition", "cooldown", b"cooldown", "create_time", b"create_time", "description", b"description", "display_name", b"display_name", "enabled", b"enabled", "escalate_after", b"escalate_after", "escalation_channel_ids", b"escalation_channel_ids", "for_duration", b"for_duration", "id", b"id", "is_default", b"is_default", "keep_firing_for", b"keep_firing_for", "labels", b"labels", "monitor_id", b"monitor_id", "monitor_selector", b"monitor_selector", "repeat_interval", b"repeat_interval", "severity", b"severity", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__enabled: _TypeAlias = _typing.Literal["enabled"]  # noqa: Y015
     _WhichOneofArgType__enabled: _TypeAlias = _typing.Literal["_enabled", b"_enabled"]  # noqa: Y015
@@ -171,6 +238,12 @@ class Alert(_message.Message):
     RESOLVE_TIME_FIELD_NUMBER: _builtins.int
     RESOLVED_BY_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
+    RULE_NAME_FIELD_NUMBER: _builtins.int
+    MONITOR_NAME_FIELD_NUMBER: _builtins.int
+    FIRE_TIME_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    ESCALATE_TIME_FIELD_NUMBER: _builtins.int
+    UPDATE_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     rule_id: _builtins.str
     monitor_id: _builtins.str
@@ -186,12 +259,27 @@ class Alert(_message.Message):
     resolved_by: _builtins.str
     """Whoever or whatever resolved it: a user id, or "condition" when the condition cleared."""
     comment: _builtins.str
+    rule_name: _builtins.str
+    """The rule's and the monitor's display names when the alert was raised."""
+    monitor_name: _builtins.str
+    explanation: _builtins.str
+    """Why, in one line, as of the latest transition: "last price over 0s = 70412 > 70000"."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def acknowledge_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
     def resolve_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fire_time(self) -> _timestamp_pb2.Timestamp:
+        """When it went from PENDING to FIRING (start_time is when the condition began to hold)."""
+
+    @_builtins.property
+    def escalate_time(self) -> _timestamp_pb2.Timestamp:
+        """When it was escalated, if it was."""
+
+    @_builtins.property
+    def update_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
         self,
         *,
@@ -209,14 +297,55 @@ class Alert(_message.Message):
         resolve_time: _timestamp_pb2.Timestamp | None = ...,
         resolved_by: _builtins.str = ...,
         comment: _builtins.str = ...,
+        rule_name: _builtins.str = ...,
+        monitor_name: _builtins.str = ...,
+        fire_time: _timestamp_pb2.Timestamp | None = ...,
+        explanation: _builtins.str = ...,
+        escalate_time: _timestamp_pb2.Timestamp | None = ...,
+        update_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "resolve_time", b"resolve_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "escalate_time", b"escalate_time", "fire_time", b"fire_time", "resolve_time", b"resolve_time", "start_time", b"start_time", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "acknowledged_by", b"acknowledged_by", "comment", b"comment", "id", b"id", "monitor_id", b"monitor_id", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "rule_id", b"rule_id", "severity", b"severity", "start_time", b"start_time", "state", b"state", "summary", b"summary", "threshold", b"threshold", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["acknowledge_time", b"acknowledge_time", "acknowledged_by", b"acknowledged_by", "comment", b"comment", "escalate_time", b"escalate_time", "explanation", b"explanation", "fire_time", b"fire_time", "id", b"id", "monitor_id", b"monitor_id", "monitor_name", b"monitor_name", "resolve_time", b"resolve_time", "resolved_by", b"resolved_by", "rule_id", b"rule_id", "rule_name", b"rule_name", "severity", b"severity", "start_time", b"start_time", "state", b"state", "summary", b"summary", "threshold", b"threshold", "update_time", b"update_time", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Alert: _TypeAlias = Alert  # noqa: Y015
+
+@_typing.final
+class AlertEvent(_message.Message):
+    """One transition of an alert, with the value and explanation that caused it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TRANSITION_FIELD_NUMBER: _builtins.int
+    EVENT_TIME_FIELD_NUMBER: _builtins.int
+    VALUE_FIELD_NUMBER: _builtins.int
+    EXPLANATION_FIELD_NUMBER: _builtins.int
+    ACTOR_FIELD_NUMBER: _builtins.int
+    transition: Global___AlertTransition.ValueType
+    value: _builtins.float
+    explanation: _builtins.str
+    actor: _builtins.str
+    """A user id, "condition" (the evaluator) or "timer" (repeat, escalation, keep_firing_for)."""
+    @_builtins.property
+    def event_time(self) -> _timestamp_pb2.Timestamp: ...
+    def __init__(
+        self,
+        *,
+        transition: Global___AlertTransition.ValueType = ...,
+        event_time: _timestamp_pb2.Timestamp | None = ...,
+        value: _builtins.float = ...,
+        explanation: _builtins.str = ...,
+        actor: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event_time", b"event_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["actor", b"actor", "event_time", b"event_time", "explanation", b"explanation", "transition", b"transition", "value", b"value"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AlertEvent: _TypeAlias = AlertEvent  # noqa: Y015
 
 @_typing.final
 class Evaluation(_message.Message):
@@ -233,6 +362,7 @@ class Evaluation(_message.Message):
     STATE_FIELD_NUMBER: _builtins.int
     ALERT_ID_FIELD_NUMBER: _builtins.int
     EXPLANATION_FIELD_NUMBER: _builtins.int
+    UNKNOWN_FIELD_NUMBER: _builtins.int
     rule_id: _builtins.str
     monitor_id: _builtins.str
     has_value: _builtins.bool
@@ -245,6 +375,10 @@ class Evaluation(_message.Message):
     """The open alert, if any."""
     explanation: _builtins.str
     """Why, in one line: "mean response_time_ms over 5m = 912 > 800"."""
+    unknown: _builtins.bool
+    """The time-series store or the monitor feed is down: the condition is neither met nor clear, and
+    nothing fires or resolves until it returns.
+    """
     @_builtins.property
     def evaluation_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -259,10 +393,11 @@ class Evaluation(_message.Message):
         state: _common_pb2.AlertState.ValueType = ...,
         alert_id: _builtins.str = ...,
         explanation: _builtins.str = ...,
+        unknown: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation_time", b"evaluation_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "condition_met", b"condition_met", "evaluation_time", b"evaluation_time", "explanation", b"explanation", "has_value", b"has_value", "monitor_id", b"monitor_id", "rule_id", b"rule_id", "state", b"state", "value", b"value"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert_id", b"alert_id", "condition_met", b"condition_met", "evaluation_time", b"evaluation_time", "explanation", b"explanation", "has_value", b"has_value", "monitor_id", b"monitor_id", "rule_id", b"rule_id", "state", b"state", "unknown", b"unknown", "value", b"value"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -270,9 +405,31 @@ Global___Evaluation: _TypeAlias = Evaluation  # noqa: Y015
 
 @_typing.final
 class Silence(_message.Message):
-    """Mutes notifications (alerts still fire and resolve) while it lasts."""
+    """Mutes notifications (alerts still fire and resolve) while it lasts: a silence, or a maintenance window
+    (one-off: start_time and end_time ahead; recurring: cron_schedule and duration).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MonitorSelectorEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
 
     ID_FIELD_NUMBER: _builtins.int
     MONITOR_ID_FIELD_NUMBER: _builtins.int
@@ -281,6 +438,11 @@ class Silence(_message.Message):
     END_TIME_FIELD_NUMBER: _builtins.int
     COMMENT_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
+    MONITOR_SELECTOR_FIELD_NUMBER: _builtins.int
+    CRON_SCHEDULE_FIELD_NUMBER: _builtins.int
+    DURATION_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    ACTIVE_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only."""
     monitor_id: _builtins.str
@@ -288,6 +450,14 @@ class Silence(_message.Message):
     rule_id: _builtins.str
     """Empty matches every rule of the matched monitors."""
     comment: _builtins.str
+    cron_schedule: _builtins.str
+    """A recurring maintenance window: a five-field cron expression (minute hour day-of-month month
+    day-of-week) in time_zone; each occurrence mutes for `duration`, within [start_time, end_time) when set.
+    """
+    time_zone: _builtins.str
+    """IANA time zone of cron_schedule, such as Europe/Paris. Default UTC."""
+    active: _builtins.bool
+    """Output only. Whether it mutes notifications now."""
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp:
         """Unset means now."""
@@ -298,6 +468,12 @@ class Silence(_message.Message):
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""
 
+    @_builtins.property
+    def monitor_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only monitors whose labels include all of these (at most 20 entries); with monitor_id and rule_id."""
+
+    @_builtins.property
+    def duration(self) -> _duration_pb2.Duration: ...
     def __init__(
         self,
         *,
@@ -308,10 +484,15 @@ class Silence(_message.Message):
         end_time: _timestamp_pb2.Timestamp | None = ...,
         comment: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
+        monitor_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        cron_schedule: _builtins.str = ...,
+        duration: _duration_pb2.Duration | None = ...,
+        time_zone: _builtins.str = ...,
+        active: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["comment", b"comment", "create_time", b"create_time", "end_time", b"end_time", "id", b"id", "monitor_id", b"monitor_id", "rule_id", b"rule_id", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "comment", b"comment", "create_time", b"create_time", "cron_schedule", b"cron_schedule", "duration", b"duration", "end_time", b"end_time", "id", b"id", "monitor_id", b"monitor_id", "monitor_selector", b"monitor_selector", "rule_id", b"rule_id", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -559,19 +740,29 @@ class TestAlertRuleResponse(_message.Message):
 
     EVALUATION_FIELD_NUMBER: _builtins.int
     WOULD_FIRE_FIELD_NUMBER: _builtins.int
+    EVALUATIONS_FIELD_NUMBER: _builtins.int
     would_fire: _builtins.bool
     """Whether an alert would fire now (condition met, for_duration aside)."""
     @_builtins.property
-    def evaluation(self) -> Global___Evaluation: ...
+    def evaluation(self) -> Global___Evaluation:
+        """The evaluation that decides would_fire: of the rule's monitor, or the first watched monitor whose
+        condition is met (else the first watched).
+        """
+
+    @_builtins.property
+    def evaluations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Evaluation]:
+        """One evaluation per watched monitor (a selector rule watches several), at most 100."""
+
     def __init__(
         self,
         *,
         evaluation: Global___Evaluation | None = ...,
         would_fire: _builtins.bool = ...,
+        evaluations: _abc.Iterable[Global___Evaluation] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "would_fire", b"would_fire"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation", "evaluations", b"evaluations", "would_fire", b"would_fire"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -659,16 +850,22 @@ class GetAlertResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     ALERT_FIELD_NUMBER: _builtins.int
+    EVENTS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def alert(self) -> Global___Alert: ...
+    @_builtins.property
+    def events(self) -> _containers.RepeatedCompositeFieldContainer[Global___AlertEvent]:
+        """Its transitions, oldest first."""
+
     def __init__(
         self,
         *,
         alert: Global___Alert | None = ...,
+        events: _abc.Iterable[Global___AlertEvent] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "events", b"events"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -887,18 +1084,24 @@ class StreamEvaluationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     RULE_IDS_FIELD_NUMBER: _builtins.int
+    MONITOR_IDS_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def rule_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
         """Empty means every rule of the caller's."""
+
+    @_builtins.property
+    def monitor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Only evaluations of these monitors, when set."""
 
     def __init__(
         self,
         *,
         rule_ids: _abc.Iterable[_builtins.str] | None = ...,
+        monitor_ids: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["rule_ids", b"rule_ids"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["monitor_ids", b"monitor_ids", "rule_ids", b"rule_ids"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -909,16 +1112,22 @@ class StreamEvaluationsResponse(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     EVALUATION_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    dropped: _builtins.int
+    """Evaluations this stream dropped just before this one because the reader was too slow (its buffer
+    keeps the newest).
+    """
     @_builtins.property
     def evaluation(self) -> Global___Evaluation: ...
     def __init__(
         self,
         *,
         evaluation: Global___Evaluation | None = ...,
+        dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["evaluation", b"evaluation"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dropped", b"dropped", "evaluation", b"evaluation"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -950,7 +1159,10 @@ class WatchAlertsResponse(_message.Message):
 
     TRANSITION_FIELD_NUMBER: _builtins.int
     ALERT_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
     transition: Global___AlertTransition.ValueType
+    dropped: _builtins.int
+    """Transitions this stream dropped just before this one because the reader was too slow."""
     @_builtins.property
     def alert(self) -> Global___Alert: ...
     def __init__(
@@ -958,10 +1170,11 @@ class WatchAlertsResponse(_message.Message):
         *,
         transition: Global___AlertTransition.ValueType = ...,
         alert: Global___Alert | None = ...,
+        dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "transition", b"transition"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["alert", b"alert", "dropped", b"dropped", "transition", b"transition"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -820,6 +820,7 @@ class AlertCondition(_message.Message):
     CHANGE_FIELD_NUMBER: _builtins.int
     MONITOR_DOWN_FIELD_NUMBER: _builtins.int
     NO_DATA_FIELD_NUMBER: _builtins.int
+    ANOMALY_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def threshold(self) -> Global___ThresholdCondition: ...
     @_builtins.property
@@ -828,6 +829,8 @@ class AlertCondition(_message.Message):
     def monitor_down(self) -> Global___MonitorDownCondition: ...
     @_builtins.property
     def no_data(self) -> Global___NoDataCondition: ...
+    @_builtins.property
+    def anomaly(self) -> Global___AnomalyCondition: ...
     def __init__(
         self,
         *,
@@ -835,12 +838,13 @@ class AlertCondition(_message.Message):
         change: Global___ChangeCondition | None = ...,
         monitor_down: Global___MonitorDownCondition | None = ...,
         no_data: Global___NoDataCondition | None = ...,
+        anomaly: Global___AnomalyCondition | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "kind", b"kind", "monitor_down", b"monitor_down", "no_data", b"no_data", "threshold", b"threshold"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly", "change", b"change", "kind", b"kind", "monitor_down", b"monitor_down", "no_data", b"no_data", "threshold", b"threshold"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change", b"change", "kind", b"kind", "monitor_down", b"monitor_down", "no_data", b"no_data", "threshold", b"threshold"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["anomaly", b"anomaly", "change", b"change", "kind", b"kind", "monitor_down", b"monitor_down", "no_data", b"no_data", "threshold", b"threshold"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["threshold", "change", "monitor_down", "no_data"]  # noqa: Y015
+    _WhichOneofReturnType_kind: _TypeAlias = _typing.Literal["threshold", "change", "monitor_down", "no_data", "anomaly"]  # noqa: Y015
     _WhichOneofArgType_kind: _TypeAlias = _typing.Literal["kind", b"kind"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_kind) -> _WhichOneofReturnType_kind | None: ...
 
@@ -954,6 +958,54 @@ class NoDataCondition(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___NoDataCondition: _TypeAlias = NoDataCondition  # noqa: Y015
+
+@_typing.final
+class AnomalyCondition(_message.Message):
+    """A value far outside its own recent behaviour: the latest value (or the mean over window) lies more than
+    `deviations` standard deviations from the mean of the baseline before it. "response_time_ms 3 sigma above
+    its last 24h".
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    FIELD_FIELD_NUMBER: _builtins.int
+    WINDOW_FIELD_NUMBER: _builtins.int
+    BASELINE_FIELD_NUMBER: _builtins.int
+    DEVIATIONS_FIELD_NUMBER: _builtins.int
+    MIN_SAMPLES_FIELD_NUMBER: _builtins.int
+    DIRECTION_FIELD_NUMBER: _builtins.int
+    field: _builtins.str
+    deviations: _builtins.float
+    """How many standard deviations away counts as an anomaly; more than 0."""
+    min_samples: _builtins.int
+    """Baseline samples needed before the rule may fire. Default 30."""
+    direction: Global___ChangeDirection.ValueType
+    """Which side counts: UP (above), DOWN (below) or EITHER (the default)."""
+    @_builtins.property
+    def window(self) -> _duration_pb2.Duration:
+        """Compare the mean over this trailing window; unset compares the latest value."""
+
+    @_builtins.property
+    def baseline(self) -> _duration_pb2.Duration:
+        """The trailing window the baseline mean and deviation come from. Default 24h."""
+
+    def __init__(
+        self,
+        *,
+        field: _builtins.str = ...,
+        window: _duration_pb2.Duration | None = ...,
+        baseline: _duration_pb2.Duration | None = ...,
+        deviations: _builtins.float = ...,
+        min_samples: _builtins.int = ...,
+        direction: Global___ChangeDirection.ValueType = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "window", b"window"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["baseline", b"baseline", "deviations", b"deviations", "direction", b"direction", "field", b"field", "min_samples", b"min_samples", "window", b"window"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AnomalyCondition: _TypeAlias = AnomalyCondition  # noqa: Y015
 
 @_typing.final
 class SuggestedAlertRule(_message.Message):

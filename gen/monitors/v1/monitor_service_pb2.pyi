@@ -1310,3 +1310,188 @@ class ReportResultsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReportResultsResponse: _TypeAlias = ReportResultsResponse  # noqa: Y015
+
+@_typing.final
+class WatchMonitorEventsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INCLUDE_RESULTS_FIELD_NUMBER: _builtins.int
+    include_results: _builtins.bool
+    """Send each recorded result's fields too. Off when samples reach the alert service another way (an
+    InfluxDB subscription); state changes are sent either way.
+    """
+    def __init__(
+        self,
+        *,
+        include_results: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_results", b"include_results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMonitorEventsRequest: _TypeAlias = WatchMonitorEventsRequest  # noqa: Y015
+
+@_typing.final
+class WatchMonitorEventsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONITORS_FIELD_NUMBER: _builtins.int
+    SNAPSHOT_COMPLETE_FIELD_NUMBER: _builtins.int
+    DELETED_MONITOR_IDS_FIELD_NUMBER: _builtins.int
+    RESULTS_FIELD_NUMBER: _builtins.int
+    snapshot_complete: _builtins.bool
+    """Set on the last page of the starting snapshot (also when there are no monitors)."""
+    @_builtins.property
+    def monitors(self) -> _containers.RepeatedCompositeFieldContainer[Global___MonitorInfo]:
+        """Monitors as they are now: every monitor in pages when the stream starts (until snapshot_complete),
+        then each one that was created, changed, or changed state.
+        """
+
+    @_builtins.property
+    def deleted_monitor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RecordedResult]:
+        """Results recorded since the previous message (with include_results)."""
+
+    def __init__(
+        self,
+        *,
+        monitors: _abc.Iterable[Global___MonitorInfo] | None = ...,
+        snapshot_complete: _builtins.bool = ...,
+        deleted_monitor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        results: _abc.Iterable[Global___RecordedResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["deleted_monitor_ids", b"deleted_monitor_ids", "monitors", b"monitors", "results", b"results", "snapshot_complete", b"snapshot_complete"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMonitorEventsResponse: _TypeAlias = WatchMonitorEventsResponse  # noqa: Y015
+
+@_typing.final
+class MonitorInfo(_message.Message):
+    """What the alert service needs to know of a monitor."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MONITOR_ID_FIELD_NUMBER: _builtins.int
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    LABELS_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    STATE_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    PAUSED_FIELD_NUMBER: _builtins.int
+    INTERVAL_FIELD_NUMBER: _builtins.int
+    monitor_id: _builtins.str
+    owner_id: _builtins.str
+    display_name: _builtins.str
+    kind: _builtins.str
+    """The spec's kind: website, crypto_price, tcp, dns, heartbeat or grpc_health."""
+    state: _common_pb2.MonitorState.ValueType
+    """After retries and quorum, as GetMonitorStatus reports it."""
+    paused: _builtins.bool
+    @_builtins.property
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    @_builtins.property
+    def state_change_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def interval(self) -> _duration_pb2.Duration: ...
+    def __init__(
+        self,
+        *,
+        monitor_id: _builtins.str = ...,
+        owner_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        kind: _builtins.str = ...,
+        state: _common_pb2.MonitorState.ValueType = ...,
+        state_change_time: _timestamp_pb2.Timestamp | None = ...,
+        paused: _builtins.bool = ...,
+        interval: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "state_change_time", b"state_change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interval", b"interval", "kind", b"kind", "labels", b"labels", "monitor_id", b"monitor_id", "owner_id", b"owner_id", "paused", b"paused", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___MonitorInfo: _TypeAlias = MonitorInfo  # noqa: Y015
+
+@_typing.final
+class RecordedResult(_message.Message):
+    """A check result as stored: the sample written for it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class FieldsEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.float
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.float = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    OWNER_ID_FIELD_NUMBER: _builtins.int
+    MONITOR_ID_FIELD_NUMBER: _builtins.int
+    CHECK_TIME_FIELD_NUMBER: _builtins.int
+    FIELDS_FIELD_NUMBER: _builtins.int
+    LOCATION_FIELD_NUMBER: _builtins.int
+    owner_id: _builtins.str
+    monitor_id: _builtins.str
+    location: _builtins.str
+    @_builtins.property
+    def check_time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def fields(self) -> _containers.ScalarMap[_builtins.str, _builtins.float]: ...
+    def __init__(
+        self,
+        *,
+        owner_id: _builtins.str = ...,
+        monitor_id: _builtins.str = ...,
+        check_time: _timestamp_pb2.Timestamp | None = ...,
+        fields: _abc.Mapping[_builtins.str, _builtins.float] | None = ...,
+        location: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["check_time", b"check_time", "fields", b"fields", "location", b"location", "monitor_id", b"monitor_id", "owner_id", b"owner_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RecordedResult: _TypeAlias = RecordedResult  # noqa: Y015

@@ -128,6 +128,11 @@ class MonitorServiceStub:
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.ReportResultsRequest.SerializeToString,
                 response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ReportResultsResponse.FromString,
                 _registered_method=True)
+        self.WatchMonitorEvents = channel.unary_stream(
+                '/monitors.v1.MonitorService/WatchMonitorEvents',
+                request_serializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsRequest.SerializeToString,
+                response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsResponse.FromString,
+                _registered_method=True)
 
 
 class MonitorServiceServicer:
@@ -278,6 +283,15 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def WatchMonitorEvents(self, request, context):
+        """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
+        monitor change and state change, and each recorded batch of results, as they happen. Returns
+        PERMISSION_DENIED for a user token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_MonitorServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -370,6 +384,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.ReportResults,
                     request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ReportResultsRequest.FromString,
                     response_serializer=monitors_dot_v1_dot_monitor__service__pb2.ReportResultsResponse.SerializeToString,
+            ),
+            'WatchMonitorEvents': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMonitorEvents,
+                    request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsRequest.FromString,
+                    response_serializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -862,6 +881,33 @@ class MonitorService:
             '/monitors.v1.MonitorService/ReportResults',
             monitors_dot_v1_dot_monitor__service__pb2.ReportResultsRequest.SerializeToString,
             monitors_dot_v1_dot_monitor__service__pb2.ReportResultsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMonitorEvents(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/monitors.v1.MonitorService/WatchMonitorEvents',
+            monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsRequest.SerializeToString,
+            monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorEventsResponse.FromString,
             options,
             channel_credentials,
             insecure,

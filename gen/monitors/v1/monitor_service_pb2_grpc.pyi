@@ -101,6 +101,11 @@ class MonitorServiceStub:
     Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
     counted as rejected, not stored.
     """
+    WatchMonitorEvents: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorEventsRequest, _monitor_service_pb2.WatchMonitorEventsResponse]
+    """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
+    monitor change and state change, and each recorded batch of results, as they happen. Returns
+    PERMISSION_DENIED for a user token.
+    """
 
 @_typing.type_check_only
 class MonitorServiceAsyncStub(MonitorServiceStub):
@@ -174,6 +179,11 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """For runners: check results in batches; the server stores samples and updates monitor states.
     Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
     counted as rejected, not stored.
+    """
+    WatchMonitorEvents: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorEventsRequest, _monitor_service_pb2.WatchMonitorEventsResponse]  # type: ignore[assignment]
+    """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
+    monitor change and state change, and each recorded batch of results, as they happen. Returns
+    PERMISSION_DENIED for a user token.
     """
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -353,6 +363,17 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         """For runners: check results in batches; the server stores samples and updates monitor states.
         Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
         counted as rejected, not stored.
+        """
+
+    @_abc_1.abstractmethod
+    def WatchMonitorEvents(
+        self,
+        request: _monitor_service_pb2.WatchMonitorEventsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchMonitorEventsResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchMonitorEventsResponse]]:
+        """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
+        monitor change and state change, and each recorded batch of results, as they happen. Returns
+        PERMISSION_DENIED for a user token.
         """
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
