@@ -26,7 +26,7 @@ from services.monitor_svc.server import build_server
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
-Stub = monitor_service_pb2_grpc.MonitorServiceStub
+Stub = monitor_service_pb2_grpc.MonitorServiceAsyncStub
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -200,7 +200,7 @@ async def test_the_snapshot_pages_every_monitor_of_every_user_then_changes_follo
 
 async def report(served: Served, runner_id: str, results: list[common_pb2.CheckResult]) -> pb.ReportResultsResponse:
     reply: pb.ReportResultsResponse = await served.stub.ReportResults(
-        [pb.ReportResultsRequest(runner_id=runner_id, results=results)], metadata=served.service, timeout=10
+        iter([pb.ReportResultsRequest(runner_id=runner_id, results=results)]), metadata=served.service, timeout=10
     )
     return reply
 
@@ -224,6 +224,7 @@ async def test_state_changes_after_retries_and_results_as_stored(served: Served)
         pb.WatchAssignmentsRequest(runner_id="r1", location="eu"), metadata=served.service
     )
     first = await asyncio.wait_for(assignments.read(), 10)
+    assert isinstance(first, pb.WatchAssignmentsResponse)
     assert [a.monitor.id for a in first.upserts] == [monitor.id]
     with_results = Watcher(served, include_results=True)
     without = Watcher(served)

@@ -183,8 +183,8 @@ class MonitorEvents:
     def subscriber_count(self) -> int:
         return len(self._subscribers)
 
-    def close(self) -> None:
-        """End every subscription (the server drains) and refuse new ones."""
+    async def close(self) -> None:
+        """End every subscription once its pending events are sent (the server drains), and refuse new ones."""
         self._closed = True
         for subscription in self._subscribers:
             subscription.close()

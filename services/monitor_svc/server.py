@@ -111,6 +111,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     heartbeats = Heartbeats(monitor_store, monitors)
     pings = PingEndpoint(heartbeats, settings.ping_listen)
     host.on_start.append(pings.start)
+    host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
     host.on_stop += [
         login.drain,
         notify_channel.close,

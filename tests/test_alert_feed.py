@@ -1,0 +1,207 @@
+"""MonitorFeed, the alert service's side of WatchMonitorEvents, against a real monitor service (in-process, embedded):
+the sink hears the snapshot, changes and samples in order, and after the monitor service restarts it hears
+feed_down and then a fresh snapshot."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from google.protobuf import duration_pb2
+
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from service_runtime.server import ServiceHost
+from service_runtime.settings import Settings
+from service_runtime.tls import open_channel
+from services.admin import create_api_key
+from services.alert_svc.domain import MonitorInfo, MonitorState, SampleEvent
+from services.alert_svc.feed import CHANNEL_OPTIONS, FeedSink, MonitorFeed
+from services.monitor_svc.server import build_server
+from tests.harness.services import free_port
+
+pb = monitor_service_pb2
+
+
+@dataclass
+class RecordingSink:
+    """A FeedSink that keeps every call, in order."""
+
+    calls: asyncio.Queue[tuple[str, Any]] = field(default_factory=asyncio.Queue)
+
+    async def feed_snapshot(self, monitors: list[MonitorInfo]) -> None:
+        self.calls.put_nowait(("snapshot", monitors))
+
+    async def feed_monitor(self, monitor: MonitorInfo) -> None:
+        self.calls.put_nowait(("monitor", monitor))
+
+    async def feed_deleted(self, monitor_id: str) -> None:
+        self.calls.put_nowait(("deleted", monitor_id))
+
+    async def feed_samples(self, samples: list[SampleEvent]) -> None:
+        self.calls.put_nowait(("samples", samples))
+
+    async def feed_down(self) -> None:
+        self.calls.put_nowait(("down", None))
+
+    async def next(self, timeout_s: float = 10.0) -> tuple[str, Any]:
+        return await asyncio.wait_for(self.calls.get(), timeout_s)
+
+
+@dataclass
+class Monitor:
+    settings: Settings
+    key: str
+    host: ServiceHost | None = None
+
+    async def start(self) -> None:
+        self.host = await build_server(self.settings)
+        await self.host.start()
+
+    async def stop(self) -> None:
+        if self.host is not None:
+            await self.host.stop()
+            self.host = None
+
+
+@pytest.fixture
+async def monitor_service(tmp_path: Path) -> AsyncIterator[Monitor]:
+    values = {
+        "MONITORS_DATA_DIR": str(tmp_path),
+        "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+        "MONITORS_MIN_INTERVAL_S": "1",
+    }
+    settings = Settings.from_env("monitor", values, listen=f"127.0.0.1:{free_port()}")
+    service = Monitor(settings, await create_api_key(settings, "feed@example.com", "k"))
+    await service.start()
+    yield service
+    await service.stop()
+
+
+def website(name: str) -> pb.Monitor:
+    return pb.Monitor(
+        display_name=name,
+        spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=f"https://example.com/{name}")),
+        interval=duration_pb2.Duration(seconds=20),
+        labels={"app": name},
+    )
+
+
+async def test_the_sink_hears_snapshot_changes_and_samples_then_down_and_a_new_snapshot_after_a_restart(
+    monitor_service: Monitor,
+) -> None:
+    settings = monitor_service.settings
+    user = (("authorization", f"Bearer {monitor_service.key}"),)
+    service = (("authorization", f"Bearer {settings.resolved_service_token()}"),)
+    channel = open_channel(settings.listen, settings, CHANNEL_OPTIONS)
+    stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+    sink = RecordingSink()
+    checked_sink: FeedSink = sink
+    feed = MonitorFeed(
+        channel, settings.resolved_service_token(), checked_sink, include_results=True, max_backoff_s=0.5
+    )
+    task = asyncio.create_task(feed.run())
+    assignments = None
+    try:
+        first = (await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("api")), metadata=user)).monitor
+        kind, snapshot = await sink.next()
+        assert kind == "snapshot"
+        [info] = snapshot
+        assert (info.monitor_id, info.display_name, dict(info.labels), info.kind) == (
+            first.id,
+            "api",
+            {"app": "api"},
+            "website",
+        )
+        assert (info.state, info.paused, info.interval) == (MonitorState.PENDING, False, timedelta(seconds=20))
+        assert info.state_change_time is not None
+        assert info.state_change_time.tzinfo is not None
+
+        second = (await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("web")), metadata=user)).monitor
+        kind, created = await sink.next()
+        assert (kind, created.monitor_id, created.owner_id) == ("monitor", second.id, info.owner_id)
+
+        assignments = stub.WatchAssignments(
+            pb.WatchAssignmentsRequest(runner_id="r1", location="local"), metadata=service
+        )
+        await asyncio.wait_for(assignments.read(), 10)
+        at = datetime.now(UTC).replace(microsecond=250_000) - timedelta(seconds=5)
+        failed = common_pb2.CheckResult(monitor_id=first.id, is_up=False, fields={"response_time_ms": 40.0})
+        failed.check_time.FromDatetime(at)
+        await stub.ReportResults(
+            iter([pb.ReportResultsRequest(runner_id="r1", results=[failed])]), metadata=service, timeout=10
+        )
+        kind, down = await sink.next()  # the state change comes before the results that caused it
+        assert (kind, down.monitor_id, down.state) == ("monitor", first.id, MonitorState.DOWN)
+        kind, samples = await sink.next()
+        assert kind == "samples"
+        assert samples == [
+            SampleEvent(info.owner_id, first.id, at.timestamp(), {"response_time_ms": 40.0, "is_up": 0.0})
+        ]
+
+        await stub.DeleteMonitor(pb.DeleteMonitorRequest(id=second.id), metadata=user)
+        assert await sink.next() == ("deleted", second.id)
+
+        # The monitor service drains: the stream ends at once (not at the grace's end), the sink hears down.
+        assignments.cancel()
+        started = time.monotonic()
+        await monitor_service.stop()
+        assert time.monotonic() - started < settings.shutdown_grace_s / 2
+        assert await sink.next() == ("down", None)
+        await monitor_service.start()
+        kind, again = await sink.next(timeout_s=15)
+        assert kind == "snapshot"
+        assert [(m.monitor_id, m.state) for m in again] == [(first.id, MonitorState.DOWN)]
+        assert (feed.snapshots, feed.disconnects) == (2, 1)
+    finally:
+        if assignments is not None:
+            assignments.cancel()
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+
+
+async def test_a_wrong_token_never_reaches_the_sink(monitor_service: Monitor) -> None:
+    settings = monitor_service.settings
+    channel = open_channel(settings.listen, settings, CHANNEL_OPTIONS)
+    sink = RecordingSink()
+    feed = MonitorFeed(channel, monitor_service.key, sink, include_results=False, max_backoff_s=0.2)
+    task = asyncio.create_task(feed.run())
+    try:
+        await asyncio.sleep(1.0)  # several refused attempts
+        assert sink.calls.empty()
+        assert (feed.snapshots, feed.up) == (0, False)
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        await channel.close()
+    assert task.cancelled(), "stop is a clean cancellation"
+
+
+async def test_a_cancelled_feed_ends_its_stream(monitor_service: Monitor) -> None:
+    settings = monitor_service.settings
+    channel = open_channel(settings.listen, settings, CHANNEL_OPTIONS)
+    sink = RecordingSink()
+    feed = MonitorFeed(channel, settings.resolved_service_token(), sink, include_results=False)
+    task = asyncio.create_task(feed.run())
+    try:
+        assert (await sink.next())[0] == "snapshot"
+        host = monitor_service.host
+        assert host is not None
+        servicer = host.services[0].servicer
+        assert servicer._events.subscriber_count() == 1
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        for _ in range(50):
+            if servicer._events.subscriber_count() == 0:
+                break
+            await asyncio.sleep(0.1)
+        assert servicer._events.subscriber_count() == 0
+    finally:
+        task.cancel()
+        await channel.close()
