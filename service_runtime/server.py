@@ -72,6 +72,9 @@ class ServiceHost:
     # Awaited once the gRPC server listens, before it reports SERVING (side listeners and the like).
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    # Awaited when draining begins, before in-flight calls get their grace: long-lived streams end here
+    # cleanly instead of being cut when the grace runs out.
+    on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Coroutines run as tasks while serving (periodic sweeps and the like), cancelled on stop.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
 
@@ -141,6 +144,8 @@ class ServiceHost:
         log.info("shutting down", extra={"service": self.settings.service})
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
+        for drain in self.on_drain:
+            await drain()
         await self.server.stop(self.settings.shutdown_grace_s)
         for task in self._tasks:
             task.cancel()

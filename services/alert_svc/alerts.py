@@ -1,0 +1,242 @@
+"""Alerting's use cases, one short method per RPC: rules, alerts, silences of the calling user.
+Plain Python over the store and the engine."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
+
+from service_runtime.auth import Principal
+from service_runtime.database import utc_now
+from service_runtime.errors import InvalidArgument
+from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from services.alert_svc.domain import (
+    Alert,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    Evaluation,
+    RuleDraft,
+    Silence,
+    SilenceDraft,
+    Verdict,
+    validate_rule,
+    validate_silence,
+)
+from services.alert_svc.engine import AlertEngine, Change
+from services.alert_svc.store import AlertStore
+from services.alert_svc.streams import Subscription
+
+MUTABLE_PATHS = (
+    "display_name",
+    "monitor_id",
+    "monitor_selector",
+    "condition",
+    "severity",
+    "for_duration",
+    "keep_firing_for",
+    "repeat_interval",
+    "cooldown",
+    "escalate_after",
+    "channel_ids",
+    "escalation_channel_ids",
+    "enabled",
+    "description",
+    "labels",
+)
+# Mask path -> RuleDraft attribute.
+_DRAFT_FIELD = {"monitor_selector": "selector"}
+
+
+class Alerting:
+    """AlertService's behaviour for one caller at a time."""
+
+    def __init__(self, store: AlertStore, engine: AlertEngine) -> None:
+        self._store = store
+        self._engine = engine
+
+    # --- rules ---------------------------------------------------------------------------------------
+
+    def _validated(self, caller: Principal, draft: RuleDraft, prefix: str = "alert_rule") -> RuleDraft:
+        kind = None
+        if draft.monitor_id:
+            kind = self._engine.monitor_of(caller.user_id, draft.monitor_id).kind
+        return validate_rule(draft, kind, prefix)
+
+    async def create_rule(self, caller: Principal, draft: RuleDraft) -> AlertRule:
+        rule = await self._store.create_rule(caller.user_id, self._validated(caller, draft))
+        await self._engine.rule_changed(rule)
+        return rule
+
+    async def get_rule(self, caller: Principal, rule_id: str) -> AlertRule:
+        return await self._store.get_rule(caller.user_id, rule_id)
+
+    async def list_rules(
+        self, caller: Principal, size: int, token: str, monitor_id: str
+    ) -> tuple[list[AlertRule], str]:
+        limit = page_size(size)
+        page = await self._store.list_rules(caller.user_id, decode_page_token(token) or "", limit, monitor_id)
+        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+
+    async def update_rule(self, caller: Principal, rule_id: str, draft: RuleDraft, paths: Sequence[str]) -> AlertRule:
+        """Change the fields in ``paths`` (every mutable one when empty)."""
+        unknown = sorted(set(paths) - set(MUTABLE_PATHS))
+        if unknown:
+            raise InvalidArgument(
+                "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
+            )
+        current = await self._store.get_rule(caller.user_id, rule_id)
+        merged = RuleDraft(
+            display_name=current.display_name,
+            monitor_id=current.monitor_id,
+            selector=current.selector,
+            condition=current.condition,
+            severity=current.severity,
+            for_duration=current.for_duration,
+            keep_firing_for=current.keep_firing_for,
+            repeat_interval=current.repeat_interval,
+            cooldown=current.cooldown,
+            escalate_after=current.escalate_after,
+            channel_ids=current.channel_ids,
+            escalation_channel_ids=current.escalation_channel_ids,
+            enabled=current.enabled,
+            description=current.description,
+            labels=current.labels,
+        )
+        changes = {_DRAFT_FIELD.get(p, p): getattr(draft, _DRAFT_FIELD.get(p, p)) for p in paths or MUTABLE_PATHS}
+        if "monitor_id" in changes and changes["monitor_id"] and "selector" not in changes:
+            changes["selector"] = {}
+        if changes.get("selector") and "monitor_id" not in changes:
+            changes["monitor_id"] = ""
+        rule = await self._store.replace_rule(
+            caller.user_id, rule_id, self._validated(caller, replace(merged, **changes))
+        )
+        await self._engine.rule_changed(rule)
+        return rule
+
+    async def delete_rule(self, caller: Principal, rule_id: str) -> None:
+        await self._store.delete_rule(caller.user_id, rule_id)
+        await self._engine.rule_deleted(rule_id)
+
+    async def test_rule(self, caller: Principal, rule_id: str, draft: RuleDraft | None) -> list[Evaluation]:
+        """Evaluate a saved rule (``rule_id``) or an unsaved one (``draft``) now; changes nothing."""
+        if draft is None:
+            rule = await self._store.get_rule(caller.user_id, rule_id)
+        else:
+            valid = self._validated(caller, draft)
+            now = utc_now()
+            assert valid.condition is not None
+            assert valid.severity is not None
+            rule = AlertRule(
+                id="",
+                owner_id=caller.user_id,
+                display_name=valid.display_name,
+                monitor_id=valid.monitor_id,
+                selector=valid.selector,
+                condition=valid.condition,
+                severity=valid.severity,
+                for_duration=valid.for_duration or timedelta(0),
+                keep_firing_for=valid.keep_firing_for or timedelta(0),
+                repeat_interval=valid.repeat_interval,
+                cooldown=valid.cooldown or timedelta(0),
+                escalate_after=valid.escalate_after,
+                channel_ids=tuple(valid.channel_ids),
+                escalation_channel_ids=tuple(valid.escalation_channel_ids),
+                enabled=True,
+                description=valid.description,
+                labels=valid.labels,
+                is_default=False,
+                create_time=now,
+                update_time=now,
+            )
+        if rule.monitor_id:
+            self._engine.monitor_of(caller.user_id, rule.monitor_id)
+        return await self._engine.test(rule)
+
+    # --- alerts --------------------------------------------------------------------------------------
+
+    async def list_alerts(
+        self,
+        caller: Principal,
+        size: int,
+        token: str,
+        states: Sequence[AlertState],
+        rule_id: str,
+        monitor_id: str,
+    ) -> tuple[list[Alert], str]:
+        limit = page_size(size)
+        after = decode_page_token(token) or ""
+        page = await self._store.list_alerts(caller.user_id, after, limit, states, rule_id, monitor_id)
+        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+
+    async def get_alert(self, caller: Principal, alert_id: str) -> tuple[Alert, list[AlertEvent]]:
+        alert = await self._store.get_alert(caller.user_id, alert_id)
+        return alert, await self._store.events(caller.user_id, alert_id)
+
+    async def acknowledge(self, caller: Principal, alert_id: str, comment: str) -> Alert:
+        return await self._engine.acknowledge(caller.user_id, alert_id, caller.user_id, comment)
+
+    async def resolve(self, caller: Principal, alert_id: str, comment: str) -> Alert:
+        return await self._engine.resolve(caller.user_id, alert_id, caller.user_id, comment)
+
+    # --- silences ------------------------------------------------------------------------------------
+
+    async def create_silence(self, caller: Principal, draft: SilenceDraft) -> Silence:
+        valid = validate_silence(draft, datetime.now(UTC))
+        if valid.monitor_id:
+            self._engine.monitor_of(caller.user_id, valid.monitor_id)
+        if valid.rule_id:
+            await self._store.get_rule(caller.user_id, valid.rule_id)
+        silence = await self._store.create_silence(caller.user_id, valid)
+        self._engine.silence_added(silence)
+        return silence
+
+    async def list_silences(
+        self, caller: Principal, size: int, token: str, include_expired: bool
+    ) -> tuple[list[Silence], str]:
+        limit = page_size(size)
+        after = decode_page_token(token) or ""
+        page = await self._store.list_silences(caller.user_id, after, limit, include_expired, datetime.now(UTC))
+        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+
+    async def delete_silence(self, caller: Principal, silence_id: str) -> None:
+        await self._store.delete_silence(caller.user_id, silence_id)
+        self._engine.silence_removed(silence_id)
+
+    # --- streams -------------------------------------------------------------------------------------
+
+    async def watch_evaluations(
+        self, caller: Principal, rule_ids: Sequence[str], monitor_ids: Sequence[str]
+    ) -> Subscription[Evaluation]:
+        for rule_id in rule_ids:
+            await self._store.get_rule(caller.user_id, rule_id)  # NOT_FOUND for another's
+        rules, monitors, owner = set(rule_ids), set(monitor_ids), caller.user_id
+        return self._engine.evaluations.subscribe(
+            lambda e: (
+                e.owner_id == owner and (not rules or e.rule_id in rules) and (not monitors or e.monitor_id in monitors)
+            )
+        )
+
+    def watch_alerts(self, caller: Principal, include_open: bool) -> tuple[list[Alert], Subscription[Change]]:
+        owner = caller.user_id
+        subscription = self._engine.changes.subscribe(lambda c: c.owner_id == owner)
+        current = self._engine.open_alerts_of(owner) if include_open else []
+        return current, subscription
+
+    def unwatch_evaluations(self, subscription: Subscription[Evaluation]) -> None:
+        self._engine.evaluations.unsubscribe(subscription)
+
+    def unwatch_alerts(self, subscription: Subscription[Change]) -> None:
+        self._engine.changes.unsubscribe(subscription)
+
+    def silence_active(self, silence: Silence) -> bool:
+        return silence.active_at(datetime.now(UTC))
+
+
+def verdict_would_fire(evaluations: Sequence[Evaluation]) -> tuple[Evaluation | None, bool]:
+    """The evaluation that decides TestAlertRule's answer: the first met, else the first."""
+    for evaluation in evaluations:
+        if evaluation.verdict is Verdict.MET:
+            return evaluation, True
+    return (evaluations[0] if evaluations else None), False

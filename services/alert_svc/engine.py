@@ -1,0 +1,556 @@
+"""The alert lifecycle: evaluations in, alerts and their notifications out.
+
+The engine is the sink of the monitor feed (monitors, their states and samples) and the owner of the
+evaluator. Each evaluation moves the alert of its (rule, monitor) pair: pending -> firing -> (acknowledged)
+-> resolved, with ``for_duration``, ``keep_firing_for``, repeats and escalation on a clock, not on samples.
+Every transition is stored with the value and explanation that caused it, together with the notices it
+sends, in one transaction (the outbox); the notifier hands them to NotificationService.
+
+Notices are muted (never the state) by silences and maintenance windows, and by a rule's cooldown after its
+alert on the monitor resolved. When many of one owner's alerts fire together, the first notice goes at once
+and the rest that come within the group interval are held to its end, so the notifier sends them as one
+message per channel set.
+
+The fast path (a sample that changes nothing) touches no database: only transitions are written.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime, timedelta
+
+from service_runtime.database import new_id
+from service_runtime.errors import FailedPrecondition, NotFound, Unavailable
+from service_runtime.timeseries import SeriesKey, TimeSeriesStore
+from services.alert_svc.domain import (
+    Alert,
+    AlertEvent,
+    AlertRule,
+    AlertState,
+    Evaluation,
+    MonitorInfo,
+    Notice,
+    NoticeKind,
+    SampleEvent,
+    Silence,
+    Transition,
+    Verdict,
+    describe_condition,
+    seconds_text,
+)
+from services.alert_svc.evaluator import Evaluator
+from services.alert_svc.store import AlertStore
+from services.alert_svc.streams import Broadcast
+
+log = logging.getLogger(__name__)
+
+CONDITION = "condition"
+TIMER = "timer"
+DEFAULT_GROUP_INTERVAL = timedelta(seconds=10)
+TICK_S = 1.0
+MAX_TEST_EVALUATIONS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One alert transition, as WatchAlerts streams it."""
+
+    owner_id: str
+    transition: Transition
+    alert: Alert
+
+
+@dataclass(slots=True)
+class _Pair:
+    """What the engine holds for one (rule, monitor): the latest verdict and the open alert."""
+
+    verdict: Verdict = Verdict.UNKNOWN
+    alert: Alert | None = None
+    # Resolved by hand while the condition still held: no new alert until it has cleared once.
+    needs_clear: bool = False
+    # The first evaluation that found the condition clear while the alert was open (keep_firing_for counts
+    # from here, as Prometheus counts it).
+    clear_since: datetime | None = None
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+class AlertEngine:
+    """Rules, monitors and open alerts of every owner (one replica evaluates them all)."""
+
+    def __init__(
+        self,
+        store: AlertStore,
+        timeseries: TimeSeriesStore | None,
+        *,
+        group_interval: timedelta = DEFAULT_GROUP_INTERVAL,
+        clock: Callable[[], datetime] = _now,
+        on_notices: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._timeseries = timeseries
+        self._group_interval = group_interval
+        self._clock = clock
+        self._on_notices = on_notices
+        self.evaluator = Evaluator()
+        self.evaluations: Broadcast[Evaluation] = Broadcast()
+        self.changes: Broadcast[Change] = Broadcast()
+        self._rules: dict[str, AlertRule] = {}
+        self._monitors: dict[str, MonitorInfo] = {}
+        self._pairs: dict[tuple[str, str], _Pair] = {}
+        self._silences: dict[str, Silence] = {}
+        self._owners_with_default: set[str] = set()
+        # Per owner and notice kind: when the current group window opened (storm grouping).
+        self._storms: dict[tuple[str, NoticeKind], datetime] = {}
+        self._lock = asyncio.Lock()
+        self._loaded = asyncio.Event()
+        self._snapshot = asyncio.Event()
+
+    # --- start ---------------------------------------------------------------------------------------
+
+    async def load(self) -> None:
+        """Rules, open alerts and live silences from the store (before the feed starts)."""
+        now = self._clock()
+        async with self._lock:
+            for rule in await self._store.all_rules():
+                self._rules[rule.id] = rule
+                self.evaluator.put_rule(rule, now.timestamp())
+            for alert in await self._store.open_alerts():
+                self._pairs[(alert.rule_id, alert.monitor_id)] = _Pair(alert=alert)
+            for silence in await self._store.live_silences(now):
+                self._silences[silence.id] = silence
+        self.evaluator.set_available(False)  # until the feed's first snapshot
+        self._loaded.set()
+
+    @property
+    def ready(self) -> bool:
+        """Whether the monitor directory is known (the feed's first snapshot arrived)."""
+        return self._snapshot.is_set()
+
+    # --- the feed ------------------------------------------------------------------------------------
+
+    async def feed_snapshot(self, monitors: list[MonitorInfo]) -> None:
+        await self._loaded.wait()
+        now = self._clock()
+        async with self._lock:
+            known = {m.monitor_id for m in monitors}
+            for gone in set(self._monitors) - known:
+                await self._monitor_gone(gone, now)
+            evaluations: list[Evaluation] = []
+            for monitor in monitors:
+                self._monitors[monitor.monitor_id] = monitor
+                evaluations += self.evaluator.put_monitor(monitor, now.timestamp())
+            self.evaluator.set_available(True)
+            await self._warm_start()
+            await self._apply_all(evaluations, now)
+        self._snapshot.set()
+        await self._ensure_defaults({m.owner_id for m in monitors})
+
+    async def feed_monitor(self, monitor: MonitorInfo) -> None:
+        now = self._clock()
+        async with self._lock:
+            self._monitors[monitor.monitor_id] = monitor
+            await self._apply_all(self.evaluator.put_monitor(monitor, now.timestamp()), now)
+        await self._ensure_defaults({monitor.owner_id})
+
+    async def feed_deleted(self, monitor_id: str) -> None:
+        async with self._lock:
+            await self._monitor_gone(monitor_id, self._clock())
+
+    async def feed_samples(self, samples: list[SampleEvent]) -> None:
+        now = self._clock()
+        async with self._lock:
+            await self._apply_all(self.evaluator.add_samples(samples), now)
+
+    async def feed_down(self) -> None:
+        """The feed broke: every evaluation is unknown (nothing fires or resolves) until the next snapshot."""
+        self.evaluator.set_available(False)
+
+    async def _monitor_gone(self, monitor_id: str, now: datetime) -> None:
+        self._monitors.pop(monitor_id, None)
+        self.evaluator.remove_monitor(monitor_id)
+        for (rule_id, pair_monitor), pair in list(self._pairs.items()):
+            if pair_monitor == monitor_id:
+                if pair.alert is not None:
+                    await self._resolve(pair, self._rules.get(rule_id), now, "monitor deleted", "monitor deleted")
+                del self._pairs[(rule_id, pair_monitor)]
+
+    async def _ensure_defaults(self, owners: Iterable[str]) -> None:
+        """Every owner gets the default "a monitor is down" rule, once ever (the store remembers)."""
+        for owner in set(owners) - self._owners_with_default:
+            try:
+                rule = await self._store.ensure_default_rule(owner)
+            except Exception:  # the next monitor event of this owner tries again
+                log.exception("could not create the default rule", extra={"owner_id": owner})
+                continue
+            self._owners_with_default.add(owner)
+            if rule is not None:
+                await self.rule_changed(rule)
+
+    async def _warm_start(self) -> None:
+        """Rebuild windows from the time-series store (a store outage leaves them to fill from the feed)."""
+        try:
+            await self._load_history(self.evaluator, self._clock())
+        except Unavailable:
+            log.warning("time-series store unavailable for the warm start")
+
+    async def _load_history(self, evaluator: Evaluator, now: datetime) -> None:
+        """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on."""
+        if self._timeseries is None:
+            return
+        for request in evaluator.history_needed():
+            start = now - request.lookback
+            for owner_id, monitor_id in request.series:
+                key = SeriesKey(owner_id, monitor_id)
+                points = await self._timeseries.points(key, request.field, start, now, 10_000)
+                history = [(p.time.timestamp(), p.value) for p in points]
+                evaluator.load(owner_id, monitor_id, request.field, history, since=start.timestamp())
+
+    # --- rules ---------------------------------------------------------------------------------------
+
+    def monitor_of(self, owner_id: str, monitor_id: str) -> MonitorInfo:
+        """The caller's monitor, NOT_FOUND for another's; UNAVAILABLE before the directory is known."""
+        if not self.ready:
+            raise Unavailable("the alert service is still loading monitors; retry in a few seconds")
+        monitor = self._monitors.get(monitor_id)
+        if monitor is None or monitor.owner_id != owner_id:
+            raise NotFound("monitor", monitor_id)
+        return monitor
+
+    async def rule_changed(self, rule: AlertRule) -> None:
+        now = self._clock()
+        async with self._lock:
+            old = self._rules.get(rule.id)
+            self._rules[rule.id] = rule
+            if old is not None and (old.condition != rule.condition or not rule.enabled):
+                await self._drop_pairs(rule.id, now, keep=set())
+            evaluations = self.evaluator.put_rule(rule, now.timestamp())
+            watched = set(self.evaluator.pairs(rule.id)) if rule.enabled else set()
+            await self._drop_pairs(rule.id, now, keep=watched)
+            await self._apply_all(evaluations, now)
+
+    async def rule_deleted(self, rule_id: str) -> None:
+        now = self._clock()
+        async with self._lock:
+            await self._drop_pairs(rule_id, now, keep=set())
+            self._rules.pop(rule_id, None)
+            self.evaluator.remove_rule(rule_id)
+
+    async def _drop_pairs(self, rule_id: str, now: datetime, keep: set[str]) -> None:
+        """Resolve open alerts of ``rule_id`` on monitors it no longer watches (or all: a changed condition)."""
+        for key, pair in list(self._pairs.items()):
+            if key[0] == rule_id and key[1] not in keep:
+                if pair.alert is not None:
+                    await self._resolve(pair, self._rules.get(rule_id), now, "rule changed", "rule changed")
+                del self._pairs[key]
+
+    # --- silences ------------------------------------------------------------------------------------
+
+    def silence_added(self, silence: Silence) -> None:
+        self._silences[silence.id] = silence
+
+    def silence_removed(self, silence_id: str) -> None:
+        self._silences.pop(silence_id, None)
+
+    def _muted(self, alert: Alert, now: datetime) -> bool:
+        monitor = self._monitors.get(alert.monitor_id)
+        return any(
+            s.owner_id == alert.owner_id and s.matches(alert.rule_id, monitor, alert.monitor_id) and s.active_at(now)
+            for s in self._silences.values()
+        )
+
+    # --- evaluations -> transitions --------------------------------------------------------------------
+
+    async def _apply_all(self, evaluations: Sequence[Evaluation], now: datetime) -> None:
+        watched = self.evaluations.watched
+        for evaluation in evaluations:
+            pair = await self._apply(evaluation, now)
+            if watched:
+                alert = pair.alert if pair is not None else None
+                self.evaluations.publish(
+                    replace(evaluation, state=alert.state if alert else None, alert_id=alert.id if alert else "")
+                )
+
+    async def _apply(self, evaluation: Evaluation, now: datetime) -> _Pair | None:
+        rule = self._rules.get(evaluation.rule_id)
+        if rule is None or not rule.enabled:
+            return None
+        key = (rule.id, evaluation.monitor_id)
+        pair = self._pairs.get(key)
+        if evaluation.verdict is Verdict.UNKNOWN:
+            return pair
+        if pair is None:
+            if evaluation.verdict is Verdict.CLEAR:
+                return None  # nothing open, nothing to remember
+            pair = self._pairs[key] = _Pair()
+        pair.verdict = evaluation.verdict
+        alert = pair.alert
+        if evaluation.verdict is Verdict.MET:
+            pair.clear_since = None
+            if pair.needs_clear:
+                return pair
+            if alert is None:
+                await self._open(pair, rule, evaluation, now)
+                return pair
+            alert = pair.alert = replace(
+                alert,
+                last_met_time=now,
+                value=evaluation.value if evaluation.value is not None else alert.value,
+                explanation=evaluation.explanation,
+            )
+            if alert.state is AlertState.PENDING and now - alert.start_time >= rule.for_duration:
+                await self._fire(pair, rule, now, CONDITION)
+            return pair
+        pair.needs_clear = False
+        if alert is None:
+            del self._pairs[key]
+            return None
+        if alert.state is AlertState.PENDING:
+            await self._resolve(pair, rule, now, CONDITION, evaluation.explanation, notify=False)
+        else:
+            pair.clear_since = pair.clear_since or now
+            if now - pair.clear_since < rule.keep_firing_for:
+                return pair  # held; the clock resolves it if the condition stays clear
+            await self._resolve(pair, rule, now, CONDITION, evaluation.explanation)
+        return pair
+
+    async def _open(self, pair: _Pair, rule: AlertRule, evaluation: Evaluation, now: datetime) -> None:
+        monitor = self._monitors.get(evaluation.monitor_id)
+        monitor_name = monitor.display_name if monitor is not None else evaluation.monitor_id
+        alert = Alert(
+            id=new_id("alr"),
+            owner_id=rule.owner_id,
+            rule_id=rule.id,
+            monitor_id=evaluation.monitor_id,
+            state=AlertState.PENDING,
+            severity=rule.severity,
+            value=evaluation.value if evaluation.value is not None else 0.0,
+            threshold=evaluation.threshold if evaluation.threshold is not None else 0.0,
+            summary=f"{monitor_name}: {rule.display_name or describe_condition(rule.condition)}",
+            explanation=evaluation.explanation,
+            rule_name=rule.display_name,
+            monitor_name=monitor_name,
+            start_time=now,
+            update_time=now,
+            last_met_time=now,
+        )
+        pair.alert = alert
+        if rule.for_duration:
+            await self._save(pair, Transition.PENDING, CONDITION, alert.explanation, [])
+        else:
+            await self._fire(pair, rule, now, CONDITION)
+
+    async def _fire(self, pair: _Pair, rule: AlertRule, now: datetime, actor: str) -> None:
+        assert pair.alert is not None
+        alert = pair.alert = replace(pair.alert, state=AlertState.FIRING, fire_time=now, update_time=now)
+        notices: list[Notice] = []
+        last_resolved = await self._store.last_resolve_time(rule.id, alert.monitor_id) if rule.cooldown else None
+        cooling = last_resolved is not None and now - last_resolved < rule.cooldown
+        if not cooling:
+            notices = self._notices(rule, alert, NoticeKind.FIRING, now, rule.channel_ids)
+        await self._save(pair, Transition.FIRED, actor, alert.explanation, notices)
+
+    async def _resolve(
+        self, pair: _Pair, rule: AlertRule | None, now: datetime, actor: str, why: str, notify: bool = True
+    ) -> None:
+        assert pair.alert is not None
+        alert = pair.alert = replace(
+            pair.alert, state=AlertState.RESOLVED, resolve_time=now, resolved_by=actor, update_time=now
+        )
+        notices: list[Notice] = []
+        # Only those told it fired hear that it resolved.
+        if notify and rule is not None and alert.notify_sequence > 0:
+            notices = self._notices(rule, alert, NoticeKind.RESOLVED, now, rule.channel_ids)
+        await self._save(pair, Transition.RESOLVED, actor, why, notices)
+        pair.alert = None
+
+    async def _save(self, pair: _Pair, transition: Transition, actor: str, why: str, notices: list[Notice]) -> None:
+        assert pair.alert is not None
+        alert = pair.alert
+        if notices:
+            alert = pair.alert = replace(
+                alert, notify_time=alert.update_time, notify_sequence=alert.notify_sequence + 1
+            )
+        event = AlertEvent(alert.id, transition, alert.update_time, alert.value, why, actor)
+        await self._store.save_alert(alert, event, notices)
+        self.changes.publish(Change(alert.owner_id, transition, alert))
+        if notices:
+            self._on_notices()
+
+    def _notices(
+        self, rule: AlertRule, alert: Alert, kind: NoticeKind, now: datetime, channels: Sequence[str], prefix: str = ""
+    ) -> list[Notice]:
+        if self._muted(alert, now):
+            return []
+        sequence = alert.notify_sequence + 1
+        started = alert.fire_time or alert.start_time
+        ack_hint = "" if kind is NoticeKind.RESOLVED else f" Acknowledge: AcknowledgeAlert {alert.id}."
+        when = f" since {started:%Y-%m-%d %H:%M:%S} UTC" if kind is not NoticeKind.RESOLVED else ""
+        summary = f"{prefix}{alert.summary}: {alert.explanation}{when}.{ack_hint}"
+        return [
+            Notice(
+                id=new_id("ntc"),
+                owner_id=alert.owner_id,
+                idempotency_key=f"{alert.id}:{kind.value}:{sequence}",
+                channel_ids=tuple(channels),
+                kind=kind,
+                severity=alert.severity,
+                alert_id=alert.id,
+                rule_id=rule.id,
+                monitor_id=alert.monitor_id,
+                monitor_name=alert.monitor_name,
+                summary=summary[:2000],
+                value=alert.value,
+                threshold=alert.threshold,
+                event_time=now,
+                duration=(now - started) if kind is NoticeKind.RESOLVED else None,
+                next_attempt_time=self._due(alert.owner_id, kind, now),
+            )
+        ]
+
+    def _due(self, owner_id: str, kind: NoticeKind, now: datetime) -> datetime:
+        """When a notice may go: now for the first of a group window, else at the window's end (grouped)."""
+        opened = self._storms.get((owner_id, kind))
+        if opened is None or now >= opened + self._group_interval:
+            self._storms[(owner_id, kind)] = now
+            return now
+        return opened + self._group_interval
+
+    # --- the clock -----------------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Every second: time-driven evaluations, pending alerts whose for_duration passed, held alerts whose
+        keep_firing_for ran out, repeats and escalations."""
+        while True:
+            started = time.monotonic()
+            try:
+                await self.tick()
+            except Exception:
+                log.exception("alert clock tick failed")
+            await asyncio.sleep(max(0.05, TICK_S - (time.monotonic() - started)))
+
+    async def tick(self) -> None:
+        now = self._clock()
+        async with self._lock:
+            await self._apply_all(self.evaluator.tick(now.timestamp()), now)
+            for (rule_id, _), pair in list(self._pairs.items()):
+                rule = self._rules.get(rule_id)
+                alert = pair.alert
+                if rule is None or alert is None:
+                    continue
+                if alert.state is AlertState.PENDING:
+                    if pair.verdict is Verdict.MET and now - alert.start_time >= rule.for_duration:
+                        await self._fire(pair, rule, now, TIMER)
+                    continue
+                if (
+                    pair.verdict is Verdict.CLEAR
+                    and pair.clear_since is not None
+                    and now - pair.clear_since >= rule.keep_firing_for
+                ):
+                    held = seconds_text(rule.keep_firing_for)
+                    await self._resolve(pair, rule, now, TIMER, f"condition clear for keep_firing_for {held}")
+                    continue
+                if alert.state is not AlertState.FIRING:
+                    continue
+                if rule.repeat_interval and alert.notify_time and now - alert.notify_time >= rule.repeat_interval:
+                    pair.alert = replace(alert, update_time=now)
+                    notices = self._notices(rule, pair.alert, NoticeKind.REPEATED, now, rule.channel_ids)
+                    if notices:
+                        await self._save(pair, Transition.REPEATED, TIMER, "still firing", notices)
+                    else:  # muted: count the repeat from now
+                        pair.alert = replace(pair.alert, notify_time=now)
+                    alert = pair.alert
+                if (
+                    rule.escalate_after
+                    and alert.escalate_time is None
+                    and alert.fire_time is not None
+                    and now - alert.fire_time >= rule.escalate_after
+                ):
+                    pair.alert = replace(alert, escalate_time=now, update_time=now)
+                    prefix = f"Escalated, unacknowledged for {seconds_text(rule.escalate_after)}: "
+                    notices = self._notices(
+                        rule, pair.alert, NoticeKind.FIRING, now, rule.escalation_channel_ids, prefix
+                    )
+                    notices = [replace(n, idempotency_key=f"{alert.id}:escalated") for n in notices]
+                    await self._save(pair, Transition.ESCALATED, TIMER, "unacknowledged", notices)
+
+    # --- people --------------------------------------------------------------------------------------
+
+    def _open_alert(self, owner_id: str, alert_id: str) -> _Pair | None:
+        for pair in self._pairs.values():
+            if pair.alert is not None and pair.alert.id == alert_id and pair.alert.owner_id == owner_id:
+                return pair
+        return None
+
+    async def acknowledge(self, owner_id: str, alert_id: str, user_id: str, comment: str) -> Alert:
+        """Acknowledge a firing alert: repeats and escalation stop. Idempotent."""
+        async with self._lock:
+            pair = self._open_alert(owner_id, alert_id)
+            if pair is None or pair.alert is None:
+                stored = await self._store.get_alert(owner_id, alert_id)
+                if stored.state is AlertState.RESOLVED:
+                    raise FailedPrecondition(f"alert {alert_id} is resolved")
+                return stored
+            alert = pair.alert
+            if alert.state is AlertState.ACKNOWLEDGED:
+                return alert
+            if alert.state is AlertState.PENDING:
+                raise FailedPrecondition(f"alert {alert_id} is pending, not firing yet")
+            now = self._clock()
+            pair.alert = replace(
+                alert,
+                state=AlertState.ACKNOWLEDGED,
+                acknowledge_time=now,
+                acknowledged_by=user_id,
+                comment=comment or alert.comment,
+                update_time=now,
+            )
+            await self._save(pair, Transition.ACKNOWLEDGED, user_id, comment or "acknowledged", [])
+            return pair.alert
+
+    async def resolve(self, owner_id: str, alert_id: str, user_id: str, comment: str) -> Alert:
+        """Resolve an alert by hand. Idempotent; while the condition still holds, no new alert is raised
+        until it has cleared once."""
+        async with self._lock:
+            pair = self._open_alert(owner_id, alert_id)
+            if pair is None or pair.alert is None:
+                return await self._store.get_alert(owner_id, alert_id)
+            pair.alert = replace(pair.alert, comment=comment or pair.alert.comment)
+            resolved_id = pair.alert.id
+            await self._resolve(
+                pair, self._rules.get(pair.alert.rule_id), self._clock(), user_id, comment or "resolved"
+            )
+            pair.needs_clear = pair.verdict is Verdict.MET
+            return await self._store.get_alert(owner_id, resolved_id)
+
+    # --- tests of a rule -----------------------------------------------------------------------------
+
+    async def test(self, rule: AlertRule) -> list[Evaluation]:
+        """Evaluate ``rule`` now on each monitor it watches (at most 100), changing nothing: on the live
+        state when the rule is loaded and unchanged, else on a scratch evaluator warmed from the store."""
+        now = self._clock()
+        live = self._rules.get(rule.id)
+        if live is not None and live == rule and rule.enabled:
+            monitor_ids = self.evaluator.pairs(rule.id)[:MAX_TEST_EVALUATIONS]
+            return [self.evaluator.evaluate(rule.id, m, now.timestamp()) for m in monitor_ids]
+        scratch = Evaluator()
+        watched = [m for m in self._monitors.values() if rule.watches(m)][:MAX_TEST_EVALUATIONS]
+        for monitor in watched:
+            scratch.put_monitor(monitor, now.timestamp())
+        scratch.put_rule(replace(rule, enabled=True), now.timestamp())
+        await self._load_history(scratch, now)
+        return [scratch.evaluate(rule.id, m.monitor_id, now.timestamp()) for m in watched]
+
+    def open_alerts_of(self, owner_id: str) -> list[Alert]:
+        return [p.alert for p in self._pairs.values() if p.alert is not None and p.alert.owner_id == owner_id]
+
+    async def stop(self) -> None:
+        """End every watcher's stream (the server drains)."""
+        self.evaluations.close_all()
+        self.changes.close_all()

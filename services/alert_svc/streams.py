@@ -1,0 +1,84 @@
+"""Live streams of evaluations and alert transitions to watchers (StreamEvaluations, WatchAlerts).
+
+A watcher may stay for hours and read slowly. Each has a bounded buffer: when it is full the oldest item is
+dropped and counted, and the count rides on the next item the watcher reads, so a slow reader costs the
+evaluator nothing and knows what it missed. Publishing never waits.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+DEFAULT_BUFFER = 1000
+
+
+@dataclass(eq=False)
+class Subscription(Generic[T]):
+    """One watcher's buffer. Iterate it for ``(item, dropped_before_it)``; it ends when closed."""
+
+    accepts: Callable[[T], bool]
+    size: int = DEFAULT_BUFFER
+    dropped: int = 0
+    _items: deque[tuple[T, int]] = field(default_factory=deque)
+    _ready: asyncio.Event = field(default_factory=asyncio.Event)
+    _closed: bool = False
+
+    def offer(self, item: T) -> None:
+        if self._closed or not self.accepts(item):
+            return
+        if len(self._items) >= self.size:
+            _, carried = self._items.popleft()
+            self.dropped += 1 + carried
+        self._items.append((item, self.dropped))
+        self.dropped = 0
+        self._ready.set()
+
+    def close(self) -> None:
+        self._closed = True
+        self._ready.set()
+
+    async def __aiter__(self) -> AsyncIterator[tuple[T, int]]:
+        while True:
+            while self._items:
+                yield self._items.popleft()
+            if self._closed:
+                return
+            self._ready.clear()
+            await self._ready.wait()
+
+
+class Broadcast(Generic[T]):
+    """Fan-out of one kind of item to every subscription that accepts it."""
+
+    def __init__(self, size: int = DEFAULT_BUFFER) -> None:
+        self._size = size
+        self._subscriptions: set[Subscription[T]] = set()
+
+    @property
+    def watched(self) -> bool:
+        """Whether anybody listens (publishers may skip building items for nobody)."""
+        return bool(self._subscriptions)
+
+    def subscribe(self, accepts: Callable[[T], bool]) -> Subscription[T]:
+        subscription: Subscription[T] = Subscription(accepts, self._size)
+        self._subscriptions.add(subscription)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription[T]) -> None:
+        self._subscriptions.discard(subscription)
+        subscription.close()
+
+    def publish(self, item: T) -> None:
+        for subscription in self._subscriptions:
+            subscription.offer(item)
+
+    def close_all(self) -> None:
+        """End every stream (the server is draining)."""
+        for subscription in list(self._subscriptions):
+            self.unsubscribe(subscription)
