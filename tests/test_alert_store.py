@@ -468,6 +468,18 @@ async def test_open_alerts_spans_owners_across_internal_pages(
     assert [a.id for a in await store.open_alerts()] == [a.id for a in opened]
 
 
+async def test_a_storm_of_alerts_saved_at_once_is_stored_whole(store: AlertStore) -> None:
+    """Many alerts firing together are saved concurrently (on MariaDB through several connections): an UPDATE
+    of a not yet existing id took a gap lock there, and concurrent inserts into that gap deadlocked."""
+    storm = [alert(ALICE, "rul_1", f"mon_{i}", AlertState.FIRING) for i in range(60)]
+    await asyncio.gather(*(store.save_alert(a, event(a, Transition.FIRED), [notice(a, 1)]) for a in storm))
+    resolved = [replace(a, state=AlertState.RESOLVED, resolve_time=utc_now()) for a in storm[:30]]
+    await asyncio.gather(*(store.save_alert(a, event(a, Transition.RESOLVED), [notice(a, 2)]) for a in resolved))
+    assert len(await store.open_alerts()) == 30
+    assert await store.outbox_size() == 90
+    assert [e.transition for e in await store.events(ALICE, storm[0].id)] == [Transition.FIRED, Transition.RESOLVED]
+
+
 # --- silences -------------------------------------------------------------------------------------------------
 
 
