@@ -57,7 +57,7 @@ from services.alert_svc.domain import (
     Verdict,
     seconds_text,
 )
-from services.alert_svc.windows import Band, Timed, Window
+from services.alert_svc.windows import READERS, Band, Timed, Window
 
 MET, CLEAR, UNKNOWN = Verdict.MET, Verdict.CLEAR, Verdict.UNKNOWN
 UNAVAILABLE = "data unavailable: the sample feed or the time-series store is down"
@@ -97,12 +97,13 @@ class HistoryRequest:
 
 def number(value: float) -> str:
     """A value as a person reads it: ``912``, ``60123.45``, ``0.0012``, ``∞``."""
-    if not math.isfinite(value):
-        return "NaN" if value != value else ("∞" if value > 0 else "-∞")
-    if value == int(value) and abs(value) < 1e15:
-        return str(int(value))
-    if 1 <= abs(value) < 1e15:
+    size = abs(value)
+    if 1 <= size < 1e15:
         return f"{value:.2f}".rstrip("0").rstrip(".")
+    if value == 0:
+        return "0"
+    if size != size or size == math.inf:
+        return "NaN" if size != size else ("∞" if value > 0 else "-∞")
     return f"{value:.4g}"
 
 
@@ -112,12 +113,13 @@ def number(value: float) -> str:
 class _Watch:
     """What the evaluator holds of one monitor: its info, its series, its pairs, its last sample time."""
 
-    __slots__ = ("dirty", "last_sample", "monitor", "nodata", "owner_id", "pairs", "series")
+    __slots__ = ("dirty", "last_sample", "monitor", "nodata", "owner_id", "pairs", "read", "series")
 
     def __init__(self, monitor: MonitorInfo) -> None:
         self.monitor = monitor
         self.owner_id = monitor.owner_id
         self.series: dict[str, _Series] = {}
+        self.read: tuple[tuple[str, _Series], ...] = ()  # the series' items, iterated per sample
         self.pairs: dict[str, _Pair] = {}  # by rule id
         self.nodata: list[_NoDataPair] = []
         self.last_sample = -math.inf
@@ -197,11 +199,12 @@ class _SeriesPair(_Pair):
 
 
 class _ThresholdPair(_SeriesPair):
-    __slots__ = ("compare", "empty", "how", "limit", "met_text", "not_text", "prefix", "window")
+    __slots__ = ("compare", "empty", "how", "limit", "met_text", "not_text", "prefix", "read", "window")
 
     def __init__(self, rule: AlertRule, watch: _Watch, condition: ThresholdCondition, series: _Series) -> None:
         super().__init__(rule, watch, series)
         self.how = condition.aggregation
+        self.read = READERS[condition.aggregation]
         self.compare = _COMPARE[condition.operator]
         self.limit = condition.value
         self.window: Window | None = None
@@ -225,8 +228,13 @@ class _ThresholdPair(_SeriesPair):
 
     def evaluate(self, ref: float, when: datetime) -> Evaluation:
         window = self.window
-        value = self.series.latest_v if window is None else window.aggregate(self.how)
-        if value is None or (window is not None and not window.values):
+        if window is None:
+            value = self.series.latest_v
+        elif window.values:
+            value = self.read(window)
+        else:
+            value = None
+        if value is None:
             return Evaluation(self.rule_id, self.owner_id, self.monitor_id, when, UNKNOWN, None, self.limit, self.empty)
         if self.compare(value, self.limit):
             verdict, text = MET, self.met_text
@@ -377,14 +385,17 @@ class _NoDataPair(_Pair):
         if self.watch.paused:
             return self.verdict(when, CLEAR, "monitor is paused")
         silent = max(0.0, ref - self.since())
-        shown = seconds_text(timedelta(seconds=silent))
+        shown = _seconds(silent)
         if silent >= self.duration:
             if self.watch.last_sample == -math.inf or self.start > self.watch.last_sample:
                 text = f"no sample for {shown} (watching since then); limit {self.duration_text}"
             else:
                 text = f"no sample for {shown}; limit {self.duration_text}"
             return self.verdict(when, MET, text, silent)
-        return self.verdict(when, CLEAR, f"last sample {shown} ago; limit {self.duration_text}", silent)
+        return Evaluation(
+            self.rule_id, self.owner_id, self.monitor_id, when, CLEAR, silent, self.duration,
+            f"last sample {shown} ago; limit {self.duration_text}",
+        )  # fmt: skip
 
 
 # --- rules ----------------------------------------------------------------------------------------------
@@ -530,7 +541,6 @@ class Evaluator:
         touched: list[_Series] = []
         heard: list[_Watch] = []
         watches = self._watches
-        isfinite = math.isfinite
         for sample in samples:
             watch = watches.get(sample.monitor_id)
             if watch is None or watch.owner_id != sample.owner_id:
@@ -541,12 +551,12 @@ class Evaluator:
             if watch.nodata and not watch.dirty:
                 watch.dirty = True
                 heard.append(watch)
-            if not watch.series:
+            if not watch.read:
                 continue
             fields = sample.fields
-            for name, series in watch.series.items():
+            for name, series in watch.read:
                 v = fields.get(name)
-                if v is None or not isfinite(v):
+                if v is None or v - v != 0:  # absent, NaN or infinite
                     continue
                 if t >= series.latest_t:
                     series.latest_t = t
@@ -557,27 +567,28 @@ class Evaluator:
                     series.dirty = True
                     touched.append(series)
         out: list[Evaluation] = []
+        append = out.append
         available = self._available
+        utc = UTC
         for series in touched:
             series.dirty = False
             ref = series.latest_t
-            when = _utc(ref, UTC)
-            for struct in series.structs:
-                struct.stale = False
+            when = _utc(ref, utc)
             if available:
                 for pair in series.pairs:
-                    out.append(pair.evaluate(ref, when))
+                    append(pair.evaluate(ref, when))
             else:
                 out.extend(_unknown(pair, when) for pair in series.pairs)
         for watch in heard:
             watch.dirty = False
             ref = watch.last_sample
-            when = _utc(ref, UTC)
-            for pair in watch.nodata:
-                if pair.armed is None and not watch.paused:
-                    self._arm(pair, pair.since() + pair.duration)
-                pair.met = False
-                out.append(pair.evaluate(ref, when) if available else _unknown(pair, when))
+            when = _utc(ref, utc)
+            paused = watch.paused
+            for nodata in watch.nodata:
+                if nodata.armed is None and not paused:
+                    self._arm(nodata, nodata.since() + nodata.duration)
+                nodata.met = False
+                append(nodata.evaluate(ref, when) if available else _unknown(nodata, when))
         return out
 
     def tick(self, now: float) -> list[Evaluation]:
@@ -739,6 +750,7 @@ class Evaluator:
         series = watch.series.get(field)
         if series is None:
             series = watch.series[field] = _Series(field)
+            watch.read = tuple(watch.series.items())
         return series
 
     def _add_struct(self, series: _Series, struct: Window | Band) -> None:
@@ -834,6 +846,7 @@ class Evaluator:
                 del series.bands[(struct.window, struct.baseline)]
         if not series.pairs and watch.series.get(series.field) is series:
             del watch.series[series.field]
+            watch.read = tuple(watch.series.items())
 
 
 def _unknown(pair: _Pair, when: datetime) -> Evaluation:
@@ -852,3 +865,11 @@ def _deviations(gap: float, deviation: float) -> float:
     if deviation > 0:
         return gap / deviation
     return 0.0 if gap == 0 else math.copysign(math.inf, gap)
+
+
+def _seconds(span: float) -> str:
+    """A whole number of seconds as :func:`seconds_text` writes it (``0s``, ``90s``, ``10m``)."""
+    whole = int(span)
+    if whole < 60:
+        return f"{whole}s"
+    return seconds_text(timedelta(seconds=whole))

@@ -127,10 +127,9 @@ class Window:
             self._insert_late(t, v)
             return
         self.last_t = t
-        self.times.append(t)
+        times = self.times
+        times.append(t)
         self.values.append(v)
-        i = self.added
-        self.added = i + 1
         if self.need_sum:
             self.total += v
         if self.need_min:
@@ -139,23 +138,24 @@ class Window:
                 min_v.pop()
                 self.min_i.pop()
             min_v.append(v)
-            self.min_i.append(i)
+            self.min_i.append(self.added)
         if self.need_max:
             max_v = self.max_v
             while max_v and max_v[-1] <= v:
                 max_v.pop()
                 self.max_i.pop()
             max_v.append(v)
-            self.max_i.append(i)
+            self.max_i.append(self.added)
         if self.need_sorted:
             insort(self.sorted, v)
+        self.added += 1
         cutoff = t - self.span
         if cutoff > self.cutoff:
             self.cutoff = cutoff
-        if self.times[0] <= self.cutoff or len(self.times) > self.cap:
+        if times[0] <= self.cutoff or len(times) > self.cap:
             self._evict()
         if self.armed is None:
-            self._arm(self, self.times[0] + self.span)
+            self._arm(self, times[0] + self.span)
 
     def expire(self, now: float) -> int:
         """Move the window on to trail ``now``; how many samples left it."""
@@ -457,3 +457,26 @@ class Band:
         s1 = self.base_s1
         variance = (self.base_s2 - s1 * s1 / n) / (n - 1)
         return n, self.base_shift + s1 / n, math.sqrt(variance) if variance > 0 else 0.0
+
+
+def _percentile(q: float) -> Callable[[Window], float]:
+    def read(window: Window) -> float:
+        rank = int(len(window.sorted) * q / 100 + 0.5)  # nearest rank; at least 1 for a non-empty window
+        return window.sorted[rank - 1]
+
+    return read
+
+
+# How each aggregation reads a non-empty window, without dispatching on the aggregation per call.
+READERS: dict[Aggregation, Callable[[Window], float]] = {
+    Aggregation.MEAN: lambda w: w.total / len(w.values),
+    Aggregation.MIN: lambda w: w.min_v[0],
+    Aggregation.MAX: lambda w: w.max_v[0],
+    Aggregation.FIRST: lambda w: w.values[0],
+    Aggregation.LAST: lambda w: w.values[-1],
+    Aggregation.COUNT: lambda w: float(len(w.values)),
+    Aggregation.SUM: lambda w: w.total,
+    Aggregation.P50: _percentile(50.0),
+    Aggregation.P95: _percentile(95.0),
+    Aggregation.P99: _percentile(99.0),
+}
