@@ -5,6 +5,8 @@ feed_down and then a fresh snapshot."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gzip
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -12,17 +14,22 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.server import ServiceHost
 from service_runtime.settings import Settings
+from service_runtime.timeseries import Sample
+from service_runtime.timeseries.influx_store import InfluxConfig, InfluxStore
 from service_runtime.tls import open_channel
 from services.admin import create_api_key
 from services.alert_svc.domain import MonitorInfo, MonitorState, SampleEvent
 from services.alert_svc.feed import CHANNEL_OPTIONS, FeedSink, MonitorFeed
+from services.alert_svc.influx_ingest import InfluxIngest, IngestSettings, register_subscription
 from services.monitor_svc.server import build_server
+from tests.harness.external import InfluxDBServer
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
@@ -205,3 +212,138 @@ async def test_a_cancelled_feed_ends_its_stream(monitor_service: Monitor) -> Non
     finally:
         task.cancel()
         await channel.close()
+
+
+# --- InfluxDB subscription ingest ------------------------------------------------------------------------
+
+
+@dataclass
+class SampleCollector:
+    samples: list[SampleEvent] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def feed_samples(self, samples: list[SampleEvent]) -> None:
+        self.samples.extend(samples)
+        self.arrived.set()
+
+    async def wait_for(self, count: int, timeout_s: float = 10.0) -> list[SampleEvent]:
+        async with asyncio.timeout(timeout_s):
+            while len(self.samples) < count:
+                self.arrived.clear()
+                await self.arrived.wait()
+        return self.samples
+
+
+async def test_influxdb_forwards_each_write_to_the_ingest_endpoint(influxdb: InfluxDBServer) -> None:
+    config = InfluxConfig(url=influxdb.url, database="ingest", flush_interval_s=0.01)
+    store = await InfluxStore.open(config)
+    sink = SampleCollector()
+    ingest = InfluxIngest(sink, "127.0.0.1:0", config.database)
+    port = await ingest.start()
+    try:
+        destination = f"http://127.0.0.1:{port}"
+        assert await register_subscription(config, [destination])
+        assert not await register_subscription(config, [destination]), "registering again changes nothing"
+        # InfluxDB starts forwarding once its subscriber service has seen the new subscription: probe until then.
+        at = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=5)
+        async with asyncio.timeout(15):
+            while not sink.samples:
+                await store.write([Sample("probe", "m0", at, {"is_up": 1.0}, {}, {})])
+                await store.flush()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(sink.arrived.wait(), 0.5)
+        sink.samples.clear()
+
+        down = Sample(
+            "u1",
+            "m1",
+            at + timedelta(microseconds=123_456),
+            {"is_up": 0.0, "response_time_ms": 812.5, "status_code": 503.0},
+            {"location": "eu west"},
+            {"error_class": "status", "message": 'got 503 "Service, Unavailable" = down'},
+        )
+        up = Sample("u1", "m2", at + timedelta(seconds=1), {"is_up": 1.0, "price": 64_123.25}, {}, {})
+        latencies: list[float] = []
+        for sample in (down, up):
+            started = time.perf_counter()
+            await store.write([sample])
+            await store.flush()
+            await sink.wait_for(len(latencies) + 1)
+            latencies.append(time.perf_counter() - started)
+        assert sink.samples == [
+            SampleEvent(
+                "u1", "m1", down.time.timestamp(), {"is_up": 0.0, "response_time_ms": 812.5, "status_code": 503.0}
+            ),
+            SampleEvent("u1", "m2", up.time.timestamp(), {"is_up": 1.0, "price": 64_123.25}),
+        ]
+        assert max(latencies) < 1.0, latencies
+        assert ingest.bad_lines == 0
+
+        # A new address for the endpoint replaces the subscription.
+        assert await register_subscription(config, ["http://127.0.0.1:1"])
+    finally:
+        await ingest.stop()
+        await store.close()
+
+
+async def post(port: int, path: str, body: bytes, headers: dict[str, str] | None = None) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=5) as http:
+        return await http.post(path, content=body, headers=headers or {})
+
+
+async def test_the_ingest_endpoint_skips_and_counts_bad_lines_and_bounds_bodies() -> None:
+    sink = SampleCollector()
+    ingest = InfluxIngest(sink, "127.0.0.1:0", "monitors", max_body_bytes=4096)
+    port = await ingest.start()
+    try:
+        body = "\n".join(
+            [
+                "check,owner=u1,monitor=m1 is_up=1,response_time_ms=12.5 1000000000000000000",
+                "check,owner=u1,monitor=m1 is_up=",  # no value
+                "check,monitor=m1 is_up=1 1000000000000000000",  # no owner
+                "check,owner=u1,monitor=m1 is_up=abc 1000000000000000000",
+                'check,owner=u1,monitor=m1 message="unterminated 1000000000000000000',
+                "check,owner=u1,monitor=m1 is_up=1 notatime",
+                "uptime_1h,owner=u1,monitor=m1 checks=60i 1000000000000000000",  # a rollup: not a sample
+                r'check,owner=u\,1,monitor=m\ 2,location=a\=b is_up=0,status_code=500i,note="a, b=\"d\"" 2000000000',
+                "\x00\xff garbage",
+                "",
+            ]
+        ).encode()
+        reply = await post(port, "/write?db=monitors&rp=monitors_raw&precision=ns", body)
+        assert reply.status_code == 204
+        assert sink.samples == [
+            SampleEvent("u1", "m1", 1e9, {"is_up": 1.0, "response_time_ms": 12.5}),
+            SampleEvent("u,1", "m 2", 2.0, {"is_up": 0.0, "status_code": 500.0}),
+        ]
+        assert ingest.bad_lines == 6
+
+        zipped = gzip.compress(b"check,owner=u2,monitor=m3 is_up=1 1700000000000")
+        reply = await post(port, "/write?db=monitors&precision=ms", zipped, {"Content-Encoding": "gzip"})
+        assert reply.status_code == 204
+        assert sink.samples[-1] == SampleEvent("u2", "m3", 1_700_000_000.0, {"is_up": 1.0})
+
+        other_db = await post(port, "/write?db=elsewhere", b"check,owner=u9,monitor=m9 is_up=1 1")
+        assert other_db.status_code == 204
+        assert sink.samples[-1].owner_id == "u2", "another database's writes are not ours"
+
+        assert (await post(port, "/write?db=monitors", b"x" * 5000)).status_code == 413
+        bomb = gzip.compress(b"check,owner=u,monitor=m is_up=1 1\n" * 10_000)
+        assert len(bomb) < 4096
+        assert (await post(port, "/write?db=monitors", bomb, {"Content-Encoding": "gzip"})).status_code == 413
+        assert (await post(port, "/write?db=monitors&precision=fortnight", b"")).status_code == 400
+        assert (await post(port, "/query", b"")).status_code == 404
+        assert ingest.refused == 4
+        assert len(sink.samples) == 3
+    finally:
+        await ingest.stop()
+
+
+def test_ingest_settings_come_from_the_environment() -> None:
+    assert IngestSettings.from_env({}).destination == "http://127.0.0.1:50082"
+    chosen = IngestSettings.from_env(
+        {"MONITORS_ALERT_INGEST_LISTEN": "0.0.0.0:9000", "MONITORS_ALERT_INGEST_URL": "http://alert-0.alert:9000/"}
+    )
+    assert (chosen.listen, chosen.destination) == ("0.0.0.0:9000", "http://alert-0.alert:9000")
+    with pytest.raises(ValueError, match="MONITORS_ALERT_INGEST_URL"):
+        IngestSettings.from_env({"MONITORS_ALERT_INGEST_URL": "ftp://x"})
