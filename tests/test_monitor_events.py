@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 import pytest
@@ -26,7 +27,8 @@ from services.monitor_svc.server import build_server
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
-Stub = monitor_service_pb2_grpc.MonitorServiceAsyncStub
+if TYPE_CHECKING:  # the asyncio stub exists in the typed stubs only; at run time the stub is the same class
+    Stub = monitor_service_pb2_grpc.MonitorServiceAsyncStub
 Metadata = tuple[tuple[str, str], ...]
 
 
@@ -66,7 +68,7 @@ async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Served]:
             host,
             settings,
             channel,
-            Stub(channel),
+            monitor_service_pb2_grpc.MonitorServiceStub(channel),
             bearer(settings.resolved_service_token()),
             bearer(alice),
             bearer(bob),
