@@ -58,14 +58,14 @@ class Alerting:
 
     # --- rules ---------------------------------------------------------------------------------------
 
-    def _validated(self, caller: Principal, draft: RuleDraft, prefix: str = "alert_rule") -> RuleDraft:
+    async def _validated(self, caller: Principal, draft: RuleDraft, prefix: str = "alert_rule") -> RuleDraft:
         kind = None
         if draft.monitor_id:
-            kind = self._engine.monitor_of(caller.user_id, draft.monitor_id).kind
+            kind = (await self._engine.monitor_of(caller.user_id, draft.monitor_id)).kind
         return validate_rule(draft, kind, prefix)
 
     async def create_rule(self, caller: Principal, draft: RuleDraft) -> AlertRule:
-        rule = await self._store.create_rule(caller.user_id, self._validated(caller, draft))
+        rule = await self._store.create_rule(caller.user_id, await self._validated(caller, draft))
         await self._engine.rule_changed(rule)
         return rule
 
@@ -110,7 +110,7 @@ class Alerting:
         if changes.get("selector") and "monitor_id" not in changes:
             changes["monitor_id"] = ""
         rule = await self._store.replace_rule(
-            caller.user_id, rule_id, self._validated(caller, replace(merged, **changes))
+            caller.user_id, rule_id, await self._validated(caller, replace(merged, **changes))
         )
         await self._engine.rule_changed(rule)
         return rule
@@ -124,7 +124,7 @@ class Alerting:
         if draft is None:
             rule = await self._store.get_rule(caller.user_id, rule_id)
         else:
-            valid = self._validated(caller, draft)
+            valid = await self._validated(caller, draft)
             now = utc_now()
             assert valid.condition is not None
             assert valid.severity is not None
@@ -151,7 +151,7 @@ class Alerting:
                 update_time=now,
             )
         if rule.monitor_id:
-            self._engine.monitor_of(caller.user_id, rule.monitor_id)
+            await self._engine.monitor_of(caller.user_id, rule.monitor_id)
         return await self._engine.test(rule)
 
     # --- alerts --------------------------------------------------------------------------------------
@@ -185,7 +185,7 @@ class Alerting:
     async def create_silence(self, caller: Principal, draft: SilenceDraft) -> Silence:
         valid = validate_silence(draft, datetime.now(UTC))
         if valid.monitor_id:
-            self._engine.monitor_of(caller.user_id, valid.monitor_id)
+            await self._engine.monitor_of(caller.user_id, valid.monitor_id)
         if valid.rule_id:
             await self._store.get_rule(caller.user_id, valid.rule_id)
         silence = await self._store.create_silence(caller.user_id, valid)

@@ -17,6 +17,7 @@ The fast path (a sample that changes nothing) touches no database: only transiti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -53,6 +54,7 @@ TIMER = "timer"
 DEFAULT_GROUP_INTERVAL = timedelta(seconds=10)
 TICK_S = 1.0
 MAX_TEST_EVALUATIONS = 100
+MONITOR_WAIT = timedelta(seconds=3)
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class AlertEngine:
         self._lock = asyncio.Lock()
         self._loaded = asyncio.Event()
         self._snapshot = asyncio.Event()
+        self._arrived = asyncio.Event()  # a monitor came through the feed
 
     # --- start ---------------------------------------------------------------------------------------
 
@@ -156,6 +159,7 @@ class AlertEngine:
         now = self._clock()
         async with self._lock:
             self._monitors[monitor.monitor_id] = monitor
+            self._arrived.set()
             await self._apply_all(self.evaluator.put_monitor(monitor, now.timestamp()), now)
         await self._ensure_defaults({monitor.owner_id})
 
@@ -214,11 +218,17 @@ class AlertEngine:
 
     # --- rules ---------------------------------------------------------------------------------------
 
-    def monitor_of(self, owner_id: str, monitor_id: str) -> MonitorInfo:
-        """The caller's monitor, NOT_FOUND for another's; UNAVAILABLE before the directory is known."""
+    async def monitor_of(self, owner_id: str, monitor_id: str) -> MonitorInfo:
+        """The caller's monitor, NOT_FOUND for another's; UNAVAILABLE before the directory is known. A monitor
+        created a moment ago may not have come through the feed yet (a rule made right after its monitor, as
+        Claude does): wait up to MONITOR_WAIT for it before answering NOT_FOUND."""
         if not self.ready:
             raise Unavailable("the alert service is still loading monitors; retry in a few seconds")
-        monitor = self._monitors.get(monitor_id)
+        deadline = time.monotonic() + MONITOR_WAIT.total_seconds()
+        while (monitor := self._monitors.get(monitor_id)) is None and time.monotonic() < deadline:
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), deadline - time.monotonic())
         if monitor is None or monitor.owner_id != owner_id:
             raise NotFound("monitor", monitor_id)
         return monitor

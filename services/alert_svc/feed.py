@@ -116,8 +116,12 @@ class MonitorFeed:
                 await self._watch_once()
                 log.warning("monitor event stream ended; reconnecting")
             except grpc.aio.AioRpcError as error:
-                log.warning(
-                    "monitor event stream failed; reconnecting",
+                # Started beside the monitor service (make run, a fresh deployment), the first attempts find it
+                # not listening yet: that is waiting, not a failure, until it has gone on for a while.
+                starting = self.snapshots == 0 and error.code() is grpc.StatusCode.UNAVAILABLE and failures < 20
+                log.log(
+                    logging.INFO if starting else logging.WARNING,
+                    "waiting for the monitor service" if starting else "monitor event stream failed; reconnecting",
                     extra={"code": error.code().name, "details": error.details()},
                 )
             except TimeoutError:

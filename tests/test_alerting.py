@@ -1,0 +1,334 @@
+"""AlertService end to end, on both stacks: real monitor, alert and notification services (embedded, and on
+MariaDB, Redis and InfluxDB), heartbeat monitors pinged over real HTTP, and a real HTTPS webhook receiver.
+
+A heartbeat monitor is the quickest way to drive a monitor's state and samples from a test: a ping to its URL
+is an UP result, a ping to ``/fail`` a DOWN one, recorded exactly like a runner's.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+
+import grpc
+import httpx
+import pytest
+from google.protobuf import duration_pb2, field_mask_pb2
+from google.rpc import error_details_pb2
+
+from monitors.v1 import (
+    alert_service_pb2,
+    alert_service_pb2_grpc,
+    common_pb2,
+    monitor_service_pb2,
+    monitor_service_pb2_grpc,
+    notification_service_pb2,
+    notification_service_pb2_grpc,
+)
+from service_runtime.secretbox import new_master_key
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.receivers import ProviderReceivers
+from tests.harness.rpc import auth, rich_details
+from tests.harness.services import Stack
+
+apb = alert_service_pb2
+mpb = monitor_service_pb2
+npb = notification_service_pb2
+Metadata = tuple[tuple[str, str]]
+T = TypeVar("T")
+_names = itertools.count()
+
+
+@pytest.fixture(scope="module")
+def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderReceivers]:
+    with ProviderReceivers(tmp_path_factory.mktemp("receivers")) as found:
+        yield found
+
+
+@pytest.fixture(scope="module", params=["embedded", "production"])
+def stack(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory, receivers: ProviderReceivers
+) -> Iterator[Stack]:
+    env = {
+        "MONITORS_EGRESS": "private-allowed",
+        "MONITORS_CA_FILE": str(receivers.ca_file),
+        "MONITORS_MIN_INTERVAL_S": "1",
+        "MONITORS_NOTIFY_TIMEOUT_S": "3",
+    }
+    if request.param == "production":
+        mariadb: MariaDBServer = request.getfixturevalue("mariadb")
+        redis: RedisServer = request.getfixturevalue("redis_server")
+        influxdb: InfluxDBServer = request.getfixturevalue("influxdb")
+        env |= {
+            "MONITORS_DATABASE_URL": mariadb.create_database("alerting"),
+            "MONITORS_REDIS_URL": redis.url,
+            "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/alerting",
+            "MONITORS_MASTER_KEY": new_master_key(),
+        }
+    with Stack(tmp_path_factory.mktemp(f"alerting-{request.param}"), env) as found:
+        yield found
+
+
+class User:
+    """One account on the stack, with stubs carrying its key."""
+
+    def __init__(self, stack: Stack, email: str) -> None:
+        self.key: Metadata = auth(stack.create_api_key(email))
+        self.monitors = monitor_service_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(stack.address("monitor")))
+        self.alerts = alert_service_pb2_grpc.AlertServiceStub(grpc.insecure_channel(stack.address("alert")))
+        self.notify = notification_service_pb2_grpc.NotificationServiceStub(
+            grpc.insecure_channel(stack.address("notify"))
+        )
+
+    def call(self, method: Callable[..., T], request: object, timeout: float = 10) -> T:
+        return method(request, metadata=self.key, timeout=timeout)
+
+    def heartbeat(self, name: str, labels: dict[str, str] | None = None) -> mpb.Monitor:
+        spec = common_pb2.MonitorSpec(
+            heartbeat=common_pb2.HeartbeatSpec(grace_period=duration_pb2.Duration(seconds=600))
+        )
+        monitor = mpb.Monitor(
+            spec=spec, interval=duration_pb2.Duration(seconds=600), display_name=name, labels=labels or {}
+        )
+        return self.call(self.monitors.CreateMonitor, mpb.CreateMonitorRequest(monitor=monitor)).monitor
+
+    def webhook(self, receivers: ProviderReceivers, name: str, default: bool = True) -> npb.Channel:
+        channel = npb.Channel(
+            display_name=name, webhook=npb.WebhookConfig(url=receivers.url("webhook", name)), is_default=default
+        )
+        return self.call(self.notify.CreateChannel, npb.CreateChannelRequest(channel=channel)).channel
+
+    def alerts_of(self, rule_id: str) -> list[apb.Alert]:
+        return list(self.call(self.alerts.ListAlerts, apb.ListAlertsRequest(rule_id=rule_id)).alerts)
+
+
+def eventually(check: Callable[[], T | None], timeout_s: float = 20.0, what: str = "condition") -> T:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = check()
+        if found:
+            return found
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what} not met within {timeout_s}s")
+        time.sleep(0.05)
+
+
+def ping(monitor: mpb.Monitor, up: bool = True) -> None:
+    url = monitor.heartbeat_url if up else monitor.heartbeat_url + "/fail"
+    httpx.post(url, content=b"", timeout=5).raise_for_status()
+
+
+def bodies(receivers: ProviderReceivers, name: str) -> list[Any]:
+    return [json.loads(r.body) for r in receivers.received(f"/webhook/{name}")]
+
+
+def violations(error: grpc.RpcError) -> dict[str, str]:
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT, error
+    bad = next(d for d in rich_details(error) if isinstance(d, error_details_pb2.BadRequest))
+    return {v.field: v.description for v in bad.field_violations}
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{next(_names)}"
+
+
+@pytest.fixture(scope="module")
+def alice(stack: Stack) -> User:
+    return User(stack, "alice.alerting@example.com")
+
+
+@pytest.fixture(scope="module")
+def bob(stack: Stack) -> User:
+    return User(stack, "bob.alerting@example.com")
+
+
+def test_a_monitor_going_down_is_heard_by_default_then_its_recovery(alice: User, receivers: ProviderReceivers) -> None:
+    hook = unique("default")
+    alice.webhook(receivers, hook)
+    monitor = alice.heartbeat("nightly backup")
+    ping(monitor)
+    ping(monitor, up=False)
+    [fired] = receivers.wait_for(f"/webhook/{hook}", 1)
+    text = json.dumps(json.loads(fired.body))
+    assert "nightly backup" in text
+    assert "monitor is down" in text
+    rules = alice.call(alice.alerts.ListAlertRules, apb.ListAlertRulesRequest()).alert_rules
+    [default] = [r for r in rules if r.is_default]
+    [alert] = alice.alerts_of(default.id)
+    assert (alert.monitor_id, alert.state) == (monitor.id, common_pb2.ALERT_STATE_FIRING)
+    ping(monitor)
+    receivers.wait_for(f"/webhook/{hook}", 2)
+    resolved = eventually(
+        lambda: [a for a in alice.alerts_of(default.id) if a.state == common_pb2.ALERT_STATE_RESOLVED]
+    )
+    assert resolved[0].resolved_by == "condition"
+    got = alice.call(alice.alerts.GetAlert, apb.GetAlertRequest(id=alert.id))
+    assert [e.transition for e in got.events] == [apb.ALERT_TRANSITION_FIRED, apb.ALERT_TRANSITION_RESOLVED]
+
+
+def test_a_threshold_rule_on_a_selector_fires_for_a_new_monitor_and_is_acknowledged(
+    alice: User, receivers: ProviderReceivers
+) -> None:
+    hook = unique("oncall")
+    channel = alice.webhook(receivers, hook, default=False)
+    team = unique("team")
+    rule = alice.call(
+        alice.alerts.CreateAlertRule,
+        apb.CreateAlertRuleRequest(
+            alert_rule=apb.AlertRule(
+                display_name="job failing",
+                monitor_selector={"team": team},
+                condition=common_pb2.AlertCondition(
+                    threshold=common_pb2.ThresholdCondition(
+                        field="is_up", operator=common_pb2.COMPARISON_OPERATOR_LESS_THAN, value=1
+                    )
+                ),
+                severity=common_pb2.SEVERITY_CRITICAL,
+                channel_ids=[channel.id],
+            )
+        ),
+    ).alert_rule
+    assert rule.id.startswith("rul")
+    assert dict(rule.monitor_selector) == {"team": team}
+    monitor = alice.heartbeat("etl", {"team": team})  # created after the rule
+    watch = alice.alerts.WatchAlerts(apb.WatchAlertsRequest(), metadata=alice.key, timeout=30)
+    seen: list[apb.WatchAlertsResponse] = []
+
+    def read_until_acknowledged() -> None:
+        for item in watch:
+            seen.append(item)
+            if item.transition == apb.ALERT_TRANSITION_ACKNOWLEDGED:
+                return
+
+    reader = threading.Thread(target=read_until_acknowledged, daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    ping(monitor, up=False)
+    [message] = receivers.wait_for(f"/webhook/{hook}", 1)
+    assert "etl" in json.dumps(json.loads(message.body))
+    [alert] = alice.alerts_of(rule.id)
+    assert "is_up" in alert.explanation
+    acknowledged = alice.call(alice.alerts.AcknowledgeAlert, apb.AcknowledgeAlertRequest(id=alert.id, comment="on it"))
+    assert acknowledged.alert.state == common_pb2.ALERT_STATE_ACKNOWLEDGED
+    assert acknowledged.alert.comment == "on it"
+    reader.join(timeout=10)
+    watch.cancel()
+    # The default "monitor is down" rule fires for the same monitor too; this rule's alert is the one watched.
+    assert [(s.transition, s.alert.id) for s in seen if s.alert.rule_id == rule.id] == [
+        (apb.ALERT_TRANSITION_FIRED, alert.id),
+        (apb.ALERT_TRANSITION_ACKNOWLEDGED, alert.id),
+    ]
+    test = alice.call(alice.alerts.TestAlertRule, apb.TestAlertRuleRequest(rule_id=rule.id))
+    assert test.would_fire
+    assert test.evaluation.monitor_id == monitor.id
+
+
+def test_another_users_rules_alerts_and_monitors_are_not_found(alice: User, bob: User) -> None:
+    monitor = alice.heartbeat("private")
+    condition = common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition())
+    rule = alice.call(
+        alice.alerts.CreateAlertRule,
+        apb.CreateAlertRuleRequest(alert_rule=apb.AlertRule(monitor_id=monitor.id, condition=condition)),
+    ).alert_rule
+    attempts: list[tuple[Callable[..., Any], object]] = [
+        (bob.alerts.GetAlertRule, apb.GetAlertRuleRequest(id=rule.id)),
+        (bob.alerts.DeleteAlertRule, apb.DeleteAlertRuleRequest(id=rule.id)),
+        (bob.alerts.TestAlertRule, apb.TestAlertRuleRequest(rule_id=rule.id)),
+        (
+            bob.alerts.UpdateAlertRule,
+            apb.UpdateAlertRuleRequest(
+                alert_rule=apb.AlertRule(id=rule.id, display_name="mine"),
+                update_mask=field_mask_pb2.FieldMask(paths=["display_name"]),
+            ),
+        ),
+        (
+            bob.alerts.CreateAlertRule,
+            apb.CreateAlertRuleRequest(alert_rule=apb.AlertRule(monitor_id=monitor.id, condition=condition)),
+        ),
+        (
+            bob.alerts.CreateSilence,
+            apb.CreateSilenceRequest(silence=apb.Silence(rule_id=rule.id, end_time={"seconds": int(time.time()) + 60})),
+        ),
+    ]
+    for method, request in attempts:
+        with pytest.raises(grpc.RpcError) as caught:
+            bob.call(method, request)
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND, method
+    assert bob.call(bob.alerts.ListAlertRules, apb.ListAlertRulesRequest(monitor_id=monitor.id)).alert_rules == []
+
+
+def test_invalid_rules_name_their_fields(alice: User) -> None:
+    monitor = alice.heartbeat("fields")
+    cases = [
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(
+                    threshold=common_pb2.ThresholdCondition(
+                        field="price", operator=common_pb2.COMPARISON_OPERATOR_GREATER_THAN, value=1
+                    )
+                ),
+            ),
+            "alert_rule.condition.threshold.field",
+        ),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(anomaly=common_pb2.AnomalyCondition(field="is_up", deviations=-1)),
+            ),
+            "alert_rule.condition.anomaly.deviations",
+        ),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(no_data=common_pb2.NoDataCondition()),
+            ),
+            "alert_rule.condition.no_data.duration",
+        ),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition()),
+                for_duration=duration_pb2.Duration(seconds=-5),
+            ),
+            "alert_rule.for_duration",
+        ),
+        (apb.AlertRule(monitor_id=monitor.id), "alert_rule.condition"),
+    ]
+    for rule, field in cases:
+        with pytest.raises(grpc.RpcError) as caught:
+            alice.call(alice.alerts.CreateAlertRule, apb.CreateAlertRuleRequest(alert_rule=rule))
+        assert field in violations(caught.value), (field, violations(caught.value))
+    with pytest.raises(grpc.RpcError) as caught:
+        alice.call(
+            alice.alerts.CreateSilence,
+            apb.CreateSilenceRequest(silence=apb.Silence(cron_schedule="every day", comment="x")),
+        )
+    assert {"silence.cron_schedule", "silence.duration"} <= set(violations(caught.value))
+
+
+def test_a_silence_mutes_the_default_rule_but_the_alert_still_fires(alice: User, receivers: ProviderReceivers) -> None:
+    hook = unique("muted")
+    alice.webhook(receivers, hook)
+    monitor = alice.heartbeat("maintenance box")
+    end = int(time.time()) + 3600
+    silence = alice.call(
+        alice.alerts.CreateSilence,
+        apb.CreateSilenceRequest(
+            silence=apb.Silence(monitor_id=monitor.id, end_time={"seconds": end}, comment="upgrading")
+        ),
+    ).silence
+    assert silence.active
+    ping(monitor, up=False)
+    rules = alice.call(alice.alerts.ListAlertRules, apb.ListAlertRulesRequest()).alert_rules
+    [default] = [r for r in rules if r.is_default]
+    eventually(lambda: [a for a in alice.alerts_of(default.id) if a.monitor_id == monitor.id], what="alert fired")
+    time.sleep(1.5)
+    assert receivers.received(f"/webhook/{hook}") == []
+    listed = alice.call(alice.alerts.ListSilences, apb.ListSilencesRequest()).silences
+    assert silence.id in [s.id for s in listed]
+    alice.call(alice.alerts.DeleteSilence, apb.DeleteSilenceRequest(id=silence.id))
