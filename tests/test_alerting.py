@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 import grpc
 import httpx
 import pytest
-from google.protobuf import duration_pb2, field_mask_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
 from monitors.v1 import (
@@ -251,7 +251,9 @@ def test_another_users_rules_alerts_and_monitors_are_not_found(alice: User, bob:
         ),
         (
             bob.alerts.CreateSilence,
-            apb.CreateSilenceRequest(silence=apb.Silence(rule_id=rule.id, end_time={"seconds": int(time.time()) + 60})),
+            apb.CreateSilenceRequest(
+                silence=apb.Silence(rule_id=rule.id, end_time=timestamp_pb2.Timestamp(seconds=int(time.time()) + 60))
+            ),
         ),
     ]
     for method, request in attempts:
@@ -319,7 +321,9 @@ def test_a_silence_mutes_the_default_rule_but_the_alert_still_fires(alice: User,
     silence = alice.call(
         alice.alerts.CreateSilence,
         apb.CreateSilenceRequest(
-            silence=apb.Silence(monitor_id=monitor.id, end_time={"seconds": end}, comment="upgrading")
+            silence=apb.Silence(
+                monitor_id=monitor.id, end_time=timestamp_pb2.Timestamp(seconds=end), comment="upgrading"
+            )
         ),
     ).silence
     assert silence.active
