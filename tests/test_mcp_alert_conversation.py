@@ -1,0 +1,104 @@
+"""The seeds' alert conversations through the MCP adapter, end to end against the real stack: "create a Bitcoin
+price monitor", "alert me if it goes above 70,000", the price crosses, "show recent alerts", "acknowledge it";
+and a website outage with its firing and resolved notices.
+
+They need AlertService. While it answers UNIMPLEMENTED (before the alerting issue lands) each test stops at its
+first alert call and reports XFAIL with that reason, visibly; once AlertService serves, they run in full.
+"""
+
+from __future__ import annotations
+
+import pytest
+from mcp.client import ClientSession
+
+from tests.test_mcp_adapter import McpStack, call, eventually, mcp_stack, stdio_adapter, text_of
+
+__all__ = ["mcp_stack"]  # the shared fixture, imported for this module
+
+
+async def xfail_without_alert_service(mcp_stack: McpStack, key: str) -> None:
+    """XFAIL, saying why, while AlertService answers UNIMPLEMENTED. (Asked before the conversation's session:
+    pytest.xfail raised inside the client's task group would arrive wrapped in an ExceptionGroup.)"""
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
+        result = await session.call_tool("list_alert_rules", {})
+    if result.is_error and "UNIMPLEMENTED" in text_of(result):
+        pytest.xfail(f"AlertService is not implemented on this stack yet: {text_of(result)}")
+
+
+async def create_rule(session: ClientSession, **arguments: object) -> dict[str, object]:
+    return await call(session, "create_alert_rule", **arguments)
+
+
+async def test_bitcoin_above_70k_fires_shows_and_is_acknowledged(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("trader@example.com")
+    await xfail_without_alert_service(mcp_stack, key)
+    mcp_stack.market.price = "65000.00"
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
+        # "Create a Bitcoin price monitor."
+        created = await call(
+            session, "create_monitor", kind="crypto_price", target="BTC", interval="1s", providers=["coinbase"]
+        )
+        monitor_id = created["monitor"]["id"]
+        await call(session, "create_channel", kind="email", destination="trader@example.com")
+        # "Alert me if it goes above 70,000."
+        rule = await create_rule(
+            session, condition="threshold", monitor_id=monitor_id, operator=">", value="70,000", severity="critical"
+        )
+        assert rule["condition"] == "last price > 70000"
+        trial = await call(session, "test_alert_rule", rule_id=rule["id"])
+        assert trial["would_fire"] is False
+
+        mcp_stack.market.price = "71250.00"
+
+        async def firing() -> bool:
+            alerts = await call(session, "list_alerts", rule_id=rule["id"])
+            return any(a["state"] == "firing" for a in alerts["alerts"])
+
+        await eventually(firing, timeout_s=60, what="the 70k alert firing")
+        # "Show recent alerts."
+        recent = await call(session, "list_alerts", status="all")
+        alert = next(a for a in recent["alerts"] if a["rule_id"] == rule["id"])
+        assert alert["monitor_id"] == monitor_id
+        assert alert["value"] == 71250.0
+        assert alert["threshold"] == 70000.0
+        # "Acknowledge it."
+        acknowledged = await call(session, "acknowledge_alert", alert_id=alert["id"], comment="watching it")
+        assert acknowledged["state"] == "acknowledged"
+        assert acknowledged["acknowledged_by"]
+        detail = await call(session, "get_alert", alert_id=alert["id"])
+        assert [e["transition"] for e in detail["events"]][-1] == "acknowledged"
+
+        async def notified() -> bool:
+            return any("70" in mail for mail in mcp_stack.mails_to("trader@example.com"))
+
+        await eventually(notified, what="the firing email")
+        chart = await session.call_tool("plot_monitor_data", {"monitor_id": monitor_id, "since": "30m"})
+        assert "1 alert(s) marked" in text_of(chart)
+        await call(session, "delete_monitor", monitor_id=monitor_id)
+
+
+async def test_website_outage_fires_then_resolves_with_a_notice(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("webmaster@example.com")
+    await xfail_without_alert_service(mcp_stack, key)
+    mcp_stack.website.up = True
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
+        channel = await call(session, "create_channel", kind="email", destination="webmaster@example.com")
+        created = await call(session, "create_monitor", kind="website", target=mcp_stack.website.url, interval="1s")
+        monitor_id = created["monitor"]["id"]
+        rule = await create_rule(session, condition="monitor_down", monitor_id=monitor_id, channel_ids=[channel["id"]])
+        mcp_stack.website.up = False
+
+        async def alert_in(state: str) -> bool:
+            alerts = await call(session, "list_alerts", status="all", rule_id=rule["id"])
+            return any(a["state"] == state for a in alerts["alerts"])
+
+        await eventually(lambda: alert_in("firing"), timeout_s=60, what="the outage alert firing")
+        mcp_stack.website.up = True
+        await eventually(lambda: alert_in("resolved"), timeout_s=60, what="the outage alert resolved")
+
+        async def resolved_notice_delivered() -> bool:
+            deliveries = await call(session, "list_deliveries", channel_id=channel["id"])
+            return any(d["kind"] == "alert_resolved" and d["state"] == "delivered" for d in deliveries["deliveries"])
+
+        await eventually(resolved_notice_delivered, timeout_s=60, what="the resolved notice delivered")
+        await call(session, "delete_monitor", monitor_id=monitor_id)
