@@ -6,13 +6,14 @@ from pathlib import Path
 
 from monitors.v1 import alert_service_pb2, alert_service_pb2_grpc
 from service_runtime.database import open_database
-from service_runtime.server import RegisteredService, ServiceHost, host_with_remote_auth
+from service_runtime.server import RegisteredService, ServiceHost, every, host_with_remote_auth
 from service_runtime.settings import Settings
-from service_runtime.timeseries import open_timeseries_store
+from service_runtime.timeseries import InfluxStore, open_timeseries_store
 from service_runtime.tls import open_channel
 from services.alert_svc.alerts import Alerting
 from services.alert_svc.engine import AlertEngine
 from services.alert_svc.feed import CHANNEL_OPTIONS, MonitorFeed
+from services.alert_svc.influx_ingest import InfluxIngest, IngestSettings, register_subscription
 from services.alert_svc.notifier import Notifier
 from services.alert_svc.servicer import AlertServiceServicer
 from services.alert_svc.store import AlertStore
@@ -32,12 +33,33 @@ async def build_server(settings: Settings) -> ServiceHost:
     engine = AlertEngine(store, timeseries, on_notices=notifier.wake)
     await engine.load()
     monitor_channel = open_channel(settings.monitor_target, settings, CHANNEL_OPTIONS)
-    # Samples and state changes both come over the monitor service's stream, whatever the store.
-    feed = MonitorFeed(monitor_channel, settings.resolved_service_token(), engine, include_results=True)
+    # With InfluxDB 1.x, samples come from an InfluxDB subscription to our ingest endpoint (about 1 ms after
+    # each write); with the embedded store they come over the monitor service's stream. State changes always
+    # come over the stream.
+    influx = timeseries if isinstance(timeseries, InfluxStore) else None
+    feed = MonitorFeed(monitor_channel, settings.resolved_service_token(), engine, include_results=influx is None)
     servicer = AlertServiceServicer(Alerting(store, engine))
     service = RegisteredService(SERVICE_NAME, servicer, alert_service_pb2_grpc.add_AlertServiceServicer_to_server)
     host = await host_with_remote_auth(settings, [service], database)
     host.background += [engine.run, feed.run, notifier.run]
+    if influx is not None:
+        subscribe_influx(host, engine, influx, IngestSettings.from_env())
     host.on_drain.append(engine.stop)
     host.on_stop += [timeseries.close, notify_channel.close, monitor_channel.close]
     return host
+
+
+def subscribe_influx(host: ServiceHost, engine: AlertEngine, influx: InfluxStore, ingest: IngestSettings) -> None:
+    """Serve the ingest endpoint once the host listens, and keep InfluxDB's subscription to it registered
+    (checked every minute: InfluxDB may have started after us, or lost it)."""
+    endpoint = InfluxIngest(engine, ingest.listen, influx.config.database)
+
+    async def start() -> None:
+        await endpoint.start()
+
+    async def register() -> None:
+        await register_subscription(influx.config, [ingest.destination])
+
+    host.on_start.append(start)
+    host.background.append(every(60.0, register, "influx subscription"))
+    host.on_stop.append(endpoint.stop)

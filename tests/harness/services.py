@@ -143,6 +143,7 @@ class Stack:
                 "MONITORS_NOTIFY_TARGET": f"127.0.0.1:{ports['notify']}",
                 "MONITORS_LOG_FORMAT": "json",
                 "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+                "MONITORS_ALERT_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
                 **self.settings_env,
             }
         )
