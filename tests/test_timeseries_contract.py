@@ -18,6 +18,7 @@ from service_runtime.timeseries import (
     Aggregation,
     InfluxConfig,
     InfluxStore,
+    Point,
     Sample,
     SeriesKey,
     SqliteSampleStore,
@@ -333,6 +334,91 @@ async def test_many_monitors_of_one_owner_at_once(store: TimeSeriesStore) -> Non
     assert summaries["mon_calm"].response_time_p99_ms == 50.0
     failed = await store.failures_many("usr_a", ["mon_site", "mon_calm"], T0, hour, 2)
     assert [len(failed["mon_site"]), len(failed["mon_calm"])] == [2, 0]
+
+
+# --- many series at once (the alert service's warm starts and reconciliation) -----------------------------
+
+
+async def test_points_many_reads_the_latest_points_of_each_series_oldest_first(store: TimeSeriesStore) -> None:
+    calm = [
+        Sample("usr_b", "mon_calm", T0 + i * MINUTE, {"is_up": 1.0, "response_time_ms": 50.0 + i}) for i in range(4)
+    ]
+    coin = [Sample("usr_a", "mon_coin", T0 + i * MINUTE, {"price": 60_000.0 + i}) for i in range(3)]
+    await write_all(store, site_samples() + site_samples(owner="usr_b", offset=1000.0) + calm + coin)
+    theirs, calm_key = SeriesKey("usr_b", "mon_site"), SeriesKey("usr_b", "mon_calm")
+    wanted = [SITE, theirs, calm_key, COIN, SeriesKey("usr_a", "mon_silent"), SeriesKey("usr_c", "mon_site")]
+    hour = T0 + timedelta(hours=1)
+
+    found = await store.points_many("response_time_ms", wanted, T0 + 2 * MINUTE, hour, 3)
+
+    # The latest three in [T0 + 2 min, T0 + 1 h) of each series that has the field; the others left out.
+    assert {key: [(p.time, p.value) for p in points] for key, points in found.items()} == {
+        SITE: [(T0 + i * MINUTE, 100.0 + 10 * i) for i in (7, 8, 9)],
+        theirs: [(T0 + i * MINUTE, 1100.0 + 10 * i) for i in (7, 8, 9)],
+        calm_key: [(T0 + i * MINUTE, 50.0 + i) for i in (2, 3)],
+    }
+    # The range is half-open, and a limit above the count returns everything in it.
+    everything = await store.points_many("is_up", [SITE], T0, T0 + 5 * MINUTE, 10_000)
+    assert [(p.time, p.value) for p in everything[SITE]] == [
+        (T0 + i * MINUTE, float(i not in (3, 4))) for i in range(5)
+    ]
+    assert await store.points_many("response_time_ms", [], T0, hour, 10) == {}
+
+
+async def test_points_many_over_more_series_than_one_statement_names(store: TimeSeriesStore) -> None:
+    """1,500 series asked for (past the InfluxDB store's 1,000 named series, and several SQLite statements):
+    1,200 have samples, one of them another owner's under the same monitor id."""
+    samples = [
+        Sample(f"usr_{m % 7}", f"mon_{m}", T0 + (m % 3) * MINUTE, {"price": float(m), "is_up": 1.0})
+        for m in range(1200)
+    ]
+    samples.append(Sample("usr_x", "mon_5", T0, {"price": -1.0}))
+    await write_all(store, samples)
+    wanted = [SeriesKey(f"usr_{m % 7}", f"mon_{m}") for m in range(1500)]
+
+    found = await store.points_many("price", wanted, T0, T0 + timedelta(hours=1), 5)
+
+    assert len(found) == 1200
+    assert all(
+        found[SeriesKey(f"usr_{m % 7}", f"mon_{m}")] == [Point(T0 + (m % 3) * MINUTE, float(m))] for m in range(1200)
+    )
+    assert SeriesKey("usr_x", "mon_5") not in found
+
+
+async def test_influx_points_many_strategies_agree(influxdb: InfluxDBServer) -> None:
+    """Naming the series and reading every series then keeping the wanted ones give the same answer."""
+    opened = await InfluxStore.open(InfluxConfig(url=influxdb.url, database=f"contract_{next(_databases)}"))
+    try:
+        await write_all(opened, site_samples() + site_samples(owner="usr_b", offset=1000.0))
+        wanted = [SITE, SeriesKey("usr_b", "mon_site"), SeriesKey("usr_c", "mon_site")]
+        hour = T0 + timedelta(hours=1)
+        named = await opened.points_filtered("response_time_ms", wanted, T0, hour, 4)
+        scanned = await opened.points_scanned("response_time_ms", set(wanted), T0, hour, 4)
+        assert named == scanned
+        assert set(named) == set(wanted[:2])
+        assert [p.value for p in named[SITE]] == [160.0, 170.0, 180.0, 190.0]
+    finally:
+        await opened.close()
+
+
+@pytest.mark.parametrize(
+    "owner",
+    ["usr_a' OR '1'='1", "usr_a\\' OR 1=1 --", 'usr_a" OR "owner" =~ /.*/', "usr_a') ; DROP DATABASE x; --"],
+)
+async def test_points_many_injection_in_identifiers_reads_nothing(store: TimeSeriesStore, owner: str) -> None:
+    await write_all(store, site_samples())
+    hour = T0 + timedelta(hours=1)
+    assert (
+        await store.points_many("is_up", [SeriesKey(owner, "mon_site"), SeriesKey("usr_a", owner)], T0, hour, 9) == {}
+    )
+    assert len((await store.points_many("is_up", [SITE], T0, hour, 100))[SITE]) == 10  # and nothing was dropped
+
+
+@pytest.mark.parametrize("name", ["price') OR 1=1 --", 'price" FROM x; --', "Price", ""])
+async def test_points_many_checks_the_field_name(store: TimeSeriesStore, name: str) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        await store.points_many(name, [SITE], T0, T0 + MINUTE, 10)
+    assert caught.value.violations[0].field == "field"
 
 
 # --- hourly rollups --------------------------------------------------------------------------------------

@@ -48,6 +48,8 @@ log = logging.getLogger(__name__)
 MEASUREMENT = "check"
 ROLLUP_MEASUREMENT = "uptime_1h"
 MAX_NOTE_CHARS = 500
+# points_many names the series in its statements up to this many, and reads every series in the range beyond.
+FILTERED_SERIES_MAX = 1000
 
 
 def quote_identifier(name: str) -> str:
@@ -292,6 +294,61 @@ class InfluxStore:
         )
         return [Point(from_ns(t), float(v), int(n)) for t, v, n in _rows(await self._query(q)) if v is not None and n]
 
+    async def points_many(
+        self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
+    ) -> dict[SeriesKey, list[Point]]:
+        """Up to :data:`FILTERED_SERIES_MAX` series: statements naming each series (OR of owner and monitor
+        equalities, 100 series each). More: one statement over every series in the range, grouped by owner
+        and monitor, keeping the wanted ones here. One statement over 100,000 series (3 to 4 s on InfluxDB
+        1.6 here) beats the 1,000 statements the filters would take (bench/alerting_bench.py measures both).
+        """
+        check_field_name(field_name)
+        wanted = set(series)
+        if not wanted:
+            return {}
+        if len(wanted) <= FILTERED_SERIES_MAX:
+            return await self.points_filtered(
+                field_name, sorted(wanted, key=_series_order), start, end, limit_per_series
+            )
+        return await self.points_scanned(field_name, wanted, start, end, limit_per_series)
+
+    def _select_latest(self, field_name: str, where: str, limit_per_series: int) -> str:
+        column = quote_identifier(field_name)
+        return (
+            f"SELECT {column} FROM {self._from()} WHERE {where}"
+            f" GROUP BY {quote_identifier('owner')}, {quote_identifier('monitor')}"
+            f" ORDER BY time DESC LIMIT {max(1, int(limit_per_series))}"
+        )
+
+    async def points_scanned(
+        self, field_name: str, wanted: set[SeriesKey], start: datetime, end: datetime, limit_per_series: int
+    ) -> dict[SeriesKey, list[Point]]:
+        """:meth:`points_many` as one statement over every series in the range (the wanted ones kept)."""
+        check_field_name(field_name)
+        where = f"time >= {to_ns(start)} AND time < {to_ns(end)}"
+        body = await self._query(self._select_latest(field_name, where, limit_per_series))
+        return _latest_points(body, wanted)
+
+    async def points_filtered(
+        self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
+    ) -> dict[SeriesKey, list[Point]]:
+        """:meth:`points_many` as statements naming 100 series each."""
+        check_field_name(field_name)
+        wanted = set(series)
+        result: dict[SeriesKey, list[Point]] = {}
+        owner, monitor = quote_identifier("owner"), quote_identifier("monitor")
+        for i in range(0, len(series), 100):
+            chunk = series[i : i + 100]
+            named = " OR ".join(
+                f"({owner} = {quote_string(key.owner_id)} AND {monitor} = {quote_string(key.monitor_id)})"
+                for key in chunk
+            )
+            where = f"({named}) AND time >= {to_ns(start)} AND time < {to_ns(end)}"
+            result.update(
+                _latest_points(await self._query(self._select_latest(field_name, where, limit_per_series)), wanted)
+            )
+        return result
+
     def _where_many(self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime) -> str:
         monitors = " OR ".join(f"{quote_identifier('monitor')} = {quote_string(m)}" for m in monitor_ids)
         return (
@@ -434,6 +491,25 @@ def _series(body: dict[str, Any]) -> list[tuple[dict[str, str], list[list[Any]]]
         for result in body.get("results", [])
         for series in result.get("series", [])
     ]
+
+
+def _latest_points(body: dict[str, Any], wanted: set[SeriesKey]) -> dict[SeriesKey, list[Point]]:
+    """Rows of a ``GROUP BY owner, monitor ORDER BY time DESC`` statement, per wanted series, oldest first."""
+    if any(result.get("partial") for result in body.get("results", [])):
+        # InfluxDB's [http] max-row-limit cut the answer short: refuse rather than hand back a partial history.
+        raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
+    result: dict[SeriesKey, list[Point]] = {}
+    for tags, rows in _series(body):
+        key = SeriesKey(tags.get("owner", ""), tags.get("monitor", ""))
+        if key in wanted:
+            points = [Point(from_ns(t), float(v)) for t, v in reversed(rows) if v is not None]
+            if points:
+                result[key] = points
+    return result
+
+
+def _series_order(key: SeriesKey) -> tuple[str, str]:
+    return (key.owner_id, key.monitor_id)
 
 
 def _rows(body: dict[str, Any]) -> list[list[Any]]:

@@ -118,6 +118,15 @@ class TimeSeriesStore(Protocol):
         """One aggregate per non-empty window, oldest first."""
         ...
 
+    async def points_many(
+        self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
+    ) -> dict[SeriesKey, list[Point]]:
+        """Raw values of one field for each of many series (of any owners; 100,000 is a normal count), in
+        few queries: the latest ``limit_per_series`` of each series in the range, oldest first. Series with
+        no value in the range are left out. For the alert service's warm starts and reconciliation, which
+        read on behalf of each series' owner."""
+        ...
+
     async def stats_many(
         self,
         owner_id: str,

@@ -60,6 +60,7 @@ CREATE TABLE IF NOT EXISTS uptime_1h (
 CREATE INDEX IF NOT EXISTS uptime_1h_by_hour ON uptime_1h (hour_ns);
 """
 _HOUR_NS = 3_600_000_000_000
+SERIES_PER_STATEMENT = 400  # 800 bound parameters, under SQLite's old default limit of 999
 _SERIES = "owner_id = ? AND monitor_id = ? AND time_ns >= ? AND time_ns < ?"
 
 
@@ -126,6 +127,34 @@ class SqliteSampleStore:
         check_field_name(field_name)
         rows = await self._run(lambda: self._values(key, field_name, start, end, limit))
         return [Point(from_ns(t), v) for t, v in rows]
+
+    async def points_many(
+        self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
+    ) -> dict[SeriesKey, list[Point]]:
+        """One statement per :data:`SERIES_PER_STATEMENT` series (row values matched by the samples' index)."""
+        check_field_name(field_name)
+        keys = sorted(set(series), key=lambda k: (k.owner_id, k.monitor_id))
+        path, first, last, limit = f"$.{field_name}", to_ns(start), to_ns(end), max(1, int(limit_per_series))
+
+        def select(chunk: Sequence[SeriesKey]) -> list[tuple[str, str, int, float]]:
+            wanted = ", ".join("(?, ?)" for _ in chunk)
+            cursor = self._connection.execute(
+                "SELECT owner_id, monitor_id, time_ns, v FROM ("
+                " SELECT owner_id, monitor_id, time_ns, json_extract(fields, ?) AS v,"
+                "  row_number() OVER (PARTITION BY owner_id, monitor_id ORDER BY time_ns DESC) AS newest"
+                f" FROM samples WHERE (owner_id, monitor_id) IN (VALUES {wanted}) AND time_ns >= ? AND time_ns < ?"
+                "  AND json_extract(fields, ?) IS NOT NULL"
+                ") WHERE newest <= ? ORDER BY owner_id, monitor_id, time_ns",
+                (path, *[part for key in chunk for part in (key.owner_id, key.monitor_id)], first, last, path, limit),
+            )
+            return cursor.fetchall()
+
+        result: dict[SeriesKey, list[Point]] = {}
+        for i in range(0, len(keys), SERIES_PER_STATEMENT):
+            rows = await self._run(partial(select, keys[i : i + SERIES_PER_STATEMENT]))
+            for owner_id, monitor_id, t, v in rows:
+                result.setdefault(SeriesKey(owner_id, monitor_id), []).append(Point(from_ns(int(t)), float(v)))
+        return result
 
     async def windows(
         self, key: SeriesKey, field_name: str, start: datetime, end: datetime, window: timedelta, how: Aggregation
