@@ -305,3 +305,23 @@ async def test_unknown_neither_fires_nor_resolves(rig: Rig) -> None:
     await rig.engine.feed_snapshot([COIN, SITE])
     await rig.price(60_000)
     assert await open_alert(rig, rule) is None
+
+
+async def test_a_transition_the_store_refuses_is_tried_again_not_half_done(rig: Rig) -> None:
+    """The store fails once (a stand-in for a database outage: the real store's save is made to raise once)."""
+    rule = await rig.rule()
+    real_save = rig.store.save_alert
+    failures = [ConnectionError("database went away")]
+
+    async def failing_once(*args: object, **kwargs: object) -> None:
+        if failures:
+            raise failures.pop()
+        await real_save(*args, **kwargs)  # type: ignore[arg-type]
+
+    rig.store.save_alert = failing_once  # type: ignore[method-assign]
+    await rig.price(71_000)
+    assert await open_alert(rig, rule) is None
+    assert rig.engine.open_alerts_of(OWNER) == []  # nothing fired in memory that the store does not have
+    await rig.price(71_200)
+    assert await open_alert(rig, rule) is AlertState.FIRING
+    assert [k for k, _ in await rig.notices()] == [NoticeKind.FIRING]

@@ -280,7 +280,21 @@ class AlertEngine:
     async def _apply_all(self, evaluations: Sequence[Evaluation], now: datetime) -> None:
         watched = self.evaluations.watched
         for evaluation in evaluations:
-            pair = await self._apply(evaluation, now)
+            key = (evaluation.rule_id, evaluation.monitor_id)
+            held = self._pairs.get(key)
+            before = (held.alert, held.verdict, held.clear_since) if held is not None else None
+            try:
+                pair = await self._apply(evaluation, now)
+            except Exception:
+                # The store refused the transition (down, or a conflict): the pair stays as it was in memory
+                # too, so the next evaluation tries the same transition again and nothing is half done.
+                log.exception("alert transition not stored", extra={"rule_id": key[0], "monitor_id": key[1]})
+                if before is None:
+                    self._pairs.pop(key, None)
+                elif held is not None:
+                    held.alert, held.verdict, held.clear_since = before
+                    self._pairs[key] = held
+                continue
             if watched:
                 alert = pair.alert if pair is not None else None
                 self.evaluations.publish(
@@ -389,6 +403,9 @@ class AlertEngine:
             )
         event = AlertEvent(alert.id, transition, alert.update_time, alert.value, why, actor)
         await self._store.save_alert(alert, event, notices)
+        for notice in notices:
+            if notice.next_attempt_time == notice.event_time:
+                self._storms[(notice.owner_id, notice.kind)] = notice.event_time
         self.changes.publish(Change(alert.owner_id, transition, alert))
         if notices:
             self._on_notices()
@@ -428,8 +445,7 @@ class AlertEngine:
         """When a notice may go: now for the first of a group window, else at the window's end (grouped)."""
         opened = self._storms.get((owner_id, kind))
         if opened is None or now >= opened + self._group_interval:
-            self._storms[(owner_id, kind)] = now
-            return now
+            return now  # opens a group window once stored (see _save)
         return opened + self._group_interval
 
     # --- the clock -----------------------------------------------------------------------------------
