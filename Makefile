@@ -53,7 +53,7 @@ protos: $(STAMP_DEV) ## Regenerate gen/ from protos/ with the pinned grpcio-tool
 lint: $(STAMP_DEV) $(STAMP_NODE) ## ruff (lint + format check), mypy strict, buf lint.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy service_runtime services tests bench
+	$(VENV)/bin/mypy service_runtime services mcp_adapter tests bench
 	npx --no-install buf lint
 
 test: $(STAMP_DEV) $(STAMP_NODE) system-packages lint ## Install what the tests need, lint, run the whole suite.
@@ -64,6 +64,7 @@ bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/r
 	$(PY) -m bench.timeseries_bench
 	$(PY) -m bench.notify_bench
 	$(PY) -m bench.runner_bench
+	$(PY) -m bench.mcp_bench
 
 clean: ## Remove the virtualenv, node_modules and local data.
 	rm -rf $(VENV) node_modules .data .cache

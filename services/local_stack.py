@@ -11,8 +11,10 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Literal
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -29,11 +31,13 @@ SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
 # which a multi-user deployment must not allow. Set MONITORS_EGRESS=public to refuse private targets.
 RUNNER_EGRESS_DEFAULT = "private-allowed"
 STARTUP_DEADLINE_S = 60.0
+# The MCP adapter for Claude, over streamable HTTP (each Claude client presents its own API key).
+MCP_LISTEN_DEFAULT = "127.0.0.1:8765"
 
 
 @dataclass
 class Child:
-    name: ServiceName
+    name: ServiceName | Literal["mcp"]
     address: str
     services: str
     process: subprocess.Popen[bytes]
@@ -91,6 +95,31 @@ def wait_until_serving(children: list[Child], deadline: float, stopping: Callabl
     return None
 
 
+def start_mcp_adapter(env: dict[str, str], children: list[Child], deadline: float) -> Child | None:
+    """The MCP adapter over HTTP on MONITORS_MCP_LISTEN, pointed at the services in ``children``, once it answers;
+    None (the services keep running) if it cannot start, such as when its port is taken."""
+    address = env.get("MONITORS_MCP_LISTEN") or MCP_LISTEN_DEFAULT
+    host, _, port = address.rpartition(":")
+    targets = {
+        f"MONITORS_{c.name.upper()}_TARGET": c.address for c in children if c.name in ("monitor", "alert", "notify")
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "mcp_adapter", "--transport", "http", "--host", host, "--port", port],
+        env={**env, **targets},
+        start_new_session=True,
+    )
+    while process.poll() is None and time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"http://{address}/healthz", timeout=1):
+                return Child("mcp", address, "MCP adapter (streamable HTTP) for Claude", process)
+        except OSError:
+            time.sleep(0.2)
+    if process.poll() is None:
+        process.terminate()
+        process.wait()
+    return None
+
+
 def main() -> int:
     env = dict(os.environ)
     settings = Settings.from_env("monitor", env)
@@ -129,15 +158,31 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
             print(f"{error}; stopping.", file=sys.stderr)
             return 1
 
+    adapter = start_mcp_adapter(env, children, time.monotonic() + 30) if not stop.is_set() else None
+    if adapter is not None:
+        children.append(adapter)
     if not stop.is_set():
         monitor = children[0].address
         print("\nmonitors is running (embedded mode, data in " + str(settings.data_dir) + ")\n")
         egress = env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT
         print(f"  (the runner's egress policy is {egress}: it may check private and local addresses)\n")
         for child in children:
-            print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")
+            if child is not adapter:
+                print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")
         ping_base = settings.ping_base_url
         print(f"  {'pings':<8} {ping_base.removeprefix('http://'):<18} {'':<12} heartbeat monitors' ping URLs")
+        if adapter is not None:
+            url = f"http://{adapter.address}/mcp"
+            print(
+                f"  {'mcp':<8} {adapter.address:<18} {'SERVING':<12} {adapter.services}\n"
+                "\nConnect Claude (each person with their own API key, from step 1 below):\n"
+                f"  Claude Code:    claude mcp add --transport http monitors {url} \\\n"
+                '                      --header "Authorization: Bearer $KEY"\n'
+                f"  Claude Desktop: npx mcp-remote {url} --header 'Authorization: Bearer ...' in its\n"
+                "                  config, or the adapter over stdio (README, section MCP adapter)"
+            )
+        else:
+            print("  (the MCP adapter did not start: is its port, MONITORS_MCP_LISTEN, taken?)")
         print(
             "\nNext steps:\n"
             "  1. Get an API key:\n"
