@@ -18,9 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
@@ -55,6 +56,24 @@ DEFAULT_GROUP_INTERVAL = timedelta(seconds=10)
 TICK_S = 1.0
 MAX_TEST_EVALUATIONS = 100
 MONITOR_WAIT = timedelta(seconds=3)
+HISTORY_LIMIT = 10_000  # points per series in a warm start: what the evaluator's windows hold at most
+LOAD_SLICE = 2000  # series loaded per hold of the lock during a reconciliation
+DEFAULT_RECONCILE = timedelta(seconds=60)
+STORE_RETRY_S = 5.0
+
+
+@contextlib.contextmanager
+def collector_paused() -> Iterator[None]:
+    """The garbage collector off while many long-lived objects are made (it would scan them again and again:
+    two thirds of loading 100,000 rules), and what exists then frozen out of later collections."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        if enabled:
+            gc.enable()
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +133,8 @@ class AlertEngine:
         self._loaded = asyncio.Event()
         self._snapshot = asyncio.Event()
         self._arrived = asyncio.Event()  # a monitor came through the feed
+        self._feed_up = False  # the feed's snapshot came and it has not broken since
+        self._store_down = False  # the time-series store could not be read for history: evaluations unknown
 
     # --- start ---------------------------------------------------------------------------------------
 
@@ -175,6 +196,7 @@ class AlertEngine:
     async def feed_down(self) -> None:
         """The feed broke: every evaluation is unknown (nothing fires or resolves) until the next snapshot."""
         self.evaluator.set_available(False)
+        self._feed_up = False
 
     async def _monitor_gone(self, monitor_id: str, now: datetime) -> None:
         self._monitors.pop(monitor_id, None)
@@ -198,23 +220,117 @@ class AlertEngine:
                 await self.rule_changed(rule)
 
     async def _warm_start(self) -> None:
-        """Rebuild windows from the time-series store (a store outage leaves them to fill from the feed)."""
+        """Rebuild windows from the time-series store (the feed's snapshot just came: the feed is up). One
+        batched read per group of series sharing a field and look-back, with the garbage collector off while
+        hundreds of thousands of points become objects, and the loaded state frozen out of later collections.
+        A store that cannot be read makes evaluations unknown until the reconciliation reads it again."""
+        self._feed_up = True
+        started = time.perf_counter()
         try:
-            await self._load_history(self.evaluator, self._clock())
-        except Unavailable:
-            log.warning("time-series store unavailable for the warm start")
-
-    async def _load_history(self, evaluator: Evaluator, now: datetime) -> None:
-        """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on."""
-        if self._timeseries is None:
+            with collector_paused():
+                loaded = await self._load_history(self.evaluator, self._clock())
+        except Unavailable as error:
+            log.warning("time-series store unavailable for the warm start", extra={"error": str(error)})
+            self._history_failed()
             return
+        self._store_down = False
+        log.info("warm start", extra={**loaded, "seconds": round(time.perf_counter() - started, 3)})
+
+    async def _load_history(
+        self, evaluator: Evaluator, now: datetime, *, silence_counts: bool = True, locked: bool = False
+    ) -> dict[str, int]:
+        """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on, one
+        :meth:`~service_runtime.timeseries.TimeSeriesStore.points_many` per history request (never one per
+        rule or series). ``silence_counts``: a series with no sample in the look-back has been silent that
+        long (no_data may count from there). ``locked``: take the engine's lock only to load, a slice of
+        series at a time, so samples keep flowing while a reconciliation reads and loads."""
+        queries = series_count = points_count = 0
+        if self._timeseries is None:
+            return {"queries": 0, "series": 0, "points": 0}
         for request in evaluator.history_needed():
             start = now - request.lookback
-            for owner_id, monitor_id in request.series:
-                key = SeriesKey(owner_id, monitor_id)
-                points = await self._timeseries.points(key, request.field, start, now, 10_000)
-                history = [(p.time.timestamp(), p.value) for p in points]
-                evaluator.load(owner_id, monitor_id, request.field, history, since=start.timestamp())
+            keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in request.series]
+            found = await self._timeseries.points_many(request.field, keys, start, now, HISTORY_LIMIT)
+            queries += 1
+            since = start.timestamp() if silence_counts else None
+            for first in range(0, len(keys), LOAD_SLICE):
+                async with self._lock if locked else contextlib.nullcontext():
+                    for key in keys[first : first + LOAD_SLICE]:
+                        points = found.get(key)
+                        if points is None and since is None:
+                            continue
+                        history = [(p.time.timestamp(), p.value) for p in points] if points else []
+                        evaluator.load(key.owner_id, key.monitor_id, request.field, history, since=since)
+                        points_count += len(history)
+                if locked:
+                    await asyncio.sleep(0)
+            series_count += len(keys)
+        return {"queries": queries, "series": series_count, "points": points_count}
+
+    # --- reconciliation ------------------------------------------------------------------------------
+
+    async def reconcile(self) -> bool:
+        """Read the history the rules look back on again and merge it in (a sample already held counts
+        once), so samples whose delivery was lost (InfluxDB subscriptions are best effort) are counted; then
+        apply the evaluations whose verdict that changed. Returns whether the store could be read.
+
+        While the store cannot be read, evaluations are unknown (nothing fires or resolves on what may be
+        a partial picture: with InfluxDB, samples reach us only through it); the first read that works
+        again loads what was missed and makes them known, with no_data clocks restarted then. Does nothing
+        while the feed is down (its next snapshot warm-starts)."""
+        if self._timeseries is None or not self._feed_up:
+            return True
+        started = time.perf_counter()
+        now = self._clock()
+        try:
+            loaded = await self._load_history(self.evaluator, now, silence_counts=False, locked=True)
+        except Unavailable as error:
+            if not self._store_down:
+                log.warning(
+                    "time-series store unavailable: evaluations unknown until it answers", extra={"error": str(error)}
+                )
+            self._history_failed()
+            return False
+        async with self._lock:
+            if self._store_down and self._feed_up:
+                self._store_down = False
+                self.evaluator.set_available(True, now.timestamp())
+                log.info("time-series store available again: evaluations resume")
+            changed = self._verdict_changes(now)
+            await self._apply_all(changed, now)
+        log.info(
+            "reconciled",
+            extra={**loaded, "changed": len(changed), "seconds": round(time.perf_counter() - started, 3)},
+        )
+        return True
+
+    def _history_failed(self) -> None:
+        self._store_down = True
+        self.evaluator.set_available(False)
+
+    def _verdict_changes(self, now: datetime) -> list[Evaluation]:
+        """Evaluations of every watched pair now, keeping those whose verdict differs from the one held."""
+        stamp = now.timestamp()
+        out = []
+        for rule_id in self._rules:
+            for monitor_id in self.evaluator.pairs(rule_id):
+                evaluation = self.evaluator.evaluate(rule_id, monitor_id, stamp)
+                pair = self._pairs.get((rule_id, monitor_id))
+                held = pair.verdict if pair is not None else Verdict.CLEAR
+                if evaluation.verdict is not Verdict.UNKNOWN and evaluation.verdict is not held:
+                    out.append(evaluation)
+        return out
+
+    async def reconcile_forever(self, period: timedelta) -> None:
+        """:meth:`reconcile` every ``period``; every :data:`STORE_RETRY_S` at most while the store is down."""
+        while True:
+            wait = period.total_seconds()
+            try:
+                if not await self.reconcile():
+                    wait = min(wait, STORE_RETRY_S)
+            except Exception:
+                log.exception("reconciliation failed")
+            await asyncio.sleep(wait)
 
     # --- rules ---------------------------------------------------------------------------------------
 
