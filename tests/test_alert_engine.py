@@ -325,3 +325,17 @@ async def test_a_transition_the_store_refuses_is_tried_again_not_half_done(rig: 
     await rig.price(71_200)
     assert await open_alert(rig, rule) is AlertState.FIRING
     assert [k for k, _ in await rig.notices()] == [NoticeKind.FIRING]
+
+
+async def test_deleting_a_monitor_resolves_its_alerts_and_removes_its_own_rules(rig: Rig) -> None:
+    bound = await rig.rule()
+    selector = await rig.rule(monitor_id="", selector={"team": "crypto"}, display_name="crypto team")
+    await rig.price(71_000)
+    assert {a.rule_id for a in rig.engine.open_alerts_of(OWNER)} == {bound.id, selector.id}
+    await rig.engine.feed_deleted(COIN.monitor_id)
+    assert rig.engine.open_alerts_of(OWNER) == []
+    remaining = {r.id for r in await rig.store.list_rules(OWNER, "", 100)}
+    assert bound.id not in remaining
+    assert selector.id in remaining
+    [alert] = await rig.store.list_alerts(OWNER, "", 10, rule_id=bound.id)
+    assert (alert.state, alert.resolved_by) == (AlertState.RESOLVED, "monitor deleted")

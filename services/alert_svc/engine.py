@@ -199,13 +199,19 @@ class AlertEngine:
         self._feed_up = False
 
     async def _monitor_gone(self, monitor_id: str, now: datetime) -> None:
-        self._monitors.pop(monitor_id, None)
+        """A deleted monitor: its open alerts resolve, and the rules made for it alone go with it (a selector
+        rule stays for the owner's other monitors)."""
+        monitor = self._monitors.pop(monitor_id, None)
         self.evaluator.remove_monitor(monitor_id)
         for (rule_id, pair_monitor), pair in list(self._pairs.items()):
             if pair_monitor == monitor_id:
                 if pair.alert is not None:
                     await self._resolve(pair, self._rules.get(rule_id), now, "monitor deleted", "monitor deleted")
                 del self._pairs[(rule_id, pair_monitor)]
+        if monitor is not None:
+            for rule_id in await self._store.delete_monitor_rules(monitor.owner_id, monitor_id):
+                self._rules.pop(rule_id, None)
+                self.evaluator.remove_rule(rule_id)
 
     async def _ensure_defaults(self, owners: Iterable[str]) -> None:
         """Every owner gets the default "a monitor is down" rule, once ever (the store remembers)."""
