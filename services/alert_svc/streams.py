@@ -11,7 +11,7 @@ import asyncio
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
 
@@ -24,19 +24,19 @@ class Subscription(Generic[T]):
 
     accepts: Callable[[T], bool]
     size: int = DEFAULT_BUFFER
-    dropped: int = 0
-    _items: deque[tuple[T, int]] = field(default_factory=deque)
+    # Each buffered item with how many were dropped just before it; the count moves to the new head when
+    # the head itself is dropped, so the reader learns of every loss with the first item after it.
+    _items: deque[list[Any]] = field(default_factory=deque)
     _ready: asyncio.Event = field(default_factory=asyncio.Event)
     _closed: bool = False
 
     def offer(self, item: T) -> None:
         if self._closed or not self.accepts(item):
             return
-        if len(self._items) >= self.size:
+        self._items.append([item, 0])
+        if len(self._items) > self.size:
             _, carried = self._items.popleft()
-            self.dropped += 1 + carried
-        self._items.append((item, self.dropped))
-        self.dropped = 0
+            self._items[0][1] += 1 + carried
         self._ready.set()
 
     def close(self) -> None:
@@ -46,7 +46,8 @@ class Subscription(Generic[T]):
     async def __aiter__(self) -> AsyncIterator[tuple[T, int]]:
         while True:
             while self._items:
-                yield self._items.popleft()
+                item, dropped = self._items.popleft()
+                yield item, dropped
             if self._closed:
                 return
             self._ready.clear()
