@@ -336,3 +336,65 @@ def test_a_silence_mutes_the_default_rule_but_the_alert_still_fires(alice: User,
     listed = alice.call(alice.alerts.ListSilences, apb.ListSilencesRequest()).silences
     assert silence.id in [s.id for s in listed]
     alice.call(alice.alerts.DeleteSilence, apb.DeleteSilenceRequest(id=silence.id))
+
+
+def is_up_below_one() -> common_pb2.AlertCondition:
+    return common_pb2.AlertCondition(
+        threshold=common_pb2.ThresholdCondition(
+            field="is_up", operator=common_pb2.COMPARISON_OPERATOR_LESS_THAN, value=1
+        )
+    )
+
+
+def test_an_unsaved_rule_is_tested_on_stored_data_then_saved_streamed_and_updated(alice: User) -> None:
+    monitor = alice.heartbeat("tested")
+    ping(monitor)
+    unsaved = apb.TestAlertRuleRequest(alert_rule=apb.AlertRule(monitor_id=monitor.id, condition=is_up_below_one()))
+
+    def tested(want: bool) -> apb.TestAlertRuleResponse | None:
+        answer = alice.call(alice.alerts.TestAlertRule, unsaved)
+        return answer if answer.evaluation.has_value and answer.would_fire is want else None
+
+    calm = eventually(lambda: tested(False), what="the test to read the stored sample")
+    assert (calm.evaluation.value, calm.evaluation.condition_met) == (1.0, False)
+    ping(monitor, up=False)
+    failing = eventually(lambda: tested(True), what="the test to read the failed check")
+    assert failing.evaluation.value == 0.0
+    assert "is_up" in failing.evaluation.explanation
+
+    rule = alice.call(
+        alice.alerts.CreateAlertRule,
+        apb.CreateAlertRuleRequest(alert_rule=apb.AlertRule(monitor_id=monitor.id, condition=is_up_below_one())),
+    ).alert_rule
+    stream = alice.alerts.StreamEvaluations(
+        apb.StreamEvaluationsRequest(rule_ids=[rule.id]), metadata=alice.key, timeout=30
+    )
+    seen: list[apb.StreamEvaluationsResponse] = []
+    reader = threading.Thread(target=lambda: seen.extend(itertools.islice(stream, 1)), daemon=True)
+    reader.start()
+    time.sleep(0.3)
+    ping(monitor)
+    reader.join(timeout=15)
+    stream.cancel()
+    [first] = seen
+    assert (first.evaluation.rule_id, first.evaluation.monitor_id) == (rule.id, monitor.id)
+    assert first.evaluation.has_value
+    assert not first.evaluation.condition_met
+
+    updated = alice.call(
+        alice.alerts.UpdateAlertRule,
+        apb.UpdateAlertRuleRequest(
+            alert_rule=apb.AlertRule(id=rule.id, display_name="renamed", severity=common_pb2.SEVERITY_INFO),
+            update_mask=field_mask_pb2.FieldMask(paths=["display_name", "severity"]),
+        ),
+    ).alert_rule
+    assert (updated.display_name, updated.severity) == ("renamed", common_pb2.SEVERITY_INFO)
+    assert updated.condition == rule.condition
+    with pytest.raises(grpc.RpcError) as caught:
+        alice.call(
+            alice.alerts.UpdateAlertRule,
+            apb.UpdateAlertRuleRequest(
+                alert_rule=apb.AlertRule(id=rule.id), update_mask=field_mask_pb2.FieldMask(paths=["owner_id"])
+            ),
+        )
+    assert "update_mask" in violations(caught.value)
