@@ -32,13 +32,11 @@ oldest sample leaving it, a no_data deadline), so :meth:`Evaluator.tick` costs w
 
 from __future__ import annotations
 
-import heapq
-import itertools
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, timedelta
 
 from service_runtime.errors import NotFound
 from services.alert_svc.domain import (
@@ -47,6 +45,7 @@ from services.alert_svc.domain import (
     ChangeCondition,
     Direction,
     Evaluation,
+    Explainer,
     MonitorDownCondition,
     MonitorInfo,
     MonitorState,
@@ -57,7 +56,7 @@ from services.alert_svc.domain import (
     Verdict,
     seconds_text,
 )
-from services.alert_svc.windows import READERS, Band, Timed, Window
+from services.alert_svc.windows import READERS, Band, Deadlines, Window
 
 MET, CLEAR, UNKNOWN = Verdict.MET, Verdict.CLEAR, Verdict.UNKNOWN
 UNAVAILABLE = "data unavailable: the sample feed or the time-series store is down"
@@ -73,7 +72,6 @@ _COMPARE: dict[Operator, Callable[[float, float], bool]] = {
     Operator.EQ: operator.eq,
     Operator.NE: operator.ne,
 }
-_utc = datetime.fromtimestamp
 
 
 class PairNotWatched(NotFound):
@@ -179,13 +177,12 @@ class _Pair:
     def threshold(self) -> float | None:
         return None
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
+        """The pair's evaluation at ``ref`` (epoch seconds), which is also the evaluation's time."""
         raise NotImplementedError
 
-    def verdict(self, when: datetime, verdict: Verdict, explanation: str, value: float | None = None) -> Evaluation:
-        return Evaluation(
-            self.rule_id, self.owner_id, self.monitor_id, when, verdict, value, self.threshold, explanation
-        )
+    def verdict(self, ref: float, verdict: Verdict, why: str | Explainer, value: float | None = None) -> Evaluation:
+        return Evaluation(self.rule_id, self.owner_id, self.monitor_id, ref, verdict, value, self.threshold, why)
 
 
 class _SeriesPair(_Pair):
@@ -226,24 +223,25 @@ class _ThresholdPair(_SeriesPair):
     def threshold(self) -> float | None:
         return self.limit
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
         window = self.window
         if window is None:
             value = self.series.latest_v
         elif window.values:
             value = self.read(window)
         else:
-            value = None
+            return Evaluation(self.rule_id, self.owner_id, self.monitor_id, ref, UNKNOWN, None, self.limit, self.empty)
         if value is None:
-            return Evaluation(self.rule_id, self.owner_id, self.monitor_id, when, UNKNOWN, None, self.limit, self.empty)
-        if self.compare(value, self.limit):
-            verdict, text = MET, self.met_text
-        else:
-            verdict, text = CLEAR, self.not_text
+            return Evaluation(self.rule_id, self.owner_id, self.monitor_id, ref, UNKNOWN, None, self.limit, self.empty)
         return Evaluation(
-            self.rule_id, self.owner_id, self.monitor_id, when, verdict, value, self.limit,
-            self.prefix + number(value) + text,
+            self.rule_id, self.owner_id, self.monitor_id, ref, MET if self.compare(value, self.limit) else CLEAR,
+            value, self.limit, self,
         )  # fmt: skip
+
+    def explain(self, evaluation: Evaluation) -> str:
+        value = evaluation.value
+        assert value is not None
+        return self.prefix + number(value) + (self.met_text if evaluation.verdict is MET else self.not_text)
 
 
 class _ChangePair(_SeriesPair):
@@ -270,10 +268,10 @@ class _ChangePair(_SeriesPair):
     def threshold(self) -> float | None:
         return -self.percent if self.direction is Direction.DOWN else self.percent
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
         values = self.window.values
         if not values:
-            return self.verdict(when, UNKNOWN, self.empty)
+            return self.verdict(ref, UNKNOWN, self.empty)
         first, last = values[0], values[-1]
         move = _percent_move(first, last)
         if self.direction is Direction.UP:
@@ -282,10 +280,25 @@ class _ChangePair(_SeriesPair):
             met = -move >= self.percent
         else:
             met = abs(move) >= self.percent
+        return self.verdict(ref, MET if met else CLEAR, _Moved(self, first, last), move)
+
+
+class _Moved:
+    """A change evaluation's explanation, written when read."""
+
+    __slots__ = ("first", "last", "pair")
+
+    def __init__(self, pair: _ChangePair, first: float, last: float) -> None:
+        self.pair = pair
+        self.first = first
+        self.last = last
+
+    def explain(self, evaluation: Evaluation) -> str:
+        pair, move = self.pair, evaluation.value
+        assert move is not None
         shown = ("+" if move >= 0 else "") + number(round(move, 2) if math.isfinite(move) else move)
-        text = f"{self.field} changed {shown}% within {self.span_text} ({number(first)} → {number(last)})"
-        text += f" ≥ {self.limit}" if met else f", not ≥ {self.limit}"
-        return self.verdict(when, MET if met else CLEAR, text, move)
+        text = f"{pair.field} changed {shown}% within {pair.span_text} ({number(self.first)} → {number(self.last)})"
+        return text + (f" ≥ {pair.limit}" if evaluation.verdict is MET else f", not ≥ {pair.limit}")
 
 
 class _AnomalyPair(_SeriesPair):
@@ -313,19 +326,15 @@ class _AnomalyPair(_SeriesPair):
     def threshold(self) -> float | None:
         return self.limit
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
         band = self.band
         value = band.current()
         self.limit = None
         if value is None:
-            return self.verdict(when, UNKNOWN, self.empty)
+            return self.verdict(ref, UNKNOWN, self.empty)
         n, mean, deviation = band.baseline_stats()
         if n < self.min_samples:
-            text = (
-                f"{self.what} = {number(value)}; its {self.baseline_text} baseline has {n} of the "
-                f"{self.min_samples} samples needed"
-            )
-            return self.verdict(when, CLEAR, text, value)
+            return self.verdict(ref, CLEAR, _Deviation(self, n, mean, deviation), value)
         gap = value - mean
         z = _deviations(gap, deviation)
         k = self.deviations
@@ -336,29 +345,52 @@ class _AnomalyPair(_SeriesPair):
         else:
             met, upper = abs(z) > k, gap >= 0
         self.limit = mean + k * deviation if upper else mean - k * deviation
+        return self.verdict(ref, MET if met else CLEAR, _Deviation(self, n, mean, deviation), value)
+
+
+class _Deviation:
+    """An anomaly evaluation's explanation, written when read."""
+
+    __slots__ = ("deviation", "mean", "n", "pair")
+
+    def __init__(self, pair: _AnomalyPair, n: int, mean: float, deviation: float) -> None:
+        self.pair = pair
+        self.n = n
+        self.mean = mean
+        self.deviation = deviation
+
+    def explain(self, evaluation: Evaluation) -> str:
+        pair, value, n = self.pair, evaluation.value, self.n
+        assert value is not None
+        if n < pair.min_samples:
+            return (
+                f"{pair.what} = {number(value)}; its {pair.baseline_text} baseline has {n} of the "
+                f"{pair.min_samples} samples needed"
+            )
+        gap = value - self.mean
+        z = _deviations(gap, self.deviation)
         side = "above" if gap >= 0 else "below"
         text = (
-            f"{self.what} = {number(value)} is {number(round(abs(z), 1))} sd {side} its {self.baseline_text} mean "
-            f"{number(mean)} (sd {number(deviation)}, {n} samples)"
+            f"{pair.what} = {number(value)} is {number(round(abs(z), 1))} sd {side} its {pair.baseline_text} mean "
+            f"{number(self.mean)} (sd {number(self.deviation)}, {n} samples)"
         )
-        text += f" > {number(k)} sd" if met else f", not > {number(k)} sd"
-        evaluation = self.verdict(when, MET if met else CLEAR, text, value)
-        return evaluation
+        k = number(pair.deviations)
+        return text + (f" > {k} sd" if evaluation.verdict is MET else f", not > {k} sd")
 
 
 class _DownPair(_Pair):
     __slots__ = ()
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
         monitor = self.watch.monitor
         state = monitor.state
         if state is MonitorState.DOWN:
             since = monitor.state_change_time
             text = "monitor is down" + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
-            return self.verdict(when, MET, text, 1.0)
+            return self.verdict(ref, MET, text, 1.0)
         if state in (MonitorState.UP, MonitorState.PENDING, MonitorState.PAUSED):
-            return self.verdict(when, CLEAR, f"monitor is {state.value}", 0.0)
-        return self.verdict(when, UNKNOWN, "the monitor's state is unknown")
+            return self.verdict(ref, CLEAR, f"monitor is {state.value}", 0.0)
+        return self.verdict(ref, UNKNOWN, "the monitor's state is unknown")
 
 
 class _NoDataPair(_Pair):
@@ -381,21 +413,22 @@ class _NoDataPair(_Pair):
         """Where the silence is counted from."""
         return max(self.watch.last_sample, self.start)
 
-    def evaluate(self, ref: float, when: datetime) -> Evaluation:
+    def evaluate(self, ref: float) -> Evaluation:
         if self.watch.paused:
-            return self.verdict(when, CLEAR, "monitor is paused")
+            return self.verdict(ref, CLEAR, "monitor is paused")
         silent = max(0.0, ref - self.since())
-        shown = _seconds(silent)
         if silent >= self.duration:
+            shown = _seconds(silent)
             if self.watch.last_sample == -math.inf or self.start > self.watch.last_sample:
                 text = f"no sample for {shown} (watching since then); limit {self.duration_text}"
             else:
                 text = f"no sample for {shown}; limit {self.duration_text}"
-            return self.verdict(when, MET, text, silent)
-        return Evaluation(
-            self.rule_id, self.owner_id, self.monitor_id, when, CLEAR, silent, self.duration,
-            f"last sample {shown} ago; limit {self.duration_text}",
-        )  # fmt: skip
+            return self.verdict(ref, MET, text, silent)
+        return Evaluation(self.rule_id, self.owner_id, self.monitor_id, ref, CLEAR, silent, self.duration, self)
+
+    def explain(self, evaluation: Evaluation) -> str:
+        assert evaluation.value is not None
+        return f"last sample {_seconds(evaluation.value)} ago; limit {self.duration_text}"
 
 
 # --- rules ----------------------------------------------------------------------------------------------
@@ -420,8 +453,8 @@ class Evaluator:
         self._by_owner: dict[str, dict[str, _Watch]] = {}
         self._direct: dict[str, dict[str, _RuleEntry]] = {}  # monitor id -> rules naming it
         self._selectors: dict[str, dict[str, _RuleEntry]] = {}  # owner id -> selector rules
-        self._heap: list[tuple[float, int, Timed]] = []
-        self._sequence = itertools.count()
+        self._deadlines = Deadlines()
+        self._arm = self._deadlines.arm
         self._available = True
 
     # --- monitors --------------------------------------------------------------------------------------
@@ -569,26 +602,23 @@ class Evaluator:
         out: list[Evaluation] = []
         append = out.append
         available = self._available
-        utc = UTC
         for series in touched:
             series.dirty = False
             ref = series.latest_t
-            when = _utc(ref, utc)
             if available:
                 for pair in series.pairs:
-                    append(pair.evaluate(ref, when))
+                    append(pair.evaluate(ref))
             else:
-                out.extend(_unknown(pair, when) for pair in series.pairs)
+                out.extend(_unknown(pair, ref) for pair in series.pairs)
         for watch in heard:
             watch.dirty = False
             ref = watch.last_sample
-            when = _utc(ref, utc)
             paused = watch.paused
             for nodata in watch.nodata:
                 if nodata.armed is None and not paused:
                     self._arm(nodata, nodata.since() + nodata.duration)
                 nodata.met = False
-                append(nodata.evaluate(ref, when) if available else _unknown(nodata, when))
+                append(nodata.evaluate(ref) if available else _unknown(nodata, ref))
         return out
 
     def tick(self, now: float) -> list[Evaluation]:
@@ -599,15 +629,7 @@ class Evaluator:
         out: list[Evaluation] = []
         if not self._available:
             return out
-        heap = self._heap
-        when: datetime | None = None
-        while heap and heap[0][0] <= now:
-            deadline, _, timed = heapq.heappop(heap)
-            if timed.dead or timed.armed != deadline:
-                continue  # superseded by a later arming, or no longer used
-            timed.armed = None
-            if when is None:
-                when = _utc(now, UTC)
+        for timed in self._deadlines.due(now):
             if isinstance(timed, _NoDataPair):
                 if timed.watch.paused or timed.met:
                     continue
@@ -616,7 +638,7 @@ class Evaluator:
                     self._arm(timed, due)
                     continue
                 timed.met = True
-                out.append(timed.evaluate(now, when))
+                out.append(timed.evaluate(now))
                 continue
             assert isinstance(timed, Window | Band)
             left = timed.expire(now)
@@ -627,7 +649,7 @@ class Evaluator:
                 timed.stale = False
                 for pair in timed.pairs:
                     assert isinstance(pair, _Pair)
-                    out.append(pair.evaluate(now, when))
+                    out.append(pair.evaluate(now))
         return out
 
     def evaluate(self, rule_id: str, monitor_id: str, now: float) -> Evaluation:
@@ -717,22 +739,17 @@ class Evaluator:
 
     # --- inside ----------------------------------------------------------------------------------------
 
-    def _arm(self, timed: Timed, deadline: float) -> None:
-        timed.armed = deadline
-        heapq.heappush(self._heap, (deadline, next(self._sequence), timed))
-
     def _evaluate_now(self, pair: _Pair, now: float) -> Evaluation:
-        when = _utc(now, UTC)
         if not self._available:
-            return _unknown(pair, when)
+            return _unknown(pair, now)
         struct = pair.struct
         if struct is not None and struct.expire(now):
             struct.stale = True  # the other pairs on it hear of it on the next tick (its deadline has passed)
-        return pair.evaluate(now, when)
+        return pair.evaluate(now)
 
     def _no_longer_watched(self, pair: _Pair, now: float) -> Evaluation:
         return Evaluation(
-            pair.rule_id, pair.owner_id, pair.monitor_id, _utc(now, UTC), CLEAR, None, None,
+            pair.rule_id, pair.owner_id, pair.monitor_id, now, CLEAR, None, None,
             "the rule no longer watches this monitor",
         )  # fmt: skip
 
@@ -849,8 +866,8 @@ class Evaluator:
             watch.read = tuple(watch.series.items())
 
 
-def _unknown(pair: _Pair, when: datetime) -> Evaluation:
-    return Evaluation(pair.rule_id, pair.owner_id, pair.monitor_id, when, UNKNOWN, None, pair.threshold, UNAVAILABLE)
+def _unknown(pair: _Pair, ref: float) -> Evaluation:
+    return Evaluation(pair.rule_id, pair.owner_id, pair.monitor_id, ref, UNKNOWN, None, pair.threshold, UNAVAILABLE)
 
 
 def _percent_move(first: float, last: float) -> float:

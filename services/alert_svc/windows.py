@@ -35,6 +35,7 @@ from typing import Protocol
 from service_runtime.timeseries import Aggregation
 
 MAX_SAMPLES = 10_000
+_FAR = 2**62  # a bucket key later than any deadline
 
 _NEEDS_SUM = frozenset({Aggregation.MEAN, Aggregation.SUM})
 _NEEDS_SORTED = frozenset({Aggregation.P50, Aggregation.P95, Aggregation.P99})
@@ -49,6 +50,63 @@ class Timed(Protocol):
 
     armed: float | None
     dead: bool
+
+
+class Deadlines:
+    """The deadlines of timed structures, in buckets of one second (a timing wheel): arming appends to a
+    bucket, and :meth:`due` visits the buckets up to now. A heap cost a pop of log n and a push for every
+    sample: a window over a series sampled once a minute has its oldest sample leave just as the next one
+    arrives, so each sample re-arms its window. Stale entries (re-armed elsewhere, dead) are skipped."""
+
+    __slots__ = ("_buckets", "_next")
+
+    def __init__(self) -> None:
+        self._buckets: dict[int, list[Timed]] = {}
+        self._next = _FAR  # no bucket before this one holds an entry
+
+    def arm(self, timed: Timed, deadline: float) -> None:
+        """``timed`` falls due at ``deadline`` (replacing any deadline it had)."""
+        timed.armed = deadline
+        key = math.floor(deadline)
+        bucket = self._buckets.get(key)
+        if bucket is None:
+            self._buckets[key] = [timed]
+            if key < self._next:
+                self._next = key
+        else:
+            bucket.append(timed)
+
+    def due(self, now: float) -> list[Timed]:
+        """Take out what is due at ``now`` (``armed`` set to None), each once, in order of seconds. What is
+        armed while the caller handles them is due on a later call."""
+        buckets = self._buckets
+        last = math.floor(now)
+        first = self._next
+        if first > last:
+            return []
+        keys: Iterable[int] = range(first, last + 1)
+        if last - first > len(buckets):
+            keys = sorted(key for key in buckets if key <= last)
+        out: list[Timed] = []
+        take = out.append
+        for key in keys:
+            bucket = buckets.pop(key, None)
+            if bucket is None:
+                continue
+            later: list[Timed] = []
+            for timed in bucket:
+                deadline = timed.armed
+                if deadline is None or timed.dead or math.floor(deadline) != key:
+                    continue  # taken already, re-armed into another bucket, or no longer used
+                if deadline > now:
+                    later.append(timed)
+                    continue
+                timed.armed = None
+                take(timed)
+            if later:
+                buckets[key] = later
+        self._next = last
+        return out
 
 
 class Window:
