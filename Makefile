@@ -65,6 +65,7 @@ bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/r
 	$(PY) -m bench.notify_bench
 	$(PY) -m bench.runner_bench
 	$(PY) -m bench.mcp_bench
+	$(PY) -m bench.alerting_e2e_bench
 
 clean: ## Remove the virtualenv, node_modules and local data.
 	rm -rf $(VENV) node_modules .data .cache
