@@ -44,6 +44,12 @@ class KeyValueStore(Protocol):
         """Add one and return the new count; ``ttl_s`` is set when the key is created."""
         ...
 
+    async def renew(self, key: str, value: str, ttl_s: float) -> bool:
+        """Give ``key`` a time to live of ``ttl_s`` from now only if it still holds ``value`` (compare and renew,
+        in one step): a lease's holder extends its own lease, never one another caller took after it expired.
+        Returns whether it did. A tiny ``ttl_s`` releases what the caller holds."""
+        ...
+
     async def delete(self, key: str) -> None: ...
 
     async def ping(self) -> None: ...
@@ -105,6 +111,13 @@ class InProcessStore:
             self._items[key] = (str(count), expires)
             return count
 
+    async def renew(self, key: str, value: str, ttl_s: float) -> bool:
+        async with self._lock:
+            if self._live(key) != value:
+                return False
+            self._put(key, value, ttl_s)
+            return True
+
     async def delete(self, key: str) -> None:
         self._items.pop(key, None)
 
@@ -115,6 +128,15 @@ class InProcessStore:
         self._items.clear()
 
 
+# Compare and renew in one step on the server: PEXPIRE only while the key holds the caller's value.
+_RENEW_SCRIPT = """
+if redis.call('get', KEYS[1]) == ARGV[1] then
+    return redis.call('pexpire', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+
 class RedisStore:
     """:class:`KeyValueStore` on Redis, with connect and command timeouts."""
 
@@ -123,6 +145,7 @@ class RedisStore:
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._prefix = prefix
+        self._renew = self._redis.register_script(_RENEW_SCRIPT)
 
     async def get(self, key: str) -> str | None:
         value = await self._redis.get(self._prefix + key)
@@ -149,6 +172,11 @@ class RedisStore:
                 pipe.pexpire(full, max(1, int(ttl_s * 1000)), nx=True)
             results = await pipe.execute()
         return int(results[0])
+
+    async def renew(self, key: str, value: str, ttl_s: float) -> bool:
+        # EVALSHA, falling back to EVAL once when the server does not know the script yet.
+        renewed = await self._renew(keys=[self._prefix + key], args=[value, max(1, int(ttl_s * 1000))])
+        return bool(renewed)
 
     async def delete(self, key: str) -> None:
         await self._redis.delete(self._prefix + key)
@@ -241,6 +269,18 @@ class SqlStore:
             return 1
 
         return await self._retrying(increment)
+
+    async def renew(self, key: str, value: str, ttl_s: float) -> bool:
+        expire_at = time.time() + ttl_s
+
+        def extend(c: sa.Connection) -> bool:
+            # Compared here, not in SQL: MySQL's default collations would match values differing in case.
+            if self._live_value(c, key, lock=True) != value:
+                return False
+            c.execute(sa.update(KEY_VALUES).where(KEY_VALUES.c.key == key).values(expire_at=expire_at))
+            return True
+
+        return await self._db.run(extend)
 
     async def _retrying(self, work: Callable[[sa.Connection], T]) -> T:
         # Two writers creating the same key at once: the loser's insert fails (a duplicate key, or on MySQL

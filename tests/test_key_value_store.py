@@ -1,4 +1,4 @@
-"""The key-value port behaves the same in-process and on Redis."""
+"""The key-value port behaves the same on each twin: in-process, Redis, SQLite and MariaDB tables."""
 
 from __future__ import annotations
 
@@ -60,3 +60,42 @@ async def test_concurrent_increments_are_not_lost(key_value_store: KeyValueStore
 
 async def test_ping(key_value_store: KeyValueStore) -> None:
     await key_value_store.ping()
+
+
+async def test_renew_extends_only_the_holders_own_value(key_value_store: KeyValueStore) -> None:
+    assert await key_value_store.set("lease", "replica-a", ttl_s=0.3, only_if_absent=True)
+    assert await key_value_store.renew("lease", "replica-a", 10)
+    assert not await key_value_store.renew("lease", "replica-b", 10)
+    await asyncio.sleep(0.5)
+    assert await key_value_store.get("lease") == "replica-a"  # the holder's renewal outlived the first TTL
+
+
+async def test_renew_with_another_value_neither_extends_nor_replaces(key_value_store: KeyValueStore) -> None:
+    await key_value_store.set("lease", "replica-a", ttl_s=0.3)
+    assert not await key_value_store.renew("lease", "replica-b", 10)
+    assert await key_value_store.get("lease") == "replica-a"
+    await asyncio.sleep(0.5)
+    assert await key_value_store.get("lease") is None
+
+
+async def test_renew_never_brings_back_an_expired_or_deleted_key(key_value_store: KeyValueStore) -> None:
+    assert not await key_value_store.renew("lease", "replica-a", 10)
+    await key_value_store.set("lease", "replica-a", ttl_s=0.2)
+    await asyncio.sleep(0.4)
+    assert not await key_value_store.renew("lease", "replica-a", 10)
+    assert await key_value_store.get("lease") is None
+    await key_value_store.set("lease", "replica-a", ttl_s=10)
+    await key_value_store.delete("lease")
+    assert not await key_value_store.renew("lease", "replica-a", 10)
+    assert await key_value_store.get("lease") is None
+    # Expired, then taken by another: the first holder's renewal leaves the new holder's lease alone.
+    assert await key_value_store.set("lease", "replica-b", ttl_s=10, only_if_absent=True)
+    assert not await key_value_store.renew("lease", "replica-a", 0.01)
+    assert await key_value_store.get("lease") == "replica-b"
+
+
+async def test_renew_with_a_tiny_ttl_releases_the_lease(key_value_store: KeyValueStore) -> None:
+    await key_value_store.set("lease", "replica-a", ttl_s=10)
+    assert await key_value_store.renew("lease", "replica-a", 0.001)
+    await asyncio.sleep(0.05)
+    assert await key_value_store.set("lease", "replica-b", ttl_s=10, only_if_absent=True)
