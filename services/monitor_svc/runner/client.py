@@ -71,6 +71,8 @@ class RunnerClient:
         self.reported = 0
         self.rejected = 0
         self.dropped = 0
+        # Each monitor's last result, up or down: one that changes it is reported at once (see _urgent).
+        self._last_up: dict[str, bool] = {}
 
     async def watch_forever(self) -> None:
         backoff = 0.5
@@ -100,27 +102,41 @@ class RunnerClient:
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, 10.0)
 
+    def _urgent(self, result: CheckResult) -> bool:
+        """Whether ``result`` turns its monitor up or down (a first result counts when it is down): such a
+        result is what an alert waits for, so it goes now rather than after the batch's flush interval."""
+        last = self._last_up.get(result.monitor_id)
+        self._last_up[result.monitor_id] = result.is_up
+        return last != result.is_up if last is not None else not result.is_up
+
     async def report_forever(self) -> None:
         pending: list[CheckResult] = []
         backoff = 0.5
         while True:
+            urgent = False
             if not pending:
-                pending.append(await self.scheduler.results.get())
+                first = await self.scheduler.results.get()
+                urgent = self._urgent(first)
+                pending.append(first)
             deadline = asyncio.get_running_loop().time() + self._flush_interval_s
             results = self.scheduler.results
             while len(pending) < self._batch_size:
                 # Take what is there without waiting: a busy runner fills a batch in one go, where a timed
                 # wait per result would fall behind the checks.
                 while len(pending) < self._batch_size and not results.empty():
-                    pending.append(results.get_nowait())
+                    taken = results.get_nowait()
+                    urgent = self._urgent(taken) or urgent
+                    pending.append(taken)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if len(pending) >= self._batch_size or remaining <= 0:
+                if urgent or len(pending) >= self._batch_size or remaining <= 0:
                     break
                 try:
                     async with asyncio.timeout(remaining):
-                        pending.append(await results.get())
+                        taken = await results.get()
                 except TimeoutError:
                     break
+                urgent = self._urgent(taken) or urgent
+                pending.append(taken)
             batch = pending[: self._batch_size]
             try:
                 reply = await self._stub.ReportResults(
