@@ -64,6 +64,7 @@ bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/r
 	$(PY) -m bench.timeseries_bench
 	$(PY) -m bench.notify_bench
 	$(PY) -m bench.runner_bench
+	$(PY) -m bench.alerting_bench
 	$(PY) -m bench.mcp_bench
 	$(PY) -m bench.alerting_e2e_bench
 
