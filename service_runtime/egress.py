@@ -134,7 +134,12 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
                 addresses.append(address)
     refused = [a for a in addresses if not is_allowed(a, policy)]
     if refused or not addresses:
-        raise BlockedTarget(f"{host} resolves to {refused[0] if refused else 'nothing'}, which checks may not reach")
+        what = refused[0] if refused else "nothing"
+        if policy is EgressPolicy.PUBLIC and refused and is_allowed(refused[0], EgressPolicy.PRIVATE_ALLOWED):
+            why = "a private or local address, which MONITORS_EGRESS=public refuses (private-allowed reaches it)"
+        else:
+            why = f"which MONITORS_EGRESS={policy.value} never reaches"
+        raise BlockedTarget(f"{host} resolves to {what}, {why}")
     return addresses
 
 

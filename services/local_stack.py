@@ -27,9 +27,10 @@ SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
     ("notify", "services.notify_svc", "monitors.v1.NotificationService"),
     ("runner", "services.monitor_svc.runner", "runs the checks (health only)"),
 )
-# One machine, one user: the runner may watch the LAN and this machine (MONITORS_EGRESS=private-allowed),
-# which a multi-user deployment must not allow. Set MONITORS_EGRESS=public to refuse private targets.
-RUNNER_EGRESS_DEFAULT = "private-allowed"
+# One machine, one user: checks and notifications may reach the LAN and this machine
+# (MONITORS_EGRESS=private-allowed), which a multi-user deployment must not allow. Every process gets the same
+# policy, so RunCheck, the runner and a webhook to a LAN receiver agree. MONITORS_EGRESS=public refuses them.
+EGRESS_DEFAULT = "private-allowed"
 STARTUP_DEADLINE_S = 60.0
 # The MCP adapter for Claude, over streamable HTTP (each Claude client presents its own API key).
 MCP_LISTEN_DEFAULT = "127.0.0.1:8765"
@@ -140,18 +141,14 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     # The runner starts once the services serve: started with them, it would begin with a refused connection and
     # a warning in the output.
+    env = {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or EGRESS_DEFAULT}
     for group in (SERVICES[:-1], SERVICES[-1:]):
         if stop.is_set():
             break
         for name, module, services in group:
             address = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
             # Children ignore the terminal's Ctrl-C: this process stops them in order, with SIGTERM.
-            child_env = (
-                {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT}
-                if name == "runner"
-                else env
-            )
-            process = subprocess.Popen([sys.executable, "-m", module], env=child_env, start_new_session=True)
+            process = subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
             children.append(Child(name, address, services, process))
         error = wait_until_serving(children[-len(group) :], deadline, stop.is_set)
         if error is not None:
@@ -164,8 +161,9 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
     if not stop.is_set():
         monitor = children[0].address
         print("\nmonitors is running (embedded mode, data in " + str(settings.data_dir) + ")\n")
-        egress = env.get("MONITORS_EGRESS") or RUNNER_EGRESS_DEFAULT
-        print(f"  (the runner's egress policy is {egress}: it may check private and local addresses)\n")
+        egress = env["MONITORS_EGRESS"]
+        reach = "may" if egress == EGRESS_DEFAULT else "may not"
+        print(f"  (egress policy is {egress}: checks and notifications {reach} reach private and local addresses)\n")
         for child in children:
             if child is not adapter:
                 print(f"  {child.name:<8} {child.address:<18} {health_status(child.address):<12} {child.services}")

@@ -165,6 +165,9 @@ def test_local_stack_starts_three_healthy_services_and_a_runner_and_stops_on_ctr
                 monitor_service_pb2.GetMonitorStatusRequest(id=created.id), metadata=metadata, timeout=5
             ).status.state
         assert state == common_pb2.MONITOR_STATE_UP, "the runner started by make run did not check the monitor"
+        # "Try it first" reaches the same local site as the runner: every process has the same egress policy.
+        tried = monitors.RunCheck(monitor_service_pb2.RunCheckRequest(spec=spec), metadata=metadata, timeout=10)
+        assert tried.result.is_up, tried.result.message
 
     launcher.process.send_signal(signal.SIGINT)
     rest, _ = launcher.process.communicate(timeout=60)
