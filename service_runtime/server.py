@@ -20,7 +20,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.auth import CachingTokenVerifier, TokenVerifier
 from service_runtime.database import Database
-from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, interceptor_chain
+from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError
@@ -77,6 +77,8 @@ class ServiceHost:
     on_drain: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     # Coroutines run as tasks while serving (periodic sweeps and the like), cancelled on stop.
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    # Links placed before the standard chain (outermost first): a replica forwarding calls to another.
+    front_interceptors: Sequence[Interceptor] = ()
 
     def __post_init__(self) -> None:
         limit = self.settings.max_message_bytes
@@ -99,7 +101,10 @@ class ServiceHost:
         health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericHandlersOnly(self.server))
         intercepted = InterceptedServer(
             self.server,
-            interceptor_chain(self.verifier, self.public_methods, self.internal_methods, self.service_tokens),
+            [
+                *self.front_interceptors,
+                *interceptor_chain(self.verifier, self.public_methods, self.internal_methods, self.service_tokens),
+            ],
         )
         for service in self.services:
             service.add(service.servicer, intercepted)
@@ -216,10 +221,14 @@ def run_service(
 
 
 async def host_with_remote_auth(
-    settings: Settings, services: Sequence[RegisteredService], database: Database
+    settings: Settings,
+    services: Sequence[RegisteredService],
+    database: Database,
+    front_interceptors: Sequence[Interceptor] = (),
 ) -> ServiceHost:
     """A host for a service that verifies callers through AccountService (alert, notify)."""
     remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
-    host = ServiceHost(settings, services, CachingTokenVerifier(remote, settings.auth_cache_ttl_s))
+    verifier = CachingTokenVerifier(remote, settings.auth_cache_ttl_s)
+    host = ServiceHost(settings, services, verifier, front_interceptors=front_interceptors)
     host.on_stop += [database.close, remote.close]
     return host
