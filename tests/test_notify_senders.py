@@ -13,6 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from email import message_from_bytes
 from email.message import Message as EmailMessage
@@ -109,6 +110,8 @@ def test_default_messages_say_what_fired_the_value_the_threshold_the_monitor_whe
     assert message.title == "[CRITICAL] Shop: response time above 500 ms"
     for fact in ("response time above 500 ms", "812", "threshold 500", "Shop (mon_3)", "2001-01-01 12:30:00", "alr_7"):
         assert fact in message.body
+    price = render(replace(FIRING, value=71234.56, threshold=70000.0))
+    assert "Value: 71234.56 (threshold 70000)" in price.body  # a price as it is, not rounded to six digits
     resolved = render(
         Notification(NotificationKind.ALERT_RESOLVED, alert_id="alr_7", summary="down", duration=timedelta(seconds=303))
     )

@@ -102,6 +102,15 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+def headline(rule: AlertRule, explanation: str) -> str:
+    """One line: the rule's own name and why ("BTC above 70k: last price = 71234.56 > 70000"), or just why
+    when the name says nothing more (the default rule, a name made from the condition)."""
+    name = rule.display_name
+    if rule.is_default or not name or name == describe_condition(rule.condition):
+        return explanation
+    return f"{name}: {explanation}"
+
+
 class AlertEngine:
     """Rules, monitors and open alerts of every owner (one replica evaluates them all)."""
 
@@ -478,7 +487,7 @@ class AlertEngine:
             severity=rule.severity,
             value=evaluation.value if evaluation.value is not None else 0.0,
             threshold=evaluation.threshold if evaluation.threshold is not None else 0.0,
-            summary=f"{monitor_name}: {rule.display_name or describe_condition(rule.condition)}",
+            summary=f"{monitor_name}: {headline(rule, evaluation.explanation)}",
             explanation=evaluation.explanation,
             rule_name=rule.display_name,
             monitor_name=monitor_name,
@@ -512,7 +521,7 @@ class AlertEngine:
         notices: list[Notice] = []
         # Only those told it fired hear that it resolved.
         if notify and rule is not None and alert.notify_sequence > 0:
-            notices = self._notices(rule, alert, NoticeKind.RESOLVED, now, rule.channel_ids)
+            notices = self._notices(rule, alert, NoticeKind.RESOLVED, now, rule.channel_ids, why)
         await self._save(pair, Transition.RESOLVED, actor, why, notices)
         pair.alert = None
 
@@ -533,15 +542,22 @@ class AlertEngine:
             self._on_notices()
 
     def _notices(
-        self, rule: AlertRule, alert: Alert, kind: NoticeKind, now: datetime, channels: Sequence[str], prefix: str = ""
+        self,
+        rule: AlertRule,
+        alert: Alert,
+        kind: NoticeKind,
+        now: datetime,
+        channels: Sequence[str],
+        why: str = "",
+        prefix: str = "",
     ) -> list[Notice]:
+        """The notice of ``alert``'s transition (none while muted). Its summary is the one line a person needs
+        (the rule and why); NotificationService's message adds the monitor, value, time and how to acknowledge."""
         if self._muted(alert, now):
             return []
         sequence = alert.notify_sequence + 1
         started = alert.fire_time or alert.start_time
-        ack_hint = "" if kind is NoticeKind.RESOLVED else f" Acknowledge: AcknowledgeAlert {alert.id}."
-        when = f" since {started:%Y-%m-%d %H:%M:%S} UTC" if kind is not NoticeKind.RESOLVED else ""
-        summary = f"{prefix}{alert.summary}: {alert.explanation}{when}.{ack_hint}"
+        summary = prefix + headline(rule, why or alert.explanation)
         return [
             Notice(
                 id=new_id("ntc"),
@@ -623,7 +639,7 @@ class AlertEngine:
                     pair.alert = replace(alert, escalate_time=now, update_time=now)
                     prefix = f"Escalated, unacknowledged for {seconds_text(rule.escalate_after)}: "
                     notices = self._notices(
-                        rule, pair.alert, NoticeKind.FIRING, now, rule.escalation_channel_ids, prefix
+                        rule, pair.alert, NoticeKind.FIRING, now, rule.escalation_channel_ids, prefix=prefix
                     )
                     notices = [replace(n, idempotency_key=f"{alert.id}:escalated") for n in notices]
                     await self._save(pair, Transition.ESCALATED, TIMER, "unacknowledged", notices)

@@ -135,7 +135,8 @@ def human_duration(span: timedelta) -> str:
 
 
 def _number(value: float) -> str:
-    return f"{value:g}"
+    # Ten significant digits: a price of 71234.56 reads as such (:g gave 71234.6).
+    return f"{value:.10g}"
 
 
 def default_title(n: Notification) -> str:
