@@ -176,6 +176,11 @@ class Stack:
         extra = {"MONITORS_RUNNER_ID": runner_id, "MONITORS_RUNNER_LOCATION": location, **env}
         return ServiceProcess("runner", {**self.env, **extra}, self.data_dir / f"runner-{runner_id}.log")
 
+    def alert_replica(self, name: str, **env: str) -> ServiceProcess:
+        """Another alert-service process (not started) for this stack, on its own port and ingest endpoint."""
+        extra = {"MONITORS_ALERT_INGEST_LISTEN": f"127.0.0.1:{free_port()}", **env}
+        return ServiceProcess("alert", {**self.env, **extra}, self.data_dir / f"alert-{name}.log")
+
     def create_api_key(self, email: str) -> str:
         """A new API key for ``email`` through the real admin command."""
         result = subprocess.run(
