@@ -398,3 +398,18 @@ def test_an_unsaved_rule_is_tested_on_stored_data_then_saved_streamed_and_update
             ),
         )
     assert "update_mask" in violations(caught.value)
+
+
+def test_a_user_without_any_channel_is_emailed_at_their_account_address(stack: Stack) -> None:
+    carol = User(stack, "carol.no.channels@example.com")
+    monitor = carol.heartbeat("carol's backup")
+    ping(monitor, up=False)
+    outbox = stack.data_dir / "outbox.txt"
+
+    def mailed() -> str | None:
+        text = outbox.read_text() if outbox.exists() else ""
+        mine = [block for block in text.split("\n\n") if "carol.no.channels@example.com" in block]
+        return next((block for block in mine if "carol's backup" in block), None)
+
+    message = eventually(mailed, what="an email to carol's address")
+    assert "monitor is down" in message

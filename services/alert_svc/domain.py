@@ -57,6 +57,8 @@ class MonitorInfo:
     state_change_time: datetime | None = None
     paused: bool = False
     interval: timedelta = timedelta(seconds=60)
+    # The owner's account address: their alerts go there when they have no default channel.
+    owner_email: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -136,6 +136,7 @@ class AlertEngine:
         self._pairs: dict[tuple[str, str], _Pair] = {}
         self._silences: dict[str, Silence] = {}
         self._owners_with_default: set[str] = set()
+        self._emails: dict[str, str] = {}  # owner id -> account address (from the feed)
         # Per owner and notice kind: when the current group window opened (storm grouping).
         self._storms: dict[tuple[str, NoticeKind], datetime] = {}
         self._lock = asyncio.Lock()
@@ -178,6 +179,7 @@ class AlertEngine:
             evaluations: list[Evaluation] = []
             for monitor in monitors:
                 self._monitors[monitor.monitor_id] = monitor
+                self._remember_email(monitor)
                 evaluations += self.evaluator.put_monitor(monitor, now.timestamp())
             self.evaluator.set_available(True)
             await self._warm_start()
@@ -189,9 +191,18 @@ class AlertEngine:
         now = self._clock()
         async with self._lock:
             self._monitors[monitor.monitor_id] = monitor
+            self._remember_email(monitor)
             self._arrived.set()
             await self._apply_all(self.evaluator.put_monitor(monitor, now.timestamp()), now)
         await self._ensure_defaults({monitor.owner_id})
+
+    def _remember_email(self, monitor: MonitorInfo) -> None:
+        if monitor.owner_email:
+            self._emails[monitor.owner_id] = monitor.owner_email
+
+    def email_of(self, owner_id: str) -> str:
+        """The owner's account address, where their alerts go when they have no default channel ("" unknown)."""
+        return self._emails.get(owner_id, "")
 
     async def feed_deleted(self, monitor_id: str) -> None:
         async with self._lock:

@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import hashlib
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
 
 import grpc
@@ -102,6 +102,7 @@ class Notifier:
         timeout_s: float = 5.0,
         lease: timedelta = timedelta(seconds=60),
         batch: int = 500,
+        email_of: Callable[[str], str] = lambda _owner: "",
     ) -> None:
         self._store = store
         self._stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
@@ -109,6 +110,7 @@ class Notifier:
         self._timeout_s = timeout_s
         self._lease = lease
         self._batch = batch
+        self.email_of = email_of  # set once the engine exists (it learns addresses from the feed)
         self._wake = asyncio.Event()
         self.sent = 0
 
@@ -137,8 +139,11 @@ class Notifier:
         return True
 
     async def _send(self, group: list[Notice]) -> None:
+        request = request_for(group)
         try:
-            await self._stub.SendNotification(request_for(group), metadata=self._metadata, timeout=self._timeout_s)
+            reply = await self._stub.SendNotification(request, metadata=self._metadata, timeout=self._timeout_s)
+            if not request.channel_ids and not reply.deliveries:
+                await self._email_instead(request)
         except grpc.aio.AioRpcError as error:
             if error.code() in _PERMANENT:
                 log.warning(
@@ -158,3 +163,20 @@ class Notifier:
         for notice in group:
             await self._store.notice_sent(notice.id)
         self.sent += len(group)
+
+    async def _email_instead(self, request: notification_service_pb2.SendNotificationRequest) -> None:
+        """The owner has no default channel: a user who only made monitors must still hear of an alert, so it
+        goes to their account address (as login codes do), under its own idempotency key."""
+        address = self.email_of(request.owner_id)
+        if not address:
+            log.warning(
+                "alert reached no channel and the owner's address is unknown", extra={"owner_id": request.owner_id}
+            )
+            return
+        emailed = npb.SendNotificationRequest(
+            idempotency_key=f"{request.idempotency_key}:email",
+            owner_id=request.owner_id,
+            email_address=address,
+            notification=request.notification,
+        )
+        await self._stub.SendNotification(emailed, metadata=self._metadata, timeout=self._timeout_s)

@@ -126,6 +126,7 @@ class AlertRuntime:
         token = self._settings.resolved_service_token()
         notifier = Notifier(self._store, self._notify_channel, token, self._settings.rpc_timeout_s)
         engine = self.engine = AlertEngine(self._store, self._timeseries, on_notices=notifier.wake)
+        notifier.email_of = engine.email_of  # alerts of owners with no default channel go to their address
         feed = MonitorFeed(self._monitor_channel, token, engine, include_results=self._influx is None)
         endpoint = None
         jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [

@@ -43,9 +43,12 @@ class MonitorView:
     state_change_time: datetime | None
     paused: bool
     interval: timedelta
+    owner_email: str = ""
 
 
-def view_of(monitor: Monitor, state: MonitorState, state_change_time: datetime | None) -> MonitorView:
+def view_of(
+    monitor: Monitor, state: MonitorState, state_change_time: datetime | None, owner_email: str = ""
+) -> MonitorView:
     return MonitorView(
         monitor_id=monitor.id,
         owner_id=monitor.owner_id,
@@ -56,6 +59,7 @@ def view_of(monitor: Monitor, state: MonitorState, state_change_time: datetime |
         state_change_time=state_change_time,
         paused=monitor.paused,
         interval=monitor.interval,
+        owner_email=owner_email,
     )
 
 
@@ -144,9 +148,12 @@ class MonitorEvents:
         load_monitors: Callable[[], Awaitable[list[Monitor]]],
         load_statuses: Callable[[Sequence[Monitor]], Awaitable[dict[str, MonitorStatus]]],
         backlog: int = DEFAULT_BACKLOG,
+        load_emails: Callable[[Sequence[str]], Awaitable[dict[str, str]]] | None = None,
     ) -> None:
         self._load_monitors = load_monitors
         self._load_statuses = load_statuses
+        self._load_emails = load_emails
+        self._emails: dict[str, str] = {}  # owner id -> account address
         self._backlog = backlog
         self._monitors: dict[str, Monitor] = {}
         # The stored state of each monitor (paused or not) and since when.
@@ -197,12 +204,13 @@ class MonitorEvents:
             try:
                 monitors = await self._load_monitors()
                 statuses = await self._load_statuses(monitors)
+                await self._know_owners({m.owner_id for m in monitors})
             except BaseException:
                 self._during_load = None
                 raise
             self._monitors = {m.id: m for m in monitors}
             self._states = {m.id: (statuses[m.id].state, statuses[m.id].state_change_time) for m in monitors}
-            self._views = {m.id: view_of(m, *self._states[m.id]) for m in monitors}
+            self._views = {m.id: self._view(m, *self._states[m.id]) for m in monitors}
             applied, self._during_load = self._during_load, None
             for apply in applied:
                 apply()
@@ -212,7 +220,18 @@ class MonitorEvents:
 
     async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         """A change listener of Monitors: a monitor was created, changed, paused, resumed or deleted (None)."""
+        if monitor is not None and self._loaded:
+            await self._know_owners({monitor.owner_id})
         self._apply(lambda: self._change(monitor_id, monitor))
+
+    async def _know_owners(self, owners: set[str]) -> None:
+        """Learn the account addresses of ``owners`` not known yet (one query for all of them)."""
+        missing = owners - set(self._emails)
+        if missing and self._load_emails is not None:
+            self._emails.update(await self._load_emails(sorted(missing)))
+
+    def _view(self, monitor: Monitor, state: MonitorState, since: datetime | None) -> MonitorView:
+        return view_of(monitor, state, since, self._emails.get(monitor.owner_id, ""))
 
     def results_recorded(self, samples: Sequence[Sample], statuses: Sequence[MonitorStatus]) -> None:
         """A record listener of Monitors: these samples were written and these statuses stored."""
@@ -236,7 +255,7 @@ class MonitorEvents:
         self._monitors[monitor_id] = monitor
         # A new monitor was never checked: PENDING since its creation, as the store says.
         state, since = self._states.setdefault(monitor_id, (MonitorState.PENDING, monitor.create_time))
-        self._publish(view_of(monitor, state, since))
+        self._publish(self._view(monitor, state, since))
 
     def _record(self, samples: Sequence[Sample], statuses: Sequence[MonitorStatus]) -> None:
         for status in statuses:
@@ -244,7 +263,7 @@ class MonitorEvents:
             if monitor is None:
                 continue  # deleted meanwhile
             self._states[status.monitor_id] = (status.state, status.state_change_time)
-            self._publish(view_of(monitor, status.state, status.state_change_time))
+            self._publish(self._view(monitor, status.state, status.state_change_time))
         live = [s for s in samples if s.monitor_id in self._monitors]
         for subscription in self._subscribers:
             subscription.put_results(live)

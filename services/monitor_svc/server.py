@@ -50,7 +50,8 @@ ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
-    accounts = Accounts(AccountStore(database))
+    account_store = AccountStore(database)
+    accounts = Accounts(account_store)
     box = settings.secret_box()
     key_values = open_key_value_store(settings.redis_url, database)
     notify_channel = open_channel(settings.notify_target, settings)
@@ -84,7 +85,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     )
     hub = AssignmentHub(monitors.all_monitors)
     monitors.change_listeners.append(hub.monitor_changed)
-    events = MonitorEvents(monitors.all_monitors, monitor_store.statuses)
+    events = MonitorEvents(monitors.all_monitors, monitor_store.statuses, load_emails=account_store.emails)
     monitors.change_listeners.append(events.monitor_changed)
     monitors.record_listeners.append(events.results_recorded)
     monitor_servicer = MonitorServicer(

@@ -82,6 +82,7 @@ def monitor_info_to_proto(view: MonitorView) -> mpb.MonitorInfo:
         state_change_time=to_timestamp(view.state_change_time),
         paused=view.paused,
         interval=to_duration(view.interval),
+        owner_email=view.owner_email,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -111,6 +112,19 @@ class AccountStore:
             winner = await self._db.run(find)
             assert winner is not None
             return winner
+
+    async def emails(self, user_ids: Sequence[str]) -> dict[str, str]:
+        """The account address of each of ``user_ids`` that exists, by id."""
+
+        def read(connection: sa.Connection) -> dict[str, str]:
+            found: dict[str, str] = {}
+            for start in range(0, len(user_ids), 500):
+                chunk = list(user_ids[start : start + 500])
+                rows = connection.execute(sa.select(UserRow.id, UserRow.email).where(UserRow.id.in_(chunk)))
+                found.update({row.id: row.email for row in rows})
+            return found
+
+        return await self._db.run(read) if user_ids else {}
 
     async def get_user(self, user_id: str) -> User:
         row = await self._db.fetch_one(self._get_user, {"user_id": user_id})

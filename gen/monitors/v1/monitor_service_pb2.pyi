@@ -1406,6 +1406,7 @@ class MonitorInfo(_message.Message):
     STATE_CHANGE_TIME_FIELD_NUMBER: _builtins.int
     PAUSED_FIELD_NUMBER: _builtins.int
     INTERVAL_FIELD_NUMBER: _builtins.int
+    OWNER_EMAIL_FIELD_NUMBER: _builtins.int
     monitor_id: _builtins.str
     owner_id: _builtins.str
     display_name: _builtins.str
@@ -1414,6 +1415,8 @@ class MonitorInfo(_message.Message):
     state: _common_pb2.MonitorState.ValueType
     """After retries and quorum, as GetMonitorStatus reports it."""
     paused: _builtins.bool
+    owner_email: _builtins.str
+    """The owner's account address: where the owner's alerts go when they have no default channel."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -1432,10 +1435,11 @@ class MonitorInfo(_message.Message):
         state_change_time: _timestamp_pb2.Timestamp | None = ...,
         paused: _builtins.bool = ...,
         interval: _duration_pb2.Duration | None = ...,
+        owner_email: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "state_change_time", b"state_change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interval", b"interval", "kind", b"kind", "labels", b"labels", "monitor_id", b"monitor_id", "owner_id", b"owner_id", "paused", b"paused", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interval", b"interval", "kind", b"kind", "labels", b"labels", "monitor_id", b"monitor_id", "owner_email", b"owner_email", "owner_id", b"owner_id", "paused", b"paused", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
