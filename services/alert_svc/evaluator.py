@@ -56,7 +56,7 @@ from services.alert_svc.domain import (
     Verdict,
     seconds_text,
 )
-from services.alert_svc.windows import READERS, Band, Deadlines, Window
+from services.alert_svc.windows import READERS, Arm, Band, Deadlines, Window
 
 MET, CLEAR, UNKNOWN = Verdict.MET, Verdict.CLEAR, Verdict.UNKNOWN
 UNAVAILABLE = "data unavailable: the sample feed or the time-series store is down"
@@ -394,10 +394,11 @@ class _DownPair(_Pair):
 
 
 class _NoDataPair(_Pair):
-    __slots__ = ("armed", "dead", "duration", "duration_text", "met", "start")
+    __slots__ = ("_arm", "armed", "dead", "duration", "duration_text", "met", "start")
 
-    def __init__(self, rule: AlertRule, watch: _Watch, condition: NoDataCondition, start: float) -> None:
+    def __init__(self, rule: AlertRule, watch: _Watch, condition: NoDataCondition, start: float, arm: Arm) -> None:
         super().__init__(rule, watch)
+        self._arm = arm
         self.armed: float | None = None
         self.dead = False
         self.duration = condition.duration.total_seconds()
@@ -412,6 +413,18 @@ class _NoDataPair(_Pair):
     def since(self) -> float:
         """Where the silence is counted from."""
         return max(self.watch.last_sample, self.start)
+
+    def on_clock(self, now: float) -> Sequence[object]:
+        """See :class:`~services.alert_svc.windows.Timed`: itself once the silence reaches the duration
+        (re-armed instead when a sample came meanwhile)."""
+        if self.watch.paused or self.met:
+            return ()
+        due = self.since() + self.duration
+        if due > now:
+            self._arm(self, due)
+            return ()
+        self.met = True
+        return (self,)
 
     def evaluate(self, ref: float) -> Evaluation:
         if self.watch.paused:
@@ -630,26 +643,9 @@ class Evaluator:
         if not self._available:
             return out
         for timed in self._deadlines.due(now):
-            if isinstance(timed, _NoDataPair):
-                if timed.watch.paused or timed.met:
-                    continue
-                due = timed.since() + timed.duration
-                if due > now:
-                    self._arm(timed, due)
-                    continue
-                timed.met = True
-                out.append(timed.evaluate(now))
-                continue
-            assert isinstance(timed, Window | Band)
-            left = timed.expire(now)
-            following = timed.next_deadline()
-            if following is not None:
-                self._arm(timed, following)
-            if left or timed.stale:
-                timed.stale = False
-                for pair in timed.pairs:
-                    assert isinstance(pair, _Pair)
-                    out.append(pair.evaluate(now))
+            for pair in timed.on_clock(now):
+                assert isinstance(pair, _Pair)
+                out.append(pair.evaluate(now))
         return out
 
     def evaluate(self, rule_id: str, monitor_id: str, now: float) -> Evaluation:
@@ -821,7 +817,7 @@ class Evaluator:
             previous = watch.pairs.get(rule.id)
             if replacing and isinstance(previous, _NoDataPair):
                 start = previous.start  # an edited rule keeps counting from where it was
-            nodata = _NoDataPair(rule, watch, condition, start)
+            nodata = _NoDataPair(rule, watch, condition, start, self._arm)
             watch.nodata.append(nodata)
             if not watch.paused:
                 self._arm(nodata, nodata.since() + nodata.duration)

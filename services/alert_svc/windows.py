@@ -29,7 +29,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_left, bisect_right, insort
 from collections import deque
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
 
 from service_runtime.timeseries import Aggregation
@@ -45,11 +45,16 @@ Arm = Callable[["Timed", float], None]
 
 
 class Timed(Protocol):
-    """Something with a deadline on the evaluator's clock: ``armed`` is the deadline it sits in the heap
-    with (None: not in the heap); ``dead`` once nothing uses it (its heap entry is then skipped)."""
+    """Something with a deadline on the evaluator's clock: ``armed`` is the deadline it is filed under
+    (None: not filed); ``dead`` once nothing uses it (its entry is then skipped)."""
 
     armed: float | None
     dead: bool
+
+    def on_clock(self, now: float) -> Sequence[object]:
+        """Its deadline passed and the clock reads ``now``: catch up (re-arming as needed) and return
+        the evaluator's pairs to evaluate at ``now`` (none when nothing they read changed)."""
+        ...
 
 
 class Deadlines:
@@ -224,6 +229,23 @@ class Window:
         if not self.times or self.times[0] > cutoff:
             return 0
         return self._evict()
+
+    def on_clock(self, now: float) -> Sequence[object]:
+        """See :class:`Timed`: the pairs reading the window when samples left it (now or since they were
+        last evaluated)."""
+        times = self.times
+        cutoff = now - self.span
+        left = 0
+        if cutoff > self.cutoff:
+            self.cutoff = cutoff
+            if times and times[0] <= cutoff:
+                left = self._evict()
+        if times:
+            self._arm(self, times[0] + self.span)
+        if left or self.stale:
+            self.stale = False
+            return self.pairs
+        return ()
 
     def next_deadline(self) -> float | None:
         """When the oldest sample held leaves the window (None when empty)."""
@@ -402,6 +424,18 @@ class Band:
             return 0
         self.ref = now
         return self._advance()
+
+    def on_clock(self, now: float) -> Sequence[object]:
+        """See :class:`Timed`: the pairs reading the band when samples moved (now or since they were last
+        evaluated)."""
+        moved = self.expire(now)
+        following = self.next_deadline()
+        if following is not None:
+            self._arm(self, following)
+        if moved or self.stale:
+            self.stale = False
+            return self.pairs
+        return ()
 
     def next_deadline(self) -> float | None:
         """When a sample next moves from the window to the baseline, or out of the baseline."""
