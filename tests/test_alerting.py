@@ -413,3 +413,30 @@ def test_a_user_without_any_channel_is_emailed_at_their_account_address(stack: S
 
     message = eventually(mailed, what="an email to carol's address")
     assert "monitor is down" in message
+
+
+def test_a_new_rule_judges_on_the_stored_history_at_once(alice: User) -> None:
+    monitor = alice.heartbeat("history")
+    for _ in range(3):
+        ping(monitor)
+    condition = common_pb2.AlertCondition(
+        threshold=common_pb2.ThresholdCondition(
+            field="is_up",
+            aggregation=common_pb2.AGGREGATION_COUNT,
+            window=duration_pb2.Duration(seconds=600),
+            operator=common_pb2.COMPARISON_OPERATOR_GREATER_THAN_OR_EQUAL,
+            value=3,
+        )
+    )
+    draft = apb.AlertRule(monitor_id=monitor.id, condition=condition)
+
+    def fires_unsaved() -> apb.TestAlertRuleResponse | None:
+        tested = alice.call(alice.alerts.TestAlertRule, apb.TestAlertRuleRequest(alert_rule=draft))
+        return tested if tested.would_fire else None
+
+    unsaved = eventually(fires_unsaved, what="three stored samples")
+    rule = alice.call(alice.alerts.CreateAlertRule, apb.CreateAlertRuleRequest(alert_rule=draft)).alert_rule
+    saved = alice.call(alice.alerts.TestAlertRule, apb.TestAlertRuleRequest(rule_id=rule.id))
+    # The saved rule's window was filled from the store when it was made: not one sample, not "no samples".
+    assert (saved.would_fire, saved.evaluation.value) == (True, unsaved.evaluation.value)
+    assert saved.evaluation.explanation == unsaved.evaluation.explanation

@@ -263,19 +263,29 @@ class AlertEngine:
         log.info("warm start", extra={**loaded, "seconds": round(time.perf_counter() - started, 3)})
 
     async def _load_history(
-        self, evaluator: Evaluator, now: datetime, *, silence_counts: bool = True, locked: bool = False
+        self,
+        evaluator: Evaluator,
+        now: datetime,
+        *,
+        silence_counts: bool = True,
+        locked: bool = False,
+        only: set[tuple[str, str]] | None = None,
     ) -> dict[str, int]:
         """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on, one
         :meth:`~service_runtime.timeseries.TimeSeriesStore.points_many` per history request (never one per
         rule or series). ``silence_counts``: a series with no sample in the look-back has been silent that
         long (no_data may count from there). ``locked``: take the engine's lock only to load, a slice of
-        series at a time, so samples keep flowing while a reconciliation reads and loads."""
+        series at a time, so samples keep flowing while a reconciliation reads and loads. ``only``: just these
+        (owner, monitor) series (a rule just made or changed)."""
         queries = series_count = points_count = 0
         if self._timeseries is None:
             return {"queries": 0, "series": 0, "points": 0}
         for request in evaluator.history_needed():
             start = now - request.lookback
-            keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in request.series]
+            wanted = request.series if only is None else [s for s in request.series if s in only]
+            if not wanted:
+                continue
+            keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in wanted]
             found = await self._timeseries.points_many(request.field, keys, start, now, HISTORY_LIMIT)
             queries += 1
             since = start.timestamp() if silence_counts else None
@@ -385,6 +395,15 @@ class AlertEngine:
             evaluations = self.evaluator.put_rule(rule, now.timestamp())
             watched = set(self.evaluator.pairs(rule.id)) if rule.enabled else set()
             await self._drop_pairs(rule.id, now, keep=watched)
+            if watched and self._timeseries is not None and self.evaluator.available:
+                # A new window starts empty: fill it from the store before judging, under the lock, so no sample
+                # is judged on a partial window (a count over 10m of 1) and TestAlertRule agrees from the start.
+                try:
+                    await self._load_history(self.evaluator, now, only={(rule.owner_id, m) for m in watched})
+                except Unavailable:
+                    log.warning("time-series store unavailable; the rule's windows fill as samples arrive")
+                else:
+                    evaluations = [self.evaluator.evaluate(rule.id, m, now.timestamp()) for m in sorted(watched)]
             await self._apply_all(evaluations, now)
 
     async def rule_deleted(self, rule_id: str) -> None:
