@@ -35,16 +35,18 @@ from services.alert_svc.domain import (
     AlertState,
     Evaluation,
     MonitorInfo,
+    NoDataCondition,
     Notice,
     NoticeKind,
     SampleEvent,
     Silence,
     Transition,
     Verdict,
+    condition_field,
     describe_condition,
     seconds_text,
 )
-from services.alert_svc.evaluator import Evaluator
+from services.alert_svc.evaluator import NO_DATA_FIELD, Evaluator
 from services.alert_svc.store import AlertStore
 from services.alert_svc.streams import Broadcast
 
@@ -270,18 +272,21 @@ class AlertEngine:
         silence_counts: bool = True,
         locked: bool = False,
         only: set[tuple[str, str]] | None = None,
+        field: str | None = None,
     ) -> dict[str, int]:
         """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on, one
         :meth:`~service_runtime.timeseries.TimeSeriesStore.points_many` per history request (never one per
         rule or series). ``silence_counts``: a series with no sample in the look-back has been silent that
         long (no_data may count from there). ``locked``: take the engine's lock only to load, a slice of
-        series at a time, so samples keep flowing while a reconciliation reads and loads. ``only``: just these
-        (owner, monitor) series (a rule just made or changed)."""
+        series at a time, so samples keep flowing while a reconciliation reads and loads. ``only`` and
+        ``field``: just these (owner, monitor) series of that field (a rule just made or changed)."""
         queries = series_count = points_count = 0
         if self._timeseries is None:
             return {"queries": 0, "series": 0, "points": 0}
         for request in evaluator.history_needed():
             start = now - request.lookback
+            if field is not None and request.field != field:
+                continue
             wanted = request.series if only is None else [s for s in request.series if s in only]
             if not wanted:
                 continue
@@ -395,11 +400,15 @@ class AlertEngine:
             evaluations = self.evaluator.put_rule(rule, now.timestamp())
             watched = set(self.evaluator.pairs(rule.id)) if rule.enabled else set()
             await self._drop_pairs(rule.id, now, keep=watched)
-            if watched and self._timeseries is not None and self.evaluator.available:
+            field = condition_field(rule.condition) or (
+                NO_DATA_FIELD if isinstance(rule.condition, NoDataCondition) else None
+            )
+            if field and watched and self._timeseries is not None and self.evaluator.available:
                 # A new window starts empty: fill it from the store before judging, under the lock, so no sample
                 # is judged on a partial window (a count over 10m of 1) and TestAlertRule agrees from the start.
                 try:
-                    await self._load_history(self.evaluator, now, only={(rule.owner_id, m) for m in watched})
+                    only = {(rule.owner_id, m) for m in watched}
+                    await self._load_history(self.evaluator, now, only=only, field=field)
                 except Unavailable:
                     log.warning("time-series store unavailable; the rule's windows fill as samples arrive")
                 else:
