@@ -12,13 +12,14 @@ DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
 
 
-def page_size(requested: int, *, field: str = "page_size") -> int:
-    """0 means the default (50); above the maximum (1000) is clamped; negative is INVALID_ARGUMENT."""
+def page_size(requested: int, *, field: str = "page_size", maximum: int = MAX_PAGE_SIZE) -> int:
+    """0 means the default (50); above ``maximum`` (1000 unless a resource's size asks for fewer) is clamped;
+    negative is INVALID_ARGUMENT."""
     if requested < 0:
         raise InvalidArgument(field, "must not be negative")
     if requested == 0:
         return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
+    return min(requested, maximum)
 
 
 def encode_page_token(after: str) -> str:

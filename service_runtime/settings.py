@@ -89,6 +89,8 @@ class Settings:
     # Per-user quotas (RESOURCE_EXHAUSTED naming the limit when exceeded).
     max_monitors_per_user: int
     max_rules_per_user: int
+    max_silences_per_user: int
+    max_streams_per_user: int
     max_channels_per_user: int
     # Email login: codes per address and per client, CompleteLogin calls per client, per 15 minutes.
     login_codes_per_address: int
@@ -178,6 +180,8 @@ class Settings:
             tls_client_auth=_choice(env, "MONITORS_TLS_CLIENT_AUTH", "off", ("off", "require")) == "require",
             max_monitors_per_user=_int(env, "MONITORS_MAX_MONITORS_PER_USER", 1000, minimum=1),
             max_rules_per_user=_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
+            max_silences_per_user=_int(env, "MONITORS_MAX_SILENCES_PER_USER", 200, minimum=1),
+            max_streams_per_user=_int(env, "MONITORS_MAX_STREAMS_PER_USER", 10, minimum=1),
             max_channels_per_user=_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),
             login_codes_per_address=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS", 5, minimum=1),
             login_codes_per_address_per_day=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS_PER_DAY", 20, minimum=1),

@@ -42,6 +42,21 @@ def to_duration(span: timedelta | None) -> Duration | None:
     return duration
 
 
-def from_duration(duration: Duration, present: bool) -> timedelta | None:
-    """The timedelta of a Duration field, or None when unset."""
-    return duration.ToTimedelta() if present else None
+# What a google.protobuf.Duration may hold (its documented range: about 10,000 years either way).
+_MAX_DURATION_SECONDS = 315_576_000_000
+
+
+def from_duration(duration: Duration, present: bool, field: str = "duration") -> timedelta | None:
+    """The timedelta of a Duration field, or None when unset; INVALID_ARGUMENT naming ``field`` for one that is
+    not a valid Duration (out of range, nanos of another sign than seconds or past a second)."""
+    if not present:
+        return None
+    seconds, nanos = duration.seconds, duration.nanos
+    if (
+        abs(seconds) > _MAX_DURATION_SECONDS
+        or abs(nanos) >= 1_000_000_000
+        or (seconds > 0 and nanos < 0)
+        or (seconds < 0 and nanos > 0)
+    ):
+        raise InvalidArgument(field, "is not a valid duration")
+    return duration.ToTimedelta()

@@ -100,7 +100,7 @@ async def rig(database_url: str) -> AsyncIterator[Rig]:
         changes.append(change)  # every transition, in order
         return True
 
-    engine.changes.subscribe(record)
+    engine.changes.subscribe_everyone(record)
     await engine.feed_snapshot([COIN, SITE])
     yield Rig(engine, store, clock, changes)
     await engine.stop()

@@ -578,3 +578,17 @@ async def test_two_replicas_never_hold_the_same_notice(database_url: str) -> Non
     finally:
         await second.close()
         await first.close()
+
+
+async def test_silences_per_user_are_capped_and_ended_ones_do_not_count(database: Database) -> None:
+    store = AlertStore(database, max_rules_per_user=10, max_silences_per_user=2)
+    now = utc_now()
+    live = SilenceDraft(start_time=now, end_time=now + timedelta(hours=1))
+    ended = SilenceDraft(start_time=now - timedelta(hours=2), end_time=now - timedelta(hours=1))
+    await store.create_silence("usr_a", ended)
+    await store.create_silence("usr_a", live)
+    await store.create_silence("usr_a", live)
+    with pytest.raises(ResourceExhausted) as caught:
+        await store.create_silence("usr_a", live)
+    assert caught.value.metadata == {"limit": "silences_per_user"}
+    await store.create_silence("usr_b", live)  # another user's quota is their own

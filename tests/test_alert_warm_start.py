@@ -132,7 +132,7 @@ async def make_rig(
         changes.append(change)
         return True
 
-    engine.changes.subscribe(record)
+    engine.changes.subscribe_everyone(record)
     return Rig(engine, alerts, timeseries, clock, reads, changes), database
 
 

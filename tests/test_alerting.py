@@ -300,6 +300,30 @@ def test_invalid_rules_name_their_fields(alice: User) -> None:
             "alert_rule.for_duration",
         ),
         (apb.AlertRule(monitor_id=monitor.id), "alert_rule.condition"),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition()),
+                for_duration=duration_pb2.Duration(seconds=10**15),
+            ),
+            "alert_rule.for_duration",
+        ),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition()),
+                keep_firing_for=duration_pb2.Duration(seconds=5, nanos=-5),
+            ),
+            "alert_rule.keep_firing_for",
+        ),
+        (
+            apb.AlertRule(
+                monitor_id=monitor.id,
+                condition=common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition()),
+                display_name=" " * 100_000,
+            ),
+            "alert_rule.display_name",
+        ),
     ]
     for rule, field in cases:
         with pytest.raises(grpc.RpcError) as caught:
@@ -440,3 +464,27 @@ def test_a_new_rule_judges_on_the_stored_history_at_once(alice: User) -> None:
     # The saved rule's window was filled from the store when it was made: not one sample, not "no samples".
     assert (saved.would_fire, saved.evaluation.value) == (True, unsaved.evaluation.value)
     assert saved.evaluation.explanation == unsaved.evaluation.explanation
+
+
+def test_a_test_without_a_rule_names_it_and_streams_per_user_are_capped(stack: Stack) -> None:
+    dave = User(stack, "dave.streams@example.com")
+    with pytest.raises(grpc.RpcError) as caught:
+        dave.call(dave.alerts.TestAlertRule, apb.TestAlertRuleRequest())
+    assert "rule_id" in violations(caught.value)
+    opened = [dave.alerts.WatchAlerts(apb.WatchAlertsRequest(), metadata=dave.key, timeout=30) for _ in range(10)]
+    try:
+        time.sleep(0.5)  # the ten are open on the server
+        refused = dave.alerts.WatchAlerts(apb.WatchAlertsRequest(), metadata=dave.key, timeout=10)
+        with pytest.raises(grpc.RpcError) as caught:
+            next(refused)
+        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+        assert "streams" in (caught.value.details() or "")
+        # Another user's streams are theirs to open.
+        erin = User(stack, "erin.streams@example.com")
+        mine = erin.alerts.WatchAlerts(apb.WatchAlertsRequest(include_open=True), metadata=erin.key, timeout=2)
+        with pytest.raises(grpc.RpcError) as waited:
+            next(mine)
+        assert waited.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED  # open, and nothing to say yet
+    finally:
+        for stream in opened:
+            stream.cancel()

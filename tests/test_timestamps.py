@@ -5,10 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service_runtime.errors import InvalidArgument
-from service_runtime.timestamps import from_timestamp, to_timestamp
+from service_runtime.timestamps import from_duration, from_timestamp, to_timestamp
 
 MOMENTS = [
     datetime(1970, 1, 1, tzinfo=UTC),
@@ -49,3 +50,19 @@ def test_a_timestamp_no_datetime_can_hold_names_its_field(stamp: Timestamp) -> N
     with pytest.raises(InvalidArgument) as caught:
         from_timestamp(stamp, True, "time_range.start_time")
     assert [v.field for v in caught.value.violations] == ["time_range.start_time"]
+
+
+@pytest.mark.parametrize(
+    "duration",
+    [Duration(seconds=10**15), Duration(seconds=-(10**15)), Duration(seconds=5, nanos=-5), Duration(nanos=2 * 10**9)],
+)
+def test_a_duration_that_is_not_a_valid_duration_names_its_field(duration: Duration) -> None:
+    with pytest.raises(InvalidArgument) as caught:
+        from_duration(duration, True, "alert_rule.for_duration")
+    assert [v.field for v in caught.value.violations] == ["alert_rule.for_duration"]
+
+
+def test_durations_in_range_convert() -> None:
+    assert from_duration(Duration(seconds=-5, nanos=-500_000_000), True) == -timedelta(seconds=5.5)
+    assert from_duration(Duration(seconds=315_576_000_000), True) == timedelta(seconds=315_576_000_000)
+    assert from_duration(Duration(), False) is None

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
-from service_runtime.errors import InvalidArgument
+from service_runtime.errors import InvalidArgument, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from services.alert_svc.domain import (
     Alert,
@@ -45,6 +45,9 @@ MUTABLE_PATHS = (
     "description",
     "labels",
 )
+# A rule at its largest (description, labels, selector, channels) is about 6 KB: 250 keep a page well under the
+# 4 MiB a gRPC message may hold.
+MAX_RULES_PAGE = 250
 # Mask path -> RuleDraft attribute.
 _DRAFT_FIELD = {"monitor_selector": "selector"}
 
@@ -52,9 +55,10 @@ _DRAFT_FIELD = {"monitor_selector": "selector"}
 class Alerting:
     """AlertService's behaviour for one caller at a time."""
 
-    def __init__(self, store: AlertStore, engine: AlertEngine) -> None:
+    def __init__(self, store: AlertStore, engine: AlertEngine, max_streams: int = 10) -> None:
         self._store = store
         self._engine = engine
+        self._max_streams = max_streams
 
     # --- rules ---------------------------------------------------------------------------------------
 
@@ -75,7 +79,7 @@ class Alerting:
     async def list_rules(
         self, caller: Principal, size: int, token: str, monitor_id: str
     ) -> tuple[list[AlertRule], str]:
-        limit = page_size(size)
+        limit = page_size(size, maximum=MAX_RULES_PAGE)
         page = await self._store.list_rules(caller.user_id, decode_page_token(token) or "", limit, monitor_id)
         return page, encode_page_token(page[-1].id) if len(page) == limit else ""
 
@@ -121,6 +125,8 @@ class Alerting:
 
     async def test_rule(self, caller: Principal, rule_id: str, draft: RuleDraft | None) -> list[Evaluation]:
         """Evaluate a saved rule (``rule_id``) or an unsaved one (``draft``) now; changes nothing."""
+        if draft is None and not rule_id:
+            raise InvalidArgument("rule_id", "set rule_id, or alert_rule to test a rule before saving it")
         if draft is None:
             rule = await self._store.get_rule(caller.user_id, rule_id)
         else:
@@ -211,18 +217,26 @@ class Alerting:
     ) -> Subscription[Evaluation]:
         for rule_id in rule_ids:
             await self._store.get_rule(caller.user_id, rule_id)  # NOT_FOUND for another's
-        rules, monitors, owner = set(rule_ids), set(monitor_ids), caller.user_id
+        self._check_streams(caller.user_id)
+        rules, monitors = set(rule_ids), set(monitor_ids)
         return self._engine.evaluations.subscribe(
-            lambda e: (
-                e.owner_id == owner and (not rules or e.rule_id in rules) and (not monitors or e.monitor_id in monitors)
-            )
+            caller.user_id,
+            lambda e: (not rules or e.rule_id in rules) and (not monitors or e.monitor_id in monitors),
         )
 
     def watch_alerts(self, caller: Principal, include_open: bool) -> tuple[list[Alert], Subscription[Change]]:
-        owner = caller.user_id
-        subscription = self._engine.changes.subscribe(lambda c: c.owner_id == owner)
-        current = self._engine.open_alerts_of(owner) if include_open else []
+        self._check_streams(caller.user_id)
+        subscription = self._engine.changes.subscribe(caller.user_id)
+        current = self._engine.open_alerts_of(caller.user_id) if include_open else []
         return current, subscription
+
+    def _check_streams(self, owner_id: str) -> None:
+        """At most ``max_streams`` open StreamEvaluations and WatchAlerts per user: each holds a buffer."""
+        open_now = self._engine.evaluations.count(owner_id) + self._engine.changes.count(owner_id)
+        if open_now >= self._max_streams:
+            raise ResourceExhausted(
+                "streams_per_user", f"at most {self._max_streams} open alert streams per user; close one first"
+            )
 
     def unwatch_evaluations(self, subscription: Subscription[Evaluation]) -> None:
         self._engine.evaluations.unsubscribe(subscription)

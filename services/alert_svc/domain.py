@@ -327,7 +327,7 @@ def validate_rule(draft: RuleDraft, kind: str | None, prefix: str = "alert_rule"
     monitor's kind when the rule names one."""
     bad = _Violations()
     name = draft.display_name.strip()
-    if len(name) > MAX_DISPLAY_NAME:
+    if len(draft.display_name) > MAX_DISPLAY_NAME:
         bad.add(f"{prefix}.display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
     if len(draft.description) > MAX_DESCRIPTION:
         bad.add(f"{prefix}.description", f"must be at most {MAX_DESCRIPTION} characters")

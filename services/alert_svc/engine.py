@@ -448,7 +448,6 @@ class AlertEngine:
     # --- evaluations -> transitions --------------------------------------------------------------------
 
     async def _apply_all(self, evaluations: Sequence[Evaluation], now: datetime) -> None:
-        watched = self.evaluations.watched
         for evaluation in evaluations:
             key = (evaluation.rule_id, evaluation.monitor_id)
             held = self._pairs.get(key)
@@ -465,10 +464,11 @@ class AlertEngine:
                     held.alert, held.verdict, held.clear_since = before
                     self._pairs[key] = held
                 continue
-            if watched:
+            if self.evaluations.watched_by(evaluation.owner_id):
                 alert = pair.alert if pair is not None else None
                 self.evaluations.publish(
-                    replace(evaluation, state=alert.state if alert else None, alert_id=alert.id if alert else "")
+                    evaluation.owner_id,
+                    replace(evaluation, state=alert.state if alert else None, alert_id=alert.id if alert else ""),
                 )
 
     async def _apply(self, evaluation: Evaluation, now: datetime) -> _Pair | None:
@@ -576,7 +576,7 @@ class AlertEngine:
         for notice in notices:
             if notice.next_attempt_time == notice.event_time:
                 self._storms[(notice.owner_id, notice.kind)] = notice.event_time
-        self.changes.publish(Change(alert.owner_id, transition, alert))
+        self.changes.publish(alert.owner_id, Change(alert.owner_id, transition, alert))
         if notices:
             self._on_notices()
 

@@ -54,7 +54,7 @@ SUBSCRIPTION_CHECK_S = 60.0
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for AlertService with ``settings``."""
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
-    store = AlertStore(database, settings.max_rules_per_user)
+    store = AlertStore(database, settings.max_rules_per_user, settings.max_silences_per_user)
     timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention)
     notify_channel = open_channel(settings.notify_target, settings)
     monitor_channel = open_channel(settings.monitor_target, settings, CHANNEL_OPTIONS)
@@ -146,7 +146,7 @@ class AlertRuntime:
                 # warm-starts the engine, so every write is either in that history or delivered to us.
                 await self._register_subscription()
                 jobs.append(self._keep_subscription)
-            self._servicer = AlertServiceServicer(Alerting(self._store, engine))
+            self._servicer = AlertServiceServicer(Alerting(self._store, engine, self._settings.max_streams_per_user))
             self._ready.set()
             tasks = [asyncio.create_task(job()) for job in [*jobs, feed.run]]
             log.info("alert leader started", extra={"seconds": round(time.perf_counter() - started, 3)})

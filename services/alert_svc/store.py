@@ -545,9 +545,10 @@ class AlertStore:
     """Rules, alerts, silences and the outbox of every owner; each method that reads a user's resource takes
     its owner, and another owner's resource is NOT_FOUND."""
 
-    def __init__(self, database: Database, max_rules_per_user: int) -> None:
+    def __init__(self, database: Database, max_rules_per_user: int, max_silences_per_user: int = 200) -> None:
         self._db = database
         self._max_rules = max_rules_per_user
+        self._max_silences = max_silences_per_user
         self._get_rule = database.prepare(_GET_RULE)
         self._last_resolve = database.prepare(_LAST_RESOLVE)
 
@@ -810,7 +811,23 @@ class AlertStore:
             "time_zone": silence.time_zone,
             "create_time": silence.create_time,
         }
-        await self._db.run(lambda c: c.execute(sa.insert(SilenceRow).values(values)))
+        live = (
+            sa.select(sa.func.count())
+            .select_from(SilenceRow)
+            .where(SilenceRow.owner_id == owner_id)
+            .where(sa.or_(SilenceRow.end_time.is_(None), SilenceRow.end_time > silence.create_time))
+        )
+
+        def create(c: sa.Connection) -> None:
+            _lock_owner(c, owner_id)
+            if c.execute(live).scalar_one() >= self._max_silences:
+                raise ResourceExhausted(
+                    "silences_per_user", f"at most {self._max_silences} silences per user; delete one first"
+                )
+            c.execute(sa.insert(SilenceRow).values(values))
+
+        await self._run_retrying(lambda c: _ensure_owner_row(c, owner_id))
+        await self._run_retrying(create)
         return silence
 
     async def get_silence(self, owner_id: str, silence_id: str) -> Silence:

@@ -55,31 +55,49 @@ class Subscription(Generic[T]):
 
 
 class Broadcast(Generic[T]):
-    """Fan-out of one kind of item to every subscription that accepts it."""
+    """Fan-out of one kind of item to the subscriptions of the item's owner that accept it. Indexed by owner:
+    publishing costs the owner's watchers only, however many streams other users hold open."""
 
     def __init__(self, size: int = DEFAULT_BUFFER) -> None:
         self._size = size
-        self._subscriptions: set[Subscription[T]] = set()
+        self._by_owner: dict[str, set[Subscription[T]]] = {}
+        self._everyone: set[Subscription[T]] = set()  # our own watchers of every owner's items
 
-    @property
-    def watched(self) -> bool:
-        """Whether anybody listens (publishers may skip building items for nobody)."""
-        return bool(self._subscriptions)
+    def watched_by(self, owner_id: str) -> bool:
+        """Whether anybody listens to ``owner_id``'s items (publishers may skip building items for nobody)."""
+        return owner_id in self._by_owner or bool(self._everyone)
 
-    def subscribe(self, accepts: Callable[[T], bool]) -> Subscription[T]:
+    def count(self, owner_id: str) -> int:
+        return len(self._by_owner.get(owner_id, ()))
+
+    def subscribe(self, owner_id: str, accepts: Callable[[T], bool] = lambda _: True) -> Subscription[T]:
         subscription: Subscription[T] = Subscription(accepts, self._size)
-        self._subscriptions.add(subscription)
+        self._by_owner.setdefault(owner_id, set()).add(subscription)
+        return subscription
+
+    def subscribe_everyone(self, accepts: Callable[[T], bool] = lambda _: True) -> Subscription[T]:
+        """Every owner's items (for the service itself, never for a user's call)."""
+        subscription: Subscription[T] = Subscription(accepts, self._size)
+        self._everyone.add(subscription)
         return subscription
 
     def unsubscribe(self, subscription: Subscription[T]) -> None:
-        self._subscriptions.discard(subscription)
+        self._everyone.discard(subscription)
+        for owner_id, subscriptions in list(self._by_owner.items()):
+            if subscription in subscriptions:
+                subscriptions.discard(subscription)
+                if not subscriptions:
+                    del self._by_owner[owner_id]
         subscription.close()
 
-    def publish(self, item: T) -> None:
-        for subscription in self._subscriptions:
+    def publish(self, owner_id: str, item: T) -> None:
+        for subscription in self._by_owner.get(owner_id, ()):
+            subscription.offer(item)
+        for subscription in self._everyone:
             subscription.offer(item)
 
     def close_all(self) -> None:
         """End every stream (the server is draining)."""
-        for subscription in list(self._subscriptions):
-            self.unsubscribe(subscription)
+        for subscriptions in [*self._by_owner.values(), self._everyone]:
+            for subscription in list(subscriptions):
+                self.unsubscribe(subscription)

@@ -105,8 +105,8 @@ def _required(table: Mapping[Any, T], value: int, path: str, what: str) -> T:
     return found
 
 
-def _duration(message: object, name: str) -> timedelta | None:
-    return from_duration(getattr(message, name), message.HasField(name))  # type: ignore[attr-defined]
+def _duration(message: object, name: str, path: str) -> timedelta | None:
+    return from_duration(getattr(message, name), message.HasField(name), f"{path}.{name}")  # type: ignore[attr-defined]
 
 
 def condition_from_proto(message: common.AlertCondition, present: bool, path: str) -> Condition | None:
@@ -118,7 +118,7 @@ def condition_from_proto(message: common.AlertCondition, present: bool, path: st
         t = message.threshold
         aggregation = _enum(_AGGREGATIONS, t.aggregation, f"{path}.threshold.aggregation", "MEAN .. P99")
         operator = _required(_OPERATORS, t.operator, f"{path}.threshold.operator", "GREATER_THAN .. NOT_EQUAL")
-        window = _duration(t, "window") or timedelta(0)
+        window = _duration(t, "window", f"{path}.threshold") or timedelta(0)
         if aggregation is None:
             if window:
                 raise InvalidArgument(f"{path}.threshold.aggregation", "is required with a window")
@@ -128,19 +128,19 @@ def condition_from_proto(message: common.AlertCondition, present: bool, path: st
         c = message.change
         direction = _enum(_DIRECTIONS, c.direction, f"{path}.change.direction", "UP, DOWN, EITHER")
         return ChangeCondition(
-            c.field, _duration(c, "window") or timedelta(0), c.percent, direction or Direction.EITHER
+            c.field, _duration(c, "window", f"{path}.change") or timedelta(0), c.percent, direction or Direction.EITHER
         )
     if which == "monitor_down":
         return MonitorDownCondition()
     if which == "no_data":
-        return NoDataCondition(_duration(message.no_data, "duration") or timedelta(0))
+        return NoDataCondition(_duration(message.no_data, "duration", f"{path}.no_data") or timedelta(0))
     if which == "anomaly":
         a = message.anomaly
         direction = _enum(_DIRECTIONS, a.direction, f"{path}.anomaly.direction", "UP, DOWN, EITHER")
         return AnomalyCondition(
             a.field,
-            _duration(a, "window") or timedelta(0),
-            _duration(a, "baseline") or DEFAULT_BASELINE,
+            _duration(a, "window", f"{path}.anomaly") or timedelta(0),
+            _duration(a, "baseline", f"{path}.anomaly") or DEFAULT_BASELINE,
             a.deviations,
             a.min_samples or DEFAULT_MIN_SAMPLES,
             direction or Direction.EITHER,
@@ -192,11 +192,11 @@ def rule_draft_from_proto(message: pb.AlertRule, path: str = "alert_rule") -> Ru
         selector=dict(message.monitor_selector),
         condition=condition_from_proto(message.condition, message.HasField("condition"), f"{path}.condition"),
         severity=severity,
-        for_duration=_duration(message, "for_duration"),
-        keep_firing_for=_duration(message, "keep_firing_for"),
-        repeat_interval=_duration(message, "repeat_interval"),
-        cooldown=_duration(message, "cooldown"),
-        escalate_after=_duration(message, "escalate_after"),
+        for_duration=_duration(message, "for_duration", path),
+        keep_firing_for=_duration(message, "keep_firing_for", path),
+        repeat_interval=_duration(message, "repeat_interval", path),
+        cooldown=_duration(message, "cooldown", path),
+        escalate_after=_duration(message, "escalate_after", path),
         channel_ids=[c.strip() for c in message.channel_ids],
         escalation_channel_ids=[c.strip() for c in message.escalation_channel_ids],
         enabled=message.enabled if message.HasField("enabled") else None,
@@ -299,7 +299,7 @@ def silence_draft_from_proto(message: pb.Silence, path: str = "silence") -> Sile
         end_time=from_timestamp(message.end_time, message.HasField("end_time"), f"{path}.end_time"),
         comment=message.comment,
         cron_schedule=message.cron_schedule,
-        duration=_duration(message, "duration"),
+        duration=_duration(message, "duration", path),
         time_zone=message.time_zone.strip(),
     )
 

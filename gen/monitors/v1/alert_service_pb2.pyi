@@ -585,7 +585,7 @@ class ListAlertRulesRequest(_message.Message):
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     MONITOR_ID_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Default 50, maximum 1000."""
+    """Default 50, maximum 250."""
     page_token: _builtins.str
     monitor_id: _builtins.str
     """Only rules of this monitor, when set."""
