@@ -337,3 +337,11 @@ async def test_deleting_a_monitor_resolves_its_alerts_and_removes_its_own_rules(
     assert selector.id in remaining
     [alert] = await rig.store.list_alerts(OWNER, "", 10, rule_id=bound.id)
     assert (alert.state, alert.resolved_by) == (AlertState.RESOLVED, "monitor deleted")
+
+
+async def test_a_monitor_that_went_down_while_the_feed_was_away_fires_on_the_next_snapshot(rig: Rig) -> None:
+    """A new leader, or a feed that reconnects: the snapshot's states are judged as soon as it arrives."""
+    default = next(r for r in await rig.store.list_rules(OWNER, "", 10) if r.is_default)
+    await rig.engine.feed_down()
+    await rig.engine.feed_snapshot([COIN, replace(SITE, state=MonitorState.DOWN)])
+    assert [(a.rule_id, a.monitor_id) for a in rig.engine.open_alerts_of(OWNER)] == [(default.id, SITE.monitor_id)]

@@ -208,7 +208,7 @@ class Alerting:
 
     async def delete_silence(self, caller: Principal, silence_id: str) -> None:
         await self._store.delete_silence(caller.user_id, silence_id)
-        self._engine.silence_removed(silence_id)
+        self._engine.silence_removed(caller.user_id, silence_id)
 
     # --- streams -------------------------------------------------------------------------------------
 

@@ -136,7 +136,7 @@ class AlertEngine:
         self._rules: dict[str, AlertRule] = {}
         self._monitors: dict[str, MonitorInfo] = {}
         self._pairs: dict[tuple[str, str], _Pair] = {}
-        self._silences: dict[str, Silence] = {}
+        self._silences: dict[str, dict[str, Silence]] = {}  # owner id -> silence id -> silence
         self._owners_with_default: set[str] = set()
         self._emails: dict[str, str] = {}  # owner id -> account address (from the feed)
         # Per owner and notice kind: when the current group window opened (storm grouping).
@@ -160,7 +160,7 @@ class AlertEngine:
             for alert in await self._store.open_alerts():
                 self._pairs[(alert.rule_id, alert.monitor_id)] = _Pair(alert=alert)
             for silence in await self._store.live_silences(now):
-                self._silences[silence.id] = silence
+                self.silence_added(silence)
         self.evaluator.set_available(False)  # until the feed's first snapshot
         self._loaded.set()
 
@@ -185,7 +185,10 @@ class AlertEngine:
                 evaluations += self.evaluator.put_monitor(monitor, now.timestamp())
             self.evaluator.set_available(True)
             await self._warm_start()
-            await self._apply_all(evaluations, now)
+            # Judged before the feed was available, the snapshot's evaluations were unknown: judge every pair
+            # again now that its history is loaded, so what went down or came back meanwhile acts at once.
+            judged = [e for e in evaluations if e.verdict is not Verdict.UNKNOWN]
+            await self._apply_all(judged + self._verdict_changes(now), now)
         self._snapshot.set()
         await self._ensure_defaults({m.owner_id for m in monitors})
 
@@ -433,16 +436,17 @@ class AlertEngine:
     # --- silences ------------------------------------------------------------------------------------
 
     def silence_added(self, silence: Silence) -> None:
-        self._silences[silence.id] = silence
+        self._silences.setdefault(silence.owner_id, {})[silence.id] = silence
 
-    def silence_removed(self, silence_id: str) -> None:
-        self._silences.pop(silence_id, None)
+    def silence_removed(self, owner_id: str, silence_id: str) -> None:
+        self._silences.get(owner_id, {}).pop(silence_id, None)
 
     def _muted(self, alert: Alert, now: datetime) -> bool:
+        """Whether a silence of the alert's owner covers it now (only the owner's silences are looked at)."""
         monitor = self._monitors.get(alert.monitor_id)
         return any(
-            s.owner_id == alert.owner_id and s.matches(alert.rule_id, monitor, alert.monitor_id) and s.active_at(now)
-            for s in self._silences.values()
+            s.matches(alert.rule_id, monitor, alert.monitor_id) and s.active_at(now)
+            for s in self._silences.get(alert.owner_id, {}).values()
         )
 
     # --- evaluations -> transitions --------------------------------------------------------------------
