@@ -7,6 +7,7 @@ googleapis-common-protos. The wire format is all that matters, so they live in a
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -48,8 +49,20 @@ def _build_messages() -> dict[str, Any]:
     )
     add("FieldViolation", [("field", 1, string, optional, ""), ("description", 2, string, optional, "")])
     add("BadRequest", [("field_violations", 1, message, repeated, f".{_PACKAGE}.FieldViolation")])
-    # ErrorInfo's metadata map is left out: the reason is what the adapter reads.
-    add("ErrorInfo", [("reason", 1, string, optional, ""), ("domain", 2, string, optional, "")])
+    # ErrorInfo's metadata is a map<string, string>: on the wire, repeated entries of a nested message marked as
+    # a map entry. The services put the limit a RESOURCE_EXHAUSTED hit under "limit".
+    add(
+        "ErrorInfo",
+        [
+            ("reason", 1, string, optional, ""),
+            ("domain", 2, string, optional, ""),
+            ("metadata", 3, message, repeated, f".{_PACKAGE}.ErrorInfo.MetadataEntry"),
+        ],
+    )
+    entry = file.message_type[-1].nested_type.add(name="MetadataEntry")
+    entry.options.map_entry = True
+    entry.field.add(name="key", number=1, type=string, label=optional)
+    entry.field.add(name="value", number=2, type=string, label=optional)
     pool.Add(file)
     return {
         name: message_factory.GetMessageClass(pool.FindMessageTypeByName(f"{_PACKAGE}.{name}"))
@@ -66,6 +79,10 @@ class ErrorDetails:
 
     field_violations: tuple[tuple[str, str], ...] = ()
     reason: str = ""
+    metadata: tuple[tuple[str, str], ...] = ()
+
+    def get(self, key: str) -> str:
+        return next((value for name, value in self.metadata if name == key), "")
 
 
 def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
@@ -80,13 +97,16 @@ def error_details(error: grpc.aio.AioRpcError) -> ErrorDetails:
         return ErrorDetails()
     violations: list[tuple[str, str]] = []
     reason = ""
+    metadata: list[tuple[str, str]] = []
     for detail in status.details:
         if detail.type_url.endswith("/google.rpc.BadRequest"):
             bad_request = _MESSAGES["BadRequest"].FromString(detail.value)
             violations.extend((v.field, v.description) for v in bad_request.field_violations)
         elif detail.type_url.endswith("/google.rpc.ErrorInfo"):
-            reason = _MESSAGES["ErrorInfo"].FromString(detail.value).reason
-    return ErrorDetails(tuple(violations), reason)
+            info = _MESSAGES["ErrorInfo"].FromString(detail.value)
+            reason = info.reason
+            metadata.extend(sorted(info.metadata.items()))
+    return ErrorDetails(tuple(violations), reason, tuple(metadata))
 
 
 @dataclass(frozen=True)
@@ -100,6 +120,35 @@ class Subject:
 
 class AdapterError(ToolError):
     """A tool failure whose text tells the model what happened and what to do next."""
+
+
+# What to do about each limit the services name in ErrorInfo.metadata["limit"].
+_LIMIT_ADVICE = {
+    "monitors_per_user": "delete a monitor you no longer need (list_monitors), or pause instead of adding",
+    "rules_per_user": "delete an alert rule you no longer need (list_alert_rules)",
+    "channels_per_user": "delete a channel you no longer need (list_channels)",
+    "login_codes_per_client": "wait a few minutes before asking for another code",
+    "login_codes_per_address": "wait a few minutes before asking for another code; use the last one sent",
+    "login_codes_per_address_per_day": "no more codes for this address today; use the last one sent",
+    "login_attempts_per_client": "wait a few minutes before trying a code again",
+}
+
+
+def exhausted_error(message: str, details: ErrorDetails) -> AdapterError:
+    """RESOURCE_EXHAUSTED, with the way out that fits the limit hit."""
+    limit = details.get("limit")
+    if limit == "min_interval":
+        # "monitor.interval: this deployment checks at most every 10s; ask for 10s or more"
+        seconds = re.search(r"every (\d+(?:\.\d+)?)s", message)
+        least = f"{seconds.group(1)}s" if seconds else "the deployment's minimum"
+        return AdapterError(
+            f"interval: this deployment checks a monitor at most every {least}; use an interval of at least "
+            f"{least} (or leave interval out for the default)"
+        )
+    advice = _LIMIT_ADVICE.get(limit)
+    if advice is None:
+        advice = f"a limit of this deployment ({limit or 'unnamed'}): wait and retry, or ask its operator"
+    return AdapterError(f"{message}; {advice}")
 
 
 def tool_error(
@@ -130,8 +179,7 @@ def tool_error(
     if code == grpc.StatusCode.PERMISSION_DENIED:
         return AdapterError(f"not allowed: {message}")
     if code == grpc.StatusCode.RESOURCE_EXHAUSTED:
-        limit = f" (limit: {details.reason})" if details.reason else ""
-        return AdapterError(f"{message}{limit}; delete something you no longer need, or wait and retry")
+        return exhausted_error(message, details)
     if code == grpc.StatusCode.FAILED_PRECONDITION:
         return AdapterError(f"cannot do that now: {message}")
     if code == grpc.StatusCode.ALREADY_EXISTS:

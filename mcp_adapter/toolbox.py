@@ -1,9 +1,9 @@
 """What every tool shares: the registry the server is built from, the adapter's state, and the reply shape
-(a one-line summary the model reads first, then the structured data, also published with its schema)."""
+(a one-line summary as the text content, and the structured data, with the summary too, published with its
+schema; server.AdapterTool adds the data as JSON text for a client too old for structured output)."""
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -26,6 +26,8 @@ class ToolSpec:
     idempotent: bool
     stdio_only: bool
     name: str
+    open_world: bool = False
+    http_description: str = ""
 
 
 TOOLS: list[ToolSpec] = []
@@ -38,12 +40,23 @@ def tool(
     idempotent: bool = False,
     stdio_only: bool = False,
     name: str = "",
+    open_world: bool = False,
+    http_description: str = "",
 ) -> Callable[[FunctionT], FunctionT]:
-    """Registers a tool function: its name (or ``name``), docstring and type hints are the tool the model sees."""
+    """Registers a tool function: its name (or ``name``), docstring and type hints are the tool the model sees.
+    ``open_world``: the call itself reaches outside the deployment (a website, a mail or chat provider).
+    ``http_description``: the description over HTTP, where the login tools are not offered."""
 
     def register(function: FunctionT) -> FunctionT:
         spec = ToolSpec(
-            function, read_only, destructive, idempotent or read_only, stdio_only, name or function.__name__
+            function,
+            read_only,
+            destructive,
+            idempotent or read_only,
+            stdio_only,
+            name or function.__name__,
+            open_world,
+            http_description,
         )
         TOOLS.append(spec)
         return function
@@ -70,7 +83,12 @@ def state_of(ctx: ToolContext) -> AdapterState:
 
 
 def reply(summary: str, data: BaseModel) -> CallToolResult:
-    """The tool result: ``summary`` in one line, then the data as compact JSON (and as structured content)."""
-    structured = data.model_dump(mode="json", exclude_none=True)
-    text = f"{summary}\n{json.dumps(structured, separators=(',', ':'), ensure_ascii=False)}"
-    return CallToolResult(content=[TextContent(type="text", text=text)], structured_content=structured)
+    """The tool result: ``summary`` in one line as its text, and the data as structured content, led by the same
+    line as "result" (some clients hand the model only the structured content)."""
+    structured = {"result": summary, **data.model_dump(mode="json", exclude_none=True)}
+    return CallToolResult(content=[TextContent(type="text", text=summary)], structured_content=structured)
+
+
+def more(shown: int, total: int) -> str:
+    """ ", and 3 more" when a summary names ``shown`` of ``total`` items."""
+    return f", and {total - shown} more" if total > shown else ""

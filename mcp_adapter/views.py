@@ -67,6 +67,18 @@ class MonitorView(BaseModel):
     labels: dict[str, str] | None = None
     heartbeat_url: str | None = None
     created: str | None = None
+    # Website settings, when set.
+    keyword: str | None = None
+    keyword_absent: bool | None = None
+    expected_status: str | None = None
+    header_names: list[str] | None = None
+    cert_expiry_days: int | None = None
+
+
+def status_text(ranges: Any) -> str | None:
+    """StatusCodeRanges as "200-299,301"."""
+    parts = [str(r.min) if r.min == r.max else f"{r.min}-{r.max}" for r in ranges]
+    return ",".join(parts) or None
 
 
 def monitor_kind(spec: common_pb2.MonitorSpec) -> str:
@@ -95,7 +107,7 @@ def monitor_target(monitor: monitor_service_pb2.Monitor) -> str:
 
 
 def monitor_view(monitor: monitor_service_pb2.Monitor) -> MonitorView:
-    return MonitorView(
+    view = MonitorView(
         id=monitor.id,
         name=monitor.display_name,
         kind=monitor_kind(monitor.spec),
@@ -110,6 +122,15 @@ def monitor_view(monitor: monitor_service_pb2.Monitor) -> MonitorView:
         heartbeat_url=monitor.heartbeat_url or None,
         created=iso(monitor.create_time),
     )
+    if view.kind == "website":
+        website = monitor.spec.website
+        view.keyword = website.keyword.keyword or None
+        view.keyword_absent = (website.keyword.absent or None) if website.keyword.keyword else None
+        view.expected_status = status_text(website.accepted_status_codes)
+        # Names only: a header's value may hold a token.
+        view.header_names = sorted(website.headers) or None
+        view.cert_expiry_days = website.cert_expiry_days or None
+    return view
 
 
 class CheckView(BaseModel):

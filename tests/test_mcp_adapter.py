@@ -239,6 +239,18 @@ async def test_tools_are_listed_with_schemas_and_hints(mcp_stack: McpStack) -> N
     assert "monitors" in tools["list_monitors"].output_schema["properties"]
     kind = tools["create_monitor"].input_schema["properties"]["kind"]
     assert kind["enum"] == ["website", "crypto_price", "tcp", "dns", "heartbeat", "grpc_health"]
+    # Only the calls that reach outside the deployment are open-world.
+    open_world = {name for name, tool in tools.items() if tool.annotations.open_world_hint}  # type: ignore[union-attr]
+    assert open_world == {"run_check_now", "test_channel", "request_login_code"}
+    for name, tool in tools.items():
+        # Unknown arguments are refused, and no schema carries pydantic's internal titles.
+        assert tool.input_schema.get("additionalProperties") is False, name
+        listing = json.dumps([tool.input_schema, tool.output_schema])
+        assert '"title"' not in listing, name
+        assert "Arguments" not in listing, name
+        if tool.output_schema is not None:
+            assert tool.output_schema["properties"]["result"] == {"type": "string"}, name
+    assert "request_login_code" in (tools["whoami"].description or "")
 
 
 async def test_read_only_flag_offers_only_read_tools(mcp_stack: McpStack) -> None:
@@ -271,7 +283,12 @@ async def test_login_by_emailed_code_and_remembered_session(mcp_stack: McpStack,
         assert logged_in["email"] == address
         assert logged_in["remembered"] is True
         me = await call(session, "whoami")
-        assert me == {"user_id": logged_in["user_id"], "email": address, "authenticated_by": "session"}
+        assert me == {
+            "result": f"You are {address}.",
+            "user_id": logged_in["user_id"],
+            "email": address,
+            "authenticated_by": "session",
+        }
     # Remembered in a file only its owner can read, without the token ever appearing in a result.
     assert stat.S_IMODE(session_file.stat().st_mode) == 0o600
     token = json.loads(session_file.read_text())["session_token"]
@@ -313,6 +330,11 @@ async def test_bitcoin_price_monitor_from_creation_to_chart(mcp_stack: McpStack)
         assert monitor["target"] == "BTC-USD"
         assert monitor["interval"] == "1s"
         assert text_of(result).startswith(f"Created crypto_price monitor {monitor['id']}")
+        # The text is the one-line summary; the data is the structured content, led by the same line.
+        assert "\n" not in text_of(result)
+        assert created["result"] == text_of(result)
+        # Suggested rules are named after the monitor.
+        assert all(rule["name"].startswith("BTC-USD price") for rule in created.get("alert_rules", []))
         # Three sub-steps: the monitor, the suggestions, the rules (made, or why not while AlertService is absent).
         assert [step[0] for step in steps] == [1, 2, 3]
         assert all(step[1] == 3 for step in steps)
@@ -334,16 +356,34 @@ async def test_bitcoin_price_monitor_from_creation_to_chart(mcp_stack: McpStack)
             return bool(data["field"] == "price" and data["points"][-1]["v"] == 71000.0)
 
         await eventually(saw_new_price, what="the new price")
+        # Aggregation is said, with why the window is wider than asked.
+        windows = await call(
+            session, "get_monitor_data", monitor_id=monitor["id"], since="10m", window="1s", max_points=2
+        )
+        assert windows["aggregation"] == "mean"
+        assert windows["window"] != "1s"
+        assert f"mean per {windows['window']} window (window widened from 1s to fit max_points=2)" in windows["result"]
+        raw = await call(session, "get_monitor_data", monitor_id=monitor["id"], since="10m")
+        assert "raw samples" in raw["result"]
         summary = await call(session, "summarize_monitor", monitor_id=monitor["id"], since="1h")
         assert summary["price"]["min"] == 65000.0
         assert summary["price"]["max"] == 71000.0
         analysis = await call(session, "get_crypto_analysis", symbol="BTC", since="1h")
         assert analysis["monitor_id"] == monitor["id"]
-        assert analysis["summary"]["price"]["last"] == 71000.0
+        assert analysis["stats"]["price"]["last"] == 71000.0
         assert analysis["hourly"]
         missing = await call_error(session, "get_crypto_analysis", symbol="ETH")
         assert "no monitor watches ETH-USD" in missing
         assert "create_monitor" in missing
+        # A monitor without samples (the market knows no ETH) has no data, not a price of 0.00.
+        eth = await call(session, "create_monitor", kind="crypto_price", target="ETH", providers=["coinbase"])
+        empty = await session.call_tool("get_crypto_analysis", {"symbol": "ETH"})
+        assert not empty.is_error, text_of(empty)
+        assert text_of(empty).startswith("ETH-USD: no data yet over 24h")
+        assert "The monitor is" in text_of(empty)
+        assert "0.00" not in text_of(empty)
+        assert "price" not in (empty.structured_content or {})["stats"]
+        await call(session, "delete_monitor", monitor_id=eth["monitor"]["id"])
 
         chart = await session.call_tool("plot_monitor_data", {"monitor_id": monitor["id"], "since": "30m"})
         assert not chart.is_error, text_of(chart)
@@ -402,10 +442,34 @@ async def test_website_outage_is_seen_and_summarised(mcp_stack: McpStack) -> Non
         assert summary["failed_checks"] >= 1
         analysis = await call(session, "get_website_uptime_analysis", site=f"127.0.0.1:{mcp_stack.website.server.port}")
         assert analysis["monitor_id"] == monitor_id
+        # Seven days asked of a monitor minutes old: the answer says since when there is data.
+        assert f"data only since {created['monitor']['created']}" in analysis["result"]
         assert analysis["state"] == "up"
-        assert len(analysis["summary"]["outages"]) == 1
+        assert len(analysis["stats"]["outages"]) == 1
         chart = await session.call_tool("plot_monitor_data", {"monitor_id": monitor_id, "since": "15m"})
         assert "1 DOWN period(s)" in text_of(chart)
+
+        # The website's own settings change through update_monitor and show in get_monitor.
+        updated = await call(
+            session,
+            "update_monitor",
+            monitor_id=monitor_id,
+            keyword="shop is open",
+            expected_status="200-299,301",
+            headers={"X-Shop": "yes"},
+            cert_expiry_days=14,
+        )
+        assert updated["result"] == f"Updated {monitor_id} (headers, expected_status, keyword, cert_expiry_days)."
+        shown = await call(session, "get_monitor", monitor_id=monitor_id)
+        assert shown["keyword"] == "shop is open"
+        assert shown["expected_status"] == "200-299,301"
+        assert shown["header_names"] == ["X-Shop"]
+        assert shown["cert_expiry_days"] == 14
+        assert "keyword present: 'shop is open'" in shown["result"]
+        assert (await call(session, "run_check_now", monitor_id=monitor_id))["is_up"] is True
+        await call(session, "update_monitor", monitor_id=monitor_id, keyword="closed for good")
+        down = await call(session, "run_check_now", monitor_id=monitor_id)
+        assert down["is_up"] is False
         await call(session, "delete_monitor", monitor_id=monitor_id)
 
 
@@ -420,13 +484,44 @@ async def test_errors_name_the_field_and_the_way_out(mcp_stack: McpStack) -> Non
         assert "5m" in bad_unit
         bad_kind = await call_error(session, "create_monitor", kind="ping", target="example.com")
         assert "kind" in bad_kind
+        assert "errors.pydantic.dev" not in bad_kind
+        assert "kind should be 'website', 'crypto_price'" in bad_kind
+        assert 'not "ping"' in bad_kind
         missing = await call_error(session, "summarize_monitor", monitor_id="mon_nope")
         assert "monitor mon_nope not found; call list_monitors" in missing
+        # A deployment's minimum interval (1s here) says what to ask for, not to delete something.
+        too_often = await call_error(session, "create_monitor", kind="website", target="example.com", interval="500ms")
+        assert "use an interval of at least 1s" in too_often
+        assert "delete" not in too_often
+        # An argument the tool does not take is refused, naming the ones it does.
+        unknown = await call_error(session, "update_monitor", monitor_id="mon_nope", colour="red")
+        assert "update_monitor has no argument colour" in unknown
+        assert "keyword" in unknown
+        assert "Error executing tool" not in unknown
     # Services down: the error says which and where, and what to do.
     async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, MONITORS_MONITOR_TARGET=f"127.0.0.1:{free_port()}") as s:
         unreachable = await call_error(s, "list_monitors")
         assert "cannot reach MonitorService at 127.0.0.1:" in unreachable
         assert "retry" in unreachable
+
+
+async def test_list_summaries_say_how_many_more(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("collector@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key) as session:
+        ids = [
+            (await call(session, "create_monitor", kind="heartbeat", name=f"job {i}"))["monitor"]["id"]
+            for i in range(12)
+        ]
+        listed = await call(session, "list_monitors")
+        assert len(listed["monitors"]) == 12
+        assert listed["result"].endswith(", and 2 more.")
+        paged = await call(session, "list_monitors", page_size=5)
+        assert "more on the next page" in paged["result"]
+        # A website setting on a heartbeat monitor is refused, naming it.
+        refused = await call_error(session, "update_monitor", monitor_id=ids[0], keyword="ok")
+        assert "keyword: only a website monitor has it" in refused
+        for monitor_id in ids:
+            await call(session, "delete_monitor", monitor_id=monitor_id)
 
 
 async def test_secrets_are_write_only_and_channels_deliver(mcp_stack: McpStack) -> None:
@@ -500,10 +595,13 @@ async def test_over_http_each_client_acts_as_its_own_user(mcp_stack: McpStack, h
     alice_key = mcp_stack.stack.create_api_key("alice@example.com")
     bob_key = mcp_stack.stack.create_api_key("bob@example.com")
     async with http_adapter.session(alice_key) as alice, http_adapter.session(bob_key) as bob:
-        tools = {tool.name for tool in (await alice.list_tools()).tools}
+        listed = {tool.name: tool for tool in (await alice.list_tools()).tools}
+        tools = set(listed)
         assert "create_monitor" in tools
         assert "whoami" in tools
         assert not tools & {"request_login_code", "verify_login_code", "logout"}
+        # Nothing points at a tool this transport does not offer.
+        assert all("request_login_code" not in (tool.description or "") for tool in listed.values())
         assert (await call(alice, "whoami"))["email"] == "alice@example.com"
         assert (await call(bob, "whoami"))["email"] == "bob@example.com"
         created = await call(alice, "create_monitor", kind="website", target="https://alice.example")

@@ -46,7 +46,7 @@ def _stdio_identity(ctx: ToolContext) -> StdioIdentity:
     return identity
 
 
-@tool(stdio_only=True)
+@tool(stdio_only=True, open_world=True)
 async def request_login_code(email: Email, ctx: ToolContext) -> Annotated[CallToolResult, LoginCodeSent]:
     """Email a one-time login code to the person. Use it when a tool says "not logged in": ask the person for
     their email address, call this, then ask them for the code and call verify_login_code. The account is
@@ -114,7 +114,12 @@ async def logout(ctx: ToolContext) -> Annotated[CallToolResult, LoggedOut]:
     return reply(summary, LoggedOut(logged_out=logged_out, still_authenticated_by=fallback))
 
 
-@tool(read_only=True)
+@tool(
+    read_only=True,
+    http_description="Say who the tools run as (user id and email): the owner of the API key this MCP client "
+    "presents. Use it to check the identity before acting; if the key is refused, the person configures a new one "
+    "in their MCP client.",
+)
 async def whoami(ctx: ToolContext) -> Annotated[CallToolResult, WhoAmI]:
     """Say who the tools run as (user id and email). Use it to check the login before acting; if it fails with
     "not logged in", use request_login_code."""

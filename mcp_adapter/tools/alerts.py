@@ -3,6 +3,8 @@ alerts; silences and maintenance windows."""
 
 from __future__ import annotations
 
+import asyncio
+import re
 from datetime import UTC, datetime
 from typing import Annotated, Any, Literal
 
@@ -11,8 +13,8 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mcp_adapter.errors import AdapterError, Subject
-from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
-from mcp_adapter.tools.monitors import get_monitor_message
+from mcp_adapter.toolbox import AdapterState, ToolContext, more, reply, state_of, tool
+from mcp_adapter.tools.monitors import all_alert_rules, all_monitors, get_monitor_message
 from mcp_adapter.tools.rules import (
     CONDITION_ARGUMENTS,
     DEFAULT_FIELDS,
@@ -25,6 +27,9 @@ from mcp_adapter.tools.rules import (
     build_condition,
     condition_arguments,
     rule_view,
+    scope_text,
+    selector_matches,
+    selector_text,
 )
 from mcp_adapter.units import parse_duration, parse_time
 from mcp_adapter.views import enum_name, enum_value, iso, monitor_kind, span, to_duration, to_timestamp
@@ -35,7 +40,15 @@ AlertId = Annotated[str, Field(min_length=1, max_length=100, description="An ale
 OptionalDuration = Annotated[str | None, Field(max_length=32, description='A duration such as "5m" or "1h".')]
 Value = Annotated[float | str | None, Field(description='Threshold: 70000, "70,000" or "70k".')]
 Selector = Annotated[
-    dict[str, str] | None, Field(description="Instead of monitor_id: every monitor with all these labels.")
+    dict[str, str] | None,
+    Field(description='Instead of monitor_id: every monitor with all these labels, e.g. {"team": "web"}.'),
+]
+RuleMonitorId = Annotated[
+    str | None,
+    Field(
+        description="The monitor to watch (from list_monitors). Without it (and without monitor_selector) the "
+        "rule watches every monitor of the person's, monitors created later included."
+    ),
 ]
 
 
@@ -49,11 +62,16 @@ def alert_subject(alert_id: str) -> Subject:
 
 async def _condition(
     state: AdapterState, kind: ConditionKind, monitor_id: str | None, args: dict[str, Any]
-) -> common_pb2.AlertCondition:
-    if kind in ("threshold", "change", "anomaly") and not args.get("field") and monitor_id:
-        # The field a monitor's kind is usually watched by: price for a coin, response time for a website.
-        args["field"] = DEFAULT_FIELDS.get(monitor_kind((await get_monitor_message(state, monitor_id)).spec))
-    return build_condition(kind, args)
+) -> tuple[common_pb2.AlertCondition, str]:
+    """The condition, and the watched monitor's name (empty without monitor_id)."""
+    name = ""
+    if monitor_id:
+        monitor = await get_monitor_message(state, monitor_id)
+        name = monitor.display_name
+        if kind in ("threshold", "change", "anomaly") and not args.get("field"):
+            # The field a monitor's kind is usually watched by: price for a coin, response time for a website.
+            args["field"] = DEFAULT_FIELDS.get(monitor_kind(monitor.spec))
+    return build_condition(kind, args), name
 
 
 def _set_durations(rule: alert_service_pb2.AlertRule, durations: dict[str, str | None], paths: list[str]) -> None:
@@ -73,9 +91,12 @@ async def create_alert_rule(
             "window), monitor_down, no_data (nothing for no_data_for), anomaly (deviations from its baseline)."
         ),
     ],
-    monitor_id: Annotated[str | None, Field(description="The monitor to watch (from list_monitors).")] = None,
+    monitor_id: RuleMonitorId = None,
     monitor_selector: Selector = None,
-    field: Annotated[str | None, Field(description="price, response_time_ms, status_code, is_up, ...")] = None,
+    field: Annotated[
+        str | None,
+        Field(description="price, response_time_ms, status_code, is_up, ...; default: the monitor's main one."),
+    ] = None,
     operator: Operator | None = None,
     value: Value = None,
     aggregation: Annotated[AggregationName, Field(description="How samples in window combine.")] = "last",
@@ -99,8 +120,10 @@ async def create_alert_rule(
 ) -> Annotated[CallToolResult, RuleView]:
     """Create an alert rule: "alert me if Bitcoin goes above 70,000" is condition=threshold, monitor_id of the
     BTC-USD monitor, operator=">", value="70k" (field defaults to the monitor's main value: price, response
-    time). "Tell me when my site is down" is condition=monitor_down. Notifications go to channel_ids, or the
-    person's default channels (create_channel). Check a rule without saving it with test_alert_rule."""
+    time). "Tell me when my site is down" is condition=monitor_down. Without monitor_id the rule watches every
+    monitor of the person's (or those with the labels in monitor_selector); every account already has a default
+    rule "A monitor is down" over all monitors. Notifications go to channel_ids, or the person's default
+    channels (create_channel). Check a rule without saving it with test_alert_rule."""
     state = state_of(ctx)
     args = {
         "field": field,
@@ -115,11 +138,12 @@ async def create_alert_rule(
         "baseline": baseline,
         "min_samples": min_samples,
     }
+    built, monitor_name = await _condition(state, condition, monitor_id, args)
     rule = alert_service_pb2.AlertRule(
         display_name=name or "",
         monitor_id=monitor_id or "",
         monitor_selector=monitor_selector or {},
-        condition=await _condition(state, condition, monitor_id, args),
+        condition=built,
         severity=enum_value(common_pb2.Severity, severity, "SEVERITY_"),
         channel_ids=channel_ids or [],
         escalation_channel_ids=escalation_channel_ids or [],
@@ -139,35 +163,67 @@ async def create_alert_rule(
         token=state.token(),
         subject=Subject("monitor", monitor_id, "list_monitors") if monitor_id else None,
     )
-    view = rule_view(response.alert_rule)
-    return reply(f"Created alert rule {view.id}: {view.condition} ({view.severity}).", view)
+    view = rule_view(response.alert_rule, monitor_name)
+    return reply(
+        f'Created alert rule {view.id} "{view.name}" on {view.watches}: {view.condition} ({view.severity}).', view
+    )
+
+
+class ListedRule(RuleView):
+    applies: str | None = None
 
 
 class RuleList(BaseModel):
-    alert_rules: list[RuleView]
+    alert_rules: list[ListedRule]
     next_page_token: str | None = None
 
 
 @tool(read_only=True)
 async def list_alert_rules(
     ctx: ToolContext,
-    monitor_id: Annotated[str | None, Field(description="Only this monitor's rules.")] = None,
+    monitor_id: Annotated[
+        str | None,
+        Field(description="Only the rules that watch this monitor: its own, and those over all or labelled monitors."),
+    ] = None,
     page_size: Annotated[int, Field(ge=1, le=1000)] = 100,
     page_token: str = "",
 ) -> Annotated[CallToolResult, RuleList]:
-    """List the person's alert rules (optionally of one monitor): id, condition, severity, channels."""
+    """List the person's alert rules: id, what each watches (a monitor, monitors with some labels, or all
+    monitors), condition, severity, channels. With monitor_id, every rule that applies to that monitor, each
+    saying how (its own rule, over all monitors, or by label)."""
     state = state_of(ctx)
+    names = {m.id: m.display_name for m in await all_monitors(state)}
+    if monitor_id:
+        monitor = await get_monitor_message(state, monitor_id)
+        labels = dict(monitor.labels)
+        views: list[ListedRule] = []
+        for rule in await all_alert_rules(state):
+            if rule.monitor_id == monitor_id:
+                applies = "this monitor's own rule"
+            elif not rule.monitor_id and not rule.monitor_selector:
+                applies = "default rule, over all monitors" if rule.is_default else "over all monitors"
+            elif not rule.monitor_id and selector_matches(rule.monitor_selector, labels):
+                applies = f"by its labels ({selector_text(rule.monitor_selector)})"
+            else:
+                continue
+            views.append(ListedRule(**rule_view(rule, names.get(rule.monitor_id, "")).model_dump(), applies=applies))
+        text = "; ".join(f"{v.id} {v.condition} ({v.applies})" for v in views[:10]) + more(10, len(views))
+        return reply(
+            f"{len(views)} alert rule(s) apply to {monitor.display_name} ({monitor_id})"
+            + (f": {text}." if views else "."),
+            RuleList(alert_rules=views),
+        )
     response = await state.clients.call(
         state.clients.alerts.ListAlertRules,
-        alert_service_pb2.ListAlertRulesRequest(
-            page_size=page_size, page_token=page_token, monitor_id=monitor_id or ""
-        ),
+        alert_service_pb2.ListAlertRulesRequest(page_size=page_size, page_token=page_token),
         token=state.token(),
     )
-    views = [rule_view(r) for r in response.alert_rules]
-    text = "; ".join(f"{v.id} {v.condition}" for v in views[:10])
+    views = [ListedRule(**rule_view(r, names.get(r.monitor_id, "")).model_dump()) for r in response.alert_rules]
+    text = "; ".join(f"{v.id} {v.condition} on {v.watches}" for v in views[:10]) + more(10, len(views))
+    if response.next_page_token:
+        text += " (more on the next page: page_token)"
     return reply(
-        f"{len(views)} alert rule(s)" + (f": {text}." if text else "."),
+        f"{len(views)} alert rule(s)" + (f": {text}." if views else "."),
         RuleList(alert_rules=views, next_page_token=response.next_page_token or None),
     )
 
@@ -296,6 +352,7 @@ async def delete_alert_rule(rule_id: RuleId, ctx: ToolContext) -> Annotated[Call
 
 class EvaluationView(BaseModel):
     monitor_id: str
+    monitor_name: str | None = None
     has_value: bool
     value: float | None = None
     condition_met: bool
@@ -306,6 +363,7 @@ class EvaluationView(BaseModel):
 
 class RuleTest(BaseModel):
     would_fire: bool
+    watches: str
     evaluations: list[EvaluationView]
 
 
@@ -314,7 +372,7 @@ class RuleTest(BaseModel):
 async def try_alert_rule(
     ctx: ToolContext,
     rule_id: Annotated[str | None, Field(description="A saved rule; or describe an unsaved one instead.")] = None,
-    monitor_id: str | None = None,
+    monitor_id: RuleMonitorId = None,
     monitor_selector: Selector = None,
     condition: ConditionKind | None = None,
     field: str | None = None,
@@ -328,10 +386,18 @@ async def try_alert_rule(
     deviations: Annotated[float | None, Field(gt=0)] = None,
     baseline: OptionalDuration = None,
 ) -> Annotated[CallToolResult, RuleTest]:
-    """Evaluate a rule once against current data and say whether it would fire now, with the value and why.
+    """Evaluate a rule once against current data and say whether it would fire now, with the value and why, per
+    monitor it watches (without monitor_id: every monitor of the person's, or those matching monitor_selector).
     Changes nothing and notifies nobody. Give rule_id, or the same arguments create_alert_rule takes."""
     state = state_of(ctx)
     if rule_id:
+        saved = await state.clients.call(
+            state.clients.alerts.GetAlertRule,
+            alert_service_pb2.GetAlertRuleRequest(id=rule_id),
+            token=state.token(),
+            subject=rule_subject(rule_id),
+        )
+        tested = saved.alert_rule
         request = alert_service_pb2.TestAlertRuleRequest(rule_id=rule_id)
     elif condition:
         args = {
@@ -346,21 +412,28 @@ async def try_alert_rule(
             "deviations": deviations,
             "baseline": baseline,
         }
-        rule = alert_service_pb2.AlertRule(
-            monitor_id=monitor_id or "",
-            monitor_selector=monitor_selector or {},
-            condition=await _condition(state, condition, monitor_id, args),
+        built, _ = await _condition(state, condition, monitor_id, args)
+        tested = alert_service_pb2.AlertRule(
+            monitor_id=monitor_id or "", monitor_selector=monitor_selector or {}, condition=built
         )
-        request = alert_service_pb2.TestAlertRuleRequest(alert_rule=rule)
+        request = alert_service_pb2.TestAlertRuleRequest(alert_rule=tested)
     else:
-        raise AdapterError("give rule_id, or an unsaved rule (condition with monitor_id and its arguments)")
-    response = await state.clients.call(
-        state.clients.alerts.TestAlertRule, request, token=state.token(), subject=rule_subject(rule_id or "")
+        raise AdapterError(
+            "give rule_id, or an unsaved rule: condition and its arguments (with monitor_id or monitor_selector "
+            "unless it is to watch all monitors)"
+        )
+    response, monitors = await asyncio.gather(
+        state.clients.call(
+            state.clients.alerts.TestAlertRule, request, token=state.token(), subject=rule_subject(rule_id or "")
+        ),
+        all_monitors(state),
     )
-    evaluations = list(response.evaluations) or [response.evaluation]
+    names = {m.id: m.display_name for m in monitors}
+    evaluations = [e for e in (list(response.evaluations) or [response.evaluation]) if e.monitor_id]
     views = [
         EvaluationView(
             monitor_id=e.monitor_id,
+            monitor_name=names.get(e.monitor_id),
             has_value=e.has_value,
             value=e.value if e.has_value else None,
             condition_met=e.condition_met,
@@ -370,11 +443,15 @@ async def try_alert_rule(
         )
         for e in evaluations
     ]
-    why = views[0].explanation if views else ""
-    return reply(
-        ("Would fire now" if response.would_fire else "Would not fire now") + (f": {why}." if why else "."),
-        RuleTest(would_fire=response.would_fire, evaluations=views),
-    )
+    watches = scope_text(tested, names.get(tested.monitor_id, ""))
+    result = RuleTest(would_fire=response.would_fire, watches=watches, evaluations=views)
+    if not views:
+        return reply(f"Nothing to evaluate: the rule watches {watches}, and no monitor of yours is one.", result)
+    deciding = next((v for v in views if v.condition_met), views[0])
+    verdict = "Would fire now" if response.would_fire else "Would not fire now"
+    counted = f", {len(views)} monitors evaluated" if len(views) > 1 else ""
+    why = f"{deciding.monitor_name or deciding.monitor_id}: {deciding.explanation or 'no explanation'}"
+    return reply(f"{verdict} (watches {watches}{counted}); {why}.", result)
 
 
 class AlertView(BaseModel):
@@ -469,9 +546,11 @@ async def list_alerts(
     state = state_of(ctx)
     response = await list_alert_messages(state, status, monitor_id, rule_id, limit, page_token)
     views = [alert_view(a) for a in response.alerts]
-    text = "; ".join(f"{v.id} {v.state}: {v.summary}" for v in views[:5])
+    text = "; ".join(f"{v.id} {v.state}: {v.summary}" for v in views[:5]) + more(5, len(views))
+    if response.next_page_token:
+        text += " (more on the next page: page_token)"
     return reply(
-        f"{len(views)} {'' if status == 'all' else status + ' '}alert(s)" + (f": {text}." if text else "."),
+        f"{len(views)} {'' if status == 'all' else status + ' '}alert(s)" + (f": {text}." if views else "."),
         AlertList(alerts=views, next_page_token=response.next_page_token or None),
     )
 
@@ -518,14 +597,29 @@ async def acknowledge_alert(
     alert_id: AlertId, ctx: ToolContext, comment: Annotated[str, Field(max_length=2000)] = ""
 ) -> Annotated[CallToolResult, AlertView]:
     """Acknowledge a firing alert ("I'm on it"): its notifications stop repeating until it resolves. A resolved
-    alert cannot be acknowledged."""
+    alert cannot be acknowledged, nor a pending one (it fires or clears by itself; create_silence mutes it)."""
     state = state_of(ctx)
-    response = await state.clients.call(
-        state.clients.alerts.AcknowledgeAlert,
-        alert_service_pb2.AcknowledgeAlertRequest(id=alert_id, comment=comment),
-        token=state.token(),
-        subject=alert_subject(alert_id),
-    )
+    try:
+        response = await state.clients.call(
+            state.clients.alerts.AcknowledgeAlert,
+            alert_service_pb2.AcknowledgeAlertRequest(id=alert_id, comment=comment),
+            token=state.token(),
+            subject=alert_subject(alert_id),
+        )
+    except AdapterError as error:
+        if "pending" not in str(error):
+            raise
+        alert = (
+            await state.clients.call(
+                state.clients.alerts.GetAlert, alert_service_pb2.GetAlertRequest(id=alert_id), token=state.token()
+            )
+        ).alert
+        raise AdapterError(
+            f"alert {alert_id} is pending, not firing: its condition holds but not yet for the rule's for_duration, "
+            "and nobody has been notified. There is nothing to acknowledge yet: it fires, or clears, by itself. To "
+            f"keep it quiet if it fires, call create_silence with rule_id={alert.rule_id} (or "
+            f"monitor_id={alert.monitor_id}) and a duration"
+        ) from None
     view = alert_view(response.alert)
     return reply(f"Acknowledged {view.id}: {view.summary}.", view)
 
@@ -570,10 +664,25 @@ def silence_view(silence: alert_service_pb2.Silence) -> SilenceView:
         end=iso(silence.end_time),
         cron_schedule=silence.cron_schedule or None,
         duration=span(silence.duration),
-        time_zone=silence.time_zone or None,
+        time_zone=(silence.time_zone or "UTC") if silence.cron_schedule else None,
         active=silence.active,
         comment=silence.comment or None,
     )
+
+
+CLOCK_TIME = re.compile(r"^\d{1,2}(:\d{2}){1,2}\s*([ap]m)?$", re.IGNORECASE)
+
+
+def silence_start(starts: str) -> datetime:
+    """When a one-off silence starts: now, or an ISO 8601 time (UTC without an offset). A bare clock time is
+    refused: which day and which zone it means is the person's to say."""
+    if CLOCK_TIME.match(starts.strip()):
+        example = datetime.now(UTC).date().isoformat()
+        raise AdapterError(
+            f"starts: {starts!r} is a clock time without a date or time zone; give an ISO 8601 time with its "
+            f"offset, such as {example}T22:00:00+01:00 (or {example}T21:00:00Z in UTC)"
+        )
+    return parse_time(starts, "starts")
 
 
 @tool()
@@ -583,16 +692,25 @@ async def create_silence(
     monitor_id: Annotated[str, Field(description="Only this monitor; empty: all of the person's.")] = "",
     rule_id: Annotated[str, Field(description="Only this rule.")] = "",
     monitor_selector: Selector = None,
-    starts: Annotated[str, Field(description='"now", or an ISO 8601 time for planned maintenance.')] = "now",
+    starts: Annotated[
+        str,
+        Field(
+            description='"now", or an ISO 8601 time with its offset for planned maintenance, such as '
+            '"2026-05-01T22:00:00+02:00" (no offset: UTC).'
+        ),
+    ] = "now",
     cron_schedule: Annotated[
         str | None, Field(description='Recurring maintenance window, five-field cron: "0 2 * * SUN".')
     ] = None,
-    time_zone: Annotated[str | None, Field(description="IANA zone of cron_schedule, e.g. Europe/Paris.")] = None,
+    time_zone: Annotated[
+        str | None, Field(description="IANA time zone cron_schedule is read in, e.g. Europe/Paris; default UTC.")
+    ] = None,
     comment: Annotated[str, Field(max_length=2000)] = "",
 ) -> Annotated[CallToolResult, SilenceView]:
     """Mute notifications for a while (alerts still fire and are listed): for one monitor, one rule, monitors
     with some labels, or everything. With cron_schedule it is a recurring maintenance window, each occurrence
-    lasting duration. Undo with delete_silence."""
+    lasting duration, the schedule read in time_zone (UTC unless given: ask the person's zone). Undo with
+    delete_silence."""
     state = state_of(ctx)
     length = parse_duration(duration, "duration")
     silence = alert_service_pb2.Silence(
@@ -602,8 +720,10 @@ async def create_silence(
         silence.cron_schedule = cron_schedule
         silence.duration.CopyFrom(to_duration(length))
         silence.time_zone = time_zone or ""
+        if starts != "now":
+            silence.start_time.CopyFrom(to_timestamp(silence_start(starts)))
     else:
-        start = parse_time(starts, "starts") if starts != "now" else datetime.now(UTC)
+        start = silence_start(starts) if starts != "now" else datetime.now(UTC)
         if starts != "now":
             silence.start_time.CopyFrom(to_timestamp(start))
         silence.end_time.CopyFrom(to_timestamp(start + length))
@@ -613,9 +733,22 @@ async def create_silence(
         token=state.token(),
     )
     view = silence_view(response.silence)
-    scope = monitor_id or rule_id or ("matching monitors" if monitor_selector else "everything")
-    until = f"until {view.end}" if view.end else f"on schedule {view.cron_schedule}"
-    return reply(f"Silenced {scope} {until} ({view.id}).", view)
+    scope = (
+        f"monitor {monitor_id}"
+        if monitor_id
+        else f"monitors labelled {selector_text(monitor_selector)}"
+        if monitor_selector
+        else "all monitors"
+    ) + (f", rule {rule_id}" if rule_id else "")
+    if view.cron_schedule:
+        when = (
+            f'on schedule "{view.cron_schedule}" in {view.time_zone}, each window lasting {view.duration}'
+            + (f", until {view.end}" if view.end else "")
+            + ("; a window is on now" if view.active else "; not in a window now")
+        )
+    else:
+        when = (f"from {view.start} " if starts != "now" and view.start else "") + f"until {view.end}"
+    return reply(f"Silenced {scope} {when} ({view.id}).", view)
 
 
 class SilenceList(BaseModel):
@@ -640,8 +773,15 @@ async def list_silences(
         token=state.token(),
     )
     views = [silence_view(s) for s in response.silences]
+    described = [
+        (f'{v.id} on schedule "{v.cron_schedule}" in {v.time_zone}' if v.cron_schedule else f"{v.id} until {v.end}")
+        + (" (active)" if v.active else "")
+        for v in views[:5]
+    ]
+    text = "; ".join(described) + more(5, len(views))
     return reply(
-        f"{len(views)} silence(s).", SilenceList(silences=views, next_page_token=response.next_page_token or None)
+        f"{len(views)} silence(s)" + (f": {text}." if views else "."),
+        SilenceList(silences=views, next_page_token=response.next_page_token or None),
     )
 
 

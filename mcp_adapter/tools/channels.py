@@ -8,7 +8,7 @@ from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mcp_adapter.errors import Subject
-from mcp_adapter.toolbox import ToolContext, reply, state_of, tool
+from mcp_adapter.toolbox import ToolContext, more, reply, state_of, tool
 from mcp_adapter.views import enum_name, enum_value, iso
 from monitors.v1 import notification_service_pb2
 
@@ -110,7 +110,7 @@ async def list_channels(
         token=state.token(),
     )
     views = [channel_view(c) for c in response.channels]
-    text = ", ".join(f"{v.id} {v.kind}" for v in views)
+    text = ", ".join(f"{v.id} {v.kind}" for v in views[:20]) + more(20, len(views))
     return reply(
         f"{len(views)} channel(s)" + (f": {text}." if text else "."),
         ChannelList(channels=views, next_page_token=response.next_page_token or None),
@@ -154,7 +154,7 @@ def delivery_view(delivery: notification_service_pb2.Delivery) -> DeliveryView:
     )
 
 
-@tool(name="test_channel")
+@tool(name="test_channel", open_world=True)
 async def send_test_message(channel_id: ChannelId, ctx: ToolContext) -> Annotated[CallToolResult, DeliveryView]:
     """Send a test message to a channel now and return what the provider answered. A failure names the cause
     (a wrong webhook URL answers 404, a revoked token 401): fix the channel and test again."""
@@ -216,7 +216,7 @@ async def list_deliveries(
         token=adapter.token(),
     )
     views = [delivery_view(d) for d in response.deliveries]
-    text = "; ".join(f"{v.kind} {v.state}" for v in views[:5])
+    text = "; ".join(f"{v.kind} {v.state}" for v in views[:5]) + more(5, len(views))
     return reply(
         f"{len(views)} deliver(ies)" + (f": {text}." if text else "."),
         DeliveryList(deliveries=views, next_page_token=response.next_page_token or None),

@@ -18,7 +18,17 @@ from mcp_adapter.tools.alerts import list_alert_messages
 from mcp_adapter.tools.monitors import MonitorId, all_monitors, get_monitor_message, monitor_subject, normalize_pair
 from mcp_adapter.tools.rules import DEFAULT_FIELDS
 from mcp_adapter.units import parse_duration, parse_time
-from mcp_adapter.views import enum_name, enum_value, iso, monitor_kind, monitor_view, span, to_duration, to_timestamp
+from mcp_adapter.views import (
+    check_view,
+    enum_name,
+    enum_value,
+    iso,
+    monitor_kind,
+    monitor_view,
+    span,
+    to_duration,
+    to_timestamp,
+)
 from monitors.v1 import common_pb2, monitor_service_pb2
 
 AggregationName = Literal["mean", "min", "max", "first", "last", "count", "sum", "p50", "p95", "p99"]
@@ -46,6 +56,7 @@ class SeriesView(BaseModel):
     field: str
     window: str | None = None
     aggregation: str | None = None
+    aggregated_why: str | None = None
     points: list[Point]
 
 
@@ -96,18 +107,23 @@ async def get_monitor_data(
     response = await query_points(
         state, monitor_id, field_name, time_range(since, until), window, aggregation, max_points
     )
+    used = span(response.window)
+    aggregated = used is not None
     points = [
-        Point(t=iso(p.point_time) or "", v=p.value, n=p.sample_count if window else None) for p in response.points
+        Point(t=iso(p.point_time) or "", v=p.value, n=p.sample_count if aggregated else None) for p in response.points
     ]
+    how = enum_name(common_pb2.Aggregation, response.aggregation, "AGGREGATION_") if aggregated else None
+    why = None
+    if aggregated and not window:
+        why = f"raw samples downsampled to fit max_points={max_points}"
+    elif aggregated and window and used != span(to_duration(parse_duration(window, "window"))):
+        why = f"window widened from {window} to fit max_points={max_points}"
     view = SeriesView(
-        monitor_id=monitor_id,
-        field=field_name,
-        window=span(response.window),
-        aggregation=enum_name(common_pb2.Aggregation, response.aggregation, "AGGREGATION_") if window else None,
-        points=points,
+        monitor_id=monitor_id, field=field_name, window=used, aggregation=how, aggregated_why=why, points=points
     )
-    latest = f"; latest {points[-1].v:g} at {points[-1].t}" if points else ""
-    return reply(f"{len(points)} point(s) of {field_name} since {since}{latest}.", view)
+    shape = f"{how} per {used} window" + (f" ({why})" if why else "") if aggregated else "raw samples"
+    latest = f"; latest {points[-1].v:g} at {points[-1].t}" if points else "; no data in this range"
+    return reply(f"{len(points)} point(s) of {field_name} since {since}, {shape}{latest}.", view)
 
 
 class OutageView(BaseModel):
@@ -133,6 +149,7 @@ class SummaryView(BaseModel):
     monitor_id: str
     start: str | None = None
     end: str | None = None
+    data_since: str | None = None
     samples: int
     uptime_percent: float | None = None
     checks: int | None = None
@@ -192,7 +209,18 @@ def summary_view(response: monitor_service_pb2.SummarizeMonitorResponse) -> Summ
     return view
 
 
+def note_coverage(view: SummaryView, monitor: monitor_service_pb2.Monitor) -> None:
+    """Sets data_since when the period asked for starts before the monitor existed."""
+    created = iso(monitor.create_time)
+    if created and view.start and created > view.start:
+        view.data_since = created
+
+
 def summary_line(name: str, view: SummaryView, since: str) -> str:
+    if view.data_since:
+        since = f"{since} (data only since {view.data_since}, when the monitor was created)"
+    if view.samples == 0:
+        return f"{name}: no data yet over {since}."
     if view.price is not None:
         p = view.price
         return (
@@ -228,14 +256,39 @@ async def summarize_monitor(
     """Summarise a monitor over a period (default the last 24 hours): uptime, outages with their causes and
     latency percentiles for up/down monitors; first, last, min, max, change and volatility for a price."""
     state = state_of(ctx)
-    view = await summarize(state, monitor_id, since, until)
-    return reply(summary_line(monitor_id, view, since), view)
+    view, monitor = await asyncio.gather(
+        summarize(state, monitor_id, since, until), get_monitor_message(state, monitor_id)
+    )
+    note_coverage(view, monitor)
+    line = summary_line(f"{monitor.display_name} ({monitor_id})", view, since)
+    if view.samples == 0:
+        line += " " + await state_note(state, monitor_id)
+    return reply(line, view)
+
+
+async def state_note(state: AdapterState, monitor_id: str) -> str:
+    """ "It is PENDING (last error: ...)." for a monitor with no data to show."""
+    response = await state.clients.call(
+        state.clients.monitors.GetMonitorStatus,
+        monitor_service_pb2.GetMonitorStatusRequest(id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    status = response.status
+    current = enum_name(common_pb2.MonitorState, status.state, "MONITOR_STATE_").upper()
+    note = f"The monitor is {current}"
+    if status.HasField("last_result") and not status.last_result.is_up:
+        last = check_view(status.last_result)
+        note += f" (last check failed: {last.error_class or 'error'}: {last.message or 'no message'})"
+    elif not status.HasField("last_check_time"):
+        note += " and has not been checked yet"
+    return note + "."
 
 
 class CryptoAnalysis(BaseModel):
     pair: str
     monitor_id: str
-    summary: SummaryView
+    stats: SummaryView
     hourly: list[Point]
 
 
@@ -263,14 +316,20 @@ async def get_crypto_analysis(
         query_points(state, monitor.id, "price", time_range(since, None), "1h", "mean", 200),
     )
     hourly = [Point(t=iso(p.point_time) or "", v=round(p.value, 6)) for p in series.points]
-    analysis = CryptoAnalysis(pair=pair, monitor_id=monitor.id, summary=summary, hourly=hourly)
-    return reply(summary_line(pair, summary, since), analysis)
+    note_coverage(summary, monitor)
+    if summary.samples == 0:
+        summary.price = None  # zeros would read as a price of 0.00
+    analysis = CryptoAnalysis(pair=pair, monitor_id=monitor.id, stats=summary, hourly=hourly)
+    line = summary_line(pair, summary, since)
+    if summary.samples == 0:
+        line += " " + await state_note(state, monitor.id)
+    return reply(line, analysis)
 
 
 class UptimeAnalysis(BaseModel):
     monitor_id: str
     url: str
-    summary: SummaryView
+    stats: SummaryView
     state: str
 
 
@@ -302,7 +361,8 @@ async def get_website_uptime_analysis(
         ),
     )
     current = enum_name(common_pb2.MonitorState, status.status.state, "MONITOR_STATE_")
-    analysis = UptimeAnalysis(monitor_id=monitor.id, url=monitor.spec.website.url, summary=summary, state=current)
+    note_coverage(summary, monitor)
+    analysis = UptimeAnalysis(monitor_id=monitor.id, url=monitor.spec.website.url, stats=summary, state=current)
     return reply(summary_line(monitor.spec.website.url, summary, since) + f" Now {current.upper()}.", analysis)
 
 

@@ -3,15 +3,17 @@ run a check now, status, and the deployment's status."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Literal
+from urllib.parse import urlsplit
 
 from google.protobuf import field_mask_pb2
 from mcp_types import CallToolResult
 from pydantic import BaseModel, Field
 
 from mcp_adapter.errors import AdapterError, Subject
-from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
-from mcp_adapter.tools.rules import RuleView, rule_view
+from mcp_adapter.toolbox import AdapterState, ToolContext, more, reply, state_of, tool
+from mcp_adapter.tools.rules import RuleView, rule_view, scope_text, selector_matches
 from mcp_adapter.units import parse_duration
 from mcp_adapter.views import (
     CheckView,
@@ -139,6 +141,33 @@ def retarget(spec: common_pb2.MonitorSpec, target: str) -> common_pb2.MonitorSpe
     return spec
 
 
+def change_website(spec: common_pb2.MonitorSpec, first: str, options: SpecOptions) -> None:
+    """The website settings ``options`` sets, changed in ``spec`` (``first`` names one, for the error)."""
+    kind = monitor_kind(spec)
+    if kind != "website":
+        raise AdapterError(f"{first}: only a website monitor has it; this monitor is a {kind} monitor")
+    website = spec.website
+    fields = options.model_fields_set
+    if options.method:
+        website.method = enum_value(common_pb2.HttpMethod, options.method, "HTTP_METHOD_")
+    if options.headers is not None:
+        website.headers.clear()
+        website.headers.update(options.headers)
+    if options.body is not None:
+        website.body = options.body
+    if options.expected_status is not None:
+        del website.accepted_status_codes[:]
+        website.accepted_status_codes.extend(status_ranges(options.expected_status) if options.expected_status else [])
+    if options.keyword is not None:
+        website.keyword.keyword = options.keyword
+        if not options.keyword:
+            website.ClearField("keyword")
+    if "keyword_absent" in fields and website.keyword.keyword:
+        website.keyword.absent = options.keyword_absent
+    if options.cert_expiry_days is not None:
+        website.cert_expiry_days = options.cert_expiry_days
+
+
 async def get_monitor_message(state: AdapterState, monitor_id: str) -> monitor_service_pb2.Monitor:
     response = await state.clients.call(
         state.clients.monitors.GetMonitor,
@@ -232,6 +261,7 @@ async def suggest_monitors(
 class CreatedMonitor(BaseModel):
     monitor: MonitorView
     alert_rules: list[RuleView] = []
+    alert_rules_note: str | None = None
     alert_rules_error: str | None = None
 
 
@@ -320,7 +350,10 @@ async def create_monitor(
         await _create_suggested_rules(ctx, state, response.monitor, created, steps)
     summary = f"Created {kind} monitor {created.monitor.id} ({created.monitor.name}) watching {created.monitor.target}."
     if created.alert_rules:
-        summary += f" Added {len(created.alert_rules)} alert rule(s)."
+        names = ", ".join(f'"{rule.name}"' for rule in created.alert_rules)
+        summary += f" Added {len(created.alert_rules)} alert rule(s): {names}."
+    if created.alert_rules_note:
+        summary += f" {created.alert_rules_note[0].upper()}{created.alert_rules_note[1:]}."
     if created.alert_rules_error:
         summary += f" Alert rules were not added: {created.alert_rules_error}"
     return reply(summary, created)
@@ -338,14 +371,23 @@ async def _create_suggested_rules(
     else:
         request.text = f"{kind} {created.monitor.target}"
     suggestions = await state.clients.call(state.clients.monitors.SuggestMonitors, request, token=state.token())
-    rules: list[common_pb2.SuggestedAlertRule] = next(
-        (list(s.alert_rules) for s in suggestions.suggestions if monitor_kind(s.monitor.spec) == kind), []
-    )
+    suggested = next((s for s in suggestions.suggestions if monitor_kind(s.monitor.spec) == kind), None)
+    rules: list[common_pb2.SuggestedAlertRule] = list(suggested.alert_rules) if suggested is not None else []
     await ctx.report_progress(2, steps, f"{len(rules)} alert rule(s) suggested")
     try:
+        if any(rule.condition.WhichOneof("kind") == "monitor_down" for rule in rules):
+            covering = await covering_down_rule(state, dict(monitor.labels))
+            if covering is not None:
+                # One outage would raise two alerts: the account-wide rule already covers this monitor.
+                rules = [rule for rule in rules if rule.condition.WhichOneof("kind") != "monitor_down"]
+                created.alert_rules_note = (
+                    f'no separate "is down" rule: your rule "{covering.display_name}" ({covering.id}) already '
+                    f"alerts when a monitor it watches ({scope_text(covering)}) goes down, this one included"
+                )
+        subject = suggested_subject(suggested.monitor) if suggested is not None else ""
         for rule in rules:
             message = alert_service_pb2.AlertRule(
-                display_name=rule.display_name,
+                display_name=rule_name(rule.display_name, subject, monitor.display_name),
                 monitor_id=monitor.id,
                 condition=rule.condition,
                 severity=rule.severity,
@@ -360,6 +402,62 @@ async def _create_suggested_rules(
     except AdapterError as error:
         created.alert_rules_error = str(error)
     await ctx.report_progress(3, steps, f"created {len(created.alert_rules)} alert rule(s)")
+
+
+def suggested_subject(monitor: monitor_service_pb2.Monitor) -> str:
+    """What suggested rule names start with: the host of a website, the coin of a pair."""
+    kind = monitor_kind(monitor.spec)
+    if kind == "website":
+        return urlsplit(monitor.spec.website.url).hostname or ""
+    if kind == "crypto_price":
+        return monitor.spec.crypto_price.pair.partition("-")[0]
+    return ""
+
+
+def rule_name(suggested: str, subject: str, display_name: str) -> str:
+    """A suggested rule's name with the monitor's display name: "example.com is down" -> "Shop is down"."""
+    if subject and suggested.startswith(subject + " "):
+        return display_name + suggested.removeprefix(subject)
+    return f"{display_name}: {suggested}" if display_name else suggested
+
+
+async def covering_down_rule(state: AdapterState, labels: dict[str, str]) -> alert_service_pb2.AlertRule | None:
+    """The caller's enabled monitor_down rule that watches a new monitor with ``labels`` already: one over all
+    their monitors (the default rule "A monitor is down", unless changed) or a selector these labels match. A new
+    account's default rule is made as its first monitor is created, so a moment is given for it to appear."""
+    for attempt in range(5):
+        rules = await all_alert_rules(state)
+        found = next(
+            (
+                rule
+                for rule in sorted(rules, key=lambda r: (not r.is_default, bool(r.monitor_selector)))
+                if rule.condition.WhichOneof("kind") == "monitor_down"
+                and not rule.monitor_id
+                and selector_matches(rule.monitor_selector, labels)
+                and (rule.enabled if rule.HasField("enabled") else True)
+            ),
+            None,
+        )
+        if found is not None or any(rule.is_default for rule in rules) or attempt == 4:
+            return found
+        await asyncio.sleep(0.2)
+    return None
+
+
+async def all_alert_rules(state: AdapterState) -> list[alert_service_pb2.AlertRule]:
+    """Every alert rule of the caller's, through all pages."""
+    rules: list[alert_service_pb2.AlertRule] = []
+    page_token = ""
+    while True:
+        response = await state.clients.call(
+            state.clients.alerts.ListAlertRules,
+            alert_service_pb2.ListAlertRulesRequest(page_size=1000, page_token=page_token),
+            token=state.token(),
+        )
+        rules.extend(response.alert_rules)
+        page_token = response.next_page_token
+        if not page_token:
+            return rules
 
 
 class MonitorList(BaseModel):
@@ -382,9 +480,11 @@ async def list_monitors(
         token=state.token(),
     )
     views = [monitor_view(m) for m in response.monitors]
-    summary = f"{len(views)} monitor(s)" + (": " + ", ".join(f"{v.id} {v.name}" for v in views[:10]) if views else "")
-    if len(views) > 10:
-        summary += ", ..."
+    summary = f"{len(views)} monitor(s)"
+    if views:
+        summary += ": " + ", ".join(f"{v.id} {v.name}" for v in views[:10]) + more(10, len(views))
+    if response.next_page_token:
+        summary += "; more on the next page (page_token)"
     return reply(summary + ".", MonitorList(monitors=views, next_page_token=response.next_page_token or None))
 
 
@@ -392,7 +492,15 @@ async def list_monitors(
 async def get_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
     """Get one monitor's settings (kind, target, interval, timeout, retries, locations, labels, heartbeat_url)."""
     view = monitor_view(await get_monitor_message(state_of(ctx), monitor_id))
-    return reply(f"{view.id} {view.name}: {view.kind} {view.target}, every {view.interval}.", view)
+    extras = [
+        f"keyword {'absent' if view.keyword_absent else 'present'}: {view.keyword!r}" if view.keyword else "",
+        f"status {view.expected_status}" if view.expected_status else "",
+        f"headers {', '.join(view.header_names)}" if view.header_names else "",
+        f"cert warning {view.cert_expiry_days} days" if view.cert_expiry_days else "",
+        "paused" if view.paused else "",
+    ]
+    detail = "".join(f"; {extra}" for extra in extras if extra)
+    return reply(f"{view.id} {view.name}: {view.kind} {view.target}, every {view.interval}{detail}.", view)
 
 
 @tool(idempotent=True)
@@ -407,17 +515,45 @@ async def update_monitor(
     locations: list[str] | None = None,
     quorum: Annotated[int | None, Field(ge=0, le=100)] = None,
     labels: Annotated[dict[str, str] | None, Field(description="Replaces all labels.")] = None,
+    method: HttpMethod | None = None,
+    headers: Annotated[
+        dict[str, str] | None, Field(description="Website: replaces the request headers; {{secret:NAME}} ok.")
+    ] = None,
+    body: Annotated[str | None, Field(max_length=65536, description="Website request body.")] = None,
+    expected_status: Annotated[str | None, Field(description="Website: status codes that count as up.")] = None,
+    keyword: Annotated[
+        str | None, Field(max_length=1000, description='Website: text the page must contain ("" removes it).')
+    ] = None,
+    keyword_absent: Annotated[bool | None, Field(description="Website: the keyword must NOT appear.")] = None,
+    cert_expiry_days: Annotated[int | None, Field(ge=0, le=365, description="Website: 0 turns it off.")] = None,
 ) -> Annotated[CallToolResult, MonitorView]:
     """Change a monitor's settings; only the arguments given change. Changing the target keeps the kind (to
-    change the kind, create a new monitor and delete this one). Returns the monitor as stored."""
+    change the kind, create a new monitor and delete this one); a website's method, headers, body,
+    expected_status, keyword and cert_expiry_days can change too. Returns the monitor as stored."""
     state = state_of(ctx)
     monitor = monitor_service_pb2.Monitor(id=monitor_id)
     paths: list[str] = []
     if name is not None:
         monitor.display_name = name
         paths.append("display_name")
-    if target is not None:
-        monitor.spec.CopyFrom(retarget((await get_monitor_message(state, monitor_id)).spec, target))
+    website = {
+        "method": method,
+        "headers": headers,
+        "body": body,
+        "expected_status": expected_status,
+        "keyword": keyword,
+        "keyword_absent": keyword_absent,
+        "cert_expiry_days": cert_expiry_days,
+    }
+    website_given = [argument for argument, value in website.items() if value is not None]
+    if target is not None or website_given:
+        spec = (await get_monitor_message(state, monitor_id)).spec
+        if target is not None:
+            spec = retarget(spec, target)
+        if website_given:
+            given = {k: v for k, v in website.items() if v is not None}
+            change_website(spec, website_given[0], SpecOptions.model_validate(given))
+        monitor.spec.CopyFrom(spec)
         paths.append("spec")
     if interval is not None:
         monitor.interval.CopyFrom(to_duration(parse_duration(interval, "interval")))
@@ -446,7 +582,8 @@ async def update_monitor(
         subject=monitor_subject(monitor_id),
     )
     view = monitor_view(response.monitor)
-    return reply(f"Updated {view.id} ({', '.join(paths)}).", view)
+    changed = [p for p in paths if p != "spec"] + (["target"] if target is not None else []) + website_given
+    return reply(f"Updated {view.id} ({', '.join(changed)}).", view)
 
 
 @tool(idempotent=True)
@@ -494,7 +631,7 @@ async def delete_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[C
     return reply(f"Deleted monitor {monitor_id}.", Deleted(deleted=monitor_id))
 
 
-@tool(read_only=True)
+@tool(read_only=True, open_world=True)
 async def run_check_now(
     monitor_id: MonitorId,
     ctx: ToolContext,

@@ -3,6 +3,7 @@ arguments, reading one back into them (to change part of it), and the compact vi
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from pydantic import BaseModel
@@ -50,7 +51,10 @@ def build_condition(kind: ConditionKind, args: dict[str, Any]) -> common_pb2.Ale
     condition = common_pb2.AlertCondition()
     field = args.get("field")
     if kind in ("threshold", "change", "anomaly") and not field:
-        raise AdapterError(f"field: a {kind} condition needs the field to watch, such as price or response_time_ms")
+        raise AdapterError(
+            f"field: a {kind} rule needs the field to watch, such as price or response_time_ms; it is taken from "
+            "the monitor's kind only when monitor_id is given (a rule over several monitors names it)"
+        )
     if kind == "threshold":
         if args.get("operator") is None or args.get("value") is None:
             raise AdapterError("a threshold condition needs operator (such as >) and value (such as 70000 or 70k)")
@@ -131,9 +135,29 @@ def condition_arguments(condition: common_pb2.AlertCondition) -> tuple[Condition
     return None, {}
 
 
+def selector_matches(selector: Mapping[str, str], labels: Mapping[str, str]) -> bool:
+    """Whether a monitor with ``labels`` is one a rule's selector picks (an empty selector picks every one)."""
+    return all(labels.get(key) == value for key, value in selector.items())
+
+
+def selector_text(selector: Mapping[str, str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(selector.items()))
+
+
+def scope_text(rule: alert_service_pb2.AlertRule, monitor_name: str = "") -> str:
+    """Which monitors a rule watches, as a person says it: "all monitors", "monitors labelled team=web",
+    "monitor Shop (mon_1)"."""
+    if rule.monitor_id:
+        return f"monitor {monitor_name} ({rule.monitor_id})" if monitor_name else f"monitor {rule.monitor_id}"
+    if rule.monitor_selector:
+        return f"monitors labelled {selector_text(rule.monitor_selector)}"
+    return "all monitors"
+
+
 class RuleView(BaseModel):
     id: str
     name: str
+    watches: str
     monitor_id: str | None = None
     monitor_selector: dict[str, str] | None = None
     condition: str
@@ -151,10 +175,11 @@ class RuleView(BaseModel):
     labels: dict[str, str] | None = None
 
 
-def rule_view(rule: alert_service_pb2.AlertRule) -> RuleView:
+def rule_view(rule: alert_service_pb2.AlertRule, monitor_name: str = "") -> RuleView:
     return RuleView(
         id=rule.id,
         name=rule.display_name,
+        watches=scope_text(rule, monitor_name),
         monitor_id=rule.monitor_id or None,
         monitor_selector=dict(rule.monitor_selector) or None,
         condition=condition_text(rule.condition),
