@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -21,6 +22,7 @@ from service_runtime.timeseries import Aggregation
 from service_runtime.timeseries.port import aggregate
 from services.alert_svc.domain import (
     AlertRule,
+    AlertState,
     AnomalyCondition,
     ChangeCondition,
     Condition,
@@ -115,6 +117,20 @@ def test_threshold_mean_over_trailing_window_fires_with_value_and_explanation() 
     assert fired.verdict is Verdict.MET
     assert fired.value == pytest.approx(3400 / 3)
     assert fired.explanation == "mean response_time_ms over 5m = 1133.33 > 800"
+
+
+def test_evaluation_keeps_its_explanation_and_time_when_the_lifecycle_derives_it_later() -> None:
+    """Explanations are written when read, from what the evaluation held then: later samples and a derived
+    copy (dataclasses.replace, as the lifecycle fills in the alert) do not change them."""
+    evaluator = watching(threshold(), ChangeCondition(RT, 5 * MIN, 50.0, Direction.UP))
+    first = evaluator.add_samples([rt(0, 100), rt(60, 900)])
+    evaluator.add_samples([rt(120, 5000)])
+    derived = replace(only(first), state=AlertState.FIRING, alert_id="alr_1")
+    assert (derived.state, derived.alert_id, derived.verdict) == (AlertState.FIRING, "alr_1", Verdict.CLEAR)
+    assert derived.explanation == only(first).explanation == "mean response_time_ms over 5m = 500, not > 800"
+    assert derived.time == datetime.fromtimestamp(60, UTC)
+    change = only(first, "rule_2")
+    assert change.explanation == "response_time_ms changed +800% within 5m (100 → 900) ≥ +50%"
 
 
 @pytest.mark.parametrize(
