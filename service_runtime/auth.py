@@ -38,6 +38,21 @@ def set_current_principal(principal: Principal | None) -> contextvars.Token[Prin
     return _current.set(principal)
 
 
+# The verified bearer token of the user whose call is being served: a service that asks another service about
+# the caller's own resources (their channels) asks with it, so the answer is what the caller may see. Never
+# logged, never stored.
+_bearer: contextvars.ContextVar[str] = contextvars.ContextVar("bearer", default="")
+
+
+def current_bearer() -> str:
+    """The current user call's verified bearer token ("" outside one)."""
+    return _bearer.get()
+
+
+def set_current_bearer(token: str) -> contextvars.Token[str]:
+    return _bearer.set(token)
+
+
 def token_digest(token: str) -> str:
     """SHA-256 of a high-entropy token: what we store and index instead of the token itself."""
     return hashlib.sha256(token.encode()).hexdigest()

@@ -28,7 +28,14 @@ from google.protobuf import any_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_status import rpc_status
 
-from service_runtime.auth import Principal, TokenVerifier, bearer_token, set_current_principal, token_digest
+from service_runtime.auth import (
+    Principal,
+    TokenVerifier,
+    bearer_token,
+    set_current_bearer,
+    set_current_principal,
+    token_digest,
+)
 from service_runtime.errors import (
     AlreadyExists,
     DomainError,
@@ -381,6 +388,7 @@ class AuthInterceptor(Interceptor):
         if service is not None:
             raise PermissionDenied("a service token may call internal methods only")
         set_current_principal(await self._verifier.verify(token))
+        set_current_bearer(token)
 
     async def around(self, call: Next, request: Any, context: Any, details: Any) -> Any:
         await self._authenticate(details)

@@ -488,3 +488,42 @@ def test_a_test_without_a_rule_names_it_and_streams_per_user_are_capped(stack: S
     finally:
         for stream in opened:
             stream.cancel()
+
+
+def test_a_rule_may_name_only_its_owners_channels_and_a_deleted_one_falls_back_to_the_defaults(
+    alice: User, bob: User, receivers: ProviderReceivers
+) -> None:
+    alices = alice.webhook(receivers, unique("alices-own"), default=False)
+    monitor = bob.heartbeat("bob's job")
+    condition = common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition())
+    for field in ("channel_ids", "escalation_channel_ids"):
+        rule = apb.AlertRule(monitor_id=monitor.id, condition=condition)
+        getattr(rule, field).append(alices.id)
+        if field == "escalation_channel_ids":
+            rule.escalate_after.FromSeconds(600)
+        with pytest.raises(grpc.RpcError) as caught:
+            bob.call(bob.alerts.CreateAlertRule, apb.CreateAlertRuleRequest(alert_rule=rule))
+        assert caught.value.code() == grpc.StatusCode.NOT_FOUND, field
+        assert alices.id in (caught.value.details() or "")
+
+    defaults = unique("bob-defaults")
+    bob.webhook(receivers, defaults)
+    gone = bob.webhook(receivers, unique("bob-gone"), default=False)
+    named = bob.call(
+        bob.alerts.CreateAlertRule,
+        apb.CreateAlertRuleRequest(
+            alert_rule=apb.AlertRule(
+                monitor_id=monitor.id,
+                display_name="job failed",
+                condition=is_up_below_one(),
+                channel_ids=[gone.id],
+            )
+        ),
+    ).alert_rule
+    bob.call(bob.notify.DeleteChannel, npb.DeleteChannelRequest(id=gone.id))
+    ping(monitor, up=False)
+    # Both the default rule and the named one fire; the named rule's channel is gone, so its notice goes to
+    # the default channel too instead of nowhere.
+    received = receivers.wait_for(f"/webhook/{defaults}", 2)
+    assert any("job failed" in json.dumps(json.loads(r.body)) for r in received)
+    assert named.channel_ids == [gone.id]

@@ -11,6 +11,7 @@ from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from services.alert_svc.channels import NotifyChannels
 from services.alert_svc.domain import (
     Alert,
     AlertEvent,
@@ -55,10 +56,13 @@ _DRAFT_FIELD = {"monitor_selector": "selector"}
 class Alerting:
     """AlertService's behaviour for one caller at a time."""
 
-    def __init__(self, store: AlertStore, engine: AlertEngine, max_streams: int = 10) -> None:
+    def __init__(
+        self, store: AlertStore, engine: AlertEngine, max_streams: int = 10, channels: NotifyChannels | None = None
+    ) -> None:
         self._store = store
         self._engine = engine
         self._max_streams = max_streams
+        self._channels = channels
 
     # --- rules ---------------------------------------------------------------------------------------
 
@@ -66,7 +70,10 @@ class Alerting:
         kind = None
         if draft.monitor_id:
             kind = (await self._engine.monitor_of(caller.user_id, draft.monitor_id)).kind
-        return validate_rule(draft, kind, prefix)
+        valid = validate_rule(draft, kind, prefix)
+        if self._channels is not None:
+            await self._channels.require([*valid.channel_ids, *valid.escalation_channel_ids])
+        return valid
 
     async def create_rule(self, caller: Principal, draft: RuleDraft) -> AlertRule:
         rule = await self._store.create_rule(caller.user_id, await self._validated(caller, draft))

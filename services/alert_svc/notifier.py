@@ -145,7 +145,11 @@ class Notifier:
             if not request.channel_ids and not reply.deliveries:
                 await self._email_instead(request)
         except grpc.aio.AioRpcError as error:
-            if error.code() in _PERMANENT:
+            if error.code() in _PERMANENT and request.channel_ids:
+                # A named channel is gone (deleted since the rule was made): the owner's default channels (or
+                # their address) hear it instead of nobody.
+                await self._to_defaults(group, request)
+            elif error.code() in _PERMANENT:
                 log.warning(
                     "notification refused; dropped",
                     extra={
@@ -163,6 +167,21 @@ class Notifier:
         for notice in group:
             await self._store.notice_sent(notice.id)
         self.sent += len(group)
+
+    async def _to_defaults(
+        self, group: list[Notice], request: notification_service_pb2.SendNotificationRequest
+    ) -> None:
+        log.warning(
+            "a rule's channel is gone; sent to the owner's default channels",
+            extra={"channel_ids": list(request.channel_ids), "alert_ids": [n.alert_id for n in group]},
+        )
+        fallback = npb.SendNotificationRequest()
+        fallback.CopyFrom(request)
+        fallback.idempotency_key = f"{request.idempotency_key}:defaults"
+        del fallback.channel_ids[:]
+        reply = await self._stub.SendNotification(fallback, metadata=self._metadata, timeout=self._timeout_s)
+        if not reply.deliveries:
+            await self._email_instead(fallback)
 
     async def _email_instead(self, request: notification_service_pb2.SendNotificationRequest) -> None:
         """The owner has no default channel: a user who only made monitors must still hear of an alert, so it

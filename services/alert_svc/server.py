@@ -32,6 +32,7 @@ from service_runtime.settings import Settings
 from service_runtime.timeseries import InfluxStore, TimeSeriesStore, open_timeseries_store
 from service_runtime.tls import open_channel
 from services.alert_svc.alerts import Alerting
+from services.alert_svc.channels import NotifyChannels
 from services.alert_svc.engine import DEFAULT_RECONCILE, AlertEngine, collector_paused
 from services.alert_svc.feed import CHANNEL_OPTIONS, MonitorFeed
 from services.alert_svc.influx_ingest import InfluxIngest, IngestSettings, register_subscription
@@ -146,7 +147,9 @@ class AlertRuntime:
                 # warm-starts the engine, so every write is either in that history or delivered to us.
                 await self._register_subscription()
                 jobs.append(self._keep_subscription)
-            self._servicer = AlertServiceServicer(Alerting(self._store, engine, self._settings.max_streams_per_user))
+            channels = NotifyChannels(self._notify_channel, self._settings.rpc_timeout_s)
+            alerting = Alerting(self._store, engine, self._settings.max_streams_per_user, channels)
+            self._servicer = AlertServiceServicer(alerting)
             self._ready.set()
             tasks = [asyncio.create_task(job()) for job in [*jobs, feed.run]]
             log.info("alert leader started", extra={"seconds": round(time.perf_counter() - started, 3)})
