@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -96,11 +97,24 @@ def wait_until_serving(children: list[Child], deadline: float, stopping: Callabl
     return None
 
 
+def port_is_free(host: str, port: int) -> bool:
+    """Whether nothing listens on host:port (we can bind it ourselves)."""
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError:
+            return False
+    return True
+
+
 def start_mcp_adapter(env: dict[str, str], children: list[Child], deadline: float) -> Child | None:
     """The MCP adapter over HTTP on MONITORS_MCP_LISTEN, pointed at the services in ``children``, once it answers;
     None (the services keep running) if it cannot start, such as when its port is taken."""
     address = env.get("MONITORS_MCP_LISTEN") or MCP_LISTEN_DEFAULT
     host, _, port = address.rpartition(":")
+    if not port_is_free(host, int(port)):
+        # Another program (another make run, say) answers there: its health would pass for ours.
+        return None
     targets = {
         f"MONITORS_{c.name.upper()}_TARGET": c.address for c in children if c.name in ("monitor", "alert", "notify")
     }
@@ -112,7 +126,8 @@ def start_mcp_adapter(env: dict[str, str], children: list[Child], deadline: floa
     while process.poll() is None and time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://{address}/healthz", timeout=1):
-                return Child("mcp", address, "MCP adapter (streamable HTTP) for Claude", process)
+                if process.poll() is None:
+                    return Child("mcp", address, "MCP adapter (streamable HTTP) for Claude", process)
         except OSError:
             time.sleep(0.2)
     if process.poll() is None:
@@ -180,7 +195,11 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
                 "                  config, or the adapter over stdio (README, section MCP adapter)"
             )
         else:
-            print("  (the MCP adapter did not start: is its port, MONITORS_MCP_LISTEN, taken?)")
+            taken = env.get("MONITORS_MCP_LISTEN") or MCP_LISTEN_DEFAULT
+            print(
+                f"  (the MCP adapter did not start: {taken} is taken or it failed; the services run without it."
+                " Set MONITORS_MCP_LISTEN=127.0.0.1:<free port> to choose another)"
+            )
         print(
             "\nNext steps:\n"
             "  1. Get an API key:\n"
@@ -197,10 +216,18 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
             flush=True,
         )
     while not stop.is_set():
-        for child in children:
-            if child.process.poll() is not None:
-                print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
-                stop.set()
+        for child in list(children):
+            if child.process.poll() is None:
+                continue
+            if child is adapter:
+                # Claude's way in is gone, but the services are fine: say so and keep them.
+                print(
+                    f"the MCP adapter exited with code {child.process.returncode}; the services go on.", file=sys.stderr
+                )
+                children.remove(child)
+                continue
+            print(f"{child.name} service exited with code {child.process.returncode}; stopping.", file=sys.stderr)
+            stop.set()
         time.sleep(0.5)
     print("stopping...", file=sys.stderr, flush=True)
     stop_all(children, settings.shutdown_grace_s + 5)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -69,7 +70,19 @@ class Launcher:
 
 
 @pytest.fixture
-def launcher(tmp_path: Path) -> Iterator[Launcher]:
+def mcp_listen(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Where the launcher's MCP adapter listens: a free port, or (param "taken") one another program holds."""
+    if getattr(request, "param", "") != "taken":
+        yield f"127.0.0.1:{free_port()}"
+        return
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        yield f"127.0.0.1:{holder.getsockname()[1]}"
+
+
+@pytest.fixture
+def launcher(tmp_path: Path, mcp_listen: str) -> Iterator[Launcher]:
     """``python -m services.local_stack`` on free ports, read until it reports ready; killed with its services
     if a test leaves it running."""
     ports = {name: free_port() for name in ("monitor", "alert", "notify", "runner")}
@@ -77,8 +90,11 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
         {
             "MONITORS_DATA_DIR": str(tmp_path / "data"),
             "MONITORS_MONITOR_TARGET": f"127.0.0.1:{ports['monitor']}",
+            "MONITORS_NOTIFY_TARGET": f"127.0.0.1:{ports['notify']}",
             **{f"MONITORS_{n.upper()}_LISTEN": f"127.0.0.1:{p}" for n, p in ports.items()},
             "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+            "MONITORS_MCP_LISTEN": mcp_listen,
+            "MONITORS_ALERT_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
         }
     )
     process = subprocess.Popen(
@@ -108,6 +124,8 @@ def launcher(tmp_path: Path) -> Iterator[Launcher]:
                 process.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 process.kill()
+        if process.stdout is not None and not process.stdout.closed:
+            process.stdout.close()
         # Its services run in sessions of their own: any that outlived it are found by their environment.
         kill_processes_with_env(f"MONITORS_DATA_DIR={env['MONITORS_DATA_DIR']}")
 
@@ -185,3 +203,16 @@ def test_local_stack_stops_its_services_even_when_its_terminal_is_gone(launcher:
     launcher.process.send_signal(signal.SIGINT)
     launcher.process.wait(timeout=60)
     assert_nothing_answers(launcher.ports)
+
+
+@pytest.mark.parametrize("mcp_listen", ["taken"], indirect=True)
+def test_a_taken_mcp_port_costs_only_the_adapter_and_says_which_setting(launcher: Launcher, mcp_listen: str) -> None:
+    """The adapter's port held by another program: the services still start and keep running, and the output
+    names MONITORS_MCP_LISTEN (it had reported the other program as SERVING, then stopped everything)."""
+    assert "monitors is running" in launcher.text, launcher.text
+    assert "MONITORS_MCP_LISTEN" in launcher.text
+    assert f"{mcp_listen} is taken" in launcher.text
+    time.sleep(2)
+    assert launcher.process.poll() is None
+    for port in launcher.ports.values():
+        assert health(f"127.0.0.1:{port}") == health_pb2.HealthCheckResponse.SERVING
