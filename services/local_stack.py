@@ -156,7 +156,13 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
     deadline = time.monotonic() + STARTUP_DEADLINE_S
     # The runner starts once the services serve: started with them, it would begin with a refused connection and
     # a warning in the output.
-    env = {**env, "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or EGRESS_DEFAULT}
+    env = {
+        **env,
+        "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or EGRESS_DEFAULT,
+        # A terminal to read: warnings and errors as text lines, not a JSON line per call (set these to see more).
+        "MONITORS_LOG_LEVEL": env.get("MONITORS_LOG_LEVEL") or "WARNING",
+        "MONITORS_LOG_FORMAT": env.get("MONITORS_LOG_FORMAT") or "text",
+    }
     for group in (SERVICES[:-1], SERVICES[-1:]):
         if stop.is_set():
             break
@@ -204,7 +210,7 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
             "\nNext steps:\n"
             "  1. Get an API key:\n"
             "       .venv/bin/python -m services.admin create-api-key --email you@example.com\n"
-            "  2. Call the API with it (grpcurl is installed by `make test`, or use any gRPC client):\n"
+            "  2. Call the API with it (grpcurl comes with make run; any gRPC client works):\n"
             f"       .venv/bin/grpcurl -plaintext {monitor} list\n"
             '       .venv/bin/grpcurl -plaintext -H "authorization: Bearer $KEY" '
             f"{monitor} monitors.v1.AccountService/GetCurrentUser\n"

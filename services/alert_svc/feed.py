@@ -115,7 +115,8 @@ class MonitorFeed:
         while True:
             try:
                 await self._watch_once()
-                log.warning("monitor event stream ended; reconnecting")
+                # The monitor service ended it (it drains to stop or restart): expected, so not a warning.
+                log.info("monitor event stream ended; reconnecting")
             except grpc.aio.AioRpcError as error:
                 # Started beside the monitor service (make run, a fresh deployment), the first attempts find it
                 # not listening yet: that is waiting, not a failure, until it has gone on for a while.
