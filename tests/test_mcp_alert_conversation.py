@@ -1,30 +1,17 @@
 """The seeds' alert conversations through the MCP adapter, end to end against the real stack: "create a Bitcoin
 price monitor", "alert me if it goes above 70,000", the price crosses, "show recent alerts", "acknowledge it";
 and a website outage with its firing and resolved notices.
-
-They need AlertService. While it answers UNIMPLEMENTED (before the alerting issue lands) each test stops at its
-first alert call and reports XFAIL with that reason, visibly; once AlertService serves, they run in full.
 """
 
 from __future__ import annotations
 
 import re
 
-import pytest
 from mcp.client import ClientSession
 
 from tests.test_mcp_adapter import McpStack, call, call_error, eventually, mcp_stack, stdio_adapter, text_of
 
 __all__ = ["mcp_stack"]  # the shared fixture, imported for this module
-
-
-async def xfail_without_alert_service(mcp_stack: McpStack, key: str) -> None:
-    """XFAIL, saying why, while AlertService answers UNIMPLEMENTED. (Asked before the conversation's session:
-    pytest.xfail raised inside the client's task group would arrive wrapped in an ExceptionGroup.)"""
-    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
-        result = await session.call_tool("list_alert_rules", {})
-    if result.is_error and "UNIMPLEMENTED" in text_of(result):
-        pytest.xfail(f"AlertService is not implemented on this stack yet: {text_of(result)}")
 
 
 async def create_rule(session: ClientSession, **arguments: object) -> dict[str, object]:
@@ -33,7 +20,6 @@ async def create_rule(session: ClientSession, **arguments: object) -> dict[str, 
 
 async def test_bitcoin_above_70k_fires_shows_and_is_acknowledged(mcp_stack: McpStack) -> None:
     key = mcp_stack.stack.create_api_key("trader@example.com")
-    await xfail_without_alert_service(mcp_stack, key)
     mcp_stack.market.price = "65000.00"
     async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
         # "Create a Bitcoin price monitor."
@@ -81,7 +67,6 @@ async def test_bitcoin_above_70k_fires_shows_and_is_acknowledged(mcp_stack: McpS
 
 async def test_website_outage_fires_then_resolves_with_a_notice(mcp_stack: McpStack) -> None:
     key = mcp_stack.stack.create_api_key("webmaster@example.com")
-    await xfail_without_alert_service(mcp_stack, key)
     mcp_stack.website.up = True
     async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
         channel = await call(session, "create_channel", kind="email", destination="webmaster@example.com")
@@ -110,7 +95,6 @@ async def test_suggested_alerts_leave_outages_to_the_default_rule_and_rules_say_
     mcp_stack: McpStack,
 ) -> None:
     key = mcp_stack.stack.create_api_key("owner@example.com")
-    await xfail_without_alert_service(mcp_stack, key)
     async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
         # A new account's first monitor: its default rule "A monitor is down" covers it, so no second down rule.
         result = await session.call_tool(
@@ -170,7 +154,6 @@ async def test_suggested_alerts_leave_outages_to_the_default_rule_and_rules_say_
 
 async def test_pending_alert_and_silences_explain_themselves(mcp_stack: McpStack) -> None:
     key = mcp_stack.stack.create_api_key("patient@example.com")
-    await xfail_without_alert_service(mcp_stack, key)
     mcp_stack.market.price = "65000.00"
     async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="conversation") as session:
         created = await call(
