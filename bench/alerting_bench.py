@@ -361,7 +361,7 @@ async def write_to_fire(engine: AlertEngine, config: InfluxConfig, trials: int) 
             fired.set()
         return False
 
-    subscription = engine.changes.subscribe(on_change)
+    subscription = engine.changes.subscribe_everyone(on_change)
     params = {"db": config.database, "rp": config.retention_policy, "precision": "ns"}
     latencies: list[float] = []
     try:
