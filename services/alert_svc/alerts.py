@@ -251,8 +251,10 @@ class Alerting:
     def unwatch_alerts(self, subscription: Subscription[Change]) -> None:
         self._engine.changes.unsubscribe(subscription)
 
-    def silence_active(self, silence: Silence) -> bool:
-        return silence.active_at(datetime.now(UTC))
+    def silence_timing(self, silence: Silence) -> tuple[bool, datetime | None]:
+        """Whether it mutes now, and when it next begins to."""
+        now = datetime.now(UTC)
+        return silence.active_at(now), silence.next_start(now)
 
 
 def verdict_would_fire(evaluations: Sequence[Evaluation]) -> tuple[Evaluation | None, bool]:

@@ -576,17 +576,21 @@ class Silence:
             return False
         if not self.cron_schedule or self.duration is None:
             return True
-        zone = ZoneInfo(self.time_zone or "UTC")
-        local = now.astimezone(zone)
-        # The latest occurrence at or before now is the one that may still be running: step from one
-        # duration back (occurrences further back have ended).
-        since = (local - self.duration).replace(second=0, microsecond=0)
-        for occurrence in CronSim(self.cron_schedule, since - timedelta(minutes=1)):
-            if occurrence > local:
-                return False
-            if occurrence <= local < occurrence + self.duration:
-                return True
-        return False
+        local = now.astimezone(ZoneInfo(self.time_zone or "UTC"))
+        # Only the latest occurrence at or before now can still be running (one step back, whatever the
+        # schedule: "* * * * *" with a 7-day window had walked 10,080 occurrences per check).
+        latest = next(CronSim(self.cron_schedule, local + timedelta(seconds=1), reverse=True), None)
+        return latest is not None and local < latest + self.duration
+
+    def next_start(self, now: datetime) -> datetime | None:
+        """When it next begins to mute after ``now`` (None: it will not again)."""
+        if not self.cron_schedule:
+            return self.start_time if now < self.start_time else None
+        local = max(now, self.start_time).astimezone(ZoneInfo(self.time_zone or "UTC"))
+        upcoming = next(CronSim(self.cron_schedule, local), None)
+        if upcoming is None or (self.end_time is not None and upcoming >= self.end_time):
+            return None
+        return upcoming.astimezone(UTC)
 
 
 def validate_silence(draft: SilenceDraft, now: datetime, prefix: str = "silence") -> SilenceDraft:

@@ -96,13 +96,13 @@ class AlertServiceServicer(alert_service_pb2_grpc.AlertServiceServicer):
 
     async def CreateSilence(self, request: pb.CreateSilenceRequest, context: Context) -> pb.CreateSilenceResponse:
         silence = await self._alerting.create_silence(current_principal(), silence_draft_from_proto(request.silence))
-        return pb.CreateSilenceResponse(silence=silence_to_proto(silence, self._alerting.silence_active(silence)))
+        return pb.CreateSilenceResponse(silence=silence_to_proto(silence, *self._alerting.silence_timing(silence)))
 
     async def ListSilences(self, request: pb.ListSilencesRequest, context: Context) -> pb.ListSilencesResponse:
         page, token = await self._alerting.list_silences(
             current_principal(), request.page_size, request.page_token, request.include_expired
         )
-        silences = [silence_to_proto(s, self._alerting.silence_active(s)) for s in page]
+        silences = [silence_to_proto(s, *self._alerting.silence_timing(s)) for s in page]
         return pb.ListSilencesResponse(silences=silences, next_page_token=token)
 
     async def DeleteSilence(self, request: pb.DeleteSilenceRequest, context: Context) -> pb.DeleteSilenceResponse:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any, TypeVar
 
 from monitors.v1 import alert_service_pb2 as pb
@@ -304,7 +304,7 @@ def silence_draft_from_proto(message: pb.Silence, path: str = "silence") -> Sile
     )
 
 
-def silence_to_proto(silence: Silence, active: bool) -> pb.Silence:
+def silence_to_proto(silence: Silence, active: bool, next_start: datetime | None = None) -> pb.Silence:
     return pb.Silence(
         id=silence.id,
         monitor_id=silence.monitor_id,
@@ -316,6 +316,7 @@ def silence_to_proto(silence: Silence, active: bool) -> pb.Silence:
         monitor_selector=dict(silence.selector),
         cron_schedule=silence.cron_schedule,
         duration=to_duration(silence.duration),
-        time_zone=silence.time_zone,
+        time_zone=silence.time_zone or "UTC",
         active=active,
+        next_start_time=to_timestamp(next_start),
     )

@@ -443,6 +443,7 @@ class Silence(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     TIME_ZONE_FIELD_NUMBER: _builtins.int
     ACTIVE_FIELD_NUMBER: _builtins.int
+    NEXT_START_TIME_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only."""
     monitor_id: _builtins.str
@@ -474,6 +475,10 @@ class Silence(_message.Message):
 
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def next_start_time(self) -> _timestamp_pb2.Timestamp:
+        """Output only. When it next begins to mute (a recurring window's next occurrence); unset if never again."""
+
     def __init__(
         self,
         *,
@@ -489,10 +494,11 @@ class Silence(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         time_zone: _builtins.str = ...,
         active: _builtins.bool = ...,
+        next_start_time: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "duration", b"duration", "end_time", b"end_time", "next_start_time", b"next_start_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "comment", b"comment", "create_time", b"create_time", "cron_schedule", b"cron_schedule", "duration", b"duration", "end_time", b"end_time", "id", b"id", "monitor_id", b"monitor_id", "monitor_selector", b"monitor_selector", "rule_id", b"rule_id", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["active", b"active", "comment", b"comment", "create_time", b"create_time", "cron_schedule", b"cron_schedule", "duration", b"duration", "end_time", b"end_time", "id", b"id", "monitor_id", b"monitor_id", "monitor_selector", b"monitor_selector", "next_start_time", b"next_start_time", "rule_id", b"rule_id", "start_time", b"start_time", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
