@@ -181,6 +181,9 @@ async def test_pending_alert_and_silences_explain_themselves(mcp_stack: McpStack
         nightly = await call(session, "create_silence", cron_schedule="0 22 * * *", duration="1h", rule_id=rule["id"])
         assert nightly["time_zone"] == "UTC"
         assert 'on schedule "0 22 * * *" in UTC, each window lasting 1h' in nightly["result"]
+        # The next window is read back: a 22:00 UTC start within the next day.
+        assert re.fullmatch(r"\d{4}-\d\d-\d\dT22:00:00Z", str(nightly["next_window"]))
+        assert f"next window from {nightly['next_window']}" in nightly["result"]
         listed = await call(session, "list_silences")
         assert f'{nightly["id"]} on schedule "0 22 * * *" in UTC' in listed["result"]
         await call(session, "delete_monitor", monitor_id=monitor_id)

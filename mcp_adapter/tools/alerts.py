@@ -651,6 +651,7 @@ class SilenceView(BaseModel):
     duration: str | None = None
     time_zone: str | None = None
     active: bool | None = None
+    next_window: str | None = None
     comment: str | None = None
 
 
@@ -666,6 +667,7 @@ def silence_view(silence: alert_service_pb2.Silence) -> SilenceView:
         duration=span(silence.duration),
         time_zone=(silence.time_zone or "UTC") if silence.cron_schedule else None,
         active=silence.active,
+        next_window=iso(silence.next_start_time, silence, "next_start_time"),
         comment=silence.comment or None,
     )
 
@@ -745,6 +747,7 @@ async def create_silence(
             f'on schedule "{view.cron_schedule}" in {view.time_zone}, each window lasting {view.duration}'
             + (f", until {view.end}" if view.end else "")
             + ("; a window is on now" if view.active else "; not in a window now")
+            + (f"; next window from {view.next_window}" if view.next_window else "")
         )
     else:
         when = (f"from {view.start} " if starts != "now" and view.start else "") + f"until {view.end}"
