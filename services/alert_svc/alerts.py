@@ -22,6 +22,7 @@ from services.alert_svc.domain import (
     Silence,
     SilenceDraft,
     Verdict,
+    check_windows,
     validate_rule,
     validate_silence,
 )
@@ -76,7 +77,9 @@ class Alerting:
         return valid
 
     async def create_rule(self, caller: Principal, draft: RuleDraft) -> AlertRule:
-        rule = await self._store.create_rule(caller.user_id, await self._validated(caller, draft))
+        valid = await self._validated(caller, draft)
+        check_windows(valid, self._engine.evaluator.rules_of(caller.user_id))
+        rule = await self._store.create_rule(caller.user_id, valid)
         await self._engine.rule_changed(rule)
         return rule
 
@@ -120,9 +123,9 @@ class Alerting:
             changes["selector"] = {}
         if changes.get("selector") and "monitor_id" not in changes:
             changes["monitor_id"] = ""
-        rule = await self._store.replace_rule(
-            caller.user_id, rule_id, await self._validated(caller, replace(merged, **changes))
-        )
+        valid = await self._validated(caller, replace(merged, **changes))
+        check_windows(valid, self._engine.evaluator.rules_of(caller.user_id), rule_id)
+        rule = await self._store.replace_rule(caller.user_id, rule_id, valid)
         await self._engine.rule_changed(rule)
         return rule
 

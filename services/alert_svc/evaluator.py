@@ -40,6 +40,7 @@ from datetime import UTC, timedelta
 
 from service_runtime.errors import NotFound
 from services.alert_svc.domain import (
+    MAX_WINDOWS_PER_USER,
     AlertRule,
     AnomalyCondition,
     ChangeCondition,
@@ -63,6 +64,16 @@ UNAVAILABLE = "data unavailable: the sample feed or the time-series store is dow
 # How far back a warm start looks for a zero-window rule's latest value (at least three check intervals).
 LATEST_LOOKBACK = timedelta(hours=1)
 NO_DATA_FIELD = "is_up"  # every monitor kind writes it with each sample
+# A sample older than its series' newest by more than this is dropped from windows (counted in
+# Evaluator.late_dropped; it still counts for no_data). Concurrent pings and several runners' results arrive
+# out of order by up to a check's timeout (60 s at most) plus a runner's flush; the reconciliation merges
+# anything later from the time-series store within a period. What a late sample costs is bounded in the
+# windows themselves (windows.MAX_LATE_SHIFT), not by this.
+LATE_TOLERANCE_S = 65.0
+# Structures (windows, anomaly bands) one series keeps at most. Rule creation refuses a user's 21st distinct
+# window (domain.MAX_WINDOWS_PER_USER); this holds for rules stored before that limit: a pair that would need
+# one more is UNKNOWN and explains why, instead of making every sample of the series cost one more window.
+MAX_STRUCTS_PER_SERIES = MAX_WINDOWS_PER_USER
 
 _COMPARE: dict[Operator, Callable[[float, float], bool]] = {
     Operator.GT: operator.gt,
@@ -193,6 +204,24 @@ class _SeriesPair(_Pair):
     def __init__(self, rule: AlertRule, watch: _Watch, series: _Series) -> None:
         super().__init__(rule, watch)
         self.series = series
+
+
+class _OverLimitPair(_SeriesPair):
+    """A pair whose series already keeps MAX_STRUCTS_PER_SERIES structures: never evaluated on samples (it is
+    in no structure and not in the series' pairs), UNKNOWN when asked."""
+
+    __slots__ = ("why",)
+
+    def __init__(self, rule: AlertRule, watch: _Watch, series: _Series) -> None:
+        super().__init__(rule, watch, series)
+        self.why = (
+            f"not evaluated: {series.field} of this monitor already has {MAX_STRUCTS_PER_SERIES} different "
+            "windows, the most kept per monitor and field; use the window of another rule, or delete rules "
+            "with other windows, then save this rule again"
+        )
+
+    def evaluate(self, ref: float) -> Evaluation:
+        return self.verdict(ref, UNKNOWN, self.why)
 
 
 class _ThresholdPair(_SeriesPair):
@@ -466,9 +495,11 @@ class Evaluator:
         self._by_owner: dict[str, dict[str, _Watch]] = {}
         self._direct: dict[str, dict[str, _RuleEntry]] = {}  # monitor id -> rules naming it
         self._selectors: dict[str, dict[str, _RuleEntry]] = {}  # owner id -> selector rules
+        self._owned: dict[str, dict[str, AlertRule]] = {}  # owner id -> enabled rules by id
         self._deadlines = Deadlines()
         self._arm = self._deadlines.arm
         self._available = True
+        self.late_dropped = 0  # samples more than LATE_TOLERANCE_S older than their series' newest
 
     # --- monitors --------------------------------------------------------------------------------------
 
@@ -541,6 +572,7 @@ class Evaluator:
         if old is not None:
             self._unindex(old)
         self._rules[rule.id] = entry
+        self._owned.setdefault(rule.owner_id, {})[rule.id] = rule
         if rule.monitor_id:
             self._direct.setdefault(rule.monitor_id, {})[rule.id] = entry
             known = self._watches.get(rule.monitor_id)
@@ -567,9 +599,18 @@ class Evaluator:
         entry = self._rules.pop(rule_id, None)
         if entry is None:
             return
+        owned = self._owned.get(entry.rule.owner_id)
+        if owned is not None:
+            owned.pop(rule_id, None)
+            if not owned:
+                del self._owned[entry.rule.owner_id]
         self._unindex(entry)
         for pair in list(entry.pairs.values()):
             self._detach(pair)
+
+    def rules_of(self, owner_id: str) -> list[AlertRule]:
+        """The enabled rules of ``owner_id`` (for limits on what they may add)."""
+        return list(self._owned.get(owner_id, {}).values())
 
     def pairs(self, rule_id: str) -> list[str]:
         """The ids of the monitors ``rule_id`` watches now (none for an unknown rule)."""
@@ -607,8 +648,13 @@ class Evaluator:
                 if t >= series.latest_t:
                     series.latest_t = t
                     series.latest_v = v
-                for struct in series.structs:
-                    struct.add(t, v)
+                    for struct in series.structs:
+                        struct.add(t, v)
+                elif t >= series.latest_t - LATE_TOLERANCE_S:
+                    for struct in series.structs:
+                        struct.add(t, v)
+                else:
+                    self.late_dropped += 1
                 if not series.dirty:
                     series.dirty = True
                     touched.append(series)
@@ -786,8 +832,11 @@ class Evaluator:
         pair: _Pair
         if isinstance(condition, ThresholdCondition):
             series = self._series(watch, condition.field)
-            pair = _ThresholdPair(rule, watch, condition, series)
             span = condition.window.total_seconds()
+            if span and self._full(series, span in series.windows):
+                pair = self._over_limit(rule, watch, entry, series)
+                return pair
+            pair = _ThresholdPair(rule, watch, condition, series)
             if span:
                 window = self._window(series, span)
                 window.require(condition.aggregation)
@@ -796,6 +845,8 @@ class Evaluator:
             series.pairs.append(pair)
         elif isinstance(condition, ChangeCondition):
             series = self._series(watch, condition.field)
+            if self._full(series, condition.window.total_seconds() in series.windows):
+                return self._over_limit(rule, watch, entry, series)
             window = self._window(series, condition.window.total_seconds())
             window.require(None)
             pair = _ChangePair(rule, watch, condition, series, window)
@@ -804,6 +855,8 @@ class Evaluator:
         elif isinstance(condition, AnomalyCondition):
             series = self._series(watch, condition.field)
             key = (condition.window.total_seconds(), condition.baseline.total_seconds())
+            if self._full(series, key in series.bands):
+                return self._over_limit(rule, watch, entry, series)
             band = series.bands.get(key)
             if band is None:
                 band = Band(*key, self._arm) if self._cap is None else Band(*key, self._arm, self._cap)
@@ -829,6 +882,20 @@ class Evaluator:
         entry.pairs[watch.monitor.monitor_id] = pair
         return pair
 
+    @staticmethod
+    def _full(series: _Series, shared: bool) -> bool:
+        """Whether a pair needing a structure on ``series`` (``shared``: one it already keeps) must go without."""
+        return not shared and len(series.structs) >= MAX_STRUCTS_PER_SERIES
+
+    def _over_limit(self, rule: AlertRule, watch: _Watch, entry: _RuleEntry, series: _Series) -> _Pair:
+        pair = _OverLimitPair(rule, watch, series)
+        watch.pairs[rule.id] = pair
+        entry.pairs[watch.monitor.monitor_id] = pair
+        if not series.pairs and not series.structs and watch.series.get(series.field) is series:
+            del watch.series[series.field]
+            watch.read = tuple(watch.series.items())
+        return pair
+
     def _detach(self, pair: _Pair) -> None:
         """Unhook a pair; structures and series nobody reads any more go. (A pair already replaced by its
         rule's new version stays out of the indexes, which point at the new one.)"""
@@ -842,7 +909,7 @@ class Evaluator:
             pair.dead = True
             watch.nodata.remove(pair)
             return
-        if isinstance(pair, _DownPair):
+        if isinstance(pair, _DownPair | _OverLimitPair):
             return
         assert isinstance(pair, _SeriesPair)
         series = pair.series

@@ -20,14 +20,20 @@ Memory is bounded: a window keeps at most ``cap`` samples (``MAX_SAMPLES``, 10,0
 the oldest go first, so a window over a very frequent series covers its latest ``cap`` samples. An anomaly
 band keeps at most ``cap`` samples in its current window and ``cap`` in its baseline.
 
-Samples arriving out of time order are inserted in place by rebuilding the structure (O(n), rare: the feeds
-deliver each series in order).
+A sample arriving out of time order (concurrent pings, a batch delivered late) is inserted in place: the
+``k`` samples newer than it are taken off the tail (their share of the running state undone), the late one
+added and the ``k`` put back, so it costs O(k log n) and never a rebuild. The evaluator drops samples more
+than ``LATE_TOLERANCE_S`` older than a series' newest before they reach a window, and a window drops (and
+counts in ``late_dropped``) one that more than ``MAX_LATE_SHIFT`` held samples are newer than, so ``k`` stays
+small whatever the feed does. (A full rebuild per late sample had let one series with 990 windows freeze the
+event loop for minutes.) History is merged by :meth:`Window.load`, a rebuild, once per warm start or
+reconciliation.
 """
 
 from __future__ import annotations
 
 import math
-from bisect import bisect_left, bisect_right, insort
+from bisect import bisect_left, insort
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from typing import Protocol
@@ -35,6 +41,7 @@ from typing import Protocol
 from service_runtime.timeseries import Aggregation
 
 MAX_SAMPLES = 10_000
+MAX_LATE_SHIFT = 64  # at most this many held samples newer than a late one; beyond, it is dropped
 _FAR = 2**62  # a bucket key later than any deadline
 
 _NEEDS_SUM = frozenset({Aggregation.MEAN, Aggregation.SUM})
@@ -127,6 +134,7 @@ class Window:
         "cutoff",
         "dead",
         "last_t",
+        "late_dropped",
         "max_i",
         "max_v",
         "min_i",
@@ -165,6 +173,7 @@ class Window:
         self.sorted: list[float] = []
         self.pairs: list[object] = []  # the evaluator's pairs reading this window
         self.stale = False  # samples left on the clock since the pairs were last evaluated
+        self.late_dropped = 0  # late samples dropped: more than MAX_LATE_SHIFT held samples were newer
 
     # --- what rules need -------------------------------------------------------------------------------
 
@@ -292,9 +301,44 @@ class Window:
     def _insert_late(self, t: float, v: float) -> None:
         if t <= self.cutoff:
             return  # it left the window already: counting it now would move the window back
-        held = self.points()
-        held.insert(bisect_right(self.times, t), (t, v))  # after samples of the same time
-        self._rebuild(held)
+        times, values = self.times, self.values
+        held = len(times)
+        k = 0  # held samples newer than t (a sample of the same time stays before it)
+        while k < held and times[held - 1 - k] > t:
+            k += 1
+            if k > MAX_LATE_SHIFT:
+                self.late_dropped += 1
+                return
+        newer = [(times.pop(), values.pop()) for _ in range(k)]
+        newer.reverse()
+        first = self.added - held  # index of the oldest held sample
+        self.added -= k
+        kept = first + held - k  # indices from here on were the newer samples'
+        if self.need_sum:
+            for _, old in newer:
+                self.total -= old
+            self._removed += k  # subtracting drifts like evicting: recomputed exactly in time
+        if self.need_sorted:
+            ordered = self.sorted
+            for _, old in newer:
+                del ordered[bisect_left(ordered, old)]
+        # Min and max deques: drop the newer samples' entries. Entries they had pushed out are missing, but
+        # each would be pushed out again when the same newer samples are added back after the late one.
+        if self.need_min:
+            while self.min_i and self.min_i[-1] >= kept:
+                self.min_i.pop()
+                self.min_v.pop()
+        if self.need_max:
+            while self.max_i and self.max_i[-1] >= kept:
+                self.max_i.pop()
+                self.max_v.pop()
+        self.last_t = times[-1] if times else -math.inf
+        self.add(t, v)
+        for nt, nv in newer:
+            self.add(nt, nv)
+        if self.need_sum and self._removed >= len(self.values):
+            self.total = math.fsum(self.values)
+            self._removed = 0
 
     def _rebuild(self, ordered: list[tuple[float, float]]) -> None:
         cutoff = self.cutoff
@@ -373,6 +417,7 @@ class Band:
         "cur_v",
         "dead",
         "last_t",
+        "late_dropped",
         "pairs",
         "ref",
         "stale",
@@ -400,6 +445,7 @@ class Band:
         self.last_t = -math.inf
         self.pairs: list[object] = []
         self.stale = False
+        self.late_dropped = 0
 
     def add(self, t: float, v: float) -> None:
         """Fold one sample in; the band then trails the latest sample's time."""
@@ -510,9 +556,40 @@ class Band:
     def _insert_late(self, t: float, v: float) -> None:
         if t <= self.ref - self.window - self.baseline:
             return
-        held = self.points()
-        held.insert(bisect_right([p[0] for p in held], t), (t, v))
-        self._rebuild(held)
+        # As in Window: the newer samples come off the tail (the window's, then the baseline's), the late one
+        # goes in, and they are added back; the reference time stays.
+        cur_t, cur_v, base_t, base_v = self.cur_t, self.cur_v, self.base_t, self.base_v
+        in_cur = in_base = 0
+        while in_cur < len(cur_t) and cur_t[-1 - in_cur] > t and in_cur <= MAX_LATE_SHIFT:
+            in_cur += 1
+        if in_cur == len(cur_t):
+            while in_base < len(base_t) and base_t[-1 - in_base] > t and in_cur + in_base <= MAX_LATE_SHIFT:
+                in_base += 1
+        if in_cur + in_base > MAX_LATE_SHIFT:
+            self.late_dropped += 1
+            return
+        newer: list[tuple[float, float]] = []
+        for _ in range(in_cur):
+            old = cur_v.pop()
+            newer.append((cur_t.pop(), old))
+            self.cur_sum -= old
+        self._cur_removed += in_cur
+        for _ in range(in_base):
+            old = base_v.pop()
+            newer.append((base_t.pop(), old))
+            d = old - self.base_shift
+            self.base_s1 -= d
+            self.base_s2 -= d * d
+        self._removed += in_base
+        self.last_t = cur_t[-1] if cur_t else (base_t[-1] if base_t else -math.inf)
+        self.add(t, v)
+        for nt, nv in reversed(newer):
+            self.add(nt, nv)
+        if self._removed >= len(base_v):
+            self._recentre()
+        if self._cur_removed >= len(cur_v):
+            self.cur_sum = math.fsum(cur_v)
+            self._cur_removed = 0
 
     def _rebuild(self, ordered: list[tuple[float, float]]) -> None:
         ref = self.ref
