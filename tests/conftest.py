@@ -14,10 +14,9 @@ import pytest
 
 from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore, SqlStore
 from service_runtime.database import Database, open_database
-from service_runtime.secretbox import new_master_key
 from services.monitor_svc.server import MIGRATIONS as MONITOR_MIGRATIONS
 from services.monitor_svc.server import VERSION_TABLE as MONITOR_VERSION_TABLE
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.services import REPO, Stack
 
 TEMPLATE_CACHE = REPO / ".cache" / "mariadb-template"
@@ -91,13 +90,9 @@ def production_stack(
     influxdb: InfluxDBServer,
 ) -> Iterator[Stack]:
     """The services on MariaDB, Redis and InfluxDB, with a master key from the environment, as in production."""
-    env = {
-        "MONITORS_DATABASE_URL": mariadb.create_database("stack"),
-        "MONITORS_REDIS_URL": redis_server.url,
-        "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/stack",
-        "MONITORS_MASTER_KEY": new_master_key(),
-    }
-    with Stack(tmp_path_factory.mktemp("production"), env) as stack:
+    with Stack(
+        tmp_path_factory.mktemp("production"), production_env(mariadb, redis_server, influxdb, "stack")
+    ) as stack:
         yield stack
 
 

@@ -10,8 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from service_runtime.secretbox import new_master_key
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.external import production_env
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import Stack
 from tests.test_alerting import User, ping
@@ -29,15 +28,8 @@ def stack(
 ) -> Iterator[Stack]:
     env = {"MONITORS_EGRESS": "private-allowed", "MONITORS_CA_FILE": str(receivers.ca_file)}
     if request.param == "production":
-        mariadb: MariaDBServer = request.getfixturevalue("mariadb")
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        influxdb: InfluxDBServer = request.getfixturevalue("influxdb")
-        env |= {
-            "MONITORS_DATABASE_URL": mariadb.create_database("durability"),
-            "MONITORS_REDIS_URL": redis.url,
-            "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/durability",
-            "MONITORS_MASTER_KEY": new_master_key(),
-        }
+        mariadb, redis, influxdb = (request.getfixturevalue(n) for n in ("mariadb", "redis_server", "influxdb"))
+        env |= production_env(mariadb, redis, influxdb, "durability")
     with Stack(tmp_path_factory.mktemp(f"durability-{request.param}"), env) as found:
         yield found
 

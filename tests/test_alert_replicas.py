@@ -32,10 +32,9 @@ from monitors.v1 import (
     notification_service_pb2_grpc,
 )
 from service_runtime.cache import InProcessStore
-from service_runtime.secretbox import new_master_key
 from services.alert_svc.leadership import Holder, Leadership
 from services.alert_svc.server import lease_key
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
 from tests.harness.services import ServiceProcess, Stack
@@ -302,10 +301,7 @@ def replicated(
         "MONITORS_MIN_INTERVAL_S": "1",
         "MONITORS_NOTIFY_TIMEOUT_S": "3",
         "MONITORS_ALERT_LEASE_S": str(REPLICA_LEASE_S),
-        "MONITORS_DATABASE_URL": mariadb.create_database("replicas"),
-        "MONITORS_REDIS_URL": redis_server.url,
-        "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/replicas",
-        "MONITORS_MASTER_KEY": new_master_key(),
+        **production_env(mariadb, redis_server, influxdb, "replicas"),
     }
     with Stack(tmp_path_factory.mktemp("replicas"), env) as stack:
         standby = stack.alert_replica("b")

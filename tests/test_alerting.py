@@ -29,8 +29,7 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from service_runtime.secretbox import new_master_key
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from tests.harness.external import production_env
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth, rich_details
 from tests.harness.services import Stack
@@ -60,15 +59,8 @@ def stack(
         "MONITORS_NOTIFY_TIMEOUT_S": "3",
     }
     if request.param == "production":
-        mariadb: MariaDBServer = request.getfixturevalue("mariadb")
-        redis: RedisServer = request.getfixturevalue("redis_server")
-        influxdb: InfluxDBServer = request.getfixturevalue("influxdb")
-        env |= {
-            "MONITORS_DATABASE_URL": mariadb.create_database("alerting"),
-            "MONITORS_REDIS_URL": redis.url,
-            "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + "/alerting",
-            "MONITORS_MASTER_KEY": new_master_key(),
-        }
+        mariadb, redis, influxdb = (request.getfixturevalue(n) for n in ("mariadb", "redis_server", "influxdb"))
+        env |= production_env(mariadb, redis, influxdb, "alerting")
     with Stack(tmp_path_factory.mktemp(f"alerting-{request.param}"), env) as found:
         yield found
 

@@ -297,3 +297,16 @@ class InfluxDBServer(ExternalServer):
                 return int(reply.status) == 204
         except urllib.error.URLError:
             return False
+
+
+def production_env(mariadb: MariaDBServer, redis: RedisServer, influxdb: InfluxDBServer, name: str) -> dict[str, str]:
+    """A stack's production settings on the session's servers: a fresh MariaDB database and InfluxDB database
+    named ``name``, the Redis, and a master key from the environment."""
+    from service_runtime.secretbox import new_master_key  # the harness's servers need nothing of ours otherwise
+
+    return {
+        "MONITORS_DATABASE_URL": mariadb.create_database(name),
+        "MONITORS_REDIS_URL": redis.url,
+        "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + f"/{name}",
+        "MONITORS_MASTER_KEY": new_master_key(),
+    }
