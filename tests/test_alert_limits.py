@@ -4,12 +4,15 @@ structures per series (for rules stored before that limit), found by a user whos
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import pytest
 
 from service_runtime.errors import ResourceExhausted
-from service_runtime.timeseries import Aggregation
+from service_runtime.timeseries import Aggregation, SqliteSampleStore
 from services.alert_svc.domain import (
     MAX_WINDOWS_PER_USER,
     AnomalyCondition,
@@ -22,8 +25,9 @@ from services.alert_svc.domain import (
     Verdict,
     check_windows,
 )
-from services.alert_svc.evaluator import MAX_STRUCTS_PER_SERIES
+from services.alert_svc.evaluator import MAX_STRUCTS_PER_SERIES, Evaluator
 from tests.test_alert_evaluator import make_rule, sample, watching
+from tests.test_alert_warm_start import coin, make_rig
 
 WEEK = timedelta(days=7)
 
@@ -76,3 +80,43 @@ def test_a_series_keeps_at_most_its_limit_of_windows_and_further_rules_say_why_t
     evaluator.remove_rule(f"rule_{MAX_STRUCTS_PER_SERIES + 1}")  # detaching one kept no structure is harmless
     evaluator.remove_rule("rule_1")
     assert len(series.structs) == MAX_STRUCTS_PER_SERIES - 1
+
+
+async def test_a_long_history_loads_in_turns_of_the_event_loop(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Two monitors with 6,000 stored samples each and 20 rules of different windows: the warm start lets other
+    work run between the two series (each is 120,000 window insertions), where it had held the loop for all."""
+    timeseries = SqliteSampleStore(tmp_path / "ts.sqlite3")
+    rig, database = await make_rig(timeseries, tmp_path, monkeypatch)
+    now = rig.clock.now
+    rules = []
+    for m in (1, 2):
+        for hours in range(1, MAX_WINDOWS_PER_USER + 1):
+            condition = ThresholdCondition("price", Aggregation.COUNT, timedelta(hours=hours), Operator.LT, 0)
+            rules.append(await rig.rule("usr_a", f"mon_{m}", condition))
+        await rig.store_prices("usr_a", f"mon_{m}", [(now - timedelta(seconds=10 * i), 1.0) for i in range(1, 6001)])
+    happened: list[str] = []
+    load = Evaluator.load
+
+    def recorded(self: Evaluator, owner_id: str, monitor_id: str, *args: Any, **kwargs: Any) -> int:
+        happened.append(monitor_id)
+        return load(self, owner_id, monitor_id, *args, **kwargs)
+
+    async def other_work() -> None:
+        while True:
+            happened.append("other")
+            await asyncio.sleep(0)
+
+    monkeypatch.setattr(Evaluator, "load", recorded)
+    try:
+        other = asyncio.create_task(other_work())
+        await rig.start([coin(1), coin(2)])
+        other.cancel()
+        loads = [i for i, what in enumerate(happened) if what.startswith("mon_")]
+        assert [happened[i] for i in loads] == ["mon_1", "mon_2"]
+        assert "other" in happened[loads[0] : loads[1]]
+        [evaluation] = await rig.engine.test(rules[-1])  # 20 h of samples every 10 s, all loaded
+        assert evaluation.value == 6000
+    finally:
+        await rig.engine.stop()
+        await timeseries.close()
+        await database.close()

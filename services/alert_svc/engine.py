@@ -60,6 +60,10 @@ MAX_TEST_EVALUATIONS = 100
 MONITOR_WAIT = timedelta(seconds=3)
 HISTORY_LIMIT = 10_000  # points per series in a warm start: what the evaluator's windows hold at most
 LOAD_SLICE = 2000  # series loaded per hold of the lock during a reconciliation
+# Work (samples times the windows they fill; see Evaluator.load) done per turn of the event loop while history
+# loads, about 30 ms here: one series with a long history and many windows had held the loop (and the lock) for
+# seconds at a warm start and at every reconciliation, whatever the count of series per slice.
+LOAD_BUDGET = 50_000
 DEFAULT_RECONCILE = timedelta(seconds=60)
 STORE_RETRY_S = 5.0
 
@@ -281,8 +285,10 @@ class AlertEngine:
         :meth:`~service_runtime.timeseries.TimeSeriesStore.points_many` per history request (never one per
         rule or series). ``silence_counts``: a series with no sample in the look-back has been silent that
         long (no_data may count from there). ``locked``: take the engine's lock only to load, a slice of
-        series at a time, so samples keep flowing while a reconciliation reads and loads. ``only`` and
-        ``field``: just these (owner, monitor) series of that field (a rule just made or changed)."""
+        series at a time, so samples keep flowing while a reconciliation reads and loads. Either way the
+        event loop is yielded after every LOAD_SLICE series or LOAD_BUDGET of work, so other calls are
+        served while a big history loads. ``only`` and ``field``: just these (owner, monitor) series of that
+        field (a rule just made or changed)."""
         queries = series_count = points_count = 0
         if self._timeseries is None:
             return {"queries": 0, "series": 0, "points": 0}
@@ -297,17 +303,20 @@ class AlertEngine:
             found = await self._timeseries.points_many(request.field, keys, start, now, HISTORY_LIMIT)
             queries += 1
             since = start.timestamp() if silence_counts else None
-            for first in range(0, len(keys), LOAD_SLICE):
+            index = 0
+            while index < len(keys):
                 async with self._lock if locked else contextlib.nullcontext():
-                    for key in keys[first : first + LOAD_SLICE]:
+                    work, end = 0, min(len(keys), index + LOAD_SLICE)
+                    while index < end and work < LOAD_BUDGET:
+                        key = keys[index]
+                        index += 1
                         points = found.get(key)
                         if points is None and since is None:
                             continue
                         history = [(p.time.timestamp(), p.value) for p in points] if points else []
-                        evaluator.load(key.owner_id, key.monitor_id, request.field, history, since=since)
+                        work += 1 + evaluator.load(key.owner_id, key.monitor_id, request.field, history, since=since)
                         points_count += len(history)
-                if locked:
-                    await asyncio.sleep(0)
+                await asyncio.sleep(0)
             series_count += len(keys)
         return {"queries": queries, "series": series_count, "points": points_count}
 

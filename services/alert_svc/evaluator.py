@@ -156,10 +156,13 @@ class _Series:
 
     def held(self) -> list[tuple[float, float]]:
         """Every sample some structure holds, oldest first, each once."""
+        return sorted(self.held_set())
+
+    def held_set(self) -> set[tuple[float, float]]:
         found: set[tuple[float, float]] = set()
         for struct in self.structs:
             found.update(struct.points())
-        return sorted(found)
+        return found
 
     def lookback(self) -> float:
         longest = 0.0
@@ -729,14 +732,16 @@ class Evaluator:
         points: Sequence[tuple[float, float]],
         *,
         since: float | None = None,
-    ) -> None:
+    ) -> int:
         """Warm start (and reconciliation): history of one series, as if the samples had arrived. Merged
-        with what is held (a sample both have counts once), so samples that arrived meanwhile stay.
+        with what is held (a sample both have counts once), so samples that arrived meanwhile stay; history
+        that holds nothing new (a reconciliation's usual case) changes no structure. Returns the work done
+        (samples times the structures refilled with them), for a caller yielding by a budget.
         ``since``: the history covers everything from then on, so a monitor with no sample in it has been
         silent since then at least (no_data counts from there rather than from the start of watching)."""
         watch = self._watches.get(monitor_id)
         if watch is None or watch.owner_id != owner_id:
-            return
+            return 0
         finite = [(t, v) for t, v in points if math.isfinite(t) and math.isfinite(v)]
         if finite:
             watch.last_sample = max(watch.last_sample, max(t for t, _ in finite))
@@ -748,13 +753,18 @@ class Evaluator:
                     self._arm(pair, pair.since() + pair.duration)
         series = watch.series.get(field)
         if series is None or not finite:
-            return
-        merged = sorted({*series.held(), *finite})
-        for struct in series.structs:
-            struct.load(merged)
-        latest_t, latest_v = merged[-1]
+            return len(finite)
+        held = series.held_set()
+        work = len(held) + len(finite)
+        if not held.issuperset(finite):
+            merged = sorted(held.union(finite))
+            for struct in series.structs:
+                struct.load(merged)
+            work += len(merged) * len(series.structs)
+        latest_t, latest_v = max(finite)
         if latest_t >= series.latest_t:
             series.latest_t, series.latest_v = latest_t, latest_v
+        return work
 
     def history_needed(self) -> list[HistoryRequest]:
         """For a warm start: one request per group of series sharing a field and the longest look-back any
