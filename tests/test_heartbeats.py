@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import grpc
 import httpx
@@ -12,6 +13,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from services.monitor_svc.heartbeats import PingLimiter
 from tests.harness.rpc import auth
 from tests.harness.services import Stack
 from tests.test_runners import eventually
@@ -82,14 +84,65 @@ def test_a_ping_makes_it_up_and_silence_past_period_plus_grace_makes_it_down(
 def test_the_job_can_report_its_own_failure(stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata) -> None:
     monitor = heartbeat(stub, key, period_s=60, grace_s=60)
     httpx.get(monitor.heartbeat_url, timeout=5)
-    reply = httpx.post(
-        monitor.heartbeat_url + "/fail", content=b"backup failed: disk full\n" + b"x" * 20_000, timeout=5
-    )
+    failure = b"backup failed: disk full\n" + b"x" * 20_000
+    reply = httpx.post(monitor.heartbeat_url + "/fail", content=failure, timeout=5)
+    if reply.status_code == 429:  # within a second of the first ping: retried as curl --retry does
+        time.sleep(float(reply.headers["Retry-After"]))
+        reply = httpx.post(monitor.heartbeat_url + "/fail", content=failure, timeout=5)
     assert reply.status_code == 200
     down = status_of(stub, key, monitor.id)
     assert down.state == common_pb2.MONITOR_STATE_DOWN
     assert down.last_result.message.startswith("backup failed: disk full")
     assert len(down.last_result.message) <= 500
+
+
+def test_one_ping_per_monitor_per_second_is_recorded_and_the_others_are_told_to_retry(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    """16 threads pinging one monitor, alternating success and /fail (a flood had recorded 366 results a second
+    and, alternating, written thousands of alerts): one ping a second is recorded, the rest are 429."""
+    monitor = heartbeat(stub, key, period_s=60, grace_s=60)
+    started = time.monotonic()
+
+    def pinger(n: int) -> list[httpx.Response]:
+        replies = []
+        with httpx.Client(timeout=5) as client:
+            while time.monotonic() - started < 2.5:
+                replies.append(client.get(monitor.heartbeat_url + ("/fail" if n % 2 else "")))
+                n += 1
+        return replies
+
+    with ThreadPoolExecutor(16) as pool:
+        replies = [r for batch in pool.map(pinger, range(16)) for r in batch]
+    recorded = [r for r in replies if r.status_code == 200]
+    limited = [r for r in replies if r.status_code == 429]
+    assert len(recorded) + len(limited) == len(replies)
+    assert 2 <= len(recorded) <= 3, len(recorded)  # 2.5 s
+    assert len(limited) > 20
+    assert all(r.headers["Retry-After"] == "1" and "not recorded" in r.text for r in limited)
+    uptime = stub.QuerySamples(pb.QuerySamplesRequest(monitor_id=monitor.id, field="is_up"), metadata=key, timeout=5)
+    assert len(uptime.points) == len(recorded)
+    time.sleep(1.0)
+    assert httpx.get(monitor.heartbeat_url, timeout=5).status_code == 200  # a second later: recorded again
+
+
+def test_the_ping_limiter_counts_per_token_gives_back_unrecorded_pings_and_forgets_old_ones() -> None:
+    now = [100.0]
+    limiter = PingLimiter(lambda: now[0])
+    assert limiter.take("a") == 0
+    assert limiter.take("b") == 0
+    assert limiter.take("a") == pytest.approx(1.0)
+    limiter.give_back("b")  # unknown token or paused monitor: nothing was recorded
+    assert limiter.take("b") == 0
+    now[0] += 1.0
+    assert limiter.take("a") == 0
+    for i in range(20_000):
+        limiter.take(f"old{i}")
+    now[0] += 2.0
+    for i in range(30_000):  # the map outgrows twice what was live at its last pruning: what is past its time goes
+        limiter.take(f"new{i}")
+    assert "old0" not in limiter._next
+    assert len(limiter._next) <= 30_000
 
 
 def test_unknown_tokens_and_other_paths_are_not_found(
@@ -116,6 +169,7 @@ def test_a_paused_heartbeat_is_neither_swept_down_nor_changed_by_pings(
     monitor = heartbeat(stub, key, period_s=1, grace_s=0)
     httpx.get(monitor.heartbeat_url, timeout=5)
     stub.PauseMonitor(pb.PauseMonitorRequest(id=monitor.id), metadata=key, timeout=5)
+    time.sleep(1.0)  # one ping a second
     reply = httpx.get(monitor.heartbeat_url, timeout=5)
     assert (reply.status_code, reply.text) == (200, "OK (monitor paused)\n")
     time.sleep(3)

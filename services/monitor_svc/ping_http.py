@@ -3,7 +3,8 @@
 ``GET|POST|HEAD /ping/<token>`` records a success; ``/ping/<token>/fail`` a failure reported by the job itself
 (the first 500 characters of a POST body become its message). The token is the secret: an unknown one is 404,
 and nothing else is served. Like Healthchecks.io, any method works, so ``curl -fsS -m 10 --retry 5 <url>``
-at the end of a cron job is enough.
+at the end of a cron job is enough. One ping per monitor per second is recorded; a sooner one is answered
+429 with ``Retry-After`` (which curl's ``--retry`` honours) and records nothing.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import socket
 from collections.abc import Generator
 
@@ -40,6 +42,13 @@ def ping_app(heartbeats: Heartbeats) -> Starlette:
         outcome = await heartbeats.ping(request.path_params["token"], failed, message)
         if outcome is PingOutcome.UNKNOWN:
             return PlainTextResponse("not found\n", status_code=404)
+        if outcome is PingOutcome.LIMITED:
+            wait = max(1, math.ceil(heartbeats.retry_after(request.path_params["token"])))
+            return PlainTextResponse(
+                "too many pings: one per second per monitor is recorded; not recorded, retry after 1 s\n",
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         return PlainTextResponse("OK\n" if outcome is PingOutcome.RECORDED else "OK (monitor paused)\n")
 
     methods = ["GET", "POST", "HEAD", "PUT"]
