@@ -414,6 +414,21 @@ async def test_points_many_injection_in_identifiers_reads_nothing(store: TimeSer
     assert len((await store.points_many("is_up", [SITE], T0, hour, 100))[SITE]) == 10  # and nothing was dropped
 
 
+async def test_points_many_reads_monitor_ids_as_written_not_as_patterns(store: TimeSeriesStore) -> None:
+    """Ids with a regular expression's or InfluxQL's special characters, or beyond ASCII, name exactly one
+    series each (the InfluxDB store names monitors in one regular expression)."""
+    ids = ["mon.1", "monx1", "mon|a", "mon(b)", "a/b\\/c", "mön*", "mö", "mon_$", "mon_"]
+    await write_all(store, [Sample("usr_a", m, T0 + i * MINUTE, {"price": float(i)}) for i, m in enumerate(ids)])
+    hour = T0 + timedelta(hours=1)
+    asked = [SeriesKey("usr_a", m) for m in ("mon.1", "mon|a", "a/b\\/c", "mön*", "mon_$", "mon.*", "mon")]
+
+    found = await store.points_many("price", asked, T0, hour, 5)
+
+    assert {key.monitor_id: [p.value for p in points] for key, points in found.items()} == {
+        "mon.1": [0.0], "mon|a": [2.0], "a/b\\/c": [4.0], "mön*": [5.0], "mon_$": [7.0]
+    }  # fmt: skip
+
+
 @pytest.mark.parametrize("name", ["price') OR 1=1 --", 'price" FROM x; --', "Price", ""])
 async def test_points_many_checks_the_field_name(store: TimeSeriesStore, name: str) -> None:
     with pytest.raises(InvalidArgument) as caught:
