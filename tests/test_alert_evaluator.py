@@ -446,10 +446,16 @@ def test_history_needed_groups_series_by_field_and_longest_lookback() -> None:
     evaluator.put_rule(make_rule(threshold(window=15 * MIN), "r_b", "mon_b"), 0)
     evaluator.put_rule(make_rule(anomaly(window=5 * MIN), "r_c", "mon_c"), 0)
     evaluator.put_rule(make_rule(NoDataCondition(10 * MIN), "r_c2", "mon_c"), 0)
+    latest_status = ThresholdCondition("status_code", Aggregation.LAST, timedelta(0), Operator.GE, 500)
+    evaluator.put_rule(make_rule(latest_status, "r_b2", "mon_b"), 0)
+    evaluator.put_rule(make_rule(threshold(window=timedelta(0)), "r_c3", "mon_c"), 0)
+    # No window holds is_up or status_code: their latest point is all a warm start reads. Response times of
+    # mon_c are held by the anomaly's band, so its zero-window rule reads them in full.
     assert evaluator.history_needed() == [
-        HistoryRequest("is_up", 10 * MIN, (("usr_a", "mon_c"),)),
+        HistoryRequest("is_up", 10 * MIN, (("usr_a", "mon_c"),), latest_only=True),
         HistoryRequest(RT, 15 * MIN, (("usr_a", "mon_a"), ("usr_a", "mon_b"))),
         HistoryRequest(RT, 65 * MIN, (("usr_a", "mon_c"),)),
+        HistoryRequest("status_code", 60 * MIN, (("usr_a", "mon_b"),), latest_only=True),
     ]
 
 

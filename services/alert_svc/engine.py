@@ -300,7 +300,8 @@ class AlertEngine:
             if not wanted:
                 continue
             keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in wanted]
-            found = await self._timeseries.points_many(request.field, keys, start, now, HISTORY_LIMIT)
+            limit = 1 if request.latest_only else HISTORY_LIMIT
+            found = await self._timeseries.points_many(request.field, keys, start, now, limit)
             queries += 1
             since = start.timestamp() if silence_counts else None
             index = 0

@@ -97,11 +97,14 @@ class PairNotWatched(NotFound):
 class HistoryRequest:
     """History a warm start needs: ``field`` of every series in ``series`` ((owner_id, monitor_id) pairs),
     over ``(now - lookback, now]``. Load each series' points with
-    ``load(owner_id, monitor_id, field, points, since=now - lookback)``."""
+    ``load(owner_id, monitor_id, field, points, since=now - lookback)``. ``latest_only``: no window or band
+    holds the field, so each series' latest point in the range is all it needs (a zero window's value,
+    no_data's last sample)."""
 
     field: str
     lookback: timedelta
     series: tuple[tuple[str, str], ...]
+    latest_only: bool = False
 
 
 def number(value: float) -> str:
@@ -769,24 +772,27 @@ class Evaluator:
     def history_needed(self) -> list[HistoryRequest]:
         """For a warm start: one request per group of series sharing a field and the longest look-back any
         rule needs on it (window, change window, anomaly window + baseline; no_data's duration on
-        ``is_up``; an hour, or three check intervals, for a zero window's latest value)."""
-        groups: dict[tuple[str, float], list[tuple[str, str]]] = {}
+        ``is_up``; an hour, or three check intervals, for a zero window's latest value). A series no window
+        or band holds is asked for its latest point alone (``latest_only``): an hour of 10 s checks had been
+        360 points per series for one value."""
+        groups: dict[tuple[str, float, bool], list[tuple[str, str]]] = {}
         for watch in self._watches.values():
-            needs: dict[str, float] = {}
+            needs: dict[str, tuple[float, bool]] = {}
             latest = max(LATEST_LOOKBACK, 3 * watch.monitor.interval).total_seconds()
             for name, series in watch.series.items():
                 back = series.lookback()
                 if any(isinstance(p, _ThresholdPair) and p.window is None for p in series.pairs):
                     back = max(back, latest)
-                needs[name] = back
+                needs[name] = (back, not series.structs)
             if watch.nodata:
                 longest = max(p.duration for p in watch.nodata)
-                needs[NO_DATA_FIELD] = max(needs.get(NO_DATA_FIELD, 0.0), longest)
-            for name, back in needs.items():
-                groups.setdefault((name, back), []).append((watch.owner_id, watch.monitor.monitor_id))
+                back, latest_only = needs.get(NO_DATA_FIELD, (0.0, True))
+                needs[NO_DATA_FIELD] = (max(back, longest), latest_only)
+            for name, (back, latest_only) in needs.items():
+                groups.setdefault((name, back, latest_only), []).append((watch.owner_id, watch.monitor.monitor_id))
         return [
-            HistoryRequest(name, timedelta(seconds=back), tuple(series))
-            for (name, back), series in sorted(groups.items())
+            HistoryRequest(name, timedelta(seconds=back), tuple(series), latest_only)
+            for (name, back, latest_only), series in sorted(groups.items())
         ]
 
     # --- inside ----------------------------------------------------------------------------------------
