@@ -239,7 +239,13 @@ def run(trials: int, interval_s: int, seed: int, directory: Path, keep_log: Path
     rng = random.Random(seed)
     target, receiver = FlakyTarget(), WebhookReceiver()
     cert, key = self_signed_certificate(directory)
-    extra = {"MONITORS_EGRESS": "private-allowed", "MONITORS_CA_FILE": str(cert)}
+    # Every call logged as JSON (make run shows warnings only): the stages of the pipeline are read from them.
+    extra = {
+        "MONITORS_EGRESS": "private-allowed",
+        "MONITORS_CA_FILE": str(cert),
+        "MONITORS_LOG_LEVEL": "INFO",
+        "MONITORS_LOG_FORMAT": "json",
+    }
     with (
         HttpServer() as site,
         HttpServer((cert, key)) as hooks,
