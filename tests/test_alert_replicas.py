@@ -17,7 +17,6 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 import grpc
-import httpx
 import pytest
 import redis
 from google.protobuf import duration_pb2
@@ -38,6 +37,7 @@ from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, p
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
 from tests.harness.services import ServiceProcess, Stack
+from tests.test_alerting import ping
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2
@@ -244,8 +244,7 @@ class Tenant:
         ).monitor
 
     def ping(self, up: bool) -> None:
-        url = self.monitor.heartbeat_url if up else self.monitor.heartbeat_url + "/fail"
-        httpx.post(url, content=b"", timeout=5).raise_for_status()
+        ping(self.monitor, up)
 
     def alerts_on(self, replica: str) -> list[apb.Alert]:
         """This tenant's alerts, asked of ``replica`` (retried while it answers UNAVAILABLE: no leader yet)."""

@@ -110,8 +110,15 @@ def eventually(check: Callable[[], T | None], timeout_s: float = 20.0, what: str
 
 
 def ping(monitor: mpb.Monitor, up: bool = True) -> None:
+    """A heartbeat ping (``/fail`` when not up), retried as curl --retry does when it comes within a second
+    of the last one recorded (429 with Retry-After)."""
     url = monitor.heartbeat_url if up else monitor.heartbeat_url + "/fail"
-    httpx.post(url, content=b"", timeout=5).raise_for_status()
+    for _ in range(5):
+        reply = httpx.post(url, content=b"", timeout=5)
+        if reply.status_code != 429:
+            break
+        time.sleep(float(reply.headers["Retry-After"]))
+    reply.raise_for_status()
 
 
 def bodies(receivers: ProviderReceivers, name: str) -> list[Any]:

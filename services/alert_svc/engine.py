@@ -376,15 +376,16 @@ class AlertEngine:
         return out
 
     async def reconcile_forever(self, period: timedelta) -> None:
-        """:meth:`reconcile` every ``period``; every :data:`STORE_RETRY_S` at most while the store is down."""
+        """:meth:`reconcile` every ``period`` (the snapshot's warm start was the first); every
+        :data:`STORE_RETRY_S` at most while the store is down."""
         while True:
-            wait = period.total_seconds()
+            await asyncio.sleep(
+                min(period.total_seconds(), STORE_RETRY_S) if self._store_down else period.total_seconds()
+            )
             try:
-                if not await self.reconcile():
-                    wait = min(wait, STORE_RETRY_S)
+                await self.reconcile()
             except Exception:
                 log.exception("reconciliation failed")
-            await asyncio.sleep(wait)
 
     # --- rules ---------------------------------------------------------------------------------------
 

@@ -133,7 +133,7 @@ class AlertRuntime:
         jobs: list[Callable[[], Coroutine[Any, Any, None]]] = [
             engine.run,
             notifier.run,
-            lambda: self._reconcile(engine),
+            lambda: engine.reconcile_forever(self._reconcile_every),
         ]
         tasks: list[asyncio.Task[None]] = []
         started = time.perf_counter()
@@ -164,15 +164,6 @@ class AlertRuntime:
                 await endpoint.stop()
             await engine.stop()
             self.engine = None
-
-    async def _reconcile(self, engine: AlertEngine) -> None:
-        """Reconcile from the feed's first snapshot on, then every period. The first one catches up what
-        changed while no replica led: the engine judges the snapshot's monitors before its history is loaded
-        (unknown, so neither firing nor resolving), and a monitor that went down or came back meanwhile would
-        otherwise wait for the next periodic reconciliation."""
-        while not engine.ready:  # noqa: ASYNC110 - the engine offers no event for it
-            await asyncio.sleep(0.05)
-        await engine.reconcile_forever(self._reconcile_every)
 
     async def _register_subscription(self) -> None:
         assert self._influx is not None
