@@ -45,6 +45,20 @@ class InvalidArgument(DomainError):
         return cls(first.field, first.description, *rest)
 
 
+class Violations:
+    """Collects every invalid field of a request, so one INVALID_ARGUMENT names them all."""
+
+    def __init__(self) -> None:
+        self.found: list[FieldViolation] = []
+
+    def add(self, path: str, description: str) -> None:
+        self.found.append(FieldViolation(path.lstrip("."), description))
+
+    def raise_any(self) -> None:
+        if self.found:
+            raise InvalidArgument.of(self.found)
+
+
 class NotFound(DomainError):
     """The resource does not exist, or belongs to another user (we never say which)."""
 

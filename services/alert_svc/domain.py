@@ -16,7 +16,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from service_runtime.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
 from service_runtime.timeseries import Aggregation, check_field_name
 
 # --- what the alert service knows of monitors ----------------------------------------------------------
@@ -248,27 +248,15 @@ def default_rule_draft() -> RuleDraft:
     )
 
 
-class _Violations:
-    def __init__(self) -> None:
-        self.found: list[FieldViolation] = []
-
-    def add(self, path: str, description: str) -> None:
-        self.found.append(FieldViolation(path, description))
-
-    def raise_any(self) -> None:
-        if self.found:
-            raise InvalidArgument.of(self.found)
-
-
 _LABEL_KEY = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 
-def _check_duration(bad: _Violations, path: str, value: timedelta | None, most: timedelta = MAX_DURATION) -> None:
+def _check_duration(bad: Violations, path: str, value: timedelta | None, most: timedelta = MAX_DURATION) -> None:
     if value is not None and (value < timedelta(0) or value > most):
         bad.add(path, f"must be between 0s and {int(most.total_seconds())}s")
 
 
-def _check_labels(bad: _Violations, path: str, labels: Mapping[str, str], most: int) -> None:
+def _check_labels(bad: Violations, path: str, labels: Mapping[str, str], most: int) -> None:
     if len(labels) > most:
         bad.add(path, f"at most {most} entries")
     for key, value in labels.items():
@@ -277,14 +265,14 @@ def _check_labels(bad: _Violations, path: str, labels: Mapping[str, str], most: 
             return
 
 
-def _check_channels(bad: _Violations, path: str, ids: Sequence[str]) -> None:
+def _check_channels(bad: Violations, path: str, ids: Sequence[str]) -> None:
     if len(ids) > MAX_CHANNELS:
         bad.add(path, f"at most {MAX_CHANNELS} channels")
     elif any(not i or len(i) > 64 for i in ids):
         bad.add(path, "channel ids are non-empty, up to 64 characters")
 
 
-def _check_field(bad: _Violations, path: str, name: str, kind: str | None) -> None:
+def _check_field(bad: Violations, path: str, name: str, kind: str | None) -> None:
     """A field the watched monitor's kind writes (when the rule watches one monitor), or any valid name."""
     allowed = FIELDS_BY_KIND.get(kind) if kind else None
     if allowed is not None:
@@ -297,7 +285,7 @@ def _check_field(bad: _Violations, path: str, name: str, kind: str | None) -> No
         bad.found.extend(invalid.violations)
 
 
-def validate_condition(condition: Condition | None, kind: str | None, bad: _Violations, path: str) -> None:
+def validate_condition(condition: Condition | None, kind: str | None, bad: Violations, path: str) -> None:
     """Every invalid value of ``condition``; ``kind`` is the watched monitor's kind (None for a selector)."""
     if condition is None:
         bad.add(path, "is required: set one of threshold, change, monitor_down, no_data, anomaly")
@@ -330,7 +318,7 @@ def validate_condition(condition: Condition | None, kind: str | None, bad: _Viol
 def validate_rule(draft: RuleDraft, kind: str | None, prefix: str = "alert_rule") -> RuleDraft:
     """The draft with defaults filled in; INVALID_ARGUMENT naming every invalid field. ``kind`` is the watched
     monitor's kind when the rule names one."""
-    bad = _Violations()
+    bad = Violations()
     name = draft.display_name.strip()
     if len(draft.display_name) > MAX_DISPLAY_NAME:
         bad.add(f"{prefix}.display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
@@ -632,7 +620,7 @@ class Silence:
 
 def validate_silence(draft: SilenceDraft, now: datetime, prefix: str = "silence") -> SilenceDraft:
     """The draft with its start filled in (now); INVALID_ARGUMENT naming every invalid field."""
-    bad = _Violations()
+    bad = Violations()
     start = draft.start_time or now
     if draft.end_time is not None and draft.end_time <= start:
         bad.add(f"{prefix}.end_time", "must be after start_time")

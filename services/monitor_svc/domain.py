@@ -15,7 +15,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit
 
-from service_runtime.errors import FieldViolation, InvalidArgument, ResourceExhausted
+from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
 
 MAX_DISPLAY_NAME = 200
 MAX_HEADERS = 50
@@ -189,21 +189,9 @@ class Limits:
     max_monitors: int = 1000
 
 
-class _Violations:
-    def __init__(self) -> None:
-        self.found: list[FieldViolation] = []
-
-    def add(self, path: str, description: str) -> None:
-        self.found.append(FieldViolation(path.lstrip("."), description))
-
-    def raise_any(self) -> None:
-        if self.found:
-            raise InvalidArgument.of(self.found)
-
-
 def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> MonitorDraft:
     """The draft with defaults filled in; INVALID_ARGUMENT naming every invalid field."""
-    bad = _Violations()
+    bad = Violations()
     name = draft.display_name.strip()
     if len(name) > MAX_DISPLAY_NAME:
         bad.add(f"{prefix}.display_name", f"must be at most {MAX_DISPLAY_NAME} characters")
@@ -254,7 +242,7 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
     )
 
 
-def validate_spec(spec: Spec, bad: _Violations, path: str) -> None:
+def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
     match spec:
         case WebsiteSpec():
             _validate_website(spec, bad, f"{path}.website")
@@ -298,7 +286,7 @@ def validate_spec(spec: Spec, bad: _Violations, path: str) -> None:
                 bad.add(f"{p}.service", "must be at most 200 characters")
 
 
-def _validate_host(host: str, bad: _Violations, path: str) -> None:
+def _validate_host(host: str, bad: Violations, path: str) -> None:
     if not host:
         bad.add(path, "is required")
         return
@@ -309,7 +297,7 @@ def _validate_host(host: str, bad: _Violations, path: str) -> None:
             bad.add(path, "must be a host name or an IP address")
 
 
-def _validate_website(spec: WebsiteSpec, bad: _Violations, p: str) -> None:
+def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
     url = SECRET_REFERENCE.sub("secret", spec.url)
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https"):
