@@ -6,14 +6,21 @@ HTTP redirects are followed by the caller hop by hop, and every hop connects thr
 
 Policies (``MONITORS_EGRESS``):
 
-- ``public`` (default, multi-user): only globally routable unicast addresses. Refused: loopback, private
-  (RFC 1918, unique-local fc00::/7), link-local (169.254/16 with cloud metadata, fe80::/10), CGNAT
-  100.64/10, multicast, unspecified, reserved and documentation ranges, and IPv6 forms that embed an IPv4
-  address (IPv4-mapped ::ffff:a.b.c.d, IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4
-  2002::/16, Teredo) when that address is refused.
-  Python before 3.13 does not see through ``::ffff:127.0.0.1`` itself; this module does.
-- ``private-allowed`` (single-user self-hosting that watches a LAN): also private, loopback and link-local
-  addresses, but never cloud metadata endpoints, multicast or unspecified.
+- ``public`` (default, multi-user): only globally reachable unicast addresses, as the IANA special-purpose
+  registries mark them (Python 3.11's ``is_global`` predates some entries, such as 192.0.0.0/24 where Oracle
+  Cloud serves metadata at 192.0.0.192; they are listed here). Refused: loopback, private (RFC 1918,
+  unique-local fc00::/7), link-local, CGNAT 100.64/10, multicast, unspecified, reserved and documentation
+  ranges, cloud platform endpoints, and IPv6 forms that embed an IPv4 address (IPv4-mapped ::ffff:a.b.c.d,
+  IPv4-compatible ::a.b.c.d, NAT64 64:ff9b::/96 and 64:ff9b:1::/48, 6to4 2002::/16, Teredo) when that
+  address is refused. Python before 3.13 does not see through ``::ffff:127.0.0.1`` itself; this module does.
+- ``private-allowed`` (single-user self-hosting that watches a LAN): also private and loopback addresses,
+  but never cloud platform endpoints, multicast or unspecified.
+
+Cloud platform endpoints (metadata, credentials, the hypervisor's agent channel) are refused by range, not by
+a list of known addresses: every IPv4 and IPv6 link-local address (169.254.0.0/16 holds the metadata services
+of AWS, GCP, Azure, Oracle, Tencent, OpenStack and others at addresses that vary; fe80::a9fe:a9fe is
+OpenStack's), the IETF protocol assignments 192.0.0.0/24 and AWS's fd00:ec2::/32, plus the two that sit in
+ranges a LAN also uses or that look global: Alibaba's 100.100.100.200 and Azure's WireServer 168.63.129.16.
 """
 
 from __future__ import annotations
@@ -38,17 +45,27 @@ _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1:
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
 # IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765): a translator routes it to a.b.c.d; Python 3.11 calls it global.
 _IPV4_TRANSLATED = ipaddress.ip_network("::ffff:0:0:0/96")
-_METADATA = {
-    ipaddress.ip_address(address)
-    for address in (
-        "169.254.169.254",  # AWS, GCP, Azure, OpenStack, ...
-        "fd00:ec2::254",  # AWS over IPv6
-        "169.254.170.2",  # ECS task credentials
-        "169.254.170.23",  # EKS Pod Identity agent
-        "fd00:ec2::23",
-        "100.100.100.200",  # Alibaba Cloud
+# Cloud platform endpoints: never reached under any policy (see the module docstring).
+_PLATFORM = [
+    ipaddress.ip_network(net)
+    for net in (
+        "169.254.0.0/16",  # link-local: metadata of most clouds (169.254.169.254, Tencent 169.254.0.23, ECS, EKS)
+        "fe80::/10",  # link-local: OpenStack fe80::a9fe:a9fe
+        "192.0.0.0/24",  # IETF protocol assignments: Oracle Cloud metadata 192.0.0.192
+        "fd00:ec2::/32",  # AWS metadata, DNS and NTP over IPv6
+        "100.100.100.200/32",  # Alibaba Cloud metadata
+        "168.63.129.16/32",  # Azure WireServer and its DNS, a public address on every VM
     )
-}
+]
+# Not globally reachable in the IANA registries, yet global to Python 3.11's ipaddress.
+_NOT_GLOBAL = [
+    ipaddress.ip_network(net)
+    for net in (
+        "192.0.0.0/24",  # IETF protocol assignments (global to 3.11 but for /29 and .170/31)
+        "3fff::/20",  # documentation (RFC 9637)
+        "5f00::/16",  # SRv6 SIDs (RFC 9602)
+    )
+]
 
 
 # What private-allowed adds to the public internet: the ranges a LAN or the machine itself uses.
@@ -59,11 +76,9 @@ _LAN = [
         "172.16.0.0/12",
         "192.168.0.0/16",
         "127.0.0.0/8",
-        "169.254.0.0/16",
         "100.64.0.0/10",
         "::1/128",
         "fc00::/7",
-        "fe80::/10",
         "fec0::/10",  # site-local: deprecated, still a LAN where used, and global to Python 3.11
     )
 ]
@@ -106,10 +121,10 @@ def is_allowed(address: IPAddress, policy: EgressPolicy) -> bool:
             return is_allowed(embedded, policy)
         if address.scope_id:
             return False
-    if address.is_multicast or address.is_unspecified or address in _METADATA:
+    if address.is_multicast or address.is_unspecified or any(address in net for net in _PLATFORM):
         return False
     lan = any(address in net for net in _LAN)
-    if address.is_global and not lan:
+    if address.is_global and not lan and not any(address in net for net in _NOT_GLOBAL):
         return True
     return policy is EgressPolicy.PRIVATE_ALLOWED and lan
 

@@ -46,6 +46,15 @@ REFUSED_PUBLIC = [
     "::ffff:0:7f00:1",  # IPv4-translated 127.0.0.1 (Python 3.11 calls it global)
     "::ffff:0:a9fe:a9fe",
     "fec0::1",  # site-local (likewise)
+    "192.0.0.192",  # Oracle Cloud metadata (IETF protocol assignments; global to Python 3.11)
+    "192.0.0.1",
+    "::ffff:192.0.0.192",
+    "168.63.129.16",  # Azure WireServer: a public address on every Azure VM
+    "::ffff:168.63.129.16",
+    "64:ff9b::a83f:8110",
+    "169.254.0.23",  # Tencent Cloud metadata
+    "3fff::1",  # documentation (RFC 9637)
+    "5f00::1",  # SRv6 SIDs
 ]
 ALLOWED_PUBLIC = [
     "8.8.8.8",
@@ -79,6 +88,13 @@ def test_the_public_policy_allows_global_unicast(address: str) -> None:
         "100.100.100.200",
         "0.0.0.0",
         "224.0.0.1",
+        "169.254.0.23",  # Tencent Cloud
+        "169.254.1.1",  # any link-local address: clouds put their endpoints there at addresses that vary
+        "::ffff:169.254.0.23",
+        "192.0.0.192",  # Oracle Cloud
+        "168.63.129.16",  # Azure WireServer
+        "fe80::a9fe:a9fe",  # OpenStack over IPv6
+        "fd00:ec2::250",  # AWS's whole fd00:ec2::/32
     ],
 )
 def test_private_allowed_still_refuses_metadata_multicast_and_unspecified(address: str) -> None:
