@@ -133,9 +133,12 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
     """Every address of ``host`` once; BlockedTarget if any of them is refused (an attacker who controls a
     name must not get a chance with its other addresses)."""
     try:
-        literal = ipaddress.ip_address(host.strip("[]"))
-        addresses: list[IPAddress] = [literal]
+        literal: IPAddress | None = ipaddress.ip_address(host.strip("[]"))
     except ValueError:
+        literal = None
+    if literal is not None:
+        addresses: list[IPAddress] = [literal]
+    else:
         try:
             infos = await asyncio.get_running_loop().getaddrinfo(host, port, type=socket.SOCK_STREAM)
         except socket.gaierror as error:
@@ -149,12 +152,16 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
                 addresses.append(address)
     refused = [a for a in addresses if not is_allowed(a, policy)]
     if refused or not addresses:
-        what = refused[0] if refused else "nothing"
-        if policy is EgressPolicy.PUBLIC and refused and is_allowed(refused[0], EgressPolicy.PRIVATE_ALLOWED):
+        # A name's refused address is not shown: it would map names only the runner can resolve (a
+        # cluster's internal services) to the private addresses behind them.
+        subject = f"{host} is" if literal is not None else f"{host} resolves to"
+        if not refused:
+            raise BlockedTarget(f"{host} resolves to nothing")
+        if policy is EgressPolicy.PUBLIC and is_allowed(refused[0], EgressPolicy.PRIVATE_ALLOWED):
             why = "a private or local address, which MONITORS_EGRESS=public refuses (private-allowed reaches it)"
         else:
-            why = f"which MONITORS_EGRESS={policy.value} never reaches"
-        raise BlockedTarget(f"{host} resolves to {what}, {why}")
+            why = f"an address MONITORS_EGRESS={policy.value} never reaches"
+        raise BlockedTarget(f"{subject} {why}")
     return addresses
 
 

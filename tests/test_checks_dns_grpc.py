@@ -14,6 +14,7 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import cast
 
+import dns.asyncresolver
 import dns.flags
 import dns.message
 import dns.name
@@ -29,18 +30,20 @@ from grpc_health.v1._async import HealthServicer
 
 from service_runtime.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.checks import CheckConfig, Checker
-from services.monitor_svc.checks.dns import expected_form
+from services.monitor_svc.checks.dns import DnsCheck, expected_form
 from services.monitor_svc.domain import FIELDS, DnsSpec, GrpcHealthSpec, MonitorKind
 from tests.harness.http import self_signed_certificate
 from tests.harness.services import free_port
 
 ZONE: dict[tuple[str, str], list[str]] = {
-    ("www.example.test.", "A"): ["192.0.2.10", "192.0.2.11"],
-    ("www.example.test.", "AAAA"): ["2001:db8::10"],
+    ("www.example.test.", "A"): ["10.0.2.10", "10.0.2.11"],
+    ("www.example.test.", "AAAA"): ["fd00:db8::10"],
     ("alias.example.test.", "CNAME"): ["www.example.test."],
     ("example.test.", "MX"): ["10 mail.example.test.", "20 backup.example.test."],
     ("example.test.", "TXT"): ['"v=spf1 include:_spf.example.test" " ~all"', '"site-verification=abc123"'],
     ("example.test.", "NS"): ["ns1.example.test.", "ns2.example.test."],
+    ("public.example.test.", "A"): ["8.8.8.8"],
+    ("mixed.example.test.", "AAAA"): ["2001:4860:4860::8888", "fd12::80"],
 }
 SERVFAIL = "broken.example.test."
 
@@ -125,9 +128,9 @@ async def test_a_lookup_is_up_with_its_numbers(checker: Checker, zone: ZoneServe
 @pytest.mark.parametrize(
     ("name", "record_type", "expected"),
     [
-        ("www.example.test", "A", ("192.0.2.11",)),  # one of several answers is enough
-        ("www.example.test", "A", ("203.0.113.1", "192.0.2.10")),  # one of several expected values is enough
-        ("www.example.test", "AAAA", ("2001:0db8:0:0::10",)),  # compared as addresses
+        ("www.example.test", "A", ("10.0.2.11",)),  # one of several answers is enough
+        ("www.example.test", "A", ("203.0.113.1", "10.0.2.10")),  # one of several expected values is enough
+        ("www.example.test", "AAAA", ("fd00:0db8:0:0::10",)),  # compared as addresses
         ("alias.example.test", "CNAME", ("WWW.Example.Test",)),  # names: any case, with or without the dot
         ("example.test", "MX", ("10 mail.example.test.",)),
         ("example.test", "MX", ("backup.example.test",)),  # an exchange alone matches at any preference
@@ -150,7 +153,7 @@ async def test_expected_answers_that_match(
             "www.example.test",
             "A",
             ("203.0.113.1",),
-            "expected one of [203.0.113.1], got [192.0.2.10, 192.0.2.11]",
+            "expected one of [203.0.113.1], got [10.0.2.10, 10.0.2.11]",
         ),
         ("example.test", "MX", ("30 mail.example.test",), "expected one of [30 mail.example.test], got [10 mail"),
         ("example.test", "TXT", ("site-verification=ABC123",), "expected one of [site-verification=ABC123], got"),
@@ -237,6 +240,46 @@ async def test_public_policy_refuses_private_resolvers_without_a_packet(
 async def test_metadata_resolver_is_refused_even_when_private_addresses_are_allowed(checker: Checker) -> None:
     outcome = await checker.run(DnsSpec("www.example.test", resolver="169.254.169.254"), 5)
     assert (outcome.is_up, outcome.error_class) == (False, "blocked")
+
+
+def zone_as_system_resolver(zone: ZoneServer) -> dns.asyncresolver.Resolver:
+    """A resolver standing in for the runner's own (resolv.conf), which the egress policy does not check."""
+    host, port = zone.address.rsplit(":", 1)
+    resolver = dns.asyncresolver.Resolver(configure=False)
+    resolver.nameservers = [host]
+    resolver.port = int(port)
+    return resolver
+
+
+@pytest.mark.parametrize(
+    ("name", "record_type", "expected", "hidden"),
+    [
+        ("www.example.test", "A", ("203.0.113.1",), ("10.0.2.10", "10.0.2.11")),
+        ("www.example.test", "A", ("10.0.2.10",), ("10.0.2.10", "10.0.2.11")),  # nor matched: no oracle
+        ("www.example.test", "A", (), ("10.0.2.10", "10.0.2.11")),
+        ("mixed.example.test", "AAAA", ("2001:4860:4860::8888",), ("fd12::80",)),
+    ],
+)
+async def test_answers_the_policy_refuses_are_neither_shown_nor_matched(
+    zone: ZoneServer, name: str, record_type: str, expected: tuple[str, ...], hidden: tuple[str, ...]
+) -> None:
+    """The runner's resolver may know names (a cluster's services) whose private addresses a user must not
+    learn: a DNS check of such a name is blocked, as a website check of it is."""
+    check = DnsCheck(EgressPolicy.PUBLIC, zone_as_system_resolver(zone))
+    outcome = await check.run(DnsSpec(name, record_type, expected), 5)
+    assert (outcome.is_up, outcome.error_class) == (False, "blocked"), outcome
+    assert "answer_count" not in outcome.fields
+    for address in hidden:
+        assert address not in outcome.message, outcome.message
+    assert zone.packets == 1
+
+
+async def test_public_answers_are_still_shown_under_the_public_policy(zone: ZoneServer) -> None:
+    check = DnsCheck(EgressPolicy.PUBLIC, zone_as_system_resolver(zone))
+    assert (await check.run(DnsSpec("public.example.test", "A", ("8.8.8.8",)), 5)).is_up
+    outcome = await check.run(DnsSpec("public.example.test", "A", ("8.8.4.4",)), 5)
+    assert outcome.error_class == "assertion"
+    assert outcome.message == "expected one of [8.8.4.4], got [8.8.8.8]"
 
 
 # --- gRPC health -----------------------------------------------------------------------------------------

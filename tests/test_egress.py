@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
-from service_runtime.egress import EgressConfig, EgressPolicy, is_allowed
+from service_runtime.egress import BlockedTarget, EgressConfig, EgressPolicy, is_allowed, resolve
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import TcpSpec, WebsiteSpec
 from tests.harness.http import HttpServer, Reply
@@ -151,6 +151,17 @@ async def test_tcp_checks_obey_the_policy_too(public_checker: Checker, listener:
         outcome = await public_checker.run(TcpSpec(host, listener.port), 3)
         assert (outcome.is_up, outcome.error_class) == (False, "blocked"), host
     assert listener.connections == 0
+
+
+async def test_a_refused_name_does_not_reveal_its_address() -> None:
+    """What a name resolves to is the runner's knowledge (a cluster's internal names), not the user's."""
+    with pytest.raises(BlockedTarget) as refused:
+        await resolve("localhost", 80, EgressPolicy.PUBLIC)
+    assert str(refused.value).startswith("localhost resolves to a private or local address"), refused.value
+    assert "127.0.0.1" not in str(refused.value)
+    assert "::1" not in str(refused.value)
+    with pytest.raises(BlockedTarget, match=r"^10\.1\.2\.3 is a private or local address"):
+        await resolve("10.1.2.3", 80, EgressPolicy.PUBLIC)  # a literal the user typed is named
 
 
 async def test_a_redirect_to_cloud_metadata_is_refused_at_the_hop() -> None:

@@ -14,6 +14,10 @@ a normal form, so spelling does not matter where DNS says it does not:
 A resolver the user names is a target like any other: its address must pass the egress policy, its name is
 resolved once, and the queries go to the pinned addresses. The runner's own resolver (resolv.conf) is the
 operator's choice and is not checked.
+
+An A or AAAA answer the egress policy refuses is never shown nor matched: the check is down as ``blocked``,
+as a website check of the same name is, so a DNS check cannot map names the runner resolves (a cluster's
+internal services) to the private addresses behind them.
 """
 
 from __future__ import annotations
@@ -28,7 +32,7 @@ import dns.name
 import dns.rdata
 import dns.resolver
 
-from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed, resolve
+from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed, is_allowed, resolve
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import DnsSpec
 
@@ -39,9 +43,9 @@ _SHOWN_CHARS = 60
 class DnsCheck:
     """Runs DNS checks; reads the system resolver configuration once, when first needed."""
 
-    def __init__(self, policy: EgressPolicy) -> None:
+    def __init__(self, policy: EgressPolicy, system_resolver: dns.asyncresolver.Resolver | None = None) -> None:
         self._policy = policy
-        self._system: dns.asyncresolver.Resolver | None = None
+        self._system = system_resolver
 
     def _system_resolver(self) -> dns.asyncresolver.Resolver:
         if self._system is None:
@@ -78,6 +82,11 @@ class DnsCheck:
         except dns.exception.DNSException as error:
             return fail("dns", f"{type(error).__name__}: {_short(error)}", started)
         elapsed = time.perf_counter() - started
+        if spec.record_type in ("A", "AAAA") and not all(
+            is_allowed(ipaddress.ip_address(rdata.address), self._policy) for rdata in answer
+        ):
+            message = f"{spec.name} resolves to an address MONITORS_EGRESS={self._policy.value} refuses (not shown)"
+            return fail("blocked", message, started)
         got = [answer_forms(spec.record_type, rdata) for rdata in answer]
         fields = {"response_time_ms": round(elapsed * 1000, 3), "answer_count": float(len(got))}
         if spec.expected_answers:
