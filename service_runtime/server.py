@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import signal
+import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +25,7 @@ from service_runtime.database import Database
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
 from service_runtime.remote_auth import RemoteTokenVerifier
-from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError
+from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel, server_credentials
 
 log = logging.getLogger(__name__)
@@ -95,6 +97,9 @@ class ServiceHost:
                 ("grpc.http2.min_ping_interval_without_data_ms", 5_000),
                 ("grpc.http2.max_pings_without_data", 0),
                 ("grpc.keepalive_permit_without_calls", 1),
+                # gRPC opens its port with SO_REUSEPORT by default: a second process on the same port then
+                # starts "serving" too and the kernel splits connections between the two. Refuse it instead.
+                ("grpc.so_reuseport", 0),
             ],
         )
         self.health = HealthServicer()
@@ -125,12 +130,15 @@ class ServiceHost:
     async def start(self) -> int:
         """Listen on ``settings.listen``, mark every service SERVING, and return the bound port."""
         credentials = server_credentials(self.settings)
-        if credentials is None:
-            self.port = self.server.add_insecure_port(self.settings.listen)
-        else:
-            self.port = self.server.add_secure_port(self.settings.listen, credentials)
+        try:
+            if credentials is None:
+                self.port = self.server.add_insecure_port(self.settings.listen)
+            else:
+                self.port = self.server.add_secure_port(self.settings.listen, credentials)
+        except RuntimeError:  # grpc's "Failed to bind to address"
+            self.port = 0
         if self.port == 0:
-            raise OSError(f"cannot listen on {self.settings.listen}")
+            raise StartupError(f"cannot listen on {self.settings.listen}: the address is in use or not this machine's")
         await self.server.start()
         for begin in self.on_start:
             await begin()
@@ -193,6 +201,39 @@ def every(
     return run
 
 
+def ensure_free(variable: str, address: str) -> None:
+    """Raise :class:`StartupError` naming ``address`` if another process listens there (or we may not).
+
+    A probe bind, before anything else happens (migrations, files, connections): the gRPC server binds later,
+    without SO_REUSEPORT, and would fail then too, but only after the side effects."""
+    host, _, port_text = address.rpartition(":")
+    if address.startswith("unix:") or not port_text.isdigit() or int(port_text) == 0:
+        return
+    port = int(port_text)
+    try:
+        candidates = socket.getaddrinfo(
+            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )
+    except socket.gaierror as error:
+        raise StartupError(f"{variable}={address}: cannot resolve {host!r} ({error.strerror})") from None
+    for family, kind, protocol, _, socket_address in candidates:
+        with socket.socket(family, kind, protocol) as probe:
+            # As gRPC does: a port whose last connections linger in TIME_WAIT is free.
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(socket_address)
+            except OSError as error:
+                if error.errno == errno.EADDRINUSE:
+                    raise StartupError(
+                        f"{address} ({variable}) is already in use: another process listens there"
+                        " (is this service already running?)"
+                    ) from None
+                if error.errno == errno.EACCES:
+                    raise StartupError(f"{address} ({variable}): permission denied to listen there") from None
+                # EADDRNOTAVAIL and the like: one of the names' addresses is not this machine's (``localhost``
+                # without IPv6); gRPC's own bind decides.
+
+
 def run_service(
     service: ServiceName, build: Callable[[Settings], Awaitable[ServiceHost]], argv: list[str] | None = None
 ) -> int:
@@ -214,9 +255,15 @@ def run_service(
         host = await build(settings)
         await host.serve_until_signal()
 
-    # uvloop: measured on the unary benchmark, about 15% more calls per second than asyncio's own loop.
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve())
+    try:
+        for variable, address in settings.listeners().items():
+            ensure_free(variable, address)
+        # uvloop: measured on the unary benchmark, about 15% more calls per second than asyncio's own loop.
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runner.run(serve())
+    except StartupError as error:
+        print(f"{service} service cannot start: {error}", file=sys.stderr)
+        return 2
     return 0
 
 

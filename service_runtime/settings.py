@@ -36,6 +36,11 @@ class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
 
+class StartupError(RuntimeError):
+    """The process cannot start as configured or where it runs (a port in use, a database it cannot reach or
+    must not share): the message says why in one line, and ``python -m services.<name>`` exits 2 with it."""
+
+
 def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
     raw = env.get(name)
     if raw is None or raw == "":
@@ -146,6 +151,13 @@ class Settings:
     def ping_base_url(self) -> str:
         """Where heartbeat pings reach us from outside: MONITORS_PUBLIC_URL, or the ping listener itself."""
         return self.public_url or f"http://{self.ping_listen}"
+
+    def listeners(self) -> dict[str, str]:
+        """Every address this process listens on, by the variable that sets it (checked free before start)."""
+        found = {f"MONITORS_{self.service.upper()}_LISTEN": self.listen}
+        if self.service == "monitor":
+            found["MONITORS_PING_LISTEN"] = self.ping_listen
+        return found
 
     @property
     def embedded(self) -> bool:

@@ -1,0 +1,63 @@
+"""Start-up refuses what would go wrong silently, before any side effect, in one clear line and exit code 2."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+
+import pytest
+
+from tests.harness import dying_with_parent
+from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env
+
+START_TIMEOUT_S = 30.0
+
+
+def run_to_exit(name: str, env: Mapping[str, str], listen: str) -> subprocess.CompletedProcess[str]:
+    """``python -m services.<name>_svc --listen listen``, expected to exit on its own."""
+    return subprocess.run(
+        dying_with_parent([sys.executable, "-m", MODULES[name], "--listen", listen]),
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=START_TIMEOUT_S,
+    )
+
+
+def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
+    return python_env({"MONITORS_DATA_DIR": str(data_dir), "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}", **extra})
+
+
+def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    for needle in needles:
+        assert needle in lines[0]
+
+
+@pytest.mark.parametrize("name", ["monitor", "notify"])
+def test_a_second_process_on_a_port_in_use_exits_naming_it_before_any_side_effect(tmp_path: Path, name: str) -> None:
+    first = ServiceProcess(name, embedded_env(tmp_path / "first"), tmp_path / "first.log")
+    first.start()
+    try:
+        second_dir = tmp_path / "second"
+        result = run_to_exit(name, embedded_env(second_dir), first.address)
+        assert_refused(result, first.address, f"MONITORS_{name.upper()}_LISTEN", "in use")
+        assert not second_dir.exists(), "the refused process made its data directory (and its database)"
+    finally:
+        first.stop()
+
+
+def test_a_taken_ping_port_is_refused_before_migrations_and_the_grpc_port(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        ping = f"127.0.0.1:{taken.getsockname()[1]}"
+        result = run_to_exit("monitor", embedded_env(tmp_path, MONITORS_PING_LISTEN=ping), f"127.0.0.1:{free_port()}")
+    assert_refused(result, ping, "MONITORS_PING_LISTEN")
+    assert not tmp_path.joinpath("monitor.sqlite3").exists()
