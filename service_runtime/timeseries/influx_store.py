@@ -59,6 +59,18 @@ NAMED_PER_STATEMENT = 5000  # monitor ids in one statement's regular expression 
 STATEMENTS_IN_FLIGHT = 2  # InfluxDB answers one while we parse the other
 
 
+# InfluxDB 1.x's answers to a write into a database (404) or retention policy (500) that does not exist.
+_MISSING = re.compile(r'^\{"error":"(?:database not found|retention policy not found)')
+
+
+class _Unreachable(Unavailable):
+    """InfluxDB did not answer, or answered 5xx: worth trying again later."""
+
+    def __init__(self, **fields: object) -> None:
+        super().__init__("InfluxDB unreachable")
+        self.fields = fields
+
+
 def quote_identifier(name: str) -> str:
     """An InfluxQL identifier in double quotes."""
     return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
@@ -139,21 +151,27 @@ class InfluxStore:
         self._flusher: asyncio.Task[None] | None = None
         self.dropped = 0  # samples lost to a full buffer or refused by InfluxDB
         self.written = 0
+        # False until the database and retention policies are known to exist: at start when InfluxDB did not
+        # answer, and again when a write is refused for want of them (dropped or never made).
+        self._database_ready = True
 
     @classmethod
     async def open(cls, config: InfluxConfig) -> InfluxStore:
-        """A store whose database and retention policy exist (created when allowed), flusher running."""
+        """A store whose flusher is running, and whose database and retention policies exist (created when
+        allowed) or will be made once InfluxDB answers: it may start before InfluxDB does."""
         store = cls(config)
         if config.create_database:
-            await store._ensure_database()
+            store._database_ready = await store._ensure_database()
         store._flusher = asyncio.create_task(store._flush_forever(), name="influx-flusher")
         return store
 
-    async def _ensure_database(self) -> None:
+    async def _ensure_database(self) -> bool:
+        """Create the database and retention policies (``CREATE DATABASE`` does nothing if it exists). False
+        when InfluxDB cannot be reached, so the flusher tries again before its next write."""
         db = quote_identifier(self.config.database)
         try:
-            await self._query(f"CREATE DATABASE {db}", method="POST", database=None)
-            existing = await self._query(f"SHOW RETENTION POLICIES ON {db}", database=None)
+            await self._admin(f"CREATE DATABASE {db}")
+            existing = await self._admin(f"SHOW RETENTION POLICIES ON {db}")
             names = {row[0] for row in _rows(existing)}
             policies = [
                 (self.config.retention_policy, self.config.raw_retention, " DEFAULT"),
@@ -162,15 +180,34 @@ class InfluxStore:
             for name, duration, default in policies:
                 verb = "ALTER" if name in names else "CREATE"
                 replication = "" if verb == "ALTER" else " REPLICATION 1"
-                await self._query(
+                await self._admin(
                     f"{verb} RETENTION POLICY {quote_identifier(name)} ON {db}"
-                    f" DURATION {_duration(duration)}{replication}{default}",
-                    method="POST",
-                    database=None,
+                    f" DURATION {_duration(duration)}{replication}{default}"
                 )
+        except _Unreachable as error:
+            log.warning("InfluxDB unreachable: database and retention policies not created yet", extra=error.fields)
+            return False
         except Unavailable as error:
             # 2.x / 3.x manage buckets themselves and may refuse these statements: carry on with writes.
             log.warning("could not create database or retention policies", extra={"error": str(error)})
+        return True
+
+    async def _admin(self, statement: str) -> dict[str, Any]:
+        """One statement of :meth:`_ensure_database`: _Unreachable when InfluxDB does not answer (or answers
+        5xx), Unavailable when it refuses the statement."""
+        try:
+            reply = await self._http.post("/query", data={"q": statement})
+        except httpx.HTTPError as error:
+            raise _Unreachable(error=repr(error)) from error
+        if reply.status_code >= 500:
+            raise _Unreachable(status=reply.status_code, error=reply.text[:300])
+        if reply.status_code != 200:
+            raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r} with HTTP {reply.status_code}")
+        body: dict[str, Any] = reply.json()
+        errors = [r["error"] for r in body.get("results", []) if "error" in r]
+        if errors:
+            raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r}: {errors[0]}")
+        return body
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -226,9 +263,7 @@ class InfluxStore:
                     async with asyncio.timeout(self.config.flush_interval_s):
                         await self._wakeup.wait()
                 continue
-            first = self._head
-            batch = list(itertools.islice(self._buffer, self.config.batch_size))
-            outcome = await self._send(batch)
+            outcome = await self._send_next()
             if outcome == "retry":
                 if self._closing and backoff >= self.config.max_backoff_s:
                     log.error(
@@ -241,8 +276,22 @@ class InfluxStore:
                 await asyncio.sleep(backoff * random.uniform(0.8, 1.2))
                 continue
             backoff = 0.0
+
+    async def _send_next(self) -> str:
+        """Make the database and retention policies if they are missing, else send the oldest batch and let go
+        of it once written (or refused for good). "retry" when InfluxDB must be tried again later."""
+        if not self._database_ready and self.config.create_database:
+            if not await self._ensure_database():
+                return "retry"
+            self._database_ready = True
+            return "ok"
+        first = self._head
+        batch = list(itertools.islice(self._buffer, self.config.batch_size))
+        outcome = await self._send(batch)
+        if outcome != "retry":
             # Overflow may have discarded some of the batch's lines meanwhile: discard only what is left of it.
             self._discard_front(first + len(batch) - self._head)
+        return outcome
 
     async def _send(self, batch: list[str]) -> str:
         params = {"db": self.config.database, "rp": self.config.retention_policy, "precision": "ns"}
@@ -254,10 +303,20 @@ class InfluxStore:
         if reply.status_code == 204:
             self.written += len(batch)
             return "ok"
+        if reply.status_code in (404, 500) and _MISSING.match(reply.text):
+            # The database or a retention policy is missing (InfluxDB was empty when we started, or they were
+            # dropped): the batch waits while they are made again, or, where we may not make them, until the
+            # operator does.
+            self._database_ready = False
+            log.warning(
+                "InfluxDB has no such database or retention policy; will retry",
+                extra={"status": reply.status_code, "error": reply.text[:300], "batch": len(batch)},
+            )
+            return "retry"
         if reply.status_code in (429,) or reply.status_code >= 500:
             log.warning("InfluxDB write refused; will retry", extra={"status": reply.status_code, "batch": len(batch)})
             return "retry"
-        # 400 (a partial write: a line InfluxDB will never take), 401/403/404: retrying cannot help.
+        # 400 (a partial write: a line InfluxDB will never take), 401/403: retrying cannot help.
         self.dropped += len(batch)
         log.error(
             "InfluxDB rejected a batch",
