@@ -358,7 +358,8 @@ class AuthInterceptor(Interceptor):
 
     ``internal_methods`` (runners' and services' RPCs) take only a service token, which maps to a service name
     in ``service_tokens`` (by digest); a user's token there is PERMISSION_DENIED, as is a service token on a
-    user's method.
+    user's method. ``operator_methods`` take either: a user token, or a service token (the operator's view, with
+    the principal's ``service`` set), and the method answers each as its contract says.
     """
 
     def __init__(
@@ -367,10 +368,12 @@ class AuthInterceptor(Interceptor):
         public_methods: Iterable[str] = (),
         internal_methods: Iterable[str] = (),
         service_tokens: Mapping[str, str] | None = None,
+        operator_methods: Iterable[str] = (),
     ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
         self._internal = frozenset(internal_methods)
+        self._operator = frozenset(operator_methods)
         self._services = {token_digest(token): name for token, name in (service_tokens or {}).items()}
 
     def applies_to(self, method: str) -> bool:
@@ -379,7 +382,7 @@ class AuthInterceptor(Interceptor):
     async def _authenticate(self, details: grpc.HandlerCallDetails) -> None:
         token = bearer_token(_metadata_value(details, "authorization"))
         service = self._services.get(token_digest(token)) if self._services else None
-        if details.method in self._internal:
+        if details.method in self._internal or (service is not None and details.method in self._operator):
             if service is None:
                 await self._verifier.verify(token)  # UNAUTHENTICATED for a token that is nobody's
                 raise PermissionDenied(f"{details.method} is for our services; user tokens are refused")
@@ -405,7 +408,8 @@ def interceptor_chain(
     public_methods: Iterable[str] = (),
     internal_methods: Iterable[str] = (),
     service_tokens: Mapping[str, str] | None = None,
+    operator_methods: Iterable[str] = (),
 ) -> list[Interceptor]:
     """The chain every server installs, outermost first."""
-    auth = AuthInterceptor(verifier, public_methods, internal_methods, service_tokens)
+    auth = AuthInterceptor(verifier, public_methods, internal_methods, service_tokens, operator_methods)
     return [RequestLogInterceptor(), ErrorMappingInterceptor(), auth]

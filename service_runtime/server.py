@@ -71,6 +71,8 @@ class ServiceHost:
     internal_methods: Iterable[str] = ()
     # Service token -> service name, for internal_methods.
     service_tokens: Mapping[str, str] = field(default_factory=dict)
+    # Methods a service token may call besides a user's (an operator's view of the whole deployment).
+    operator_methods: Iterable[str] = ()
     # Awaited once the gRPC server listens, before it reports SERVING (side listeners and the like).
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -108,7 +110,13 @@ class ServiceHost:
             self.server,
             [
                 *self.front_interceptors,
-                *interceptor_chain(self.verifier, self.public_methods, self.internal_methods, self.service_tokens),
+                *interceptor_chain(
+                    self.verifier,
+                    self.public_methods,
+                    self.internal_methods,
+                    self.service_tokens,
+                    self.operator_methods,
+                ),
             ],
         )
         for service in self.services:

@@ -701,12 +701,14 @@ class DeploymentView(BaseModel):
     timeseries: str
     runners: list[RunnerView]
     unassigned_monitors: int
+    locations: list[str]
 
 
 @tool(read_only=True)
 async def get_deployment_status(ctx: ToolContext) -> Annotated[CallToolResult, DeploymentView]:
-    """Describe the deployment: version, storage, and the connected runners with their locations. Use it when
-    monitors stay "unknown" (no runner) or to know which locations exist."""
+    """Describe the deployment: version, storage, the locations runners serve, and the runners that check your
+    monitors (with how many of yours each checks). Use it when monitors stay "unknown" (no runner) or to know
+    which locations a monitor may name."""
     state = state_of(ctx)
     response = await state.clients.call(
         state.clients.monitors.GetDeploymentStatus,
@@ -729,11 +731,11 @@ async def get_deployment_status(ctx: ToolContext) -> Annotated[CallToolResult, D
             for r in response.runners
         ],
         unassigned_monitors=response.unassigned_monitors,
+        locations=list(response.locations),
     )
-    locations = sorted({r.location for r in view.runners})
     return reply(
-        f"{view.mode} deployment {view.version}: {len(view.runners)} runner(s)"
-        + (f" in {', '.join(locations)}" if locations else "")
-        + f", {view.unassigned_monitors} unassigned monitor(s).",
+        f"{view.mode} deployment {view.version}: runners in "
+        + (", ".join(view.locations) if view.locations else "no location")
+        + f"; {len(view.runners)} of them check your monitors, {view.unassigned_monitors} of yours unassigned.",
         view,
     )

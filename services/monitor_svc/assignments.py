@@ -112,12 +112,12 @@ class AssignmentHub:
     def runners(self) -> list[Runner]:
         return sorted(self._runners.values(), key=lambda r: r.runner_id)
 
-    def unassigned(self) -> int:
-        """Monitors that should run but have no runner in one of their locations."""
+    def unassigned(self, owner_id: str | None = None) -> int:
+        """Monitors (of ``owner_id``, or everyone's) that should run but have no runner in one of their locations."""
         covered = {(m_id, r.location) for r in self._runners.values() for m_id in r.assigned}
         missing = 0
         for monitor in self._monitors.values():
-            if not runs_on_runners(monitor):
+            if not runs_on_runners(monitor) or owner_id not in (None, monitor.owner_id):
                 continue
             if monitor.locations:
                 missing += any((monitor.id, loc) not in covered for loc in monitor.locations)

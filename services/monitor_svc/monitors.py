@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mappin
 from contextlib import AsyncExitStack, asynccontextmanager
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from typing import Protocol
 
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument
@@ -53,6 +54,50 @@ class Deployment:
     mode: str  # embedded or production
     database_backend: str
     timeseries_backend: str
+
+
+@dataclass(frozen=True)
+class RunnerPlacement:
+    """A connected runner as one caller may see it: ``assigned`` counts the monitors that caller may know of."""
+
+    runner_id: str
+    location: str
+    connect_time: datetime
+    last_report_time: datetime | None
+    assigned: int
+    version: str
+
+
+class PlacedRunner(Protocol):
+    runner_id: str
+    location: str
+    connect_time: datetime
+    last_report_time: datetime | None
+    version: str
+
+    @property
+    def assigned(self) -> Mapping[str, Monitor]: ...
+
+
+def placement(runners: Iterable[PlacedRunner], caller: Principal) -> list[RunnerPlacement]:
+    """The runners ``caller`` may see: every runner with every monitor for an operator (a service token), and for
+    a user only the runners that check their monitors, counting theirs alone. Runner names (host names, process
+    ids) and the size of the fleet are the operator's to know, not every user's."""
+    shown = []
+    for runner in runners:
+        mine = sum(1 for m in runner.assigned.values() if caller.service or m.owner_id == caller.user_id)
+        if caller.service or mine:
+            shown.append(
+                RunnerPlacement(
+                    runner.runner_id,
+                    runner.location,
+                    runner.connect_time,
+                    runner.last_report_time,
+                    mine,
+                    runner.version,
+                )
+            )
+    return shown
 
 
 MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "locations", "quorum", "labels")

@@ -42,6 +42,8 @@ INTERNAL_METHODS = (
     f"/{MONITOR_SERVICE}/ReportResults",
     f"/{MONITOR_SERVICE}/WatchMonitorEvents",
 )
+# A user sees their own monitors' placement; the service token (an operator) sees the whole fleet.
+OPERATOR_METHODS = (f"/{MONITOR_SERVICE}/GetDeploymentStatus",)
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
@@ -108,6 +110,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         PUBLIC_METHODS,
         INTERNAL_METHODS,
         {settings.resolved_service_token(): "runner"},
+        operator_methods=OPERATOR_METHODS,
     )
     heartbeats = Heartbeats(monitor_store, monitors)
     pings = PingEndpoint(heartbeats, settings.ping_listen)

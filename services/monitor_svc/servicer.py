@@ -18,7 +18,7 @@ from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
 from services.monitor_svc.login import Login
-from services.monitor_svc.monitors import Deployment, Monitors
+from services.monitor_svc.monitors import Deployment, Monitors, placement
 from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.suggest import suggest_monitors
 from services.monitor_svc.translate import (
@@ -377,7 +377,9 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     async def GetDeploymentStatus(
         self, request: mpb.GetDeploymentStatusRequest, context: Context
     ) -> mpb.GetDeploymentStatusResponse:
+        caller = current_principal()
         d = self._deployment
+        runners = self._hub.runners()
         return mpb.GetDeploymentStatusResponse(
             version=d.version,
             mode=d.mode,
@@ -389,10 +391,11 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                     location=r.location,
                     connect_time=to_timestamp(r.connect_time),
                     last_report_time=to_timestamp(r.last_report_time),
-                    assigned_monitors=len(r.assigned),
+                    assigned_monitors=r.assigned,
                     version=r.version,
                 )
-                for r in self._hub.runners()
+                for r in placement(runners, caller)
             ],
-            unassigned_monitors=self._hub.unassigned(),
+            unassigned_monitors=self._hub.unassigned(None if caller.service else caller.user_id),
+            locations=sorted({r.location for r in runners}),
         )

@@ -1091,6 +1091,7 @@ class GetDeploymentStatusResponse(_message.Message):
     TIMESERIES_BACKEND_FIELD_NUMBER: _builtins.int
     RUNNERS_FIELD_NUMBER: _builtins.int
     UNASSIGNED_MONITORS_FIELD_NUMBER: _builtins.int
+    LOCATIONS_FIELD_NUMBER: _builtins.int
     version: _builtins.str
     mode: _builtins.str
     """"embedded" or "production"."""
@@ -1099,9 +1100,15 @@ class GetDeploymentStatusResponse(_message.Message):
     timeseries_backend: _builtins.str
     """"sqlite" or "influxdb"."""
     unassigned_monitors: _builtins.int
-    """Monitors with no runner in one of their locations."""
+    """The caller's monitors (every monitor for an operator) with no runner in one of their locations."""
     @_builtins.property
-    def runners(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunnerInfo]: ...
+    def runners(self) -> _containers.RepeatedCompositeFieldContainer[Global___RunnerInfo]:
+        """The runners that check the caller's monitors (every connected runner for an operator)."""
+
+    @_builtins.property
+    def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Every location served by at least one connected runner: the values a monitor's `locations` may name."""
+
     def __init__(
         self,
         *,
@@ -1111,10 +1118,11 @@ class GetDeploymentStatusResponse(_message.Message):
         timeseries_backend: _builtins.str = ...,
         runners: _abc.Iterable[Global___RunnerInfo] | None = ...,
         unassigned_monitors: _builtins.int = ...,
+        locations: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_backend", b"database_backend", "mode", b"mode", "runners", b"runners", "timeseries_backend", b"timeseries_backend", "unassigned_monitors", b"unassigned_monitors", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["database_backend", b"database_backend", "locations", b"locations", "mode", b"mode", "runners", b"runners", "timeseries_backend", b"timeseries_backend", "unassigned_monitors", b"unassigned_monitors", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1135,6 +1143,7 @@ class RunnerInfo(_message.Message):
     runner_id: _builtins.str
     location: _builtins.str
     assigned_monitors: _builtins.int
+    """Monitors this runner checks: the caller's own, or every one for an operator."""
     version: _builtins.str
     @_builtins.property
     def connect_time(self) -> _timestamp_pb2.Timestamp: ...

@@ -260,7 +260,10 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetDeploymentStatus(self, request, context):
-        """Describes the deployment: connected runners and their locations, storage backends, version.
+        """Describes the deployment: storage backends, version, the locations runners serve, and where the
+        caller's monitors run. A user sees only the runners that check their own monitors, with
+        assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
+        monitor) is for operators, who call it with the service token.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

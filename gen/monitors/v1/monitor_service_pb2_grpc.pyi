@@ -91,7 +91,11 @@ class MonitorServiceStub:
     while a monitor refers to it.
     """
     GetDeploymentStatus: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetDeploymentStatusRequest, _monitor_service_pb2.GetDeploymentStatusResponse]
-    """Describes the deployment: connected runners and their locations, storage backends, version."""
+    """Describes the deployment: storage backends, version, the locations runners serve, and where the
+    caller's monitors run. A user sees only the runners that check their own monitors, with
+    assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
+    monitor) is for operators, who call it with the service token.
+    """
     WatchAssignments: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]
     """For runners: a full set of the runner's assignments, then changes as they happen. Returns
     PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
@@ -170,7 +174,11 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     while a monitor refers to it.
     """
     GetDeploymentStatus: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetDeploymentStatusRequest, _monitor_service_pb2.GetDeploymentStatusResponse]  # type: ignore[assignment]
-    """Describes the deployment: connected runners and their locations, storage backends, version."""
+    """Describes the deployment: storage backends, version, the locations runners serve, and where the
+    caller's monitors run. A user sees only the runners that check their own monitors, with
+    assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
+    monitor) is for operators, who call it with the service token.
+    """
     WatchAssignments: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]  # type: ignore[assignment]
     """For runners: a full set of the runner's assignments, then changes as they happen. Returns
     PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
@@ -342,7 +350,11 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _monitor_service_pb2.GetDeploymentStatusRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.GetDeploymentStatusResponse, _abc.Awaitable[_monitor_service_pb2.GetDeploymentStatusResponse]]:
-        """Describes the deployment: connected runners and their locations, storage backends, version."""
+        """Describes the deployment: storage backends, version, the locations runners serve, and where the
+        caller's monitors run. A user sees only the runners that check their own monitors, with
+        assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
+        monitor) is for operators, who call it with the service token.
+        """
 
     @_abc_1.abstractmethod
     def WatchAssignments(
