@@ -24,6 +24,8 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
+from service_runtime.settings import StartupError
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
@@ -72,10 +74,27 @@ def create_sync_engine(url: str, pool_size: int = 5) -> sa.Engine:
     )
 
 
+def describe_url(url: str) -> str:
+    """``url`` fit for a log line or an error: the password hidden."""
+    return make_url(url).render_as_string(hide_password=True)
+
+
+def _unreachable(url: str, error: sa.exc.DBAPIError) -> StartupError:
+    """One line for a database we cannot connect to (a wrong password, a server down), not a traceback."""
+    reason = error.orig.args[-1] if error.orig is not None and error.orig.args else str(error.orig or error)
+    return StartupError(f"cannot connect to the database {describe_url(url)}: {reason}")
+
+
 def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
-    """Apply every Alembic revision in ``migrations_dir`` to the database at ``url``."""
+    """Apply every Alembic revision in ``migrations_dir`` to the database at ``url``.
+
+    Raises :class:`StartupError` (one line) when the database cannot be reached."""
     engine = create_sync_engine(url)
     try:
+        try:
+            engine.connect().close()
+        except sa.exc.DBAPIError as error:
+            raise _unreachable(url, error) from None
         with engine.begin() as connection:
             config = Config()
             config.set_main_option("script_location", str(migrations_dir))

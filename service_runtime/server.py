@@ -254,6 +254,7 @@ def run_service(
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env(service, listen=args.listen)
+        settings.check_before_serving()
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2

@@ -28,6 +28,9 @@ DEFAULT_LISTEN: Mapping[ServiceName, str] = {
 DEFAULT_PING_LISTEN = "127.0.0.1:50080"  # the monitor service's HTTP endpoint for heartbeat pings
 
 
+# The services that seal secrets at rest with MONITORS_MASTER_KEY.
+SEALING_SERVICES: tuple[ServiceName, ...] = ("monitor", "notify")
+
 # Crypto price providers whose base URL MONITORS_PROVIDER_<NAME>_URL may override.
 PROVIDERS = ("coinbase", "binance", "kraken", "coingecko")
 
@@ -151,6 +154,15 @@ class Settings:
     def ping_base_url(self) -> str:
         """Where heartbeat pings reach us from outside: MONITORS_PUBLIC_URL, or the ping listener itself."""
         return self.public_url or f"http://{self.ping_listen}"
+
+    def check_before_serving(self) -> None:
+        """What a service process checks before any side effect (files, migrations, ports): raises
+        :class:`SettingsError` naming the variable. A bad master key used to surface after the migrations ran."""
+        if self.service in SEALING_SERVICES and (self.master_key or not self.embedded):
+            try:
+                self.secret_box()
+            except SecretBoxError as error:
+                raise SettingsError(str(error)) from None
 
     def listeners(self) -> dict[str, str]:
         """Every address this process listens on, by the variable that sets it (checked free before start)."""

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from service_runtime.secretbox import new_master_key
 from tests.harness import dying_with_parent
+from tests.harness.external import MariaDBServer
 from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env
 
 START_TIMEOUT_S = 30.0
@@ -30,6 +32,27 @@ def run_to_exit(name: str, env: Mapping[str, str], listen: str) -> subprocess.Co
 
 def embedded_env(data_dir: Path, **extra: str) -> dict[str, str]:
     return python_env({"MONITORS_DATA_DIR": str(data_dir), "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}", **extra})
+
+
+def production_env(data_dir: Path, database_url: str, **extra: str) -> dict[str, str]:
+    """Production settings but for Redis and InfluxDB (the start-up checks come before either is used)."""
+    settings = {
+        "MONITORS_DATABASE_URL": database_url,
+        "MONITORS_MASTER_KEY": new_master_key(),
+        "MONITORS_SERVICE_TOKEN": "startup-test-service-token",
+        **extra,
+    }
+    return embedded_env(data_dir, **settings)
+
+
+def tables(mariadb: MariaDBServer, database: str) -> list[str]:
+    connection = mariadb.connect(database)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW TABLES")
+            return [row[0] for row in cursor.fetchall()]
+    finally:
+        connection.close()
 
 
 def assert_refused(result: subprocess.CompletedProcess[str], *needles: str) -> None:
@@ -61,3 +84,23 @@ def test_a_taken_ping_port_is_refused_before_migrations_and_the_grpc_port(tmp_pa
         result = run_to_exit("monitor", embedded_env(tmp_path, MONITORS_PING_LISTEN=ping), f"127.0.0.1:{free_port()}")
     assert_refused(result, ping, "MONITORS_PING_LISTEN")
     assert not tmp_path.joinpath("monitor.sqlite3").exists()
+
+
+@pytest.mark.parametrize("name", ["monitor", "notify"])
+def test_a_bad_master_key_stops_a_service_before_its_migrations(
+    mariadb: MariaDBServer, tmp_path: Path, name: str
+) -> None:
+    database = f"startup_bad_key_{name}"
+    env = production_env(tmp_path, mariadb.create_database(database), MONITORS_MASTER_KEY="not a key")
+    result = run_to_exit(name, env, f"127.0.0.1:{free_port()}")
+    assert_refused(result, "MONITORS_MASTER_KEY")
+    assert tables(mariadb, database) == []
+
+
+@pytest.mark.parametrize("name", ["monitor", "alert", "notify"])
+def test_a_wrong_database_password_is_one_line_and_exit_2(mariadb: MariaDBServer, tmp_path: Path, name: str) -> None:
+    url = mariadb.create_database(f"startup_password_{name}")
+    wrong = url.replace(f":{mariadb.password}@", ":not-the-password@")
+    result = run_to_exit(name, production_env(tmp_path, wrong), f"127.0.0.1:{free_port()}")
+    assert_refused(result, "cannot connect to the database", "Access denied", f"127.0.0.1:{mariadb.port}")
+    assert "not-the-password" not in result.stderr

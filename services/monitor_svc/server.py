@@ -51,10 +51,10 @@ ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its 
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
+    box = settings.secret_box()  # a bad master key stops us before the migrations
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     account_store = AccountStore(database)
     accounts = Accounts(account_store)
-    box = settings.secret_box()
     key_values = open_key_value_store(settings.redis_url, database)
     notify_channel = open_channel(settings.notify_target, settings)
     login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)

@@ -44,8 +44,9 @@ def email_sender(settings: Settings) -> Sender:
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for NotificationService with ``settings``."""
+    box = settings.secret_box()  # a bad master key stops us before the migrations
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
-    store = NotificationStore(database, settings.secret_box(), settings.max_channels_per_user)
+    store = NotificationStore(database, box, settings.max_channels_per_user)
     egress = EgressConfig(policy=EgressPolicy(settings.egress), ca_file=settings.ca_file)
     client = safe_http_client(egress)
     senders = Senders(
