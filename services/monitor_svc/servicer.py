@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -36,6 +37,7 @@ from services.monitor_svc.translate import (
 from services.monitor_svc.user_secrets import SecretInfo
 
 Context = Any  # grpc.aio.ServicerContext; the interceptors own status handling, servicers never touch it.
+log = logging.getLogger(__name__)
 
 
 def secret_to_proto(info: SecretInfo) -> mpb.Secret:
@@ -135,6 +137,36 @@ def event_messages(
         yield message
 
 
+def assignment_messages(
+    full_sync: bool, upserts: Iterable[mpb.Assignment], removed: Iterable[str], max_bytes: int, limit_bytes: int
+) -> Iterator[mpb.WatchAssignmentsResponse]:
+    """One change for a runner as messages of about ``max_bytes`` each: a full set (``full_sync``) marked on
+    its first page and completed on its last, so that no number of assignments makes a message too large to
+    send. An assignment that alone exceeds ``limit_bytes`` (the largest message) is left out and logged: sent,
+    it would end the stream, and every reconnect would fail the same way."""
+    pages = [mpb.WatchAssignmentsResponse(full_sync=full_sync)]
+    size = 0
+
+    def room_for(item_size: int) -> mpb.WatchAssignmentsResponse:
+        nonlocal size
+        if size and size + item_size > max_bytes:
+            pages.append(mpb.WatchAssignmentsResponse())
+            size = 0
+        size += item_size
+        return pages[-1]
+
+    for assignment in upserts:
+        item_size = assignment.ByteSize() + 8
+        if item_size > limit_bytes:
+            log.error("assignment too large to send", extra={"monitor_id": assignment.monitor.id, "bytes": item_size})
+            continue
+        room_for(item_size).upserts.append(assignment)
+    for monitor_id in removed:
+        room_for(len(monitor_id) + 4).removed_monitor_ids.append(monitor_id)
+    pages[-1].sync_complete = full_sync
+    return iter(pages)
+
+
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     """AccountService: who the caller is, and their API keys."""
 
@@ -196,6 +228,7 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         self._hub = hub
         self._events = events
         self._message_budget = max(1024, min(1 << 20, max_message_bytes // 4))
+        self._message_limit = max_message_bytes - 64  # room for the message's own fields
 
     async def WatchMonitorEvents(
         self, request: mpb.WatchMonitorEventsRequest, context: Context
@@ -226,14 +259,15 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         runner = await self._hub.connect(request.runner_id, request.location, request.capacity, request.version)
         try:
             async for change in self._hub.feed(runner):
-                yield mpb.WatchAssignmentsResponse(
-                    full_sync=change.full_sync,
-                    upserts=[
-                        mpb.Assignment(monitor=monitor_to_proto(m), secrets=await self._monitors.secrets_for(m))
-                        for m in change.upserts
-                    ],
-                    removed_monitor_ids=list(change.removed),
+                upserts = [
+                    mpb.Assignment(monitor=monitor_to_proto(m), secrets=await self._monitors.secrets_for(m))
+                    for m in change.upserts
+                ]
+                pages = assignment_messages(
+                    change.full_sync, upserts, change.removed, self._message_budget, self._message_limit
                 )
+                for page in pages:
+                    yield page
         finally:
             await self._hub.disconnect(runner)
 

@@ -1199,15 +1199,24 @@ Global___WatchAssignmentsRequest: _TypeAlias = WatchAssignmentsRequest  # noqa: 
 
 @_typing.final
 class WatchAssignmentsResponse(_message.Message):
+    """Each message stays well under the server's largest message (MONITORS_MAX_MESSAGE_BYTES): a full set or a
+    large change comes in several messages, so the number and size of assignments never hold a runner back.
+    """
+
     DESCRIPTOR: _descriptor.Descriptor
 
     FULL_SYNC_FIELD_NUMBER: _builtins.int
     UPSERTS_FIELD_NUMBER: _builtins.int
     REMOVED_MONITOR_IDS_FIELD_NUMBER: _builtins.int
+    SYNC_COMPLETE_FIELD_NUMBER: _builtins.int
     full_sync: _builtins.bool
-    """True on the first message, and after any resynchronisation: upserts then holds every assignment
-    and the runner drops all others.
+    """True on the first page of a full set (on the first message, and after any resynchronisation): the
+    full set is this page's upserts and those of the pages that follow, up to and including the one with
+    sync_complete; the runner then drops every assignment not in it. Pages after the first have full_sync
+    false, so a runner that predates paging applies them as upserts.
     """
+    sync_complete: _builtins.bool
+    """Set on the last page of a full set (on its first page too when it has one page, or no assignments)."""
     @_builtins.property
     def upserts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
     @_builtins.property
@@ -1218,10 +1227,11 @@ class WatchAssignmentsResponse(_message.Message):
         full_sync: _builtins.bool = ...,
         upserts: _abc.Iterable[Global___Assignment] | None = ...,
         removed_monitor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        sync_complete: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_sync", b"full_sync", "removed_monitor_ids", b"removed_monitor_ids", "upserts", b"upserts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_sync", b"full_sync", "removed_monitor_ids", b"removed_monitor_ids", "sync_complete", b"sync_complete", "upserts", b"upserts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

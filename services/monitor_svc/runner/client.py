@@ -80,12 +80,21 @@ class RunnerClient:
         while True:
             try:
                 # A long-lived stream: no deadline; keepalive pings notice a dead server.
+                # A full set comes in pages: gathered here, and put in place only once its last page is in
+                # (a stream cut half-way leaves the previous set running until the next full set).
+                full_set: list[Job] | None = None
                 async for change in self._stub.WatchAssignments(request, metadata=self._metadata):
                     backoff = 0.5
                     jobs = [job for job in map(job_of, change.upserts) if job is not None]
                     if change.full_sync:
-                        self.scheduler.replace_all(jobs)
-                        log.info("assignments synced", extra={"monitors": len(jobs), "runner_id": self.runner_id})
+                        full_set = []
+                    if full_set is not None:
+                        full_set.extend(jobs)
+                        if not change.sync_complete:
+                            continue
+                        self.scheduler.replace_all(full_set)
+                        log.info("assignments synced", extra={"monitors": len(full_set), "runner_id": self.runner_id})
+                        full_set = None
                         if self._on_synced is not None:
                             await self._on_synced()
                     else:
