@@ -429,7 +429,7 @@ class CheckResult:
     time: datetime
     is_up: bool
     duration: timedelta
-    error_class: str = ""  # dns, connect, tls, timeout, status, assertion, blocked, provider
+    error_class: str = ""  # dns, connect, tls, timeout, status, assertion, blocked, provider, internal
     message: str = ""
     fields: Mapping[str, float] = field(default_factory=dict)
     location: str = ""

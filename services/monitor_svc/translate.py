@@ -89,6 +89,7 @@ _ERROR_CLASSES = {
     "assertion": common.ERROR_CLASS_ASSERTION,
     "blocked": common.ERROR_CLASS_BLOCKED,
     "provider": common.ERROR_CLASS_PROVIDER,
+    "internal": common.ERROR_CLASS_INTERNAL,
 }
 _ERROR_CLASS_NAMES = {value: name for name, value in _ERROR_CLASSES.items()}
 AGGREGATIONS = {

@@ -113,6 +113,10 @@ class _ErrorClassEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_ErrorClass
     ERROR_CLASS_BLOCKED: _ErrorClass.ValueType  # 7
     """The target is not allowed by the egress policy (private or reserved address)."""
     ERROR_CLASS_PROVIDER: _ErrorClass.ValueType  # 8
+    ERROR_CLASS_INTERNAL: _ErrorClass.ValueType  # 9
+    """The check stopped on an unexpected error of the checker itself, not an answer of the target: the
+    monitor counts as down (a check never goes silent) and the message names the error.
+    """
 
 class ErrorClass(_ErrorClass, metaclass=_ErrorClassEnumTypeWrapper):
     """Why a check failed."""
@@ -127,6 +131,10 @@ ERROR_CLASS_ASSERTION: ErrorClass.ValueType  # 6
 ERROR_CLASS_BLOCKED: ErrorClass.ValueType  # 7
 """The target is not allowed by the egress policy (private or reserved address)."""
 ERROR_CLASS_PROVIDER: ErrorClass.ValueType  # 8
+ERROR_CLASS_INTERNAL: ErrorClass.ValueType  # 9
+"""The check stopped on an unexpected error of the checker itself, not an answer of the target: the
+monitor counts as down (a check never goes silent) and the message names the error.
+"""
 Global___ErrorClass: _TypeAlias = ErrorClass  # noqa: Y015
 
 class _Aggregation:

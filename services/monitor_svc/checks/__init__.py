@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import ssl
 import time
 from collections.abc import Mapping
@@ -32,6 +33,7 @@ from services.monitor_svc.domain import (
 )
 
 __all__ = ["CheckConfig", "Checker", "Outcome", "check_config"]
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -82,7 +84,11 @@ class Checker:
         self._grpc_health = GrpcHealthCheck(self.config.egress)
 
     async def run(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str] | None = None) -> Outcome:
-        """One check of ``spec``, never longer than ``timeout_s`` (plus a little to clean up)."""
+        """One check of ``spec``, never longer than ``timeout_s`` (plus a little to clean up). Always an
+        outcome: an unexpected error inside the check is a down outcome of class ``internal``, so that a
+        monitor whose check breaks goes down instead of silent (runners and RunCheck both come here)."""
+        if isinstance(spec, HeartbeatSpec):
+            raise FailedPrecondition("heartbeat monitors are checked by their pings, not run")
         secrets = secrets or {}
         started = time.perf_counter()
         try:
@@ -92,6 +98,10 @@ class Checker:
             return fail("assertion", f"secret {missing.args[0]} is not set; PutSecret it first", started)
         except TimeoutError:
             return fail("timeout", f"no answer within {timeout_s:g}s", started)
+        except Exception as error:  # a check's error is its result, whatever it is
+            log.exception("check failed unexpectedly", extra={"kind": type(spec).__name__})
+            # The type alone: the error's text may carry what the target sent or a secret in another form.
+            return fail("internal", f"the check stopped on an unexpected error ({type(error).__name__})", started)
         return replace(outcome, message=mask(outcome.message, secrets)) if outcome.message else outcome
 
     async def _dispatch(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str]) -> Outcome:
@@ -112,8 +122,6 @@ class Checker:
                 return await self._dns.run(spec, timeout_s)
             case GrpcHealthSpec():
                 return await self._grpc_health.run(spec, timeout_s)
-            case HeartbeatSpec():
-                raise FailedPrecondition("heartbeat monitors are checked by their pings, not run")
         raise AssertionError(spec)
 
     async def close(self) -> None:
