@@ -7,8 +7,12 @@ share one MySQL database or use separate ones. Migrations run on start, before t
 from __future__ import annotations
 
 import asyncio
+import fcntl
+import hashlib
 import logging
+import os
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -85,25 +89,169 @@ def _unreachable(url: str, error: sa.exc.DBAPIError) -> StartupError:
     return StartupError(f"cannot connect to the database {describe_url(url)}: {reason}")
 
 
+MIGRATION_LOCK_WAIT_S = 300.0
+
+
 def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
     """Apply every Alembic revision in ``migrations_dir`` to the database at ``url``.
 
-    Raises :class:`StartupError` (one line) when the database cannot be reached."""
+    One process at a time per database (:class:`DatabaseLock` "migrations"): two services starting together on
+    an empty database both created the version table, and one died. Raises :class:`StartupError` (one line)
+    when the database cannot be reached or is not utf8mb4."""
     engine = create_sync_engine(url)
+    lock = DatabaseLock(url, "migrations")
     try:
         try:
             engine.connect().close()
         except sa.exc.DBAPIError as error:
             raise _unreachable(url, error) from None
+        if not lock.acquire(MIGRATION_LOCK_WAIT_S):
+            raise StartupError(
+                f"the database {describe_url(url)} is being migrated by another process"
+                f" ({lock.holder()}) for more than {MIGRATION_LOCK_WAIT_S:.0f} s"
+            )
         with engine.begin() as connection:
+            _check_character_set(connection, url)
             config = Config()
             config.set_main_option("script_location", str(migrations_dir))
             config.attributes["connection"] = connection
             config.attributes["version_table"] = version_table
             command.upgrade(config, "head")
     finally:
+        lock.release()
         engine.dispose()
     log.info("migrations applied", extra={"version_table": version_table})
+
+
+def _check_character_set(connection: sa.Connection, url: str) -> None:
+    """MySQL: the database's default character set must be utf8mb4, or tables we create hold no emoji (and on
+    latin1 or utf8mb3 the text conversion of migration 0006 widened TEXT columns, surprising 0007)."""
+    if connection.dialect.name != "mysql":
+        return
+    name, charset = connection.execute(sa.text("SELECT DATABASE(), @@character_set_database")).one()
+    if charset != "utf8mb4":
+        raise StartupError(
+            f"the database {describe_url(url)} uses the character set {charset}; monitors needs utf8mb4:"
+            f" ALTER DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE utf8mb4_bin"
+        )
+
+
+class DatabaseLock:
+    """A named lock beside the database at ``url``, held until :meth:`release` (or the process ends).
+
+    MySQL/MariaDB: ``GET_LOCK`` on a connection of its own, so the server frees it if the process dies. SQLite:
+    ``flock`` on a file beside the database file, which the kernel frees likewise.
+    """
+
+    def __init__(self, url: str, purpose: str) -> None:
+        target = sync_url(url)
+        self._url = url
+        self._engine: sa.Engine | None = None
+        self._connection: sa.Connection | None = None
+        self._file: Any = None
+        self._path: Path | None = None
+        if target.get_backend_name() == "sqlite":
+            database = target.database or ""
+            if database and database != ":memory:":
+                self._path = Path(database).with_name(f"{Path(database).name}.{purpose}.lock")
+        else:
+            # Lock names are server-wide (all databases), at most 64 characters.
+            scope = target.database or ""
+            if len(scope) + len(purpose) > 50:
+                scope = hashlib.sha256(scope.encode()).hexdigest()[:16]
+            self.name = f"monitors:{scope}:{purpose}"
+            self._engine = create_sync_engine(url, pool_size=1)
+
+    def acquire(self, wait_s: float) -> bool:
+        """Take the lock, waiting up to ``wait_s`` (0: one try); whether it is ours."""
+        deadline = time.monotonic() + wait_s
+        if self._engine is not None:
+            return self._acquire_mysql(deadline)
+        if self._path is None:
+            return True  # an in-memory database is this process's alone
+        self._file = self._path.open("a+")
+        while True:
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    self._file.close()
+                    self._file = None
+                    return False
+                time.sleep(0.05)
+                continue
+            self._file.truncate(0)
+            self._file.write(f"process {os.getpid()} on {socket.gethostname()}\n")
+            self._file.flush()
+            return True
+
+    def _acquire_mysql(self, deadline: float) -> bool:
+        assert self._engine is not None
+        if self._connection is None:
+            self._connection = self._engine.connect()
+        while True:
+            # In slices, under the connection's read timeout.
+            wait = max(0, min(10, int(deadline - time.monotonic())))
+            got = self._connection.execute(sa.text("SELECT GET_LOCK(:name, :wait)"), {"name": self.name, "wait": wait})
+            self._connection.commit()  # the lock outlives transactions; end the one the SELECT opened
+            if got.scalar() == 1:
+                return True
+            if time.monotonic() >= deadline:
+                return False
+
+    def held(self) -> bool:
+        """Whether the lock is still ours: MySQL's is lost with its connection (the server restarted)."""
+        if self._connection is None:
+            return self._file is not None
+        try:
+            mine = self._connection.execute(
+                sa.text("SELECT IS_USED_LOCK(:name) = CONNECTION_ID()"), {"name": self.name}
+            )
+            result = mine.scalar() == 1
+            self._connection.commit()
+            return result
+        except sa.exc.DBAPIError:
+            self._connection.invalidate()
+            self._connection.close()
+            self._connection = None
+            return False
+
+    def holder(self) -> str:
+        """Who holds the lock, as far as we can tell (for the message of one who could not take it)."""
+        if self._path is not None:
+            try:
+                return self._path.read_text().strip() or "another process"
+            except OSError:
+                return "another process"
+        if self._engine is None:
+            return "another process"
+        with self._engine.connect() as connection:
+            row = connection.execute(
+                sa.text(
+                    "SELECT l.id, p.host FROM (SELECT IS_USED_LOCK(:name) AS id) l"
+                    " LEFT JOIN information_schema.processlist p ON p.id = l.id"
+                ),
+                {"name": self.name},
+            ).one()
+        if row.id is None:
+            return "another process, now gone"
+        return f"database connection {row.id}" + (f" from {row.host}" if row.host else "")
+
+    def release(self) -> None:
+        """Give the lock back (idempotent)."""
+        if self._file is not None:
+            self._file.close()  # closing the descriptor drops the flock
+            self._file = None
+        if self._connection is not None:
+            try:
+                self._connection.execute(sa.text("SELECT RELEASE_LOCK(:name)"), {"name": self.name})
+                self._connection.commit()
+            except sa.exc.DBAPIError:
+                pass  # a lost connection holds nothing
+            self._connection.close()
+            self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
 
 
 # Text compares exactly on MySQL, as it does on SQLite. A MySQL database's usual collations (utf8mb4_unicode_ci,
@@ -153,6 +301,9 @@ def use_exact_text_comparison(bind: sa.Connection, tables: Sequence[str]) -> Non
         )
 
 
+ALREADY_LARGE = frozenset({"mediumtext", "longtext", "mediumblob", "longblob"})
+
+
 def use_large_text_columns(bind: sa.Connection, table: str, columns: Sequence[str]) -> None:
     """For migrations: on MySQL, widen ``columns`` of ``table`` from TEXT/BLOB (64 KiB) to MEDIUMTEXT/MEDIUMBLOB
     (16 MiB), keeping their nullability, so what validation accepts fits as it does on SQLite (unbounded)."""
@@ -166,6 +317,10 @@ def use_large_text_columns(bind: sa.Connection, table: str, columns: Sequence[st
             ),
             {"table": table, "column": column},
         ).one()
+        if data_type in ALREADY_LARGE:
+            # On a database that was latin1 or utf8mb3, converting the table to utf8mb4 (use_exact_text_comparison)
+            # already chose MEDIUMTEXT to keep TEXT's length in characters.
+            continue
         wide = {"text": f"MEDIUMTEXT CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}", "blob": "MEDIUMBLOB"}[data_type]
         null = "NULL" if nullable == "YES" else "NOT NULL"
         bind.execute(sa.text(f"ALTER TABLE `{table}` MODIFY `{column}` {wide} {null}"))
