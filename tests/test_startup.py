@@ -9,11 +9,12 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import pytest
+from grpc_health.v1 import health_pb2
 
 from service_runtime.secretbox import new_master_key
 from tests.harness import dying_with_parent
 from tests.harness.external import MariaDBServer
-from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env
+from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, health, python_env
 
 START_TIMEOUT_S = 30.0
 
@@ -104,3 +105,30 @@ def test_a_wrong_database_password_is_one_line_and_exit_2(mariadb: MariaDBServer
     result = run_to_exit(name, production_env(tmp_path, wrong), f"127.0.0.1:{free_port()}")
     assert_refused(result, "cannot connect to the database", "Access denied", f"127.0.0.1:{mariadb.port}")
     assert "not-the-password" not in result.stderr
+
+
+@pytest.mark.parametrize("backend", ["embedded", "production"])
+def test_a_second_monitor_service_on_one_database_refuses_to_serve_saying_why(
+    request: pytest.FixtureRequest, tmp_path: Path, backend: str
+) -> None:
+    """Replicas share no assignments yet: a second one had served silently, splitting runners and monitors."""
+    if backend == "embedded":
+        env = embedded_env(tmp_path)
+    else:
+        mariadb: MariaDBServer = request.getfixturevalue("mariadb")
+        env = production_env(tmp_path, mariadb.create_database("startup_replicas"))
+    first = ServiceProcess("monitor", env, tmp_path / "first.log")
+    first.start()
+    try:
+        second_env = {**env, "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}"}
+        result = run_to_exit("monitor", second_env, f"127.0.0.1:{free_port()}")
+        assert_refused(result, "another monitor service already serves the database", "replicas are not supported")
+        assert health(first.address) == health_pb2.HealthCheckResponse.SERVING
+    finally:
+        first.stop()
+    # The lock goes with the process: a monitor service starts again at once.
+    again = ServiceProcess(
+        "monitor", {**env, "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}"}, tmp_path / "again.log"
+    )
+    again.start()
+    again.stop()

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from datetime import timedelta
 from pathlib import Path
+
+from sqlalchemy.exc import DBAPIError
 
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.cache import SqlStore, open_key_value_store
-from service_runtime.database import open_database
+from service_runtime.database import DatabaseLock, describe_url, open_database
 from service_runtime.server import RegisteredService, ServiceHost, every
-from service_runtime.settings import Settings
+from service_runtime.settings import Settings, StartupError
 from service_runtime.timeseries import open_timeseries_store
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
@@ -30,6 +34,8 @@ from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_monitor"
 ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
@@ -47,11 +53,49 @@ OPERATOR_METHODS = (f"/{MONITOR_SERVICE}/GetDeploymentStatus",)
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
+REPLICA_LOCK_CHECK_S = 10.0
+
+
+async def hold_replica_lock(database_url: str) -> DatabaseLock:
+    """The lock that makes this the one monitor service of its database, or :class:`StartupError` saying why.
+
+    Replicas do not share state yet: runners' assignments and the event feed live in one process, so a second
+    replica split the deployment silently (monitors created through one never reached the other's runners,
+    deleted ones kept being checked). Until they do, a second one refuses to start."""
+    lock = DatabaseLock(database_url, "monitor-service")
+    if await asyncio.to_thread(lock.acquire, 0):
+        return lock
+    holder = await asyncio.to_thread(lock.holder)
+    await asyncio.to_thread(lock.release)
+    raise StartupError(
+        f"another monitor service already serves the database {describe_url(database_url)} ({holder});"
+        " run one monitor service per database: replicas are not supported yet"
+    )
+
+
+async def keep_replica_lock(lock: DatabaseLock) -> None:
+    """Take the lock again if it was lost with its connection (MariaDB restarted); say so if another has it."""
+    try:
+        if await asyncio.to_thread(lock.held):
+            return
+        taken = await asyncio.to_thread(lock.acquire, 0)
+    except DBAPIError as error:
+        log.warning("single-replica lock not held: the database does not answer", extra={"error": str(error.orig)})
+        return
+    if taken:
+        log.warning("single-replica lock taken again after its database connection was lost")
+        return
+    log.error(
+        "another monitor service took the single-replica lock while our database connection was down: two now"
+        " serve this database; stop one",
+        extra={"holder": await asyncio.to_thread(lock.holder)},
+    )
 
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     box = settings.secret_box()  # a bad master key stops us before the migrations
+    replica = await hold_replica_lock(settings.database_url)
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     account_store = AccountStore(database)
     accounts = Accounts(account_store)
@@ -116,7 +160,9 @@ async def build_server(settings: Settings) -> ServiceHost:
     pings = PingEndpoint(heartbeats, settings.ping_listen)
     host.on_start.append(pings.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
+    host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
     host.on_stop += [
+        lambda: asyncio.to_thread(replica.release),
         login.drain,
         notify_channel.close,
         database.close,
