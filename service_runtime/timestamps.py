@@ -22,15 +22,24 @@ def to_timestamp(moment: datetime | None) -> Timestamp | None:
     return Timestamp(seconds=since_epoch.days * 86_400 + since_epoch.seconds, nanos=since_epoch.microseconds * 1000)
 
 
+# The times a request may name: what 64-bit nanoseconds since 1970 hold (1677-09-21 to 2262-04-11), the unit
+# of the time-series stores, rounded in to whole years.
+EARLIEST = datetime(1678, 1, 1, tzinfo=UTC)
+LATEST = datetime(2262, 1, 1, tzinfo=UTC)
+_EARLIEST_S = int((EARLIEST - _EPOCH).total_seconds())
+_LATEST_S = int((LATEST - _EPOCH).total_seconds())
+
+
 def from_timestamp(stamp: Timestamp, present: bool, field: str) -> datetime | None:
     """The datetime of a Timestamp field, or None when the field is unset (``present`` from HasField);
-    INVALID_ARGUMENT naming ``field`` for one outside what a Timestamp may hold."""
+    INVALID_ARGUMENT naming ``field`` for one that is not a valid Timestamp or is outside EARLIEST to LATEST."""
     if not present:
         return None
-    try:
-        return stamp.ToDatetime(tzinfo=UTC)
-    except ValueError:
-        raise InvalidArgument(field, "is not a valid time (years 1 to 9999, nanos 0 to 999,999,999)") from None
+    if not 0 <= stamp.nanos < 1_000_000_000:
+        raise InvalidArgument(field, "is not a valid time (nanos 0 to 999,999,999)")
+    if not _EARLIEST_S <= stamp.seconds < _LATEST_S:
+        raise InvalidArgument(field, "must be from the year 1678 to 2261")
+    return stamp.ToDatetime(tzinfo=UTC)
 
 
 def to_duration(span: timedelta | None) -> Duration | None:

@@ -9,7 +9,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from service_runtime.errors import InvalidArgument
-from service_runtime.timestamps import from_duration, from_timestamp, to_timestamp
+from service_runtime.timestamps import EARLIEST, LATEST, from_duration, from_timestamp, to_timestamp
 
 MOMENTS = [
     datetime(1970, 1, 1, tzinfo=UTC),
@@ -30,7 +30,33 @@ def test_to_timestamp_matches_protobuf_and_round_trips(moment: datetime) -> None
     assert stamp == expected
     assert stamp is not None
     assert 0 <= stamp.nanos < 1_000_000_000
-    assert from_timestamp(stamp, True, "t") == moment.astimezone(UTC)
+    if EARLIEST <= moment.astimezone(UTC) < LATEST:
+        assert from_timestamp(stamp, True, "t") == moment.astimezone(UTC)
+    else:  # a valid Timestamp, yet past what the sample stores' 64-bit nanoseconds hold
+        with pytest.raises(InvalidArgument):
+            from_timestamp(stamp, True, "t")
+
+
+@pytest.mark.parametrize(
+    ("moment", "accepted"),
+    [
+        (EARLIEST, True),
+        (EARLIEST - timedelta(microseconds=1), False),
+        (LATEST - timedelta(microseconds=1), True),
+        (LATEST, False),
+        (datetime(1677, 9, 21, tzinfo=UTC), False),
+        (datetime(2262, 4, 12, tzinfo=UTC), False),
+    ],
+)
+def test_times_are_taken_from_1678_to_2261(moment: datetime, accepted: bool) -> None:
+    stamp = to_timestamp(moment)
+    assert stamp is not None
+    if accepted:
+        assert from_timestamp(stamp, True, "t") == moment
+    else:
+        with pytest.raises(InvalidArgument) as caught:
+            from_timestamp(stamp, True, "time_range.end_time")
+        assert [v.field for v in caught.value.violations] == ["time_range.end_time"]
 
 
 def test_a_moment_beyond_the_range_is_refused() -> None:

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import SplitResult, urlsplit
 
 from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
 
@@ -33,6 +33,10 @@ _PAIR = re.compile(r"^[A-Z0-9]{2,10}-[A-Z0-9]{2,10}$")
 _HOSTNAME = re.compile(
     r"^(?=.{1,253}$)([A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)(\.[A-Za-z0-9_](?:[A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
 )
+# What an HTTP request line or header cannot carry as is (RFC 9110, 9112): a URL has no space or control
+# character, a header value no control character but the tab. Checked when saved, not first at check time.
+_URL_FORBIDDEN = re.compile(r"[\x00-\x20\x7f]")
+_HEADER_VALUE_FORBIDDEN = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 SECRET_REFERENCE = re.compile(r"\{\{secret:([A-Za-z][A-Za-z0-9_]{0,63})\}\}")
 
 
@@ -297,10 +301,22 @@ def _validate_host(host: str, bad: Violations, path: str) -> None:
             bad.add(path, "must be a host name or an IP address")
 
 
+def split_url(url: str) -> SplitResult | None:
+    """``url`` split into its parts, or None where it cannot be (an unclosed ``[`` around an IPv6 host)."""
+    try:
+        return urlsplit(url)
+    except ValueError:
+        return None
+
+
 def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
     url = SECRET_REFERENCE.sub("secret", spec.url)
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https"):
+    parts = split_url(url)
+    if parts is None:
+        bad.add(f"{p}.url", "is not a valid URL (an unclosed [ around an IPv6 address?)")
+    elif _URL_FORBIDDEN.search(spec.url):
+        bad.add(f"{p}.url", "must not contain spaces or control characters (percent-encode them: %20, %0A)")
+    elif parts.scheme not in ("http", "https"):
         bad.add(f"{p}.url", "must be an http:// or https:// URL")
     elif not parts.hostname:
         bad.add(f"{p}.url", "must name a host")
@@ -318,7 +334,7 @@ def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
     if len(spec.headers) > MAX_HEADERS:
         bad.add(f"{p}.headers", f"at most {MAX_HEADERS} headers")
     for name, value in spec.headers.items():
-        if not _HEADER_NAME.match(name) or "\n" in value or "\r" in value or len(value) > 8192:
+        if not _HEADER_NAME.match(name) or _HEADER_VALUE_FORBIDDEN.search(value) or len(value) > 8192:
             bad.add(f"{p}.headers", f"header {name[:40]!r} is not a valid HTTP header")
     if len(spec.body) > MAX_BODY:
         bad.add(f"{p}.body", "must be at most 64 KiB")
@@ -339,7 +355,8 @@ def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
 def default_name(spec: Spec) -> str:
     match spec:
         case WebsiteSpec():
-            return urlsplit(SECRET_REFERENCE.sub("secret", spec.url)).hostname or spec.url
+            parts = split_url(SECRET_REFERENCE.sub("secret", spec.url))
+            return (parts.hostname if parts else None) or spec.url
         case CryptoPriceSpec():
             return f"{spec.pair} price"
         case TcpSpec():

@@ -332,14 +332,14 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
 
     async def RunCheck(self, request: mpb.RunCheckRequest, context: Context) -> mpb.RunCheckResponse:
         target = request.WhichOneof("target")
-        spec = spec_from_proto(request.spec) if target == "spec" else None
+        spec = spec_from_proto(request.spec, "spec") if target == "spec" else None
         if target == "spec" and spec is None:
             raise InvalidArgument("spec", "set one of website, crypto_price, tcp, dns, heartbeat, grpc_health")
         result = await self._monitors.run_check(
             current_principal(),
             request.monitor_id if target == "monitor_id" else "",
             spec,
-            from_duration(request.timeout, request.HasField("timeout")),
+            from_duration(request.timeout, request.HasField("timeout"), "timeout"),
         )
         return mpb.RunCheckResponse(result=result_to_proto(result))
 
@@ -366,7 +366,7 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
             request.field,
             from_timestamp(time_range.start_time, time_range.HasField("start_time"), "time_range.start_time"),
             from_timestamp(time_range.end_time, time_range.HasField("end_time"), "time_range.end_time"),
-            from_duration(request.window, request.HasField("window")),
+            from_duration(request.window, request.HasField("window"), "window"),
             AGGREGATIONS.get(aggregation),
             request.max_points,
         )

@@ -224,7 +224,10 @@ def _normal_url(raw: str) -> str:
 
 
 def _website(raw: str, interval: timedelta, limits: Limits) -> MonitorSuggestion | None:
-    url = _normal_url(raw)
+    try:
+        url = _normal_url(raw)
+    except ValueError:  # urlsplit: an unclosed [ around an IPv6 host
+        return None
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         return None

@@ -107,7 +107,7 @@ AGGREGATIONS = {
 _AGGREGATION_ENUM = {name: value for value, name in AGGREGATIONS.items()}
 
 
-def spec_from_proto(spec: common.MonitorSpec) -> Spec | None:
+def spec_from_proto(spec: common.MonitorSpec, path: str = "monitor.spec") -> Spec | None:
     """The domain spec; None when no kind is set. Unknown enum values become invalid names that
     validation reports against the right field."""
     kind = spec.WhichOneof("kind")
@@ -141,7 +141,9 @@ def spec_from_proto(spec: common.MonitorSpec) -> Spec | None:
         record = _RECORD_TYPES.get(d.record_type, "A" if d.record_type == common.DNS_RECORD_TYPE_UNSPECIFIED else "#")
         return DnsSpec(d.name.strip(), record, tuple(d.expected_answers), d.resolver.strip())
     if kind == "heartbeat":
-        grace = from_duration(spec.heartbeat.grace_period, spec.heartbeat.HasField("grace_period"))
+        grace = from_duration(
+            spec.heartbeat.grace_period, spec.heartbeat.HasField("grace_period"), f"{path}.heartbeat.grace_period"
+        )
         return HeartbeatSpec(grace) if grace is not None else HeartbeatSpec()
     if kind == "grpc_health":
         g = spec.grpc_health
@@ -201,12 +203,12 @@ def spec_to_proto(spec: Spec) -> common.MonitorSpec:
     raise AssertionError(spec)
 
 
-def draft_from_proto(monitor: pb.Monitor) -> MonitorDraft:
+def draft_from_proto(monitor: pb.Monitor, path: str = "monitor") -> MonitorDraft:
     return MonitorDraft(
-        spec=spec_from_proto(monitor.spec) if monitor.HasField("spec") else None,
+        spec=spec_from_proto(monitor.spec, f"{path}.spec") if monitor.HasField("spec") else None,
         display_name=monitor.display_name,
-        interval=from_duration(monitor.interval, monitor.HasField("interval")),
-        timeout=from_duration(monitor.timeout, monitor.HasField("timeout")),
+        interval=from_duration(monitor.interval, monitor.HasField("interval"), f"{path}.interval"),
+        timeout=from_duration(monitor.timeout, monitor.HasField("timeout"), f"{path}.timeout"),
         retries=monitor.retries,
         locations=tuple(location.strip() for location in monitor.locations),
         quorum=monitor.quorum,

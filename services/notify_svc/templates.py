@@ -27,6 +27,7 @@ from services.notify_svc.domain import MessageTemplate, Notification, Notificati
 log = logging.getLogger(__name__)
 MAX_TITLE = 250
 MAX_BODY = 8000
+MAX_NESTING = 30  # brackets within brackets a template's expressions may use
 _MAX_PRODUCT = 10_000  # longest string or list a template may build with * or **
 _MAX_WIDTH = 1000  # widest field or longest precision a template may format with %, format() or |format
 # range() items one render may iterate, all ranges and all their iterations together: nested loops multiply,
@@ -116,12 +117,30 @@ _ENVIRONMENT.filters["format"] = _format_filter
 
 
 def template_error(text: str) -> str:
-    """Why ``text`` is not a usable template, or '' when it is."""
+    """Why ``text`` is not a usable template, or '' when it is: it is compiled as a send would compile it."""
     try:
-        _ENVIRONMENT.parse(text)
+        if _nesting(text) > MAX_NESTING:
+            return f"nests brackets more than {MAX_NESTING} deep"
+        _ENVIRONMENT.from_string(text)
     except TemplateSyntaxError as error:
         return f"is not a valid template: {error.message} (line {error.lineno})"
+    except (RecursionError, SyntaxError, MemoryError):
+        # Jinja's parser recurses per nested expression or block, and Python's compiler refuses more than 20
+        # nested blocks: past what the bracket count catches, the template is refused, never an internal error.
+        return "nests too deeply"
     return ""
+
+
+def _nesting(text: str) -> int:
+    """How deep ``text``'s expressions nest brackets, from the lexer's tokens (which do not recurse)."""
+    depth = deepest = 0
+    for _, token, value in _ENVIRONMENT.lex(text):
+        if token == "operator" and value in ("(", "[", "{"):
+            depth += 1
+            deepest = max(deepest, depth)
+        elif token == "operator" and value in (")", "]", "}"):
+            depth -= 1
+    return deepest
 
 
 def human_duration(span: timedelta) -> str:
@@ -194,7 +213,7 @@ def _render_override(text: str, fields: dict[str, Any], limit: int) -> str | Non
     try:
         # Rendered piece by piece and stopped at the limit: a template printing in a loop stops there.
         return "".join(_capped(_ENVIRONMENT.from_string(text).generate(fields), limit))[:limit]
-    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError) as error:
+    except (TemplateError, ArithmeticError, TypeError, ValueError, RecursionError, SyntaxError, MemoryError) as error:
         # A template that fails on these facts falls back to the default: the alert still goes out.
         log.warning("channel template failed; default used", extra={"error": str(error)[:200]})
         return None
