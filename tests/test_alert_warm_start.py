@@ -24,6 +24,7 @@ from service_runtime.timeseries import (
     Sample,
     SeriesKey,
     SqliteSampleStore,
+    TimedValue,
     TimeSeriesStore,
 )
 from services.alert_svc.domain import (
@@ -115,7 +116,7 @@ async def make_rig(
 
     async def points_many(
         field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         reads.calls.append(("points_many", field_name, len(series)))
         return await many(field_name, series, start, end, limit)
 

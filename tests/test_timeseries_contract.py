@@ -18,7 +18,6 @@ from service_runtime.timeseries import (
     Aggregation,
     InfluxConfig,
     InfluxStore,
-    Point,
     Sample,
     SeriesKey,
     SqliteSampleStore,
@@ -352,16 +351,16 @@ async def test_points_many_reads_the_latest_points_of_each_series_oldest_first(s
     found = await store.points_many("response_time_ms", wanted, T0 + 2 * MINUTE, hour, 3)
 
     # The latest three in [T0 + 2 min, T0 + 1 h) of each series that has the field; the others left out.
-    assert {key: [(p.time, p.value) for p in points] for key, points in found.items()} == {
-        SITE: [(T0 + i * MINUTE, 100.0 + 10 * i) for i in (7, 8, 9)],
-        theirs: [(T0 + i * MINUTE, 1100.0 + 10 * i) for i in (7, 8, 9)],
-        calm_key: [(T0 + i * MINUTE, 50.0 + i) for i in (2, 3)],
+    # Times in seconds since the epoch.
+    at = T0.timestamp()
+    assert found == {
+        SITE: [(at + 60 * i, 100.0 + 10 * i) for i in (7, 8, 9)],
+        theirs: [(at + 60 * i, 1100.0 + 10 * i) for i in (7, 8, 9)],
+        calm_key: [(at + 60 * i, 50.0 + i) for i in (2, 3)],
     }
     # The range is half-open, and a limit above the count returns everything in it.
     everything = await store.points_many("is_up", [SITE], T0, T0 + 5 * MINUTE, 10_000)
-    assert [(p.time, p.value) for p in everything[SITE]] == [
-        (T0 + i * MINUTE, float(i not in (3, 4))) for i in range(5)
-    ]
+    assert everything[SITE] == [(at + 60 * i, float(i not in (3, 4))) for i in range(5)]
     assert await store.points_many("response_time_ms", [], T0, hour, 10) == {}
 
 
@@ -380,7 +379,8 @@ async def test_points_many_over_more_series_than_one_statement_names(store: Time
 
     assert len(found) == 1200
     assert all(
-        found[SeriesKey(f"usr_{m % 7}", f"mon_{m}")] == [Point(T0 + (m % 3) * MINUTE, float(m))] for m in range(1200)
+        found[SeriesKey(f"usr_{m % 7}", f"mon_{m}")] == [((T0 + (m % 3) * MINUTE).timestamp(), float(m))]
+        for m in range(1200)
     )
     assert SeriesKey("usr_x", "mon_5") not in found
 
@@ -396,7 +396,7 @@ async def test_influx_points_many_strategies_agree(influxdb: InfluxDBServer) -> 
         scanned = await opened.points_scanned("response_time_ms", set(wanted), T0, hour, 4)
         assert named == scanned
         assert set(named) == set(wanted[:2])
-        assert [p.value for p in named[SITE]] == [160.0, 170.0, 180.0, 190.0]
+        assert [value for _, value in named[SITE]] == [160.0, 170.0, 180.0, 190.0]
     finally:
         await opened.close()
 
@@ -424,7 +424,7 @@ async def test_points_many_reads_monitor_ids_as_written_not_as_patterns(store: T
 
     found = await store.points_many("price", asked, T0, hour, 5)
 
-    assert {key.monitor_id: [p.value for p in points] for key, points in found.items()} == {
+    assert {key.monitor_id: [value for _, value in points] for key, points in found.items()} == {
         "mon.1": [0.0], "mon|a": [2.0], "a/b\\/c": [4.0], "mön*": [5.0], "mon_$": [7.0]
     }  # fmt: skip
 

@@ -14,6 +14,7 @@ from service_runtime.timeseries.port import (
     Point,
     Sample,
     SeriesKey,
+    TimedValue,
     TimeSeriesStore,
     check_field_name,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "SeriesKey",
     "SqliteSampleStore",
     "TimeSeriesStore",
+    "TimedValue",
     "check_field_name",
     "open_timeseries_store",
 ]

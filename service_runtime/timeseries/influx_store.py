@@ -20,7 +20,7 @@ import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -36,6 +36,7 @@ from service_runtime.timeseries.port import (
     Point,
     Sample,
     SeriesKey,
+    TimedValue,
     UptimeCounts,
     check_field_name,
     from_ns,
@@ -47,7 +48,6 @@ from service_runtime.timeseries.port import (
 log = logging.getLogger(__name__)
 
 MEASUREMENT = "check"
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 ROLLUP_MEASUREMENT = "uptime_1h"
 MAX_NOTE_CHARS = 500
 # points_many names the series it wants up to this many, and reads every series in the range beyond. Naming
@@ -380,7 +380,7 @@ class InfluxStore:
 
     async def points_many(
         self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         """Up to :data:`FILTERED_SERIES_MAX` series: statements naming the wanted monitors. More: one
         statement over every series in the range. Either way grouped by owner and monitor, and only the
         wanted (owner, monitor) series are kept. A limit of 1 (the latest value) costs InfluxDB one point per
@@ -405,7 +405,7 @@ class InfluxStore:
 
     async def points_scanned(
         self, field_name: str, wanted: set[SeriesKey], start: datetime, end: datetime, limit_per_series: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         """:meth:`points_many` as one statement over every series in the range (the wanted ones kept)."""
         check_field_name(field_name)
         where = f"time >= {to_ns(start)} AND time < {to_ns(end)}"
@@ -414,7 +414,7 @@ class InfluxStore:
 
     async def points_filtered(
         self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         """:meth:`points_many` as statements naming :data:`NAMED_PER_STATEMENT` monitors each, in one regular
         expression (``"monitor" =~ /^(a|b|...)$/``: InfluxDB 1.6 matches it against its index in a fraction
         of the time a hundred ``owner = .. AND monitor = ..`` terms take), :data:`STATEMENTS_IN_FLIGHT` at
@@ -425,7 +425,7 @@ class InfluxStore:
         window = f"time >= {to_ns(start)} AND time < {to_ns(end)}"
         gate = asyncio.Semaphore(STATEMENTS_IN_FLIGHT)
 
-        async def read(chunk: Sequence[str]) -> dict[SeriesKey, list[Point]]:
+        async def read(chunk: Sequence[str]) -> dict[SeriesKey, list[TimedValue]]:
             where = f"{quote_identifier('monitor')} =~ {regex_of_names(chunk)} AND {window}"
             async with gate:
                 statement = self._select_latest(field_name, where, limit_per_series)
@@ -434,7 +434,7 @@ class InfluxStore:
 
         chunks = [monitors[i : i + NAMED_PER_STATEMENT] for i in range(0, len(monitors), NAMED_PER_STATEMENT)]
         reads = [asyncio.ensure_future(read(chunk)) for chunk in chunks]
-        result: dict[SeriesKey, list[Point]] = {}
+        result: dict[SeriesKey, list[TimedValue]] = {}
         try:
             for found in await asyncio.gather(*reads):
                 result.update(found)
@@ -587,17 +587,17 @@ def _series(body: dict[str, Any]) -> list[tuple[dict[str, str], list[list[Any]]]
     ]
 
 
-def _latest_points(body: dict[str, Any], wanted: set[SeriesKey]) -> dict[SeriesKey, list[Point]]:
+def _latest_points(body: dict[str, Any], wanted: set[SeriesKey]) -> dict[SeriesKey, list[TimedValue]]:
     """Rows of a ``GROUP BY owner, monitor ORDER BY time DESC`` statement with times in microseconds (InfluxDB's
     ``epoch=u``: shorter than nanoseconds, and what a datetime holds), per wanted series, oldest first."""
     if any(result.get("partial") for result in body.get("results", [])):
         # InfluxDB's [http] max-row-limit cut the answer short: refuse rather than hand back a partial history.
         raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
-    result: dict[SeriesKey, list[Point]] = {}
+    result: dict[SeriesKey, list[TimedValue]] = {}
     for tags, rows in _series(body):
         key = SeriesKey(tags.get("owner", ""), tags.get("monitor", ""))
         if key in wanted:
-            points = [Point(_EPOCH + timedelta(0, 0, t), float(v)) for t, v in reversed(rows) if v is not None]
+            points = [(t / 1e6, float(v)) for t, v in reversed(rows) if v is not None]
             if points:
                 result[key] = points
     return result

@@ -70,6 +70,9 @@ class Point:
     count: int = 1
 
 
+TimedValue = tuple[float, float]
+"""A raw value and its time in seconds since the epoch (what :meth:`TimeSeriesStore.points_many` returns)."""
+
 ROLLUP_WINDOW = timedelta(hours=1)
 ROLLUP_RETENTION = timedelta(days=400)
 
@@ -120,11 +123,12 @@ class TimeSeriesStore(Protocol):
 
     async def points_many(
         self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         """Raw values of one field for each of many series (of any owners; 100,000 is a normal count), in
-        few queries: the latest ``limit_per_series`` of each series in the range, oldest first. Series with
-        no value in the range are left out. For the alert service's warm starts and reconciliation, which
-        read on behalf of each series' owner."""
+        few queries: the latest ``limit_per_series`` of each series in the range, oldest first, as (seconds
+        since the epoch, value) pairs. Series with no value in the range are left out. For the alert
+        service's warm starts and reconciliation, which read on behalf of each series' owner and keep
+        seconds: a datetime per point cost as much as the rest of the read."""
         ...
 
     async def stats_many(

@@ -24,6 +24,7 @@ from service_runtime.timeseries.port import (
     Point,
     Sample,
     SeriesKey,
+    TimedValue,
     UptimeCounts,
     aggregate,
     check_field_name,
@@ -130,7 +131,7 @@ class SqliteSampleStore:
 
     async def points_many(
         self, field_name: str, series: Sequence[SeriesKey], start: datetime, end: datetime, limit_per_series: int
-    ) -> dict[SeriesKey, list[Point]]:
+    ) -> dict[SeriesKey, list[TimedValue]]:
         """One statement per :data:`SERIES_PER_STATEMENT` series (row values matched by the samples' index)."""
         check_field_name(field_name)
         keys = sorted(set(series), key=lambda k: (k.owner_id, k.monitor_id))
@@ -149,11 +150,11 @@ class SqliteSampleStore:
             )
             return cursor.fetchall()
 
-        result: dict[SeriesKey, list[Point]] = {}
+        result: dict[SeriesKey, list[TimedValue]] = {}
         for i in range(0, len(keys), SERIES_PER_STATEMENT):
             rows = await self._run(partial(select, keys[i : i + SERIES_PER_STATEMENT]))
             for owner_id, monitor_id, t, v in rows:
-                result.setdefault(SeriesKey(owner_id, monitor_id), []).append(Point(from_ns(int(t)), float(v)))
+                result.setdefault(SeriesKey(owner_id, monitor_id), []).append((int(t) / 1e9, float(v)))
         return result
 
     async def windows(

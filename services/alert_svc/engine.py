@@ -21,13 +21,13 @@ import contextlib
 import gc
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 from service_runtime.database import new_id
 from service_runtime.errors import FailedPrecondition, NotFound, Unavailable
-from service_runtime.timeseries import SeriesKey, TimeSeriesStore
+from service_runtime.timeseries import SeriesKey, TimedValue, TimeSeriesStore
 from services.alert_svc.domain import (
     Alert,
     AlertEvent,
@@ -46,7 +46,7 @@ from services.alert_svc.domain import (
     describe_condition,
     seconds_text,
 )
-from services.alert_svc.evaluator import NO_DATA_FIELD, Evaluator
+from services.alert_svc.evaluator import NO_DATA_FIELD, Evaluator, HistoryRequest
 from services.alert_svc.store import AlertStore
 from services.alert_svc.streams import Broadcast
 
@@ -64,6 +64,9 @@ LOAD_SLICE = 2000  # series loaded per hold of the lock during a reconciliation
 # loads, about 30 ms here: one series with a long history and many windows had held the loop (and the lock) for
 # seconds at a warm start and at every reconciliation, whatever the count of series per slice.
 LOAD_BUDGET = 50_000
+# Monitors of a snapshot put into the evaluator before their history is asked for: the reads of one slice run
+# in InfluxDB while the next slice is put (both took seconds at 100,000 rules, one after the other).
+SNAPSHOT_SLICE = 10_000
 DEFAULT_RECONCILE = timedelta(seconds=60)
 STORE_RETRY_S = 5.0
 
@@ -89,6 +92,16 @@ class Change:
     owner_id: str
     transition: Transition
     alert: Alert
+
+
+@dataclass(frozen=True, slots=True)
+class _History:
+    """What one history read found: ``field`` of ``keys`` from ``start`` (seconds since the epoch)."""
+
+    field: str
+    keys: list[SeriesKey]
+    start: float
+    found: dict[SeriesKey, list[TimedValue]]
 
 
 @dataclass(slots=True)
@@ -146,6 +159,7 @@ class AlertEngine:
         # Per owner and notice kind: when the current group window opened (storm grouping).
         self._storms: dict[tuple[str, NoticeKind], datetime] = {}
         self._lock = asyncio.Lock()
+        self._reading = asyncio.Semaphore(1)  # history reads in flight (each runs its statements in parallel)
         self._loaded = asyncio.Event()
         self._snapshot = asyncio.Event()
         self._arrived = asyncio.Event()  # a monitor came through the feed
@@ -183,12 +197,24 @@ class AlertEngine:
             for gone in set(self._monitors) - known:
                 await self._monitor_gone(gone, now)
             evaluations: list[Evaluation] = []
-            for monitor in monitors:
-                self._monitors[monitor.monitor_id] = monitor
-                self._remember_email(monitor)
-                evaluations += self.evaluator.put_monitor(monitor, now.timestamp())
+            reads: list[asyncio.Future[_History | None]] = []
+            try:
+                for begin in range(0, len(monitors), SNAPSHOT_SLICE):
+                    put = monitors[begin : begin + SNAPSHOT_SLICE]
+                    for monitor in put:
+                        self._monitors[monitor.monitor_id] = monitor
+                        self._remember_email(monitor)
+                        evaluations += self.evaluator.put_monitor(monitor, now.timestamp())
+                    if self._timeseries is not None:
+                        needed = self.evaluator.history_needed(m.monitor_id for m in put)
+                        reads += [asyncio.ensure_future(self._read(request, now)) for request in needed]
+                    await asyncio.sleep(0)  # the reads are sent while the next slice is put
+            except BaseException:
+                for read in reads:
+                    read.cancel()
+                raise
             self.evaluator.set_available(True)
-            await self._warm_start()
+            await self._warm_start(reads)
             # Judged before the feed was available, the snapshot's evaluations were unknown: judge every pair
             # again now that its history is loaded, so what went down or came back meanwhile acts at once.
             judged = [e for e in evaluations if e.verdict is not Verdict.UNKNOWN]
@@ -254,20 +280,25 @@ class AlertEngine:
             if rule is not None:
                 await self.rule_changed(rule)
 
-    async def _warm_start(self) -> None:
-        """Rebuild windows from the time-series store (the feed's snapshot just came: the feed is up). One
-        batched read per group of series sharing a field and look-back, with the garbage collector off while
-        hundreds of thousands of points become objects, and the loaded state frozen out of later collections.
-        A store that cannot be read makes evaluations unknown until the reconciliation reads it again."""
+    async def _warm_start(self, reads: list[asyncio.Future[_History | None]]) -> None:
+        """Rebuild windows from the time-series store (the feed's snapshot just came: the feed is up) with
+        ``reads``, sent as the snapshot was put: one batched read per slice of monitors and group of series
+        sharing a field and look-back, with the garbage collector off while hundreds of thousands of points
+        become objects, and the loaded state frozen out of later collections. A store that cannot be read
+        makes evaluations unknown until the reconciliation reads it again."""
         self._feed_up = True
         started = time.perf_counter()
         try:
             with collector_paused():
-                loaded = await self._load_history(self.evaluator, self._clock())
+                loaded = await self._load_history(self.evaluator, self._clock(), reads=reads)
         except Unavailable as error:
             log.warning("time-series store unavailable for the warm start", extra={"error": str(error)})
             self._history_failed()
             return
+        finally:
+            for read in reads:
+                read.cancel()
+            await asyncio.gather(*reads, return_exceptions=True)
         self._store_down = False
         log.info("warm start", extra={**loaded, "seconds": round(time.perf_counter() - started, 3)})
 
@@ -280,6 +311,7 @@ class AlertEngine:
         locked: bool = False,
         only: set[tuple[str, str]] | None = None,
         field: str | None = None,
+        reads: Iterable[Awaitable[_History | None]] | None = None,
     ) -> dict[str, int]:
         """Fill ``evaluator``'s windows from the time-series store: the history its rules look back on, one
         :meth:`~service_runtime.timeseries.TimeSeriesStore.points_many` per history request (never one per
@@ -288,22 +320,20 @@ class AlertEngine:
         series at a time, so samples keep flowing while a reconciliation reads and loads. Either way the
         event loop is yielded after every LOAD_SLICE series or LOAD_BUDGET of work, so other calls are
         served while a big history loads. ``only`` and ``field``: just these (owner, monitor) series of that
-        field (a rule just made or changed)."""
+        field (a rule just made or changed). ``reads``: what to load, already under way (else read now what
+        ``evaluator`` needs, one request after another)."""
         queries = series_count = points_count = 0
         if self._timeseries is None:
             return {"queries": 0, "series": 0, "points": 0}
-        for request in evaluator.history_needed():
-            start = now - request.lookback
-            if field is not None and request.field != field:
+        if reads is None:
+            reads = (self._read(request, now, only, field) for request in evaluator.history_needed())
+        for read in reads:
+            history = await read
+            if history is None:
                 continue
-            wanted = request.series if only is None else [s for s in request.series if s in only]
-            if not wanted:
-                continue
-            keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in wanted]
-            limit = 1 if request.latest_only else HISTORY_LIMIT
-            found = await self._timeseries.points_many(request.field, keys, start, now, limit)
             queries += 1
-            since = start.timestamp() if silence_counts else None
+            keys, found = history.keys, history.found
+            since = history.start if silence_counts else None
             index = 0
             while index < len(keys):
                 async with self._lock if locked else contextlib.nullcontext():
@@ -314,12 +344,33 @@ class AlertEngine:
                         points = found.get(key)
                         if points is None and since is None:
                             continue
-                        history = [(p.time.timestamp(), p.value) for p in points] if points else []
-                        work += 1 + evaluator.load(key.owner_id, key.monitor_id, request.field, history, since=since)
-                        points_count += len(history)
+                        points = points or []
+                        work += 1 + evaluator.load(key.owner_id, key.monitor_id, history.field, points, since=since)
+                        points_count += len(points)
                 await asyncio.sleep(0)
             series_count += len(keys)
         return {"queries": queries, "series": series_count, "points": points_count}
+
+    async def _read(
+        self,
+        request: HistoryRequest,
+        now: datetime,
+        only: set[tuple[str, str]] | None = None,
+        field: str | None = None,
+    ) -> _History | None:
+        """One history read (one at a time); None when ``only`` or ``field`` leave nothing of it."""
+        assert self._timeseries is not None
+        if field is not None and request.field != field:
+            return None
+        wanted = request.series if only is None else [s for s in request.series if s in only]
+        if not wanted:
+            return None
+        keys = [SeriesKey(owner_id, monitor_id) for owner_id, monitor_id in wanted]
+        start = now - request.lookback
+        limit = 1 if request.latest_only else HISTORY_LIMIT
+        async with self._reading:
+            found = await self._timeseries.points_many(request.field, keys, start, now, limit)
+        return _History(request.field, keys, start.timestamp(), found)
 
     # --- reconciliation ------------------------------------------------------------------------------
 

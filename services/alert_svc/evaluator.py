@@ -32,6 +32,7 @@ oldest sample leaving it, a no_data deadline), so :meth:`Evaluator.tick` costs w
 
 from __future__ import annotations
 
+import functools
 import math
 import operator
 from collections.abc import Callable, Iterable, Sequence
@@ -240,15 +241,7 @@ class _ThresholdPair(_SeriesPair):
         self.compare = _COMPARE[condition.operator]
         self.limit = condition.value
         self.window: Window | None = None
-        span = condition.window
-        if span:
-            self.prefix = f"{condition.aggregation.value} {condition.field} over {seconds_text(span)} = "
-            self.empty = f"no {condition.field} samples in the last {seconds_text(span)}"
-        else:
-            self.prefix = f"{condition.field} = "
-            self.empty = f"no {condition.field} sample yet"
-        self.met_text = f" {condition.operator.value} {number(condition.value)}"
-        self.not_text = f", not {condition.operator.value} {number(condition.value)}"
+        self.prefix, self.empty, self.met_text, self.not_text = _threshold_texts(condition)
 
     @property
     def struct(self) -> Window | Band | None:
@@ -277,6 +270,21 @@ class _ThresholdPair(_SeriesPair):
         value = evaluation.value
         assert value is not None
         return self.prefix + number(value) + (self.met_text if evaluation.verdict is MET else self.not_text)
+
+
+@functools.lru_cache(maxsize=4096)
+def _threshold_texts(condition: ThresholdCondition) -> tuple[str, str, str, str]:
+    """A threshold pair's explanations, before and after the value: the same for every pair of a condition
+    (building them for each of 100,000 pairs at a warm start took a second)."""
+    span = condition.window
+    if span:
+        prefix = f"{condition.aggregation.value} {condition.field} over {seconds_text(span)} = "
+        empty = f"no {condition.field} samples in the last {seconds_text(span)}"
+    else:
+        prefix = f"{condition.field} = "
+        empty = f"no {condition.field} sample yet"
+    limit = f"{condition.operator.value} {number(condition.value)}"
+    return prefix, empty, f" {limit}", f", not {limit}"
 
 
 class _ChangePair(_SeriesPair):
@@ -769,14 +777,18 @@ class Evaluator:
             series.latest_t, series.latest_v = latest_t, latest_v
         return work
 
-    def history_needed(self) -> list[HistoryRequest]:
+    def history_needed(self, monitor_ids: Iterable[str] | None = None) -> list[HistoryRequest]:
         """For a warm start: one request per group of series sharing a field and the longest look-back any
         rule needs on it (window, change window, anomaly window + baseline; no_data's duration on
         ``is_up``; an hour, or three check intervals, for a zero window's latest value). A series no window
         or band holds is asked for its latest point alone (``latest_only``): an hour of 10 s checks had been
-        360 points per series for one value."""
+        360 points per series for one value. ``monitor_ids``: the series of these monitors only."""
         groups: dict[tuple[str, float, bool], list[tuple[str, str]]] = {}
-        for watch in self._watches.values():
+        if monitor_ids is None:
+            watches: Iterable[_Watch] = self._watches.values()
+        else:
+            watches = [self._watches[m] for m in monitor_ids if m in self._watches]
+        for watch in watches:
             needs: dict[str, tuple[float, bool]] = {}
             latest = max(LATEST_LOOKBACK, 3 * watch.monitor.interval).total_seconds()
             for name, series in watch.series.items():

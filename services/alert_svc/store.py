@@ -362,29 +362,58 @@ def _rule_values(draft: RuleDraft) -> dict[str, Any]:
     }
 
 
-def _rule(row: Any) -> AlertRule:
+def _rule(row: Any, memo: dict[Any, Any] | None = None) -> AlertRule:
+    """The rule of a row. ``memo``, shared by the rows of one read: the JSON columns, durations and
+    severities that many rules share (a default rule's condition, ``{}``, ``[]``) are decoded once and the
+    same immutable value is given to each rule; reading 100,000 rules took twice as long decoding each."""
+    if memo is None:
+        memo = {}
+
+    def decoded(text: Any, decode: Callable[[Any], Any]) -> Any:
+        key = (decode, text)
+        value = memo.get(key)
+        if value is None:
+            value = memo[key] = decode(text)
+        return value
+
     return AlertRule(
         id=row.id,
         owner_id=row.owner_id,
         display_name=row.display_name,
         monitor_id=row.monitor_id,
-        selector=json.loads(row.selector),
-        condition=condition_from_dict(json.loads(row.condition)),
-        severity=Severity(row.severity),
-        for_duration=timedelta(seconds=row.for_duration_s),
-        keep_firing_for=timedelta(seconds=row.keep_firing_for_s),
+        selector=decoded(row.selector, _mapping),
+        condition=decoded(row.condition, _condition),
+        severity=decoded(row.severity, Severity),
+        for_duration=decoded(row.for_duration_s, _duration),
+        keep_firing_for=decoded(row.keep_firing_for_s, _duration),
         repeat_interval=_span(row.repeat_interval_s),
-        cooldown=timedelta(seconds=row.cooldown_s),
+        cooldown=decoded(row.cooldown_s, _duration),
         escalate_after=_span(row.escalate_after_s),
-        channel_ids=tuple(json.loads(row.channel_ids)),
-        escalation_channel_ids=tuple(json.loads(row.escalation_channel_ids)),
+        channel_ids=decoded(row.channel_ids, _ids),
+        escalation_channel_ids=decoded(row.escalation_channel_ids, _ids),
         enabled=bool(row.enabled),
         description=row.description,
-        labels=json.loads(row.labels),
+        labels=decoded(row.labels, _mapping),
         is_default=bool(row.is_default),
         create_time=row.create_time,
         update_time=row.update_time,
     )
+
+
+def _mapping(text: str) -> Mapping[str, str]:
+    return json.loads(text)  # type: ignore[no-any-return]
+
+
+def _condition(text: str) -> Condition:
+    return condition_from_dict(json.loads(text))
+
+
+def _ids(text: str) -> tuple[str, ...]:
+    return tuple(json.loads(text))
+
+
+def _duration(seconds: float) -> timedelta:
+    return timedelta(seconds=seconds)
 
 
 def _open_key(alert: Alert) -> str | None:
@@ -622,7 +651,8 @@ class AlertStore:
             query = query.where(RuleRow.id > after)
         if monitor_id:
             query = query.where(RuleRow.monitor_id == monitor_id)
-        return await self._db.run(lambda c: [_rule(row) for row in c.execute(query)])
+        memo: dict[Any, Any] = {}
+        return await self._db.run(lambda c: [_rule(row, memo) for row in c.execute(query)])
 
     async def replace_rule(self, owner_id: str, rule_id: str, draft: RuleDraft) -> AlertRule:
         """Write every mutable field of the rule from a validated draft; the rule as now stored."""
@@ -641,15 +671,16 @@ class AlertStore:
     async def all_rules(self) -> list[AlertRule]:
         """Every owner's rules, by id (read a page at a time, so no one statement holds them all)."""
         rules: list[AlertRule] = []
+        memo: dict[Any, Any] = {}
         while True:
-            page = await self._rules_page(rules[-1].id if rules else "")
+            page = await self._rules_page(rules[-1].id if rules else "", memo)
             rules.extend(page)
             if len(page) < _PAGE:
                 return rules
 
-    async def _rules_page(self, after: str) -> list[AlertRule]:
+    async def _rules_page(self, after: str, memo: dict[Any, Any]) -> list[AlertRule]:
         query = sa.select(*_RULE).where(RuleRow.id > after).order_by(RuleRow.id).limit(_PAGE)
-        return await self._db.run(lambda c: [_rule(row) for row in c.execute(query)])
+        return await self._db.run(lambda c: [_rule(row, memo) for row in c.execute(query)])
 
     async def ensure_default_rule(self, owner_id: str) -> AlertRule | None:
         """Create the owner's default "a monitor is down" rule if they never had one: the new rule, or None
