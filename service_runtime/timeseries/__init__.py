@@ -37,9 +37,13 @@ __all__ = [
 
 
 async def open_timeseries_store(
-    url: str, raw_retention: timedelta = timedelta(days=30), rollup_retention: timedelta = ROLLUP_RETENTION
+    url: str,
+    raw_retention: timedelta = timedelta(days=30),
+    rollup_retention: timedelta = ROLLUP_RETENTION,
+    spool_dir: Path | None = None,
 ) -> TimeSeriesStore:
-    """The store named by ``MONITORS_TIMESERIES_URL``.
+    """The store named by ``MONITORS_TIMESERIES_URL``; an InfluxDB store writing samples keeps those it has not
+    sent yet in ``spool_dir`` (the embedded store has them on disk when its write returns).
 
     - ``sqlite:///path/to/file.sqlite3``: embedded.
     - ``influxdb://[user:password@]host:port/database[?token=...&rp=...]`` (``influxdbs://`` for TLS):
@@ -66,6 +70,7 @@ async def open_timeseries_store(
             token=query.get("token", ""),
             username=parts.username or "",
             password=parts.password or "",
+            spool_dir=spool_dir,
         )
         return await InfluxStore.open(config)
     raise ValueError(f"unsupported time-series URL {url!r}: use sqlite:///path or influxdb://host:port/database")

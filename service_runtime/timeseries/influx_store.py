@@ -3,9 +3,11 @@
 That is InfluxDB 1.x natively, and 2.x and 3.x Core through their v1-compatibility endpoints (give a token).
 Writes are buffered and sent in batches by a background task with retries and backoff, so an outage of the
 database loses nothing that fits the buffer; when the buffer is full the oldest samples are dropped, counted
-and logged. Every query is built here from validated parts: field names match a strict pattern, identifiers
-are double-quoted and strings single-quoted with escaping, and every query is scoped to one owner and one
-monitor.
+and logged. Given a spool directory (the monitor service gives one), the buffer is also on disk before
+:meth:`InfluxStore.write` returns, so a restart or a crash during an outage loses nothing either (see
+:mod:`.spool`); the same bound holds. Every query is built here from validated parts: field names match a
+strict pattern, identifiers are double-quoted and strings single-quoted with escaping, and every query is
+scoped to one owner and one monitor.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -44,6 +47,7 @@ from service_runtime.timeseries.port import (
     hour_floor,
     to_ns,
 )
+from service_runtime.timeseries.spool import LineSpool
 
 log = logging.getLogger(__name__)
 
@@ -130,6 +134,8 @@ class InfluxConfig:
     flush_interval_s: float = 0.5
     max_backoff_s: float = 10.0
     create_database: bool = True
+    # Accepted samples are kept here until InfluxDB has them, so a restart or crash loses none (see spool.py).
+    spool_dir: Path | None = None
 
 
 class InfluxStore:
@@ -149,6 +155,7 @@ class InfluxStore:
         self._drained.set()
         self._closing = False
         self._flusher: asyncio.Task[None] | None = None
+        self._spool: LineSpool | None = None
         self.dropped = 0  # samples lost to a full buffer or refused by InfluxDB
         self.written = 0
         # False until the database and retention policies are known to exist: at start when InfluxDB did not
@@ -160,6 +167,17 @@ class InfluxStore:
         """A store whose flusher is running, and whose database and retention policies exist (created when
         allowed) or will be made once InfluxDB answers: it may start before InfluxDB does."""
         store = cls(config)
+        if config.spool_dir is not None:
+            try:
+                store._spool = await LineSpool.open(config.spool_dir, config.batch_size, store._accept)
+            except BaseException:
+                await store._http.aclose()
+                raise
+            if store._buffer:
+                log.warning(
+                    "time-series samples from before the restart, to be written",
+                    extra={"buffered": len(store._buffer), "spool": str(config.spool_dir)},
+                )
         if config.create_database:
             store._database_ready = await store._ensure_database()
         store._flusher = asyncio.create_task(store._flush_forever(), name="influx-flusher")
@@ -224,7 +242,16 @@ class InfluxStore:
         return str(point.to_line_protocol())
 
     async def write(self, samples: Sequence[Sample]) -> None:
-        self._buffer.extend(self.line(s) for s in samples)
+        """Accept samples: on disk first when the store has a spool (Unavailable if the disk refuses them), then
+        buffered for the flusher."""
+        lines = [self.line(s) for s in samples]
+        if self._spool is not None:
+            await self._spool.append(lines)  # hands them to _accept once synced, in the order they were synced
+        else:
+            self._accept(lines)
+
+    def _accept(self, lines: list[str]) -> None:
+        self._buffer.extend(lines)
         overflow = len(self._buffer) - self.config.buffer_limit
         if overflow > 0:
             self._discard_front(overflow)
@@ -238,9 +265,12 @@ class InfluxStore:
             self._wakeup.set()
 
     def _discard_front(self, count: int) -> None:
-        for _ in range(min(count, len(self._buffer))):
+        count = min(count, len(self._buffer))
+        for _ in range(count):
             self._buffer.popleft()
-            self._head += 1
+        self._head += count
+        if self._spool is not None:
+            self._spool.release(count)
 
     async def flush(self, timeout_s: float = 10.0) -> None:
         """Wait until every accepted sample has been sent (or dropped); Unavailable after ``timeout_s``."""
@@ -265,6 +295,12 @@ class InfluxStore:
                 continue
             outcome = await self._send_next()
             if outcome == "retry":
+                if self._closing and self._spool is not None:
+                    log.warning(
+                        "InfluxDB unreachable at shutdown: samples kept in the spool for the next start",
+                        extra={"buffered": len(self._buffer), "spool": str(self._spool.directory)},
+                    )
+                    return
                 if self._closing and backoff >= self.config.max_backoff_s:
                     log.error(
                         "InfluxDB unreachable at shutdown: buffered samples lost", extra={"dropped": len(self._buffer)}
@@ -567,7 +603,8 @@ class InfluxStore:
         return result
 
     async def close(self) -> None:
-        """Send what is buffered (retrying up to the maximum backoff), then close the connection pool."""
+        """Send what is buffered, then close the connection pool. With a spool, what InfluxDB does not take at
+        once stays there for the next start; without one, it is retried up to the maximum backoff, then lost."""
         self._closing = True
         self._wakeup.set()
         if self._flusher is not None:
@@ -576,6 +613,8 @@ class InfluxStore:
                     await self._flusher
             except TimeoutError:
                 log.error("InfluxDB flusher did not finish", extra={"buffered": len(self._buffer)})
+        if self._spool is not None:
+            await self._spool.close()
         await self._http.aclose()
 
 

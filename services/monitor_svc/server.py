@@ -53,6 +53,7 @@ OPERATOR_METHODS = (f"/{MONITOR_SERVICE}/GetDeploymentStatus",)
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
+SPOOL_DIR = "timeseries-spool"  # under the data directory: samples accepted and not yet in InfluxDB
 REPLICA_LOCK_CHECK_S = 10.0
 
 
@@ -112,7 +113,9 @@ async def build_server(settings: Settings) -> ServiceHost:
     login = Login(accounts, key_values, login_codes, box.derive_key("login-codes"), limits)
     verifier = CachingTokenVerifier(login, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)
-    timeseries = await open_timeseries_store(settings.timeseries_url, settings.raw_retention, settings.rollup_retention)
+    timeseries = await open_timeseries_store(
+        settings.timeseries_url, settings.raw_retention, settings.rollup_retention, settings.data_dir / SPOOL_DIR
+    )
     checker = Checker(check_config(settings))
     monitor_store = MonitorStore(database)
     user_secrets = UserSecrets(database, box, monitor_store.referring_to_secret)
