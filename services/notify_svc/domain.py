@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from service_runtime.errors import FieldViolation, InvalidArgument
+from service_runtime.secret_masking import mask_secrets
 
 MAX_DISPLAY_NAME = 200
 MAX_ADDRESSES = 20
@@ -312,8 +313,8 @@ def keep_masked_secrets(old: ChannelConfig, new: ChannelConfig) -> ChannelConfig
 def redact(text: str, secret_values: Mapping[str, str] | tuple[str, ...]) -> str:
     """``text`` with every secret value (and every URL secret's path) replaced by ****, for errors and logs."""
     values = secret_values.values() if isinstance(secret_values, Mapping) else secret_values
+    text = mask_secrets(text, values)  # in any spelling: case, percent-encoding, JSON escapes, base64, ...
     for value in sorted((v for v in values if v), key=len, reverse=True):
-        text = text.replace(value, MASK)
         try:
             parts = urlsplit(value)
         except ValueError:  # a header value such as "http://[" is no URL; it is masked above already

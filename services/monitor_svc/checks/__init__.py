@@ -14,6 +14,7 @@ import httpx
 from service_runtime.check_http import CheckHttpClient
 from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.errors import FailedPrecondition
+from service_runtime.secret_masking import mask_secrets
 from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
 from services.monitor_svc.checks.dns import DnsCheck
@@ -65,11 +66,9 @@ def _substitute(text: str, secrets: Mapping[str, str]) -> str:
 
 
 def mask(text: str, secrets: Mapping[str, str]) -> str:
-    """``text`` with every secret value replaced by ****."""
-    for value in secrets.values():
-        if value:
-            text = text.replace(value, "****")
-    return text
+    """``text`` with every secret value, in any spelling (case, percent-encoding, JSON escapes, base64, ...),
+    replaced by ****."""
+    return mask_secrets(text, secrets.values())
 
 
 class Checker:
