@@ -127,6 +127,8 @@ _LIMIT_ADVICE = {
     "monitors_per_user": "delete a monitor you no longer need (list_monitors), or pause instead of adding",
     "rules_per_user": "delete an alert rule you no longer need (list_alert_rules)",
     "channels_per_user": "delete a channel you no longer need (list_channels)",
+    "run_checks_per_user": "run checks one after another: wait for a running check to answer, then retry",
+    "run_checks_in_flight": "the server is busy with checks: retry in a few seconds",
     "login_codes_per_client": "wait a few minutes before asking for another code",
     "login_codes_per_address": "wait a few minutes before asking for another code; use the last one sent",
     "login_codes_per_address_per_day": "no more codes for this address today; use the last one sent",

@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from service_runtime.auth import Principal
-from service_runtime.errors import InvalidArgument
+from service_runtime.errors import InvalidArgument, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
 from service_runtime.timeseries.queries import (
@@ -25,7 +25,7 @@ from service_runtime.timeseries.queries import (
     summarize_crypto_price,
     summarize_website,
 )
-from services.monitor_svc.checks import Checker
+from services.monitor_svc.checks import Outcome
 from services.monitor_svc.domain import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
@@ -100,6 +100,16 @@ def placement(runners: Iterable[PlacedRunner], caller: Principal) -> list[Runner
     return shown
 
 
+class CheckRunner(Protocol):
+    """Runs one check (RunCheck's: :class:`services.monitor_svc.check_worker.CheckWorkers`, off the API loop)."""
+
+    async def run(self, spec: Spec, timeout_s: float, secrets: Mapping[str, str] | None = None) -> Outcome: ...
+
+
+# RunChecks one user may have running at once: enough to try a few targets side by side, too few for one
+# user to take the check workers from everyone else.
+RUN_CHECKS_PER_USER = 3
+
 MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "locations", "quorum", "labels")
 Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
 # What UpdateMonitor writes: MUTABLE_PATHS' columns, never ``paused`` (PauseMonitor's) or the identity.
@@ -150,13 +160,16 @@ class Monitors:
         self,
         store: MonitorStore,
         timeseries: TimeSeriesStore,
-        checker: Checker,
+        checker: CheckRunner,
         secrets: UserSecrets,
         limits: Limits | None = None,
+        run_checks_per_user: int = RUN_CHECKS_PER_USER,
     ) -> None:
         self._store = store
         self._timeseries = timeseries
         self._checker = checker
+        self._run_checks_per_user = run_checks_per_user
+        self._running_checks: Counter[str] = Counter()  # by user id
         self.limits = limits or Limits()
         self.secrets = secrets
         secrets.change_listeners.append(self._secret_changed)
@@ -276,7 +289,25 @@ class Monitors:
     async def run_check(
         self, caller: Principal, monitor_id: str, spec: Spec | None, check_timeout: timedelta | None
     ) -> CheckResult:
-        """Run one check now, of a saved monitor or of an unsaved spec; store nothing."""
+        """Run one check now, of a saved monitor or of an unsaved spec; store nothing. A user runs at most
+        ``run_checks_per_user`` at once (RESOURCE_EXHAUSTED beyond)."""
+        if self._running_checks[caller.user_id] >= self._run_checks_per_user:
+            raise ResourceExhausted(
+                "run_checks_per_user",
+                f"you have {self._run_checks_per_user} checks running, the most at once; "
+                "wait for one to finish, then retry",
+            )
+        self._running_checks[caller.user_id] += 1
+        try:
+            return await self._run_check(caller, monitor_id, spec, check_timeout)
+        finally:
+            self._running_checks[caller.user_id] -= 1
+            if not self._running_checks[caller.user_id]:
+                del self._running_checks[caller.user_id]
+
+    async def _run_check(
+        self, caller: Principal, monitor_id: str, spec: Spec | None, check_timeout: timedelta | None
+    ) -> CheckResult:
         timeout = check_timeout
         if timeout is not None and not timedelta(0) < timeout <= MAX_TIMEOUT:
             raise InvalidArgument("timeout", "must be between 0s and 60s")

@@ -21,7 +21,8 @@ from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
-from services.monitor_svc.checks import Checker, check_config
+from services.monitor_svc.check_worker import CheckWorkers
+from services.monitor_svc.checks import check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.events import MonitorEvents
 from services.monitor_svc.heartbeats import Heartbeats
@@ -116,7 +117,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     timeseries = await open_timeseries_store(
         settings.timeseries_url, settings.raw_retention, settings.rollup_retention, settings.data_dir / SPOOL_DIR
     )
-    checker = Checker(check_config(settings))
+    checker = CheckWorkers(check_config(settings), log_level=settings.log_level, log_format=settings.log_format)
     monitor_store = MonitorStore(database)
     user_secrets = UserSecrets(database, box, monitor_store.referring_to_secret)
     monitors = Monitors(
@@ -162,6 +163,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     heartbeats = Heartbeats(monitor_store, monitors)
     pings = PingEndpoint(heartbeats, settings.ping_listen)
     host.on_start.append(pings.start)
+    host.on_start.append(checker.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
     host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
     host.on_stop += [

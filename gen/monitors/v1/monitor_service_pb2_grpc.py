@@ -197,7 +197,10 @@ class MonitorServiceServicer:
 
     def RunCheck(self, request, context):
         """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
-        NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout.
+        NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
+        RESOURCE_EXHAUSTED while the caller already has 3 checks running (ErrorInfo limit
+        `run_checks_per_user`) or the server its most (`run_checks_in_flight`): retry when one has finished.
+        UNAVAILABLE if the worker process running the check stopped: run it again.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

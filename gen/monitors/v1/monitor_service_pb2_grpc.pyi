@@ -61,7 +61,10 @@ class MonitorServiceStub:
     """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor."""
     RunCheck: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.RunCheckRequest, _monitor_service_pb2.RunCheckResponse]
     """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
-    NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout.
+    NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
+    RESOURCE_EXHAUSTED while the caller already has 3 checks running (ErrorInfo limit
+    `run_checks_per_user`) or the server its most (`run_checks_in_flight`): retry when one has finished.
+    UNAVAILABLE if the worker process running the check stopped: run it again.
     """
     GetMonitorStatus: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorStatusRequest, _monitor_service_pb2.GetMonitorStatusResponse]
     """Gets a monitor's current state, last result and owning runner. Returns NOT_FOUND as GetMonitor."""
@@ -144,7 +147,10 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor."""
     RunCheck: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.RunCheckRequest, _monitor_service_pb2.RunCheckResponse]  # type: ignore[assignment]
     """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
-    NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout.
+    NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
+    RESOURCE_EXHAUSTED while the caller already has 3 checks running (ErrorInfo limit
+    `run_checks_per_user`) or the server its most (`run_checks_in_flight`): retry when one has finished.
+    UNAVAILABLE if the worker process running the check stopped: run it again.
     """
     GetMonitorStatus: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorStatusRequest, _monitor_service_pb2.GetMonitorStatusResponse]  # type: ignore[assignment]
     """Gets a monitor's current state, last result and owning runner. Returns NOT_FOUND as GetMonitor."""
@@ -272,7 +278,10 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.RunCheckResponse, _abc.Awaitable[_monitor_service_pb2.RunCheckResponse]]:
         """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
-        NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout.
+        NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
+        RESOURCE_EXHAUSTED while the caller already has 3 checks running (ErrorInfo limit
+        `run_checks_per_user`) or the server its most (`run_checks_in_flight`): retry when one has finished.
+        UNAVAILABLE if the worker process running the check stopped: run it again.
         """
 
     @_abc_1.abstractmethod
