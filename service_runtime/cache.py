@@ -8,18 +8,24 @@ in-process twin. Values are strings; every key may carry a time to live.
 from __future__ import annotations
 
 import asyncio
+import inspect
+import logging
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Protocol, TypeVar
+from urllib.parse import urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 import sqlalchemy as sa
+from redis.exceptions import RedisError
 from sqlalchemy.exc import IntegrityError, OperationalError
 
 from service_runtime.database import Database
+from service_runtime.errors import Unavailable
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 class KeyValueStore(Protocol):
@@ -137,18 +143,51 @@ return 0
 """
 
 
-class RedisStore:
-    """:class:`KeyValueStore` on Redis, with connect and command timeouts."""
+REDIS_UNAVAILABLE = "the shared key-value store (Redis) does not answer; retry shortly"
 
-    def __init__(self, url: str, *, prefix: str = "monitors:", timeout_s: float = 2.0) -> None:
+
+class RedisStore:
+    """:class:`KeyValueStore` on Redis, with connect and command timeouts.
+
+    Redis failing (down, hung, refusing writes) is :class:`Unavailable` to callers, never an internal error. A
+    hung Redis costs each command its timeout: once one command failed, the next ``retry_after_s`` fail at once
+    instead of each waiting out the timeout, and one command then tries again."""
+
+    def __init__(
+        self, url: str, *, prefix: str = "monitors:", timeout_s: float = 2.0, retry_after_s: float = 1.0
+    ) -> None:
         self._redis = aioredis.Redis.from_url(
             url, decode_responses=True, socket_timeout=timeout_s, socket_connect_timeout=timeout_s
         )
         self._prefix = prefix
         self._renew = self._redis.register_script(_RENEW_SCRIPT)
+        self._retry_after_s = retry_after_s
+        self._failing_until = 0.0
+        self._failing = False
+        self._where = describe_redis_url(url)
+
+    async def _call(self, command: Awaitable[T]) -> T:
+        if time.monotonic() < self._failing_until:
+            if inspect.iscoroutine(command):
+                command.close()  # never awaited: say so to no one
+            raise Unavailable(REDIS_UNAVAILABLE)
+        try:
+            result = await command
+        except RedisError as error:
+            self._failing_until = time.monotonic() + self._retry_after_s
+            if not self._failing:  # one line per outage, not one per call
+                log.warning(
+                    "Redis does not answer", extra={"redis": self._where, "error": f"{type(error).__name__}: {error}"}
+                )
+            self._failing = True
+            raise Unavailable(REDIS_UNAVAILABLE) from None
+        if self._failing:
+            log.warning("Redis answers again", extra={"redis": self._where})
+            self._failing = False
+        return result
 
     async def get(self, key: str) -> str | None:
-        value = await self._redis.get(self._prefix + key)
+        value = await self._call(self._redis.get(self._prefix + key))
         return None if value is None else str(value)
 
     async def set(
@@ -161,10 +200,13 @@ class RedisStore:
         only_if_present: bool = False,
     ) -> bool:
         px = None if ttl_s is None else max(1, int(ttl_s * 1000))
-        return bool(await self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent, xx=only_if_present))
+        done = self._redis.set(self._prefix + key, value, px=px, nx=only_if_absent, xx=only_if_present)
+        return bool(await self._call(done))
 
     async def incr(self, key: str, ttl_s: float | None = None) -> int:
-        full = self._prefix + key
+        return await self._call(self._incr(self._prefix + key, ttl_s))
+
+    async def _incr(self, full: str, ttl_s: float | None) -> int:
         async with self._redis.pipeline(transaction=True) as pipe:
             pipe.incr(full)
             if ttl_s is not None:
@@ -175,17 +217,34 @@ class RedisStore:
 
     async def renew(self, key: str, value: str, ttl_s: float) -> bool:
         # EVALSHA, falling back to EVAL once when the server does not know the script yet.
-        renewed = await self._renew(keys=[self._prefix + key], args=[value, max(1, int(ttl_s * 1000))])
+        renewed = await self._call(self._renew(keys=[self._prefix + key], args=[value, max(1, int(ttl_s * 1000))]))
         return bool(renewed)
 
     async def delete(self, key: str) -> None:
-        await self._redis.delete(self._prefix + key)
+        await self._call(self._redis.delete(self._prefix + key))
 
     async def ping(self) -> None:
-        await self._redis.ping()
+        await self._call(self._redis.ping())
 
     async def close(self) -> None:
         await self._redis.aclose()
+
+
+def describe_redis_url(url: str) -> str:
+    """A Redis URL fit for logs: its password hidden."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+async def warn_if_unreachable(store: KeyValueStore, url: str, consequence: str) -> None:
+    """At start: one WARNING saying what fails while Redis does not answer (the service starts all the same)."""
+    try:
+        await store.ping()
+    except Unavailable:
+        log.warning(f"Redis at {describe_redis_url(url)} does not answer at start: {consequence} until it does")
 
 
 KEY_VALUES = sa.Table(

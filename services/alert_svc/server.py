@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 from monitors.v1 import alert_service_pb2, alert_service_pb2_grpc
-from service_runtime.cache import open_key_value_store
+from service_runtime.cache import open_key_value_store, warn_if_unreachable
 from service_runtime.database import open_database
 from service_runtime.errors import Unavailable
 from service_runtime.server import RegisteredService, ServiceHost, host_with_remote_auth
@@ -62,6 +62,10 @@ async def build_server(settings: Settings) -> ServiceHost:
     runtime = AlertRuntime(settings, store, timeseries, notify_channel, monitor_channel, reconcile_period())
     # Redis in production (shared by the replicas); without it, the in-process twin: this process leads alone.
     leases = open_key_value_store(settings.redis_url)
+    if settings.redis_url:
+        await warn_if_unreachable(
+            leases, settings.redis_url, "this replica cannot take the lead, so no alert is evaluated here"
+        )
     leadership = Leadership(
         leases,
         lease_key(settings.database_url),

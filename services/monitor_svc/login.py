@@ -204,6 +204,13 @@ class Login:
         return await self._accounts.verify(token)
 
     async def drain(self) -> None:
-        """Wait for codes still being handed over (at shutdown)."""
-        if self._sending:
-            await asyncio.wait(self._sending, timeout=5)
+        """Wait for codes still being handed over (at shutdown), up to 5 s; then stop trying (the channel to
+        notifications closes next, and a retry on it would fail with a traceback)."""
+        if not self._sending:
+            return
+        _, pending = await asyncio.wait(self._sending, timeout=5)
+        for task in pending:
+            task.cancel()
+        await asyncio.gather(*pending, return_exceptions=True)
+        if pending:
+            log.warning("login codes not handed to notifications before stop: ask again", extra={"count": len(pending)})

@@ -11,7 +11,7 @@ from sqlalchemy.exc import DBAPIError
 
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
-from service_runtime.cache import SqlStore, open_key_value_store
+from service_runtime.cache import SqlStore, open_key_value_store, warn_if_unreachable
 from service_runtime.database import DatabaseLock, describe_url, open_database
 from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings, StartupError
@@ -102,6 +102,8 @@ async def build_server(settings: Settings) -> ServiceHost:
     account_store = AccountStore(database)
     accounts = Accounts(account_store)
     key_values = open_key_value_store(settings.redis_url, database)
+    if settings.redis_url:
+        await warn_if_unreachable(key_values, settings.redis_url, "logins and session calls answer UNAVAILABLE")
     notify_channel = open_channel(settings.notify_target, settings)
     login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)
     limits = LoginLimits(
@@ -166,15 +168,16 @@ async def build_server(settings: Settings) -> ServiceHost:
     host.on_start.append(checker.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
     host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
+    # Run last to first: the replica lock goes last, login codes being handed over are waited for first.
     host.on_stop += [
         lambda: asyncio.to_thread(replica.release),
-        login.drain,
         notify_channel.close,
         database.close,
         timeseries.close,
         key_values.close,
         checker.close,
         pings.stop,
+        login.drain,
     ]
     if isinstance(key_values, SqlStore):
         host.background.append(every(RETENTION_SWEEP_S, key_values.sweep, "expired key-value rows"))
