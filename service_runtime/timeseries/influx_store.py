@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import orjson
 from influxdb_client.client.write.point import Point as LinePoint
 from influxdb_client.domain.write_precision import WritePrecision
 
@@ -221,7 +222,10 @@ class InfluxStore:
             raise _Unreachable(status=reply.status_code, error=reply.text[:300])
         if reply.status_code != 200:
             raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r} with HTTP {reply.status_code}")
-        body: dict[str, Any] = reply.json()
+        try:
+            body: dict[str, Any] = orjson.loads(reply.content)
+        except orjson.JSONDecodeError as error:
+            raise Unavailable("time-series store answered something that is not JSON") from error
         errors = [r["error"] for r in body.get("results", []) if "error" in r]
         if errors:
             raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r}: {errors[0]}")
@@ -379,7 +383,10 @@ class InfluxStore:
             raise Unavailable(f"time-series store unreachable ({type(error).__name__})") from error
         if reply.status_code != 200:
             raise Unavailable(f"time-series query failed with HTTP {reply.status_code}")
-        body: dict[str, Any] = reply.json()
+        try:
+            body: dict[str, Any] = orjson.loads(reply.content)
+        except orjson.JSONDecodeError as error:
+            raise Unavailable("time-series store answered something that is not JSON") from error
         errors = [r["error"] for r in body.get("results", []) if "error" in r]
         if errors:
             raise Unavailable(f"time-series query failed: {errors[0]}")
