@@ -4,7 +4,8 @@ Each monitor that is not paused (heartbeat monitors aside: pings come to us) is 
 connected runner per location it asks for; a monitor asking for no location goes to one runner of any.
 Owners are chosen by rendezvous hashing (highest random weight), so a runner joining or leaving moves only the
 monitors it gains or loses. A runner's stream ending (or its connection dying, which gRPC keepalive detects)
-hands its monitors to the others at once.
+hands its monitors to the others at once. When the service stops, every runner's stream is ended as draining
+begins (:meth:`AssignmentHub.close`), so runners reconnect at once rather than when the stop's grace runs out.
 
 State is in this process: one monitor service replica holds the runner registry. (Several replicas would
 share it through Redis; that is left for the scaling work.)
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-from service_runtime.errors import AlreadyExists, InvalidArgument
+from service_runtime.errors import AlreadyExists, InvalidArgument, Unavailable
 from services.monitor_svc.domain import HeartbeatSpec, Monitor
 
 _RUNNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
@@ -44,7 +45,7 @@ class Runner:
     connect_time: datetime
     assigned: dict[str, Monitor] = field(default_factory=dict)
     last_report_time: datetime | None = None
-    queue: asyncio.Queue[Change] = field(default_factory=asyncio.Queue)
+    queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)  # None: the feed ends
     closed: bool = False
 
 
@@ -65,6 +66,7 @@ class AssignmentHub:
         self._runners: dict[str, Runner] = {}
         self._loaded = False
         self._lock = asyncio.Lock()
+        self._closing = False
 
     # --- runners -------------------------------------------------------------------------------------
 
@@ -76,6 +78,10 @@ class AssignmentHub:
         if capacity < 0:
             raise InvalidArgument("capacity", "must not be negative")
         async with self._lock:
+            if self._closing:
+                raise Unavailable(
+                    "the monitor service is stopping: connect again (to another replica, or here once it is back)"
+                )
             await self._ensure_loaded()
             existing = self._runners.get(runner_id)
             if existing is not None and not existing.closed:
@@ -90,12 +96,23 @@ class AssignmentHub:
             runner.closed = True
             if self._runners.get(runner.runner_id) is runner:
                 del self._runners[runner.runner_id]
-                self._rebalance()
+                if not self._closing:  # stopping: every runner goes, none is to take over
+                    self._rebalance()
+
+    async def close(self) -> None:
+        """The service is stopping: end every runner's feed now and refuse new runners."""
+        async with self._lock:
+            self._closing = True
+            for runner in self._runners.values():
+                runner.queue.put_nowait(None)
 
     async def feed(self, runner: Runner) -> AsyncIterator[Change]:
-        """The runner's changes as they happen, beginning with its full set."""
+        """The runner's changes as they happen, beginning with its full set, until :meth:`close`."""
         while not runner.closed:
-            yield await runner.queue.get()
+            change = await runner.queue.get()
+            if change is None:
+                return
+            yield change
 
     def owns(self, runner_id: str, monitor_id: str) -> Monitor | None:
         """The monitor, if ``runner_id`` is its current owner."""

@@ -167,6 +167,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     host.on_start.append(pings.start)
     host.on_start.append(checker.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
+    host.on_drain.append(hub.close)  # and runners' streams, so that they reconnect at once
     host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
     # Run last to first: the replica lock goes last, login codes being handed over are waited for first.
     host.on_stop += [

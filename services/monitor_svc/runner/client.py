@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -23,7 +24,13 @@ CHANNEL_OPTIONS = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),  # keep pinging on an idle assignment stream
     ("grpc.max_receive_message_length", 64 * 1024 * 1024),
+    # gRPC's own reconnect backoff (1 s growing 1.6 times to 120 s) would decide when a runner comes back
+    # after an outage of the monitor service, up to tens of seconds after it serves again: capped at 1 s.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
+# The runner's own retries of its two calls: from a quarter second, doubling, jittered, at most this long.
+RETRY_MAX_S = 1.0
 REPORT_DEADLINE_S = 15.0
 MAX_PENDING_RESULTS = 100_000
 
@@ -40,6 +47,16 @@ def job_of(assignment: pb.Assignment) -> Job | None:
         timeout_s=max(0.1, monitor.timeout.ToTimedelta() / timedelta(seconds=1)),
         secrets=dict(assignment.secrets),
     )
+
+
+def _jittered(delay_s: float) -> float:
+    """Between half and all of ``delay_s``: runners cut off together do not all come back in one instant."""
+    return random.uniform(delay_s / 2, delay_s)
+
+
+def _worth_logging(failures: int) -> bool:
+    """Log the first failure of a run and then every 30th (about every 30 s at the capped backoff)."""
+    return failures == 1 or failures % 30 == 0
 
 
 class RunnerClient:
@@ -75,7 +92,8 @@ class RunnerClient:
         self._last_up: dict[str, bool] = {}
 
     async def watch_forever(self) -> None:
-        backoff = 0.5
+        backoff = 0.25
+        failures = 0  # calls failed in a row
         request = pb.WatchAssignmentsRequest(runner_id=self.runner_id, location=self.location, version=self.version)
         while True:
             try:
@@ -84,7 +102,7 @@ class RunnerClient:
                 # (a stream cut half-way leaves the previous set running until the next full set).
                 full_set: list[Job] | None = None
                 async for change in self._stub.WatchAssignments(request, metadata=self._metadata):
-                    backoff = 0.5
+                    backoff, failures = 0.25, 0
                     jobs = [job for job in map(job_of, change.upserts) if job is not None]
                     if change.full_sync:
                         full_set = []
@@ -104,12 +122,14 @@ class RunnerClient:
                             self.scheduler.remove(monitor_id)
                 log.warning("assignment stream ended; reconnecting")
             except grpc.aio.AioRpcError as error:
-                log.warning(
-                    "assignment stream failed; reconnecting",
-                    extra={"code": error.code().name, "details": error.details(), "retry_in_s": backoff},
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 10.0)
+                failures += 1
+                if _worth_logging(failures):
+                    log.warning(
+                        "assignment stream failed; reconnecting",
+                        extra={"code": error.code().name, "details": error.details(), "attempts": failures},
+                    )
+            await asyncio.sleep(_jittered(backoff))
+            backoff = min(backoff * 2, RETRY_MAX_S)
 
     def _urgent(self, result: CheckResult) -> bool:
         """Whether ``result`` turns its monitor up or down (a first result counts when it is down): such a
@@ -120,7 +140,8 @@ class RunnerClient:
 
     async def report_forever(self) -> None:
         pending: list[CheckResult] = []
-        backoff = 0.5
+        backoff = 0.25
+        failures = 0  # calls failed in a row
         while True:
             urgent = False
             if not pending:
@@ -156,16 +177,21 @@ class RunnerClient:
                     timeout=REPORT_DEADLINE_S,
                 )
             except grpc.aio.AioRpcError as error:
-                log.warning("reporting failed; will retry", extra={"code": error.code().name, "pending": len(pending)})
+                failures += 1
+                if _worth_logging(failures):
+                    log.warning(
+                        "reporting failed; will retry",
+                        extra={"code": error.code().name, "pending": len(pending), "attempts": failures},
+                    )
                 while not self.scheduler.results.empty():  # hold everything here, so one bound applies
                     pending.append(self.scheduler.results.get_nowait())
                 if len(pending) > MAX_PENDING_RESULTS:
                     self.dropped += len(pending) - MAX_PENDING_RESULTS
                     del pending[: len(pending) - MAX_PENDING_RESULTS]
-                await asyncio.sleep(backoff)
-                backoff = min(backoff * 2, 10.0)
+                await asyncio.sleep(_jittered(backoff))
+                backoff = min(backoff * 2, RETRY_MAX_S)
                 continue
-            backoff = 0.5
+            backoff, failures = 0.25, 0
             self.reported += reply.accepted
             self.rejected += reply.rejected
             del pending[: len(batch)]
