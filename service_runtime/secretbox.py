@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import hmac
 import os
+import re
 from collections.abc import Sequence
 
 from cryptography.exceptions import InvalidTag
@@ -26,18 +27,28 @@ class SecretBoxError(Exception):
     """A master key is malformed, or a sealed value does not open with any key for its context."""
 
 
+KEY_FORMATS = (
+    "32 bytes as base64, URL-safe or standard, padded or not (python -m services.admin new-master-key,"
+    " openssl rand -base64 32), or as 64 hex digits (openssl rand -hex 32)"
+)
+_HEX_KEY = re.compile(r"[0-9a-fA-F]{64}")
+
+
 def parse_master_keys(text: str) -> list[bytes]:
-    """Keys from ``MONITORS_MASTER_KEY``: comma-separated URL-safe base64 of 32 bytes each."""
+    """Keys from ``MONITORS_MASTER_KEY``, comma-separated, each in one of :data:`KEY_FORMATS`."""
     keys = []
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
+        if _HEX_KEY.fullmatch(part):  # never 32 bytes read as base64 (that would be 48), so never ambiguous
+            keys.append(bytes.fromhex(part))
+            continue
         try:
             key = base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
         except (binascii.Error, ValueError) as error:
-            raise SecretBoxError("MONITORS_MASTER_KEY: each key must be URL-safe base64") from error
+            raise SecretBoxError(f"MONITORS_MASTER_KEY: each key must be {KEY_FORMATS}") from error
         if len(key) != 32:
-            raise SecretBoxError(f"MONITORS_MASTER_KEY: each key must be 32 bytes, got {len(key)}")
+            raise SecretBoxError(f"MONITORS_MASTER_KEY: each key must be {KEY_FORMATS}; got {len(key)} bytes")
         keys.append(key)
     if not keys:
         raise SecretBoxError("MONITORS_MASTER_KEY is empty")

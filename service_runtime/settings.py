@@ -28,6 +28,9 @@ DEFAULT_LISTEN: Mapping[ServiceName, str] = {
 DEFAULT_PING_LISTEN = "127.0.0.1:50080"  # the monitor service's HTTP endpoint for heartbeat pings
 
 
+# MONITORS_DATA_DIR when a production process sets none (systemd's StateDirectory=monitors).
+PRODUCTION_DATA_DIR = "/var/lib/monitors"
+
 # The services that seal secrets at rest with MONITORS_MASTER_KEY.
 SEALING_SERVICES: tuple[ServiceName, ...] = ("monitor", "notify")
 
@@ -158,6 +161,13 @@ class Settings:
     def check_before_serving(self) -> None:
         """What a service process checks before any side effect (files, migrations, ports): raises
         :class:`SettingsError` naming the variable. A bad master key used to surface after the migrations ran."""
+        if not self.embedded and not self.service_token:
+            # Embedded, each process reads the one token kept in the data directory; in production each unit
+            # would make its own, and runners would be refused (UNAUTHENTICATED) forever.
+            raise SettingsError(
+                "MONITORS_SERVICE_TOKEN must be set when MONITORS_DATABASE_URL is not SQLite: the same secret for"
+                " every service and runner (a long random string, such as the output of openssl rand -base64 32)"
+            )
         if self.service in SEALING_SERVICES and (self.master_key or not self.embedded):
             try:
                 self.secret_box()
@@ -185,7 +195,11 @@ class Settings:
     ) -> Settings:
         """Read the settings of ``service`` from ``env`` (default ``os.environ``); ``listen`` overrides."""
         env = os.environ if env is None else env
-        data_dir = Path(env.get("MONITORS_DATA_DIR") or "./.data").resolve()
+        production = not (env.get("MONITORS_DATABASE_URL") or "sqlite").startswith("sqlite")
+        # Embedded, the data sits beside the checkout (make run); a production unit's working directory is
+        # nobody's choice, so its default is absolute.
+        default_data_dir = PRODUCTION_DATA_DIR if production else "./.data"
+        data_dir = Path(env.get("MONITORS_DATA_DIR") or default_data_dir).resolve()
         listen_var = f"MONITORS_{service.upper()}_LISTEN"
         database_url = env.get("MONITORS_DATABASE_URL") or f"sqlite:///{data_dir / (service + '.sqlite3')}"
         timeseries_url = env.get("MONITORS_TIMESERIES_URL") or f"sqlite:///{data_dir / 'timeseries.sqlite3'}"

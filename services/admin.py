@@ -5,6 +5,10 @@
 creates the user if new, and prints a new API key on stdout (and nothing else there, so scripts can capture
 it). Uses MONITORS_DATABASE_URL / MONITORS_DATA_DIR exactly as the monitor service does, and applies its
 migrations first, so it works on a fresh machine before any service has started.
+
+    python -m services.admin new-master-key
+
+prints a new key for MONITORS_MASTER_KEY (and nothing else on stdout); it touches no database.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import sys
 
 from service_runtime.database import Database, migrate
 from service_runtime.errors import DomainError
+from service_runtime.secretbox import KEY_FORMATS, new_master_key
 from service_runtime.settings import Settings
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
@@ -40,7 +45,21 @@ def main(argv: list[str] | None = None) -> int:
     create = commands.add_parser("create-api-key", help="create a user if new and print a new API key")
     create.add_argument("--email", required=True, help="the user's email address")
     create.add_argument("--name", default="admin CLI", help="a label for the key (default: %(default)s)")
+    commands.add_parser(
+        "new-master-key",
+        help="print a new key for MONITORS_MASTER_KEY",
+        description=f"Print a new random key for MONITORS_MASTER_KEY. The variable takes keys of {KEY_FORMATS};"
+        " several, comma-separated, when rotating: the first seals, all open.",
+    )
     args = parser.parse_args(argv)
+    if args.command == "new-master-key":
+        print(new_master_key())
+        print(
+            "Keep it secret and give the same MONITORS_MASTER_KEY to the monitor and notification services;"
+            " sealed secrets cannot be opened without it.",
+            file=sys.stderr,
+        )
+        return 0
     try:
         secret = asyncio.run(create_api_key(Settings.from_env("monitor"), args.email, args.name))
     except DomainError as error:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 from monitors.v1 import notification_service_pb2, notification_service_pb2_grpc
@@ -26,6 +27,8 @@ from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.servicer import NotificationServiceServicer
 from services.notify_svc.store import NotificationStore
 
+log = logging.getLogger(__name__)
+
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_notify"
 SERVICE_NAME = notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
@@ -39,7 +42,14 @@ def email_sender(settings: Settings) -> Sender:
         return SendGridSender(settings.sendgrid_api_key, settings.sendgrid_host, settings.email_from)
     if settings.smtp_url:
         return SmtpSender(settings.smtp_url, settings.email_from)
-    return OutboxSender(settings.data_dir / "outbox.txt", settings.email_from)
+    outbox = settings.data_dir / "outbox.txt"
+    if not settings.embedded:
+        # Once at start, not an INFO line per email.
+        log.warning(
+            f"no email provider (MONITORS_SENDGRID_API_KEY or MONITORS_SMTP_URL): emails, login codes included,"
+            f" are written to {outbox} and reach no one"
+        )
+    return OutboxSender(outbox, settings.email_from, log_each=settings.embedded)
 
 
 async def build_server(settings: Settings) -> ServiceHost:

@@ -301,7 +301,7 @@ class InfluxDBServer(ExternalServer):
 
 def production_env(mariadb: MariaDBServer, redis: RedisServer, influxdb: InfluxDBServer, name: str) -> dict[str, str]:
     """A stack's production settings on the session's servers: a fresh MariaDB database and InfluxDB database
-    named ``name``, the Redis, and a master key from the environment."""
+    named ``name``, the Redis, a master key and a service token."""
     from service_runtime.secretbox import new_master_key  # the harness's servers need nothing of ours otherwise
 
     return {
@@ -309,4 +309,5 @@ def production_env(mariadb: MariaDBServer, redis: RedisServer, influxdb: InfluxD
         "MONITORS_REDIS_URL": redis.url,
         "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + f"/{name}",
         "MONITORS_MASTER_KEY": new_master_key(),
+        "MONITORS_SERVICE_TOKEN": new_master_key(),
     }

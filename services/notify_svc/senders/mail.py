@@ -176,12 +176,14 @@ def _smtp_result(code: int, text: bytes | str) -> SendResult:
 
 
 class OutboxSender:
-    """Appends each email to ``outbox.txt`` in the data directory and logs where (embedded mode)."""
+    """Appends each email to ``outbox.txt`` in the data directory and, with ``log_each``, logs where (embedded
+    mode: the person running it reads their login code there). In production a start-up warning says it once."""
 
-    def __init__(self, path: Path, sender: str, runner: BlockingRunner | None = None) -> None:
+    def __init__(self, path: Path, sender: str, runner: BlockingRunner | None = None, *, log_each: bool = True) -> None:
         self.path = path
         self._from = sender
         self._runner = runner or BlockingRunner(name="notify-outbox")
+        self._log_each = log_each
 
     def _append(self, to: tuple[str, ...], message: Message) -> None:
         mail = email_message(self._from, to, message)
@@ -204,6 +206,9 @@ class OutboxSender:
             return unsendable(error)
         except OSError as error:  # a full disk, a lost directory, a hung file system (TimeoutError): may pass
             return failure(error, timeout_s)
+        written = SendResult(Outcome.SUCCESS, 0, f"written to {self.path}")
+        if not self._log_each:
+            return written
         log.info(
             "no email provider configured: email written to the local outbox",
             extra={
@@ -213,4 +218,4 @@ class OutboxSender:
                 "delivery_id": delivery_id,
             },
         )
-        return SendResult(Outcome.SUCCESS, 0, f"written to {self.path}")
+        return written
