@@ -125,7 +125,7 @@ async def test_test_channel_with_a_separator_in_its_title_template_answers_with_
 ) -> None:
     worker, outbox = running
     notes = Notifications(store, worker)
-    channel = await notes.create_channel(
+    channel, _ = await notes.create_channel(
         ALICE,
         ChannelDraft(config=EmailConfig(("a@example.com",)), template=MessageTemplate(title="Alert\u2028X")),
     )
@@ -205,11 +205,14 @@ async def test_a_channel_changed_into_a_webhook_gets_a_signing_secret(
     store: NotificationStore, client: httpx.AsyncClient, receivers: ProviderReceivers
 ) -> None:
     notes = Notifications(store, DeliveryWorker(store, Senders({ChannelKind.WEBHOOK: WebhookSender(client)})))
-    channel = await notes.create_channel(ALICE, ChannelDraft(config=SlackConfig(receivers.url("slack", unique("s")))))
+    channel, _ = await notes.create_channel(
+        ALICE, ChannelDraft(config=SlackConfig(receivers.url("slack", unique("s"))))
+    )
     name = unique("webhook")
-    await notes.update_channel(
+    _, shown = await notes.update_channel(
         ALICE, channel.id, ChannelDraft(config=WebhookConfig(receivers.url("webhook", name))), ["webhook"]
     )
+    assert shown  # the caller is shown the new secret once
     stored = await store.get_channel(ALICE.user_id, channel.id)
     assert isinstance(stored.config, WebhookConfig)
     assert len(stored.config.signing_secret) >= 32

@@ -342,7 +342,13 @@ def is_retired_teams_connector(url: str) -> bool:
     return host in ("outlook.office.com", "outlook.office365.com") and parts.path.lower().startswith("/webhook")
 
 
-def _https_url(path: str, url: str, problems: list[FieldViolation]) -> None:
+# Where http:// may go, said where https:// is asked for.
+_PLAIN_HTTP_HINT = {
+    "channel.webhook.url": " (http:// goes only to a loopback or LAN address, under MONITORS_EGRESS=private-allowed)"
+}
+
+
+def _https_url(path: str, url: str, problems: list[FieldViolation], plain_http: bool = False) -> None:
     if not url:
         problems.append(FieldViolation(path, "is required"))
         return
@@ -355,8 +361,10 @@ def _https_url(path: str, url: str, problems: list[FieldViolation]) -> None:
     except ValueError:
         problems.append(FieldViolation(path, "is not a valid URL"))
         return
-    if parts.scheme != "https":
-        problems.append(FieldViolation(path, "must be an https:// URL"))
+    if plain_http and parts.scheme == "http":
+        pass  # the caller checks that the host is on the loopback or LAN (senders/webhook.py)
+    elif parts.scheme != "https":
+        problems.append(FieldViolation(path, "must be an https:// URL" + _PLAIN_HTTP_HINT.get(path, "")))
     elif not parts.hostname:
         problems.append(FieldViolation(path, "must name a host"))
     elif parts.username or parts.password:
@@ -367,7 +375,7 @@ def valid_address(address: str) -> bool:
     return len(address) <= 254 and _EMAIL.match(address) is not None
 
 
-def _validate_config(config: ChannelConfig, problems: list[FieldViolation]) -> None:
+def _validate_config(config: ChannelConfig, problems: list[FieldViolation], plain_http_webhook: bool) -> None:
     base = f"channel.{kind_of(config).value}"
     match config:
         case EmailConfig(to_addresses=addresses):
@@ -392,7 +400,7 @@ def _validate_config(config: ChannelConfig, problems: list[FieldViolation]) -> N
             else:
                 _https_url(f"{base}.workflow_url", url, problems)
         case WebhookConfig(url=url, signing_secret=secret, headers=headers):
-            _https_url(f"{base}.url", url, problems)
+            _https_url(f"{base}.url", url, problems, plain_http_webhook)
             if secret and not 16 <= len(secret) <= 256:
                 problems.append(FieldViolation(f"{base}.signing_secret", "must be 16 to 256 characters"))
             if len(headers) > MAX_HEADERS:
@@ -435,9 +443,10 @@ def validate_template(template: MessageTemplate, problems: list[FieldViolation])
             problems.append(FieldViolation(f"channel.template.{name}", error))
 
 
-def validate_channel(draft: ChannelDraft) -> ChannelDraft:
+def validate_channel(draft: ChannelDraft, plain_http_webhook: bool = False) -> ChannelDraft:
     """The draft, normalised (a generated signing secret, a display name), or InvalidArgument naming each
-    bad field."""
+    bad field. ``plain_http_webhook``: a webhook URL may be http:// (MONITORS_EGRESS=private-allowed; the
+    caller then checks its host is on the loopback or LAN)."""
     problems: list[FieldViolation] = []
     config = draft.config
     if config is None:
@@ -445,7 +454,7 @@ def validate_channel(draft: ChannelDraft) -> ChannelDraft:
             FieldViolation("channel.config", "set one of email, slack, discord, teams, webhook, pagerduty, apprise")
         )
     else:
-        _validate_config(config, problems)
+        _validate_config(config, problems, plain_http_webhook)
     if len(draft.display_name) > MAX_DISPLAY_NAME:
         problems.append(FieldViolation("channel.display_name", f"must be at most {MAX_DISPLAY_NAME} characters"))
     validate_template(draft.template, problems)

@@ -9,12 +9,14 @@ from datetime import timedelta
 
 from service_runtime.auth import Principal
 from service_runtime.database import new_id, utc_now
+from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed
 from service_runtime.errors import InvalidArgument, NotFound
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from services.notify_svc.delivery import DeliveryWorker
 from services.notify_svc.domain import (
     MAX_IDEMPOTENCY_KEY,
     Channel,
+    ChannelConfig,
     ChannelDraft,
     Delivery,
     DeliveryState,
@@ -27,6 +29,7 @@ from services.notify_svc.domain import (
     validate_channel,
     validate_notification,
 )
+from services.notify_svc.senders.webhook import is_plain_http, lan_addresses
 from services.notify_svc.store import NotificationStore, Target
 
 CONFIG_PATHS = ("email", "slack", "discord", "teams", "webhook", "pagerduty", "apprise")
@@ -36,12 +39,31 @@ MUTABLE_PATHS = ("display_name", *CONFIG_PATHS, "enabled", "is_default", "templa
 class Notifications:
     """Channels and deliveries of the calling user, and SendNotification for our services."""
 
-    def __init__(self, store: NotificationStore, worker: DeliveryWorker) -> None:
+    def __init__(
+        self, store: NotificationStore, worker: DeliveryWorker, egress: EgressPolicy = EgressPolicy.PUBLIC
+    ) -> None:
         self._store = store
         self._worker = worker
+        self._egress = egress
 
-    async def create_channel(self, caller: Principal, draft: ChannelDraft) -> Channel:
-        return await self._store.create_channel(caller.user_id, validate_channel(draft))
+    async def _validated(self, draft: ChannelDraft) -> ChannelDraft:
+        """validate_channel under this service's egress policy: an http:// webhook only to a LAN host."""
+        valid = validate_channel(draft, plain_http_webhook=self._egress is EgressPolicy.PRIVATE_ALLOWED)
+        if isinstance(valid.config, WebhookConfig) and is_plain_http(valid.config.url):
+            try:
+                await lan_addresses(valid.config.url, self._egress)
+            except (BlockedTarget, ResolutionFailed) as refused:
+                raise InvalidArgument("channel.webhook.url", str(refused)) from None
+            except TimeoutError:
+                raise InvalidArgument("channel.webhook.url", "its host did not resolve in time") from None
+        return valid
+
+    async def create_channel(self, caller: Principal, draft: ChannelDraft) -> tuple[Channel, bool]:
+        """The new channel, and whether the caller is shown its webhook signing secret: once, when this call
+        generated it (as an API key is shown once), since a receiver cannot verify signatures without it."""
+        valid = await self._validated(draft)
+        channel = await self._store.create_channel(caller.user_id, valid)
+        return channel, _generates_secret(draft.config)
 
     async def get_channel(self, caller: Principal, channel_id: str) -> Channel:
         return await self._store.get_channel(caller.user_id, channel_id)
@@ -53,9 +75,11 @@ class Notifications:
 
     async def update_channel(
         self, caller: Principal, channel_id: str, draft: ChannelDraft, paths: Sequence[str]
-    ) -> Channel:
+    ) -> tuple[Channel, bool]:
         """Change the fields in ``paths`` (all mutable ones when empty). A secret sent back as it reads
-        (masked) keeps its stored value; ``enabled`` in the mask re-enables a disabled channel."""
+        (masked) keeps its stored value; ``enabled`` in the mask re-enables a disabled channel. With the
+        channel, whether its signing secret is shown: when this update generated one (a channel turned into a
+        webhook)."""
         unknown = sorted(set(paths) - set(MUTABLE_PATHS))
         if unknown:
             raise InvalidArgument(
@@ -76,7 +100,8 @@ class Notifications:
             is_default=draft.is_default if every or "is_default" in paths else current.is_default,
             template=draft.template if every or "template" in paths else current.template,
         )
-        merged = validate_channel(merged)
+        generated = _generates_secret(merged.config)
+        merged = await self._validated(merged)
         assert merged.config is not None
         enabled, reason, failures = current.enabled, current.disabled_reason, current.auth_failures
         sets_enabled = draft.enabled is not None and (every or "enabled" in paths)
@@ -94,7 +119,7 @@ class Notifications:
             auth_failures=failures,
             update_time=utc_now(),
         )
-        return await self._store.save_channel(updated, with_state=sets_enabled)
+        return await self._store.save_channel(updated, with_state=sets_enabled), generated
 
     async def delete_channel(self, caller: Principal, channel_id: str) -> None:
         await self._store.delete_channel(caller.user_id, channel_id)
@@ -157,3 +182,8 @@ class Notifications:
         before = decode_page_token(token)
         page = await self._store.list_deliveries(caller.user_id, before, limit, channel_id, state)
         return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+
+
+def _generates_secret(config: ChannelConfig | None) -> bool:
+    """Whether validating ``config`` generates a signing secret (a webhook given none)."""
+    return isinstance(config, WebhookConfig) and not config.signing_secret

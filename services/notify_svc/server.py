@@ -65,13 +65,13 @@ async def build_server(settings: Settings) -> ServiceHost:
             ChannelKind.SLACK: slack_sender(client),
             ChannelKind.DISCORD: DiscordSender(client),
             ChannelKind.TEAMS: teams_sender(client),
-            ChannelKind.WEBHOOK: WebhookSender(client),
+            ChannelKind.WEBHOOK: WebhookSender(client, egress.policy),
             ChannelKind.PAGERDUTY: PagerDutySender(client, settings.pagerduty_events_url),
             ChannelKind.APPRISE: AppriseSender(egress.policy),
         }
     )
     worker = DeliveryWorker(store, senders, timeout_s=settings.notify_timeout_s)
-    servicer = NotificationServiceServicer(Notifications(store, worker))
+    servicer = NotificationServiceServicer(Notifications(store, worker, egress.policy))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
     remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     host = ServiceHost(

@@ -26,8 +26,10 @@ class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServ
         self._notifications = notifications
 
     async def CreateChannel(self, request: pb.CreateChannelRequest, context: Context) -> pb.CreateChannelResponse:
-        channel = await self._notifications.create_channel(current_principal(), draft_from_proto(request.channel))
-        return pb.CreateChannelResponse(channel=channel_to_proto(channel))
+        channel, shown = await self._notifications.create_channel(
+            current_principal(), draft_from_proto(request.channel)
+        )
+        return pb.CreateChannelResponse(channel=channel_to_proto(channel, show_signing_secret=shown))
 
     async def GetChannel(self, request: pb.GetChannelRequest, context: Context) -> pb.GetChannelResponse:
         channel = await self._notifications.get_channel(current_principal(), request.id)
@@ -40,13 +42,13 @@ class NotificationServiceServicer(notification_service_pb2_grpc.NotificationServ
         return pb.ListChannelsResponse(channels=[channel_to_proto(c) for c in page], next_page_token=token)
 
     async def UpdateChannel(self, request: pb.UpdateChannelRequest, context: Context) -> pb.UpdateChannelResponse:
-        channel = await self._notifications.update_channel(
+        channel, shown = await self._notifications.update_channel(
             current_principal(),
             request.channel.id,
             draft_from_proto(request.channel),
             list(request.update_mask.paths),
         )
-        return pb.UpdateChannelResponse(channel=channel_to_proto(channel))
+        return pb.UpdateChannelResponse(channel=channel_to_proto(channel, show_signing_secret=shown))
 
     async def DeleteChannel(self, request: pb.DeleteChannelRequest, context: Context) -> pb.DeleteChannelResponse:
         await self._notifications.delete_channel(current_principal(), request.id)

@@ -109,8 +109,9 @@ def _config_to_proto(config: ChannelConfig, out: pb.Channel) -> None:
             out.apprise.url = config.url
 
 
-def channel_to_proto(channel: Channel) -> pb.Channel:
-    """The channel as its owner reads it: every secret masked."""
+def channel_to_proto(channel: Channel, show_signing_secret: bool = False) -> pb.Channel:
+    """The channel as its owner reads it: every secret masked, but for a webhook's signing secret in the one
+    response that generated it (``show_signing_secret``)."""
     out = pb.Channel(
         id=channel.id,
         display_name=channel.display_name,
@@ -122,6 +123,8 @@ def channel_to_proto(channel: Channel) -> pb.Channel:
         update_time=to_timestamp(channel.update_time),
     )
     _config_to_proto(masked_config(channel.config), out)
+    if show_signing_secret and isinstance(channel.config, WebhookConfig):
+        out.webhook.signing_secret = channel.config.signing_secret
     return out
 
 

@@ -287,7 +287,21 @@ Global___TeamsConfig: _TypeAlias = TeamsConfig  # noqa: Y015
 
 @_typing.final
 class WebhookConfig(_message.Message):
-    """A generic JSON webhook, signed with HMAC-SHA256 over the timestamp and body."""
+    """A generic JSON webhook: each notification is POSTed as a JSON object (delivery_id, title, text and the
+    notification's fields), signed so the receiver can tell it came from us.
+
+    Signature: every request carries `X-Monitors-Timestamp` (Unix seconds at the attempt) and
+    `X-Monitors-Signature: sha256=<hex>`, the lowercase hex HMAC-SHA256, keyed with signing_secret (its
+    UTF-8 bytes), of the timestamp, a dot and the raw request body: `<timestamp>.<body>`. To verify, compute
+    the same over the bytes received (before parsing the JSON), compare in constant time, and refuse a
+    timestamp more than 300 seconds from your clock (replay window; every retry is signed anew).
+    `X-Monitors-Delivery` carries the delivery id, the same on every retry of one delivery: drop repeats.
+
+    The URL must be https://, except under MONITORS_EGRESS=private-allowed (a single-user, self-hosted
+    deployment such as `make run`), where http:// is accepted to a host whose every address is on the
+    loopback or a LAN; it is sent to the address that was checked. A 2xx answer is success, 429 and 5xx are
+    retried with backoff, redirects and other 4xx are not.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -316,7 +330,9 @@ class WebhookConfig(_message.Message):
     HEADERS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     signing_secret: _builtins.str
-    """Secret. Generated when empty on create."""
+    """Secret, 16 to 256 characters. Generated when empty (32 random bytes, URL-safe base64) and then shown
+    once, in the response of the call that generated it; masked in every other read.
+    """
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Extra headers; values are secret."""

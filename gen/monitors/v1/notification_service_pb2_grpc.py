@@ -29,7 +29,8 @@ class NotificationServiceStub:
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     def __init__(self, channel):
@@ -84,13 +85,15 @@ class NotificationServiceServicer:
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     def CreateChannel(self, request, context):
-        """Creates a channel. Returns INVALID_ARGUMENT naming each invalid field (a retired Office 365
-        connector URL, a non-https webhook, a malformed address), RESOURCE_EXHAUSTED when the channel quota
-        is used up.
+        """Creates a channel. A webhook given no signing secret gets a generated one, returned in full in this
+        response only (keep it: later reads mask it). Returns INVALID_ARGUMENT naming each invalid field (a
+        retired Office 365 connector URL, a webhook that is not https:// where http:// is not allowed, a
+        malformed address), RESOURCE_EXHAUSTED when the channel quota is used up.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -113,7 +116,8 @@ class NotificationServiceServicer:
 
     def UpdateChannel(self, request, context):
         """Updates the fields named in update_mask; a masked secret sent back unchanged keeps its value.
-        Re-enables a disabled channel when `enabled` is in the mask. Returns NOT_FOUND as GetChannel,
+        Re-enables a disabled channel when `enabled` is in the mask. A channel turned into a webhook with no
+        signing secret gets one, shown in this response only, as on create. Returns NOT_FOUND as GetChannel,
         INVALID_ARGUMENT as CreateChannel.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -206,7 +210,8 @@ class NotificationService:
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     @staticmethod

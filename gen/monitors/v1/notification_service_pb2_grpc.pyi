@@ -30,7 +30,8 @@ class NotificationServiceStub:
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     @_typing.overload
@@ -38,9 +39,10 @@ class NotificationServiceStub:
     @_typing.overload
     def __new__(cls, channel: _aio.Channel) -> NotificationServiceAsyncStub: ...
     CreateChannel: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.CreateChannelRequest, _notification_service_pb2.CreateChannelResponse]
-    """Creates a channel. Returns INVALID_ARGUMENT naming each invalid field (a retired Office 365
-    connector URL, a non-https webhook, a malformed address), RESOURCE_EXHAUSTED when the channel quota
-    is used up.
+    """Creates a channel. A webhook given no signing secret gets a generated one, returned in full in this
+    response only (keep it: later reads mask it). Returns INVALID_ARGUMENT naming each invalid field (a
+    retired Office 365 connector URL, a webhook that is not https:// where http:// is not allowed, a
+    malformed address), RESOURCE_EXHAUSTED when the channel quota is used up.
     """
     GetChannel: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.GetChannelRequest, _notification_service_pb2.GetChannelResponse]
     """Gets a channel, secrets masked. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -50,7 +52,8 @@ class NotificationServiceStub:
     """
     UpdateChannel: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.UpdateChannelRequest, _notification_service_pb2.UpdateChannelResponse]
     """Updates the fields named in update_mask; a masked secret sent back unchanged keeps its value.
-    Re-enables a disabled channel when `enabled` is in the mask. Returns NOT_FOUND as GetChannel,
+    Re-enables a disabled channel when `enabled` is in the mask. A channel turned into a webhook with no
+    signing secret gets one, shown in this response only, as on create. Returns NOT_FOUND as GetChannel,
     INVALID_ARGUMENT as CreateChannel.
     """
     DeleteChannel: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.DeleteChannelRequest, _notification_service_pb2.DeleteChannelResponse]
@@ -72,14 +75,16 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateChannel: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.CreateChannelRequest, _notification_service_pb2.CreateChannelResponse]  # type: ignore[assignment]
-    """Creates a channel. Returns INVALID_ARGUMENT naming each invalid field (a retired Office 365
-    connector URL, a non-https webhook, a malformed address), RESOURCE_EXHAUSTED when the channel quota
-    is used up.
+    """Creates a channel. A webhook given no signing secret gets a generated one, returned in full in this
+    response only (keep it: later reads mask it). Returns INVALID_ARGUMENT naming each invalid field (a
+    retired Office 365 connector URL, a webhook that is not https:// where http:// is not allowed, a
+    malformed address), RESOURCE_EXHAUSTED when the channel quota is used up.
     """
     GetChannel: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.GetChannelRequest, _notification_service_pb2.GetChannelResponse]  # type: ignore[assignment]
     """Gets a channel, secrets masked. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -89,7 +94,8 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """
     UpdateChannel: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.UpdateChannelRequest, _notification_service_pb2.UpdateChannelResponse]  # type: ignore[assignment]
     """Updates the fields named in update_mask; a masked secret sent back unchanged keeps its value.
-    Re-enables a disabled channel when `enabled` is in the mask. Returns NOT_FOUND as GetChannel,
+    Re-enables a disabled channel when `enabled` is in the mask. A channel turned into a webhook with no
+    signing secret gets one, shown in this response only, as on create. Returns NOT_FOUND as GetChannel,
     INVALID_ARGUMENT as CreateChannel.
     """
     DeleteChannel: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.DeleteChannelRequest, _notification_service_pb2.DeleteChannelResponse]  # type: ignore[assignment]
@@ -110,7 +116,8 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Where notifications go (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise), their durable
     delivery with retries, and the delivery log. Every RPC needs `authorization: Bearer <token>` metadata
     and returns UNAUTHENTICATED without a valid one. Another user's resources are NOT_FOUND. Secret
-    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked.
+    configuration (webhook URLs, tokens, signing secrets) is write-only: reads return it masked, but for a
+    webhook signing secret the service generates, shown once in the response that generated it.
     """
 
     @_abc_1.abstractmethod
@@ -119,9 +126,10 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_service_pb2.CreateChannelRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.CreateChannelResponse, _abc.Awaitable[_notification_service_pb2.CreateChannelResponse]]:
-        """Creates a channel. Returns INVALID_ARGUMENT naming each invalid field (a retired Office 365
-        connector URL, a non-https webhook, a malformed address), RESOURCE_EXHAUSTED when the channel quota
-        is used up.
+        """Creates a channel. A webhook given no signing secret gets a generated one, returned in full in this
+        response only (keep it: later reads mask it). Returns INVALID_ARGUMENT naming each invalid field (a
+        retired Office 365 connector URL, a webhook that is not https:// where http:// is not allowed, a
+        malformed address), RESOURCE_EXHAUSTED when the channel quota is used up.
         """
 
     @_abc_1.abstractmethod
@@ -149,7 +157,8 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.UpdateChannelResponse, _abc.Awaitable[_notification_service_pb2.UpdateChannelResponse]]:
         """Updates the fields named in update_mask; a masked secret sent back unchanged keeps its value.
-        Re-enables a disabled channel when `enabled` is in the mask. Returns NOT_FOUND as GetChannel,
+        Re-enables a disabled channel when `enabled` is in the mask. A channel turned into a webhook with no
+        signing secret gets one, shown in this response only, as on create. Returns NOT_FOUND as GetChannel,
         INVALID_ARGUMENT as CreateChannel.
         """
 
