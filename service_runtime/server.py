@@ -22,6 +22,7 @@ from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
 
 from service_runtime.auth import CachingTokenVerifier, TokenVerifier
 from service_runtime.database import Database
+from service_runtime.errors import Unavailable
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
 from service_runtime.remote_auth import RemoteTokenVerifier
@@ -196,12 +197,15 @@ def every(
     interval_s: float, work: Callable[[], Awaitable[object]], name: str
 ) -> Callable[[], Coroutine[Any, Any, None]]:
     """A background job for :attr:`ServiceHost.background`: ``work`` now, then every ``interval_s``.
-    A failure is logged and the job goes on."""
+    A failure is logged and the job goes on: a dependency that is down (Unavailable) in one line, anything
+    else with its traceback."""
 
     async def run() -> None:
         while True:
             try:
                 await work()
+            except Unavailable as error:  # an outage, logged where it is seen: a traceback per run would bury it
+                log.warning("background job failed", extra={"job": name, "error": error.message})
             except Exception:
                 log.exception("background job failed", extra={"job": name})
             await asyncio.sleep(interval_s)

@@ -51,6 +51,9 @@ from service_runtime.timeseries.port import (
 from service_runtime.timeseries.spool import LineSpool
 
 log = logging.getLogger(__name__)
+# httpx logs every request at INFO: one line per write and query buried the rest of the log (over half of it
+# during an outage). The store logs its requests at DEBUG, its outages once, and counts what it writes.
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 MEASUREMENT = "check"
 ROLLUP_MEASUREMENT = "uptime_1h"
@@ -133,6 +136,7 @@ class InfluxConfig:
     batch_size: int = 5000
     buffer_limit: int = 100_000  # samples held while InfluxDB is unreachable
     flush_interval_s: float = 0.5
+    report_interval_s: float = 60.0  # how often the samples written and dropped are logged (when any were)
     max_backoff_s: float = 10.0
     create_database: bool = True
     # Accepted samples are kept here until InfluxDB has them, so a restart or crash loses none (see spool.py).
@@ -159,6 +163,10 @@ class InfluxStore:
         self._spool: LineSpool | None = None
         self.dropped = 0  # samples lost to a full buffer or refused by InfluxDB
         self.written = 0
+        self._full = False  # the buffer has overflowed and not yet drained below its bound
+        self._outage_since: float | None = None  # monotonic time of the first failed attempt of an outage
+        self._reported = (0, 0)  # written and dropped at the last periodic report
+        self._reported_at = time.monotonic()
         # False until the database and retention policies are known to exist: at start when InfluxDB did not
         # answer, and again when a write is refused for want of them (dropped or never made).
         self._database_ready = True
@@ -204,7 +212,7 @@ class InfluxStore:
                     f" DURATION {_duration(duration)}{replication}{default}"
                 )
         except _Unreachable as error:
-            log.warning("InfluxDB unreachable: database and retention policies not created yet", extra=error.fields)
+            self._unavailable(**error.fields, database="not created yet")
             return False
         except Unavailable as error:
             # 2.x / 3.x manage buckets themselves and may refuse these statements: carry on with writes.
@@ -260,10 +268,13 @@ class InfluxStore:
         if overflow > 0:
             self._discard_front(overflow)
             self.dropped += overflow
-            log.error(
-                "time-series buffer full: oldest samples dropped",
-                extra={"dropped": overflow, "dropped_total": self.dropped, "buffer_limit": self.config.buffer_limit},
-            )
+            if not self._full:  # once per filling; what it drops after is in the periodic count
+                self._full = True
+                limit = self.config.buffer_limit
+                log.error(
+                    "time-series buffer full: oldest samples dropped",
+                    extra={"dropped": overflow, "dropped_total": self.dropped, "buffer_limit": limit},
+                )
         if self._buffer:
             self._drained.clear()
             self._wakeup.set()
@@ -288,6 +299,7 @@ class InfluxStore:
     async def _flush_forever(self) -> None:
         backoff = 0.0
         while True:
+            self._report_counts()
             if not self._buffer:
                 self._drained.set()
                 if self._closing:
@@ -317,6 +329,48 @@ class InfluxStore:
                 continue
             backoff = 0.0
 
+    def _unavailable(self, **why: object) -> None:
+        """A write (or the database's creation) must wait: one warning when an outage starts, debug lines after."""
+        if self._outage_since is None:
+            self._outage_since = time.monotonic()
+            log.warning(
+                "InfluxDB unavailable: samples are buffered until it answers",
+                extra={**why, "buffered": len(self._buffer)},
+            )
+        else:
+            log.debug("InfluxDB still unavailable", extra=why)
+
+    def _available(self) -> None:
+        if self._outage_since is not None:
+            log.warning(
+                "InfluxDB available again",
+                extra={"outage_s": round(time.monotonic() - self._outage_since, 1), "buffered": len(self._buffer)},
+            )
+            self._outage_since = None
+
+    def _report_counts(self, force: bool = False) -> None:
+        """Every ``report_interval_s`` (or when closing), the samples written and dropped since the last report,
+        if any were: a warning when some were dropped."""
+        now = time.monotonic()
+        if not force and now - self._reported_at < self.config.report_interval_s:
+            return
+        written, dropped = self.written - self._reported[0], self.dropped - self._reported[1]
+        self._reported_at = now
+        if not written and not dropped:
+            return
+        self._reported = (self.written, self.dropped)
+        log.log(
+            logging.WARNING if dropped else logging.INFO,
+            "time-series samples written and dropped",
+            extra={
+                "written": written,
+                "dropped": dropped,
+                "written_total": self.written,
+                "dropped_total": self.dropped,
+                "buffered": len(self._buffer),
+            },
+        )
+
     async def _send_next(self) -> str:
         """Make the database and retention policies if they are missing, else send the oldest batch and let go
         of it once written (or refused for good). "retry" when InfluxDB must be tried again later."""
@@ -324,11 +378,14 @@ class InfluxStore:
             if not await self._ensure_database():
                 return "retry"
             self._database_ready = True
+            self._available()
             return "ok"
         first = self._head
         batch = list(itertools.islice(self._buffer, self.config.batch_size))
         outcome = await self._send(batch)
         if outcome != "retry":
+            self._available()
+            self._full = self._full and len(self._buffer) >= self.config.buffer_limit
             # Overflow may have discarded some of the batch's lines meanwhile: discard only what is left of it.
             self._discard_front(first + len(batch) - self._head)
         return outcome
@@ -338,8 +395,9 @@ class InfluxStore:
         try:
             reply = await self._http.post("/write", params=params, content="\n".join(batch).encode())
         except httpx.HTTPError as error:
-            log.warning("InfluxDB write failed; will retry", extra={"error": repr(error), "batch": len(batch)})
+            self._unavailable(error=repr(error))
             return "retry"
+        log.debug("influx write", extra={"status": reply.status_code, "batch": len(batch)})
         if reply.status_code == 204:
             self.written += len(batch)
             return "ok"
@@ -348,13 +406,10 @@ class InfluxStore:
             # dropped): the batch waits while they are made again, or, where we may not make them, until the
             # operator does.
             self._database_ready = False
-            log.warning(
-                "InfluxDB has no such database or retention policy; will retry",
-                extra={"status": reply.status_code, "error": reply.text[:300], "batch": len(batch)},
-            )
+            self._unavailable(status=reply.status_code, error=reply.text[:300])
             return "retry"
         if reply.status_code in (429,) or reply.status_code >= 500:
-            log.warning("InfluxDB write refused; will retry", extra={"status": reply.status_code, "batch": len(batch)})
+            self._unavailable(status=reply.status_code, error=reply.text[:300])
             return "retry"
         # 400 (a partial write: a line InfluxDB will never take), 401/403: retrying cannot help.
         self.dropped += len(batch)
@@ -620,6 +675,7 @@ class InfluxStore:
                     await self._flusher
             except TimeoutError:
                 log.error("InfluxDB flusher did not finish", extra={"buffered": len(self._buffer)})
+        self._report_counts(force=True)
         if self._spool is not None:
             await self._spool.close()
         await self._http.aclose()
