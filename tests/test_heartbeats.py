@@ -180,3 +180,29 @@ def test_a_paused_heartbeat_is_neither_swept_down_nor_changed_by_pings(
     stub.ResumeMonitor(pb.ResumeMonitorRequest(id=monitor.id), metadata=key, timeout=5)
     assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_UP
     eventually(lambda: status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_DOWN, timeout_s=5)
+
+
+def test_a_heartbeats_uptime_weighs_the_time_it_was_silent_not_its_pings(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    """Three results (a ping, a missed deadline, a ping): 2 of 3 succeeded, but DOWN for as long as it was
+    silent, which SummarizeMonitor weighs against the time observed."""
+    monitor = heartbeat(stub, key, period_s=1, grace_s=1)
+    httpx.get(monitor.heartbeat_url, timeout=5)
+    eventually(lambda: status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_DOWN)
+    time.sleep(4)  # silent well beyond the 2 s it was up before its deadline (and the sweep's second)
+    assert httpx.get(monitor.heartbeat_url, timeout=5).status_code == 200
+
+    summary = stub.SummarizeMonitor(pb.SummarizeMonitorRequest(monitor_id=monitor.id), metadata=key, timeout=5)
+
+    availability = summary.availability
+    assert (availability.checks, availability.failed_checks, summary.sample_count) == (3, 1, 3)
+    [outage] = availability.outages
+    assert outage.HasField("end_time")
+    assert availability.downtime == outage.duration
+    observed, down = availability.observed.ToTimedelta(), availability.downtime.ToTimedelta()
+    assert down.total_seconds() >= 4
+    assert availability.uptime_percent == pytest.approx((observed - down) / observed * 100)
+    assert availability.uptime_percent < 60  # per ping it would be 66.7 %
+    assert [(c.error_class, c.failed_checks) for c in outage.causes] == [(common_pb2.ERROR_CLASS_TIMEOUT, 1)]
+    assert "no ping since" in outage.causes[0].message

@@ -213,14 +213,18 @@ async def test_summary_of_a_website(store: TimeSeriesStore) -> None:
     await write_all(store, site_samples())
     summary = await summarize_website(store, SITE, T0, T0 + timedelta(hours=1))
     availability = summary.availability
-    assert availability.uptime_percent == pytest.approx(70.0)
+    # Time-weighted: observed from the first check to the end of the range (60 min), down 3 of them.
+    assert availability.uptime_percent == pytest.approx(95.0)
+    assert (availability.observed, availability.downtime) == (60 * MINUTE, 3 * MINUTE)
     assert (availability.checks, availability.failed_checks) == (10, 3)
     assert [(o.start, o.end, o.duration, o.error_class, o.cause) for o in availability.outages] == [
         (T0 + 3 * MINUTE, T0 + 5 * MINUTE, 2 * MINUTE, "timeout", "timed out after 10s"),
         (T0 + 8 * MINUTE, T0 + 9 * MINUTE, MINUTE, "status", 'HTTP 503 "unavailable"'),
     ]
+    # Over the seven successful checks (100, 110, 120, 150, 160, 170, 190): p50 -> rank int(3.5 + 0.5) = 4,
+    # p95 and p99 -> rank 7.
     assert (summary.response_time_p50_ms, summary.response_time_p95_ms, summary.response_time_p99_ms) == (
-        140.0,
+        150.0,
         190.0,
         190.0,
     )
@@ -487,7 +491,16 @@ async def test_a_long_range_summary_from_rollups_equals_the_raw_count(store: Tim
     with_rollups = await summarize_availability(store, LONG, start, end, now=end)
     checks, up = expected_counts(start, end)
     assert (with_rollups.checks, with_rollups.checks - with_rollups.failed_checks) == (checks, up)
-    assert with_rollups.uptime_percent == pytest.approx(up / checks * 100)
+    # Time-weighted from the raw samples: each failed check is down for the 10 minutes until the next one.
+    down = sum(
+        (
+            min(s.time + timedelta(minutes=10), end) - s.time
+            for s in long_samples()
+            if start <= s.time < end and not s.fields["is_up"]
+        ),
+        timedelta(0),
+    )
+    assert with_rollups.uptime_percent == pytest.approx(100 - down / (end - start) * 100)
     assert with_rollups == raw_only
     # A later run redoes only the latest rolled hour (late samples) and the hours since.
     assert await roll_up_pending(store, timedelta(days=30), now=D0 + timedelta(days=4, hours=2)) == 1
@@ -503,6 +516,11 @@ async def test_rollups_outlive_raw_retention(tmp_path: Path) -> None:
         start, end = D0.replace(minute=0) + timedelta(hours=1), now.replace(minute=0)
         summary = await summarize_availability(store, LONG, start, end, now=end)
         assert (summary.checks, summary.checks - summary.failed_checks) == expected_counts(start, end)
+        # The first two days are weighted from their rollups (each check an equal share), the rest from raw
+        # samples; with checks evenly spaced either way gives about one seventh down.
+        # Observed: all but the 5 minutes between the last hour from rollups and the first raw sample.
+        assert summary.observed == end - start - timedelta(minutes=5)
+        assert summary.uptime_percent == pytest.approx(600 / 7, abs=0.2)
         assert await store.points(LONG, "is_up", start, start + timedelta(days=1), 10) == []  # raw is gone
     finally:
         await store.close()

@@ -556,13 +556,16 @@ class InfluxStore:
         start: datetime,
         end: datetime,
         hows: Sequence[Aggregation],
+        *,
+        successful_only: bool = False,
     ) -> dict[str, dict[Aggregation, float | None]]:
         check_field_name(field_name)
         calls = ", ".join(_call(how, field_name) for how in hows)
         empty = {how: (0.0 if how is Aggregation.COUNT else None) for how in hows}
         result = {m: dict(empty) for m in monitor_ids}
+        up = f" AND {quote_identifier('is_up')} = 1" if successful_only else ""
         for chunk in _chunks(monitor_ids):
-            where = self._where_many(owner_id, chunk, start, end)
+            where = self._where_many(owner_id, chunk, start, end) + up
             q = f"SELECT {calls} FROM {self._from()} WHERE {where} GROUP BY {quote_identifier('monitor')}"
             for tags, rows in _series(await self._query(q)):
                 monitor = tags.get("monitor", "")

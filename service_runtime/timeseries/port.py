@@ -139,9 +139,12 @@ class TimeSeriesStore(Protocol):
         start: datetime,
         end: datetime,
         hows: Sequence[Aggregation],
+        *,
+        successful_only: bool = False,
     ) -> dict[str, dict[Aggregation, float | None]]:
         """Aggregates over the whole range for each of an owner's monitors (one InfluxQL statement per
-        hundred monitors); None where there is no value, COUNT 0."""
+        hundred monitors); None where there is no value, COUNT 0. ``successful_only``: of the samples whose
+        is_up is 1 alone (a failed check's response time says how fast the error came, not the site)."""
         ...
 
     async def failures_many(
@@ -236,9 +239,14 @@ async def stats(
     start: datetime,
     end: datetime,
     hows: Sequence[Aggregation],
+    *,
+    successful_only: bool = False,
 ) -> dict[Aggregation, float | None]:
     """Aggregates of one monitor over the whole range."""
-    return (await store.stats_many(key.owner_id, [key.monitor_id], field_name, start, end, hows))[key.monitor_id]
+    found = await store.stats_many(
+        key.owner_id, [key.monitor_id], field_name, start, end, hows, successful_only=successful_only
+    )
+    return found[key.monitor_id]
 
 
 async def failures(store: TimeSeriesStore, key: SeriesKey, start: datetime, end: datetime, limit: int) -> list[Failure]:

@@ -113,12 +113,19 @@ class SqliteSampleStore:
         """Writes are durable when :meth:`write` returns."""
 
     def _values(
-        self, key: SeriesKey, field_name: str, start: datetime, end: datetime, limit: int
+        self,
+        key: SeriesKey,
+        field_name: str,
+        start: datetime,
+        end: datetime,
+        limit: int,
+        successful_only: bool = False,
     ) -> list[tuple[int, float]]:
         check_field_name(field_name)
         path = f"$.{field_name}"
+        up = " AND json_extract(fields, '$.is_up') = 1" if successful_only else ""
         cursor = self._connection.execute(
-            f"SELECT time_ns, json_extract(fields, ?) AS v FROM samples WHERE {_SERIES} AND v IS NOT NULL"
+            f"SELECT time_ns, json_extract(fields, ?) AS v FROM samples WHERE {_SERIES} AND v IS NOT NULL{up}"
             " ORDER BY time_ns LIMIT ?",
             (path, key.owner_id, key.monitor_id, to_ns(start), to_ns(end), limit),
         )
@@ -181,11 +188,14 @@ class SqliteSampleStore:
         start: datetime,
         end: datetime,
         hows: Sequence[Aggregation],
+        *,
+        successful_only: bool = False,
     ) -> dict[str, dict[Aggregation, float | None]]:
         check_field_name(field_name)
         result = {}
         for monitor_id in monitor_ids:
-            read = partial(self._values, SeriesKey(owner_id, monitor_id), field_name, start, end, -1)
+            key = SeriesKey(owner_id, monitor_id)
+            read = partial(self._values, key, field_name, start, end, -1, successful_only)
             values = [v for _, v in await self._run(read)]
             result[monitor_id] = {how: aggregate(values, how) for how in hows}
         return result

@@ -296,9 +296,20 @@ def availability_to_proto(summary: AvailabilitySummary) -> pb.AvailabilitySummar
                 duration=to_duration(o.duration),
                 error_class=_ERROR_CLASSES.get(o.error_class, common.ERROR_CLASS_UNSPECIFIED),
                 cause=o.cause,
+                causes=[
+                    pb.OutageCause(
+                        error_class=_ERROR_CLASSES.get(c.error_class, common.ERROR_CLASS_UNSPECIFIED),
+                        message=c.message,
+                        failed_checks=c.failed_checks,
+                        first_time=to_timestamp(c.first_time),
+                    )
+                    for c in o.causes
+                ],
             )
             for o in summary.outages
         ],
+        observed=to_duration(summary.observed),
+        downtime=to_duration(summary.downtime),
     )
 
 
@@ -328,6 +339,8 @@ def summary_to_proto(
                     change_absolute=summary.change_absolute or 0.0,
                     change_percent=summary.change_percent or 0.0,
                     volatility=summary.volatility or 0.0,
+                    availability=availability_to_proto(summary.availability),
+                    volatility_percent=summary.volatility_percent or 0.0,
                 )
             )
             response.sample_count = summary.samples

@@ -736,6 +736,7 @@ class SummarizeMonitorResponse(_message.Message):
     AVAILABILITY_FIELD_NUMBER: _builtins.int
     monitor_id: _builtins.str
     sample_count: _builtins.int
+    """Checks in the range; for a coin, the fetches that got a price."""
     @_builtins.property
     def time_range(self) -> _common_pb2.TimeRange: ...
     @_builtins.property
@@ -776,10 +777,13 @@ class WebsiteSummary(_message.Message):
     RESPONSE_TIME_P99_MS_FIELD_NUMBER: _builtins.int
     CERT_DAYS_LEFT_FIELD_NUMBER: _builtins.int
     response_time_p50_ms: _builtins.float
+    """Response-time percentiles in milliseconds (nearest rank), over the successful checks only: a failing
+    site that answers fast errors is not a fast site. 0 when no check succeeded in the range.
+    """
     response_time_p95_ms: _builtins.float
     response_time_p99_ms: _builtins.float
     cert_days_left: _builtins.int
-    """Latest known; absent for plain http."""
+    """Latest known, in days; absent for plain http."""
     @_builtins.property
     def availability(self) -> Global___AvailabilitySummary: ...
     def __init__(
@@ -803,7 +807,10 @@ Global___WebsiteSummary: _TypeAlias = WebsiteSummary  # noqa: Y015
 
 @_typing.final
 class AvailabilitySummary(_message.Message):
-    """Uptime of any up/down monitor (website, tcp, dns, heartbeat, grpc_health)."""
+    """Uptime of any monitor (website, tcp, dns, heartbeat, grpc_health; for a coin, of its price fetches).
+    Two kinds of figure: uptime_percent, observed and downtime measure time; checks and failed_checks count
+    checks (for a heartbeat: the pings, and each missed deadline), however they are spaced.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -811,11 +818,34 @@ class AvailabilitySummary(_message.Message):
     CHECKS_FIELD_NUMBER: _builtins.int
     FAILED_CHECKS_FIELD_NUMBER: _builtins.int
     OUTAGES_FIELD_NUMBER: _builtins.int
+    OBSERVED_FIELD_NUMBER: _builtins.int
+    DOWNTIME_FIELD_NUMBER: _builtins.int
     uptime_percent: _builtins.float
+    """Time-weighted, in percent (99.5 is 99.5 %): 100 x (observed - downtime) / observed. The state each
+    check found (UP or DOWN) holds from that check until the next one, or until the end of the range (or
+    now) for the last; the state found by the last check before the range holds from its start. So a
+    heartbeat silent for 8 of 13 minutes is 38 % up, whatever the number of pings. 0 when nothing was
+    observed (observed is then zero). Hours whose raw samples retention has dropped are weighted from
+    hourly rollups, each check an equal share of its hour.
+    """
     checks: _builtins.int
+    """Checks in the range (every result recorded, successful or not)."""
     failed_checks: _builtins.int
+    """Checks in the range that failed."""
     @_builtins.property
-    def outages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outage]: ...
+    def outages(self) -> _containers.RepeatedCompositeFieldContainer[Global___Outage]:
+        """Listed from raw samples (within raw retention)."""
+
+    @_builtins.property
+    def observed(self) -> _duration_pb2.Duration:
+        """The time the monitor's state is known for in the range: from the range's start (or its first check
+        when no check came before the range) to its end or now, whichever is earlier.
+        """
+
+    @_builtins.property
+    def downtime(self) -> _duration_pb2.Duration:
+        """The part of observed spent DOWN."""
+
     def __init__(
         self,
         *,
@@ -823,10 +853,12 @@ class AvailabilitySummary(_message.Message):
         checks: _builtins.int = ...,
         failed_checks: _builtins.int = ...,
         outages: _abc.Iterable[Global___Outage] | None = ...,
+        observed: _duration_pb2.Duration | None = ...,
+        downtime: _duration_pb2.Duration | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["downtime", b"downtime", "observed", b"observed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "failed_checks", b"failed_checks", "outages", b"outages", "uptime_percent", b"uptime_percent"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["checks", b"checks", "downtime", b"downtime", "failed_checks", b"failed_checks", "observed", b"observed", "outages", b"outages", "uptime_percent", b"uptime_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -843,16 +875,26 @@ class Outage(_message.Message):
     DURATION_FIELD_NUMBER: _builtins.int
     ERROR_CLASS_FIELD_NUMBER: _builtins.int
     CAUSE_FIELD_NUMBER: _builtins.int
+    CAUSES_FIELD_NUMBER: _builtins.int
     error_class: _common_pb2.ErrorClass.ValueType
+    """The error class and message of its first failed check in the range (see causes for all of them)."""
     cause: _builtins.str
     @_builtins.property
-    def start_time(self) -> _timestamp_pb2.Timestamp: ...
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """Its first failed check, or the range's start for an outage already under way then."""
+
     @_builtins.property
     def end_time(self) -> _timestamp_pb2.Timestamp:
         """Unset while still ongoing."""
 
     @_builtins.property
     def duration(self) -> _duration_pb2.Duration: ...
+    @_builtins.property
+    def causes(self) -> _containers.RepeatedCompositeFieldContainer[Global___OutageCause]:
+        """Each distinct error class and message among its failed checks in the range, first seen first; at most
+        10 (the checks of further causes are counted in none).
+        """
+
     def __init__(
         self,
         *,
@@ -861,18 +903,55 @@ class Outage(_message.Message):
         duration: _duration_pb2.Duration | None = ...,
         error_class: _common_pb2.ErrorClass.ValueType = ...,
         cause: _builtins.str = ...,
+        causes: _abc.Iterable[Global___OutageCause] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["duration", b"duration", "end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "duration", b"duration", "end_time", b"end_time", "error_class", b"error_class", "start_time", b"start_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cause", b"cause", "causes", b"causes", "duration", b"duration", "end_time", b"end_time", "error_class", b"error_class", "start_time", b"start_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___Outage: _TypeAlias = Outage  # noqa: Y015
 
 @_typing.final
+class OutageCause(_message.Message):
+    """One distinct reason an outage's checks failed."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    ERROR_CLASS_FIELD_NUMBER: _builtins.int
+    MESSAGE_FIELD_NUMBER: _builtins.int
+    FAILED_CHECKS_FIELD_NUMBER: _builtins.int
+    FIRST_TIME_FIELD_NUMBER: _builtins.int
+    error_class: _common_pb2.ErrorClass.ValueType
+    message: _builtins.str
+    failed_checks: _builtins.int
+    """How many of the outage's checks failed so."""
+    @_builtins.property
+    def first_time(self) -> _timestamp_pb2.Timestamp:
+        """The first of them."""
+
+    def __init__(
+        self,
+        *,
+        error_class: _common_pb2.ErrorClass.ValueType = ...,
+        message: _builtins.str = ...,
+        failed_checks: _builtins.int = ...,
+        first_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["first_time", b"first_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error_class", b"error_class", "failed_checks", b"failed_checks", "first_time", b"first_time", "message", b"message"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___OutageCause: _TypeAlias = OutageCause  # noqa: Y015
+
+@_typing.final
 class CryptoPriceSummary(_message.Message):
-    """Price statistics of a coin over the range."""
+    """Price statistics of a coin over the range. Prices and change_absolute are in the pair's quote currency
+    (USD for BTC-USD).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -884,6 +963,8 @@ class CryptoPriceSummary(_message.Message):
     CHANGE_ABSOLUTE_FIELD_NUMBER: _builtins.int
     CHANGE_PERCENT_FIELD_NUMBER: _builtins.int
     VOLATILITY_FIELD_NUMBER: _builtins.int
+    AVAILABILITY_FIELD_NUMBER: _builtins.int
+    VOLATILITY_PERCENT_FIELD_NUMBER: _builtins.int
     first: _builtins.float
     last: _builtins.float
     min: _builtins.float
@@ -891,8 +972,19 @@ class CryptoPriceSummary(_message.Message):
     mean: _builtins.float
     change_absolute: _builtins.float
     change_percent: _builtins.float
+    """In percent: (last - first) / first x 100, so 20.0 is +20 %."""
     volatility: _builtins.float
-    """Standard deviation of sample-to-sample returns."""
+    """Standard deviation of sample-to-sample returns, as a fraction (0.01 is 1 %); volatility_percent is
+    the same in percent.
+    """
+    volatility_percent: _builtins.float
+    """volatility x 100: in percent, as change_percent."""
+    @_builtins.property
+    def availability(self) -> Global___AvailabilitySummary:
+        """The price fetches: checks counts them, failed_checks those that got no price (a failed fetch writes
+        none, so first, last, min, max and mean are over the successful ones), outages when the source failed.
+        """
+
     def __init__(
         self,
         *,
@@ -904,10 +996,12 @@ class CryptoPriceSummary(_message.Message):
         change_absolute: _builtins.float = ...,
         change_percent: _builtins.float = ...,
         volatility: _builtins.float = ...,
+        availability: Global___AvailabilitySummary | None = ...,
+        volatility_percent: _builtins.float = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["change_absolute", b"change_absolute", "change_percent", b"change_percent", "first", b"first", "last", b"last", "max", b"max", "mean", b"mean", "min", b"min", "volatility", b"volatility"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["availability", b"availability", "change_absolute", b"change_absolute", "change_percent", b"change_percent", "first", b"first", "last", b"last", "max", b"max", "mean", b"mean", "min", b"min", "volatility", b"volatility", "volatility_percent", b"volatility_percent"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

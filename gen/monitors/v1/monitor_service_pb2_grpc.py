@@ -232,7 +232,8 @@ class MonitorServiceServicer:
 
     def SummarizeMonitor(self, request, context):
         """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
-        coin). Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+        coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
+        as GetMonitor, INVALID_ARGUMENT for an inverted time range.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

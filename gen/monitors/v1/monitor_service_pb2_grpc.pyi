@@ -79,7 +79,8 @@ class MonitorServiceStub:
     """
     SummarizeMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorRequest, _monitor_service_pb2.SummarizeMonitorResponse]
     """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
-    coin). Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+    coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
+    as GetMonitor, INVALID_ARGUMENT for an inverted time range.
     """
     PutSecret: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
@@ -165,7 +166,8 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """
     SummarizeMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorRequest, _monitor_service_pb2.SummarizeMonitorResponse]  # type: ignore[assignment]
     """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
-    coin). Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+    coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
+    as GetMonitor, INVALID_ARGUMENT for an inverted time range.
     """
     PutSecret: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]  # type: ignore[assignment]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
@@ -320,7 +322,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.SummarizeMonitorResponse, _abc.Awaitable[_monitor_service_pb2.SummarizeMonitorResponse]]:
         """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
-        coin). Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+        coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
+        as GetMonitor, INVALID_ARGUMENT for an inverted time range.
         """
 
     @_abc_1.abstractmethod
