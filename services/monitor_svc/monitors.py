@@ -30,6 +30,7 @@ from services.monitor_svc.domain import (
     DEFAULT_TIMEOUT,
     MAX_TIMEOUT,
     CheckResult,
+    HeartbeatSpec,
     Limits,
     Monitor,
     MonitorDraft,
@@ -151,6 +152,33 @@ def last_check_time(status: MonitorStatus, location: str) -> datetime | None:
         return entry.result.time
     last = status.last_result
     return last.time if last is not None and last.location == location else None
+
+
+# A monitor no runner has reported for this long is UNKNOWN, not the state of its last check: a runner that
+# stopped or cannot reach us must not leave healthy-looking monitors UP with a frozen last check.
+STALE_INTERVALS = 3
+STALE_GRACE = timedelta(seconds=10)  # report batching, a runner's reconnect, clock differences
+
+
+def stale_after(monitor: Monitor) -> timedelta:
+    """How long after its last check (or its last change, with no check since) ``monitor`` reads UNKNOWN."""
+    return STALE_INTERVALS * monitor.interval + monitor.timeout + STALE_GRACE
+
+
+def status_as_read(monitor: Monitor, status: MonitorStatus, now: datetime) -> MonitorStatus:
+    """``status`` as a user reads it at ``now``: PAUSED while paused (since the pause), UNKNOWN once no runner has
+    reported it for :func:`stale_after` (since then), else as stored. A heartbeat monitor's state comes from
+    its pings, judged by this service, so it is never stale."""
+    if monitor.paused:
+        return replace(status, state=MonitorState.PAUSED)
+    if isinstance(monitor.spec, HeartbeatSpec):
+        return status
+    # A change (an update, a resume) restarts the wait: the old last check says nothing about the new schedule.
+    heard = max(status.last_check_time or monitor.update_time, monitor.update_time)
+    due = heard + stale_after(monitor)
+    if now >= due and status.state is not MonitorState.UNKNOWN:
+        return replace(status, state=MonitorState.UNKNOWN, state_change_time=due)
+    return status
 
 
 class Monitors:
@@ -281,10 +309,7 @@ class Monitors:
 
     async def status(self, caller: Principal, monitor_id: str) -> MonitorStatus:
         monitor = await self._store.get(caller.user_id, monitor_id)
-        status = await self._store.status(monitor)
-        if monitor.paused:
-            return replace(status, state=MonitorState.PAUSED)
-        return status
+        return status_as_read(monitor, await self._store.status(monitor), datetime.now(UTC))
 
     async def run_check(
         self, caller: Principal, monitor_id: str, spec: Spec | None, check_timeout: timedelta | None

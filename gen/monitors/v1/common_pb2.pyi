@@ -204,7 +204,10 @@ class _MonitorStateEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_MonitorS
     """Created, no result yet; or failing, but fewer times than its retries allow."""
     MONITOR_STATE_PAUSED: _MonitorState.ValueType  # 4
     MONITOR_STATE_UNKNOWN: _MonitorState.ValueType  # 5
-    """No runner has reported it recently."""
+    """No runner has reported it recently: its last check (or, with none since, its last change) is older
+    than 3 intervals plus its timeout plus 10 seconds, so the last result no longer says how it is. The
+    last result is still shown. Heartbeat monitors are judged by their pings and are never UNKNOWN.
+    """
 
 class MonitorState(_MonitorState, metaclass=_MonitorStateEnumTypeWrapper):
     """A monitor's current state."""
@@ -216,7 +219,10 @@ MONITOR_STATE_PENDING: MonitorState.ValueType  # 3
 """Created, no result yet; or failing, but fewer times than its retries allow."""
 MONITOR_STATE_PAUSED: MonitorState.ValueType  # 4
 MONITOR_STATE_UNKNOWN: MonitorState.ValueType  # 5
-"""No runner has reported it recently."""
+"""No runner has reported it recently: its last check (or, with none since, its last change) is older
+than 3 intervals plus its timeout plus 10 seconds, so the last result no longer says how it is. The
+last result is still shown. Heartbeat monitors are judged by their pings and are never UNKNOWN.
+"""
 Global___MonitorState: _TypeAlias = MonitorState  # noqa: Y015
 
 class _AlertState:
