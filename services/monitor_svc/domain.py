@@ -17,9 +17,26 @@ from urllib.parse import SplitResult, urlsplit
 
 from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
 
+# Bounds on every repeated and map field and on a monitor as a whole, so one user's monitors cannot grow without
+# limit what the store, the runners' sync and every caller carry (documented on the fields in the protos).
 MAX_DISPLAY_NAME = 200
+MAX_URL = 2048
 MAX_HEADERS = 50
+MAX_HEADER_VALUE = 8192
+MAX_HEADERS_BYTES = 16 * 1024  # names and values together: what common web servers take
 MAX_BODY = 64 * 1024
+MAX_STATUS_RANGES = 20
+MAX_KEYWORD = 500
+MAX_JSON_PATH = 500
+MAX_JSON_EXPECTED = 500
+MAX_EXPECTED_ANSWERS = 20
+MAX_EXPECTED_ANSWER = 512
+MAX_GRPC_SERVICE = 200
+MAX_LABELS = 64
+MAX_LABEL_VALUE = 200
+# A monitor's size as its protobuf encodes it (every text's UTF-8 bytes, 8 bytes per field or entry besides):
+# room for the largest body and headers, and a fraction of a gRPC message (4 MiB by default).
+MAX_MONITOR_BYTES = 128 * 1024
 DEFAULT_INTERVAL = timedelta(seconds=60)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 MAX_INTERVAL = timedelta(days=1)
@@ -220,16 +237,24 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         bad.add(f"{prefix}.retries", f"must be between 0 and {MAX_RETRIES}")
     if len(draft.locations) > MAX_LOCATIONS:
         bad.add(f"{prefix}.locations", f"at most {MAX_LOCATIONS} locations")
-    for i, location in enumerate(draft.locations):
+    for i, location in enumerate(draft.locations[: MAX_LOCATIONS + 1]):
         if not _LOCATION.match(location):
             bad.add(f"{prefix}.locations[{i}]", "must be lower-case letters, digits and dashes (up to 32)")
     if len(set(draft.locations)) != len(draft.locations):
         bad.add(f"{prefix}.locations", "must not repeat a location")
     if not 0 <= draft.quorum <= len(draft.locations):
         bad.add(f"{prefix}.quorum", "must be between 0 (a majority) and the number of locations")
-    for key, value in draft.labels.items():
-        if not _LABEL_KEY.match(key) or len(value) > 200:
-            bad.add(f"{prefix}.labels", f"label {key[:40]!r}: keys are lower-case identifiers, values up to 200 chars")
+    if len(draft.labels) > MAX_LABELS:
+        bad.add(f"{prefix}.labels", f"at most {MAX_LABELS} labels")
+    else:
+        for key, value in draft.labels.items():
+            if not _LABEL_KEY.match(key) or len(value) > MAX_LABEL_VALUE:
+                bad.add(
+                    f"{prefix}.labels",
+                    f"label {key[:40]!r}: keys are lower-case identifiers, values up to {MAX_LABEL_VALUE} chars",
+                )
+    if not bad.found and (size := encoded_size(draft)) > MAX_MONITOR_BYTES:
+        bad.add(prefix or "spec", f"is {size} bytes encoded; a monitor may be at most {MAX_MONITOR_BYTES}")
     bad.raise_any()
     if interval < limits.min_interval:  # a quota of the deployment, not a malformed request
         seconds = int(limits.min_interval.total_seconds())
@@ -254,6 +279,9 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
             p = f"{path}.crypto_price"
             if not _PAIR.match(spec.pair):
                 bad.add(f"{p}.pair", "must be BASE-QUOTE in capitals, such as BTC-USD")
+            if len(spec.providers) > len(CRYPTO_PROVIDERS):
+                bad.add(f"{p}.providers", f"at most {len(CRYPTO_PROVIDERS)} providers")
+                return
             for i, provider in enumerate(spec.providers):
                 if provider not in CRYPTO_PROVIDERS:
                     bad.add(f"{p}.providers[{i}]", f"must be one of {', '.join(CRYPTO_PROVIDERS)}")
@@ -269,6 +297,12 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
             _validate_host(spec.name, bad, f"{p}.name")
             if spec.record_type not in DNS_RECORD_TYPES:
                 bad.add(f"{p}.record_type", f"must be one of {', '.join(DNS_RECORD_TYPES)}")
+            if len(spec.expected_answers) > MAX_EXPECTED_ANSWERS:
+                bad.add(f"{p}.expected_answers", f"at most {MAX_EXPECTED_ANSWERS} answers")
+            else:
+                for i, answer in enumerate(spec.expected_answers):
+                    if not answer.strip() or len(answer) > MAX_EXPECTED_ANSWER:
+                        bad.add(f"{p}.expected_answers[{i}]", f"must be 1 to {MAX_EXPECTED_ANSWER} characters")
             if spec.resolver:
                 host, _, port = (
                     spec.resolver.rpartition(":") if spec.resolver.count(":") == 1 else (spec.resolver, "", "")
@@ -286,8 +320,8 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
                 bad.add(f"{p}.target", "must be host:port")
             else:
                 _validate_host(host.strip("[]"), bad, f"{p}.target")
-            if len(spec.service) > 200:
-                bad.add(f"{p}.service", "must be at most 200 characters")
+            if len(spec.service) > MAX_GRPC_SERVICE:
+                bad.add(f"{p}.service", f"must be at most {MAX_GRPC_SERVICE} characters")
 
 
 def _validate_host(host: str, bad: Violations, path: str) -> None:
@@ -320,8 +354,8 @@ def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
         bad.add(f"{p}.url", "must be an http:// or https:// URL")
     elif not parts.hostname:
         bad.add(f"{p}.url", "must name a host")
-    elif len(spec.url) > 2048:
-        bad.add(f"{p}.url", "must be at most 2048 characters")
+    elif len(spec.url) > MAX_URL:
+        bad.add(f"{p}.url", f"must be at most {MAX_URL} characters")
     else:
         try:
             parts.port  # noqa: B018 - raises for a port out of range
@@ -333,23 +367,52 @@ def _validate_website(spec: WebsiteSpec, bad: Violations, p: str) -> None:
         bad.add(f"{p}.method", f"must be one of {', '.join(HTTP_METHODS)}")
     if len(spec.headers) > MAX_HEADERS:
         bad.add(f"{p}.headers", f"at most {MAX_HEADERS} headers")
-    for name, value in spec.headers.items():
-        if not _HEADER_NAME.match(name) or _HEADER_VALUE_FORBIDDEN.search(value) or len(value) > 8192:
-            bad.add(f"{p}.headers", f"header {name[:40]!r} is not a valid HTTP header")
+    elif sum(len(name) + len(value.encode()) for name, value in spec.headers.items()) > MAX_HEADERS_BYTES:
+        bad.add(f"{p}.headers", f"at most {MAX_HEADERS_BYTES // 1024} KiB of names and values together")
+    else:
+        for name, value in spec.headers.items():
+            if not _HEADER_NAME.match(name) or _HEADER_VALUE_FORBIDDEN.search(value) or len(value) > MAX_HEADER_VALUE:
+                bad.add(f"{p}.headers", f"header {name[:40]!r} is not a valid HTTP header")
     if len(spec.body) > MAX_BODY:
-        bad.add(f"{p}.body", "must be at most 64 KiB")
-    for i, (low, high) in enumerate(spec.accepted_status_codes):
-        if not 100 <= low <= high <= 599:
-            bad.add(f"{p}.accepted_status_codes[{i}]", "must be a range within 100-599 with min <= max")
-    if spec.keyword is not None and not 1 <= len(spec.keyword.keyword) <= 500:
-        bad.add(f"{p}.keyword.keyword", "must be 1 to 500 characters")
+        bad.add(f"{p}.body", f"must be at most {MAX_BODY // 1024} KiB")
+    if len(spec.accepted_status_codes) > MAX_STATUS_RANGES:
+        bad.add(f"{p}.accepted_status_codes", f"at most {MAX_STATUS_RANGES} ranges")
+    else:
+        for i, (low, high) in enumerate(spec.accepted_status_codes):
+            if not 100 <= low <= high <= 599:
+                bad.add(f"{p}.accepted_status_codes[{i}]", "must be a range within 100-599 with min <= max")
+    if spec.keyword is not None and not 1 <= len(spec.keyword.keyword) <= MAX_KEYWORD:
+        bad.add(f"{p}.keyword.keyword", f"must be 1 to {MAX_KEYWORD} characters")
     if spec.json_path is not None:
         if not spec.json_path.path.startswith("$"):
             bad.add(f"{p}.json_path.path", "must start with $, such as $.status")
+        elif len(spec.json_path.path) > MAX_JSON_PATH:
+            bad.add(f"{p}.json_path.path", f"must be at most {MAX_JSON_PATH} characters")
         if spec.json_path.operator not in COMPARISONS:
             bad.add(f"{p}.json_path.operator", "is required")
+        if len(spec.json_path.expected) > MAX_JSON_EXPECTED:
+            bad.add(f"{p}.json_path.expected", f"must be at most {MAX_JSON_EXPECTED} characters")
     if not 0 <= spec.cert_expiry_days <= 365:
         bad.add(f"{p}.cert_expiry_days", "must be between 0 and 365")
+
+
+def encoded_size(draft: MonitorDraft) -> int:
+    """About what ``draft`` takes as a protobuf message: every text's UTF-8 bytes, and 8 bytes for each field,
+    number, map entry or list item (tags, lengths, varints: an upper bound for the short fields here)."""
+
+    def size(value: object) -> int:
+        match value:
+            case str():
+                return 8 + len(value.encode("utf-8", "replace"))
+            case Mapping():
+                return 8 + sum(size(k) + size(v) for k, v in value.items())
+            case list() | tuple():
+                return 8 + sum(size(item) for item in value)
+            case _:
+                return 8
+
+    spec = spec_to_dict(draft.spec) if draft.spec is not None else {}
+    return size(spec) + size(draft.display_name) + size(draft.locations) + size(dict(draft.labels)) + 5 * 8
 
 
 def default_name(spec: Spec) -> str:

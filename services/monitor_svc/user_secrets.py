@@ -18,13 +18,14 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from service_runtime.auth import Principal
 from service_runtime.database import Database, UtcDateTime, upsert, utc_now
-from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound
+from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.secretbox import SecretBox
 from services.monitor_svc.store import Base
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MAX_VALUE_BYTES = 8 * 1024
+MAX_SECRETS_PER_USER = 100  # a quota: beyond it PutSecret of a new name is RESOURCE_EXHAUSTED (secrets_per_user)
 
 
 class SecretRow(Base):
@@ -74,6 +75,12 @@ class UserSecrets:
         now = utc_now()
 
         def put(c: sa.Connection) -> datetime:
+            others = sa.select(sa.func.count()).where(SecretRow.owner_id == owner, SecretRow.name != name)
+            if c.execute(others).scalar_one() >= MAX_SECRETS_PER_USER:
+                raise ResourceExhausted(
+                    "secrets_per_user",
+                    f"at most {MAX_SECRETS_PER_USER} secrets per user; delete one you no longer use, or change one",
+                )
             row = {"owner_id": owner, "name": name, "sealed_value": sealed, "create_time": now, "update_time": now}
             upsert(c, cast(sa.Table, SecretRow.__table__), row, ("sealed_value", "update_time"))
             key = (SecretRow.owner_id == owner, SecretRow.name == name)

@@ -379,22 +379,26 @@ class WebsiteSpec(_message.Message):
     JSON_PATH_FIELD_NUMBER: _builtins.int
     CERT_EXPIRY_DAYS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """http or https only. May contain `{{secret:NAME}}` references."""
+    """http or https only. May contain `{{secret:NAME}}` references. At most 2048 characters, with no space
+    or control character (percent-encode them).
+    """
     method: Global___HttpMethod.ValueType
     """Defaults to GET."""
     body: _builtins.str
-    """Request body, for POST, PUT and PATCH."""
+    """Request body, for POST, PUT and PATCH. At most 64 KiB."""
     follow_redirects: _builtins.bool
     """Follow redirects (each hop is checked again by the egress policy). Defaults to true when unset."""
     cert_expiry_days: _builtins.int
     """Mark the check down when the TLS certificate expires within this many days. 0 disables."""
     @_builtins.property
     def headers(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """Request headers; values may contain `{{secret:NAME}}` references."""
+        """Request headers; values may contain `{{secret:NAME}}` references. At most 50 headers, each value at
+        most 8192 characters with no control character but the tab, and 16 KiB of names and values together.
+        """
 
     @_builtins.property
     def accepted_status_codes(self) -> _containers.RepeatedCompositeFieldContainer[Global___StatusCodeRange]:
-        """Status codes that count as up. Empty means 200-399."""
+        """Status codes that count as up. Empty means 200-399. At most 20 ranges."""
 
     @_builtins.property
     def keyword(self) -> Global___KeywordAssertion:
@@ -461,6 +465,7 @@ class KeywordAssertion(_message.Message):
     ABSENT_FIELD_NUMBER: _builtins.int
     CASE_SENSITIVE_FIELD_NUMBER: _builtins.int
     keyword: _builtins.str
+    """1 to 500 characters."""
     absent: _builtins.bool
     case_sensitive: _builtins.bool
     def __init__(
@@ -488,9 +493,10 @@ class JsonPathAssertion(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     EXPECTED_FIELD_NUMBER: _builtins.int
     path: _builtins.str
+    """Starts with $; at most 500 characters."""
     operator: Global___ComparisonOperator.ValueType
     expected: _builtins.str
-    """Compared as a number when both sides parse as numbers, otherwise as a string."""
+    """Compared as a number when both sides parse as numbers, otherwise as a string. At most 500 characters."""
     def __init__(
         self,
         *,
@@ -518,7 +524,7 @@ class CryptoPriceSpec(_message.Message):
     """BASE-QUOTE, upper case, such as BTC-USD or ETH-EUR."""
     @_builtins.property
     def providers(self) -> _containers.RepeatedScalarFieldContainer[Global___CryptoProvider.ValueType]:
-        """Providers in fallback order. Empty means the server's default order."""
+        """Providers in fallback order, each at most once. Empty means the server's default order."""
 
     def __init__(
         self,
@@ -574,7 +580,9 @@ class DnsSpec(_message.Message):
     """Resolver address (host or host:port); empty uses the runner's resolver."""
     @_builtins.property
     def expected_answers(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """When set, at least one answer must equal one of these."""
+        """When set, at least one answer must equal one of these. At most 20, each 1 to 512 characters. An A or
+        AAAA answer the server's egress policy refuses is neither shown nor matched: the check is down, blocked.
+        """
 
     def __init__(
         self,
@@ -800,7 +808,10 @@ Global___DataPoint: _TypeAlias = DataPoint  # noqa: Y015
 
 @_typing.final
 class TimeRange(_message.Message):
-    """A half-open time range [start_time, end_time). An unset end_time means now."""
+    """A half-open time range [start_time, end_time). An unset end_time means now.
+    Times from the year 1678 to 2261 (what the sample stores' 64-bit nanoseconds hold); others are
+    INVALID_ARGUMENT naming the field.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 

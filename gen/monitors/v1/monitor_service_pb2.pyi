@@ -88,7 +88,9 @@ class Monitor(_message.Message):
         """Runner locations to check from. Empty means any one location."""
 
     @_builtins.property
-    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
+    def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """At most 64 labels; keys are lower-case identifiers up to 63 characters, values up to 200."""
+
     @_builtins.property
     def create_time(self) -> _timestamp_pb2.Timestamp:
         """Output only."""

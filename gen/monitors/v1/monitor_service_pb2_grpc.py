@@ -145,6 +145,7 @@ class MonitorServiceServicer:
     def CreateMonitor(self, request, context):
         """Creates a monitor and schedules it. Returns INVALID_ARGUMENT naming each invalid field (spec.*,
         interval, timeout, retries, locations), RESOURCE_EXHAUSTED when the caller's monitor quota is used up.
+        A monitor is at most 128 KiB as protobuf encodes it (INVALID_ARGUMENT naming `monitor` past that).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -241,7 +242,8 @@ class MonitorServiceServicer:
 
     def PutSecret(self, request, context):
         """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
-        INVALID_ARGUMENT for a bad name or an empty or oversized value.
+        INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
+        secrets_per_user) for a new name when the caller already has 100 secrets.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -40,6 +40,7 @@ class MonitorServiceStub:
     CreateMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.CreateMonitorRequest, _monitor_service_pb2.CreateMonitorResponse]
     """Creates a monitor and schedules it. Returns INVALID_ARGUMENT naming each invalid field (spec.*,
     interval, timeout, retries, locations), RESOURCE_EXHAUSTED when the caller's monitor quota is used up.
+    A monitor is at most 128 KiB as protobuf encodes it (INVALID_ARGUMENT naming `monitor` past that).
     """
     GetMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorRequest, _monitor_service_pb2.GetMonitorResponse]
     """Gets a monitor. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -84,7 +85,8 @@ class MonitorServiceStub:
     """
     PutSecret: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
-    INVALID_ARGUMENT for a bad name or an empty or oversized value.
+    INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
+    secrets_per_user) for a new name when the caller already has 100 secrets.
     """
     ListSecrets: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.ListSecretsRequest, _monitor_service_pb2.ListSecretsResponse]
     """Lists the caller's secrets by name; values are write-only. Returns INVALID_ARGUMENT for a negative
@@ -127,6 +129,7 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     CreateMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.CreateMonitorRequest, _monitor_service_pb2.CreateMonitorResponse]  # type: ignore[assignment]
     """Creates a monitor and schedules it. Returns INVALID_ARGUMENT naming each invalid field (spec.*,
     interval, timeout, retries, locations), RESOURCE_EXHAUSTED when the caller's monitor quota is used up.
+    A monitor is at most 128 KiB as protobuf encodes it (INVALID_ARGUMENT naming `monitor` past that).
     """
     GetMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorRequest, _monitor_service_pb2.GetMonitorResponse]  # type: ignore[assignment]
     """Gets a monitor. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -171,7 +174,8 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """
     PutSecret: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]  # type: ignore[assignment]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
-    INVALID_ARGUMENT for a bad name or an empty or oversized value.
+    INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
+    secrets_per_user) for a new name when the caller already has 100 secrets.
     """
     ListSecrets: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.ListSecretsRequest, _monitor_service_pb2.ListSecretsResponse]  # type: ignore[assignment]
     """Lists the caller's secrets by name; values are write-only. Returns INVALID_ARGUMENT for a negative
@@ -217,6 +221,7 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_monitor_service_pb2.CreateMonitorResponse, _abc.Awaitable[_monitor_service_pb2.CreateMonitorResponse]]:
         """Creates a monitor and schedules it. Returns INVALID_ARGUMENT naming each invalid field (spec.*,
         interval, timeout, retries, locations), RESOURCE_EXHAUSTED when the caller's monitor quota is used up.
+        A monitor is at most 128 KiB as protobuf encodes it (INVALID_ARGUMENT naming `monitor` past that).
         """
 
     @_abc_1.abstractmethod
@@ -333,7 +338,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.PutSecretResponse, _abc.Awaitable[_monitor_service_pb2.PutSecretResponse]]:
         """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
-        INVALID_ARGUMENT for a bad name or an empty or oversized value.
+        INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
+        secrets_per_user) for a new name when the caller already has 100 secrets.
         """
 
     @_abc_1.abstractmethod

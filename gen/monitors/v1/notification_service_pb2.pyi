@@ -382,7 +382,9 @@ class AppriseConfig(_message.Message):
 
     URL_FIELD_NUMBER: _builtins.int
     url: _builtins.str
-    """Secret, such as tgram://bottoken/ChatID."""
+    """Secret, such as tgram://bottoken/ChatID. Only the schemes of notification services reached over the
+    network: not syslog://, rsyslog://, desktop notifications or vapid:// (INVALID_ARGUMENT).
+    """
     def __init__(
         self,
         *,
@@ -398,7 +400,9 @@ Global___AppriseConfig: _TypeAlias = AppriseConfig  # noqa: Y015
 
 @_typing.final
 class MessageTemplate(_message.Message):
-    """Jinja2 templates over the notification's fields; empty parts keep the default."""
+    """Jinja2 templates over the notification's fields; empty parts keep the default. Sandboxed, compiled when
+    saved: INVALID_ARGUMENT for a syntax error or brackets nested more than 30 deep.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
