@@ -142,7 +142,9 @@ CASES: dict[str, tuple[pb.Monitor, str]] = {
     "100,000 crypto providers": (
         pb.Monitor(
             spec=common_pb2.MonitorSpec(
-                crypto_price=common_pb2.CryptoPriceSpec(pair="BTC-USD", providers=[99] * 100_000)
+                crypto_price=common_pb2.CryptoPriceSpec(
+                    pair="BTC-USD", providers=[common_pb2.CryptoProvider.ValueType(99)] * 100_000
+                )
             )
         ),
         "monitor.spec.crypto_price.providers",
