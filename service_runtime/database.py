@@ -188,7 +188,10 @@ class DatabaseLock:
     def _acquire_mysql(self, deadline: float) -> bool:
         assert self._engine is not None
         if self._connection is None:
-            self._connection = self._engine.connect()
+            try:
+                self._connection = self._engine.connect()
+            except sa.exc.DBAPIError as error:
+                raise _unreachable(self._url, error) from None
         while True:
             # In slices, under the connection's read timeout.
             wait = max(0, min(10, int(deadline - time.monotonic())))

@@ -81,8 +81,8 @@ async def keep_replica_lock(lock: DatabaseLock) -> None:
         if await asyncio.to_thread(lock.held):
             return
         taken = await asyncio.to_thread(lock.acquire, 0)
-    except DBAPIError as error:
-        log.warning("single-replica lock not held: the database does not answer", extra={"error": str(error.orig)})
+    except (DBAPIError, StartupError) as error:
+        log.warning("single-replica lock not held: the database does not answer", extra={"error": str(error)})
         return
     if taken:
         log.warning("single-replica lock taken again after its database connection was lost")
