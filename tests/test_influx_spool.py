@@ -71,3 +71,16 @@ async def test_one_process_at_a_time_holds_a_spool(tmp_path: Path, influxdb: Inf
     await store.close()
     again = await InfluxStore.open(spooled(influxdb, "held", tmp_path / "spool"))
     await again.close()
+
+
+async def test_while_influxdb_keeps_up_the_spool_is_emptied_not_grown(tmp_path: Path, influxdb: InfluxDBServer) -> None:
+    now = datetime.now(UTC).replace(microsecond=0)
+    store = await InfluxStore.open(spooled(influxdb, "steady", tmp_path / "spool"))
+    for second in range(20):
+        await store.write(samples(now.replace(second=second), 1))
+        await store.flush()
+    segments = list((tmp_path / "spool").glob("*.lp"))
+    assert len(segments) == 1
+    assert segments[0].stat().st_size == 0
+    await store.close()
+    assert stored_values(influxdb, "steady") == [0.0] * 20

@@ -138,7 +138,7 @@ def test_samples_accepted_during_an_influxdb_outage_survive_a_restart_of_the_mon
             time.sleep(0.2)
         assert "before the restart" in monitor_service.log_path.read_text()
         spool = stack.data_dir / "timeseries-spool"
-        eventually(lambda: not list(spool.glob("*.lp")), timeout_s=5)  # written, then let go of
+        eventually(lambda: not any(p.stat().st_size for p in spool.glob("*.lp")), timeout_s=5)  # written, let go of
     finally:
         runner.stop()
         stack.stop()

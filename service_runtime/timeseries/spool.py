@@ -4,14 +4,15 @@ on disk, so that a restart or a crash during an InfluxDB outage loses none of th
 Why a spool rather than answering a result only once InfluxDB has its sample: statuses, heartbeat pings and
 runners' reports keep working through an outage (the store's buffer already promised that), and a runner's own
 buffer is not asked to hold an outage's worth of results. The price is one fsync per accepted batch, shared by
-the batches accepted while the previous one was being synced (about 0.2 ms here).
+the batches accepted while the previous one was being synced: on the 2-core test VM under load, one writer
+waiting for each one-sample write made 650 writes/s (18,000 without the spool), 50 writers at once 25,800/s.
 
 Layout: append-only segment files ``<number>.lp`` of one sample per line, each line ending in a newline, under
 one directory that one process holds (an exclusive ``flock`` on ``lock``). A segment is deleted once every line
-in it has been written to InfluxDB, or dropped and counted; at start the remaining segments are read back, oldest
-first. A torn last line (a crash in the middle of an append) was never acknowledged and is skipped. A line sent
-twice (written, then the process died before its segment was deleted) is harmless: InfluxDB keeps one point per
-series and time.
+in it has been written to InfluxDB, or dropped and counted (the one being appended to is emptied instead); at
+start the remaining segments are read back, oldest first. A torn last line (a crash in the middle of an append)
+was never acknowledged and is skipped. A line sent twice (written, then the process died before its segment was
+let go of) is harmless: InfluxDB keeps one point per series and time.
 """
 
 from __future__ import annotations
@@ -174,7 +175,14 @@ class LineSpool:
 
     def _forget_released(self) -> None:
         while self._segments and self._segments[0].released >= self._segments[0].lines:
-            segment = self._segments.popleft()
+            segment = self._segments[0]
+            if segment is self._appendable and segment.file is not None:
+                # Emptied rather than deleted: while InfluxDB keeps up, every write would otherwise make and
+                # delete a file (and sync the directory). Nothing is being written to it: that would be counted.
+                os.ftruncate(segment.file.fileno(), 0)
+                segment.lines = segment.released = 0
+                return
+            self._segments.popleft()
             if segment is self._appendable:
                 self._appendable = None
             self._close(segment)
