@@ -2,7 +2,8 @@
 
 Connects to MonitorService (MONITORS_MONITOR_TARGET) with the service token (MONITORS_SERVICE_TOKEN, or the
 one in the data directory when embedded); holds no database credentials. Serves the standard gRPC health
-service on --listen (default 127.0.0.1:50054): SERVING once its first assignments have arrived.
+service on --listen (default 127.0.0.1:50054): SERVING once its first assignments have arrived. On SIGTERM it
+stops checking and reports what it holds (within MONITORS_SHUTDOWN_GRACE_S) before it goes.
 """
 
 from __future__ import annotations
@@ -90,23 +91,36 @@ async def serve(settings: Settings) -> None:
     stop = asyncio.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    tasks = [
-        asyncio.create_task(client.watch_forever()),
-        asyncio.create_task(client.report_forever()),
-        asyncio.create_task(scheduler.run_forever()),
-    ]
+    scheduling = asyncio.create_task(scheduler.run_forever())
+    tasks = [asyncio.create_task(client.watch_forever()), asyncio.create_task(client.report_forever())]
     if settings.runner_stats_interval_s > 0:
         tasks.append(asyncio.create_task(log_stats_forever(scheduler, client, settings.runner_stats_interval_s)))
     await stop.wait()
     await health.enter_graceful_shutdown()
+    await stop_gracefully(scheduling, scheduler, client, settings.shutdown_grace_s)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await scheduler.close()
     await client.close()
     await checker.close()
     await server.stop(2)
-    log.info("runner stopped", extra={"runner_id": settings.runner_id})
+    log.info("runner stopped", extra={"runner_id": settings.runner_id, "reported": client.reported})
+
+
+async def stop_gracefully(
+    scheduling: asyncio.Task[None], scheduler: Scheduler, client: RunnerClient, grace_s: float
+) -> None:
+    """Stop checking, give the checks under way up to half of ``grace_s`` to finish, then report what is held
+    within what is left of it, while the assignment stream still names this runner as the monitors' owner (the
+    monitor service refuses results of a runner that has gone). What cannot be reported in time is logged."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace_s
+    scheduling.cancel()
+    await asyncio.gather(scheduling, return_exceptions=True)
+    await scheduler.close(wait_s=grace_s / 2)
+    unreported = await client.finish(max(0.0, deadline - loop.time()))
+    if unreported:
+        log.warning("results not reported before the stop's deadline", extra={"lost": unreported, "grace_s": grace_s})
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -90,6 +91,10 @@ class RunnerClient:
         self.dropped = 0
         # Each monitor's last result, up or down: one that changes it is reported at once (see _urgent).
         self._last_up: dict[str, bool] = {}
+        # Results taken from the scheduler and not yet accepted (the batch in flight included).
+        self._pending: list[CheckResult] = []
+        self._finishing = False  # stopping: send what is held at once, batching no longer waits
+        self._all_reported = asyncio.Event()  # set once finishing and nothing is held
 
     async def watch_forever(self) -> None:
         backoff = 0.25
@@ -138,8 +143,24 @@ class RunnerClient:
         self._last_up[result.monitor_id] = result.is_up
         return last != result.is_up if last is not None else not result.is_up
 
+    @property
+    def held(self) -> int:
+        """Results checked and not reported yet."""
+        return len(self._pending) + self.scheduler.results.qsize()
+
+    async def finish(self, timeout_s: float) -> int:
+        """For a stopping runner whose scheduler no longer checks: report what is held now, for at most
+        ``timeout_s``, while :meth:`report_forever` runs (and the assignment stream is still open: the monitor
+        service refuses results of a runner that has gone). Returns how many results stay unreported."""
+        self._finishing = True
+        if self.held:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(timeout_s):
+                    await self._all_reported.wait()
+        return self.held
+
     async def report_forever(self) -> None:
-        pending: list[CheckResult] = []
+        pending = self._pending
         backoff = 0.25
         failures = 0  # calls failed in a row
         while True:
@@ -158,7 +179,7 @@ class RunnerClient:
                     urgent = self._urgent(taken) or urgent
                     pending.append(taken)
                 remaining = deadline - asyncio.get_running_loop().time()
-                if urgent or len(pending) >= self._batch_size or remaining <= 0:
+                if urgent or self._finishing or len(pending) >= self._batch_size or remaining <= 0:
                     break
                 try:
                     async with asyncio.timeout(remaining):
@@ -195,6 +216,8 @@ class RunnerClient:
             self.reported += reply.accepted
             self.rejected += reply.rejected
             del pending[: len(batch)]
+            if self._finishing and not self.held:
+                self._all_reported.set()
 
     async def close(self) -> None:
         await self._channel.close()

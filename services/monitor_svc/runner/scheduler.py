@@ -168,7 +168,10 @@ class Scheduler:
             running=len(self._running),
         )
 
-    async def close(self) -> None:
+    async def close(self, wait_s: float = 0.0) -> None:
+        """Cancel the checks still running, once they had up to ``wait_s`` to finish (their results queued)."""
+        if self._running and wait_s > 0:
+            await asyncio.wait(set(self._running), timeout=wait_s)
         for task in list(self._running):
             task.cancel()
         await asyncio.gather(*self._running, return_exceptions=True)
