@@ -163,7 +163,10 @@ class ServiceHost:
             return
         self._stopped.set()
         await self.health.enter_graceful_shutdown()
-        log.info("shutting down", extra={"service": self.settings.service})
+        log.info(
+            "shutting down",
+            extra={"service": self.settings.service, "drain_delay_s": self.settings.drain_delay_s},
+        )
         if self.settings.drain_delay_s:
             await asyncio.sleep(self.settings.drain_delay_s)
         for drain in self.on_drain:

@@ -28,6 +28,10 @@ DEFAULT_LISTEN: Mapping[ServiceName, str] = {
 DEFAULT_PING_LISTEN = "127.0.0.1:50080"  # the monitor service's HTTP endpoint for heartbeat pings
 
 
+# Between NOT_SERVING and closing the listener on SIGTERM: health checks and probes see NOT_SERVING (with 0 the
+# port closed at once and they saw only connection errors), and balancers take the process out of rotation.
+DEFAULT_DRAIN_DELAY_S = 3.0
+
 # MONITORS_DATA_DIR when a production process sets none (systemd's StateDirectory=monitors).
 PRODUCTION_DATA_DIR = "/var/lib/monitors"
 
@@ -230,7 +234,7 @@ class Settings:
             log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text")),
             max_message_bytes=_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
             shutdown_grace_s=_float(env, "MONITORS_SHUTDOWN_GRACE_S", 10.0),
-            drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", 0.0),
+            drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S),
             rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),

@@ -162,6 +162,8 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
         # A terminal to read: warnings and errors as text lines, not a JSON line per call (set these to see more).
         "MONITORS_LOG_LEVEL": env.get("MONITORS_LOG_LEVEL") or "WARNING",
         "MONITORS_LOG_FORMAT": env.get("MONITORS_LOG_FORMAT") or "text",
+        # One machine, no balancer: Ctrl-C stops at once unless asked otherwise.
+        "MONITORS_DRAIN_DELAY_S": env.get("MONITORS_DRAIN_DELAY_S") or "0",
     }
     for group in (SERVICES[:-1], SERVICES[-1:]):
         if stop.is_set():

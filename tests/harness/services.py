@@ -144,6 +144,8 @@ class Stack:
                 "MONITORS_LOG_FORMAT": "json",
                 "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
                 "MONITORS_ALERT_INGEST_LISTEN": f"127.0.0.1:{free_port()}",
+                # Nothing balances these processes: stopping one need not wait for NOT_SERVING to be noticed.
+                "MONITORS_DRAIN_DELAY_S": "0",
                 **self.settings_env,
             }
         )
