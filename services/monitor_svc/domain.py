@@ -231,7 +231,7 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         timeout = min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT
     if timeout <= timedelta(0) or timeout > MAX_TIMEOUT:
         bad.add(f"{prefix}.timeout", "must be between 0s and 60s")
-    elif timedelta(0) < interval < timeout:
+    elif timedelta(0) < interval < timeout and interval >= limits.min_interval:  # else min_interval says why
         bad.add(f"{prefix}.timeout", "must not be longer than the interval")
     if not 0 <= draft.retries <= MAX_RETRIES:
         bad.add(f"{prefix}.retries", f"must be between 0 and {MAX_RETRIES}")
@@ -278,7 +278,7 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
         case CryptoPriceSpec():
             p = f"{path}.crypto_price"
             if not _PAIR.match(spec.pair):
-                bad.add(f"{p}.pair", "must be BASE-QUOTE in capitals, such as BTC-USD")
+                bad.add(f"{p}.pair", "must be BASE-QUOTE, such as BTC-USD (2 to 10 letters or digits each)")
             if len(spec.providers) > len(CRYPTO_PROVIDERS):
                 bad.add(f"{p}.providers", f"at most {len(CRYPTO_PROVIDERS)} providers")
                 return

@@ -166,11 +166,11 @@ def stale_after(monitor: Monitor) -> timedelta:
 
 
 def status_as_read(monitor: Monitor, status: MonitorStatus, now: datetime) -> MonitorStatus:
-    """``status`` as a user reads it at ``now``: PAUSED while paused (since the pause), UNKNOWN once no runner has
+    """``status`` as a user reads it at ``now``: PAUSED while paused (since it was paused), UNKNOWN once no runner has
     reported it for :func:`stale_after` (since then), else as stored. A heartbeat monitor's state comes from
     its pings, judged by this service, so it is never stale."""
-    if monitor.paused:
-        return replace(status, state=MonitorState.PAUSED)
+    if monitor.paused:  # since the pause: pausing (or a change while paused) is the monitor's last change
+        return replace(status, state=MonitorState.PAUSED, state_change_time=monitor.update_time)
     if isinstance(monitor.spec, HeartbeatSpec):
         return status
     # A change (an update, a resume) restarts the wait: the old last check says nothing about the new schedule.
@@ -240,8 +240,14 @@ class Monitors:
         await self._changed(monitor.id, monitor)
         return monitor
 
-    async def get(self, caller: Principal, monitor_id: str) -> Monitor:
+    async def _owned(self, caller: Principal, monitor_id: str, field: str = "id") -> Monitor:
+        """The caller's monitor ``monitor_id``; INVALID_ARGUMENT naming ``field`` when no id is given."""
+        if not monitor_id:
+            raise InvalidArgument(field, "is required: the monitor's id, such as mon_... (ListMonitors shows them)")
         return await self._store.get(caller.user_id, monitor_id)
+
+    async def get(self, caller: Principal, monitor_id: str) -> Monitor:
+        return await self._owned(caller, monitor_id)
 
     async def list(self, caller: Principal, size: int, token: str) -> tuple[list[Monitor], str]:
         limit = page_size(size)
@@ -256,7 +262,7 @@ class Monitors:
             raise InvalidArgument(
                 "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
             )
-        current = await self._store.get(caller.user_id, monitor_id)
+        current = await self._owned(caller, monitor_id, "monitor.id")
         chosen = set(paths or MUTABLE_PATHS)
         merged = MonitorDraft(
             spec=draft.spec if "spec" in chosen else current.spec,
@@ -294,12 +300,14 @@ class Monitors:
         return saved
 
     async def delete(self, caller: Principal, monitor_id: str) -> None:
+        if not monitor_id:
+            raise InvalidArgument("id", "is required: the monitor's id, such as mon_... (ListMonitors shows them)")
         async with self._changing.hold((monitor_id,)):
             await self._store.delete(caller.user_id, monitor_id)
             await self._changed(monitor_id, None)
 
     async def set_paused(self, caller: Principal, monitor_id: str, paused: bool) -> Monitor:
-        current = await self._store.get(caller.user_id, monitor_id)
+        current = await self._owned(caller, monitor_id)
         if current.paused == paused:
             return current
         async with self._changing.hold((monitor_id,)):
@@ -308,7 +316,7 @@ class Monitors:
         return saved
 
     async def status(self, caller: Principal, monitor_id: str) -> MonitorStatus:
-        monitor = await self._store.get(caller.user_id, monitor_id)
+        monitor = await self._owned(caller, monitor_id)
         return status_as_read(monitor, await self._store.status(monitor), datetime.now(UTC))
 
     async def run_check(
@@ -403,7 +411,7 @@ class Monitors:
         aggregation: Aggregation | None,
         max_points: int,
     ) -> QueryResult:
-        monitor = await self._store.get(caller.user_id, monitor_id)
+        monitor = await self._owned(caller, monitor_id, "monitor_id")
         check_field(monitor.kind, field_name)
         start, end = _range(start, end)
         key = SeriesKey(caller.user_id, monitor.id)
@@ -414,7 +422,7 @@ class Monitors:
     async def summarize(
         self, caller: Principal, monitor_id: str, start: datetime | None, end: datetime | None
     ) -> tuple[datetime, datetime, Summary]:
-        monitor = await self._store.get(caller.user_id, monitor_id)
+        monitor = await self._owned(caller, monitor_id, "monitor_id")
         start, end = _range(start, end)
         key = SeriesKey(caller.user_id, monitor.id)
         summary: Summary
