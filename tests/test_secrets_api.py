@@ -156,7 +156,7 @@ def test_a_runner_receives_the_values_of_its_monitors_secrets_and_their_changes(
     spec = with_header("https://example.com/", "Bearer {{secret:GINA}}").spec
     located = pb.Monitor(spec=spec, locations=["secrets-only"])
     created = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=located), metadata=gina, timeout=5).monitor
-    token = (Path(stack.data_dir) / "service-token").read_text().strip()
+    token = stack.service_token
     request = pb.WatchAssignmentsRequest(runner_id="secret-test-runner", location="secrets-only", capacity=100_000)
     stream = stub.WatchAssignments(request, metadata=auth(token), timeout=10)
     try:

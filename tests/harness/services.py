@@ -159,6 +159,12 @@ class Stack:
     def address(self, name: str) -> str:
         return self.services[name].address
 
+    @property
+    def service_token(self) -> str:
+        """The token runners and services present: MONITORS_SERVICE_TOKEN (required in production), or the one
+        the embedded services keep in the data directory."""
+        return self.env.get("MONITORS_SERVICE_TOKEN") or (self.data_dir / "service-token").read_text().strip()
+
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         try:
