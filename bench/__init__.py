@@ -11,3 +11,12 @@ def write_figures(path: Path, figures: dict[str, Any]) -> None:
     text = json.dumps(figures, indent=2)
     path.write_text(text + "\n")
     print(text)
+
+
+def merge_figures(path: Path, figures: dict[str, Any]) -> None:
+    """Write ``figures`` into ``path``, keeping the keys other runs of the benchmark wrote there."""
+    existing: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
+    existing.update(figures)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(existing, indent=2) + "\n")
+    print(json.dumps(figures, indent=2))

@@ -43,7 +43,6 @@ import argparse
 import asyncio
 import gc
 import itertools
-import json
 import os
 import platform
 import random
@@ -58,6 +57,7 @@ from typing import Any
 
 import httpx
 
+from bench import merge_figures
 from service_runtime.database import open_database
 from service_runtime.timeseries import Aggregation, InfluxConfig, InfluxStore, SeriesKey
 from service_runtime.timeseries.influx_store import quote_identifier
@@ -209,16 +209,6 @@ def eval_throughput(monitors: int, warm_minutes: int, minutes: int, batch: int) 
         "eval_minutes": minutes,
         "eval_rules_load_s": round(load_s, 2),
     }
-
-
-def merge_figures(path: Path, figures: dict[str, Any]) -> None:
-    """Write ``figures`` into ``path``, keeping the keys other parts of the benchmark wrote there."""
-    existing: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {}
-    existing.update(figures)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = json.dumps(existing, indent=2)
-    path.write_text(text + "\n")
-    print(json.dumps(figures, indent=2))
 
 
 # --- parts 2-4: against a real InfluxDB ------------------------------------------------------------------

@@ -8,12 +8,18 @@ and the clock runs from the first call until the receiver has taken the last sig
 goes the whole way: committed to the queue table, leased, signed, POSTed through the SSRF-safe client,
 attempt recorded.
 
-- ``webhook_deliveries_per_s``: notifications / (time of last receipt - time of first call).
+- ``webhook_deliveries_per_s``: notifications / (time of last receipt - time of first call), one channel
+  (its lane sends 8 at a time).
+- ``webhook_deliveries_per_s_distinct``: the same over ``--channels`` webhook channels (one per notification
+  in turn: a storm reaching many customers' endpoints), embedded; ``webhook_deliveries_per_s_mariadb``: the
+  same with the services on MariaDB, Redis and InfluxDB (the harness's throwaway servers).
 - ``accept_per_s``: SendNotification calls answered per second while the worker was also sending.
+- ``notify_cpu_ms_per_delivery*``: CPU time of the notification service's process per delivery (the machine
+  is shared with the receiver and the callers: CPU time is the steadier figure).
 
 Writes ``bench/results/notify.json``.
 
-    make bench     # or: .venv/bin/python -m bench.notify_bench [--notifications 2000]
+    make bench     # or: .venv/bin/python -m bench.notify_bench [--notifications 2000] [--channels 200]
 """
 
 from __future__ import annotations
@@ -29,9 +35,10 @@ from pathlib import Path
 
 import grpc
 
-from bench import write_figures
+from bench import merge_figures
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.http import HttpServer, Reply, self_signed_certificate
 from tests.harness.rpc import auth
 from tests.harness.services import REPO, Stack
@@ -59,7 +66,14 @@ class CountingReceiver:
         return Reply(200, b"ok")
 
 
-def run(notifications: int, senders: int) -> dict[str, object]:
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def run(notifications: int, senders: int, channels: int, production: dict[str, str] | None) -> dict[str, object]:
+    """One run: ``channels`` webhook channels of one owner, notification i to channel i mod ``channels``."""
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as scratch:
         directory = Path(scratch)
         certificate = self_signed_certificate(directory)
@@ -69,9 +83,12 @@ def run(notifications: int, senders: int) -> dict[str, object]:
             "MONITORS_CA_FILE": str(certificate[0]),
             "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
             "MONITORS_LOG_LEVEL": "INFO",
+            "MONITORS_MAX_CHANNELS_PER_USER": str(max(channels, 50)),
+            **(production or {}),
         }
         with HttpServer(certificate) as server, Stack(directory / "stack", env) as stack:
-            server.routes["/hook"] = receiver
+            for c in range(channels):
+                server.routes[f"/hook/{c}"] = receiver
             user = auth(stack.create_api_key("bench.notify@example.com"))
             with grpc.insecure_channel(stack.address("monitor")) as channel:
                 accounts = account_service_pb2_grpc.AccountServiceStub(channel)
@@ -79,10 +96,19 @@ def run(notifications: int, senders: int) -> dict[str, object]:
                 owner = accounts.GetCurrentUser(request, metadata=user, timeout=5).user.id
             with grpc.insecure_channel(stack.address("notify")) as channel:
                 stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
-                hook = pb.Channel(webhook=pb.WebhookConfig(url=server.url("/hook")))
-                channel_id = stub.CreateChannel(
-                    pb.CreateChannelRequest(channel=hook), metadata=user, timeout=5
-                ).channel.id
+                channel_ids = [
+                    stub.CreateChannel(
+                        pb.CreateChannelRequest(
+                            channel=pb.Channel(webhook=pb.WebhookConfig(url=server.url(f"/hook/{c}")))
+                        ),
+                        metadata=user,
+                        timeout=5,
+                    ).channel.id
+                    for c in range(channels)
+                ]
+                notify = stack.services["notify"].process
+                assert notify is not None
+                cpu_before = cpu_seconds(notify.pid)
 
                 def send(index: int) -> None:
                     notification = pb.Notification(
@@ -92,7 +118,7 @@ def run(notifications: int, senders: int) -> dict[str, object]:
                         pb.SendNotificationRequest(
                             idempotency_key=f"bench-{index}",
                             owner_id=owner,
-                            channel_ids=[channel_id],
+                            channel_ids=[channel_ids[index % channels]],
                             notification=notification,
                         ),
                         metadata=auth(SERVICE_TOKEN),
@@ -105,24 +131,21 @@ def run(notifications: int, senders: int) -> dict[str, object]:
                 accepted = time.perf_counter()
                 if not receiver.done.wait(timeout=600):
                     raise SystemExit(f"only {receiver.count} of {notifications} deliveries arrived")
-                failed = stub.ListDeliveries(
-                    pb.ListDeliveriesRequest(channel_id=channel_id, state=pb.DELIVERY_STATE_FAILED),
-                    metadata=user,
-                    timeout=30,
-                ).deliveries
-                if failed:
-                    raise SystemExit(f"{len(failed)} deliveries failed: {failed[0]}")
+                cpu = cpu_seconds(notify.pid) - cpu_before
+                for channel_id in channel_ids[:20]:
+                    failed = stub.ListDeliveries(
+                        pb.ListDeliveriesRequest(channel_id=channel_id, state=pb.DELIVERY_STATE_FAILED),
+                        metadata=user,
+                        timeout=30,
+                    ).deliveries
+                    if failed:
+                        raise SystemExit(f"{len(failed)} deliveries failed: {failed[0]}")
         elapsed = receiver.last_time - started
         return {
-            "webhook_deliveries_per_s": round(notifications / elapsed, 1),
+            "deliveries_per_s": round(notifications / elapsed, 1),
             "accept_per_s": round(notifications / (accepted - started), 1),
-            "notifications": notifications,
-            "received": receiver.count,
-            "concurrent_senders": senders,
+            "cpu_ms_per_delivery": round(cpu * 1000 / notifications, 3),
             "seconds": round(elapsed, 2),
-            "setup": "embedded (SQLite), one webhook channel, local HTTPS receiver answering 200, same machine",
-            "cpus": os.cpu_count(),
-            "python": platform.python_version(),
         }
 
 
@@ -130,9 +153,42 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     parser.add_argument("--notifications", type=int, default=2000)
     parser.add_argument("--senders", type=int, default=16, help="SendNotification calls in flight at a time")
+    parser.add_argument("--channels", type=int, default=200, help="webhook channels of the distinct-channel runs")
+    parser.add_argument("--runs", default="one,distinct,mariadb", help="which runs (comma-separated)")
     args = parser.parse_args()
-    figures = run(args.notifications, args.senders)
-    write_figures(RESULTS, figures)
+    runs = set(args.runs.split(","))
+    figures: dict[str, object] = {}
+    if "one" in runs:
+        one = run(args.notifications, args.senders, 1, None)
+        figures["webhook_deliveries_per_s"] = one["deliveries_per_s"]
+        figures["accept_per_s"] = one["accept_per_s"]
+        figures["notify_cpu_ms_per_delivery"] = one["cpu_ms_per_delivery"]
+    if "distinct" in runs:
+        distinct = run(args.notifications, args.senders, args.channels, None)
+        figures["webhook_deliveries_per_s_distinct"] = distinct["deliveries_per_s"]
+        figures["notify_cpu_ms_per_delivery_distinct"] = distinct["cpu_ms_per_delivery"]
+    if "mariadb" in runs:
+        with tempfile.TemporaryDirectory(prefix="notify-bench-servers-") as servers:
+            base = Path(servers)
+            with (
+                MariaDBServer(base / "mariadb", REPO / ".cache" / "mariadb-template") as mariadb,
+                RedisServer(base / "redis") as redis,
+                InfluxDBServer(base / "influxdb") as influxdb,
+            ):
+                production = production_env(mariadb, redis, influxdb, "notify_bench")
+                on_mariadb = run(args.notifications, args.senders, args.channels, production)
+        figures["webhook_deliveries_per_s_mariadb"] = on_mariadb["deliveries_per_s"]
+        figures["notify_cpu_ms_per_delivery_mariadb"] = on_mariadb["cpu_ms_per_delivery"]
+    figures |= {
+        "notifications": args.notifications,
+        "concurrent_senders": args.senders,
+        "distinct_channels": args.channels,
+        "setup": "three services as processes, local HTTPS receiver answering 200 (one thread per connection),"
+        " same machine; embedded (SQLite) unless _mariadb",
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+    }
+    merge_figures(RESULTS, figures)
 
 
 if __name__ == "__main__":

@@ -16,10 +16,11 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
+from typing import Generic, TypeVar
 
 from service_runtime.database import new_id, utc_now
 from services.notify_svc.domain import (
@@ -37,7 +38,7 @@ from services.notify_svc.domain import (
     redact,
 )
 from services.notify_svc.senders import Sender, SendResult
-from services.notify_svc.store import NotificationStore, Target
+from services.notify_svc.store import NotificationStore, Record, Target
 from services.notify_svc.templates import render
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,8 @@ AUTH_FAILURE_CODES = frozenset({401, 403, 404, 410})
 AUTH_FAILURES_TO_DISABLE = 3
 EMAIL_LANE = "email"
 WAKE_BATCH_S = 0.01
+_In = TypeVar("_In")
+_Out = TypeVar("_Out")
 
 
 @dataclass(frozen=True)
@@ -122,6 +125,48 @@ class TokenBucket:
                 await asyncio.sleep((1 - self._tokens) / self._rate)
 
 
+class Grouped(Generic[_In, _Out]):
+    """Calls that come while a batch is being done wait and go together in the next: one transaction for the
+    leases, channel reads or records of many sends at once, where each had been a transaction (and on SQLite a
+    commit) of its own. Each caller still gets its own answer (``do`` answers a batch in its order), and only once
+    its batch is done."""
+
+    def __init__(self, do: Callable[[list[_In]], Awaitable[Sequence[_Out]]], most: int = 500) -> None:
+        self._do = do
+        self._most = most
+        self._waiting: list[tuple[_In, asyncio.Future[_Out]]] = []
+        self._task: asyncio.Task[None] | None = None
+
+    async def __call__(self, item: _In) -> _Out:
+        future: asyncio.Future[_Out] = asyncio.get_running_loop().create_future()
+        self._waiting.append((item, future))
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._drain())
+        return await future
+
+    async def _drain(self) -> None:
+        batch: list[tuple[_In, asyncio.Future[_Out]]] = []
+        try:
+            await asyncio.sleep(0)  # the callers of this turn of the loop join the first batch
+            while self._waiting:
+                batch, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
+                try:
+                    done = await self._do([item for item, _ in batch])
+                except Exception as error:  # noqa: BLE001 - each caller hears of it, as from a call of its own
+                    for _, future in batch:
+                        if not future.done():
+                            future.set_exception(error)
+                    continue
+                for (_, future), answer in zip(batch, done, strict=True):
+                    if not future.done():
+                        future.set_result(answer)
+        except BaseException:  # cancelled (the worker stops): no caller is left waiting
+            for _, future in [*batch, *self._waiting]:
+                future.cancel()
+            self._waiting = []
+            raise
+
+
 @dataclass
 class Lane:
     """One channel's queue, bucket and consumers."""
@@ -172,6 +217,21 @@ class DeliveryWorker:
         self._taken: set[str] = set()  # in a lane here, or being sent
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
+        self._channel = Grouped(self._channels)
+        self._lease = Grouped(self._leases)
+        self._record = Grouped(self._records)
+
+    async def _channels(self, channel_ids: list[str]) -> list[Channel | None]:
+        found = await self._store.channels(sorted(set(channel_ids)))
+        return [found.get(channel_id) for channel_id in channel_ids]
+
+    async def _leases(self, delivery_ids: list[str]) -> list[bool]:
+        taken = await self._store.lease_many(delivery_ids, utc_now() + timedelta(seconds=self.timeout_s + 5))
+        return [delivery_id in taken for delivery_id in delivery_ids]
+
+    async def _records(self, records: list[Record]) -> list[None]:
+        await self._store.record_many(records)
+        return [None] * len(records)
 
     def wake(self) -> None:
         """Look for due deliveries now (after SendNotification queued some), not at the next poll."""
@@ -252,12 +312,12 @@ class DeliveryWorker:
             lane.consumers -= 1
 
     async def _send_queued(self, delivery: Delivery, lane: Lane) -> None:
-        channel = await self._store.channel(delivery.channel_id) if delivery.channel_id else None
+        channel = await self._channel(delivery.channel_id) if delivery.channel_id else None
         if delivery.channel_id and (channel is None or not channel.enabled):
-            await self._store.record(delivery.id, None, DeliveryState.SUPPRESSED, None)
+            await self._record(Record(delivery.id, None, DeliveryState.SUPPRESSED, None))
             return
         await lane.bucket.take()
-        if not await self._store.lease(delivery.id, utc_now() + timedelta(seconds=self.timeout_s + 5)):
+        if not await self._lease(delivery.id):
             return  # another worker has it, or it was dropped meanwhile
         await self.attempt(delivery, channel, final=False)
 
@@ -296,7 +356,7 @@ class DeliveryWorker:
         else:
             state = DeliveryState.RETRYING
             next_time = utc_now() + timedelta(seconds=self.policy.delay_s(attempts, result.retry_after_s, self._rng))
-        await self._store.record(delivery.id, attempt, state, next_time)
+        await self._record(Record(delivery.id, attempt, state, next_time))
         if result.retry_after_s:
             self._lane(delivery.channel_id or EMAIL_LANE, kind).bucket.pause(result.retry_after_s)
         log.log(

@@ -112,6 +112,17 @@ _CHANNEL = tuple(ChannelRow.__table__.columns)
 _DELIVERY = tuple(c for c in DeliveryRow.__table__.columns if c.name != "lease_until")
 _ATTEMPT = tuple(AttemptRow.__table__.columns)
 # The worker's hot statements, built once with bind parameters (SQLAlchemy then reuses their compiled form).
+_RECORD = (
+    sa.update(DeliveryRow)
+    .where(DeliveryRow.id == sa.bindparam("b_id"))
+    .values(
+        state=sa.bindparam("b_state"),
+        next_attempt_time=sa.bindparam("b_next"),
+        lease_until=None,
+        update_time=sa.bindparam("b_now"),
+        attempt_count=DeliveryRow.attempt_count + sa.bindparam("b_add"),
+    )
+)
 _DUE_IDS = (
     sa.select(DeliveryRow.id)
     .where(
@@ -175,6 +186,16 @@ def _attempt(row: Any) -> Attempt:
         error=row.error,
         duration=timedelta(milliseconds=row.duration_ms),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """What one attempt at a delivery came to: the attempt (None when none was made) and the new state."""
+
+    delivery_id: str
+    attempt: Attempt | None
+    state: DeliveryState
+    next_attempt_time: datetime | None
 
 
 class NotificationStore:
@@ -269,6 +290,11 @@ class NotificationStore:
         """Any owner's channel (for the delivery worker), None when deleted."""
         row = await self._db.run(lambda c: c.execute(_GET_CHANNEL, {"channel_id": channel_id}).first())
         return None if row is None else self._channel(row)
+
+    async def channels(self, channel_ids: Sequence[str]) -> dict[str, Channel]:
+        """Any owners' channels by id (for the delivery worker); deleted ones are left out."""
+        query = sa.select(*_CHANNEL).where(ChannelRow.id.in_(list(channel_ids)))
+        return await self._db.run(lambda c: {row.id: self._channel(row) for row in c.execute(query)})
 
     async def channel_kinds(self, channel_ids: Sequence[str]) -> dict[str, ChannelKind]:
         query = sa.select(ChannelRow.id, ChannelRow.kind).where(ChannelRow.id.in_(list(channel_ids)))
@@ -471,34 +497,57 @@ class NotificationStore:
 
     async def lease(self, delivery_id: str, until: datetime) -> bool:
         """Take a delivery for sending until ``until``; False when another worker has it or it is done."""
-        values = {"delivery_id": delivery_id, "now": utc_now(), "until": until}
-        return bool(await self._db.run(lambda c: c.execute(_LEASE, values).rowcount))
+        return delivery_id in await self.lease_many([delivery_id], until)
+
+    async def lease_many(self, delivery_ids: Sequence[str], until: datetime) -> set[str]:
+        """:meth:`lease` for several deliveries in one transaction: the ids taken."""
+        now = utc_now()
+
+        def take(c: sa.Connection) -> set[str]:
+            return {
+                delivery_id
+                for delivery_id in delivery_ids
+                if c.execute(_LEASE, {"delivery_id": delivery_id, "now": now, "until": until}).rowcount
+            }
+
+        return await self._db.run(take)
 
     async def record(
         self, delivery_id: str, attempt: Attempt | None, state: DeliveryState, next_attempt_time: datetime | None
     ) -> None:
         """Record an attempt (if any) and the delivery's new state, releasing its lease."""
+        await self.record_many([Record(delivery_id, attempt, state, next_attempt_time)])
+
+    async def record_many(self, records: Sequence[Record]) -> None:
+        """:meth:`record` for several deliveries in one transaction (one commit for many sends)."""
+        now = utc_now()
+        attempts = [
+            {
+                "delivery_id": r.delivery_id,
+                "attempt_time": r.attempt.attempt_time,
+                "outcome": r.attempt.outcome.value,
+                "response_code": r.attempt.response_code,
+                "error": r.attempt.error[:500],
+                "duration_ms": r.attempt.duration.total_seconds() * 1000,
+            }
+            for r in records
+            if r.attempt is not None
+        ]
+        updates = [
+            {
+                "b_id": r.delivery_id,
+                "b_state": r.state.value,
+                "b_next": r.next_attempt_time,
+                "b_add": 0 if r.attempt is None else 1,
+                "b_now": now,
+            }
+            for r in records
+        ]
 
         def write(c: sa.Connection) -> None:
-            values: dict[str, Any] = {
-                "state": state.value,
-                "next_attempt_time": next_attempt_time,
-                "lease_until": None,
-                "update_time": utc_now(),
-            }
-            if attempt is not None:
-                values["attempt_count"] = DeliveryRow.attempt_count + 1
-                c.execute(
-                    sa.insert(AttemptRow).values(
-                        delivery_id=delivery_id,
-                        attempt_time=attempt.attempt_time,
-                        outcome=attempt.outcome.value,
-                        response_code=attempt.response_code,
-                        error=attempt.error[:500],
-                        duration_ms=attempt.duration.total_seconds() * 1000,
-                    )
-                )
-            c.execute(sa.update(DeliveryRow).where(DeliveryRow.id == delivery_id).values(values))
+            if attempts:
+                c.execute(sa.insert(AttemptRow), attempts)
+            c.execute(_RECORD, updates)
 
         await self._db.run(write)
 
