@@ -60,21 +60,21 @@ def test_a_runner_gets_every_monitor_when_together_they_exceed_the_largest_messa
             runner.stop()
 
 
-def test_a_full_set_is_paged_under_the_budget_and_marked_first_and_last() -> None:
+def test_a_full_set_is_paged_under_the_budget_marked_on_its_first_page_and_continuing_to_its_last() -> None:
     assignments = [
         pb.Assignment(monitor=pb.Monitor(id=f"mon_{i}", display_name="n" * 1000), secrets={"s": "v"}) for i in range(10)
     ]
     pages = list(assignment_messages(True, assignments, [], max_bytes=3000, limit_bytes=10_000))
     assert [len(p.upserts) for p in pages] == [2, 2, 2, 2, 2]
-    assert [(p.full_sync, p.sync_complete) for p in pages] == [(True, False), *[(False, False)] * 3, (False, True)]
+    assert [(p.full_sync, p.full_sync_continues) for p in pages] == [(True, True), *[(False, True)] * 3, (False, False)]
     assert [a.monitor.id for p in pages for a in p.upserts] == [f"mon_{i}" for i in range(10)]
     assert all(p.ByteSize() <= 3000 for p in pages)
 
     empty = list(assignment_messages(True, [], [], max_bytes=3000, limit_bytes=10_000))
-    assert [(p.full_sync, p.sync_complete, len(p.upserts)) for p in empty] == [(True, True, 0)]
+    assert [(p.full_sync, p.full_sync_continues, len(p.upserts)) for p in empty] == [(True, False, 0)]
 
     changes = list(assignment_messages(False, assignments[:3], ["mon_gone"], max_bytes=3000, limit_bytes=10_000))
-    assert [(p.full_sync, p.sync_complete) for p in changes] == [(False, False), (False, False)]
+    assert [(p.full_sync, p.full_sync_continues) for p in changes] == [(False, False), (False, False)]
     assert [list(p.removed_monitor_ids) for p in changes] == [[], ["mon_gone"]]
 
 
@@ -83,4 +83,4 @@ def test_an_assignment_too_large_for_any_message_is_left_out_rather_than_ending_
     huge = pb.Assignment(monitor=pb.Monitor(id="mon_huge", display_name="n" * 20_000))
     pages = list(assignment_messages(True, [small, huge], [], max_bytes=3000, limit_bytes=10_000))
     assert [a.monitor.id for p in pages for a in p.upserts] == ["mon_small"]
-    assert pages[-1].sync_complete
+    assert [(p.full_sync, p.full_sync_continues) for p in pages] == [(True, False)]

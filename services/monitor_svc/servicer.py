@@ -141,8 +141,8 @@ def assignment_messages(
     full_sync: bool, upserts: Iterable[mpb.Assignment], removed: Iterable[str], max_bytes: int, limit_bytes: int
 ) -> Iterator[mpb.WatchAssignmentsResponse]:
     """One change for a runner as messages of about ``max_bytes`` each: a full set (``full_sync``) marked on
-    its first page and completed on its last, so that no number of assignments makes a message too large to
-    send. An assignment that alone exceeds ``limit_bytes`` (the largest message) is left out and logged: sent,
+    its first page and as continuing on all but its last, so that no number of assignments makes a message too
+    large to send. An assignment that alone exceeds ``limit_bytes`` (the largest message) is left out and logged: sent,
     it would end the stream, and every reconnect would fail the same way."""
     pages = [mpb.WatchAssignmentsResponse(full_sync=full_sync)]
     size = 0
@@ -163,7 +163,8 @@ def assignment_messages(
         room_for(item_size).upserts.append(assignment)
     for monitor_id in removed:
         room_for(len(monitor_id) + 4).removed_monitor_ids.append(monitor_id)
-    pages[-1].sync_complete = full_sync
+    for page in pages[:-1]:
+        page.full_sync_continues = full_sync
     return iter(pages)
 
 

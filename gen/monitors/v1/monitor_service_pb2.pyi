@@ -1304,15 +1304,18 @@ class WatchAssignmentsResponse(_message.Message):
     FULL_SYNC_FIELD_NUMBER: _builtins.int
     UPSERTS_FIELD_NUMBER: _builtins.int
     REMOVED_MONITOR_IDS_FIELD_NUMBER: _builtins.int
-    SYNC_COMPLETE_FIELD_NUMBER: _builtins.int
+    FULL_SYNC_CONTINUES_FIELD_NUMBER: _builtins.int
     full_sync: _builtins.bool
     """True on the first page of a full set (on the first message, and after any resynchronisation): the
-    full set is this page's upserts and those of the pages that follow, up to and including the one with
-    sync_complete; the runner then drops every assignment not in it. Pages after the first have full_sync
-    false, so a runner that predates paging applies them as upserts.
+    full set is this page's upserts and those of the pages that follow while full_sync_continues is set,
+    up to and including the first page without it; the runner then drops every assignment not in it.
+    Pages after the first have full_sync false, so a runner that predates paging applies them as upserts.
     """
-    sync_complete: _builtins.bool
-    """Set on the last page of a full set (on its first page too when it has one page, or no assignments)."""
+    full_sync_continues: _builtins.bool
+    """Set on every page of a full set but its last: the set goes on in the next message. (A marker of what
+    follows rather than of the end, so that a full set from a server that predates paging, one message
+    without it, is complete as it stands.)
+    """
     @_builtins.property
     def upserts(self) -> _containers.RepeatedCompositeFieldContainer[Global___Assignment]: ...
     @_builtins.property
@@ -1323,11 +1326,11 @@ class WatchAssignmentsResponse(_message.Message):
         full_sync: _builtins.bool = ...,
         upserts: _abc.Iterable[Global___Assignment] | None = ...,
         removed_monitor_ids: _abc.Iterable[_builtins.str] | None = ...,
-        sync_complete: _builtins.bool = ...,
+        full_sync_continues: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_sync", b"full_sync", "removed_monitor_ids", b"removed_monitor_ids", "sync_complete", b"sync_complete", "upserts", b"upserts"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["full_sync", b"full_sync", "full_sync_continues", b"full_sync_continues", "removed_monitor_ids", b"removed_monitor_ids", "upserts", b"upserts"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

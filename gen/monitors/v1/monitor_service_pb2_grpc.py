@@ -276,8 +276,8 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def WatchAssignments(self, request, context):
-        """For runners: a full set of the runner's assignments (in pages, until sync_complete), then changes as
-        they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+        """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
+        as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

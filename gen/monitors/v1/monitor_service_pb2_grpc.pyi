@@ -103,8 +103,8 @@ class MonitorServiceStub:
     monitor) is for operators, who call it with the service token.
     """
     WatchAssignments: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]
-    """For runners: a full set of the runner's assignments (in pages, until sync_complete), then changes as
-    they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+    """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
+    as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
     """
     ReportResults: _grpc.StreamUnaryMultiCallable[_monitor_service_pb2.ReportResultsRequest, _monitor_service_pb2.ReportResultsResponse]
     """For runners: check results in batches; the server stores samples and updates monitor states.
@@ -192,8 +192,8 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     monitor) is for operators, who call it with the service token.
     """
     WatchAssignments: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]  # type: ignore[assignment]
-    """For runners: a full set of the runner's assignments (in pages, until sync_complete), then changes as
-    they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+    """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
+    as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
     """
     ReportResults: _aio.StreamUnaryMultiCallable[_monitor_service_pb2.ReportResultsRequest, _monitor_service_pb2.ReportResultsResponse]  # type: ignore[assignment]
     """For runners: check results in batches; the server stores samples and updates monitor states.
@@ -380,8 +380,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _monitor_service_pb2.WatchAssignmentsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchAssignmentsResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchAssignmentsResponse]]:
-        """For runners: a full set of the runner's assignments (in pages, until sync_complete), then changes as
-        they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+        """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
+        as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
         """
 
     @_abc_1.abstractmethod

@@ -113,7 +113,7 @@ class RunnerClient:
                         full_set = []
                     if full_set is not None:
                         full_set.extend(jobs)
-                        if not change.sync_complete:
+                        if change.full_sync_continues:
                             continue
                         self.scheduler.replace_all(full_set)
                         log.info("assignments synced", extra={"monitors": len(full_set), "runner_id": self.runner_id})
