@@ -3,7 +3,7 @@
 A real monitor service (``MONITORS_EGRESS=private-allowed``, so it may reach the loopback target) and a
 target whose slow route holds each request until the test lets it go. A user has at most
 ``RUN_CHECKS_PER_USER`` checks running at once; checks run in a worker process, not on the server's event loop,
-and a worker that dies is replaced. (The latency another user sees while heavy checks run is measured by
+and a worker that dies is replaced; a check whose caller gave up stops at once. (The latency another user sees while heavy checks run is measured by
 ``bench/runcheck_bench.py``: timing has no place in a test on a shared machine.)
 """
 
@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -19,6 +20,7 @@ from typing import TypeVar
 
 import grpc
 import pytest
+from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.monitors import RUN_CHECKS_PER_USER
@@ -130,3 +132,49 @@ def test_checks_run_in_a_worker_process_that_is_replaced_when_it_dies(
     assert stub.RunCheck(check_of(target.server.url("/fast")), metadata=carol, timeout=20).result.is_up
     [replacement] = check_workers(stack)
     assert replacement != worker
+
+
+class SilentTarget:
+    """A TCP server that accepts connections, never answers, and counts the clients that hang up."""
+
+    def __init__(self) -> None:
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.port = self._listener.getsockname()[1]
+        self.accepted = self.hung_up = 0
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                connection, _ = self._listener.accept()
+            except OSError:
+                return
+            self.accepted += 1
+            threading.Thread(target=self._drain, args=(connection,), daemon=True).start()
+
+    def _drain(self, connection: socket.socket) -> None:
+        with connection:
+            while connection.recv(65536):
+                pass
+        self.hung_up += 1
+
+    def close(self) -> None:
+        self._listener.close()
+
+
+def test_a_check_whose_caller_gave_up_stops_at_once(
+    stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub
+) -> None:
+    """Else a user could keep any number of checks running by calling with short deadlines."""
+    dave = auth(stack.create_api_key("dave.runcheck@example.com"))
+    target = SilentTarget()
+    try:
+        request = check_of(f"http://127.0.0.1:{target.port}/")
+        request.timeout.CopyFrom(duration_pb2.Duration(seconds=50))
+        with pytest.raises(grpc.RpcError) as caught:
+            stub.RunCheck(request, metadata=dave, timeout=1.5)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert target.accepted == 1
+        eventually(lambda: target.hung_up == 1)  # within seconds, not at the check's own 50 s timeout
+    finally:
+        target.close()

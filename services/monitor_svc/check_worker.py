@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import itertools
 import json
 import logging
@@ -30,6 +31,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from service_runtime.errors import FailedPrecondition, ResourceExhausted, Unavailable
+from service_runtime.logs import configure_logging
 from services.monitor_svc.checks import CheckConfig, Checker, Outcome
 from services.monitor_svc.domain import Spec
 
@@ -149,12 +151,20 @@ class CheckWorkers:
         worker.pending[request_id] = future
         try:
             assert worker.process.stdin is not None
-            worker.process.stdin.write(_frame(pickle.dumps((request_id, spec, timeout_s, dict(secrets or {})))))
+            worker.process.stdin.write(
+                _frame(pickle.dumps(("check", request_id, spec, timeout_s, dict(secrets or {}))))
+            )
             async with asyncio.timeout(timeout_s + ANSWER_MARGIN_S):
                 await worker.process.stdin.drain()
                 answer = await future
         except TimeoutError:
+            self._cancel(worker, request_id)
             raise Unavailable("the check worker did not answer in time; run the check again") from None
+        except asyncio.CancelledError:
+            # The caller went away (a deadline, a cancelled call): the check stops too, so that a user's limit
+            # holds for the checks really running, not only for the calls still waiting.
+            self._cancel(worker, request_id)
+            raise
         except (ConnectionError, BrokenPipeError):
             raise Unavailable("the check worker stopped; run the check again") from None
         finally:
@@ -164,6 +174,12 @@ class CheckWorkers:
         if answer.get("failed_precondition"):
             raise FailedPrecondition(answer["failed_precondition"])
         raise RuntimeError(f"check crashed in the worker: {answer.get('crash', '')}")
+
+    @staticmethod
+    def _cancel(worker: _Worker, request_id: int) -> None:
+        stdin = worker.process.stdin
+        if worker.alive and stdin is not None and not stdin.is_closing():
+            stdin.write(_frame(pickle.dumps(("cancel", request_id))))
 
     async def close(self) -> None:
         """Stop the workers (their checks fail UNAVAILABLE)."""
@@ -183,8 +199,9 @@ class CheckWorkers:
                 await worker.reader
 
 
-async def _check(checker: Checker, writer: asyncio.WriteTransport, message: tuple[Any, ...]) -> None:
-    request_id, spec, timeout_s, secrets = message
+async def _check(
+    checker: Checker, writer: asyncio.WriteTransport, request_id: int, spec: Spec, timeout_s: float, secrets: Any
+) -> None:
     answer: dict[str, Any] = {"id": request_id}
     try:
         answer["outcome"] = asdict(await checker.run(spec, timeout_s, secrets))
@@ -194,6 +211,10 @@ async def _check(checker: Checker, writer: asyncio.WriteTransport, message: tupl
         log.exception("check crashed")
         answer["crash"] = type(error).__name__
     writer.write(_frame(json.dumps(answer).encode()))
+
+
+def _forget(running: dict[int, asyncio.Task[None]], request_id: int, task: asyncio.Task[None]) -> None:
+    running.pop(request_id, None)
 
 
 async def serve() -> None:
@@ -211,22 +232,25 @@ async def serve() -> None:
     # Ctrl-C in a terminal reaches the whole process group: the worker ends when the server closes its stdin.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     config, (level, fmt) = pickle.loads(first)
-    from service_runtime.logs import configure_logging
-
     configure_logging(level, fmt)
     with contextlib.suppress(OSError):
         os.nice(WORKER_NICENESS)
     checker = Checker(config)
-    running: set[asyncio.Task[None]] = set()
+    running: dict[int, asyncio.Task[None]] = {}
     try:
         while (payload := await _read_frame(reader)) is not None:
-            task = asyncio.create_task(_check(checker, writer, pickle.loads(payload)))
-            running.add(task)
-            task.add_done_callback(running.discard)
+            match pickle.loads(payload):
+                case ("check", int(request_id), spec, timeout_s, secrets):
+                    task = asyncio.create_task(_check(checker, writer, request_id, spec, timeout_s, secrets))
+                    running[request_id] = task
+                    task.add_done_callback(functools.partial(_forget, running, request_id))
+                case ("cancel", int(request_id)):
+                    if (cancelled := running.get(request_id)) is not None:
+                        cancelled.cancel()
     finally:
-        for task in running:
+        for task in running.values():
             task.cancel()
-        await asyncio.gather(*running, return_exceptions=True)
+        await asyncio.gather(*running.values(), return_exceptions=True)
         await checker.close()
         writer.close()
 
