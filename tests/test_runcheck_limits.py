@@ -3,8 +3,9 @@
 A real monitor service (``MONITORS_EGRESS=private-allowed``, so it may reach the loopback target) and a
 target whose slow route holds each request until the test lets it go. A user has at most
 ``RUN_CHECKS_PER_USER`` checks running at once; checks run in a worker process, not on the server's event loop,
-and a worker that dies is replaced; a check whose caller gave up stops at once. (The latency another user sees while heavy checks run is measured by
-``bench/runcheck_bench.py``: timing has no place in a test on a shared machine.)
+and a worker that dies is replaced; a check whose caller gave up stops at once. (The latency another user sees
+while heavy checks run is measured by ``bench/runcheck_bench.py``: timing has no place in a test on a shared
+machine.)
 """
 
 from __future__ import annotations
