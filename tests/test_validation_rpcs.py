@@ -26,6 +26,7 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
+from service_runtime.timestamps import EARLIEST, LATEST
 from tests.harness.rpc import auth, rich_details
 from tests.harness.services import Stack
 
@@ -225,6 +226,8 @@ EDGE_SECONDS = [
     86_401,
     60,
     61,
+    int(EARLIEST.timestamp()),  # the first and last second a request may name
+    int(LATEST.timestamp()) - 1,
 ]
 EDGE_NANOS = [0, 1, -1, 999_999_999, 1_000_000_000, -999_999_999, -1_000_000_000, INT32_MAX, -INT32_MAX - 1]
 seconds = st.one_of(st.sampled_from(EDGE_SECONDS), st.integers(-INT64_MAX - 1, INT64_MAX))
