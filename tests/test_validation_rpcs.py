@@ -341,3 +341,72 @@ def test_sweep_silence_times(
         created = never_internal(stubs.alerts.CreateSilence, request, carol)
         if created is not None:
             stubs.alerts.DeleteSilence(alert_service_pb2.DeleteSilenceRequest(id=created.silence.id), metadata=carol)
+
+
+# Any text a client can send: every Unicode character protobuf can carry (no lone surrogates), NUL and
+# control characters, and the spellings that split URLs and templates.
+texts = st.one_of(
+    st.text(st.characters(codec="utf-8"), max_size=300),
+    st.sampled_from(["", " ", "\x00", "\r\n", "https://[::1/", "{{secret:X}}", "{{ (((1))) }}", "é" * 3000, "$"]),
+)
+
+
+@SWEEP
+@given(name=texts, key=texts, value=texts, url=texts, body=texts, path=texts)
+def test_sweep_monitor_texts(
+    stubs: Stubs, carol: Metadata, name: str, key: str, value: str, url: str, body: str, path: str
+) -> None:
+    specs = [
+        common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url="https://example.com/", headers={key: value})),
+        website(url, body=body),
+        website(
+            "https://example.com/",
+            keyword=common_pb2.KeywordAssertion(keyword=value),
+            json_path=common_pb2.JsonPathAssertion(
+                path=path, operator=common_pb2.COMPARISON_OPERATOR_EQUAL, expected=value
+            ),
+        ),
+        common_pb2.MonitorSpec(dns=common_pb2.DnsSpec(name=name, expected_answers=[value], resolver=key)),
+        common_pb2.MonitorSpec(tcp=common_pb2.TcpSpec(host=name, port=443)),
+        common_pb2.MonitorSpec(grpc_health=common_pb2.GrpcHealthSpec(target=name, service=value)),
+        common_pb2.MonitorSpec(crypto_price=common_pb2.CryptoPriceSpec(pair=name)),
+    ]
+    for spec in specs:
+        monitor = pb.Monitor(display_name=name, spec=spec, labels={key: value}, locations=[path])
+        created = never_internal(stubs.monitors.CreateMonitor, pb.CreateMonitorRequest(monitor=monitor), carol)
+        if created is not None:
+            stubs.monitors.DeleteMonitor(pb.DeleteMonitorRequest(id=created.monitor.id), metadata=carol)
+    never_internal(stubs.monitors.SuggestMonitors, pb.SuggestMonitorsRequest(text=body, url=url, symbol=name), carol)
+    never_internal(stubs.monitors.ListMonitors, pb.ListMonitorsRequest(page_token=path), carol)
+    never_internal(stubs.monitors.GetMonitor, pb.GetMonitorRequest(id=name), carol)
+
+
+@SWEEP
+@given(name=texts, value=texts, url=texts, template=texts)
+def test_sweep_secret_channel_and_key_texts(
+    stubs: Stubs, carol: Metadata, name: str, value: str, url: str, template: str
+) -> None:
+    put = never_internal(stubs.monitors.PutSecret, pb.PutSecretRequest(name=name, value=value), carol)
+    if put is not None:
+        stubs.monitors.DeleteSecret(pb.DeleteSecretRequest(name=name), metadata=carol)
+    configs: list[dict[str, Any]] = [
+        {"webhook": notification_service_pb2.WebhookConfig(url=url, headers={name: value})},
+        {"email": notification_service_pb2.EmailConfig(to_addresses=[value])},
+        {"apprise": notification_service_pb2.AppriseConfig(url=url)},
+        {"slack": notification_service_pb2.SlackConfig(webhook_url=url)},
+    ]
+    for config in configs:
+        channel = notification_service_pb2.Channel(
+            display_name=name,
+            template=notification_service_pb2.MessageTemplate(title=template, body=template),
+            **config,
+        )
+        request = notification_service_pb2.CreateChannelRequest(channel=channel)
+        created = never_internal(stubs.notify.CreateChannel, request, carol)
+        if created is not None:
+            stubs.notify.DeleteChannel(
+                notification_service_pb2.DeleteChannelRequest(id=created.channel.id), metadata=carol
+            )
+    key = never_internal(stubs.accounts.CreateApiKey, account_service_pb2.CreateApiKeyRequest(display_name=name), carol)
+    if key is not None:
+        stubs.accounts.DeleteApiKey(account_service_pb2.DeleteApiKeyRequest(id=key.api_key.id), metadata=carol)
