@@ -35,8 +35,8 @@ def test_migrations_create_tables_and_are_idempotent(database_url: str) -> None:
             version = connection.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one()
     finally:
         engine.dispose()
-    assert {"users", "api_keys", "monitors", "monitor_status", "secrets", VERSION_TABLE} <= tables
-    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0007"
+    assert {"users", "api_keys", "monitors", "monitor_status", "secrets", "heartbeat_pings", VERSION_TABLE} <= tables
+    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0008"
 
 
 async def test_ensure_user_normalises_email_and_is_idempotent(accounts: Accounts) -> None:

@@ -34,6 +34,7 @@ EXPECTED_RPCS = {
         "SuggestMonitors",
         "QuerySamples",
         "SummarizeMonitor",
+        "ListHeartbeatPings",
         "PutSecret",
         "ListSecrets",
         "DeleteSecret",

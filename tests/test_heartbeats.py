@@ -206,3 +206,59 @@ def test_a_heartbeats_uptime_weighs_the_time_it_was_silent_not_its_pings(
     assert availability.uptime_percent < 60  # per ping it would be 66.7 %
     assert [(c.error_class, c.failed_checks) for c in outage.causes] == [(common_pb2.ERROR_CLASS_TIMEOUT, 1)]
     assert "no ping since" in outage.causes[0].message
+
+
+def test_start_exit_status_and_bodies_over_http_and_list_heartbeat_pings(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    """A week-long period with two days of grace, a /start and a /0 in the same second (limited apart), then
+    a POSTed /3 whose output is kept: ListHeartbeatPings shows them newest first with the run time."""
+    spec = common_pb2.MonitorSpec(
+        heartbeat=common_pb2.HeartbeatSpec(grace_period=duration_pb2.Duration(seconds=2 * 86400))
+    )
+    weekly = pb.Monitor(spec=spec, interval=duration_pb2.Duration(seconds=7 * 86400), display_name="weekly export")
+    monitor = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=weekly), metadata=key, timeout=5).monitor
+    assert (monitor.interval.seconds, monitor.spec.heartbeat.grace_period.seconds) == (7 * 86400, 2 * 86400)
+    url = monitor.heartbeat_url
+    assert httpx.get(url + "/start", timeout=5).status_code == 200
+    assert httpx.get(url + "/0", headers={"user-agent": "backup.sh"}, timeout=5).status_code == 200
+    assert status_of(stub, key, monitor.id).state == common_pb2.MONITOR_STATE_UP
+    assert httpx.get(url + "/256", timeout=5).status_code == 400
+    assert httpx.get(url + "/later", timeout=5).status_code == 404
+    time.sleep(1.0)  # one result a second
+    output = b"tar: /srv: Cannot open: Permission denied\n" + b"x" * 12_000
+    assert httpx.post(url + "/3", content=output, timeout=5).status_code == 200
+    down = status_of(stub, key, monitor.id)
+    assert down.state == common_pb2.MONITOR_STATE_DOWN
+    assert down.last_result.message.startswith("exit status 3: tar: /srv: Cannot open: Permission denied")
+
+    listed = stub.ListHeartbeatPings(pb.ListHeartbeatPingsRequest(monitor_id=monitor.id), metadata=key, timeout=5)
+
+    failed, succeeded, started = listed.pings
+    assert [p.kind for p in listed.pings] == [
+        pb.HEARTBEAT_PING_KIND_FAIL,
+        pb.HEARTBEAT_PING_KIND_SUCCESS,
+        pb.HEARTBEAT_PING_KIND_START,
+    ]
+    assert (failed.exit_status, failed.method, len(failed.body), failed.body_truncated) == (3, "POST", 10 * 1024, True)
+    assert failed.body.startswith("tar: /srv")
+    assert (succeeded.exit_status, succeeded.user_agent, succeeded.HasField("run_time")) == (0, "backup.sh", True)
+    assert succeeded.run_time.ToTimedelta() == succeeded.time.ToDatetime() - started.time.ToDatetime()
+    assert not started.HasField("exit_status")
+    assert failed.remote_address == "127.0.0.1"
+    assert listed.next_page_token == ""
+
+
+def test_a_cron_schedule_and_its_time_zone_are_kept_and_checked(
+    stub: monitor_service_pb2_grpc.MonitorServiceStub, key: Metadata
+) -> None:
+    nightly = common_pb2.HeartbeatSpec(cron="0 3 * * *", time_zone="Europe/Paris")
+    monitor = pb.Monitor(spec=common_pb2.MonitorSpec(heartbeat=nightly), display_name="nightly backup")
+    created = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=5).monitor
+    got = stub.GetMonitor(pb.GetMonitorRequest(id=created.id), metadata=key, timeout=5).monitor
+    assert (got.spec.heartbeat.cron, got.spec.heartbeat.time_zone) == ("0 3 * * *", "Europe/Paris")
+    monitor.spec.heartbeat.time_zone = "Europe/Atlantis"
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=5)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "monitor.spec.heartbeat.time_zone" in (caught.value.details() or "")

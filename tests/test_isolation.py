@@ -176,6 +176,7 @@ TARGETED: dict[str, Callable[[Tenant], message.Message]] = {
     "MonitorService/GetMonitorStatus": lambda a: mpb.GetMonitorStatusRequest(id=a.monitor.id),
     "MonitorService/QuerySamples": lambda a: mpb.QuerySamplesRequest(monitor_id=a.monitor.id, field="is_up"),
     "MonitorService/SummarizeMonitor": lambda a: mpb.SummarizeMonitorRequest(monitor_id=a.monitor.id),
+    "MonitorService/ListHeartbeatPings": lambda a: mpb.ListHeartbeatPingsRequest(monitor_id=a.monitor.id),
     "MonitorService/DeleteSecret": lambda a: mpb.DeleteSecretRequest(name=a.secret_name),
     "NotificationService/GetChannel": lambda a: npb.GetChannelRequest(id=a.channel.id),
     "NotificationService/UpdateChannel": lambda a: npb.UpdateChannelRequest(
@@ -274,7 +275,9 @@ def test_another_users_resource_is_not_found_and_left_unchanged(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND, caught.value
     assert snapshot(stack, a) == before
     # The owner still can (the request itself was fine).
-    if name.endswith(("/GetMonitor", "/GetChannel", "/GetMonitorStatus", "/QuerySamples", "/SummarizeMonitor")):
+    if name.endswith(
+        ("/GetMonitor", "/GetChannel", "/GetMonitorStatus", "/QuerySamples", "/SummarizeMonitor", "/ListHeartbeatPings")
+    ):
         call(stack, name, TARGETED[name](a), a.metadata)
 
 

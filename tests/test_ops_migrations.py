@@ -126,7 +126,7 @@ def test_a_database_converted_to_utf8mb4_after_older_migrations_reaches_the_head
     upgrade_without_checks(url, monitor_server.MIGRATIONS, monitor_server.VERSION_TABLE, "0006")
     run_sql(url, f"ALTER DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}")
     migrate(url, monitor_server.MIGRATIONS, monitor_server.VERSION_TABLE)
-    assert run_sql(url, "SELECT version_num FROM alembic_version_monitor")[0][0] == "0007"
+    assert run_sql(url, "SELECT version_num FROM alembic_version_monitor")[0][0] == "0008"
     columns = run_sql(
         url,
         "SELECT data_type, collation_name FROM information_schema.columns WHERE table_schema = DATABASE()"

@@ -10,10 +10,13 @@ import ipaddress
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
 from typing import Any
 from urllib.parse import SplitResult, urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
 
 from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
 
@@ -40,6 +43,7 @@ MAX_MONITOR_BYTES = 128 * 1024
 DEFAULT_INTERVAL = timedelta(seconds=60)
 DEFAULT_TIMEOUT = timedelta(seconds=10)
 MAX_INTERVAL = timedelta(days=1)
+MAX_HEARTBEAT_PERIOD = timedelta(days=365)  # a heartbeat's interval and grace period (a yearly job)
 MAX_TIMEOUT = timedelta(seconds=60)
 MAX_RETRIES = 10
 MAX_LOCATIONS = 10
@@ -72,7 +76,7 @@ FIELDS: Mapping[MonitorKind, frozenset[str]] = {
     MonitorKind.CRYPTO_PRICE: frozenset({"is_up", "price"}),
     MonitorKind.TCP: frozenset({"is_up", "connect_time_ms"}),
     MonitorKind.DNS: frozenset({"is_up", "response_time_ms", "answer_count"}),
-    MonitorKind.HEARTBEAT: frozenset({"is_up"}),
+    MonitorKind.HEARTBEAT: frozenset({"is_up", "run_time_ms"}),
     MonitorKind.GRPC_HEALTH: frozenset({"is_up", "response_time_ms"}),
 }
 
@@ -141,6 +145,8 @@ class DnsSpec:
 @dataclass(frozen=True)
 class HeartbeatSpec:
     grace_period: timedelta = timedelta(minutes=5)
+    cron: str = ""  # five fields, as crontab; empty: a ping every interval
+    time_zone: str = ""  # IANA name cron is read in; empty: UTC
 
 
 @dataclass(frozen=True)
@@ -224,8 +230,10 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
     interval = DEFAULT_INTERVAL if draft.interval is None else draft.interval
     if interval <= timedelta(0):
         bad.add(f"{prefix}.interval", "must be positive")
-    elif interval > MAX_INTERVAL:
-        bad.add(f"{prefix}.interval", "must be at most 24h")
+    elif isinstance(draft.spec, HeartbeatSpec) and interval > MAX_HEARTBEAT_PERIOD:
+        bad.add(f"{prefix}.interval", "must be at most 365 days for a heartbeat")
+    elif interval > MAX_INTERVAL and not isinstance(draft.spec, HeartbeatSpec):
+        bad.add(f"{prefix}.interval", "must be at most 24h (365 days for a heartbeat)")
     timeout = draft.timeout
     if timeout is None:
         timeout = min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT
@@ -311,8 +319,9 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
                 if port and not (port.isdigit() and 1 <= int(port) <= 65535):
                     bad.add(f"{p}.resolver", "port must be between 1 and 65535")
         case HeartbeatSpec():
-            if not timedelta(0) <= spec.grace_period <= timedelta(days=1):
-                bad.add(f"{path}.heartbeat.grace_period", "must be between 0s and 24h")
+            if not timedelta(0) <= spec.grace_period <= MAX_HEARTBEAT_PERIOD:
+                bad.add(f"{path}.heartbeat.grace_period", "must be between 0s and 365 days")
+            _validate_schedule(spec, bad, f"{path}.heartbeat")
         case GrpcHealthSpec():
             p = f"{path}.grpc_health"
             host, _, port = spec.target.rpartition(":")
@@ -322,6 +331,46 @@ def validate_spec(spec: Spec, bad: Violations, path: str) -> None:
                 _validate_host(host.strip("[]"), bad, f"{p}.target")
             if len(spec.service) > MAX_GRPC_SERVICE:
                 bad.add(f"{p}.service", f"must be at most {MAX_GRPC_SERVICE} characters")
+
+
+def _validate_schedule(spec: HeartbeatSpec, bad: Violations, path: str) -> None:
+    if spec.time_zone and not spec.cron:
+        bad.add(f"{path}.time_zone", "is only used with cron: set cron too, or leave time_zone empty")
+    if spec.cron:
+        if len(spec.cron) > 200:
+            bad.add(f"{path}.cron", "must be at most 200 characters")
+        else:
+            try:
+                CronSim(spec.cron, datetime(2000, 1, 1))
+            except CronSimError as error:
+                bad.add(f"{path}.cron", f"is not a cron expression of five fields ({error}), such as '0 3 * * *'")
+    if spec.time_zone:
+        try:
+            schedule_zone(spec)
+        except (ZoneInfoNotFoundError, ValueError):
+            bad.add(f"{path}.time_zone", "must be an IANA time zone name, such as Europe/Paris or UTC")
+
+
+def schedule_zone(spec: HeartbeatSpec) -> tzinfo:
+    """The zone a heartbeat's cron is read in. ZoneInfoNotFoundError or ValueError for a bad name."""
+    if not spec.time_zone or spec.time_zone == "UTC":
+        return UTC
+    if len(spec.time_zone) > 64 or spec.time_zone.startswith("/") or ".." in spec.time_zone:
+        raise ValueError(spec.time_zone)  # ZoneInfo would read it as a path
+    return ZoneInfo(spec.time_zone)
+
+
+def next_ping_due(spec: HeartbeatSpec, interval: timedelta, since: datetime) -> datetime:
+    """When the next ping is expected after ``since`` (aware): ``since + interval``, or with a cron
+    schedule its first time after ``since`` in the schedule's zone. The monitor is DOWN once this plus the
+    grace period has passed."""
+    if not spec.cron:
+        return since + interval
+    zone = schedule_zone(spec)
+    local = since.astimezone(zone)
+    # CronSim wants the zone on the start time and returns the following times in it (DST handled as cron).
+    due: datetime = next(CronSim(spec.cron, local))
+    return due.astimezone(UTC)
 
 
 def _validate_host(host: str, bad: Violations, path: str) -> None:
@@ -465,7 +514,7 @@ def spec_to_dict(spec: Spec) -> dict[str, Any]:
                 "cert_expiry_days": spec.cert_expiry_days,
             }
         case HeartbeatSpec():
-            return {"grace_period_s": spec.grace_period.total_seconds()}
+            return {"grace_period_s": spec.grace_period.total_seconds(), "cron": spec.cron, "time_zone": spec.time_zone}
         case CryptoPriceSpec() | DnsSpec():
             return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()}
         case TcpSpec() | GrpcHealthSpec():
@@ -489,7 +538,9 @@ def spec_from_dict(kind: MonitorKind, data: Mapping[str, Any]) -> Spec:
                 cert_expiry_days=int(data["cert_expiry_days"]),
             )
         case MonitorKind.HEARTBEAT:
-            return HeartbeatSpec(timedelta(seconds=float(data["grace_period_s"])))
+            return HeartbeatSpec(
+                timedelta(seconds=float(data["grace_period_s"])), data.get("cron", ""), data.get("time_zone", "")
+            )
         case MonitorKind.CRYPTO_PRICE:
             return CryptoPriceSpec(data["pair"], tuple(data["providers"]))
         case MonitorKind.DNS:

@@ -1,5 +1,9 @@
 """Heartbeat (push) monitors, as Healthchecks.io does them: the watched job calls its secret ping URL; the
-monitor is UP after a ping, and DOWN once no ping has come within its interval plus grace period.
+monitor is UP after a ping, and DOWN once no ping has come by the time the next was due (its interval after
+the last, or the next time of its cron schedule in its time zone) plus its grace period. A job may also say
+it started (``/start``: the next success or failure measures its run time, and a start not followed by either
+within the grace period is DOWN) and report its exit status (``/<status>``: non-zero is a failure). The
+latest :data:`KEPT_PINGS` pings of each monitor are kept with their bodies (:data:`MAX_PING_BODY` each).
 
 Pings come over HTTP (see :mod:`services.monitor_svc.ping_http`); a sweep in the monitor service finds the
 ones that are overdue. A push monitor has no retries: one missed deadline is DOWN, since the deadline already
@@ -12,20 +16,78 @@ results a second, and pings alternating /fail and OK at 300 a second had written
 
 from __future__ import annotations
 
+import base64
+import binascii
 import math
 import time
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
+from typing import Protocol
 
-from services.monitor_svc.domain import CheckResult, HeartbeatSpec, Monitor, MonitorState
+from service_runtime.auth import Principal
+from service_runtime.errors import InvalidArgument
+from services.monitor_svc.domain import CheckResult, HeartbeatSpec, Monitor, MonitorState, next_ping_due
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 
 PUSH_LOCATION = "push"
 MAX_MESSAGE = 500
 PING_EVERY_S = 1.0  # at most one recorded ping per monitor this often
+KEPT_PINGS = 10  # the latest pings kept per monitor, for ListHeartbeatPings
+MAX_PING_BODY = 10 * 1024  # characters of a ping's body kept
+
+
+class PingKind(StrEnum):
+    SUCCESS = "success"
+    FAIL = "fail"
+    START = "start"
+
+
+@dataclass(frozen=True)
+class Ping:
+    """What a ping said, as the HTTP endpoint received it."""
+
+    kind: PingKind = PingKind.SUCCESS
+    exit_status: int | None = None
+    body: str = ""
+    body_truncated: bool = False
+    method: str = "GET"
+    remote_address: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class PingRecord:
+    time: datetime
+    ping: Ping
+    run_time: timedelta | None = None  # of a success or failure that followed a start
+
+
+class PingLog(Protocol):
+    """Where the latest pings of each monitor are kept."""
+
+    async def add(self, monitor_id: str, record: PingRecord) -> None:
+        """Keep ``record``, and drop what is older than the latest :data:`KEPT_PINGS` of the monitor."""
+        ...
+
+    async def latest(self, monitor_id: str, limit: int, offset: int = 0) -> list[PingRecord]:
+        """Newest first."""
+        ...
+
+
+class MemoryPingLog:
+    """:class:`PingLog` in memory (for tests of the domain alone)."""
+
+    def __init__(self) -> None:
+        self._pings: dict[str, list[PingRecord]] = {}
+
+    async def add(self, monitor_id: str, record: PingRecord) -> None:
+        self._pings[monitor_id] = [record, *self._pings.get(monitor_id, [])][:KEPT_PINGS]
+
+    async def latest(self, monitor_id: str, limit: int, offset: int = 0) -> list[PingRecord]:
+        return self._pings.get(monitor_id, [])[offset : offset + limit]
 
 
 class PingOutcome(StrEnum):
@@ -67,38 +129,76 @@ class PingLimiter:
 
 
 class Heartbeats:
-    def __init__(self, store: MonitorStore, monitors: Monitors, limiter: PingLimiter | None = None) -> None:
+    def __init__(
+        self,
+        store: MonitorStore,
+        monitors: Monitors,
+        limiter: PingLimiter | None = None,
+        log: PingLog | None = None,
+    ) -> None:
         self._store = store
         self._monitors = monitors
         self._limiter = limiter or PingLimiter()
+        self._log = log or MemoryPingLog()
+        # Monitors whose job said it started and has not finished: when it did. In memory: a start is
+        # forgotten when this process restarts (the run's end is still recorded, without its run time).
+        self._started: dict[str, datetime] = {}
 
-    def retry_after(self, token: str) -> float:
+    def retry_after(self, token: str, kind: PingKind = PingKind.SUCCESS) -> float:
         """Seconds until ``token`` may be pinged again (0: now)."""
-        return self._limiter.remaining(token)
+        return self._limiter.remaining(_limit_key(token, kind))
 
-    async def ping(self, token: str, failed: bool = False, message: str = "") -> PingOutcome:
-        """A ping of the monitor whose token this is; ``failed`` when the job reports its own failure.
-        LIMITED, recording nothing, when the token was pinged less than PING_EVERY_S ago."""
-        if token and self._limiter.take(token):
+    async def ping(self, token: str, ping: Ping | None = None) -> PingOutcome:
+        """A ping of the monitor whose token this is. LIMITED, recording nothing, when the token was pinged
+        less than PING_EVERY_S ago (starts and results are limited apart: a job may start and end within a
+        second)."""
+        ping = ping or Ping()
+        key = _limit_key(token, ping.kind)
+        if token and self._limiter.take(key):
             return PingOutcome.LIMITED
         monitor = await self._store.by_heartbeat_token(token) if token else None
         if monitor is None or not isinstance(monitor.spec, HeartbeatSpec):
-            self._limiter.give_back(token)
+            self._limiter.give_back(key)
             return PingOutcome.UNKNOWN
         if monitor.paused:
-            self._limiter.give_back(token)
+            self._limiter.give_back(key)
             return PingOutcome.PAUSED
+        now = datetime.now(UTC)
+        if ping.kind is PingKind.START:
+            self._started[monitor.id] = now
+            await self._log.add(monitor.id, PingRecord(now, ping))
+            return PingOutcome.RECORDED
+        started = self._started.pop(monitor.id, None)
+        run_time = now - started if started is not None else None
+        await self._log.add(monitor.id, PingRecord(now, ping, run_time))
+        failed = ping.kind is PingKind.FAIL
         result = CheckResult(
             monitor_id=monitor.id,
-            time=datetime.now(UTC),
+            time=now,
             is_up=not failed,
-            duration=timedelta(0),
+            duration=run_time or timedelta(0),
             error_class="status" if failed else "",
-            message=(message.strip()[:MAX_MESSAGE] or "the job reported a failure") if failed else "",
+            message=_failure_message(ping) if failed else "",
+            fields={} if run_time is None else {"run_time_ms": run_time.total_seconds() * 1000},
             location=PUSH_LOCATION,
         )
         await self._monitors.record(_without_retries(monitor), result)
         return PingOutcome.RECORDED
+
+    async def recent_pings(
+        self, caller: Principal, monitor_id: str, page_size: int, page_token: str
+    ) -> tuple[list[PingRecord], str]:
+        """The latest pings of one of the caller's monitors, newest first, and the next page's token."""
+        monitor = await self._store.get(caller.user_id, monitor_id)
+        if page_size < 0:
+            raise InvalidArgument("page_size", "must not be negative")
+        size = min(page_size or KEPT_PINGS, KEPT_PINGS)
+        offset = _offset(page_token)
+        if not isinstance(monitor.spec, HeartbeatSpec):
+            return [], ""
+        found = await self._log.latest(monitor.id, size + 1, offset)
+        more = len(found) > size and offset + size < KEPT_PINGS
+        return found[:size], _token(offset + size) if more else ""
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Mark DOWN every active heartbeat monitor whose deadline has passed; returns how many."""
@@ -107,11 +207,30 @@ class Heartbeats:
         for monitor, status in await self._store.active_heartbeats():
             if status.state == MonitorState.DOWN:
                 continue
-            assert isinstance(monitor.spec, HeartbeatSpec)
+            spec = monitor.spec
+            assert isinstance(spec, HeartbeatSpec)
             # The clock starts at the last ping, or at the last change (creation, resume, edit) if later.
             since = max(status.last_check_time or monitor.update_time, monitor.update_time)
-            deadline = since + monitor.interval + monitor.spec.grace_period
-            if now < deadline:
+            due = next_ping_due(spec, monitor.interval, since)
+            started = self._started.get(monitor.id)
+            if started is not None and started < since:
+                started = None  # the change after it restarted the clock
+            if started is not None and now >= started + spec.grace_period:
+                self._started.pop(monitor.id, None)
+                message = (
+                    f"started at {started:%Y-%m-%d %H:%M:%S} UTC and not finished within the grace period "
+                    f"of {_short(spec.grace_period)}"
+                )
+            elif now >= due + spec.grace_period:
+                schedule = (
+                    f"due {due:%Y-%m-%d %H:%M:%S} UTC by cron '{spec.cron}' in {spec.time_zone or 'UTC'}"
+                    if spec.cron
+                    else f"period {_short(monitor.interval)}"
+                )
+                message = (
+                    f"no ping since {since:%Y-%m-%d %H:%M:%S} UTC ({schedule} + grace {_short(spec.grace_period)})"
+                )
+            else:
                 continue
             result = CheckResult(
                 monitor_id=monitor.id,
@@ -119,13 +238,41 @@ class Heartbeats:
                 is_up=False,
                 duration=timedelta(0),
                 error_class="timeout",
-                message=f"no ping since {since:%Y-%m-%d %H:%M:%S} UTC (period {_short(monitor.interval)} "
-                f"+ grace {_short(monitor.spec.grace_period)})",
+                message=message,
                 location=PUSH_LOCATION,
             )
             await self._monitors.record(_without_retries(monitor), result)
             overdue += 1
         return overdue
+
+
+def _limit_key(token: str, kind: PingKind) -> str:
+    return f"{token}/start" if kind is PingKind.START else token
+
+
+def _failure_message(ping: Ping) -> str:
+    said = ping.body.strip()
+    if ping.exit_status is not None:
+        return f"exit status {ping.exit_status}" + (f": {said}" if said else "")[: MAX_MESSAGE - 20]
+    return said[:MAX_MESSAGE] or "the job reported a failure"
+
+
+def _token(offset: int) -> str:
+    return base64.urlsafe_b64encode(f"pings:{offset}".encode()).decode()
+
+
+def _offset(page_token: str) -> int:
+    if not page_token:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(page_token.encode()).decode()
+        prefix, _, number = text.partition(":")
+        offset = int(number)
+    except (binascii.Error, UnicodeError, ValueError):
+        raise InvalidArgument("page_token", "is not a token this method returned") from None
+    if prefix != "pings" or not 0 <= offset < KEPT_PINGS:
+        raise InvalidArgument("page_token", "is not a token this method returned")
+    return offset
 
 
 def _without_retries(monitor: Monitor) -> Monitor:
@@ -134,6 +281,8 @@ def _without_retries(monitor: Monitor) -> Monitor:
 
 def _short(span: timedelta) -> str:
     seconds = int(span.total_seconds())
+    if seconds % 86400 == 0 and seconds:
+        return f"{seconds // 86400}d"
     if seconds % 3600 == 0 and seconds:
         return f"{seconds // 3600}h"
     if seconds % 60 == 0 and seconds:

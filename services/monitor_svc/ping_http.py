@@ -1,10 +1,13 @@
 """The HTTP endpoint heartbeat monitors are pinged on (``MONITORS_PING_LISTEN``), inside the monitor process.
 
-``GET|POST|HEAD /ping/<token>`` records a success; ``/ping/<token>/fail`` a failure reported by the job itself
-(the first 500 characters of a POST body become its message). The token is the secret: an unknown one is 404,
+``GET|POST|HEAD|PUT /ping/<token>`` records a success; ``/ping/<token>/fail`` a failure reported by the job
+itself (the first 500 characters of its body become the message); ``/ping/<token>/<status>`` the job's exit
+status, 0 a success and 1 to 255 a failure; ``/ping/<token>/start`` that the job started. The first 10 KiB of
+each body are kept with the latest pings (ListHeartbeatPings). The token is the secret: an unknown one is 404,
 and nothing else is served. Like Healthchecks.io, any method works, so ``curl -fsS -m 10 --retry 5 <url>``
-at the end of a cron job is enough. One ping per monitor per second is recorded; a sooner one is answered
-429 with ``Retry-After`` (which curl's ``--retry`` honours) and records nothing.
+at the end of a cron job is enough (``... --data-raw "$output" <url>/$?`` to send its status and output).
+One result per monitor per second is recorded, and one start; a sooner one is answered 429 with
+``Retry-After`` (which curl's ``--retry`` honours) and records nothing.
 """
 
 from __future__ import annotations
@@ -22,28 +25,60 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from services.monitor_svc.heartbeats import Heartbeats, PingOutcome
+from services.monitor_svc.heartbeats import MAX_PING_BODY, Heartbeats, Ping, PingKind, PingOutcome
 
 log = logging.getLogger(__name__)
-MAX_BODY = 10 * 1024
+MAX_BODY = MAX_PING_BODY
+MAX_EXIT_STATUS = 255
+
+
+async def _body(request: Request) -> tuple[str, bool]:
+    """The first MAX_BODY bytes of the body, decoded, and whether there was more (not read further)."""
+    if request.method not in ("POST", "PUT"):
+        return "", False
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY:
+            break
+    return body[:MAX_BODY].decode(errors="replace"), len(body) > MAX_BODY
 
 
 def ping_app(heartbeats: Heartbeats) -> Starlette:
     async def ping(request: Request) -> PlainTextResponse:
-        failed = request.url.path.endswith("/fail")
-        message = ""
-        if failed and request.method == "POST":
-            body = b""
-            async for chunk in request.stream():
-                body += chunk
-                if len(body) >= MAX_BODY:
-                    break
-            message = body[:MAX_BODY].decode(errors="replace")
-        outcome = await heartbeats.ping(request.path_params["token"], failed, message)
+        token = request.path_params["token"]
+        action = request.path_params.get("action", "")
+        exit_status: int | None = None
+        if action == "":
+            kind = PingKind.SUCCESS
+        elif action == "fail":
+            kind = PingKind.FAIL
+        elif action == "start":
+            kind = PingKind.START
+        elif action.isdigit() and len(action) <= 3 and int(action) <= MAX_EXIT_STATUS:
+            exit_status = int(action)
+            kind = PingKind.FAIL if exit_status else PingKind.SUCCESS
+        elif action.isdigit():
+            return PlainTextResponse(f"an exit status is 0 to {MAX_EXIT_STATUS}\n", status_code=400)
+        else:
+            return PlainTextResponse("not found\n", status_code=404)
+        body, truncated = await _body(request)
+        outcome = await heartbeats.ping(
+            token,
+            Ping(
+                kind=kind,
+                exit_status=exit_status,
+                body=body,
+                body_truncated=truncated,
+                method=request.method,
+                remote_address=request.client.host if request.client else "",
+                user_agent=request.headers.get("user-agent", "")[:200],
+            ),
+        )
         if outcome is PingOutcome.UNKNOWN:
             return PlainTextResponse("not found\n", status_code=404)
         if outcome is PingOutcome.LIMITED:
-            wait = max(1, math.ceil(heartbeats.retry_after(request.path_params["token"])))
+            wait = max(1, math.ceil(heartbeats.retry_after(token, kind)))
             return PlainTextResponse(
                 "too many pings: one per second per monitor is recorded; not recorded, retry after 1 s\n",
                 status_code=429,
@@ -55,7 +90,7 @@ def ping_app(heartbeats: Heartbeats) -> Starlette:
     return Starlette(
         routes=[
             Route("/ping/{token:str}", ping, methods=methods),
-            Route("/ping/{token:str}/fail", ping, methods=methods),
+            Route("/ping/{token:str}/{action:str}", ping, methods=methods),
         ]
     )
 

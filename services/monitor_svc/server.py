@@ -31,6 +31,7 @@ from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.notify_client import NotifyLoginCodeSender
 from services.monitor_svc.ping_http import PingEndpoint
+from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
 from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
@@ -140,8 +141,9 @@ async def build_server(settings: Settings) -> ServiceHost:
     events = MonitorEvents(monitors.all_monitors, monitor_store.statuses, load_emails=account_store.emails)
     monitors.change_listeners.append(events.monitor_changed)
     monitors.record_listeners.append(events.results_recorded)
+    heartbeats = Heartbeats(monitor_store, monitors, log=SqlPingLog(database))
     monitor_servicer = MonitorServicer(
-        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes
+        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes, heartbeats
     )
     services = [
         RegisteredService(
@@ -162,7 +164,6 @@ async def build_server(settings: Settings) -> ServiceHost:
         {settings.resolved_service_token(): "runner"},
         operator_methods=OPERATOR_METHODS,
     )
-    heartbeats = Heartbeats(monitor_store, monitors)
     pings = PingEndpoint(heartbeats, settings.ping_listen)
     host.on_start.append(pings.start)
     host.on_start.append(checker.start)

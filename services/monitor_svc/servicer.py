@@ -18,6 +18,7 @@ from service_runtime.timestamps import from_duration, from_timestamp, to_duratio
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
+from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.login import Login
 from services.monitor_svc.monitors import Deployment, Monitors, placement
 from services.monitor_svc.store import ApiKey, User
@@ -27,6 +28,7 @@ from services.monitor_svc.translate import (
     aggregation_to_proto,
     draft_from_proto,
     monitor_to_proto,
+    ping_to_proto,
     result_from_proto,
     result_to_proto,
     spec_from_proto,
@@ -222,8 +224,10 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         ping_base_url: str,
         events: MonitorEvents,
         max_message_bytes: int,
+        heartbeats: Heartbeats,
     ) -> None:
         self._monitors = monitors
+        self._heartbeats = heartbeats
         self._ping_base_url = ping_base_url
         self._deployment = deployment
         self._hub = hub
@@ -379,6 +383,14 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
             window=to_duration(result.window),
             aggregation=aggregation_to_proto(result.aggregation),
         )
+
+    async def ListHeartbeatPings(
+        self, request: mpb.ListHeartbeatPingsRequest, context: Context
+    ) -> mpb.ListHeartbeatPingsResponse:
+        pings, next_token = await self._heartbeats.recent_pings(
+            current_principal(), request.monitor_id, request.page_size, request.page_token
+        )
+        return mpb.ListHeartbeatPingsResponse(pings=[ping_to_proto(p) for p in pings], next_page_token=next_token)
 
     async def SummarizeMonitor(
         self, request: mpb.SummarizeMonitorRequest, context: Context

@@ -24,6 +24,7 @@ from services.monitor_svc.domain import (
     TcpSpec,
     WebsiteSpec,
 )
+from services.monitor_svc.heartbeats import PingKind, PingRecord
 from services.monitor_svc.suggest import (
     ChangeCondition,
     Condition,
@@ -144,7 +145,10 @@ def spec_from_proto(spec: common.MonitorSpec, path: str = "monitor.spec") -> Spe
         grace = from_duration(
             spec.heartbeat.grace_period, spec.heartbeat.HasField("grace_period"), f"{path}.heartbeat.grace_period"
         )
-        return HeartbeatSpec(grace) if grace is not None else HeartbeatSpec()
+        h = spec.heartbeat
+        return HeartbeatSpec(
+            grace if grace is not None else HeartbeatSpec.grace_period, h.cron.strip(), h.time_zone.strip()
+        )
     if kind == "grpc_health":
         g = spec.grpc_health
         return GrpcHealthSpec(g.target.strip(), g.service, g.use_tls)
@@ -195,7 +199,11 @@ def spec_to_proto(spec: Spec) -> common.MonitorSpec:
                 )
             )
         case HeartbeatSpec():
-            return common.MonitorSpec(heartbeat=common.HeartbeatSpec(grace_period=to_duration(spec.grace_period)))
+            return common.MonitorSpec(
+                heartbeat=common.HeartbeatSpec(
+                    grace_period=to_duration(spec.grace_period), cron=spec.cron, time_zone=spec.time_zone
+                )
+            )
         case GrpcHealthSpec():
             return common.MonitorSpec(
                 grpc_health=common.GrpcHealthSpec(target=spec.target, service=spec.service, use_tls=spec.use_tls)
@@ -311,6 +319,30 @@ def availability_to_proto(summary: AvailabilitySummary) -> pb.AvailabilitySummar
         observed=to_duration(summary.observed),
         downtime=to_duration(summary.downtime),
     )
+
+
+_PING_KINDS = {
+    PingKind.SUCCESS: pb.HEARTBEAT_PING_KIND_SUCCESS,
+    PingKind.FAIL: pb.HEARTBEAT_PING_KIND_FAIL,
+    PingKind.START: pb.HEARTBEAT_PING_KIND_START,
+}
+
+
+def ping_to_proto(record: PingRecord) -> pb.HeartbeatPing:
+    ping = record.ping
+    message = pb.HeartbeatPing(
+        time=to_timestamp(record.time),
+        kind=_PING_KINDS[ping.kind],
+        run_time=to_duration(record.run_time),
+        body=ping.body,
+        body_truncated=ping.body_truncated,
+        method=ping.method,
+        remote_address=ping.remote_address,
+        user_agent=ping.user_agent,
+    )
+    if ping.exit_status is not None:
+        message.exit_status = ping.exit_status
+    return message
 
 
 def summary_to_proto(

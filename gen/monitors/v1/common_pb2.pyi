@@ -602,23 +602,40 @@ Global___DnsSpec: _TypeAlias = DnsSpec  # noqa: Y015
 
 @_typing.final
 class HeartbeatSpec(_message.Message):
-    """A push monitor: the job being watched calls its secret ping URL (Monitor.heartbeat_url). It is down
-    when no ping arrives within the monitor's interval plus the grace period.
+    """A push monitor, as Healthchecks.io has them: the job being watched calls its secret ping URL
+    (Monitor.heartbeat_url). It expects a ping every interval (up to 365 days for a heartbeat), or at each
+    time of `cron` when that is set, and is DOWN when none arrives by then plus the grace period. Pings:
+    `<url>` success; `<url>/fail` failure; `<url>/<exit status>` (0 to 255) success for 0 and failure
+    otherwise; `<url>/start` the job started (the next success or failure measures its run time, written as
+    run_time_ms, and a job started but not finished within the grace period is DOWN). The body of each
+    ping (up to 10 KiB) is kept for the latest 10 pings: see ListHeartbeatPings.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     GRACE_PERIOD_FIELD_NUMBER: _builtins.int
+    CRON_FIELD_NUMBER: _builtins.int
+    TIME_ZONE_FIELD_NUMBER: _builtins.int
+    cron: _builtins.str
+    """A cron expression of five fields (minute hour day-of-month month day-of-week), as crontab reads it,
+    such as `0 3 * * *` for 03:00 every day. Empty: a ping every interval.
+    """
+    time_zone: _builtins.str
+    """The IANA time zone `cron` is read in, such as `Europe/Paris`. Default UTC; only with cron."""
     @_builtins.property
-    def grace_period(self) -> _duration_pb2.Duration: ...
+    def grace_period(self) -> _duration_pb2.Duration:
+        """Default 5m, up to 365 days."""
+
     def __init__(
         self,
         *,
         grace_period: _duration_pb2.Duration | None = ...,
+        cron: _builtins.str = ...,
+        time_zone: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["grace_period", b"grace_period"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["grace_period", b"grace_period"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cron", b"cron", "grace_period", b"grace_period", "time_zone", b"time_zone"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,7 @@ from google.protobuf import field_mask_pb2 as _field_mask_pb2
 from google.protobuf import message as _message
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from monitors.v1 import common_pb2 as _common_pb2
 import builtins as _builtins
 import sys
@@ -21,6 +22,32 @@ else:
     from typing_extensions import TypeAlias as _TypeAlias, Never as _Never
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class _HeartbeatPingKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _HeartbeatPingKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_HeartbeatPingKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    HEARTBEAT_PING_KIND_UNSPECIFIED: _HeartbeatPingKind.ValueType  # 0
+    HEARTBEAT_PING_KIND_SUCCESS: _HeartbeatPingKind.ValueType  # 1
+    """`<url>`, or `<url>/0`."""
+    HEARTBEAT_PING_KIND_FAIL: _HeartbeatPingKind.ValueType  # 2
+    """`<url>/fail`, or `<url>/<exit status>` with a status from 1 to 255."""
+    HEARTBEAT_PING_KIND_START: _HeartbeatPingKind.ValueType  # 3
+    """`<url>/start`."""
+
+class HeartbeatPingKind(_HeartbeatPingKind, metaclass=_HeartbeatPingKindEnumTypeWrapper):
+    """What a heartbeat ping said."""
+
+HEARTBEAT_PING_KIND_UNSPECIFIED: HeartbeatPingKind.ValueType  # 0
+HEARTBEAT_PING_KIND_SUCCESS: HeartbeatPingKind.ValueType  # 1
+"""`<url>`, or `<url>/0`."""
+HEARTBEAT_PING_KIND_FAIL: HeartbeatPingKind.ValueType  # 2
+"""`<url>/fail`, or `<url>/<exit status>` with a status from 1 to 255."""
+HEARTBEAT_PING_KIND_START: HeartbeatPingKind.ValueType  # 3
+"""`<url>/start`."""
+Global___HeartbeatPingKind: _TypeAlias = HeartbeatPingKind  # noqa: Y015
 
 @_typing.final
 class Monitor(_message.Message):
@@ -702,6 +729,111 @@ class QuerySamplesResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___QuerySamplesResponse: _TypeAlias = QuerySamplesResponse  # noqa: Y015
+
+@_typing.final
+class ListHeartbeatPingsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONITOR_ID_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    monitor_id: _builtins.str
+    page_size: _builtins.int
+    """Default and maximum 10 (what is kept)."""
+    page_token: _builtins.str
+    def __init__(
+        self,
+        *,
+        monitor_id: _builtins.str = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["monitor_id", b"monitor_id", "page_size", b"page_size", "page_token", b"page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHeartbeatPingsRequest: _TypeAlias = ListHeartbeatPingsRequest  # noqa: Y015
+
+@_typing.final
+class ListHeartbeatPingsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PINGS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def pings(self) -> _containers.RepeatedCompositeFieldContainer[Global___HeartbeatPing]: ...
+    def __init__(
+        self,
+        *,
+        pings: _abc.Iterable[Global___HeartbeatPing] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "pings", b"pings"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListHeartbeatPingsResponse: _TypeAlias = ListHeartbeatPingsResponse  # noqa: Y015
+
+@_typing.final
+class HeartbeatPing(_message.Message):
+    """One ping a heartbeat monitor received (one that was recorded: not one refused as too frequent)."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TIME_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    EXIT_STATUS_FIELD_NUMBER: _builtins.int
+    RUN_TIME_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    BODY_TRUNCATED_FIELD_NUMBER: _builtins.int
+    METHOD_FIELD_NUMBER: _builtins.int
+    REMOTE_ADDRESS_FIELD_NUMBER: _builtins.int
+    USER_AGENT_FIELD_NUMBER: _builtins.int
+    kind: Global___HeartbeatPingKind.ValueType
+    exit_status: _builtins.int
+    """The exit status given as `<url>/<exit status>`."""
+    body: _builtins.str
+    """The request's body, up to 10 KiB (decoded as UTF-8, invalid bytes replaced)."""
+    body_truncated: _builtins.bool
+    """Whether the body was longer than what is kept."""
+    method: _builtins.str
+    """GET, POST, HEAD or PUT."""
+    remote_address: _builtins.str
+    """The address the ping came from and its User-Agent header (up to 200 characters)."""
+    user_agent: _builtins.str
+    @_builtins.property
+    def time(self) -> _timestamp_pb2.Timestamp: ...
+    @_builtins.property
+    def run_time(self) -> _duration_pb2.Duration:
+        """For a success or failure that followed a start: the time from that start."""
+
+    def __init__(
+        self,
+        *,
+        time: _timestamp_pb2.Timestamp | None = ...,
+        kind: Global___HeartbeatPingKind.ValueType = ...,
+        exit_status: _builtins.int | None = ...,
+        run_time: _duration_pb2.Duration | None = ...,
+        body: _builtins.str = ...,
+        body_truncated: _builtins.bool = ...,
+        method: _builtins.str = ...,
+        remote_address: _builtins.str = ...,
+        user_agent: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_exit_status", b"_exit_status", "exit_status", b"exit_status", "run_time", b"run_time", "time", b"time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_exit_status", b"_exit_status", "body", b"body", "body_truncated", b"body_truncated", "exit_status", b"exit_status", "kind", b"kind", "method", b"method", "remote_address", b"remote_address", "run_time", b"run_time", "time", b"time", "user_agent", b"user_agent"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__exit_status: _TypeAlias = _typing.Literal["exit_status"]  # noqa: Y015
+    _WhichOneofArgType__exit_status: _TypeAlias = _typing.Literal["_exit_status", b"_exit_status"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__exit_status) -> _WhichOneofReturnType__exit_status | None: ...
+
+Global___HeartbeatPing: _TypeAlias = HeartbeatPing  # noqa: Y015
 
 @_typing.final
 class SummarizeMonitorRequest(_message.Message):

@@ -93,6 +93,11 @@ class MonitorServiceStub:
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesRequest.SerializeToString,
                 response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesResponse.FromString,
                 _registered_method=True)
+        self.ListHeartbeatPings = channel.unary_unary(
+                '/monitors.v1.MonitorService/ListHeartbeatPings',
+                request_serializer=monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsRequest.SerializeToString,
+                response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsResponse.FromString,
+                _registered_method=True)
         self.SummarizeMonitor = channel.unary_unary(
                 '/monitors.v1.MonitorService/SummarizeMonitor',
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorRequest.SerializeToString,
@@ -231,6 +236,15 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListHeartbeatPings(self, request, context):
+        """Lists the latest pings of a heartbeat monitor (at most 10 are kept), newest first, with their kind,
+        exit status, measured run time and body (up to 10 KiB each). Returns NOT_FOUND as GetMonitor,
+        INVALID_ARGUMENT for a negative page_size or a malformed page_token; a monitor of another kind has none.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def SummarizeMonitor(self, request, context):
         """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
         coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
@@ -358,6 +372,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.QuerySamples,
                     request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesRequest.FromString,
                     response_serializer=monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesResponse.SerializeToString,
+            ),
+            'ListHeartbeatPings': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListHeartbeatPings,
+                    request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsRequest.FromString,
+                    response_serializer=monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsResponse.SerializeToString,
             ),
             'SummarizeMonitor': grpc.unary_unary_rpc_method_handler(
                     servicer.SummarizeMonitor,
@@ -701,6 +720,33 @@ class MonitorService:
             '/monitors.v1.MonitorService/QuerySamples',
             monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesRequest.SerializeToString,
             monitors_dot_v1_dot_monitor__service__pb2.QuerySamplesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListHeartbeatPings(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monitors.v1.MonitorService/ListHeartbeatPings',
+            monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsRequest.SerializeToString,
+            monitors_dot_v1_dot_monitor__service__pb2.ListHeartbeatPingsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -78,6 +78,11 @@ class MonitorServiceStub:
     than max_points. Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for a field the monitor type
     does not write, an inverted time range or a bad window.
     """
+    ListHeartbeatPings: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.ListHeartbeatPingsRequest, _monitor_service_pb2.ListHeartbeatPingsResponse]
+    """Lists the latest pings of a heartbeat monitor (at most 10 are kept), newest first, with their kind,
+    exit status, measured run time and body (up to 10 KiB each). Returns NOT_FOUND as GetMonitor,
+    INVALID_ARGUMENT for a negative page_size or a malformed page_token; a monitor of another kind has none.
+    """
     SummarizeMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorRequest, _monitor_service_pb2.SummarizeMonitorResponse]
     """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
     coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
@@ -166,6 +171,11 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """Reads one field of one monitor over a time range, optionally aggregated per window, never more
     than max_points. Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for a field the monitor type
     does not write, an inverted time range or a bad window.
+    """
+    ListHeartbeatPings: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.ListHeartbeatPingsRequest, _monitor_service_pb2.ListHeartbeatPingsResponse]  # type: ignore[assignment]
+    """Lists the latest pings of a heartbeat monitor (at most 10 are kept), newest first, with their kind,
+    exit status, measured run time and body (up to 10 KiB each). Returns NOT_FOUND as GetMonitor,
+    INVALID_ARGUMENT for a negative page_size or a malformed page_token; a monitor of another kind has none.
     """
     SummarizeMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorRequest, _monitor_service_pb2.SummarizeMonitorResponse]  # type: ignore[assignment]
     """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
@@ -318,6 +328,17 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Reads one field of one monitor over a time range, optionally aggregated per window, never more
         than max_points. Returns NOT_FOUND as GetMonitor, INVALID_ARGUMENT for a field the monitor type
         does not write, an inverted time range or a bad window.
+        """
+
+    @_abc_1.abstractmethod
+    def ListHeartbeatPings(
+        self,
+        request: _monitor_service_pb2.ListHeartbeatPingsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_service_pb2.ListHeartbeatPingsResponse, _abc.Awaitable[_monitor_service_pb2.ListHeartbeatPingsResponse]]:
+        """Lists the latest pings of a heartbeat monitor (at most 10 are kept), newest first, with their kind,
+        exit status, measured run time and body (up to 10 KiB each). Returns NOT_FOUND as GetMonitor,
+        INVALID_ARGUMENT for a negative page_size or a malformed page_token; a monitor of another kind has none.
         """
 
     @_abc_1.abstractmethod
