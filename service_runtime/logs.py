@@ -1,4 +1,10 @@
-"""Structured logging: one JSON object per line on stderr (or plain text when asked)."""
+"""Structured logging on stderr: one JSON object per line (production), ``key=value`` text, or the console
+format for a person at a terminal (``make run``).
+
+What happens to monitors, alerts and notifications is logged at INFO on loggers under ``monitors.events``
+(:func:`event_log`): one line each, a sentence a person reads. The console format shows those and warnings and
+errors, nothing else unless MONITORS_LOG_LEVEL asks for more.
+"""
 
 from __future__ import annotations
 
@@ -13,6 +19,61 @@ from typing import Any, TextIO
 _STANDARD_ATTRS = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 # One encoder for every line: json.dumps with any option builds a new one per call.
 _ENCODER = json.JSONEncoder(default=str)
+EVENTS = "monitors.events"
+FORMATS = ("json", "text", "console")
+
+
+def event_log(name: str) -> logging.Logger:
+    """The logger of what a person watching the system wants to see as it happens (a monitor DOWN or UP, an
+    alert firing or resolved, a notification delivered or failing): INFO lines whose message says it all."""
+    return logging.getLogger(f"{EVENTS}.{name}")
+
+
+def _fields(record: logging.LogRecord) -> list[tuple[str, Any]]:
+    """The structured (``extra=``) fields of ``record``, but for private ones."""
+    return [(k, v) for k, v in record.__dict__.items() if k not in _STANDARD_ATTRS and not k.startswith("_")]
+
+
+def _text_value(value: Any) -> str:
+    text = str(value)
+    if not text or any(c.isspace() or c in '="' for c in text):
+        return _ENCODER.encode(text)
+    return text
+
+
+def _with_fields(line: str, record: logging.LogRecord, formatter: logging.Formatter) -> str:
+    fields = _fields(record)
+    if fields:
+        line += " " + " ".join(f"{key}={_text_value(value)}" for key, value in fields)
+    if record.exc_info:
+        line += "\n" + formatter.formatException(record.exc_info)
+    return line
+
+
+class TextFormatter(logging.Formatter):
+    """``time LEVEL logger message key=value ...``: one line per record, its structured fields included (values
+    with spaces, quotes or ``=`` JSON-quoted)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = f"{self.formatTime(record)} {record.levelname} {record.name} {record.getMessage()}"
+        return _with_fields(line, record, self)
+
+
+class ConsoleFormatter(logging.Formatter):
+    """For a person at a terminal, one line a record. An event (INFO under ``monitors.events``) is its time and
+    sentence; anything else (a warning, an error, INFO lines asked for) adds the process (the service), its
+    level, logger and fields: ``HH:MM:SS notify WARNING message [logger] key=value ...``."""
+
+    def __init__(self, process: str) -> None:
+        super().__init__()
+        self._process = process
+
+    def format(self, record: logging.LogRecord) -> str:
+        clock = time.strftime("%H:%M:%S", time.localtime(record.created))
+        if record.levelno < logging.WARNING and record.name.startswith(EVENTS + "."):
+            return f"{clock} {record.getMessage()}"
+        line = f"{clock} {self._process} {record.levelname} {record.getMessage()} [{record.name}]"
+        return _with_fields(line, record, self)
 
 
 class JsonFormatter(logging.Formatter):
@@ -108,8 +169,9 @@ def log_fields(logger: logging.Logger, level: int, msg: str, fields: Mapping[str
         handler.handleError(logging.makeLogRecord({"name": logger.name, "levelno": level, "msg": msg, **fields}))
 
 
-def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
-    """Send all logs to stderr (stdout is kept for command output) in the chosen format."""
+def configure_logging(level: str = "INFO", fmt: str = "json", process: str = "") -> None:
+    """Send all logs to stderr (stdout is kept for command output) in the chosen format: ``json``, ``text``, or
+    ``console`` (events at INFO whatever ``level``, each line led by ``process``, the service's name)."""
     global _direct
     handler: logging.Handler
     if fmt == "json":
@@ -117,8 +179,10 @@ def configure_logging(level: str = "INFO", fmt: str = "json") -> None:
     else:
         _direct = None
         handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
-    # Neither format shows the caller's source line, thread or process, so records skip gathering them (the
+        handler.setFormatter(ConsoleFormatter(process) if fmt == "console" else TextFormatter())
+    # The console shows events even when it shows nothing else below warnings; other formats follow ``level``.
+    logging.getLogger(EVENTS).setLevel(logging.INFO if fmt == "console" else logging.NOTSET)
+    # No format shows the caller's source line, thread or process, so records skip gathering them (the
     # switches of the logging HOWTO's "Optimization" section). With the per-second timestamp above, that took
     # an authenticated call's own work from 443,000 to 414,000 instructions (callgrind).
     logging._srcfile = None

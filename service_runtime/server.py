@@ -265,7 +265,7 @@ def run_service(
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
-    configure_logging(settings.log_level, settings.log_format)
+    configure_logging(settings.log_level, settings.log_format, service)
 
     async def serve() -> None:
         host = await build(settings)

@@ -231,7 +231,7 @@ class Settings:
             login_attempts_per_client=_int(env, "MONITORS_LOGIN_ATTEMPTS_PER_CLIENT", 30, minimum=1),
             login_code_ttl_s=_float(env, "MONITORS_LOGIN_CODE_TTL_S", 600.0, minimum=1.0),
             log_level=_choice(env, "MONITORS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text")),
+            log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text", "console")),
             max_message_bytes=_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
             shutdown_grace_s=_float(env, "MONITORS_SHUTDOWN_GRACE_S", 10.0),
             drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S),

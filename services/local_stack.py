@@ -159,9 +159,13 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
     env = {
         **env,
         "MONITORS_EGRESS": env.get("MONITORS_EGRESS") or EGRESS_DEFAULT,
-        # A terminal to read: warnings and errors as text lines, not a JSON line per call (set these to see more).
+        # A terminal to read: one line per monitor DOWN or UP, alert firing or resolved, notification sent, and
+        # each warning or error; not a JSON line per call. MONITORS_LOG_LEVEL=INFO shows more, and
+        # MONITORS_LOG_FORMAT=json gives the production lines.
         "MONITORS_LOG_LEVEL": env.get("MONITORS_LOG_LEVEL") or "WARNING",
-        "MONITORS_LOG_FORMAT": env.get("MONITORS_LOG_FORMAT") or "text",
+        "MONITORS_LOG_FORMAT": env.get("MONITORS_LOG_FORMAT") or "console",
+        # gRPC's own C-core notes (a fork while its threads run, say) are not for this terminal; errors still are.
+        "GRPC_VERBOSITY": env.get("GRPC_VERBOSITY") or "ERROR",
         # One machine, no balancer: Ctrl-C stops at once unless asked otherwise.
         "MONITORS_DRAIN_DELAY_S": env.get("MONITORS_DRAIN_DELAY_S") or "0",
     }
@@ -220,7 +224,9 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
             '       .venv/bin/grpcurl -plaintext -H "authorization: Bearer $KEY" '
             """-d '{"monitor": {"spec": {"website": {"url": "https://example.com"}}}}' """
             f"{monitor} monitors.v1.MonitorService/CreateMonitor\n"
-            "\nCtrl-C stops everything.\n",
+            "\nThis terminal shows each monitor going DOWN or coming back UP, each alert firing or resolved, each\n"
+            "notification sent, and warnings and errors, one line each (MONITORS_LOG_FORMAT=json for JSON lines).\n"
+            "Ctrl-C stops everything.\n",
             flush=True,
         )
     while not stop.is_set():

@@ -106,7 +106,8 @@ def test_a_filter_on_the_way_is_obeyed(stderr: io.StringIO, where: str) -> None:
 def test_the_text_format_goes_through_logging(stderr: io.StringIO) -> None:
     configure(stderr, "text")
     logs.log_fields(logging.getLogger("monitors.test"), logging.INFO, "rpc", FIELDS)
-    assert re.fullmatch(r"\S+ \S+ INFO monitors.test rpc", lines(stderr)[0])
+    fields = "method=/monitors.v1.AccountService/GetCurrentUser code=OK duration_ms=0.5 request_id=r1"
+    assert lines(stderr)[0].endswith(f" INFO monitors.test rpc {fields}")
 
 
 def test_a_field_naming_a_record_attribute_is_refused_as_logging_refuses_it(stderr: io.StringIO) -> None:

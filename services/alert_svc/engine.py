@@ -49,6 +49,7 @@ from services.alert_svc.domain import (
 from services.alert_svc.evaluator import NO_DATA_FIELD, Evaluator, HistoryRequest
 from services.alert_svc.store import AlertStore
 from services.alert_svc.streams import Broadcast
+from services.alert_svc.transition_log import log_transition
 
 log = logging.getLogger(__name__)
 
@@ -639,6 +640,7 @@ class AlertEngine:
             )
         event = AlertEvent(alert.id, transition, alert.update_time, alert.value, why, actor)
         await self._store.save_alert(alert, event, notices)
+        log_transition(alert, transition, why, actor, len(notices))
         for notice in notices:
             if notice.next_attempt_time == notice.event_time:
                 self._storms[(notice.owner_id, notice.kind)] = notice.event_time

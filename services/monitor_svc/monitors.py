@@ -44,6 +44,7 @@ from services.monitor_svc.domain import (
     validate,
 )
 from services.monitor_svc.monitor_store import MonitorStore
+from services.monitor_svc.state_log import log_state_change
 from services.monitor_svc.user_secrets import UserSecrets
 
 
@@ -378,11 +379,14 @@ class Monitors:
             current = await self._store.statuses([monitor for monitor, _ in recorded])
             fresh = []
             after = []
+            changes = []
             for monitor, result in recorded:
                 last = last_check_time(current[monitor.id], result.location)
                 if last is None or result.time > last:
                     result = replace(result, fields=finite_fields(result.fields))
-                    current[monitor.id] = next_status(monitor, current[monitor.id], result)
+                    before = current[monitor.id]
+                    current[monitor.id] = next_status(monitor, before, result)
+                    changes.append((monitor, before, current[monitor.id]))
                     fresh.append((monitor, result))
                 after.append(current[monitor.id])
             samples = []
@@ -395,6 +399,8 @@ class Monitors:
                 await self._timeseries.write(samples)
             stored = [current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}]
             await self._store.put_statuses(stored)
+            for monitor, before, status in changes:
+                log_state_change(monitor, before, status)
             if fresh:
                 for listener in self.record_listeners:
                     listener(samples, stored)

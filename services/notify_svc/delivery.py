@@ -18,11 +18,12 @@ import traceback
 from collections import deque
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Generic, TypeVar
 
 from service_runtime.database import new_id, utc_now
+from service_runtime.logs import event_log
 from services.notify_svc.domain import (
     Attempt,
     Channel,
@@ -35,6 +36,7 @@ from services.notify_svc.domain import (
     Outcome,
     Severity,
     config_secrets,
+    mask_address,
     redact,
 )
 from services.notify_svc.senders import Sender, SendResult
@@ -42,6 +44,7 @@ from services.notify_svc.store import NotificationStore, Record, Target
 from services.notify_svc.templates import render
 
 log = logging.getLogger(__name__)
+events = event_log("delivery")  # one line per attempt: what was sent where, and how it went
 AUTH_FAILURE_CODES = frozenset({401, 403, 404, 410})
 AUTH_FAILURES_TO_DISABLE = 3
 EMAIL_LANE = "email"
@@ -359,9 +362,9 @@ class DeliveryWorker:
         await self._record(Record(delivery.id, attempt, state, next_time))
         if result.retry_after_s:
             self._lane(delivery.channel_id or EMAIL_LANE, kind).bucket.pause(result.retry_after_s)
-        log.log(
+        events.log(
             logging.INFO if result.outcome is Outcome.SUCCESS else logging.WARNING,
-            "delivery attempt",
+            attempt_text(delivery, channel, kind, result, error, state, next_time),
             extra={
                 "delivery_id": delivery.id,
                 "channel_id": delivery.channel_id,
@@ -403,3 +406,27 @@ class DeliveryWorker:
             f"channel-disabled:{channel.id}:{new_id('evt')}", channel.owner_id, targets, notification
         )
         self.wake()
+
+
+def attempt_text(
+    delivery: Delivery,
+    channel: Channel | None,
+    kind: ChannelKind,
+    result: SendResult,
+    error: str,
+    state: DeliveryState,
+    next_time: datetime | None,
+) -> str:
+    """The sentence of one attempt: ``alert_firing notification to webhook 'ops': delivered (HTTP 200)``."""
+    where = (
+        f"{kind.value} {channel.display_name!r}"
+        if channel is not None
+        else f"email {mask_address(delivery.email_address)}"
+    )
+    text = f"{delivery.notification.kind.value} notification to {where} ({delivery.id}): "
+    if state is DeliveryState.DELIVERED:
+        return text + "delivered" + (f" (HTTP {result.response_code})" if result.response_code else "")
+    text += error or result.outcome.value
+    if state is DeliveryState.RETRYING and next_time is not None:
+        return text + f"; trying again at {next_time.astimezone().strftime('%H:%M:%S')}"
+    return text + "; given up"
