@@ -112,10 +112,12 @@ async def test_the_sink_hears_snapshot_changes_and_samples_then_down_and_a_new_s
     feed = MonitorFeed(
         channel, settings.resolved_service_token(), checked_sink, include_results=True, max_backoff_s=0.5
     )
+    # The monitor exists before the feed starts, so its first snapshot holds it (made after the feed had
+    # started, it could come in the snapshot or as a change after it, as the two raced).
+    first = (await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("api")), metadata=user)).monitor
     task = asyncio.create_task(feed.run())
     assignments = None
     try:
-        first = (await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("api")), metadata=user)).monitor
         kind, snapshot = await sink.next()
         assert kind == "snapshot"
         [info] = snapshot
