@@ -30,6 +30,10 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.keepalive_permit_without_calls", 1),
     ("grpc.http2.max_pings_without_data", 0),
     ("grpc.max_receive_message_length", 16 * 1024 * 1024),
+    # gRPC's own reconnect backoff (1 s growing to 120 s) would decide when the feed comes back after the
+    # monitor service restarted, tens of seconds late; the feed's own retries (max_backoff_s) decide instead.
+    ("grpc.initial_reconnect_backoff_ms", 250),
+    ("grpc.max_reconnect_backoff_ms", 1_000),
 ]
 
 
