@@ -4,7 +4,20 @@ Plain Python and deterministic: the same request always gives the same suggestio
 subjects appear (url first, then symbol, then text). What is recognised:
 
 - Websites: ``http(s)://`` URLs, and bare host names such as ``example.com`` or ``shop.example.org/health``
-  (watched over https). Suggested rules: the monitor is down, p95 latency, and for https certificate expiry.
+  (watched over https; a host on this machine or the LAN, such as ``nas.local``, ``192.168.1.20/admin`` or
+  ``localhost``, over http, which such hosts serve far more often: a scheme the user gives is kept).
+  Suggested rules: the monitor is down, p95 latency, and for https certificate expiry.
+- TCP ports: ``host:port`` with no scheme or path (``db.example.com:5432``, ``10.0.0.5:22``), ``tcp://...``,
+  and "port 5432 on db.example.com"; ports 80 and 443 stay websites. Rules: down, p95 connect time.
+- DNS records: "the DNS record of example.com still points at 203.0.113.7" (A; AAAA for an IPv6 address,
+  CNAME for a host name, or the type named: "the MX record of ...") expects that answer; "DNS of
+  example.com" watches that it resolves. Rule: down (the record no longer gives the answer, or none).
+- gRPC services: ``host:port`` in a text that says gRPC, or ``grpc://`` / ``grpcs://`` (TLS; also for port
+  443). The standard health check of the whole server. Rules: down, p95 latency.
+- Jobs: "my nightly backup job", "the report script", "a cron job that runs every 6 hours": a heartbeat
+  monitor (the job pings its URL), expecting a ping per the period the text names (hourly, nightly, daily,
+  weekly, monthly, every N minutes/hours/days; a day if none) with a tenth of it as grace (5 min to 2 h).
+  Rule: down (the ping is late or the job reported a failure).
 - Coins: names and tickers (``bitcoin``, ``BTC``, ``ether``, ``ETH-EUR``) with an optional fiat currency
   (``in euros``, ``€``, ``GBP``; USD when none is named). Tickers that are also English words (LINK, DOT,
   TON...) count in text only when written in capitals or followed by "price", "coin" or "token".
@@ -20,6 +33,7 @@ CreateMonitor; every rule names a field its monitor's kind writes.
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
 from datetime import timedelta
@@ -30,8 +44,12 @@ from service_runtime.timeseries import Aggregation
 from services.monitor_svc.domain import (
     DEFAULT_INTERVAL,
     CryptoPriceSpec,
+    DnsSpec,
+    GrpcHealthSpec,
+    HeartbeatSpec,
     Limits,
     MonitorDraft,
+    TcpSpec,
     WebsiteSpec,
     validate,
 )
@@ -109,6 +127,52 @@ _DIRECTED = re.compile(
 _MONEY = re.compile(rf"(?<![\w.]){_AMOUNT}{_NOT_PRICE}", re.IGNORECASE)
 _PERCENT = re.compile(r"(\d{1,2}(?:\.\d+)?)\s*%")
 
+CONNECT_P95_MS = 1000.0
+GRPC_NEAR = 30  # characters around a host:port searched for the word gRPC
+_DOMAIN = r"(?:[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,24}"
+_IPV4 = r"(?:(?:25[0-5]|2[0-4]\d|1?\d?\d)\.){3}(?:25[0-5]|2[0-4]\d|1?\d?\d)"
+_IPV6 = r"[0-9a-f]{0,4}(?::[0-9a-f]{0,4}){2,7}(?![\w:])"
+_ANY_HOST = rf"(?:{_DOMAIN}|{_IPV4}|localhost|\[[0-9a-f:]+\])"
+# host:port with no scheme and no path: a TCP port (or a gRPC server when the text says gRPC).
+_HOST_PORT = re.compile(
+    rf"(?<![\w@.:/-])(?:(?P<scheme>tcp|grpcs?)://)?(?P<host>{_ANY_HOST}):(?P<port>\d{{1,5}})(?![\w:/-]|\.\w)",
+    re.IGNORECASE,
+)
+_PORT_ON = re.compile(rf"\bport\s+(?P<port>\d{{1,5}})\s+(?:on|of|at)\s+(?P<host>{_ANY_HOST})\b", re.IGNORECASE)
+_GRPC_URL = re.compile(rf"\b(?P<scheme>grpcs?)://(?P<host>{_ANY_HOST})(?::(?P<port>\d{{1,5}}))?/?", re.IGNORECASE)
+_GRPC_WORD = re.compile(r"\bgrpc\b", re.IGNORECASE)
+# A LAN website named by address or a LAN-only name, watched over http.
+_LAN_SITE = re.compile(rf"(?<![\w@.:/-])(?P<host>{_IPV4}|localhost)(?P<rest>(?::\d{{1,5}})?/[^\s<>\"'`]*)?(?![\w:.-])")
+_LAN_SUFFIXES = (".local", ".lan", ".home", ".internal", ".localdomain", ".home.arpa", ".intranet", ".localhost")
+_RECORD_TYPE = r"(?P<type>a|aaaa|cname|mx|txt|ns)\s+"
+_DNS_POINTS = re.compile(
+    rf"(?:(?:\bdns\s+)?(?:{_RECORD_TYPE})?(?:dns\s+)?records?\s+(?:of|for)\s+)?"
+    rf"(?P<name>{_DOMAIN})\.?\s+(?:still\s+|now\s+|always\s+)?(?:points?|pointing|resolves?|resolving)\s+"
+    rf"(?:at|to)\s+(?P<answer>{_IPV4}|{_IPV6}|{_DOMAIN})\.?",
+    re.IGNORECASE,
+)
+_DNS_OF = re.compile(
+    rf"\b(?:(?:{_RECORD_TYPE})?(?:dns\s+)?records?|dns)\s+(?:of|for)\s+(?P<name>{_DOMAIN})\.?", re.IGNORECASE
+)
+_JOB_WORDS = frozenset({"job", "jobs", "cronjob", "cron", "backup", "backups", "script", "scripts", "task", "tasks"})
+_JOB_STOP = frozenset(
+    {"my", "our", "the", "a", "an", "their", "your", "his", "her", "its", "this", "that", "these", "those", "of",
+     "for", "and", "or", "to", "watch", "monitor", "check", "track", "if", "when", "whether", "me", "tell", "alert",
+     "let", "know", "is", "are", "was", "in", "on", "at", "with", "from", "by", "every", "each", "keep", "eye"}
+)  # fmt: skip
+_PERIOD_WORDS = {
+    "hourly": timedelta(hours=1),
+    "daily": timedelta(days=1),
+    "nightly": timedelta(days=1),
+    "weekly": timedelta(days=7),
+    "monthly": timedelta(days=31),
+    "yearly": timedelta(days=365),
+    "annually": timedelta(days=365),
+}
+_UNITS = {"minute": 60, "min": 60, "hour": 3600, "day": 86400, "night": 86400, "week": 604800, "month": 2678400}
+_EVERY = re.compile(r"\bevery\s+(?:(?P<n>\d{1,4})\s+)?(?P<unit>minute|min|hour|day|night|week|month)s?\b", re.I)
+_TWICE = re.compile(r"\btwice\s+a\s+(?P<unit>day|week)\b", re.IGNORECASE)
+
 
 @dataclass(frozen=True)
 class ThresholdCondition:
@@ -175,17 +239,43 @@ def suggest_monitors(
     if len(text) > MAX_TEXT:
         raise InvalidArgument("text", f"must be at most {MAX_TEXT} characters")
     interval = max(DEFAULT_INTERVAL, limits.min_interval)
-    # Websites first, blanked out of the text, so a port, a path or bitcoin.org is not read as a price or coin.
+    # DNS records, ports and gRPC servers, then websites, each blanked out of the text once recognised, so a
+    # host is read once, and a port, a path or bitcoin.org is not read as a price or coin.
     sites: list[tuple[int, MonitorSuggestion]] = []
     rest = text
-    for pattern in (_URL, _HOST):
+
+    def take(match: re.Match[str], suggestion: MonitorSuggestion | None) -> None:
+        nonlocal rest
+        if suggestion is not None:
+            sites.append((match.start(), suggestion))
+            rest = rest[: match.start()] + " " * len(match.group(0)) + rest[match.end() :]
+
+    for pattern in (_DNS_POINTS, _DNS_OF):
+        for match in pattern.finditer(rest):
+            answer = match.groupdict().get("answer")
+            take(match, _dns(match.group("name"), match.group("type"), answer, interval, limits))
+    for match in _GRPC_URL.finditer(rest):
+        scheme, port = match.group("scheme").lower(), match.group("port")
+        take(match, _grpc(match.group("host"), int(port or 443), scheme == "grpcs", interval, limits))
+    for pattern in (_HOST_PORT, _PORT_ON):
+        for match in pattern.finditer(rest):
+            host, port = match.group("host"), int(match.group("port"))
+            scheme = (match.groupdict().get("scheme") or "").lower()
+            # "gRPC" said just before or after this address (not elsewhere in the text) makes it a gRPC server.
+            says_grpc = bool(_GRPC_WORD.search(text[max(0, match.start() - GRPC_NEAR) : match.end() + GRPC_NEAR]))
+            if port in (80, 443) and not scheme and not says_grpc:
+                continue  # a website, read below
+            if scheme.startswith("grpc") or (says_grpc and scheme != "tcp"):
+                take(match, _grpc(host, port, scheme == "grpcs" or port == 443, interval, limits))
+            else:
+                take(match, _tcp(host, port, interval, limits))
+    for pattern in (_URL, _LAN_SITE, _HOST):
         for match in pattern.finditer(rest):
             if pattern is _HOST and match.group(1).rsplit(".", 1)[-1].lower() in _NOT_TLDS:
                 continue
-            site = _website(match.group(0).rstrip(".,;:!?)"), interval, limits)
-            if site is not None:
-                sites.append((match.start(), site))
-                rest = rest[: match.start()] + " " * len(match.group(0)) + rest[match.end() :]
+            take(match, _website(match.group(0).rstrip(".,;:!?)"), interval, limits))
+    for position, job in _jobs_in(rest, limits):
+        sites.append((position, job))
     target = _price_target(rest)
     percent = _move_percent(rest)
     quote = _fiat_in(rest) or (target.quote if target else None)
@@ -211,14 +301,27 @@ def suggest_monitors(
             found.append(suggestion)
     if not found:
         raise InvalidArgument(
-            "text", f"names no website, host or coin we know: {text[:60]!r}; try 'watch example.com' or 'BTC in euros'"
+            "text",
+            f"names no website, host, port, DNS record, job or coin we know: {text[:60]!r}; try 'watch example.com',"
+            " 'db.example.com:5432', 'my nightly backup job' or 'BTC in euros'",
         )
     return found
 
 
+def is_lan_host(host: str) -> bool:
+    """A host on this machine or the LAN: a loopback or private address, localhost, or a LAN-only name."""
+    host = host.strip("[]").lower().rstrip(".")
+    try:
+        address = ipaddress.ip_address(host)
+    except ValueError:
+        return host == "localhost" or "." not in host or host.endswith(_LAN_SUFFIXES)
+    return address.is_private or address.is_loopback or address.is_link_local
+
+
 def _normal_url(raw: str) -> str:
     if not re.match(r"^[a-z][a-z0-9+.-]*://", raw, re.IGNORECASE):
-        raw = f"https://{raw}"
+        host = urlsplit(f"//{raw}").hostname or ""
+        raw = f"{'http' if is_lan_host(host) else 'https'}://{raw}"
     parts = urlsplit(raw)
     return parts._replace(scheme=parts.scheme.lower(), path=parts.path or "/").geturl()
 
@@ -264,6 +367,152 @@ def _website(raw: str, interval: timedelta, limits: Limits) -> MonitorSuggestion
         )
     rationale = f"Checks {url} every {_duration(interval)} for an answer, its latency and, over https, its certificate."
     return MonitorSuggestion(draft, rationale, tuple(rules))
+
+
+def _down_rule(name: str, for_duration: timedelta, why: str) -> SuggestedAlertRule:
+    return SuggestedAlertRule(f"{name} is down", MonitorDownCondition(), "critical", for_duration, why)
+
+
+def _tcp(host: str, port: int, interval: timedelta, limits: Limits) -> MonitorSuggestion | None:
+    host = host.strip("[]")
+    draft = _valid(MonitorDraft(spec=TcpSpec(host, port), interval=interval), limits)
+    if draft is None:
+        return None
+    name = f"{host}:{port}"
+    rules = (
+        _down_rule(name, timedelta(minutes=1), "Pages you when the port stops accepting connections for a minute."),
+        SuggestedAlertRule(
+            f"{name} is slow to connect",
+            ThresholdCondition("connect_time_ms", Aggregation.P95, LATENCY_WINDOW, ">", CONNECT_P95_MS),
+            "warning",
+            timedelta(minutes=5),
+            f"Warns when the slowest 5% of connections take over {CONNECT_P95_MS / 1000:g} s for 10 minutes.",
+        ),
+    )
+    rationale = f"Opens a TCP connection to {name} every {_duration(interval)} and times it."
+    return MonitorSuggestion(draft, rationale, rules)
+
+
+def _grpc(host: str, port: int, tls: bool, interval: timedelta, limits: Limits) -> MonitorSuggestion | None:
+    target = f"{host}:{port}"
+    draft = _valid(MonitorDraft(spec=GrpcHealthSpec(target, use_tls=tls), interval=interval), limits)
+    if draft is None:
+        return None
+    rules = (
+        _down_rule(target, timedelta(minutes=1), "Pages you when the server stops answering SERVING for a minute."),
+        SuggestedAlertRule(
+            f"{target} is slow",
+            ThresholdCondition("response_time_ms", Aggregation.P95, LATENCY_WINDOW, ">", LATENCY_P95_MS),
+            "warning",
+            timedelta(minutes=5),
+            f"Warns when the slowest 5% of health checks take over {LATENCY_P95_MS / 1000:g} s for 10 minutes.",
+        ),
+    )
+    over = "over TLS" if tls else "in plain text"
+    rationale = f"Asks {target} for its standard gRPC health (grpc.health.v1) every {_duration(interval)}, {over}."
+    return MonitorSuggestion(draft, rationale, rules)
+
+
+def _dns(
+    name: str, named_type: str | None, answer: str | None, interval: timedelta, limits: Limits
+) -> MonitorSuggestion | None:
+    name = name.rstrip(".")
+    record_type = (named_type or "").upper()
+    if not record_type:
+        record_type = "A"
+        if answer is not None:
+            try:
+                record_type = "AAAA" if ipaddress.ip_address(answer).version == 6 else "A"
+            except ValueError:
+                record_type = "CNAME"
+    answers = (answer.rstrip("."),) if answer else ()
+    spec = DnsSpec(name, record_type, answers)
+    draft = _valid(MonitorDraft(spec=spec, interval=interval), limits)
+    if draft is None:
+        return None
+    expects = f"still gives {answers[0]}" if answers else "resolves"
+    rules = (
+        _down_rule(
+            f"{name} {record_type}",
+            timedelta(minutes=5),
+            f"Tells you when the {record_type} record of {name} no longer "
+            + (f"gives {answers[0]}" if answers else "resolves")
+            + " for 5 minutes (a resolver's blip is not a change).",
+        ),
+    )
+    rationale = f"Looks up the {record_type} record of {name} every {_duration(interval)} and checks it {expects}."
+    return MonitorSuggestion(draft, rationale, rules)
+
+
+def _jobs_in(text: str, limits: Limits) -> list[tuple[int, MonitorSuggestion]]:
+    """Heartbeat monitors for the jobs the text names ("my nightly backup job"), each once."""
+    words = list(re.finditer(r"[a-z0-9][a-z0-9_-]*", text, re.IGNORECASE))
+    found: dict[str, tuple[int, MonitorSuggestion]] = {}
+    i = 0
+    while i < len(words):
+        if words[i].group(0).lower() not in _JOB_WORDS:
+            i += 1
+            continue
+        end = i
+        while end + 1 < len(words) and words[end + 1].group(0).lower() in _JOB_WORDS:
+            end += 1
+        first = i
+        while first > 0 and i - first < 3 and words[first - 1].group(0).lower() not in _JOB_STOP:
+            first -= 1
+        name = " ".join(w.group(0) for w in words[first : end + 1])
+        if name.lower() not in found:
+            job = _heartbeat(name, _period_in(text), limits)
+            if job is not None:
+                found[name.lower()] = (words[first].start(), job)
+        i = end + 1
+    return list(found.values())
+
+
+def _period_in(text: str) -> timedelta | None:
+    """The period the text names for a job: "hourly", "every 6 hours", "twice a day"... None if none."""
+    every = _EVERY.search(text)
+    if every is not None:
+        return timedelta(seconds=int(every.group("n") or 1) * _UNITS[every.group("unit").lower()])
+    twice = _TWICE.search(text)
+    if twice is not None:
+        return timedelta(seconds=_UNITS[twice.group("unit").lower()] / 2)
+    for word in re.findall(r"[a-z]+", text.lower()):
+        if word in _PERIOD_WORDS:
+            return _PERIOD_WORDS[word]
+    return None
+
+
+def _heartbeat(name: str, period: timedelta | None, limits: Limits) -> MonitorSuggestion | None:
+    named = period is not None
+    period = max(period or timedelta(days=1), limits.min_interval)
+    grace = min(max(period / 10, timedelta(minutes=5)), timedelta(hours=2))
+    grace = timedelta(seconds=round(grace.total_seconds()))
+    draft = _valid(MonitorDraft(display_name=name, spec=HeartbeatSpec(grace), interval=period), limits)
+    if draft is None:
+        return None
+    rules = (
+        _down_rule(
+            name,
+            timedelta(0),
+            "Tells you when the job's ping is late or it reports a failure (<url>/fail, or <url>/$? with its exit"
+            " status).",
+        ),
+    )
+    every = _long_duration(period) + ("" if named else ", as none was named")
+    rationale = (
+        f"Gives {name} a ping URL to call when it finishes (curl -fsS -m 10 --retry 5 <url>); "
+        f"DOWN when no ping comes every {every}, plus {_long_duration(grace)} of grace."
+    )
+    return MonitorSuggestion(draft, rationale, rules)
+
+
+def _long_duration(span: timedelta) -> str:
+    seconds = int(span.total_seconds())
+    for unit, size in (("day", 86400), ("h", 3600), ("min", 60)):
+        if seconds % size == 0:
+            count = seconds // size
+            return f"{count} {unit}" + ("s" if unit == "day" and count != 1 else "")
+    return f"{seconds} s"
 
 
 def _coin(

@@ -590,9 +590,11 @@ class SuggestMonitorsRequest(_message.Message):
     URL_FIELD_NUMBER: _builtins.int
     SYMBOL_FIELD_NUMBER: _builtins.int
     text: _builtins.str
-    """What the person said, such as "watch example.com" or "bitcoin price"."""
+    """What the person said, such as "watch example.com", "bitcoin price", "db.example.com:5432" or "my
+    nightly backup job".
+    """
     url: _builtins.str
-    """A URL or host name to watch."""
+    """A URL or host name to watch (a website; http for a LAN host without a scheme, else https)."""
     symbol: _builtins.str
     """A coin symbol or pair, such as BTC or ETH-EUR."""
     def __init__(

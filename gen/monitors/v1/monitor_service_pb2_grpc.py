@@ -220,8 +220,11 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SuggestMonitors(self, request, context):
-        """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules.
-        Deterministic. Returns INVALID_ARGUMENT when all inputs are empty.
+        """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules:
+        websites, coins, TCP ports (`host:port`), gRPC servers (`host:port` said with gRPC, `grpc://`), DNS
+        records ("the DNS record of X still points at Y"), and jobs as heartbeats ("my nightly backup job").
+        A LAN host given without a scheme is watched over http. Deterministic. Returns INVALID_ARGUMENT when
+        all inputs are empty or name nothing it knows.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

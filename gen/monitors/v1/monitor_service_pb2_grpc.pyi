@@ -70,8 +70,11 @@ class MonitorServiceStub:
     GetMonitorStatus: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorStatusRequest, _monitor_service_pb2.GetMonitorStatusResponse]
     """Gets a monitor's current state, last result and owning runner. Returns NOT_FOUND as GetMonitor."""
     SuggestMonitors: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.SuggestMonitorsRequest, _monitor_service_pb2.SuggestMonitorsResponse]
-    """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules.
-    Deterministic. Returns INVALID_ARGUMENT when all inputs are empty.
+    """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules:
+    websites, coins, TCP ports (`host:port`), gRPC servers (`host:port` said with gRPC, `grpc://`), DNS
+    records ("the DNS record of X still points at Y"), and jobs as heartbeats ("my nightly backup job").
+    A LAN host given without a scheme is watched over http. Deterministic. Returns INVALID_ARGUMENT when
+    all inputs are empty or name nothing it knows.
     """
     QuerySamples: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.QuerySamplesRequest, _monitor_service_pb2.QuerySamplesResponse]
     """Reads one field of one monitor over a time range, optionally aggregated per window, never more
@@ -164,8 +167,11 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     GetMonitorStatus: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorStatusRequest, _monitor_service_pb2.GetMonitorStatusResponse]  # type: ignore[assignment]
     """Gets a monitor's current state, last result and owning runner. Returns NOT_FOUND as GetMonitor."""
     SuggestMonitors: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.SuggestMonitorsRequest, _monitor_service_pb2.SuggestMonitorsResponse]  # type: ignore[assignment]
-    """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules.
-    Deterministic. Returns INVALID_ARGUMENT when all inputs are empty.
+    """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules:
+    websites, coins, TCP ports (`host:port`), gRPC servers (`host:port` said with gRPC, `grpc://`), DNS
+    records ("the DNS record of X still points at Y"), and jobs as heartbeats ("my nightly backup job").
+    A LAN host given without a scheme is watched over http. Deterministic. Returns INVALID_ARGUMENT when
+    all inputs are empty or name nothing it knows.
     """
     QuerySamples: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.QuerySamplesRequest, _monitor_service_pb2.QuerySamplesResponse]  # type: ignore[assignment]
     """Reads one field of one monitor over a time range, optionally aggregated per window, never more
@@ -315,8 +321,11 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _monitor_service_pb2.SuggestMonitorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.SuggestMonitorsResponse, _abc.Awaitable[_monitor_service_pb2.SuggestMonitorsResponse]]:
-        """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules.
-        Deterministic. Returns INVALID_ARGUMENT when all inputs are empty.
+        """Turns free text, a URL or a coin symbol into ready-to-create monitors and recommended alert rules:
+        websites, coins, TCP ports (`host:port`), gRPC servers (`host:port` said with gRPC, `grpc://`), DNS
+        records ("the DNS record of X still points at Y"), and jobs as heartbeats ("my nightly backup job").
+        A LAN host given without a scheme is watched over http. Deterministic. Returns INVALID_ARGUMENT when
+        all inputs are empty or name nothing it knows.
         """
 
     @_abc_1.abstractmethod
