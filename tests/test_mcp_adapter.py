@@ -368,6 +368,9 @@ async def test_bitcoin_price_monitor_from_creation_to_chart(mcp_stack: McpStack)
         summary = await call(session, "summarize_monitor", monitor_id=monitor["id"], since="1h")
         assert summary["price"]["min"] == 65000.0
         assert summary["price"]["max"] == 71000.0
+        # The fetches are counted (none failed here) and volatility comes in percent too.
+        assert (summary["failed_checks"], summary["checks"] >= summary["samples"]) == (0, True)
+        assert summary["price"]["volatility_percent"] == pytest.approx(summary["price"]["volatility"] * 100, abs=1e-3)
         analysis = await call(session, "get_crypto_analysis", symbol="BTC", since="1h")
         assert analysis["monitor_id"] == monitor["id"]
         assert analysis["stats"]["price"]["last"] == 71000.0

@@ -132,6 +132,7 @@ class OutageView(BaseModel):
     duration: str | None = None
     error_class: str | None = None
     cause: str | None = None
+    causes: list[str] | None = None  # every distinct cause, when there were several
 
 
 class PriceStats(BaseModel):
@@ -141,8 +142,9 @@ class PriceStats(BaseModel):
     max: float
     mean: float
     change_absolute: float
-    change_percent: float
-    volatility: float
+    change_percent: float  # in percent
+    volatility: float  # a fraction: 0.01 is 1 %
+    volatility_percent: float
 
 
 class SummaryView(BaseModel):
@@ -191,7 +193,9 @@ def summary_view(response: monitor_service_pb2.SummarizeMonitorResponse) -> Summ
             change_absolute=round(p.change_absolute, 6),
             change_percent=round(p.change_percent, 4),
             volatility=round(p.volatility, 6),
+            volatility_percent=round(p.volatility_percent, 4),
         )
+        availability = p.availability  # the fetches: failed ones and when the price source failed
     if availability is not None:
         view.uptime_percent = round(availability.uptime_percent, 3)
         view.checks = availability.checks
@@ -203,6 +207,7 @@ def summary_view(response: monitor_service_pb2.SummarizeMonitorResponse) -> Summ
                 duration=span(o.duration),
                 error_class=enum_name(common_pb2.ErrorClass, o.error_class, "ERROR_CLASS_"),
                 cause=o.cause or None,
+                causes=[c.message for c in o.causes] if len(o.causes) > 1 else None,
             )
             for o in availability.outages
         ]
@@ -223,9 +228,10 @@ def summary_line(name: str, view: SummaryView, since: str) -> str:
         return f"{name}: no data yet over {since}."
     if view.price is not None:
         p = view.price
+        failed = f", {view.failed_checks} failed fetches" if view.failed_checks else ""
         return (
             f"{name} over {since}: last {p.last:,.2f}, range {p.min:,.2f}-{p.max:,.2f}, "
-            f"change {p.change_percent:+.2f}% ({view.samples} samples)."
+            f"change {p.change_percent:+.2f}% ({view.samples} samples{failed})."
         )
     if view.uptime_percent is not None:
         outages = len(view.outages or [])
