@@ -204,3 +204,17 @@ async def test_the_coin_summary_counts_failed_fetches_and_states_its_units(store
     assert summary.change_percent == pytest.approx(20.0)  # percent
     assert summary.volatility == pytest.approx(0.158109, rel=1e-5)  # a fraction (see the contract test)
     assert summary.volatility_percent == pytest.approx(15.8109, rel=1e-5)
+
+
+async def test_first_times_many_is_the_first_value_of_each_monitor_in_the_range(store: TimeSeriesStore) -> None:
+    """What says when a monitor new in the range began to be observed, for all of an owner's at once."""
+    await write_all(
+        store,
+        job_samples()
+        + [Sample("usr_a", "mon_calm", H0 + i * MINUTE, {"is_up": 1.0}) for i in range(2, 5)]
+        + [Sample("usr_b", "mon_other", H0, {"is_up": 1.0}), Sample("usr_a", "mon_coin", H0, {"price": 1.0})],
+    )
+    found = await store.first_times_many(
+        "usr_a", ["mon_job", "mon_calm", "mon_other", "mon_coin", "mon_none"], "is_up", H0 + MINUTE, H0 + 14 * MINUTE
+    )
+    assert found == {"mon_job": H0 + MINUTE, "mon_calm": H0 + 2 * MINUTE}

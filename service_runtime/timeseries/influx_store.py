@@ -607,6 +607,23 @@ class InfluxStore:
                     result[monitor] = [Failure(from_ns(t), str(e or ""), str(m or "")) for t, _, e, m in rows]
         return result
 
+    async def first_times_many(
+        self, owner_id: str, monitor_ids: Sequence[str], field_name: str, start: datetime, end: datetime
+    ) -> dict[str, datetime]:
+        """``first()`` is a selector: without GROUP BY time, InfluxQL answers with the first point's own time."""
+        check_field_name(field_name)
+        result: dict[str, datetime] = {}
+        for chunk in _chunks(monitor_ids):
+            q = (
+                f"SELECT first({quote_identifier(field_name)}) FROM {self._from()}"
+                f" WHERE {self._where_many(owner_id, chunk, start, end)} GROUP BY {quote_identifier('monitor')}"
+            )
+            for tags, rows in _series(await self._query(q)):
+                monitor = tags.get("monitor", "")
+                if monitor in chunk and rows and rows[0][1] is not None:
+                    result[monitor] = from_ns(int(rows[0][0]))
+        return result
+
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
         q = (
             f"SELECT {quote_identifier('is_up')} FROM {self._from()}"

@@ -153,6 +153,13 @@ class TimeSeriesStore(Protocol):
         """For each monitor, its samples with is_up == 0, oldest first, at most ``limit``."""
         ...
 
+    async def first_times_many(
+        self, owner_id: str, monitor_ids: Sequence[str], field_name: str, start: datetime, end: datetime
+    ) -> dict[str, datetime]:
+        """For each monitor with a value of the field in the range, the time of its first (one statement per
+        hundred monitors); monitors without one are left out."""
+        ...
+
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
         """The time of the first sample with is_up == 1 strictly after ``after`` and before ``end``."""
         ...

@@ -188,9 +188,10 @@ async def summarize_availability_many(
     check_range(start, end)
     horizon = min(end, now or datetime.now(UTC))
     keys = {m: SeriesKey(owner_id, m) for m in monitor_ids}
-    counts, before = await asyncio.gather(
+    counts, before, firsts = await asyncio.gather(
         uptime_counts(store, owner_id, monitor_ids, start, end),
         store.points_many("is_up", list(keys.values()), _minus(start, CARRY_IN_LOOKBACK), start, 1),
+        store.first_times_many(owner_id, list(keys), "is_up", start, end),
     )
     carried = {m: before[k][-1][1] for m, k in keys.items() if before.get(k)}
     failing = [m for m in keys if counts[m].up < counts[m].checks or carried.get(m) == 0]
@@ -204,7 +205,10 @@ async def summarize_availability_many(
         async with gate:
             if monitor_id in failures:
                 outages = await _outages(store, key, found, start, end, horizon, carried.get(monitor_id) == 0)
-            observed, downtime = await _observed(store, key, start, end, horizon, monitor_id in carried, outages)
+            first_raw = firsts.get(monitor_id)
+            observed, downtime = await _observed(
+                store, key, start, end, horizon, monitor_id in carried, first_raw, outages
+            )
         checks, up = counts[monitor_id].checks, counts[monitor_id].up
         return AvailabilitySummary(
             uptime_percent=(observed - downtime) / observed * 100 if observed > timedelta(0) else None,
@@ -227,16 +231,16 @@ async def _observed(
     end: datetime,
     horizon: datetime,
     carried: bool,
+    first_raw: datetime | None,
     outages: Sequence[Outage],
 ) -> tuple[timedelta, timedelta]:
-    """The time observed and the time DOWN of a monitor that failed in the range. Observation starts at the
-    range's start when a check before it tells the state, else at the first raw check in the range; whole
-    hours before that first raw check (raw retention dropped their samples) come from the hourly rollups."""
+    """The time observed and the time DOWN of a monitor. Observation starts at the range's start when a
+    check before it tells the state (``carried``), else at its first raw check in the range (``first_raw``);
+    whole hours before that (raw retention dropped their samples) come from the hourly rollups."""
     downtime = sum((o.duration for o in outages), timedelta(0))
     if carried:
         return max(horizon - start, timedelta(0)), downtime
-    first = await store.points(key, "is_up", start, end, 1)
-    raw_from = first[0].time if first else horizon
+    raw_from = first_raw or horizon
     observed = max(horizon - raw_from, timedelta(0))
     until = await store.rolled_up_until() if end - start > LONG_RANGE else None
     rolled_from, rolled_to = hour_ceil(start), min(hour_floor(raw_from), until) if until else start

@@ -220,6 +220,26 @@ class SqliteSampleStore:
             result[monitor_id] = failures
         return result
 
+    async def first_times_many(
+        self, owner_id: str, monitor_ids: Sequence[str], field_name: str, start: datetime, end: datetime
+    ) -> dict[str, datetime]:
+        check_field_name(field_name)
+        path = f"$.{field_name}"
+
+        def select(monitor_id: str) -> tuple[int | None]:
+            row: tuple[int | None] = self._connection.execute(
+                f"SELECT min(time_ns) FROM samples WHERE {_SERIES} AND json_extract(fields, ?) IS NOT NULL",
+                (owner_id, monitor_id, to_ns(start), to_ns(end), path),
+            ).fetchone()
+            return row
+
+        result = {}
+        for monitor_id in monitor_ids:
+            (first,) = await self._run(partial(select, monitor_id))
+            if first is not None:
+                result[monitor_id] = from_ns(int(first))
+        return result
+
     async def next_up(self, key: SeriesKey, after: datetime, end: datetime) -> datetime | None:
         def select() -> tuple[int] | None:
             row: tuple[int] | None = self._connection.execute(
