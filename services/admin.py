@@ -3,8 +3,9 @@
     python -m services.admin create-api-key --email someone@example.com [--name NAME]
 
 creates the user if new, and prints a new API key on stdout (and nothing else there, so scripts can capture
-it). Uses MONITORS_DATABASE_URL / MONITORS_DATA_DIR exactly as the monitor service does, and applies its
-migrations first, so it works on a fresh machine before any service has started.
+it). Uses MONITORS_DATABASE_URL / MONITORS_DATA_DIR exactly as the monitor service does. Embedded, it refuses a
+data directory where the monitor service has not migrated its database yet, naming it: a key made in a database
+no service uses would never work. A production database is migrated first, so it works before any service starts.
 
     python -m services.admin new-master-key
 
@@ -15,7 +16,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
+import sqlite3
 import sys
+from pathlib import Path
+
+from sqlalchemy import make_url
 
 from service_runtime.database import Database, migrate
 from service_runtime.errors import DomainError
@@ -39,6 +45,34 @@ async def create_api_key(settings: Settings, email: str, name: str) -> str:
         await database.close()
 
 
+def embedded_database_missing(settings: Settings) -> str | None:
+    """Why the embedded monitor database of ``settings`` is not one the monitor service has made, or None."""
+    if not settings.embedded:
+        return None
+    path = Path(make_url(settings.database_url).database or "")
+    where = (
+        f"MONITORS_DATA_DIR={settings.data_dir}"
+        if path.parent == settings.data_dir
+        else f"MONITORS_DATABASE_URL={settings.database_url}"
+    )
+    if not path.is_file():
+        why = f"{path} does not exist"
+    else:
+        try:
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as connection:
+                found = connection.execute("SELECT 1 FROM sqlite_master WHERE name = ?", (VERSION_TABLE,)).fetchone()
+        except sqlite3.DatabaseError as error:
+            found, why = None, f"{path} cannot be read as a database: {error}"
+        else:
+            why = f"{path} holds no migrated monitor database"
+        if found:
+            return None
+    return (
+        f"no monitor database in {where} ({why}). Start the services there first (make run), or set "
+        "MONITORS_DATA_DIR to the directory they use: a key made in a new database would never work with them."
+    )
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.admin", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -60,8 +94,12 @@ def main(argv: list[str] | None = None) -> int:
             file=sys.stderr,
         )
         return 0
+    settings = Settings.from_env("monitor")
+    if (missing := embedded_database_missing(settings)) is not None:
+        print(f"error: {missing}", file=sys.stderr)
+        return 2
     try:
-        secret = asyncio.run(create_api_key(Settings.from_env("monitor"), args.email, args.name))
+        secret = asyncio.run(create_api_key(settings, args.email, args.name))
     except DomainError as error:
         print(f"error: {error.message}", file=sys.stderr)
         return 2

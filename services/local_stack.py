@@ -33,6 +33,13 @@ SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
 # policy, so RunCheck, the runner and a webhook to a LAN receiver agree. MONITORS_EGRESS=public refuses them.
 EGRESS_DEFAULT = "private-allowed"
 STARTUP_DEADLINE_S = 60.0
+# Where the processes reach one another, by variable: the service that must answer there (its health name). In make
+# run each follows its service's *_LISTEN unless set, so moving a listener takes one variable.
+TARGETS: dict[str, tuple[ServiceName, str]] = {
+    "MONITORS_MONITOR_TARGET": ("monitor", "monitors.v1.MonitorService"),
+    "MONITORS_ALERT_TARGET": ("alert", "monitors.v1.AlertService"),
+    "MONITORS_NOTIFY_TARGET": ("notify", "monitors.v1.NotificationService"),
+}
 # The MCP adapter for Claude, over streamable HTTP (each Claude client presents its own API key).
 MCP_LISTEN_DEFAULT = "127.0.0.1:8765"
 
@@ -47,12 +54,59 @@ class Child:
 
 def health_status(address: str, timeout_s: float = 1.0) -> str:
     """The overall health of the server at ``address``: SERVING, NOT_SERVING, ... or UNREACHABLE."""
+    return health_check(address, "", timeout_s)[0]
+
+
+def health_check(address: str, service: str = "", timeout_s: float = 1.0) -> tuple[str, str]:
+    """The health of ``service`` (overall when empty) at ``address``, and why when it is not SERVING:
+    ("SERVING", ""), ("NOT_SERVING", ...), ("UNREACHABLE", "connection refused"), ("NOT_FOUND", ...)."""
     try:
         with grpc.insecure_channel(address) as channel:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=timeout_s)
-            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status))
-    except grpc.RpcError:
-        return "UNREACHABLE"
+            request = health_pb2.HealthCheckRequest(service=service)
+            reply = health_pb2_grpc.HealthStub(channel).Check(request, timeout=timeout_s)
+            return str(health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)), ""
+    except grpc.RpcError as error:
+        code = error.code() if isinstance(error, grpc.Call) else None
+        details = error.details() if isinstance(error, grpc.Call) else ""
+        if code is grpc.StatusCode.NOT_FOUND:
+            return "NOT_FOUND", f"a server answers there, but it serves no {service}"
+        if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+            return "UNREACHABLE", f"no answer within {timeout_s:g} s"
+        # grpc's "failed to connect to all addresses; last error: UNKNOWN: ipv4:...: Connection refused"
+        return "UNREACHABLE", (details or str(code)).rpartition(": ")[2].strip("] ") or "unreachable"
+
+
+def reachable(address: str) -> str:
+    """A listen address as a client on this machine dials it: a wildcard host becomes the loopback."""
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host in ("[::]", "::"):
+        return f"[::1]:{port}"
+    return address
+
+
+def targets_following_listeners(env: dict[str, str]) -> dict[str, str]:
+    """Each *_TARGET not set in ``env``: the address its service listens on."""
+    return {
+        variable: reachable(env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name])
+        for variable, (name, _) in TARGETS.items()
+        if not env.get(variable)
+    }
+
+
+def wrong_target(env: dict[str, str]) -> str | None:
+    """The first *_TARGET whose address does not answer as its service, said with the address and why."""
+    for variable, (name, service) in TARGETS.items():
+        address = env[variable]
+        status, why = health_check(address, service, timeout_s=3.0)
+        if status != "SERVING":
+            listen = env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name]
+            return (
+                f"{variable}={address} does not reach the {name} service ({status}: {why or status}); it listens on"
+                f" {listen}. Unset {variable} and it follows MONITORS_{name.upper()}_LISTEN"
+            )
+    return None
 
 
 def stop_all(children: list[Child], grace_s: float) -> None:
@@ -92,7 +146,8 @@ def wait_until_serving(children: list[Child], deadline: float, stopping: Callabl
             if health_status(child.address) == "SERVING":
                 pending.remove(child)
         if pending and time.monotonic() > deadline:
-            return "services did not become healthy in time"
+            waiting = ", ".join(f"{c.name} at {c.address} ({' '.join(health_check(c.address))})" for c in pending)
+            return f"not serving after {STARTUP_DEADLINE_S:g} s: {waiting}"
         time.sleep(0.2)
     return None
 
@@ -107,20 +162,17 @@ def port_is_free(host: str, port: int) -> bool:
     return True
 
 
-def start_mcp_adapter(env: dict[str, str], children: list[Child], deadline: float) -> Child | None:
-    """The MCP adapter over HTTP on MONITORS_MCP_LISTEN, pointed at the services in ``children``, once it answers;
+def start_mcp_adapter(env: dict[str, str], deadline: float) -> Child | None:
+    """The MCP adapter over HTTP on MONITORS_MCP_LISTEN, pointed at the services' *_TARGET, once it answers;
     None (the services keep running) if it cannot start, such as when its port is taken."""
     address = env.get("MONITORS_MCP_LISTEN") or MCP_LISTEN_DEFAULT
     host, _, port = address.rpartition(":")
     if not port_is_free(host, int(port)):
         # Another program (another make run, say) answers there: its health would pass for ours.
         return None
-    targets = {
-        f"MONITORS_{c.name.upper()}_TARGET": c.address for c in children if c.name in ("monitor", "alert", "notify")
-    }
     process = subprocess.Popen(
         [sys.executable, "-m", "mcp_adapter", "--transport", "http", "--host", host, "--port", port],
-        env={**env, **targets},
+        env=env,  # its *_TARGET variables are the services' (run() checked them)
         start_new_session=True,
     )
     while process.poll() is None and time.monotonic() < deadline:
@@ -168,8 +220,9 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
         "GRPC_VERBOSITY": env.get("GRPC_VERBOSITY") or "ERROR",
         # One machine, no balancer: Ctrl-C stops at once unless asked otherwise.
         "MONITORS_DRAIN_DELAY_S": env.get("MONITORS_DRAIN_DELAY_S") or "0",
+        **targets_following_listeners(env),
     }
-    for group in (SERVICES[:-1], SERVICES[-1:]):
+    for first, group in ((True, SERVICES[:-1]), (False, SERVICES[-1:])):
         if stop.is_set():
             break
         for name, module, services in group:
@@ -178,11 +231,15 @@ def run(env: dict[str, str], settings: Settings, children: list[Child], stop: St
             process = subprocess.Popen([sys.executable, "-m", module], env=env, start_new_session=True)
             children.append(Child(name, address, services, process))
         error = wait_until_serving(children[-len(group) :], deadline, stop.is_set)
+        if error is None and first and not stop.is_set():
+            # A target that misses its service fails later and quietly (the runner waits, login emails fail): say
+            # so now, before the runner starts.
+            error = wrong_target(env)
         if error is not None:
             print(f"{error}; stopping.", file=sys.stderr)
             return 1
 
-    adapter = start_mcp_adapter(env, children, time.monotonic() + 30) if not stop.is_set() else None
+    adapter = start_mcp_adapter(env, time.monotonic() + 30) if not stop.is_set() else None
     if adapter is not None:
         children.append(adapter)
     if not stop.is_set():

@@ -23,6 +23,8 @@ from monitors.v1 import (
     monitor_service_pb2,
     monitor_service_pb2_grpc,
 )
+from service_runtime.database import migrate
+from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
 from tests.harness.external import MariaDBServer
 from tests.harness.http import HttpServer, Reply
 from tests.harness.services import REPO, free_port, health, python_env
@@ -34,14 +36,20 @@ def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     )
 
 
-def test_create_api_key_prints_only_the_key_on_a_fresh_data_dir(tmp_path: Path) -> None:
-    env = python_env({"MONITORS_DATA_DIR": str(tmp_path / "fresh")})
+def migrated(data_dir: Path) -> Path:
+    """``data_dir`` with the monitor database the monitor service makes when it starts there."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    migrate(f"sqlite:///{data_dir / 'monitor.sqlite3'}", MIGRATIONS, VERSION_TABLE)
+    return data_dir
+
+
+def test_create_api_key_prints_only_the_key(tmp_path: Path) -> None:
+    env = python_env({"MONITORS_DATA_DIR": str(migrated(tmp_path / "data"))})
     result = admin(env, "create-api-key", "--email", "Ops@Example.com")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("\n") == 1
     assert result.stdout.startswith("mk_")
     assert "ops@example.com" in result.stderr
-    assert (tmp_path / "fresh" / "monitor.sqlite3").exists()
 
 
 def test_create_api_key_on_mariadb(mariadb: MariaDBServer, tmp_path: Path) -> None:
@@ -53,7 +61,8 @@ def test_create_api_key_on_mariadb(mariadb: MariaDBServer, tmp_path: Path) -> No
 
 
 def test_bad_email_is_a_clear_error(tmp_path: Path) -> None:
-    result = admin(python_env({"MONITORS_DATA_DIR": str(tmp_path)}), "create-api-key", "--email", "not-an-address")
+    env = python_env({"MONITORS_DATA_DIR": str(migrated(tmp_path))})
+    result = admin(env, "create-api-key", "--email", "not-an-address")
     assert result.returncode == 2
     assert "email: is not a valid email address" in result.stderr
     assert "Traceback" not in result.stderr
