@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -182,6 +182,29 @@ def status_as_read(monitor: Monitor, status: MonitorStatus, now: datetime) -> Mo
     return status
 
 
+@dataclass(frozen=True)
+class ListingFilter:
+    """Which monitors ListMonitors shows: in one of ``states`` (as read, so UNKNOWN once stale), of one of
+    ``kinds``, with every label of ``labels``; an empty part lets every monitor through."""
+
+    states: frozenset[MonitorState] = frozenset()
+    kinds: frozenset[MonitorKind] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def admits_monitor(self, monitor: Monitor) -> bool:
+        """Whether ``monitor`` passes the kind and label parts (its state is judged apart, once read)."""
+        if self.kinds and monitor.kind not in self.kinds:
+            return False
+        return all(monitor.labels.get(key) == value for key, value in self.labels.items())
+
+    def admits_status(self, status: MonitorStatus) -> bool:
+        return not self.states or status.state in self.states
+
+
+# Monitors read at a time while a filtered listing looks for a page's worth that pass.
+LISTING_SCAN = 500
+
+
 class Monitors:
     """Monitors of the calling user, and the results runners report for them."""
 
@@ -250,11 +273,31 @@ class Monitors:
     async def get(self, caller: Principal, monitor_id: str) -> Monitor:
         return await self._owned(caller, monitor_id)
 
-    async def list(self, caller: Principal, size: int, token: str) -> tuple[list[Monitor], str]:
+    async def list(
+        self, caller: Principal, size: int, token: str, only: ListingFilter | None = None
+    ) -> tuple[list[tuple[Monitor, MonitorStatus]], str]:
+        """A page of the caller's monitors that pass ``only``, in id order, each with its status as
+        GetMonitorStatus reads it at this instant; and the token of the next page ("" after the last). A page
+        is always full but the last: filtered out monitors are skipped, not left as gaps."""
         limit = page_size(size)
-        found = await self._store.list_page(caller.user_id, decode_page_token(token), limit + 1)
+        only = only or ListingFilter()
+        after = decode_page_token(token)
+        now = datetime.now(UTC)
+        found: list[tuple[Monitor, MonitorStatus]] = []
+        scan = limit + 1 if only == ListingFilter() else max(limit + 1, LISTING_SCAN)
+        while len(found) <= limit:
+            chunk = await self._store.list_page(caller.user_id, after, scan)
+            admitted = [m for m in chunk if only.admits_monitor(m)]
+            statuses = await self._store.statuses(admitted) if admitted else {}
+            for monitor in admitted:
+                status = status_as_read(monitor, statuses[monitor.id], now)
+                if only.admits_status(status):
+                    found.append((monitor, status))
+            if len(chunk) < scan:
+                break
+            after = chunk[-1].id
         page = found[:limit]
-        return page, encode_page_token(page[-1].id) if len(found) > limit else ""
+        return page, encode_page_token(page[-1][0].id) if len(found) > limit else ""
 
     async def update(self, caller: Principal, monitor_id: str, draft: MonitorDraft, paths: Sequence[str]) -> Monitor:
         """Change the fields named in ``paths`` (every mutable field when empty) to their values in ``draft``."""

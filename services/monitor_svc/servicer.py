@@ -12,15 +12,16 @@ from monitors.v1 import account_service_pb2 as pb
 from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
-from service_runtime.errors import FailedPrecondition, InvalidArgument
+from service_runtime.errors import FailedPrecondition, InvalidArgument, Violations
 from service_runtime.timeseries import Sample
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
+from services.monitor_svc.domain import MonitorKind, MonitorState
 from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.login import Login
-from services.monitor_svc.monitors import Deployment, Monitors, placement
+from services.monitor_svc.monitors import Deployment, ListingFilter, Monitors, placement
 from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.suggest import suggest_monitors
 from services.monitor_svc.translate import (
@@ -170,6 +171,32 @@ def assignment_messages(
     return iter(pages)
 
 
+_STATES_FROM_PROTO = {
+    common_pb2.MONITOR_STATE_UP: MonitorState.UP,
+    common_pb2.MONITOR_STATE_DOWN: MonitorState.DOWN,
+    common_pb2.MONITOR_STATE_PENDING: MonitorState.PENDING,
+    common_pb2.MONITOR_STATE_PAUSED: MonitorState.PAUSED,
+    common_pb2.MONITOR_STATE_UNKNOWN: MonitorState.UNKNOWN,
+}
+_KINDS = {kind.value: kind for kind in MonitorKind}
+
+
+def listing_filter_from_proto(request: mpb.ListMonitorsRequest) -> ListingFilter:
+    """ListMonitors' filters; INVALID_ARGUMENT naming states or kinds for a value that names none."""
+    bad = Violations()
+    if any(state not in _STATES_FROM_PROTO for state in request.states):
+        bad.add("states", "must name monitor states (MONITOR_STATE_UP, _DOWN, _PENDING, _PAUSED or _UNKNOWN)")
+    unknown = [kind for kind in request.kinds if kind not in _KINDS]
+    if unknown:
+        bad.add("kinds", f"{', '.join(map(repr, unknown))} is not a kind; kinds: {', '.join(_KINDS)}")
+    bad.raise_any()
+    return ListingFilter(
+        states=frozenset(_STATES_FROM_PROTO[s] for s in request.states),
+        kinds=frozenset(_KINDS[k] for k in request.kinds),
+        labels=dict(request.label_selector),
+    )
+
+
 class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
     """AccountService: who the caller is, and their API keys."""
 
@@ -311,9 +338,12 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         return mpb.GetMonitorResponse(monitor=monitor_to_proto(monitor, self._ping_base_url))
 
     async def ListMonitors(self, request: mpb.ListMonitorsRequest, context: Context) -> mpb.ListMonitorsResponse:
-        page, token = await self._monitors.list(current_principal(), request.page_size, request.page_token)
+        only = listing_filter_from_proto(request)
+        page, token = await self._monitors.list(current_principal(), request.page_size, request.page_token, only)
         return mpb.ListMonitorsResponse(
-            monitors=[monitor_to_proto(m, self._ping_base_url) for m in page], next_page_token=token
+            monitors=[monitor_to_proto(m, self._ping_base_url) for m, _ in page],
+            statuses=[status_to_proto(s) for _, s in page],
+            next_page_token=token,
         )
 
     async def UpdateMonitor(self, request: mpb.UpdateMonitorRequest, context: Context) -> mpb.UpdateMonitorResponse:

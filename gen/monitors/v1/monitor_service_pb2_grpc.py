@@ -164,8 +164,9 @@ class MonitorServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListMonitors(self, request, context):
-        """Lists the caller's monitors, oldest first. Returns INVALID_ARGUMENT for a negative page_size or a
-        malformed page_token.
+        """Lists the caller's monitors in the order of their ids, each with its status as GetMonitorStatus reports it
+        (a stale monitor reads UNKNOWN in both), optionally only those in some states, of some kinds and with some
+        labels. Returns INVALID_ARGUMENT for a negative page_size, a malformed page_token, an unknown state or kind.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

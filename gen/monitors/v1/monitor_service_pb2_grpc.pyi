@@ -45,8 +45,9 @@ class MonitorServiceStub:
     GetMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorRequest, _monitor_service_pb2.GetMonitorResponse]
     """Gets a monitor. Returns NOT_FOUND if it does not exist or belongs to another user."""
     ListMonitors: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.ListMonitorsRequest, _monitor_service_pb2.ListMonitorsResponse]
-    """Lists the caller's monitors, oldest first. Returns INVALID_ARGUMENT for a negative page_size or a
-    malformed page_token.
+    """Lists the caller's monitors in the order of their ids, each with its status as GetMonitorStatus reports it
+    (a stale monitor reads UNKNOWN in both), optionally only those in some states, of some kinds and with some
+    labels. Returns INVALID_ARGUMENT for a negative page_size, a malformed page_token, an unknown state or kind.
     """
     UpdateMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.UpdateMonitorRequest, _monitor_service_pb2.UpdateMonitorResponse]
     """Updates the fields named in update_mask (all mutable fields when it is empty). Returns NOT_FOUND as
@@ -142,8 +143,9 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     GetMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.GetMonitorRequest, _monitor_service_pb2.GetMonitorResponse]  # type: ignore[assignment]
     """Gets a monitor. Returns NOT_FOUND if it does not exist or belongs to another user."""
     ListMonitors: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.ListMonitorsRequest, _monitor_service_pb2.ListMonitorsResponse]  # type: ignore[assignment]
-    """Lists the caller's monitors, oldest first. Returns INVALID_ARGUMENT for a negative page_size or a
-    malformed page_token.
+    """Lists the caller's monitors in the order of their ids, each with its status as GetMonitorStatus reports it
+    (a stale monitor reads UNKNOWN in both), optionally only those in some states, of some kinds and with some
+    labels. Returns INVALID_ARGUMENT for a negative page_size, a malformed page_token, an unknown state or kind.
     """
     UpdateMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.UpdateMonitorRequest, _monitor_service_pb2.UpdateMonitorResponse]  # type: ignore[assignment]
     """Updates the fields named in update_mask (all mutable fields when it is empty). Returns NOT_FOUND as
@@ -254,8 +256,9 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _monitor_service_pb2.ListMonitorsRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.ListMonitorsResponse, _abc.Awaitable[_monitor_service_pb2.ListMonitorsResponse]]:
-        """Lists the caller's monitors, oldest first. Returns INVALID_ARGUMENT for a negative page_size or a
-        malformed page_token.
+        """Lists the caller's monitors in the order of their ids, each with its status as GetMonitorStatus reports it
+        (a stale monitor reads UNKNOWN in both), optionally only those in some states, of some kinds and with some
+        labels. Returns INVALID_ARGUMENT for a negative page_size, a malformed page_token, an unknown state or kind.
         """
 
     @_abc_1.abstractmethod
