@@ -8,9 +8,12 @@ py=${PYTHON:-$here/.venv/bin/python}
 bin=$(dirname "$py")
 mkdir -p "$out"
 out=$(cd "$out" && pwd)
+mkdir -p "$out/monitors/v1"
 cd "$here/protos"
+# The descriptor set keeps the comments (source info) for server reflection: `grpcurl describe` shows them.
 # shellcheck disable=SC2046
 PATH="$bin:$PATH" "$py" -m grpc_tools.protoc -I . \
   --python_out="$out" --grpc_python_out="$out" \
   --mypy_out="$out" --mypy_grpc_out="$out" \
+  --descriptor_set_out="$out/monitors/v1/descriptor_set.binpb" --include_source_info --include_imports \
   $(find monitors -name '*.proto' | LC_ALL=C sort)

@@ -25,6 +25,7 @@ from service_runtime.database import Database
 from service_runtime.errors import Unavailable
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
+from service_runtime.reflection import DocumentedPool, load_descriptor_set
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel, server_credentials
@@ -128,7 +129,7 @@ class ServiceHost:
         reflection_pb2_grpc.add_ServerReflectionServicer_to_server(
             reflection.aio.ReflectionServicer(
                 [*names, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME],
-                pool=MethodAwarePool(descriptor_pool.Default()),
+                pool=DocumentedPool(MethodAwarePool(descriptor_pool.Default()), load_descriptor_set()),
             ),
             GenericHandlersOnly(self.server),
         )
