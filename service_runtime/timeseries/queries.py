@@ -188,12 +188,14 @@ async def summarize_availability_many(
     check_range(start, end)
     horizon = min(end, now or datetime.now(UTC))
     keys = {m: SeriesKey(owner_id, m) for m in monitor_ids}
-    counts, before, firsts = await asyncio.gather(
+    counts, before = await asyncio.gather(
         uptime_counts(store, owner_id, monitor_ids, start, end),
         store.points_many("is_up", list(keys.values()), _minus(start, CARRY_IN_LOOKBACK), start, 1),
-        store.first_times_many(owner_id, list(keys), "is_up", start, end),
     )
     carried = {m: before[k][-1][1] for m, k in keys.items() if before.get(k)}
+    # Only a monitor with no check before the range is observed from its first check in it.
+    new = [m for m in keys if m not in carried and counts[m].checks]
+    firsts = await store.first_times_many(owner_id, new, "is_up", start, end) if new else {}
     failing = [m for m in keys if counts[m].up < counts[m].checks or carried.get(m) == 0]
     failures = await store.failures_many(owner_id, failing, start, end, MAX_FAILURES) if failing else {}
     seen = [m for m in keys if counts[m].checks or m in carried]
