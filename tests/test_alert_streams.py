@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.alert_svc.streams import Broadcast
+from service_runtime.streams import Broadcast
 
 
 async def test_a_slow_reader_keeps_the_newest_and_is_told_how_many_it_missed() -> None:

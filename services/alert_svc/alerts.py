@@ -11,6 +11,7 @@ from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.streams import Subscription
 from services.alert_svc.channels import NotifyChannels
 from services.alert_svc.domain import (
     Alert,
@@ -28,7 +29,6 @@ from services.alert_svc.domain import (
 )
 from services.alert_svc.engine import AlertEngine, Change
 from services.alert_svc.store import AlertStore
-from services.alert_svc.streams import Subscription
 
 MUTABLE_PATHS = (
     "display_name",

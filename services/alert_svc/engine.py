@@ -27,6 +27,7 @@ from datetime import UTC, datetime, timedelta
 
 from service_runtime.database import new_id
 from service_runtime.errors import FailedPrecondition, NotFound, Unavailable
+from service_runtime.streams import Broadcast
 from service_runtime.timeseries import SeriesKey, TimedValue, TimeSeriesStore
 from services.alert_svc.domain import (
     Alert,
@@ -48,7 +49,6 @@ from services.alert_svc.domain import (
 )
 from services.alert_svc.evaluator import NO_DATA_FIELD, Evaluator, HistoryRequest
 from services.alert_svc.store import AlertStore
-from services.alert_svc.streams import Broadcast
 from services.alert_svc.transition_log import log_transition
 
 log = logging.getLogger(__name__)

@@ -33,6 +33,7 @@ from services.monitor_svc.notify_client import NotifyLoginCodeSender
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.servicer import AccountServicer, MonitorServicer
+from services.monitor_svc.status_watch import SWEEP_S, StatusWatch
 from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
 
@@ -142,8 +143,11 @@ async def build_server(settings: Settings) -> ServiceHost:
     monitors.change_listeners.append(events.monitor_changed)
     monitors.record_listeners.append(events.results_recorded)
     heartbeats = Heartbeats(monitor_store, monitors, log=SqlPingLog(database))
+    status_watch = StatusWatch(monitor_store.of_owner, monitor_store.statuses, settings.max_streams_per_user)
+    monitors.change_listeners.append(status_watch.monitor_changed)
+    monitors.record_listeners.append(status_watch.results_recorded)
     monitor_servicer = MonitorServicer(
-        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes, heartbeats
+        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes, heartbeats, status_watch
     )
     services = [
         RegisteredService(
@@ -169,6 +173,8 @@ async def build_server(settings: Settings) -> ServiceHost:
     host.on_start.append(checker.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
     host.on_drain.append(hub.close)  # and runners' streams, so that they reconnect at once
+    host.on_drain.append(status_watch.close)  # and users' WatchMonitorStatus, with OK
+    host.background.append(every(SWEEP_S, status_watch.sweep, "stale monitors to their watchers"))
     host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
     # Run last to first: the replica lock goes last, login codes being handed over are waited for first.
     host.on_stop += [

@@ -22,6 +22,7 @@ from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.login import Login
 from services.monitor_svc.monitors import Deployment, ListingFilter, Monitors, placement
+from services.monitor_svc.status_watch import StatusChange, StatusWatch
 from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.suggest import suggest_monitors
 from services.monitor_svc.translate import (
@@ -171,6 +172,24 @@ def assignment_messages(
     return iter(pages)
 
 
+def _state_to_proto(state: MonitorState | None) -> common_pb2.MonitorState.ValueType:
+    return common_pb2.MONITOR_STATE_UNSPECIFIED if state is None else _STATES_TO_PROTO[state]
+
+
+def status_change_to_proto(change: StatusChange, dropped: int) -> mpb.WatchMonitorStatusResponse:
+    return mpb.WatchMonitorStatusResponse(
+        monitor_id=change.monitor_id,
+        display_name=change.display_name,
+        state=_state_to_proto(change.state),
+        previous_state=_state_to_proto(change.previous),
+        state_change_time=to_timestamp(change.state_change_time),
+        last_check_time=to_timestamp(change.last_check_time),
+        current=change.current,
+        deleted=change.state is None,
+        dropped=dropped,
+    )
+
+
 _STATES_FROM_PROTO = {
     common_pb2.MONITOR_STATE_UP: MonitorState.UP,
     common_pb2.MONITOR_STATE_DOWN: MonitorState.DOWN,
@@ -178,6 +197,7 @@ _STATES_FROM_PROTO = {
     common_pb2.MONITOR_STATE_PAUSED: MonitorState.PAUSED,
     common_pb2.MONITOR_STATE_UNKNOWN: MonitorState.UNKNOWN,
 }
+_STATES_TO_PROTO = {state: value for value, state in _STATES_FROM_PROTO.items()}
 _KINDS = {kind.value: kind for kind in MonitorKind}
 
 
@@ -252,8 +272,10 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         events: MonitorEvents,
         max_message_bytes: int,
         heartbeats: Heartbeats,
+        status_watch: StatusWatch,
     ) -> None:
         self._monitors = monitors
+        self._status_watch = status_watch
         self._heartbeats = heartbeats
         self._ping_base_url = ping_base_url
         self._deployment = deployment
@@ -383,6 +405,22 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> mpb.GetMonitorStatusResponse:
         status = await self._monitors.status(current_principal(), request.id)
         return mpb.GetMonitorStatusResponse(status=status_to_proto(status))
+
+    async def WatchMonitorStatus(
+        self, request: mpb.WatchMonitorStatusRequest, context: Context
+    ) -> AsyncIterator[mpb.WatchMonitorStatusResponse]:
+        owner_id = current_principal().user_id
+        current, subscription = await self._status_watch.subscribe(
+            owner_id, request.include_current, dict(request.label_selector)
+        )
+        try:
+            await context.send_initial_metadata(())  # the caller's sign that every change from now on is sent
+            for change in current:
+                yield status_change_to_proto(change, 0)
+            async for change, dropped in subscription:
+                yield status_change_to_proto(change, dropped)
+        finally:
+            self._status_watch.unsubscribe(owner_id, subscription)
 
     async def SuggestMonitors(
         self, request: mpb.SuggestMonitorsRequest, context: Context

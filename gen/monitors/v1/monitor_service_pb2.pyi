@@ -632,6 +632,114 @@ class GetMonitorStatusResponse(_message.Message):
 Global___GetMonitorStatusResponse: _TypeAlias = GetMonitorStatusResponse  # noqa: Y015
 
 @_typing.final
+class WatchMonitorStatusRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelSelectorEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    INCLUDE_CURRENT_FIELD_NUMBER: _builtins.int
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    include_current: _builtins.bool
+    """First send each watched monitor's state as it is now (with current set), then the changes."""
+    @_builtins.property
+    def label_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only monitors with every one of these labels at exactly these values (as they are when the change
+        happens). Empty: every monitor of the caller's.
+        """
+
+    def __init__(
+        self,
+        *,
+        include_current: _builtins.bool = ...,
+        label_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["include_current", b"include_current", "label_selector", b"label_selector"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMonitorStatusRequest: _TypeAlias = WatchMonitorStatusRequest  # noqa: Y015
+
+@_typing.final
+class WatchMonitorStatusResponse(_message.Message):
+    """One monitor's state: as it is now (current), or a change of it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    MONITOR_ID_FIELD_NUMBER: _builtins.int
+    DISPLAY_NAME_FIELD_NUMBER: _builtins.int
+    STATE_FIELD_NUMBER: _builtins.int
+    PREVIOUS_STATE_FIELD_NUMBER: _builtins.int
+    STATE_CHANGE_TIME_FIELD_NUMBER: _builtins.int
+    LAST_CHECK_TIME_FIELD_NUMBER: _builtins.int
+    CURRENT_FIELD_NUMBER: _builtins.int
+    DELETED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
+    monitor_id: _builtins.str
+    display_name: _builtins.str
+    state: _common_pb2.MonitorState.ValueType
+    """As GetMonitorStatus reads it. UNSPECIFIED for a deleted monitor."""
+    previous_state: _common_pb2.MonitorState.ValueType
+    """The state before this change (a deleted monitor's last state); UNSPECIFIED for a current state or a new
+    monitor.
+    """
+    current: _builtins.bool
+    """Set on the states sent first with include_current."""
+    deleted: _builtins.bool
+    """The monitor was deleted: this is its last message."""
+    dropped: _builtins.int
+    """Changes this stream dropped just before this one because the reader was too slow (its buffer keeps the
+    newest).
+    """
+    @_builtins.property
+    def state_change_time(self) -> _timestamp_pb2.Timestamp:
+        """When the state last changed (for UNKNOWN: the moment the monitor went stale)."""
+
+    @_builtins.property
+    def last_check_time(self) -> _timestamp_pb2.Timestamp:
+        """When its latest result was checked; unset before the first."""
+
+    def __init__(
+        self,
+        *,
+        monitor_id: _builtins.str = ...,
+        display_name: _builtins.str = ...,
+        state: _common_pb2.MonitorState.ValueType = ...,
+        previous_state: _common_pb2.MonitorState.ValueType = ...,
+        state_change_time: _timestamp_pb2.Timestamp | None = ...,
+        last_check_time: _timestamp_pb2.Timestamp | None = ...,
+        current: _builtins.bool = ...,
+        deleted: _builtins.bool = ...,
+        dropped: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["last_check_time", b"last_check_time", "state_change_time", b"state_change_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["current", b"current", "deleted", b"deleted", "display_name", b"display_name", "dropped", b"dropped", "last_check_time", b"last_check_time", "monitor_id", b"monitor_id", "previous_state", b"previous_state", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___WatchMonitorStatusResponse: _TypeAlias = WatchMonitorStatusResponse  # noqa: Y015
+
+@_typing.final
 class SuggestMonitorsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

@@ -73,6 +73,11 @@ class MonitorServiceStub:
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorRequest.SerializeToString,
                 response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorResponse.FromString,
                 _registered_method=True)
+        self.WatchMonitorStatus = channel.unary_stream(
+                '/monitors.v1.MonitorService/WatchMonitorStatus',
+                request_serializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusRequest.SerializeToString,
+                response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusResponse.FromString,
+                _registered_method=True)
         self.RunCheck = channel.unary_unary(
                 '/monitors.v1.MonitorService/RunCheck',
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.RunCheckRequest.SerializeToString,
@@ -197,6 +202,19 @@ class MonitorServiceServicer:
 
     def ResumeMonitor(self, request, context):
         """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchMonitorStatus(self, request, context):
+        """Streams every change of state of the caller's monitors as it happens (UP, DOWN, PENDING, PAUSED, and
+        UNKNOWN once one goes stale, as GetMonitorStatus reads it), optionally after the current state of each.
+        Monitors created and deleted while watching are sent too. A reader too slow for its buffer (1,000
+        changes) loses the oldest and is told how many with the next change. The response headers come once the
+        stream watches: every change after them is sent. The stream ends with OK when the
+        server drains: reconnect (with include_current) to resynchronise. Returns RESOURCE_EXHAUSTED (ErrorInfo
+        limit `streams_per_user`) when the caller already has MONITORS_MAX_STREAMS_PER_USER (default 10) open.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -356,6 +374,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.ResumeMonitor,
                     request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorRequest.FromString,
                     response_serializer=monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorResponse.SerializeToString,
+            ),
+            'WatchMonitorStatus': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchMonitorStatus,
+                    request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusRequest.FromString,
+                    response_serializer=monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusResponse.SerializeToString,
             ),
             'RunCheck': grpc.unary_unary_rpc_method_handler(
                     servicer.RunCheck,
@@ -616,6 +639,33 @@ class MonitorService:
             '/monitors.v1.MonitorService/ResumeMonitor',
             monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorRequest.SerializeToString,
             monitors_dot_v1_dot_monitor__service__pb2.ResumeMonitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchMonitorStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/monitors.v1.MonitorService/WatchMonitorStatus',
+            monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusRequest.SerializeToString,
+            monitors_dot_v1_dot_monitor__service__pb2.WatchMonitorStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,

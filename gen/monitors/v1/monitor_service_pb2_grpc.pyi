@@ -61,6 +61,15 @@ class MonitorServiceStub:
     """Stops a monitor's checks without deleting it. Idempotent. Returns NOT_FOUND as GetMonitor."""
     ResumeMonitor: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.ResumeMonitorRequest, _monitor_service_pb2.ResumeMonitorResponse]
     """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor."""
+    WatchMonitorStatus: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorStatusRequest, _monitor_service_pb2.WatchMonitorStatusResponse]
+    """Streams every change of state of the caller's monitors as it happens (UP, DOWN, PENDING, PAUSED, and
+    UNKNOWN once one goes stale, as GetMonitorStatus reads it), optionally after the current state of each.
+    Monitors created and deleted while watching are sent too. A reader too slow for its buffer (1,000
+    changes) loses the oldest and is told how many with the next change. The response headers come once the
+    stream watches: every change after them is sent. The stream ends with OK when the
+    server drains: reconnect (with include_current) to resynchronise. Returns RESOURCE_EXHAUSTED (ErrorInfo
+    limit `streams_per_user`) when the caller already has MONITORS_MAX_STREAMS_PER_USER (default 10) open.
+    """
     RunCheck: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.RunCheckRequest, _monitor_service_pb2.RunCheckResponse]
     """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
     NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
@@ -159,6 +168,15 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """Stops a monitor's checks without deleting it. Idempotent. Returns NOT_FOUND as GetMonitor."""
     ResumeMonitor: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.ResumeMonitorRequest, _monitor_service_pb2.ResumeMonitorResponse]  # type: ignore[assignment]
     """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor."""
+    WatchMonitorStatus: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorStatusRequest, _monitor_service_pb2.WatchMonitorStatusResponse]  # type: ignore[assignment]
+    """Streams every change of state of the caller's monitors as it happens (UP, DOWN, PENDING, PAUSED, and
+    UNKNOWN once one goes stale, as GetMonitorStatus reads it), optionally after the current state of each.
+    Monitors created and deleted while watching are sent too. A reader too slow for its buffer (1,000
+    changes) loses the oldest and is told how many with the next change. The response headers come once the
+    stream watches: every change after them is sent. The stream ends with OK when the
+    server drains: reconnect (with include_current) to resynchronise. Returns RESOURCE_EXHAUSTED (ErrorInfo
+    limit `streams_per_user`) when the caller already has MONITORS_MAX_STREAMS_PER_USER (default 10) open.
+    """
     RunCheck: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.RunCheckRequest, _monitor_service_pb2.RunCheckResponse]  # type: ignore[assignment]
     """Runs one check now, of an existing monitor or of an unsaved spec, and stores nothing. Returns
     NOT_FOUND as GetMonitor, INVALID_ARGUMENT for an invalid spec, DEADLINE_EXCEEDED past the timeout,
@@ -296,6 +314,21 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.ResumeMonitorResponse, _abc.Awaitable[_monitor_service_pb2.ResumeMonitorResponse]]:
         """Restarts a paused monitor's checks. Idempotent. Returns NOT_FOUND as GetMonitor."""
+
+    @_abc_1.abstractmethod
+    def WatchMonitorStatus(
+        self,
+        request: _monitor_service_pb2.WatchMonitorStatusRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchMonitorStatusResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchMonitorStatusResponse]]:
+        """Streams every change of state of the caller's monitors as it happens (UP, DOWN, PENDING, PAUSED, and
+        UNKNOWN once one goes stale, as GetMonitorStatus reads it), optionally after the current state of each.
+        Monitors created and deleted while watching are sent too. A reader too slow for its buffer (1,000
+        changes) loses the oldest and is told how many with the next change. The response headers come once the
+        stream watches: every change after them is sent. The stream ends with OK when the
+        server drains: reconnect (with include_current) to resynchronise. Returns RESOURCE_EXHAUSTED (ErrorInfo
+        limit `streams_per_user`) when the caller already has MONITORS_MAX_STREAMS_PER_USER (default 10) open.
+        """
 
     @_abc_1.abstractmethod
     def RunCheck(

@@ -1,4 +1,5 @@
-"""Live streams of evaluations and alert transitions to watchers (StreamEvaluations, WatchAlerts).
+"""Live streams to watchers: the alert service's evaluations and alert transitions (StreamEvaluations,
+WatchAlerts) and the monitor service's state changes (WatchMonitorStatus).
 
 A watcher may stay for hours and read slowly. Each has a bounded buffer: when it is full the oldest item is
 dropped and counted, and the count rides on the next item the watcher reads, so a slow reader costs the
