@@ -335,7 +335,10 @@ def mask_address(address: str) -> str:
 
 def is_retired_teams_connector(url: str) -> bool:
     """Office 365 connector URLs (``*.webhook.office.com``, ``outlook.office.com/webhook``), retired by Microsoft."""
-    parts = urlsplit(url)
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # no URL at all: _https_url says so
+        return False
     host = (parts.hostname or "").lower()
     if host == "webhook.office.com" or host.endswith(".webhook.office.com"):
         return True
