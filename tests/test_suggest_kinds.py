@@ -181,3 +181,22 @@ def test_each_new_kind_goes_from_suggest_monitors_into_create_monitor(embedded_s
             ).monitor
             assert (created.spec, created.interval) == (suggestion.monitor.spec, suggestion.monitor.interval)
         assert response.suggestions[0].monitor.display_name == "nightly backup job"
+
+
+@pytest.mark.parametrize(
+    ("text", "kind"),
+    [
+        ("tcp db.example.com:5432", MonitorKind.TCP),
+        ("dns example.com A", MonitorKind.DNS),
+        ("dns example.com MX", MonitorKind.DNS),
+        ("grpc_health api.example.com:443", MonitorKind.GRPC_HEALTH),
+        ("heartbeat push (ping its heartbeat_url)", MonitorKind.HEARTBEAT),
+    ],
+)
+def test_how_the_mcp_adapter_names_a_monitor_it_wants_rules_for_gives_that_kind(text: str, kind: MonitorKind) -> None:
+    """create_monitor with add_suggested_alerts asks SuggestMonitors for '<kind> <target>' and keeps the
+    suggestion of that kind: before, these gave a website or nothing, so such monitors got no rules."""
+    found = [s.draft.spec for s in suggest_monitors(text)]
+    assert [kind_of(spec) for spec in found if spec is not None] == [kind]
+    if kind is MonitorKind.DNS:
+        assert found == [DnsSpec("example.com", text.rsplit(" ", 1)[-1])]

@@ -233,7 +233,9 @@ async def suggest_monitors(
     symbol: Annotated[str, Field(max_length=40, description="A coin symbol or pair: BTC, ETH-EUR.")] = "",
 ) -> Annotated[CallToolResult, Suggestions]:
     """Turn what the person wants watched (free text, a URL, or a coin symbol) into ready-to-create monitors,
-    each with the alert rules worth having. Use it before create_monitor when unsure of the kind or settings;
+    each with the alert rules worth having: websites, coins, ports ("db.example.com:5432"), gRPC servers,
+    DNS records ("the DNS record of X still points at Y") and jobs ("my nightly backup job", a heartbeat).
+    Use it before create_monitor when unsure of the kind or settings;
     then call create_monitor with the suggested kind and target (add_suggested_alerts=true creates the rules)."""
     state = state_of(ctx)
     if not (text or url or symbol):

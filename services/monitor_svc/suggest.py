@@ -140,7 +140,7 @@ _HOST_PORT = re.compile(
 )
 _PORT_ON = re.compile(rf"\bport\s+(?P<port>\d{{1,5}})\s+(?:on|of|at)\s+(?P<host>{_ANY_HOST})\b", re.IGNORECASE)
 _GRPC_URL = re.compile(rf"\b(?P<scheme>grpcs?)://(?P<host>{_ANY_HOST})(?::(?P<port>\d{{1,5}}))?/?", re.IGNORECASE)
-_GRPC_WORD = re.compile(r"\bgrpc\b", re.IGNORECASE)
+_GRPC_WORD = re.compile(r"\bgrpc(?:_health)?\b", re.IGNORECASE)
 # A LAN website named by address or a LAN-only name, watched over http.
 _LAN_SITE = re.compile(rf"(?<![\w@.:/-])(?P<host>{_IPV4}|localhost)(?P<rest>(?::\d{{1,5}})?/[^\s<>\"'`]*)?(?![\w:.-])")
 _LAN_SUFFIXES = (".local", ".lan", ".home", ".internal", ".localdomain", ".home.arpa", ".intranet", ".localhost")
@@ -154,7 +154,11 @@ _DNS_POINTS = re.compile(
 _DNS_OF = re.compile(
     rf"\b(?:(?:{_RECORD_TYPE})?(?:dns\s+)?records?|dns)\s+(?:of|for)\s+(?P<name>{_DOMAIN})\.?", re.IGNORECASE
 )
-_JOB_WORDS = frozenset({"job", "jobs", "cronjob", "cron", "backup", "backups", "script", "scripts", "task", "tasks"})
+# "dns example.com" and "dns example.com MX" (how the MCP adapter names a DNS monitor when it asks for rules).
+_DNS_NAMED = re.compile(rf"\bdns\s+(?P<name>{_DOMAIN})\.?(?:\s+(?P<type>a|aaaa|cname|mx|txt|ns)\b)?", re.IGNORECASE)
+_JOB_WORDS = frozenset(
+    {"job", "jobs", "cronjob", "cron", "backup", "backups", "script", "scripts", "task", "tasks", "heartbeat"}
+)
 _JOB_STOP = frozenset(
     {"my", "our", "the", "a", "an", "their", "your", "his", "her", "its", "this", "that", "these", "those", "of",
      "for", "and", "or", "to", "watch", "monitor", "check", "track", "if", "when", "whether", "me", "tell", "alert",
@@ -250,7 +254,7 @@ def suggest_monitors(
             sites.append((match.start(), suggestion))
             rest = rest[: match.start()] + " " * len(match.group(0)) + rest[match.end() :]
 
-    for pattern in (_DNS_POINTS, _DNS_OF):
+    for pattern in (_DNS_POINTS, _DNS_OF, _DNS_NAMED):
         for match in pattern.finditer(rest):
             answer = match.groupdict().get("answer")
             take(match, _dns(match.group("name"), match.group("type"), answer, interval, limits))
