@@ -333,10 +333,20 @@ class EgressConfig:
     ca_file: str = ""  # extra trusted CA (tests, private PKI)
 
 
+def tls_context(config: EgressConfig) -> ssl.SSLContext:
+    """The TLS context of checks and notifications: the system's trusted CAs, and ``ca_file``'s besides (a
+    LAN's own CA): given as create_default_context's cafile, it had replaced the system's, so setting it for
+    one private receiver broke every public site and provider."""
+    context = ssl.create_default_context()
+    if config.ca_file:
+        context.load_verify_locations(cafile=config.ca_file)
+    return context
+
+
 def safe_http_client(config: EgressConfig, max_connections: int = 200) -> httpx.AsyncClient:
     """An HTTP client whose every connection goes through the egress policy. Redirects are not followed
     here (the website check follows them hop by hop); proxies from the environment are ignored."""
-    context = ssl.create_default_context(cafile=config.ca_file or None)
+    context = tls_context(config)
     return httpx.AsyncClient(
         transport=_SafeTransport(config.policy, context, max_connections),
         follow_redirects=False,

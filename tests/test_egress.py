@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 
-from service_runtime.egress import BlockedTarget, EgressConfig, EgressPolicy, is_allowed, resolve
+from service_runtime.egress import BlockedTarget, EgressConfig, EgressPolicy, is_allowed, resolve, tls_context
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import TcpSpec, WebsiteSpec
-from tests.harness.http import HttpServer, Reply
+from tests.harness.http import HttpServer, Reply, self_signed_certificate
 
 REFUSED_PUBLIC = [
     "127.0.0.1",
@@ -175,3 +176,31 @@ async def test_a_redirect_to_cloud_metadata_is_refused_at_the_hop() -> None:
             outcome = await checker.run(WebsiteSpec(url=server.url(path)), 3)
             assert (outcome.is_up, outcome.error_class) == (False, error_class), (path, outcome)
         await checker.close()
+
+
+def test_an_extra_ca_file_is_trusted_besides_the_systems_cas(tmp_path: Path) -> None:
+    """MONITORS_CA_FILE adds a CA (a LAN receiver's): the system's CAs stay trusted for public sites and
+    providers (given as create_default_context's cafile, it had replaced them)."""
+    system = tls_context(EgressConfig()).cert_store_stats()["x509_ca"]
+    cert, _ = self_signed_certificate(tmp_path)
+
+    extended = tls_context(EgressConfig(ca_file=str(cert))).cert_store_stats()["x509_ca"]
+
+    assert system > 0
+    assert extended == system + 1
+
+
+async def test_a_check_trusts_the_extra_ca(tmp_path: Path) -> None:
+    """A website check of a receiver whose certificate only the extra CA signs is up with MONITORS_CA_FILE
+    set (the checker's context is tls_context's, tested above for the system's CAs)."""
+    certificate = self_signed_certificate(tmp_path)
+    config = CheckConfig(egress=EgressConfig(policy=EgressPolicy.PRIVATE_ALLOWED, ca_file=str(certificate[0])))
+    with HttpServer(certificate) as server:
+        server.routes["/"] = lambda path, headers, body: Reply(200, b"ok")
+        checker = Checker(config)
+        try:
+            outcome = await checker.run(WebsiteSpec(url=server.url("/")), 5.0)
+        finally:
+            await checker.close()
+
+    assert outcome.is_up, outcome.message

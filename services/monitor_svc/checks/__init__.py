@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
@@ -12,7 +11,7 @@ from dataclasses import dataclass, field, replace
 import httpx
 
 from service_runtime.check_http import CheckHttpClient
-from service_runtime.egress import EgressConfig, EgressPolicy
+from service_runtime.egress import EgressConfig, EgressPolicy, tls_context
 from service_runtime.errors import FailedPrecondition
 from service_runtime.secret_masking import mask_secrets
 from service_runtime.settings import Settings
@@ -76,7 +75,7 @@ class Checker:
 
     def __init__(self, config: CheckConfig | None = None) -> None:
         self.config = config or CheckConfig()
-        context = ssl.create_default_context(cafile=self.config.egress.ca_file or None)
+        context = tls_context(self.config.egress)
         self._http = CheckHttpClient(self.config.egress.policy, context, self.config.egress.max_body_bytes)
         self._providers = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._dns = DnsCheck(self.config.egress.policy)
