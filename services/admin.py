@@ -10,6 +10,10 @@ no service uses would never work. A production database is migrated first, so it
     python -m services.admin new-master-key
 
 prints a new key for MONITORS_MASTER_KEY (and nothing else on stdout); it touches no database.
+
+    python -m services.admin doctor
+
+checks every dependency the settings name, one line each (services/doctor.py), and exits 1 if one fails.
 """
 
 from __future__ import annotations
@@ -26,7 +30,8 @@ from sqlalchemy import make_url
 from service_runtime.database import Database, migrate
 from service_runtime.errors import DomainError
 from service_runtime.secretbox import KEY_FORMATS, new_master_key
-from service_runtime.settings import Settings
+from service_runtime.settings import Settings, SettingsError
+from services import doctor
 from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.store import AccountStore
@@ -73,6 +78,18 @@ def embedded_database_missing(settings: Settings) -> str | None:
     )
 
 
+def run_doctor() -> int:
+    """Print the doctor's findings on stdout; 1 when a check failed, 2 when the settings cannot be read."""
+    try:
+        findings = asyncio.run(doctor.examine())
+    except SettingsError as error:
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    text, status = doctor.report(findings)
+    print(text)
+    return status
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m services.admin", description=__doc__.split("\n\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -85,7 +102,15 @@ def main(argv: list[str] | None = None) -> int:
         description=f"Print a new random key for MONITORS_MASTER_KEY. The variable takes keys of {KEY_FORMATS};"
         " several, comma-separated, when rotating: the first seals, all open.",
     )
+    commands.add_parser(
+        "doctor",
+        help="check every dependency the settings name, one line each; exit 1 if one fails",
+        description=doctor.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     args = parser.parse_args(argv)
+    if args.command == "doctor":
+        return run_doctor()
     if args.command == "new-master-key":
         print(new_master_key())
         print(

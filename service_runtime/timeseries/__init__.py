@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -32,6 +33,7 @@ __all__ = [
     "TimeSeriesStore",
     "TimedValue",
     "check_field_name",
+    "influx_config",
     "open_timeseries_store",
 ]
 
@@ -56,21 +58,29 @@ async def open_timeseries_store(
             raise ValueError(f"not an embedded time-series URL: {url!r}")
         return SqliteSampleStore(Path(path), raw_retention, rollup_retention)
     if parts.scheme in ("influxdb", "influxdbs"):
-        database = parts.path.strip("/")
-        if not database or not parts.hostname:
-            raise ValueError(f"an InfluxDB URL needs a host and a database: {url!r}")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        scheme = "https" if parts.scheme == "influxdbs" else "http"
-        config = InfluxConfig(
-            url=f"{scheme}://{parts.hostname}:{parts.port or 8086}",
-            database=database,
-            retention_policy=query.get("rp", "monitors_raw"),
-            raw_retention=raw_retention,
-            rollup_retention=rollup_retention,
-            token=query.get("token", ""),
-            username=parts.username or "",
-            password=parts.password or "",
-            spool_dir=spool_dir,
+        config = influx_config(url)
+        return await InfluxStore.open(
+            replace(config, raw_retention=raw_retention, rollup_retention=rollup_retention, spool_dir=spool_dir)
         )
-        return await InfluxStore.open(config)
     raise ValueError(f"unsupported time-series URL {url!r}: use sqlite:///path or influxdb://host:port/database")
+
+
+def influx_config(url: str) -> InfluxConfig:
+    """Where and how to reach InfluxDB, from ``influxdb://[user:password@]host:port/database[?token=...&rp=...]``
+    (``influxdbs://`` for TLS)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("influxdb", "influxdbs"):
+        raise ValueError(f"not an InfluxDB URL: {url!r}")
+    database = parts.path.strip("/")
+    if not database or not parts.hostname:
+        raise ValueError(f"an InfluxDB URL needs a host and a database: {url!r}")
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    scheme = "https" if parts.scheme == "influxdbs" else "http"
+    return InfluxConfig(
+        url=f"{scheme}://{parts.hostname}:{parts.port or 8086}",
+        database=database,
+        retention_policy=query.get("rp", "monitors_raw"),
+        token=query.get("token", ""),
+        username=parts.username or "",
+        password=parts.password or "",
+    )
