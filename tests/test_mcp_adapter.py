@@ -217,6 +217,7 @@ async def test_tools_are_listed_with_schemas_and_hints(mcp_stack: McpStack) -> N
         "request_login_code", "verify_login_code", "logout", "whoami",
         "suggest_monitors", "create_monitor", "list_monitors", "get_monitor", "update_monitor", "pause_monitor",
         "resume_monitor", "delete_monitor", "run_check_now", "get_monitor_status", "get_deployment_status",
+        "list_heartbeat_pings",
         "get_monitor_data", "summarize_monitor", "get_crypto_analysis", "get_website_uptime_analysis",
         "plot_monitor_data", "store_secret", "list_secrets", "delete_secret",
         "create_alert_rule", "list_alert_rules", "update_alert_rule", "delete_alert_rule", "test_alert_rule",
@@ -669,3 +670,34 @@ def test_human_units() -> None:
 
 def environment_without_monitors(env: Mapping[str, str]) -> dict[str, str]:
     return {k: v for k, v in env.items() if not k.startswith("MONITORS_")}
+
+
+async def test_a_cron_heartbeat_is_created_and_its_pings_are_read(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("nightly.jobs@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key) as session:
+        created = await call(
+            session,
+            "create_monitor",
+            kind="heartbeat",
+            name="nightly backup",
+            cron="0 3 * * *",
+            time_zone="Europe/Paris",
+            grace_period="30m",
+            add_suggested_alerts=True,
+        )
+        monitor = created["monitor"]
+        got = await call(session, "get_monitor", monitor_id=monitor["id"])
+        assert got["heartbeat_url"] == monitor["heartbeat_url"]
+        async with httpx.AsyncClient(timeout=5) as client:
+            assert (await client.get(monitor["heartbeat_url"] + "/start")).status_code == 200
+            done = await client.post(monitor["heartbeat_url"] + "/0", content=b"backed up 12 GB")
+            assert done.status_code == 200
+        pings = await call(session, "list_heartbeat_pings", monitor_id=monitor["id"])
+        assert [(p["kind"], p.get("exit_status"), p.get("body")) for p in pings["pings"]] == [
+            ("success", 0, "backed up 12 GB"),
+            ("start", None, None),
+        ]
+        assert pings["result"].startswith(f"2 ping(s) of {monitor['id']}, latest success at ")
+        # SuggestMonitors read 'heartbeat ...' as a job and suggested its down rule, which the account's default
+        # rule already covers (before, that request named nothing it knew).
+        assert "already alerts when a monitor it watches" in created["alert_rules_note"]

@@ -1,5 +1,5 @@
 """Monitor tools: suggest, create (with its suggested alert rules), list, get, update, pause, resume, delete,
-run a check now, status, and the deployment's status."""
+run a check now, status, a heartbeat's latest pings, and the deployment's status."""
 
 from __future__ import annotations
 
@@ -75,6 +75,8 @@ class SpecOptions(BaseModel):
     expected_answers: list[str] | None = None
     resolver: str | None = None
     grace_period: str | None = None
+    cron: str | None = None
+    time_zone: str | None = None
     grpc_service: str | None = None
     use_tls: bool = False
 
@@ -112,10 +114,11 @@ def build_spec(kind: Kind, target: str, options: SpecOptions) -> common_pb2.Moni
         spec.dns.expected_answers.extend(options.expected_answers or [])
         spec.dns.resolver = options.resolver or ""
     elif kind == "heartbeat":
+        spec.heartbeat.SetInParent()
         if options.grace_period:
             spec.heartbeat.grace_period.CopyFrom(to_duration(parse_duration(options.grace_period, "grace_period")))
-        else:
-            spec.heartbeat.SetInParent()
+        spec.heartbeat.cron = options.cron or ""
+        spec.heartbeat.time_zone = options.time_zone or ""
     else:
         spec.grpc_health.target = target.strip()
         spec.grpc_health.service = options.grpc_service or ""
@@ -299,6 +302,13 @@ async def create_monitor(
     expected_answers: Annotated[list[str] | None, Field(description="DNS: an answer must be one of these.")] = None,
     resolver: Annotated[str | None, Field(description="DNS resolver host[:port].")] = None,
     grace_period: Annotated[str | None, Field(description='Heartbeat: extra time allowed, e.g. "5m".')] = None,
+    cron: Annotated[
+        str | None,
+        Field(max_length=200, description='Heartbeat: a cron schedule such as "0 3 * * *" instead of an interval.'),
+    ] = None,
+    time_zone: Annotated[
+        str | None, Field(max_length=64, description='Heartbeat: the IANA zone cron is read in, e.g. "Europe/Paris".')
+    ] = None,
     grpc_service: Annotated[str | None, Field(description="gRPC health: service name to ask about.")] = None,
     use_tls: Annotated[bool, Field(description="gRPC health: connect with TLS.")] = False,
     add_suggested_alerts: Annotated[
@@ -324,6 +334,8 @@ async def create_monitor(
         expected_answers=expected_answers,
         resolver=resolver,
         grace_period=grace_period,
+        cron=cron,
+        time_zone=time_zone,
         grpc_service=grpc_service,
         use_tls=use_tls,
     )
@@ -686,6 +698,49 @@ async def get_monitor_status(monitor_id: MonitorId, ctx: ToolContext) -> Annotat
         locations=[check_view(r) for r in status.location_results] or None,
     )
     return reply(f"{monitor_id} is {view.state.upper()}" + (f" since {view.since}." if view.since else "."), view)
+
+
+class PingView(BaseModel):
+    time: str | None = None
+    kind: str
+    exit_status: int | None = None
+    run_time: str | None = None
+    body: str | None = None
+    body_truncated: bool = False
+    user_agent: str | None = None
+
+
+class PingsView(BaseModel):
+    monitor_id: str
+    pings: list[PingView]
+
+
+@tool(read_only=True)
+async def list_heartbeat_pings(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, PingsView]:
+    """List the latest pings of a heartbeat monitor (the last 10 are kept), newest first: success, fail or start,
+    the job's exit status, its run time (from a /start ping to its end) and what it sent (up to 10 KiB). Use it
+    to see why a job's heartbeat failed."""
+    state = state_of(ctx)
+    response = await state.clients.call(
+        state.clients.monitors.ListHeartbeatPings,
+        monitor_service_pb2.ListHeartbeatPingsRequest(monitor_id=monitor_id),
+        token=state.token(),
+        subject=monitor_subject(monitor_id),
+    )
+    pings = [
+        PingView(
+            time=iso(p.time),
+            kind=enum_name(monitor_service_pb2.HeartbeatPingKind, p.kind, "HEARTBEAT_PING_KIND_"),
+            exit_status=p.exit_status if p.HasField("exit_status") else None,
+            run_time=span(p.run_time) if p.HasField("run_time") else None,
+            body=p.body or None,
+            body_truncated=p.body_truncated,
+            user_agent=p.user_agent or None,
+        )
+        for p in response.pings
+    ]
+    latest = f", latest {pings[0].kind} at {pings[0].time}" if pings else ""
+    return reply(f"{len(pings)} ping(s) of {monitor_id}{latest}.", PingsView(monitor_id=monitor_id, pings=pings))
 
 
 class RunnerView(BaseModel):
