@@ -345,7 +345,9 @@ Global___MonitorSpec: _TypeAlias = MonitorSpec  # noqa: Y015
 
 @_typing.final
 class WebsiteSpec(_message.Message):
-    """An HTTP(S) endpoint. Writes the fields is_up, status_code, response_time_ms and cert_days_left."""
+    """An HTTP(S) endpoint. Writes the fields is_up (1 up, 0 down), status_code, response_time_ms (milliseconds)
+    and cert_days_left (days until the certificate expires).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -514,7 +516,9 @@ Global___JsonPathAssertion: _TypeAlias = JsonPathAssertion  # noqa: Y015
 
 @_typing.final
 class CryptoPriceSpec(_message.Message):
-    """The price of a currency pair. Writes the fields price and provider_index (position in providers)."""
+    """The price of a currency pair. Writes the fields is_up (0 when no provider gave a price), price (in the
+    pair's quote currency: USD for BTC-USD) and provider_index (position in providers).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -542,7 +546,7 @@ Global___CryptoPriceSpec: _TypeAlias = CryptoPriceSpec  # noqa: Y015
 
 @_typing.final
 class TcpSpec(_message.Message):
-    """A TCP connect. Writes is_up and connect_time_ms."""
+    """A TCP connect. Writes is_up and connect_time_ms (milliseconds)."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -566,7 +570,7 @@ Global___TcpSpec: _TypeAlias = TcpSpec  # noqa: Y015
 
 @_typing.final
 class DnsSpec(_message.Message):
-    """A DNS lookup. Writes is_up and response_time_ms."""
+    """A DNS lookup. Writes is_up, response_time_ms (milliseconds) and answer_count."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -607,8 +611,9 @@ class HeartbeatSpec(_message.Message):
     time of `cron` when that is set, and is DOWN when none arrives by then plus the grace period. Pings:
     `<url>` success; `<url>/fail` failure; `<url>/<exit status>` (0 to 255) success for 0 and failure
     otherwise; `<url>/start` the job started (the next success or failure measures its run time, written as
-    run_time_ms, and a job started but not finished within the grace period is DOWN). The body of each
-    ping (up to 10 KiB) is kept for the latest 10 pings: see ListHeartbeatPings.
+    run_time_ms in milliseconds, and a job started but not finished within the grace period is DOWN). Writes
+    is_up with each success or failure. The body of each ping (up to 10 KiB) is kept for the latest 10
+    pings: see ListHeartbeatPings.
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -643,7 +648,9 @@ Global___HeartbeatSpec: _TypeAlias = HeartbeatSpec  # noqa: Y015
 
 @_typing.final
 class GrpcHealthSpec(_message.Message):
-    """The standard gRPC health check (grpc.health.v1.Health/Check) of a remote service."""
+    """The standard gRPC health check (grpc.health.v1.Health/Check) of a remote service. Writes is_up and
+    response_time_ms (milliseconds).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
