@@ -207,3 +207,24 @@ async def test_only_the_latest_ten_pings_are_kept_and_read_in_pages(rig: Rig) ->
     with pytest.raises(InvalidArgument) as caught:
         await rig.heartbeats.recent_pings(rig.caller, monitor.id, -1, "")
     assert caught.value.violations[0].field == "page_size"
+
+
+async def test_a_run_started_before_a_restart_is_still_measured_and_still_watched(rig: Rig, database: Database) -> None:
+    """A new Heartbeats (the monitor service restarted) takes up the starts the ping log holds."""
+    timed = await rig.create(HeartbeatSpec(timedelta(minutes=10)), interval=timedelta(days=1))
+    stuck = await rig.create(HeartbeatSpec(timedelta(minutes=10)), interval=timedelta(days=1))
+    done = await rig.create(HeartbeatSpec(timedelta(minutes=10)), interval=timedelta(days=1))
+    for monitor in (timed, stuck, done):
+        await rig.heartbeats.ping(monitor.heartbeat_token, Ping(PingKind.START))
+    await rig.ping(done, Ping())  # finished before the restart: nothing to take up
+
+    store = MonitorStore(database)
+    restarted = Heartbeats(store, rig.monitors, PingLimiter(lambda: rig.clock[0]), SqlPingLog(database))
+    await restarted.restore_starts()
+    rig.clock[0] += 1.0
+    assert await restarted.ping(timed.heartbeat_token, Ping(exit_status=0)) is PingOutcome.RECORDED
+    [end, start] = (await restarted.recent_pings(rig.caller, timed.id, 2, ""))[0]
+    assert end.run_time == end.time - start.time
+    assert await restarted.sweep(now=start.time + timedelta(minutes=10, seconds=1)) == 1  # the stuck one only
+    assert (await rig.state(stuck))[1].startswith("started at ")
+    assert [(await rig.state(m))[0] for m in (timed, done)] == [MonitorState.UP, MonitorState.UP]

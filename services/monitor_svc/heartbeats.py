@@ -76,6 +76,10 @@ class PingLog(Protocol):
         """Newest first."""
         ...
 
+    async def unfinished_starts(self) -> dict[str, datetime]:
+        """Each monitor whose latest ping is a start, with that start's time."""
+        ...
+
 
 class MemoryPingLog:
     """:class:`PingLog` in memory (for tests of the domain alone)."""
@@ -88,6 +92,9 @@ class MemoryPingLog:
 
     async def latest(self, monitor_id: str, limit: int, offset: int = 0) -> list[PingRecord]:
         return self._pings.get(monitor_id, [])[offset : offset + limit]
+
+    async def unfinished_starts(self) -> dict[str, datetime]:
+        return {m: p[0].time for m, p in self._pings.items() if p and p[0].ping.kind is PingKind.START}
 
 
 class PingOutcome(StrEnum):
@@ -140,9 +147,13 @@ class Heartbeats:
         self._monitors = monitors
         self._limiter = limiter or PingLimiter()
         self._log = log or MemoryPingLog()
-        # Monitors whose job said it started and has not finished: when it did. In memory: a start is
-        # forgotten when this process restarts (the run's end is still recorded, without its run time).
+        # Monitors whose job said it started and has not finished: when it did. Read back from the ping log
+        # when the service starts (restore_starts), so a restart forgets no run.
         self._started: dict[str, datetime] = {}
+
+    async def restore_starts(self) -> None:
+        """Take up the runs that had started and not finished when this service last stopped."""
+        self._started = {**await self._log.unfinished_starts(), **self._started}
 
     def retry_after(self, token: str, kind: PingKind = PingKind.SUCCESS) -> float:
         """Seconds until ``token`` may be pinged again (0: now)."""

@@ -69,6 +69,14 @@ class SqlPingLog:
 
         await self._db.run(insert)
 
+    async def unfinished_starts(self) -> dict[str, datetime]:
+        newest = sa.select(sa.func.max(HeartbeatPingRow.id)).group_by(HeartbeatPingRow.monitor_id)
+        query = sa.select(HeartbeatPingRow.monitor_id, HeartbeatPingRow.time).where(
+            HeartbeatPingRow.kind == PingKind.START.value, HeartbeatPingRow.id.in_(newest)
+        )
+        rows = await self._db.run(lambda c: list(c.execute(query)))
+        return {row.monitor_id: row.time for row in rows}
+
     async def latest(self, monitor_id: str, limit: int, offset: int = 0) -> list[PingRecord]:
         query = (
             sa.select(*_COLUMNS)

@@ -169,6 +169,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         operator_methods=OPERATOR_METHODS,
     )
     pings = PingEndpoint(heartbeats, settings.ping_listen)
+    host.on_start.append(heartbeats.restore_starts)  # before pings come, so none is overwritten
     host.on_start.append(pings.start)
     host.on_start.append(checker.start)
     host.on_drain.append(events.close)  # the alert service's streams end cleanly, not at the grace's end
