@@ -40,6 +40,7 @@ from service_runtime.timeseries.port import (
     Aggregation,
     Failure,
     Point,
+    RangeDigest,
     Sample,
     SeriesKey,
     TimedValue,
@@ -698,6 +699,76 @@ class InfluxStore:
                     result[monitor] = UptimeCounts(int(rows[0][1] or 0), int(rows[0][2] or 0))
         return result
 
+    async def digests(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
+    ) -> dict[str, RangeDigest]:
+        """Four statements grouped by monitor, sent together (counts, sums and the last certificate; response-time
+        percentiles of the successful samples; the first sample's time, as ``first()`` alone answers with it; the
+        last state before the range), then one more for the is_up series of the monitors that failed. Up to
+        :data:`NAMED_PER_STATEMENT` monitors are named in one regular expression; more are read as every series
+        of the owner's, the wanted ones kept."""
+        wanted = set(monitor_ids)
+        if not wanted:
+            return {}
+        owner = f"{quote_identifier('owner')} = {quote_string(owner_id)}"
+        scope = owner
+        if len(wanted) <= NAMED_PER_STATEMENT:
+            scope += f" AND {quote_identifier('monitor')} =~ {regex_of_names(sorted(wanted))}"
+        in_range = f"{scope} AND time >= {to_ns(start)} AND time < {to_ns(end)}"
+        is_up, response, cert = (quote_identifier(n) for n in ("is_up", "response_time_ms", "cert_days_left"))
+        by_monitor = f"GROUP BY {quote_identifier('monitor')}"
+        statements = [
+            f"SELECT count({is_up}), sum({is_up}), last({cert}) FROM {self._from()} WHERE {in_range} {by_monitor}",
+            f"SELECT percentile({response}, 50), percentile({response}, 95), percentile({response}, 99)"
+            f" FROM {self._from()} WHERE {in_range} AND {is_up} = 1 {by_monitor}",
+            f"SELECT first({is_up}) FROM {self._from()} WHERE {in_range} {by_monitor}",
+            f"SELECT last({is_up}) FROM {self._from()}"
+            f" WHERE {scope} AND time >= {to_ns(carry_from)} AND time < {to_ns(start)} {by_monitor}",
+        ]
+        gate = asyncio.Semaphore(STATEMENTS_IN_FLIGHT)
+
+        async def run(statement: str) -> list[tuple[str, list[Any]]]:
+            async with gate:
+                body = await self._query(statement, method="POST")
+            if any(result.get("partial") for result in body.get("results", [])):
+                raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
+            return [(tags.get("monitor", ""), rows) for tags, rows in _series(body) if rows]
+
+        counted, timed, firsts, before = await asyncio.gather(*map(run, statements))
+        found: dict[str, dict[str, Any]] = {m: {} for m in wanted}
+        for monitor, rows in counted:
+            if monitor in found:
+                _, checks, up, cert_days = rows[0]
+                found[monitor].update(checks=int(checks or 0), up=round(up or 0), cert_days_left=_float(cert_days))
+        for monitor, rows in timed:
+            if monitor in found:
+                found[monitor]["response_time"] = tuple(_float(v) for v in rows[0][1:4])
+        for monitor, rows in firsts:
+            if monitor in found and rows[0][1] is not None:
+                found[monitor]["first_time"] = from_ns(int(rows[0][0]))
+        for monitor, rows in before:
+            if monitor in found:
+                found[monitor]["carried"] = _float(rows[0][1])
+        failing = sorted(m for m, f in found.items() if f.get("up", 0) < f.get("checks", 0) or f.get("carried") == 0)
+        columns = ", ".join(quote_identifier(c) for c in ("is_up", "error_class", "message"))
+        series = await asyncio.gather(
+            *(
+                run(
+                    f"SELECT {columns} FROM {self._from()} WHERE {owner}"
+                    f" AND {quote_identifier('monitor')} =~ {regex_of_names(chunk)}"
+                    f" AND time >= {to_ns(start)} AND time < {to_ns(end)} AND {is_up} >= 0 {by_monitor}"
+                    " ORDER BY time ASC"
+                )
+                for chunk in _chunks(failing, NAMED_PER_STATEMENT)
+            )
+        )
+        for monitor, rows in (item for answer in series for item in answer):
+            if monitor in found:
+                found[monitor]["is_up_series"] = [
+                    (from_ns(int(t)), float(u), str(e or ""), str(m or "")) for t, u, e, m in rows if u is not None
+                ]
+        return {m: RangeDigest(**fields) for m, fields in found.items()}
+
     async def close(self) -> None:
         """Send what is buffered, then close the connection pool. With a spool, what InfluxDB does not take at
         once stays there for the next start; without one, it is retried up to the maximum backoff, then lost."""
@@ -768,6 +839,10 @@ def _series_order(key: SeriesKey) -> tuple[str, str]:
 
 def _rows(body: dict[str, Any]) -> list[list[Any]]:
     return [row for _, rows in _series(body) for row in rows]
+
+
+def _float(value: Any) -> float | None:
+    return None if value is None else float(value)
 
 
 def _chunks(monitor_ids: Sequence[str], size: int = 100) -> list[Sequence[str]]:

@@ -97,6 +97,26 @@ class Failure:
     message: str
 
 
+@dataclass(frozen=True)
+class RangeDigest:
+    """What summaries of a monitor over a range need, read for many monitors at once (:meth:`TimeSeriesStore.digests`).
+
+    ``checks`` and ``up`` count its is_up samples in the range and those equal to 1; ``first_time`` is the time of
+    the first of them; ``carried`` the is_up of its last sample before the range (None without one);
+    ``response_time`` the nearest-rank p50, p95 and p99 of response_time_ms over its successful samples;
+    ``cert_days_left`` the last such value in the range. ``is_up_series`` is filled only for a monitor that failed in
+    the range or whose carried state is 0: each of its is_up samples in the range, oldest first, as (time, is_up,
+    error class, message), from which outages and their ends are built without a query per outage."""
+
+    checks: int = 0
+    up: int = 0
+    first_time: datetime | None = None
+    carried: float | None = None
+    response_time: tuple[float | None, float | None, float | None] = (None, None, None)
+    cert_days_left: float | None = None
+    is_up_series: list[tuple[datetime, float, str, str]] = field(default_factory=list)
+
+
 class TimeSeriesStore(Protocol):
     """Write samples; read one field of one series over a half-open range ``[start, end)``.
 
@@ -183,6 +203,14 @@ class TimeSeriesStore(Protocol):
         self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
     ) -> dict[str, UptimeCounts]:
         """Checks and successful checks from the hourly rollups whose hour starts in ``[start, end)``."""
+        ...
+
+    async def digests(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
+    ) -> dict[str, RangeDigest]:
+        """A :class:`RangeDigest` of each of an owner's monitors over ``[start, end)`` (carried state looked for in
+        ``[carry_from, start)``), in a few statements grouped by monitor whatever their number: never one per
+        monitor. Monitors with no sample get an empty digest."""
         ...
 
     async def close(self) -> None: ...

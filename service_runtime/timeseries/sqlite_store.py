@@ -22,6 +22,7 @@ from service_runtime.timeseries.port import (
     Aggregation,
     Failure,
     Point,
+    RangeDigest,
     Sample,
     SeriesKey,
     TimedValue,
@@ -31,6 +32,7 @@ from service_runtime.timeseries.port import (
     from_ns,
     hour_ceil,
     hour_floor,
+    nearest_rank,
     to_ns,
 )
 
@@ -301,6 +303,82 @@ class SqliteSampleStore:
             checks, up = await self._run(partial(select, monitor_id))
             result[monitor_id] = UptimeCounts(int(checks or 0), int(up or 0))
         return result
+
+    async def digests(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
+    ) -> dict[str, RangeDigest]:
+        """Three statements for any number of monitors (their ids passed as one JSON array): one pass over the
+        range's samples, aggregated here; the last state before the range; the is_up series of those that failed."""
+        wanted = sorted(set(monitor_ids))
+        if not wanted:
+            return {}
+        ids = json.dumps(wanted)
+        scope = "owner_id = ? AND monitor_id IN (SELECT value FROM json_each(?)) AND time_ns >= ? AND time_ns < ?"
+        first, last = to_ns(start), to_ns(end)
+
+        def read() -> dict[str, RangeDigest]:
+            checks: dict[str, int] = {}
+            up: dict[str, int] = {}
+            firsts: dict[str, int] = {}
+            certs: dict[str, tuple[int, float]] = {}
+            times: dict[str, list[float]] = {}
+            rows = self._connection.execute(
+                "SELECT monitor_id, time_ns, json_extract(fields, '$.is_up'),"
+                " json_extract(fields, '$.response_time_ms'), json_extract(fields, '$.cert_days_left')"
+                f" FROM samples WHERE {scope}",
+                (owner_id, ids, first, last),
+            )
+            for monitor_id, t, is_up, response, cert in rows:
+                if is_up is not None:
+                    checks[monitor_id] = checks.get(monitor_id, 0) + 1
+                    if is_up == 1:
+                        up[monitor_id] = up.get(monitor_id, 0) + 1
+                        if response is not None:
+                            times.setdefault(monitor_id, []).append(float(response))
+                    if t < firsts.get(monitor_id, t + 1):
+                        firsts[monitor_id] = t
+                if cert is not None and t >= certs.get(monitor_id, (t, 0.0))[0]:
+                    certs[monitor_id] = (t, float(cert))
+            carried = {
+                monitor_id: float(is_up)
+                for monitor_id, is_up, _ in self._connection.execute(
+                    "SELECT monitor_id, u, max(time_ns) FROM (SELECT monitor_id, time_ns,"
+                    f" json_extract(fields, '$.is_up') AS u FROM samples WHERE {scope})"
+                    " WHERE u IS NOT NULL GROUP BY monitor_id",  # SQLite takes u from the row of max(time_ns)
+                    (owner_id, ids, to_ns(carry_from), first),
+                )
+            }
+            failing = [m for m in wanted if up.get(m, 0) < checks.get(m, 0) or carried.get(m) == 0]
+            series: dict[str, list[tuple[datetime, float, str, str]]] = {}
+            if failing:
+                for monitor_id, t, is_up, notes_json in self._connection.execute(
+                    "SELECT monitor_id, time_ns, json_extract(fields, '$.is_up') AS u, notes"
+                    f" FROM samples WHERE {scope} AND u IS NOT NULL ORDER BY monitor_id, time_ns",
+                    (owner_id, json.dumps(failing), first, last),
+                ):
+                    notes = json.loads(notes_json) if is_up == 0 else {}
+                    series.setdefault(monitor_id, []).append(
+                        (from_ns(t), float(is_up), str(notes.get("error_class", "")), str(notes.get("message", "")))
+                    )
+            result = {}
+            for m in wanted:
+                ordered = sorted(times.get(m, ()))
+                result[m] = RangeDigest(
+                    checks=checks.get(m, 0),
+                    up=up.get(m, 0),
+                    first_time=from_ns(firsts[m]) if m in firsts else None,
+                    carried=carried.get(m),
+                    response_time=(
+                        nearest_rank(ordered, 50.0),
+                        nearest_rank(ordered, 95.0),
+                        nearest_rank(ordered, 99.0),
+                    ),
+                    cert_days_left=certs[m][1] if m in certs else None,
+                    is_up_series=series.get(m, []),
+                )
+            return result
+
+        return await self._run(read)
 
     async def close(self) -> None:
         async with self._lock:

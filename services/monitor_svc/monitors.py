@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from service_runtime.auth import Principal
-from service_runtime.errors import InvalidArgument, ResourceExhausted
+from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
+from service_runtime.timeseries.overview import summarize_many
 from service_runtime.timeseries.queries import (
     AvailabilitySummary,
     CryptoPriceSummary,
@@ -201,6 +202,8 @@ class ListingFilter:
         return not self.states or status.state in self.states
 
 
+MAX_SUMMARY_PAGE = 10_000  # summaries in one SummarizeMonitors page
+MAX_SUMMARIZED_IDS = 10_000  # monitor ids one SummarizeMonitors call may name
 # Monitors read at a time while a filtered listing looks for a page's worth that pass.
 LISTING_SCAN = 500
 
@@ -482,6 +485,45 @@ class Monitors:
         else:
             summary = await summarize_availability(self._timeseries, key, start, end)
         return start, end, summary
+
+    async def summarize_many(
+        self,
+        caller: Principal,
+        monitor_ids: Sequence[str],
+        labels: Mapping[str, str],
+        start: datetime | None,
+        end: datetime | None,
+        size: int,
+        token: str,
+    ) -> tuple[datetime, datetime, Sequence[tuple[Monitor, Summary]], str]:
+        """A page of summaries of the caller's monitors (those named, or those with ``labels``, or all), in id
+        order, from a few grouped queries for the whole page; and the next page's token ("" after the last)."""
+        limit = page_size(size, maximum=MAX_SUMMARY_PAGE)
+        after = decode_page_token(token)
+        start, end = _range(start, end)
+        chosen = _selected(await self._store.of_owner(caller.user_id), monitor_ids, labels)
+        remaining = [m for m in chosen if after is None or m.id > after]
+        page = remaining[:limit]
+        found = await summarize_many(self._timeseries, caller.user_id, [(m.id, m.kind.value) for m in page], start, end)
+        next_token = encode_page_token(page[-1].id) if len(remaining) > limit else ""
+        return start, end, [(m, found[m.id]) for m in page], next_token
+
+
+def _selected(monitors: Sequence[Monitor], monitor_ids: Sequence[str], labels: Mapping[str, str]) -> list[Monitor]:
+    """The monitors named in ``monitor_ids`` (NOT_FOUND for one not among ``monitors``), or else those with every
+    label of ``labels``, in id order."""
+    if monitor_ids and labels:
+        raise InvalidArgument("label_selector", "set monitor_ids or label_selector, not both")
+    if len(monitor_ids) > MAX_SUMMARIZED_IDS:
+        raise InvalidArgument("monitor_ids", f"name at most {MAX_SUMMARIZED_IDS:,} monitors; page through the rest")
+    if monitor_ids:
+        by_id = {m.id: m for m in monitors}
+        for monitor_id in monitor_ids:
+            if monitor_id not in by_id:
+                raise NotFound("monitor", monitor_id)
+        return sorted((by_id[i] for i in set(monitor_ids)), key=lambda m: m.id)
+    only = ListingFilter(labels=dict(labels))
+    return sorted((m for m in monitors if only.admits_monitor(m)), key=lambda m: m.id)
 
 
 def _range(start: datetime | None, end: datetime | None) -> tuple[datetime, datetime]:

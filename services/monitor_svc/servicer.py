@@ -13,6 +13,7 @@ from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
 from service_runtime.errors import FailedPrecondition, InvalidArgument, Violations
+from service_runtime.pagination import encode_page_token
 from service_runtime.timeseries import Sample
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.accounts import Accounts
@@ -475,6 +476,32 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
             time_range=common_pb2.TimeRange(start_time=to_timestamp(start), end_time=to_timestamp(end)),
         )
         summary_to_proto(response, summary)
+        return response
+
+    async def SummarizeMonitors(
+        self, request: mpb.SummarizeMonitorsRequest, context: Context
+    ) -> mpb.SummarizeMonitorsResponse:
+        time_range = request.time_range
+        start, end, page, next_token = await self._monitors.summarize_many(
+            current_principal(),
+            list(request.monitor_ids),
+            dict(request.label_selector),
+            from_timestamp(time_range.start_time, time_range.HasField("start_time"), "time_range.start_time"),
+            from_timestamp(time_range.end_time, time_range.HasField("end_time"), "time_range.end_time"),
+            request.page_size,
+            request.page_token,
+        )
+        summarized = common_pb2.TimeRange(start_time=to_timestamp(start), end_time=to_timestamp(end))
+        response = mpb.SummarizeMonitorsResponse(time_range=summarized, next_page_token=next_token)
+        size = 0
+        for index, (monitor, summary) in enumerate(page):
+            one = mpb.SummarizeMonitorResponse(monitor_id=monitor.id, time_range=summarized)
+            summary_to_proto(one, summary)
+            size += one.ByteSize() + 8
+            if index and size > self._message_budget:  # the rest on the next page
+                response.next_page_token = encode_page_token(page[index - 1][0].id)
+                break
+            response.summaries.append(one)
         return response
 
     async def PutSecret(self, request: mpb.PutSecretRequest, context: Context) -> mpb.PutSecretResponse:

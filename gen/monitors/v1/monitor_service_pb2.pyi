@@ -1059,6 +1059,103 @@ class SummarizeMonitorResponse(_message.Message):
 Global___SummarizeMonitorResponse: _TypeAlias = SummarizeMonitorResponse  # noqa: Y015
 
 @_typing.final
+class SummarizeMonitorsRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class LabelSelectorEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    MONITOR_IDS_FIELD_NUMBER: _builtins.int
+    LABEL_SELECTOR_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """Default 50, maximum 10,000. A page may hold fewer when its summaries would pass a quarter of the largest
+    message (many outages); next_page_token is then set.
+    """
+    page_token: _builtins.str
+    """From the previous page of the same request."""
+    @_builtins.property
+    def monitor_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """These monitors of the caller's (at most 10,000). Empty: every monitor of the caller's, or those that
+        label_selector matches.
+        """
+
+    @_builtins.property
+    def label_selector(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Only monitors with every one of these labels at exactly these values. Not with monitor_ids."""
+
+    @_builtins.property
+    def time_range(self) -> _common_pb2.TimeRange:
+        """Default: the last 24 hours up to now."""
+
+    def __init__(
+        self,
+        *,
+        monitor_ids: _abc.Iterable[_builtins.str] | None = ...,
+        label_selector: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        time_range: _common_pb2.TimeRange | None = ...,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["label_selector", b"label_selector", "monitor_ids", b"monitor_ids", "page_size", b"page_size", "page_token", b"page_token", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeMonitorsRequest: _TypeAlias = SummarizeMonitorsRequest  # noqa: Y015
+
+@_typing.final
+class SummarizeMonitorsResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    SUMMARIES_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    TIME_RANGE_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    @_builtins.property
+    def summaries(self) -> _containers.RepeatedCompositeFieldContainer[Global___SummarizeMonitorResponse]:
+        """One per monitor, in id order, each as SummarizeMonitor answers it."""
+
+    @_builtins.property
+    def time_range(self) -> _common_pb2.TimeRange:
+        """The range summarised (the default filled in)."""
+
+    def __init__(
+        self,
+        *,
+        summaries: _abc.Iterable[Global___SummarizeMonitorResponse] | None = ...,
+        next_page_token: _builtins.str = ...,
+        time_range: _common_pb2.TimeRange | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_range", b"time_range"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["next_page_token", b"next_page_token", "summaries", b"summaries", "time_range", b"time_range"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SummarizeMonitorsResponse: _TypeAlias = SummarizeMonitorsResponse  # noqa: Y015
+
+@_typing.final
 class WebsiteSummary(_message.Message):
     """Uptime and latency of a website."""
 

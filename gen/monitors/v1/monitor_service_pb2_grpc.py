@@ -108,6 +108,11 @@ class MonitorServiceStub:
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorRequest.SerializeToString,
                 response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorResponse.FromString,
                 _registered_method=True)
+        self.SummarizeMonitors = channel.unary_unary(
+                '/monitors.v1.MonitorService/SummarizeMonitors',
+                request_serializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsRequest.SerializeToString,
+                response_deserializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsResponse.FromString,
+                _registered_method=True)
         self.PutSecret = channel.unary_unary(
                 '/monitors.v1.MonitorService/PutSecret',
                 request_serializer=monitors_dot_v1_dot_monitor__service__pb2.PutSecretRequest.SerializeToString,
@@ -276,6 +281,18 @@ class MonitorServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SummarizeMonitors(self, request, context):
+        """Summarises many of the caller's monitors over one time range, each as SummarizeMonitor would: every monitor
+        of the caller's, or those named in monitor_ids, or those label_selector matches; in pages, in id order. A
+        page is read with a few statements grouped by monitor, whatever the number of monitors in it (coins' price
+        statistics, and ranges over two days, take a few more). Returns NOT_FOUND for a named monitor that does
+        not exist or belongs to another user, INVALID_ARGUMENT for an inverted time range, both monitor_ids and
+        label_selector, more than 10,000 monitor_ids, a negative page_size or a malformed page_token.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutSecret(self, request, context):
         """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
         INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
@@ -409,6 +426,11 @@ def add_MonitorServiceServicer_to_server(servicer, server):
                     servicer.SummarizeMonitor,
                     request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorRequest.FromString,
                     response_serializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorResponse.SerializeToString,
+            ),
+            'SummarizeMonitors': grpc.unary_unary_rpc_method_handler(
+                    servicer.SummarizeMonitors,
+                    request_deserializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsRequest.FromString,
+                    response_serializer=monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsResponse.SerializeToString,
             ),
             'PutSecret': grpc.unary_unary_rpc_method_handler(
                     servicer.PutSecret,
@@ -828,6 +850,33 @@ class MonitorService:
             '/monitors.v1.MonitorService/SummarizeMonitor',
             monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorRequest.SerializeToString,
             monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SummarizeMonitors(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/monitors.v1.MonitorService/SummarizeMonitors',
+            monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsRequest.SerializeToString,
+            monitors_dot_v1_dot_monitor__service__pb2.SummarizeMonitorsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -101,6 +101,14 @@ class MonitorServiceStub:
     coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
     as GetMonitor, INVALID_ARGUMENT for an inverted time range.
     """
+    SummarizeMonitors: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorsRequest, _monitor_service_pb2.SummarizeMonitorsResponse]
+    """Summarises many of the caller's monitors over one time range, each as SummarizeMonitor would: every monitor
+    of the caller's, or those named in monitor_ids, or those label_selector matches; in pages, in id order. A
+    page is read with a few statements grouped by monitor, whatever the number of monitors in it (coins' price
+    statistics, and ranges over two days, take a few more). Returns NOT_FOUND for a named monitor that does
+    not exist or belongs to another user, INVALID_ARGUMENT for an inverted time range, both monitor_ids and
+    label_selector, more than 10,000 monitor_ids, a negative page_size or a malformed page_token.
+    """
     PutSecret: _grpc.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
     INVALID_ARGUMENT for a bad name or an empty or oversized value, RESOURCE_EXHAUSTED (limit
@@ -207,6 +215,14 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
     coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
     as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+    """
+    SummarizeMonitors: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.SummarizeMonitorsRequest, _monitor_service_pb2.SummarizeMonitorsResponse]  # type: ignore[assignment]
+    """Summarises many of the caller's monitors over one time range, each as SummarizeMonitor would: every monitor
+    of the caller's, or those named in monitor_ids, or those label_selector matches; in pages, in id order. A
+    page is read with a few statements grouped by monitor, whatever the number of monitors in it (coins' price
+    statistics, and ranges over two days, take a few more). Returns NOT_FOUND for a named monitor that does
+    not exist or belongs to another user, INVALID_ARGUMENT for an inverted time range, both monitor_ids and
+    label_selector, more than 10,000 monitor_ids, a negative page_size or a malformed page_token.
     """
     PutSecret: _aio.UnaryUnaryMultiCallable[_monitor_service_pb2.PutSecretRequest, _monitor_service_pb2.PutSecretResponse]  # type: ignore[assignment]
     """Stores (or replaces) a named secret, encrypted at rest. The value is never returned. Returns
@@ -395,6 +411,20 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Summarises a monitor over a time range (uptime and outages for a website, price statistics for a
         coin): see AvailabilitySummary for which figures weigh time and which count checks. Returns NOT_FOUND
         as GetMonitor, INVALID_ARGUMENT for an inverted time range.
+        """
+
+    @_abc_1.abstractmethod
+    def SummarizeMonitors(
+        self,
+        request: _monitor_service_pb2.SummarizeMonitorsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_monitor_service_pb2.SummarizeMonitorsResponse, _abc.Awaitable[_monitor_service_pb2.SummarizeMonitorsResponse]]:
+        """Summarises many of the caller's monitors over one time range, each as SummarizeMonitor would: every monitor
+        of the caller's, or those named in monitor_ids, or those label_selector matches; in pages, in id order. A
+        page is read with a few statements grouped by monitor, whatever the number of monitors in it (coins' price
+        statistics, and ranges over two days, take a few more). Returns NOT_FOUND for a named monitor that does
+        not exist or belongs to another user, INVALID_ARGUMENT for an inverted time range, both monitor_ids and
+        label_selector, more than 10,000 monitor_ids, a negative page_size or a malformed page_token.
         """
 
     @_abc_1.abstractmethod
