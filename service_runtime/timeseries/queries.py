@@ -195,9 +195,12 @@ async def summarize_availability_many(
     carried = {m: before[k][-1][1] for m, k in keys.items() if before.get(k)}
     # Only a monitor with no check before the range is observed from its first check in it.
     new = [m for m in keys if m not in carried and counts[m].checks]
-    firsts = await store.first_times_many(owner_id, new, "is_up", start, end) if new else {}
     failing = [m for m in keys if counts[m].up < counts[m].checks or carried.get(m) == 0]
-    failures = await store.failures_many(owner_id, failing, start, end, MAX_FAILURES) if failing else {}
+    firsts, failures, until = await asyncio.gather(
+        store.first_times_many(owner_id, new, "is_up", start, end) if new else _nothing(),
+        store.failures_many(owner_id, failing, start, end, MAX_FAILURES) if failing else _nothing(),
+        store.rolled_up_until() if new and end - start > LONG_RANGE else _none(),
+    )
     seen = [m for m in keys if counts[m].checks or m in carried]
     gate = asyncio.Semaphore(READS_IN_FLIGHT)
 
@@ -209,7 +212,7 @@ async def summarize_availability_many(
                 outages = await _outages(store, key, found, start, end, horizon, carried.get(monitor_id) == 0)
             first_raw = firsts.get(monitor_id)
             observed, downtime = await _observed(
-                store, key, start, end, horizon, monitor_id in carried, first_raw, outages
+                store, key, start, horizon, until, monitor_id in carried, first_raw, outages
             )
         checks, up = counts[monitor_id].checks, counts[monitor_id].up
         return AvailabilitySummary(
@@ -230,21 +233,21 @@ async def _observed(
     store: TimeSeriesStore,
     key: SeriesKey,
     start: datetime,
-    end: datetime,
     horizon: datetime,
+    until: datetime | None,
     carried: bool,
     first_raw: datetime | None,
     outages: Sequence[Outage],
 ) -> tuple[timedelta, timedelta]:
     """The time observed and the time DOWN of a monitor. Observation starts at the range's start when a
     check before it tells the state (``carried``), else at its first raw check in the range (``first_raw``);
-    whole hours before that (raw retention dropped their samples) come from the hourly rollups."""
+    whole hours before that (raw retention dropped their samples) come from the hourly rollups, rolled up
+    ``until`` (None: not read, for a range of two days or less)."""
     downtime = sum((o.duration for o in outages), timedelta(0))
     if carried:
         return max(horizon - start, timedelta(0)), downtime
     raw_from = first_raw or horizon
     observed = max(horizon - raw_from, timedelta(0))
-    until = await store.rolled_up_until() if end - start > LONG_RANGE else None
     rolled_from, rolled_to = hour_ceil(start), min(hour_floor(raw_from), until) if until else start
     if rolled_from < rolled_to:
         rolled = (await store.uptime_counts_many(key.owner_id, [key.monitor_id], rolled_from, rolled_to))[
@@ -255,6 +258,14 @@ async def _observed(
             observed += span
             downtime += span * (rolled.checks - rolled.up) / rolled.checks
     return observed, downtime
+
+
+async def _nothing() -> dict[str, Any]:
+    return {}
+
+
+async def _none() -> None:
+    return None
 
 
 def _minus(moment: datetime, span: timedelta) -> datetime:
