@@ -380,6 +380,8 @@ def assert_all_serving(stack: Stack) -> None:
         assert health(stack.address(name), timeout_s=10) == health_pb2.HealthCheckResponse.SERVING, name
 
 
+# A streaming example may take its whole deadline: the per-test limit grows with the profile's examples.
+@pytest.mark.timeout(max(120, 3 * (FUZZ.max_examples + 20)))
 @pytest.mark.parametrize("method_name", FUZZED)
 def test_fuzzed_requests_get_answers_that_are_the_callers_to_fix(
     stack: Stack, channels: dict[str, grpc.Channel], dora: Any, pools: Pools, method_name: str
