@@ -12,7 +12,7 @@ STAMP_RUNTIME := $(VENV)/.runtime-installed
 STAMP_DEV := $(VENV)/.dev-installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: help run test lint protos bench venv clean system-packages
+.PHONY: help run test lint protos bench bench-compare venv clean system-packages
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -67,6 +67,10 @@ bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/r
 	$(PY) -m bench.alerting_bench
 	$(PY) -m bench.mcp_bench
 	$(PY) -m bench.alerting_e2e_bench
+
+bench-compare: $(STAMP_DEV) ## Ours vs Prometheus + blackbox_exporter + Alertmanager on this machine (bench/results/compare.*).
+	scripts/ensure-compare-packages.sh
+	$(PY) -m bench.compare
 
 clean: ## Remove the virtualenv, node_modules and local data.
 	rm -rf $(VENV) node_modules .data .cache
