@@ -31,8 +31,9 @@ monitors watches websites, crypto prices, TCP ports, DNS names, heartbeats and g
 and notifies channels (email, Slack, Discord, Teams, webhooks, PagerDuty, Apprise).
 Typical flow: suggest_monitors or create_monitor; create_alert_rule ("alert me if BTC goes above 70k" is a
 threshold rule on the crypto monitor's price); create_channel so alerts reach the person; then list_alerts,
-acknowledge_alert, summarize_monitor and plot_monitor_data. Every account has a default rule "A monitor is
-down" over all its monitors. Confirm with the person before deleting."""
+acknowledge_alert, summarize_monitor and plot_monitor_data; summarize_monitors for how all of them are doing.
+Every account has a default rule "A monitor is down" over all its monitors. Confirm with the person before
+deleting."""
 LOGIN_INSTRUCTIONS = """
 If a tool says "not logged in", ask for the person's email and use request_login_code then verify_login_code."""
 HTTP_INSTRUCTIONS = """

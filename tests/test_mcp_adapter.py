@@ -218,7 +218,7 @@ async def test_tools_are_listed_with_schemas_and_hints(mcp_stack: McpStack) -> N
         "suggest_monitors", "create_monitor", "list_monitors", "get_monitor", "update_monitor", "pause_monitor",
         "resume_monitor", "delete_monitor", "run_check_now", "get_monitor_status", "get_deployment_status",
         "list_heartbeat_pings",
-        "get_monitor_data", "summarize_monitor", "get_crypto_analysis", "get_website_uptime_analysis",
+        "get_monitor_data", "summarize_monitor", "summarize_monitors", "get_crypto_analysis", "get_website_uptime_analysis",
         "plot_monitor_data", "store_secret", "list_secrets", "delete_secret",
         "create_alert_rule", "list_alert_rules", "update_alert_rule", "delete_alert_rule", "test_alert_rule",
         "list_alerts", "get_alert", "acknowledge_alert", "resolve_alert", "create_silence", "list_silences",
@@ -401,6 +401,13 @@ async def test_bitcoin_price_monitor_from_creation_to_chart(mcp_stack: McpStack)
 
         status = await call(session, "get_monitor_status", monitor_id=monitor["id"])
         assert status["state"] == "up"
+        overview = await call(session, "summarize_monitors", since="1h")
+        assert (overview["total"], overview["states"]) == (1, {"up": 1})
+        [health] = overview["monitors"]
+        assert (health["monitor_id"], health["state"], health["failed_checks"]) == (monitor["id"], "up", 0)
+        assert health["checks"] >= 3
+        assert overview["result"].startswith("1 monitor(s) over 1h: 1 up")
+        assert (await call(session, "summarize_monitors", labels={"team": "nobody"}))["total"] == 0
         deployment = await call(session, "get_deployment_status")
         assert any(r["runner_id"] == "mcp-runner" for r in deployment["runners"])
 

@@ -1,5 +1,5 @@
-"""Data tools: get_monitor_data, summarize_monitor, get_crypto_analysis, get_website_uptime_analysis and
-plot_monitor_data (a PNG chart as MCP image content)."""
+"""Data tools: get_monitor_data, summarize_monitor, summarize_monitors, get_crypto_analysis,
+get_website_uptime_analysis and plot_monitor_data (a PNG chart as MCP image content)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from pydantic import BaseModel, Field
 
 from mcp_adapter.chart import ChartData, render_chart
 from mcp_adapter.errors import AdapterError
-from mcp_adapter.toolbox import AdapterState, ToolContext, reply, state_of, tool
+from mcp_adapter.toolbox import AdapterState, ToolContext, more, reply, state_of, tool
 from mcp_adapter.tools.alerts import list_alert_messages
 from mcp_adapter.tools.monitors import MonitorId, all_monitors, get_monitor_message, monitor_subject, normalize_pair
 from mcp_adapter.tools.rules import DEFAULT_FIELDS
@@ -270,6 +270,114 @@ async def summarize_monitor(
     if view.samples == 0:
         line += " " + await state_note(state, monitor_id)
     return reply(line, view)
+
+
+class MonitorHealth(BaseModel):
+    monitor_id: str
+    name: str
+    kind: str
+    state: str
+    uptime_percent: float | None = None
+    checks: int | None = None
+    failed_checks: int | None = None
+    outages: int | None = None
+    response_time_p95_ms: float | None = None
+    cert_days_left: int | None = None
+    price_change_percent: float | None = None
+
+
+class MonitorsOverview(BaseModel):
+    start: str | None = None
+    end: str | None = None
+    total: int
+    states: dict[str, int]
+    monitors: list[MonitorHealth]
+
+
+_STATE_ORDER = {"down": 0, "unknown": 1, "pending": 2, "up": 3, "paused": 4}
+
+
+@tool(read_only=True)
+async def summarize_monitors(
+    ctx: ToolContext,
+    since: Since = "24h",
+    labels: Annotated[dict[str, str] | None, Field(description="Only monitors with all these labels.")] = None,
+    limit: Annotated[int, Field(ge=1, le=1000, description="How many monitors to list, worst first.")] = 50,
+) -> Annotated[CallToolResult, MonitorsOverview]:
+    """How all of the person's monitors are doing, in one answer: each one's state now (down, unknown, pending,
+    up, paused), uptime, outages and p95 latency over a period (default the last 24 hours), worst first, with
+    counts per state. Use it for "how are my monitors doing?" or "what is down?"; summarize_monitor for one."""
+    state = state_of(ctx)
+    selector = dict(labels or {})
+    summaries: list[monitor_service_pb2.SummarizeMonitorResponse] = []
+    listed: list[tuple[monitor_service_pb2.Monitor, monitor_service_pb2.MonitorStatus]] = []
+    summarized, page_token = time_range(since, None), ""
+    while True:  # every monitor's summary from a few grouped queries per page, not one call per monitor
+        page = await state.clients.call(
+            state.clients.monitors.SummarizeMonitors,
+            monitor_service_pb2.SummarizeMonitorsRequest(
+                label_selector=selector, time_range=summarized, page_size=1000, page_token=page_token
+            ),
+            token=state.token(),
+        )
+        summaries.extend(page.summaries)
+        summarized, page_token = page.time_range, page.next_page_token
+        if not page_token:
+            break
+    while True:
+        listing = await state.clients.call(
+            state.clients.monitors.ListMonitors,
+            monitor_service_pb2.ListMonitorsRequest(label_selector=selector, page_size=1000, page_token=page_token),
+            token=state.token(),
+        )
+        listed.extend(zip(listing.monitors, listing.statuses, strict=True))
+        page_token = listing.next_page_token
+        if not page_token:
+            break
+    views = {s.monitor_id: summary_view(s) for s in summaries}
+    healths = []
+    for monitor, status in listed:
+        view = views.get(monitor.id)
+        health = MonitorHealth(
+            monitor_id=monitor.id,
+            name=monitor.display_name,
+            kind=monitor_kind(monitor.spec),
+            state=enum_name(common_pb2.MonitorState, status.state, "MONITOR_STATE_"),
+        )
+        if view is not None and view.samples:
+            health.uptime_percent, health.checks, health.failed_checks = (
+                view.uptime_percent,
+                view.checks,
+                view.failed_checks,
+            )
+            health.outages = len(view.outages or [])
+            health.response_time_p95_ms = view.response_time_p95_ms or None
+            health.cert_days_left = view.cert_days_left
+            health.price_change_percent = view.price.change_percent if view.price is not None else None
+        healths.append(health)
+    healths.sort(key=lambda h: (_STATE_ORDER.get(h.state, 5), h.uptime_percent is None, h.uptime_percent or 0.0))
+    counts: dict[str, int] = {}
+    for health in healths:
+        counts[health.state] = counts.get(health.state, 0) + 1
+    by_state = sorted(counts.items(), key=lambda c: _STATE_ORDER.get(c[0], 5))
+    shown = [f"{n} {s.upper() if s in ('down', 'unknown') else s}" for s, n in by_state]
+    line = f"{len(healths)} monitor(s) over {since}: " + (", ".join(shown) or "none")
+    troubled = [h for h in healths if h.state in ("down", "unknown")]
+    if troubled:
+        line += "; " + ", ".join(f"{h.name} ({h.monitor_id}) is {h.state.upper()}" for h in troubled[:5])
+        line += more(5, len(troubled))
+    lowest = [h for h in healths if h.uptime_percent is not None and h.uptime_percent < 100]
+    if lowest:
+        worst = min(lowest, key=lambda h: h.uptime_percent or 0.0)
+        line += f"; lowest uptime {worst.name} {worst.uptime_percent:g}%"
+    overview = MonitorsOverview(
+        start=iso(summarized.start_time),
+        end=iso(summarized.end_time),
+        total=len(healths),
+        states=counts,
+        monitors=healths[:limit],
+    )
+    return reply(line + ".", overview)
 
 
 async def state_note(state: AdapterState, monitor_id: str) -> str:
