@@ -26,11 +26,13 @@ from services.monitor_svc.domain import (
     Monitor,
     MonitorDraft,
     MonitorState,
+    Ping,
+    PingKind,
     WebsiteSpec,
     next_ping_due,
     validate,
 )
-from services.monitor_svc.heartbeats import Heartbeats, Ping, PingKind, PingLimiter, PingOutcome
+from services.monitor_svc.heartbeats import Heartbeats, PingLimiter, PingOutcome
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.ping_log import SqlPingLog

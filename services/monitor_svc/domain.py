@@ -666,3 +666,32 @@ def _status(
         state_change_time=result.time if changed else previous.state_change_time,
         location_results=location_results,
     )
+
+
+# --- heartbeat pings (the ping endpoint's, kept for ListHeartbeatPings) ---
+
+
+class PingKind(StrEnum):
+    SUCCESS = "success"
+    FAIL = "fail"
+    START = "start"
+
+
+@dataclass(frozen=True)
+class Ping:
+    """What a ping said, as the HTTP endpoint received it."""
+
+    kind: PingKind = PingKind.SUCCESS
+    exit_status: int | None = None
+    body: str = ""
+    body_truncated: bool = False
+    method: str = "GET"
+    remote_address: str = ""
+    user_agent: str = ""
+
+
+@dataclass(frozen=True)
+class PingRecord:
+    time: datetime
+    ping: Ping
+    run_time: timedelta | None = None  # of a success or failure that followed a start

@@ -21,14 +21,23 @@ import binascii
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
 from typing import Protocol
 
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument
-from services.monitor_svc.domain import CheckResult, HeartbeatSpec, Monitor, MonitorState, next_ping_due
+from services.monitor_svc.domain import (
+    CheckResult,
+    HeartbeatSpec,
+    Monitor,
+    MonitorState,
+    Ping,
+    PingKind,
+    PingRecord,
+    next_ping_due,
+)
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 
@@ -37,32 +46,6 @@ MAX_MESSAGE = 500
 PING_EVERY_S = 1.0  # at most one recorded ping per monitor this often
 KEPT_PINGS = 10  # the latest pings kept per monitor, for ListHeartbeatPings
 MAX_PING_BODY = 10 * 1024  # characters of a ping's body kept
-
-
-class PingKind(StrEnum):
-    SUCCESS = "success"
-    FAIL = "fail"
-    START = "start"
-
-
-@dataclass(frozen=True)
-class Ping:
-    """What a ping said, as the HTTP endpoint received it."""
-
-    kind: PingKind = PingKind.SUCCESS
-    exit_status: int | None = None
-    body: str = ""
-    body_truncated: bool = False
-    method: str = "GET"
-    remote_address: str = ""
-    user_agent: str = ""
-
-
-@dataclass(frozen=True)
-class PingRecord:
-    time: datetime
-    ping: Ping
-    run_time: timedelta | None = None  # of a success or failure that followed a start
 
 
 class PingLog(Protocol):

@@ -25,7 +25,8 @@ from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
 
-from services.monitor_svc.heartbeats import MAX_PING_BODY, Heartbeats, Ping, PingKind, PingOutcome
+from services.monitor_svc.domain import Ping, PingKind
+from services.monitor_svc.heartbeats import MAX_PING_BODY, Heartbeats, PingOutcome
 
 log = logging.getLogger(__name__)
 MAX_BODY = MAX_PING_BODY

@@ -9,7 +9,8 @@ import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
 from service_runtime.database import Database, UtcDateTime
-from services.monitor_svc.heartbeats import KEPT_PINGS, Ping, PingKind, PingRecord
+from services.monitor_svc.domain import Ping, PingKind, PingRecord
+from services.monitor_svc.heartbeats import KEPT_PINGS
 from services.monitor_svc.store import Base
 
 

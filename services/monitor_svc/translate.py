@@ -20,11 +20,12 @@ from services.monitor_svc.domain import (
     MonitorDraft,
     MonitorState,
     MonitorStatus,
+    PingKind,
+    PingRecord,
     Spec,
     TcpSpec,
     WebsiteSpec,
 )
-from services.monitor_svc.heartbeats import PingKind, PingRecord
 from services.monitor_svc.suggest import (
     ChangeCondition,
     Condition,
