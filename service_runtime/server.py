@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import errno
 import logging
 import signal
-import socket
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from service_runtime.database import Database
 from service_runtime.errors import Unavailable
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
+from service_runtime.ports import ensure_free
 from service_runtime.reflection import DocumentedPool, load_descriptor_set
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError, StartupError
@@ -215,39 +214,6 @@ def every(
             await asyncio.sleep(interval_s)
 
     return run
-
-
-def ensure_free(variable: str, address: str) -> None:
-    """Raise :class:`StartupError` naming ``address`` if another process listens there (or we may not).
-
-    A probe bind, before anything else happens (migrations, files, connections): the gRPC server binds later,
-    without SO_REUSEPORT, and would fail then too, but only after the side effects."""
-    host, _, port_text = address.rpartition(":")
-    if address.startswith("unix:") or not port_text.isdigit() or int(port_text) == 0:
-        return
-    port = int(port_text)
-    try:
-        candidates = socket.getaddrinfo(
-            host.strip("[]") or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-        )
-    except socket.gaierror as error:
-        raise StartupError(f"{variable}={address}: cannot resolve {host!r} ({error.strerror})") from None
-    for family, kind, protocol, _, socket_address in candidates:
-        with socket.socket(family, kind, protocol) as probe:
-            # As gRPC does: a port whose last connections linger in TIME_WAIT is free.
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            try:
-                probe.bind(socket_address)
-            except OSError as error:
-                if error.errno == errno.EADDRINUSE:
-                    raise StartupError(
-                        f"{address} ({variable}) is already in use: another process listens there"
-                        " (is this service already running?)"
-                    ) from None
-                if error.errno == errno.EACCES:
-                    raise StartupError(f"{address} ({variable}): permission denied to listen there") from None
-                # EADDRNOTAVAIL and the like: one of the names' addresses is not this machine's (``localhost``
-                # without IPv6); gRPC's own bind decides.
 
 
 def run_service(

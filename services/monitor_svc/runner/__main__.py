@@ -20,7 +20,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
 from service_runtime.logs import configure_logging
-from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError
+from service_runtime.ports import ensure_free
+from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
 from services.monitor_svc.checks import Checker, check_config
@@ -57,7 +58,7 @@ async def log_stats_forever(scheduler: Scheduler, client: RunnerClient, interval
 
 async def serve(settings: Settings) -> None:
     health = HealthServicer()
-    server = grpc.aio.server()
+    server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a second runner on the port fails, not shares
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(settings.listen) == 0:
         raise OSError(f"cannot listen on {settings.listen}")
@@ -131,8 +132,21 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = Settings.from_env("runner", listen=args.listen)
+        settings.check_before_serving()
+        if not settings.service_token and not (settings.data_dir / "service-token").exists():
+            # A token made here would be the runner's own, which no monitor service knows: refused forever.
+            raise SettingsError(
+                f"MONITORS_SERVICE_TOKEN is not set and {settings.data_dir / 'service-token'} does not exist: give"
+                " the runner the monitor service's token (embedded, start the monitor service first or share its"
+                " MONITORS_DATA_DIR)"
+            )
     except SettingsError as error:
         print(f"configuration error: {error}", file=sys.stderr)
+        return 2
+    try:
+        ensure_free("MONITORS_RUNNER_LISTEN", settings.listen)
+    except StartupError as error:
+        print(f"runner cannot start: {error}", file=sys.stderr)
         return 2
     configure_logging(settings.log_level, settings.log_format, "runner")
     with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
