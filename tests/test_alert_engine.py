@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 import pytest
 
 from service_runtime.database import Database, open_database
+from service_runtime.errors import InvalidArgument
 from service_runtime.timeseries import Aggregation
 from services.alert_svc.domain import (
     AlertRule,
@@ -345,3 +346,15 @@ async def test_a_monitor_that_went_down_while_the_feed_was_away_fires_on_the_nex
     await rig.engine.feed_down()
     await rig.engine.feed_snapshot([COIN, replace(SITE, state=MonitorState.DOWN)])
     assert [(a.rule_id, a.monitor_id) for a in rig.engine.open_alerts_of(OWNER)] == [(default.id, SITE.monitor_id)]
+
+
+def test_a_heartbeats_run_time_may_be_alerted_on_and_an_unknown_field_is_named() -> None:
+    """Heartbeat monitors write run_time_ms (a /start ping then a finishing one): "alert me if the backup
+    takes over an hour" is a rule; a field no heartbeat writes is refused, naming where."""
+    slow = ThresholdCondition("run_time_ms", Aggregation.LAST, timedelta(0), Operator.GT, 3_600_000.0)
+    assert validate_rule(RuleDraft(monitor_id="mon_job", condition=slow), "heartbeat").condition == slow
+
+    price = ThresholdCondition("price", Aggregation.LAST, timedelta(0), Operator.GT, 1.0)
+    with pytest.raises(InvalidArgument) as refused:
+        validate_rule(RuleDraft(monitor_id="mon_job", condition=price), "heartbeat")
+    assert [v.field for v in refused.value.violations] == ["alert_rule.condition.threshold.field"]

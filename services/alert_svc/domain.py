@@ -39,7 +39,7 @@ FIELDS_BY_KIND: Mapping[str, frozenset[str]] = {
     "crypto_price": frozenset({"is_up", "price"}),
     "tcp": frozenset({"is_up", "connect_time_ms"}),
     "dns": frozenset({"is_up", "response_time_ms", "answer_count"}),
-    "heartbeat": frozenset({"is_up"}),
+    "heartbeat": frozenset({"is_up", "run_time_ms"}),
     "grpc_health": frozenset({"is_up", "response_time_ms"}),
 }
 
