@@ -94,16 +94,18 @@ def next_local(after: datetime, hour: int, minute: int, zone: ZoneInfo) -> datet
 def test_a_cron_schedule_is_read_in_its_time_zone_across_a_daylight_saving_change() -> None:
     nightly = HeartbeatSpec(cron="0 3 * * *", time_zone="Europe/Paris")
     day = timedelta(days=1)
-    # Winter: 03:00 in Paris is 02:00 UTC. The night clocks go forward (29 March 2026): 01:00 UTC.
-    assert next_ping_due(nightly, day, datetime(2026, 1, 10, 12, tzinfo=UTC)) == datetime(2026, 1, 11, 2, tzinfo=UTC)
-    assert next_ping_due(nightly, day, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(2026, 3, 29, 1, tzinfo=UTC)
-    assert next_ping_due(HeartbeatSpec(cron="0 3 * * *"), day, datetime(2026, 3, 28, 12, tzinfo=UTC)) == datetime(
-        2026, 3, 29, 3, tzinfo=UTC
+    # Winter: 03:00 in Paris is 02:00 UTC. The night clocks go forward (31 March 2041): 01:00 UTC. (A year far
+    # from today, as tests/test_calendar_free.py asks; zoneinfo carries today's rules forward.)
+    assert next_ping_due(nightly, day, datetime(2041, 1, 10, 12, tzinfo=UTC)) == datetime(2041, 1, 11, 2, tzinfo=UTC)
+    assert next_ping_due(nightly, day, datetime(2041, 3, 30, 12, tzinfo=UTC)) == datetime(2041, 3, 31, 1, tzinfo=UTC)
+    assert next_ping_due(HeartbeatSpec(cron="0 3 * * *"), day, datetime(2041, 3, 30, 12, tzinfo=UTC)) == datetime(
+        2041, 3, 31, 3, tzinfo=UTC
     )  # no zone: UTC
     weekly = HeartbeatSpec(cron="30 6 * * 1", time_zone="America/New_York")  # Mondays 06:30 in New York
-    assert next_ping_due(weekly, day, datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 7, 6, 10, 30, tzinfo=UTC)
+    # From Wednesday 3 July 2041 to Monday the 8th, 06:30 EDT.
+    assert next_ping_due(weekly, day, datetime(2041, 7, 3, tzinfo=UTC)) == datetime(2041, 7, 8, 10, 30, tzinfo=UTC)
     # Without cron: the interval after the last ping.
-    assert next_ping_due(HeartbeatSpec(), day, datetime(2026, 7, 1, tzinfo=UTC)) == datetime(2026, 7, 2, tzinfo=UTC)
+    assert next_ping_due(HeartbeatSpec(), day, datetime(2041, 7, 3, tzinfo=UTC)) == datetime(2041, 7, 4, tzinfo=UTC)
 
 
 HEARTBEAT = "monitor.spec.heartbeat"
