@@ -12,6 +12,7 @@ import re
 import statistics
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import grpc
@@ -110,6 +111,24 @@ def test_login_creates_the_account_and_the_session_works_everywhere_until_logout
     for secret in (code, session.session_token, again.session_token, token_digest(session.session_token)):
         assert secret not in logs
     assert "new.person@example.com" not in logs
+
+
+def test_the_login_email_says_until_when_the_code_works(
+    stack: Stack, stub: account_service_pb2_grpc.AccountServiceStub
+) -> None:
+    sent = datetime.now(UTC)
+    ttl = stub.StartLogin(pb.StartLoginRequest(email="when@example.com"), timeout=5).code_ttl.seconds
+    deadline = time.monotonic() + 15
+    while not (mails := mails_to(stack, "when@example.com")):
+        assert time.monotonic() < deadline, "no login email"
+        time.sleep(0.1)
+    body = mails[-1].split("\n\n", 1)[1]
+
+    match = re.search(r"valid for (\S+), until (\d\d:\d\d) UTC \((\d{4}-\d\d-\d\d)\)", body)
+    assert match, body
+    until = datetime.strptime(f"{match[3]} {match[2]}", "%Y-%m-%d %H:%M").replace(tzinfo=UTC)
+    assert abs((until - (sent + timedelta(seconds=ttl))).total_seconds()) <= 120
+    assert "soon" not in body
 
 
 def test_a_code_works_once(stack: Stack, stub: account_service_pb2_grpc.AccountServiceStub) -> None:

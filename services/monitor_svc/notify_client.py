@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
 import grpc
 
@@ -35,6 +35,7 @@ class NotifyLoginCodeSender:
                 duration=to_duration(valid_for),
             ),
         )
+        request.notification.event_time.FromDatetime(datetime.now(UTC))  # the mail says until when
         try:
             await self._stub.SendNotification(request, metadata=self._metadata, timeout=self._timeout_s)
         except grpc.aio.AioRpcError as error:

@@ -14,7 +14,7 @@ import string
 from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import UTC, timedelta
 from typing import Any
 
 from jinja2 import TemplateError, TemplateSyntaxError
@@ -153,6 +153,18 @@ def human_duration(span: timedelta) -> str:
     return " ".join(parts[:2]) or "0s"
 
 
+def _expiry(n: Notification) -> str:
+    """When a login code stops working: its validity from when it was sent (the notification's duration and
+    event time), in UTC."""
+    if n.duration is None:
+        return "It is valid for a few minutes."
+    valid = f"It is valid for {human_duration(n.duration)}"
+    if n.event_time is None:
+        return valid + "."
+    until = (n.event_time + n.duration).astimezone(UTC)
+    return f"{valid}, until {until:%H:%M} UTC ({until:%Y-%m-%d})."
+
+
 def _number(value: float) -> str:
     # Ten significant digits: a price of 71234.56 reads as such (:g gave 71234.6).
     return f"{value:.10g}"
@@ -179,7 +191,7 @@ def default_title(n: Notification) -> str:
 
 def default_body(n: Notification) -> str:
     if n.kind is NotificationKind.LOGIN_CODE:
-        return f"Your login code is {n.login_code}. It expires soon; if you did not ask for it, ignore this message."
+        return f"Your login code is {n.login_code}. {_expiry(n)} If you did not ask for it, ignore this message."
     if n.kind is NotificationKind.TEST:
         return "This is a test message: this channel receives your monitors' alerts."
     if n.kind is NotificationKind.CHANNEL_DISABLED:
