@@ -9,10 +9,17 @@
   (uptime, outages, response-time p50/p95/p99, certificate days) of every one of the 10,000 monitors,
   each owner's monitors together (a few InfluxQL statements per owner), 8 owners at a time. Also the
   latency of one monitor's summary alone (``summary_one_monitor_p50_ms``).
+- ``summary_batch_10k_monitors_s``: the same day of samples for 10,000 monitors of *one* owner, then all of
+  their 24-hour summaries as SummarizeMonitors reads them (``service_runtime.timeseries.overview``: a few
+  statements grouped by monitor for the whole batch). ``summary_one_owner_10k_monitors_per_owner_path_s`` is
+  the same summaries through ``summarize_websites`` (statements per hundred monitors, queries per failing
+  monitor), the path before the batch; ``summary_batch_10k_monitors_embedded_s`` is the batch on the embedded
+  SQLite store, loaded with the same day.
 
 Writes ``bench/results/timeseries.json``.
 
     make bench     # or: .venv/bin/python -m bench.timeseries_bench [--monitors 10000]
+    .venv/bin/python -m bench.timeseries_bench --parts batch   # the batch figures alone, merged into the file
 """
 
 from __future__ import annotations
@@ -28,9 +35,10 @@ import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from bench import write_figures
-from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey
-from service_runtime.timeseries.queries import summarize_website, summarize_websites
+from bench import merge_figures, write_figures
+from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
+from service_runtime.timeseries.overview import summarize_many
+from service_runtime.timeseries.queries import WebsiteSummary, summarize_website, summarize_websites
 from tests.harness.external import InfluxDBServer
 from tests.harness.services import REPO
 
@@ -57,8 +65,11 @@ def website_sample(owner: str, monitor: str, at: datetime, rng: random.Random, d
     )
 
 
-async def write_day(store: InfluxStore, monitors: int, start: datetime, interval: timedelta) -> int:
-    """One day of checks for every monitor, in time order; every 50th monitor has a 20-minute outage."""
+async def write_day(
+    store: TimeSeriesStore, monitors: int, start: datetime, interval: timedelta, one_owner: str = ""
+) -> int:
+    """One day of checks for every monitor, in time order; every 50th monitor has a 20-minute outage. The
+    monitors are spread over OWNERS owners, or all ``one_owner``'s (named big_<n> then)."""
     rng = random.Random(7)
     steps = int(timedelta(days=1) / interval)
     written = 0
@@ -67,12 +78,13 @@ async def write_day(store: InfluxStore, monitors: int, start: datetime, interval
         at = start + step * interval
         for m in range(monitors):
             down = m % 50 == 0 and steps // 2 <= step < steps // 2 + max(1, int(timedelta(minutes=20) / interval))
-            batch.append(website_sample(f"usr_{m % OWNERS}", f"mon_{m}", at, rng, down))
+            owner, monitor = (one_owner, f"big_{m}") if one_owner else (f"usr_{m % OWNERS}", f"mon_{m}")
+            batch.append(website_sample(owner, monitor, at, rng, down))
             if len(batch) == CHUNK:
                 await store.write(batch)
                 written += len(batch)
                 batch = []
-                if len(store._buffer) > 50_000:  # keep the buffer from overflowing while loading
+                if isinstance(store, InfluxStore) and len(store._buffer) > 50_000:  # keep the buffer from overflowing
                     await store.flush(timeout_s=120)
     await store.write(batch)
     await store.flush(timeout_s=300)
@@ -148,15 +160,77 @@ async def measure(args: argparse.Namespace, server: InfluxDBServer) -> dict[str,
     }
 
 
+BIG_OWNER = "usr_big"
+
+
+async def summarize_batch(store: TimeSeriesStore, monitors: int, day_start: datetime, loaded: int) -> float:
+    """Seconds to summarise every one of BIG_OWNER's monitors over the day as SummarizeMonitors does."""
+    day_end = day_start + timedelta(days=1)
+    began = time.perf_counter()
+    summaries = await summarize_many(
+        store, BIG_OWNER, [(f"big_{m}", "website") for m in range(monitors)], day_start, day_end
+    )
+    took = time.perf_counter() - began
+    assert len(summaries) == monitors
+    outages = 0
+    for summary in summaries.values():
+        assert isinstance(summary, WebsiteSummary)
+        assert summary.availability.checks == loaded // monitors, summary.availability
+        outages += len(summary.availability.outages)
+    assert outages == len(range(0, monitors, 50)), outages
+    return took
+
+
+async def measure_batch(args: argparse.Namespace, server: InfluxDBServer, tmp: Path) -> dict[str, object]:
+    """The batch figures: one owner's 10,000 monitors on InfluxDB (batch, and the per-owner path before it), and
+    the batch on the embedded store."""
+    day_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
+    interval = timedelta(seconds=args.interval_s)
+    config = InfluxConfig(url=server.url, database="bench_batch", buffer_limit=200_000, timeout_s=60)
+    store = await InfluxStore.open(config)
+    try:
+        loaded = await write_day(store, args.monitors, day_start, interval, one_owner=BIG_OWNER)
+        batch_runs = [await summarize_batch(store, args.monitors, day_start, loaded) for _ in range(3)]
+        ids = [f"big_{m}" for m in range(args.monitors)]
+        began = time.perf_counter()
+        await summarize_websites(store, BIG_OWNER, ids, day_start, day_start + timedelta(days=1))
+        per_owner_path_s = time.perf_counter() - began
+    finally:
+        await store.close()
+    embedded = SqliteSampleStore(tmp / "timeseries.sqlite3")
+    try:
+        embedded_loaded = await write_day(embedded, args.embedded_monitors, day_start, interval, one_owner=BIG_OWNER)
+        embedded_runs = [
+            await summarize_batch(embedded, args.embedded_monitors, day_start, embedded_loaded) for _ in range(2)
+        ]
+    finally:
+        await embedded.close()
+    return {
+        "summary_batch_10k_monitors_s": round(min(batch_runs), 2),
+        "summary_batch_10k_monitors_runs_s": [round(r, 2) for r in batch_runs],
+        "summary_one_owner_10k_monitors_per_owner_path_s": round(per_owner_path_s, 2),
+        "summary_batch_10k_monitors_embedded_s": round(min(embedded_runs), 2),
+        "summary_batch_10k_monitors_embedded_runs_s": [round(r, 2) for r in embedded_runs],
+        "summary_batch_monitors": args.monitors,
+        "summary_batch_embedded_monitors": args.embedded_monitors,
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--monitors", type=int, default=10_000)
     parser.add_argument("--interval-s", type=int, default=300)
     parser.add_argument("--write-samples", type=int, default=200_000)
+    parser.add_argument("--embedded-monitors", type=int, default=10_000)
+    parser.add_argument("--parts", choices=("all", "batch"), default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, InfluxDBServer(Path(tmp)) as server:
+        batch = asyncio.run(measure_batch(args, server, Path(tmp)))
+        if args.parts == "batch":
+            merge_figures(RESULTS, batch)
+            return
         figures = asyncio.run(measure(args, server))
-    write_figures(RESULTS, figures)
+    write_figures(RESULTS, {**figures, **batch})
 
 
 if __name__ == "__main__":
