@@ -1088,8 +1088,8 @@ class SummarizeMonitorsRequest(_message.Message):
     PAGE_SIZE_FIELD_NUMBER: _builtins.int
     PAGE_TOKEN_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
-    """Default 50, maximum 10,000. A page may hold fewer when its summaries would pass a quarter of the largest
-    message (many outages); next_page_token is then set.
+    """Default 50, maximum 10,000. A page may hold fewer when its summaries would pass 1 MiB (or a quarter of the
+    server's largest message, if less): many outages; next_page_token is then set.
     """
     page_token: _builtins.str
     """From the previous page of the same request."""
