@@ -9,6 +9,7 @@ import signal
 import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import grpc
@@ -23,6 +24,7 @@ from service_runtime.database import Database
 from service_runtime.errors import Unavailable
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
 from service_runtime.logs import configure_logging
+from service_runtime.metrics import MetricsEndpoint, MetricsInterceptor
 from service_runtime.ports import ensure_free
 from service_runtime.reflection import DocumentedPool, load_descriptor_set
 from service_runtime.remote_auth import RemoteTokenVerifier
@@ -107,9 +109,12 @@ class ServiceHost:
         )
         self.health = HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(self.health, GenericHandlersOnly(self.server))
+        # Prometheus metrics (service_runtime/metrics.py): outermost, so each call counts once, with its final code.
+        self.metrics = MetricsEndpoint(self.settings.metrics_listen) if self.settings.metrics_listen else None
         intercepted = InterceptedServer(
             self.server,
             [
+                *([MetricsInterceptor()] if self.metrics else []),
                 *self.front_interceptors,
                 *interceptor_chain(
                     self.verifier,
@@ -149,6 +154,9 @@ class ServiceHost:
         if self.port == 0:
             raise StartupError(f"cannot listen on {self.settings.listen}: the address is in use or not this machine's")
         await self.server.start()
+        if self.metrics is not None:
+            self.metrics.start()
+            self.on_stop.append(partial(asyncio.to_thread, self.metrics.stop))
         for begin in self.on_start:
             await begin()
         self._tasks = [asyncio.create_task(run()) for run in self.background]

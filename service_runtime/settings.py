@@ -141,6 +141,7 @@ class Settings:
     email_from: str = "monitors@localhost"
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     notify_timeout_s: float = 10.0
+    metrics_listen: str = ""  # host:port of the Prometheus endpoint (/metrics); empty: none
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -183,6 +184,8 @@ class Settings:
         found = {f"MONITORS_{self.service.upper()}_LISTEN": self.listen}
         if self.service == "monitor":
             found["MONITORS_PING_LISTEN"] = self.ping_listen
+        if self.metrics_listen:
+            found["MONITORS_METRICS_LISTEN"] = self.metrics_listen
         return found
 
     @property
@@ -256,6 +259,7 @@ class Settings:
             email_from=env.get("MONITORS_EMAIL_FROM") or "monitors@localhost",
             pagerduty_events_url=env.get("MONITORS_PAGERDUTY_EVENTS_URL") or "https://events.pagerduty.com/v2/enqueue",
             notify_timeout_s=_float(env, "MONITORS_NOTIFY_TIMEOUT_S", 10.0, minimum=0.1),
+            metrics_listen=env.get("MONITORS_METRICS_LISTEN", ""),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },

@@ -302,3 +302,22 @@ def test_runners_may_reach_the_internet_and_the_monitor_service_but_nothing_else
     ]
     assert policy["spec"]["egress"][0]["ports"] == [{"protocol": "TCP", "port": 50051}]
     assert {port["port"] for port in policy["spec"]["egress"][1]["ports"]} == {53}
+
+
+def test_each_grpc_service_is_scraped_by_annotation_on_the_port_it_serves_metrics(
+    rendered: list[dict[str, Any]],
+) -> None:
+    scraped = set()
+    for workload, container in containers(rendered):
+        annotations = workload["spec"]["template"]["metadata"].get("annotations", {})
+        if annotations.get("prometheus.io/scrape") != "true":
+            continue
+        scraped.add(container["args"][0])
+        settings = Settings.from_env(GRPC_SERVERS[container["args"][0]], container_env(rendered, workload, container))
+        port = int(settings.metrics_listen.rpartition(":")[2])
+        assert settings.metrics_listen.startswith("0.0.0.0:")
+        assert int(annotations["prometheus.io/port"]) == port
+        assert annotations["prometheus.io/path"] == "/metrics"
+        assert {"name": "metrics", "containerPort": port} in container["ports"]
+    # The runner serves health only, the MCP adapter HTTP: no metrics endpoint of theirs yet.
+    assert scraped == {"monitor", "alert", "notify"}

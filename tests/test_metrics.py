@@ -1,0 +1,127 @@
+"""Prometheus metrics: a real monitor service with MONITORS_METRICS_LISTEN, called over gRPC, then scraped over
+HTTP as Prometheus would, the exposition parsed with prometheus-client's own parser."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from monitors.v1 import monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.rpc import auth
+from tests.harness.services import REPO, ServiceProcess, free_port, python_env
+
+SERVICE = "monitors.v1.MonitorService"
+
+
+@pytest.fixture(scope="module")
+def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceProcess, str, str]]:
+    """The monitor service (embedded), its metrics address, and an API key."""
+    data_dir = tmp_path_factory.mktemp("metrics")
+    metrics = f"127.0.0.1:{free_port()}"
+    env = python_env(
+        {
+            "MONITORS_DATA_DIR": str(data_dir),
+            "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+            "MONITORS_METRICS_LISTEN": metrics,
+            "MONITORS_DRAIN_DELAY_S": "0",
+        }
+    )
+    service = ServiceProcess("monitor", env, data_dir / "monitor.log")
+    service.start()
+    try:
+        key = subprocess.run(
+            [sys.executable, "-m", "services.admin", "create-api-key", "--email", "metrics@example.com"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=True,
+        ).stdout.strip()
+        yield service, metrics, key
+    finally:
+        assert service.stop() == 0
+
+
+def scrape(address: str) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """GET /metrics: every sample by name and labels."""
+    reply = httpx.get(f"http://{address}/metrics", timeout=5)
+    assert reply.status_code == 200
+    assert reply.headers["content-type"].startswith("text/plain")
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(reply.text)
+        for sample in family.samples
+    }
+
+
+def labels(method: str, **extra: str) -> frozenset[tuple[str, str]]:
+    return frozenset({"grpc_type": "unary", "grpc_service": SERVICE, "grpc_method": method, **extra}.items())
+
+
+def test_calls_are_counted_by_method_and_code_with_their_latencies(monitor: tuple[ServiceProcess, str, str]) -> None:
+    service, metrics, key = monitor
+    with grpc.insecure_channel(service.address) as channel:
+        stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+        for _ in range(3):
+            stub.ListMonitors(monitor_service_pb2.ListMonitorsRequest(), metadata=auth(key), timeout=5)
+        for missing in ("mon_missing1", "mon_missing2"):
+            with pytest.raises(grpc.RpcError) as error:
+                stub.GetMonitor(monitor_service_pb2.GetMonitorRequest(id=missing), metadata=auth(key), timeout=5)
+            assert error.value.code() == grpc.StatusCode.NOT_FOUND
+        with pytest.raises(grpc.RpcError) as error:
+            stub.ListMonitors(monitor_service_pb2.ListMonitorsRequest(), timeout=5)  # no token
+        assert error.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    samples = scrape(metrics)
+    assert samples[("grpc_server_started_total", labels("ListMonitors"))] == 4
+    assert samples[("grpc_server_handled_total", labels("ListMonitors", grpc_code="OK"))] == 3
+    assert samples[("grpc_server_handled_total", labels("ListMonitors", grpc_code="UNAUTHENTICATED"))] == 1
+    assert samples[("grpc_server_handled_total", labels("GetMonitor", grpc_code="NOT_FOUND"))] == 2
+    assert ("grpc_server_handled_total", labels("GetMonitor", grpc_code="OK")) not in samples
+    # Latencies: a histogram per method, every call in it, each taking some time.
+    assert samples[("grpc_server_handling_seconds_count", labels("ListMonitors"))] == 4
+    assert samples[("grpc_server_handling_seconds_sum", labels("ListMonitors"))] > 0
+    assert samples[("grpc_server_handling_seconds_bucket", labels("GetMonitor", le="+Inf"))] == 2
+    # Streams are typed as such (their series exist once registered, before any call).
+    stream = frozenset(
+        {"grpc_type": "server_stream", "grpc_service": SERVICE, "grpc_method": "WatchMonitorStatus"}.items()
+    )
+    assert ("grpc_server_handling_seconds_count", stream) in samples
+    # Health checks (the harness's, Kubernetes' probes) are not counted.
+    assert not [name for name, found in samples if "grpc.health" in str(dict(found).get("grpc_service"))]
+    # The process's own figures come along.
+    assert samples[("process_resident_memory_bytes", frozenset())] > 0
+
+
+def test_a_metrics_port_in_use_stops_the_service_before_it_starts_naming_the_variable(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        address = f"127.0.0.1:{taken.getsockname()[1]}"
+        env = python_env(
+            {
+                "MONITORS_DATA_DIR": str(tmp_path),
+                "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+                "MONITORS_METRICS_LISTEN": address,
+            }
+        )
+        result = subprocess.run(
+            [sys.executable, "-m", "services.monitor_svc", "--listen", f"127.0.0.1:{free_port()}"],
+            env=env,
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+    assert result.returncode == 2
+    assert f"{address} (MONITORS_METRICS_LISTEN) is already in use" in result.stderr
+    assert not (tmp_path / "monitor.sqlite3").exists()  # refused before any side effect
