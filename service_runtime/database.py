@@ -100,16 +100,20 @@ def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
     when the database cannot be reached or is not utf8mb4."""
     engine = create_sync_engine(url)
     lock = DatabaseLock(url, "migrations")
+    # A server is asked first (a wrong password is one line, not a wait on a lock); a SQLite file only under
+    # the lock: connecting sets its journal mode, which waits for another process's migration to commit and,
+    # past the busy timeout, failed with "database is locked".
+    server = engine.dialect.name != "sqlite"
     try:
-        try:
-            engine.connect().close()
-        except sa.exc.DBAPIError as error:
-            raise _unreachable(url, error) from None
+        if server:
+            _probe(engine, url)
         if not lock.acquire(MIGRATION_LOCK_WAIT_S):
             raise StartupError(
                 f"the database {describe_url(url)} is being migrated by another process"
                 f" ({lock.holder()}) for more than {MIGRATION_LOCK_WAIT_S:.0f} s"
             )
+        if not server:
+            _probe(engine, url)
         with engine.begin() as connection:
             _check_character_set(connection, url)
             config = Config()
@@ -121,6 +125,13 @@ def migrate(url: str, migrations_dir: Path, version_table: str) -> None:
         lock.release()
         engine.dispose()
     log.info("migrations applied", extra={"version_table": version_table})
+
+
+def _probe(engine: sa.Engine, url: str) -> None:
+    try:
+        engine.connect().close()
+    except sa.exc.DBAPIError as error:
+        raise _unreachable(url, error) from None
 
 
 def _check_character_set(connection: sa.Connection, url: str) -> None:
