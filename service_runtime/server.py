@@ -189,11 +189,13 @@ class ServiceHost:
 
     async def serve_until_signal(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
-        await self.start()
         loop = asyncio.get_running_loop()
         requested = asyncio.Event()
+        # Before start: a SIGTERM as soon as health says SERVING (a probe's first pass, then a rollout) must
+        # drain, not meet the default action and kill the process mid-call.
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, requested.set)
+        await self.start()
         # Shielded: cancelling grpc's wait_for_termination cancels the server's own shutdown future, and
         # the graceful stop below would then fail with CancelledError.
         terminated = asyncio.shield(self.server.wait_for_termination())
