@@ -319,5 +319,5 @@ def test_each_grpc_service_is_scraped_by_annotation_on_the_port_it_serves_metric
         assert int(annotations["prometheus.io/port"]) == port
         assert annotations["prometheus.io/path"] == "/metrics"
         assert {"name": "metrics", "containerPort": port} in container["ports"]
-    # The runner serves health only, the MCP adapter HTTP: no metrics endpoint of theirs yet.
-    assert scraped == {"monitor", "alert", "notify"}
+    # The MCP adapter serves no metrics yet.
+    assert scraped == {"monitor", "alert", "notify", "runner"}

@@ -6,15 +6,18 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import httpx
 import pytest
+from google.protobuf import duration_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitors.v1 import monitor_service_pb2, monitor_service_pb2_grpc
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
 from tests.harness.services import REPO, ServiceProcess, free_port, python_env
 
@@ -32,6 +35,7 @@ def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceP
             "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
             "MONITORS_METRICS_LISTEN": metrics,
             "MONITORS_DRAIN_DELAY_S": "0",
+            "MONITORS_MIN_INTERVAL_S": "1",
         }
     )
     service = ServiceProcess("monitor", env, data_dir / "monitor.log")
@@ -99,6 +103,55 @@ def test_calls_are_counted_by_method_and_code_with_their_latencies(monitor: tupl
     assert not [name for name, found in samples if "grpc.health" in str(dict(found).get("grpc_service"))]
     # The process's own figures come along.
     assert samples[("process_resident_memory_bytes", frozenset())] > 0
+
+
+def test_a_runner_counts_its_checks_their_lag_and_its_results(
+    monitor: tuple[ServiceProcess, str, str], tmp_path: Path
+) -> None:
+    service, _, key = monitor
+    metrics = f"127.0.0.1:{free_port()}"
+    env = {
+        **service.env,
+        "MONITORS_MONITOR_TARGET": service.address,
+        "MONITORS_METRICS_LISTEN": metrics,
+        "MONITORS_EGRESS": "private-allowed",
+    }
+    runner = ServiceProcess("runner", {**env, "MONITORS_RUNNER_ID": "metered"}, tmp_path / "runner.log")
+    runner.start()
+    with HttpServer() as target, grpc.insecure_channel(service.address) as channel:
+        target.routes["/up"] = Reply(200, b"up")
+        stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+        created = stub.CreateMonitor(
+            monitor_service_pb2.CreateMonitorRequest(
+                monitor=monitor_service_pb2.Monitor(
+                    spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=target.url("/up"))),
+                    interval=duration_pb2.Duration(seconds=1),
+                    timeout=duration_pb2.Duration(seconds=1),
+                )
+            ),
+            metadata=auth(key),
+            timeout=5,
+        ).monitor
+        try:
+            deadline = time.monotonic() + 20
+            while True:
+                samples = scrape(metrics)
+                if samples[("monitors_runner_results_total", frozenset({("outcome", "accepted")}))] >= 2:
+                    break
+                assert time.monotonic() < deadline, samples
+                time.sleep(0.2)
+        finally:
+            stub.DeleteMonitor(monitor_service_pb2.DeleteMonitorRequest(id=created.id), metadata=auth(key), timeout=5)
+            assert runner.stop() == 0
+    assert samples[("monitors_runner_checks_total", frozenset())] >= 2
+    assert samples[("monitors_runner_checks_down_total", frozenset())] == 0
+    assert samples[("monitors_runner_monitors", frozenset())] == 1
+    assert samples[("monitors_runner_results_queued", frozenset())] >= 0
+    assert samples[("monitors_runner_results_total", frozenset({("outcome", "dropped")}))] == 0
+    # Every check's lag observed: the histogram holds as many as checks finished or under way.
+    lags = samples[("monitors_runner_schedule_lag_seconds_count", frozenset())]
+    assert lags >= samples[("monitors_runner_checks_total", frozenset())]
+    assert samples[("monitors_runner_schedule_lag_seconds_sum", frozenset())] >= 0
 
 
 def test_a_metrics_port_in_use_stops_the_service_before_it_starts_naming_the_variable(tmp_path: Path) -> None:

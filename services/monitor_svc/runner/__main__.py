@@ -18,14 +18,17 @@ import grpc
 import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
+from prometheus_client import REGISTRY
 
 from service_runtime.logs import configure_logging
+from service_runtime.metrics import MetricsEndpoint
 from service_runtime.ports import ensure_free
 from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
 from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
+from services.monitor_svc.runner.metrics import RunnerCollector
 from services.monitor_svc.runner.scheduler import Scheduler
 
 log = logging.getLogger("monitors.runner")
@@ -81,6 +84,10 @@ async def serve(settings: Settings) -> None:
         version=VERSION,
         on_synced=synced,
     )
+    metrics = MetricsEndpoint(settings.metrics_listen) if settings.metrics_listen else None
+    if metrics is not None:
+        REGISTRY.register(RunnerCollector(scheduler, client))
+        metrics.start()
     log.info(
         "runner started",
         extra={
@@ -105,6 +112,8 @@ async def serve(settings: Settings) -> None:
     await client.close()
     await checker.close()
     await server.stop(2)
+    if metrics is not None:
+        await asyncio.to_thread(metrics.stop)
     log.info("runner stopped", extra={"runner_id": settings.runner_id, "reported": client.reported})
 
 
@@ -144,7 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"configuration error: {error}", file=sys.stderr)
         return 2
     try:
-        ensure_free("MONITORS_RUNNER_LISTEN", settings.listen)
+        for variable, address in settings.listeners().items():  # its health port, and its metrics port if set
+            ensure_free(variable, address)
     except StartupError as error:
         print(f"runner cannot start: {error}", file=sys.stderr)
         return 2

@@ -17,6 +17,7 @@ from datetime import UTC, datetime
 
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import CheckResult, Spec
+from services.monitor_svc.runner.metrics import SCHEDULE_LAG
 
 log = logging.getLogger(__name__)
 MAX_QUEUED_RESULTS = 100_000
@@ -79,6 +80,10 @@ class Scheduler:
     def __len__(self) -> int:
         return len(self._jobs)
 
+    @property
+    def running_checks(self) -> int:
+        return len(self._running)
+
     def replace_all(self, jobs: list[Job]) -> None:
         """A full sync: exactly these jobs from now on."""
         wanted = {job.monitor_id for job in jobs}
@@ -139,6 +144,7 @@ class Scheduler:
         try:
             started = time.monotonic()
             self.lags.append(started - due)
+            SCHEDULE_LAG.observe(started - due)
             at = datetime.now(UTC)
             outcome = await self._checker.run(job.spec, job.timeout_s, job.secrets)
             self.checks += 1
