@@ -16,10 +16,11 @@ import pytest
 from google.protobuf import duration_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
-from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc, notification_service_pb2_grpc
+from monitors.v1 import notification_service_pb2 as notify_pb
 from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
-from tests.harness.services import REPO, ServiceProcess, free_port, python_env
+from tests.harness.services import REPO, ServiceProcess, Stack, free_port, python_env
 
 SERVICE = "monitors.v1.MonitorService"
 
@@ -152,6 +153,58 @@ def test_a_runner_counts_its_checks_their_lag_and_its_results(
     lags = samples[("monitors_runner_schedule_lag_seconds_count", frozenset())]
     assert lags >= samples[("monitors_runner_checks_total", frozenset())]
     assert samples[("monitors_runner_schedule_lag_seconds_sum", frozenset())] >= 0
+
+
+def test_the_notification_service_counts_attempts_by_kind_outcome_and_state(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    metrics = f"127.0.0.1:{free_port()}"
+    stack = Stack(tmp_path_factory.mktemp("notify-metrics"), {"MONITORS_EGRESS": "private-allowed"})
+    del stack.services["alert"]  # channels need only the account and notification services
+    notify = stack.services["notify"]
+    notify.env = {**notify.env, "MONITORS_METRICS_LISTEN": metrics}
+    with stack, HttpServer() as receiver, grpc.insecure_channel(stack.address("notify")) as channel:
+        receiver.routes["/ok"] = Reply(204, b"")
+        receiver.routes["/gone"] = Reply(410, b"gone")
+        receiver.routes["/busy"] = Reply(503, b"busy")
+        who = auth(stack.create_api_key("metrics@example.com"))
+        stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
+        states = {}
+        for path in ("/ok", "/ok", "/gone", "/busy"):
+            created = stub.CreateChannel(
+                notify_pb.CreateChannelRequest(
+                    channel=notify_pb.Channel(webhook=notify_pb.WebhookConfig(url=receiver.url(path)))
+                ),
+                metadata=who,
+                timeout=10,
+            ).channel
+            delivery = stub.TestChannel(notify_pb.TestChannelRequest(id=created.id), metadata=who, timeout=20).delivery
+            states[path] = notify_pb.DeliveryState.Name(delivery.state)
+        samples = scrape(metrics)
+    assert states == {
+        "/ok": "DELIVERY_STATE_DELIVERED",
+        "/gone": "DELIVERY_STATE_FAILED",
+        "/busy": "DELIVERY_STATE_FAILED",
+    }
+
+    def attempts(outcome: str, state: str) -> float:
+        return samples[
+            (
+                "monitors_notify_attempts_total",
+                frozenset({"kind": "webhook", "outcome": outcome, "state": state}.items()),
+            )
+        ]
+
+    assert attempts("success", "delivered") == 2
+    assert attempts("permanent", "failed") == 1
+    assert attempts("retryable", "failed") == 1  # a test is one attempt: a retryable failure is final
+    assert samples[("monitors_notify_attempt_seconds_count", frozenset({("kind", "webhook")}))] == 4
+    assert samples[("monitors_notify_lane_queued", frozenset())] == 0
+    # The RPCs were counted too, on the same endpoint.
+    test_channel = labels("TestChannel", grpc_code="OK") - {("grpc_service", SERVICE)} | {
+        ("grpc_service", "monitors.v1.NotificationService")
+    }
+    assert samples[("grpc_server_handled_total", test_channel)] == 4
 
 
 def test_a_metrics_port_in_use_stops_the_service_before_it_starts_naming_the_variable(tmp_path: Path) -> None:

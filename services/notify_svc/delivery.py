@@ -39,6 +39,7 @@ from services.notify_svc.domain import (
     mask_address,
     redact,
 )
+from services.notify_svc.metrics import ATTEMPT_SECONDS, ATTEMPTS, LANE_QUEUED
 from services.notify_svc.senders import Sender, SendResult
 from services.notify_svc.store import NotificationStore, Record, Target
 from services.notify_svc.templates import render
@@ -277,6 +278,7 @@ class DeliveryWorker:
             if len(lane.queue) >= self._lane_bound:
                 continue  # this lane is backed up; the rest are not held behind it
             lane.queue.append(delivery)
+            LANE_QUEUED.inc()
             self._taken.add(delivery.id)
             handed += 1
             while lane.consumers < lane.pace.concurrency and lane.consumers < len(lane.queue):
@@ -303,6 +305,7 @@ class DeliveryWorker:
         try:
             while lane.queue:
                 delivery = lane.queue.popleft()
+                LANE_QUEUED.dec()
                 try:
                     await self._send_queued(delivery, lane)
                 except Exception:
@@ -360,6 +363,8 @@ class DeliveryWorker:
             state = DeliveryState.RETRYING
             next_time = utc_now() + timedelta(seconds=self.policy.delay_s(attempts, result.retry_after_s, self._rng))
         await self._record(Record(delivery.id, attempt, state, next_time))
+        ATTEMPTS.labels(kind.value, result.outcome.value, state.value).inc()
+        ATTEMPT_SECONDS.labels(kind.value).observe(attempt.duration.total_seconds())
         if result.retry_after_s:
             self._lane(delivery.channel_id or EMAIL_LANE, kind).bucket.pause(result.retry_after_s)
         events.log(
