@@ -41,7 +41,8 @@ from services.alert_svc.domain import (
     Transition,
     validate_rule,
 )
-from services.alert_svc.engine import AlertEngine, Change
+from services.alert_svc.engine import AlertEngine, Change, _PendingReads
+from services.alert_svc.evaluator import HistoryRequest
 from services.alert_svc.server import MIGRATIONS, VERSION_TABLE, reconcile_period
 from services.alert_svc.store import AlertStore
 from tests.harness.clock import midnight_days_ago
@@ -249,3 +250,23 @@ def test_the_reconcile_period_comes_from_the_environment() -> None:
     for bad in ("0", "-1", "soon", "nan"):
         with pytest.raises(ValueError, match="MONITORS_ALERT_RECONCILE_S"):
             reconcile_period({"MONITORS_ALERT_RECONCILE_S": bad})
+
+
+def test_history_requests_are_gathered_across_slices_into_full_reads() -> None:
+    """A warm start asks for history slice by slice of the snapshot; the reads it sends hold READ_BATCH series
+    of one field and look-back each (InfluxDB scans its whole index per statement), the rest at the end."""
+
+    def request(field: str, first: int, count: int) -> HistoryRequest:
+        series = tuple(("usr_a", f"mon_{i}") for i in range(first, first + count))
+        return HistoryRequest(field, timedelta(minutes=5), series)
+
+    pending = _PendingReads(3)
+    assert pending.add([request("price", 0, 2), request("is_up", 0, 1)], flush=False) == []
+    due = pending.add([request("price", 2, 5)], flush=False)
+    assert [[m for _, m in r.series] for r in due] == [["mon_0", "mon_1", "mon_2"], ["mon_3", "mon_4", "mon_5"]]
+    assert {r.field for r in due} == {"price"}
+
+    rest = pending.add([], flush=True)
+
+    assert sorted((r.field, [m for _, m in r.series]) for r in rest) == [("is_up", ["mon_0"]), ("price", ["mon_6"])]
+    assert pending.add([], flush=True) == []
