@@ -15,7 +15,14 @@ from mcp_adapter.chart import ChartData, render_chart
 from mcp_adapter.errors import AdapterError
 from mcp_adapter.toolbox import AdapterState, ToolContext, more, reply, state_of, tool
 from mcp_adapter.tools.alerts import list_alert_messages
-from mcp_adapter.tools.monitors import MonitorId, all_monitors, get_monitor_message, monitor_subject, normalize_pair
+from mcp_adapter.tools.monitors import (
+    MonitorId,
+    all_monitors,
+    get_monitor_message,
+    monitor_subject,
+    normalize_pair,
+    resolve_monitor,
+)
 from mcp_adapter.tools.rules import DEFAULT_FIELDS
 from mcp_adapter.units import parse_duration, parse_time
 from mcp_adapter.views import (
@@ -409,7 +416,13 @@ class CryptoAnalysis(BaseModel):
 @tool(read_only=True)
 async def get_crypto_analysis(
     ctx: ToolContext,
-    symbol: Annotated[str, Field(max_length=40, description="A coin or pair: BTC, ETH-EUR.")] = "BTC",
+    symbol: Annotated[
+        str,
+        Field(
+            max_length=100,
+            description="A coin or pair (BTC, ETH-EUR), or a crypto monitor's id or name when several watch it.",
+        ),
+    ] = "BTC",
     since: Since = "24h",
 ) -> Annotated[CallToolResult, CryptoAnalysis]:
     """Analyse a coin's price from the person's crypto monitor of it: last, range, change and volatility over the
@@ -418,8 +431,13 @@ async def get_crypto_analysis(
     state = state_of(ctx)
     pair = normalize_pair(symbol)
     monitors = [m for m in await all_monitors(state) if monitor_kind(m.spec) == "crypto_price"]
-    monitor = next((m for m in monitors if m.spec.crypto_price.pair == pair), None)
-    if monitor is None:
+    # By pair, not by part of a name: "BTC" names BTC-USD, not also a monitor called "BTC-EUR price".
+    monitor = resolve_monitor(
+        monitors, symbol, "symbol", lambda m, _: m.spec.crypto_price.pair == pair, part_of_name=False
+    )
+    if monitor is not None:
+        pair = monitor.spec.crypto_price.pair
+    else:
         watched = ", ".join(sorted({m.spec.crypto_price.pair for m in monitors})) or "none"
         raise AdapterError(
             f"no monitor watches {pair} (watched pairs: {watched}); call create_monitor with kind=crypto_price "
@@ -440,6 +458,12 @@ async def get_crypto_analysis(
     return reply(line, analysis)
 
 
+def url_contains(monitor: monitor_service_pb2.Monitor, text: str) -> bool:
+    """Whether a website monitor's URL contains ``text`` (its scheme and a final slash aside)."""
+    needle = text.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
+    return bool(needle) and needle in monitor.spec.website.url.lower()
+
+
 class UptimeAnalysis(BaseModel):
     monitor_id: str
     url: str
@@ -449,7 +473,14 @@ class UptimeAnalysis(BaseModel):
 
 @tool(read_only=True)
 async def get_website_uptime_analysis(
-    site: Annotated[str, Field(max_length=2000, description="A website monitor id, or (part of) its URL.")],
+    site: Annotated[
+        str,
+        Field(
+            max_length=2000,
+            description="A website monitor's id or name, or part of its name or URL. When several monitors match, "
+            "the answer lists them: call again with the id of the one meant.",
+        ),
+    ],
     ctx: ToolContext,
     since: Since = "7d",
 ) -> Annotated[CallToolResult, UptimeAnalysis]:
@@ -457,14 +488,11 @@ async def get_website_uptime_analysis(
     length, latency percentiles, certificate days left, and its state now."""
     state = state_of(ctx)
     websites = [m for m in await all_monitors(state) if monitor_kind(m.spec) == "website"]
-    needle = site.strip().lower().removeprefix("https://").removeprefix("http://").rstrip("/")
-    monitor = next((m for m in websites if m.id == site.strip()), None) or next(
-        (m for m in websites if needle and needle in m.spec.website.url.lower()), None
-    )
+    monitor = resolve_monitor(websites, site, "site", url_contains)
     if monitor is None:
         raise AdapterError(
-            f"no website monitor matches {site!r}; call list_monitors, or create_monitor kind=website to start "
-            "watching it"
+            f"no website monitor matches {site!r} by id, name or URL; call list_monitors, or create_monitor "
+            "kind=website to start watching it"
         )
     summary, status = await asyncio.gather(
         summarize(state, monitor.id, since, None),

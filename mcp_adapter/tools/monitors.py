@@ -4,6 +4,7 @@ run a check now, status, a heartbeat's latest pings, and the deployment's status
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
@@ -195,6 +196,40 @@ async def all_monitors(state: AdapterState) -> list[monitor_service_pb2.Monitor]
         page_token = response.next_page_token
         if not page_token:
             return monitors
+
+
+def monitor_line(monitor: monitor_service_pb2.Monitor) -> str:
+    """ "Shop (mon_1, https://shop.example)": how an error lists a candidate."""
+    return f"{monitor.display_name} ({monitor.id}, {monitor_view(monitor).target})"
+
+
+def resolve_monitor(
+    monitors: list[monitor_service_pb2.Monitor],
+    text: str,
+    argument: str,
+    matches: Callable[[monitor_service_pb2.Monitor, str], bool],
+    *,
+    part_of_name: bool = True,
+) -> monitor_service_pb2.Monitor | None:
+    """The one monitor of ``monitors`` that ``text`` names: an exact id or exact name (case aside) wins, else the
+    only one ``matches`` (or, with ``part_of_name``, whose name contains the text). None when none does; when
+    several do, an error that lists them and asks for one (``argument`` is where the caller passes the id)."""
+    wanted = text.strip()
+    if not wanted:
+        return None
+    exact = [m for m in monitors if m.id == wanted] or [
+        m for m in monitors if m.display_name.strip().lower() == wanted.lower()
+    ]
+    found = exact or [
+        m for m in monitors if matches(m, wanted) or (part_of_name and wanted.lower() in m.display_name.lower())
+    ]
+    if len(found) > 1:
+        listed = "; ".join(monitor_line(m) for m in found[:10]) + more(10, len(found))
+        raise AdapterError(
+            f"{argument}: {text!r} matches {len(found)} monitors: {listed}. Ask the person which one they mean, then "
+            f"call again with its id as {argument}"
+        )
+    return found[0] if found else None
 
 
 class SuggestedRule(BaseModel):
