@@ -66,6 +66,9 @@ class MonitorView(BaseModel):
     paused: bool = False
     labels: dict[str, str] | None = None
     heartbeat_url: str | None = None
+    # Heartbeat: when pings are due ("cron 0 3 * * * Europe/Paris, grace 30m") and how a job sends them.
+    schedule: str | None = None
+    ping: list[str] | None = None
     created: str | None = None
     # Website settings, when set.
     keyword: str | None = None
@@ -122,6 +125,16 @@ def monitor_view(monitor: monitor_service_pb2.Monitor) -> MonitorView:
         heartbeat_url=monitor.heartbeat_url or None,
         created=iso(monitor.create_time),
     )
+    if view.kind == "heartbeat":
+        heartbeat = monitor.spec.heartbeat
+        grace = f", grace {span(heartbeat.grace_period) or '0s'}"
+        if heartbeat.cron:
+            view.schedule = f"cron {heartbeat.cron} {heartbeat.time_zone or 'UTC'}{grace}"
+            view.interval = None  # a cron heartbeat's pings are due by the schedule, not every interval
+        else:
+            view.schedule = f"a ping every {view.interval}{grace}"
+        if view.heartbeat_url:
+            view.ping = ping_recipes(view.heartbeat_url)
     if view.kind == "website":
         website = monitor.spec.website
         view.keyword = website.keyword.keyword or None
@@ -131,6 +144,29 @@ def monitor_view(monitor: monitor_service_pb2.Monitor) -> MonitorView:
         view.header_names = sorted(website.headers) or None
         view.cert_expiry_days = website.cert_expiry_days or None
     return view
+
+
+def ping_recipes(url: str) -> list[str]:
+    """How a job pings its heartbeat: at the end, at the start (to time it), with its exit status or a failure."""
+    curl = "curl -fsS -m 10 --retry 5"
+    return [
+        f"at the end of the job: {curl} {url}",
+        f"at its start, to time the run: {curl} {url}/start",
+        f"at the end with its exit status (non-zero is a failure): {curl} {url}/$?",
+        f"at the end when it failed: {curl} {url}/fail",
+    ]
+
+
+def heartbeat_text(view: MonitorView) -> str:
+    """ "heartbeat, cron 0 3 * * * Europe/Paris, grace 30m; ping: curl -fsS ... <url> at the end (...)"."""
+    text = f"heartbeat, {view.schedule}"
+    if view.heartbeat_url:
+        url = view.heartbeat_url
+        text += (
+            f"; ping: curl -fsS -m 10 --retry 5 {url} at the end of the job ({url}/start at its start; "
+            f"{url}/$? or {url}/fail at the end to report its exit status or a failure)"
+        )
+    return text
 
 
 class CheckView(BaseModel):

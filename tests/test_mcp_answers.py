@@ -50,3 +50,55 @@ async def test_two_monitors_of_one_coin_are_listed_for_the_person_to_pick(mcp_st
         assert (await call(session, "get_crypto_analysis", symbol="bitcoin"))["monitor_id"] == first["id"]
         for monitor in (first, second):
             await call(session, "delete_monitor", monitor_id=monitor["id"])
+
+
+async def test_a_heartbeat_is_shown_by_its_schedule_with_ping_recipes_and_its_schedule_changes(
+    mcp_stack: McpStack,
+) -> None:
+    key = mcp_stack.stack.create_api_key("cron.jobs@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="answers") as session:
+        created = await call(
+            session,
+            "create_monitor",
+            kind="heartbeat",
+            name="nightly backup",
+            cron="0 3 * * *",
+            time_zone="Europe/Paris",
+            grace_period="30m",
+        )
+        monitor = created["monitor"]
+        url = monitor["heartbeat_url"]
+        assert monitor["schedule"] == "cron 0 3 * * * Europe/Paris, grace 30m"
+        assert "interval" not in monitor
+        for line in (created["result"], (await call(session, "get_monitor", monitor_id=monitor["id"]))["result"]):
+            assert "cron 0 3 * * * Europe/Paris, grace 30m" in line
+            assert "every" not in line
+            assert f"curl -fsS -m 10 --retry 5 {url} at the end" in line
+            assert f"{url}/start at its start" in line
+            assert f"{url}/$? or {url}/fail at the end" in line
+        assert f"curl -fsS -m 10 --retry 5 {url}/start" in " ".join(monitor["ping"])
+
+        moved = await call(
+            session,
+            "update_monitor",
+            monitor_id=monitor["id"],
+            cron="30 4 * * 1-5",
+            time_zone="America/New_York",
+            grace_period="1h",
+        )
+        assert moved["schedule"] == "cron 30 4 * * 1-5 America/New_York, grace 1h"
+        assert moved["result"].endswith(
+            "(cron, time_zone, grace_period): cron 30 4 * * 1-5 America/New_York, grace 1h."
+        )
+        shown = await call(session, "get_monitor", monitor_id=monitor["id"])
+        assert shown["schedule"] == "cron 30 4 * * 1-5 America/New_York, grace 1h"
+        # Back to a ping every interval: the zone goes with the schedule.
+        fixed = await call(session, "update_monitor", monitor_id=monitor["id"], cron="", interval="1h")
+        assert fixed["schedule"] == "a ping every 1h, grace 1h"
+        refused = await call_error(session, "update_monitor", monitor_id=monitor["id"], time_zone="Europe/Paris")
+        assert "time_zone" in refused
+        website = await call(session, "create_monitor", kind="website", target="https://jobs.example", interval="1h")
+        wrong = await call_error(session, "update_monitor", monitor_id=website["monitor"]["id"], cron="0 3 * * *")
+        assert "cron: only a heartbeat monitor has it" in wrong
+        for monitor_id in (monitor["id"], website["monitor"]["id"]):
+            await call(session, "delete_monitor", monitor_id=monitor_id)

@@ -23,6 +23,7 @@ from mcp_adapter.views import (
     condition_text,
     enum_name,
     enum_value,
+    heartbeat_text,
     iso,
     monitor_kind,
     monitor_view,
@@ -170,6 +171,24 @@ def change_website(spec: common_pb2.MonitorSpec, first: str, options: SpecOption
         website.keyword.absent = options.keyword_absent
     if options.cert_expiry_days is not None:
         website.cert_expiry_days = options.cert_expiry_days
+
+
+def change_heartbeat(
+    spec: common_pb2.MonitorSpec, first: str, cron: str | None, time_zone: str | None, grace_period: str | None
+) -> None:
+    """The heartbeat settings given, changed in ``spec`` (``first`` names one, for the error)."""
+    kind = monitor_kind(spec)
+    if kind != "heartbeat":
+        raise AdapterError(f"{first}: only a heartbeat monitor has it; this monitor is a {kind} monitor")
+    heartbeat = spec.heartbeat
+    if cron is not None:
+        heartbeat.cron = cron.strip()
+        if not heartbeat.cron and time_zone is None:
+            heartbeat.time_zone = ""  # a zone is only read with a cron schedule
+    if time_zone is not None:
+        heartbeat.time_zone = time_zone.strip()
+    if grace_period is not None:
+        heartbeat.grace_period.CopyFrom(to_duration(parse_duration(grace_period, "grace_period")))
 
 
 async def get_monitor_message(state: AdapterState, monitor_id: str) -> monitor_service_pb2.Monitor:
@@ -398,6 +417,8 @@ async def create_monitor(
     if add_suggested_alerts:
         await _create_suggested_rules(ctx, state, response.monitor, created, steps)
     summary = f"Created {kind} monitor {created.monitor.id} ({created.monitor.name}) watching {created.monitor.target}."
+    if kind == "heartbeat":
+        summary = f"Created monitor {created.monitor.id} ({created.monitor.name}): {heartbeat_text(created.monitor)}."
     if created.alert_rules:
         names = ", ".join(f'"{rule.name}"' for rule in created.alert_rules)
         summary += f" Added {len(created.alert_rules)} alert rule(s): {names}."
@@ -539,7 +560,8 @@ async def list_monitors(
 
 @tool(read_only=True)
 async def get_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, MonitorView]:
-    """Get one monitor's settings (kind, target, interval, timeout, retries, locations, labels, heartbeat_url)."""
+    """Get one monitor's settings (kind, target, interval, timeout, retries, locations, labels; for a heartbeat
+    its schedule, heartbeat_url and how a job pings it)."""
     view = monitor_view(await get_monitor_message(state_of(ctx), monitor_id))
     extras = [
         f"keyword {'absent' if view.keyword_absent else 'present'}: {view.keyword!r}" if view.keyword else "",
@@ -549,6 +571,8 @@ async def get_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[Call
         "paused" if view.paused else "",
     ]
     detail = "".join(f"; {extra}" for extra in extras if extra)
+    if view.kind == "heartbeat":
+        return reply(f"{view.id} {view.name}: {heartbeat_text(view)}{detail}.", view)
     return reply(f"{view.id} {view.name}: {view.kind} {view.target}, every {view.interval}{detail}.", view)
 
 
@@ -575,10 +599,25 @@ async def update_monitor(
     ] = None,
     keyword_absent: Annotated[bool | None, Field(description="Website: the keyword must NOT appear.")] = None,
     cert_expiry_days: Annotated[int | None, Field(ge=0, le=365, description="Website: 0 turns it off.")] = None,
+    cron: Annotated[
+        str | None,
+        Field(
+            max_length=200,
+            description='Heartbeat: a cron schedule such as "0 3 * * *" the pings are due by ("" goes back to a '
+            "ping every interval).",
+        ),
+    ] = None,
+    time_zone: Annotated[
+        str | None, Field(max_length=64, description='Heartbeat: the IANA zone cron is read in, e.g. "Europe/Paris".')
+    ] = None,
+    grace_period: Annotated[
+        str | None, Field(max_length=32, description='Heartbeat: extra time allowed after a ping is due, e.g. "30m".')
+    ] = None,
 ) -> Annotated[CallToolResult, MonitorView]:
     """Change a monitor's settings; only the arguments given change. Changing the target keeps the kind (to
     change the kind, create a new monitor and delete this one); a website's method, headers, body,
-    expected_status, keyword and cert_expiry_days can change too. Returns the monitor as stored."""
+    expected_status, keyword and cert_expiry_days can change too, and a heartbeat's cron, time_zone and
+    grace_period. Returns the monitor as stored."""
     state = state_of(ctx)
     monitor = monitor_service_pb2.Monitor(id=monitor_id)
     paths: list[str] = []
@@ -595,13 +634,17 @@ async def update_monitor(
         "cert_expiry_days": cert_expiry_days,
     }
     website_given = [argument for argument, value in website.items() if value is not None]
-    if target is not None or website_given:
+    heartbeat = {"cron": cron, "time_zone": time_zone, "grace_period": grace_period}
+    heartbeat_given = [argument for argument, value in heartbeat.items() if value is not None]
+    if target is not None or website_given or heartbeat_given:
         spec = (await get_monitor_message(state, monitor_id)).spec
         if target is not None:
             spec = retarget(spec, target)
         if website_given:
             given = {k: v for k, v in website.items() if v is not None}
             change_website(spec, website_given[0], SpecOptions.model_validate(given))
+        if heartbeat_given:
+            change_heartbeat(spec, heartbeat_given[0], cron, time_zone, grace_period)
         monitor.spec.CopyFrom(spec)
         paths.append("spec")
     if interval is not None:
@@ -632,7 +675,9 @@ async def update_monitor(
     )
     view = monitor_view(response.monitor)
     changed = [p for p in paths if p != "spec"] + (["target"] if target is not None else []) + website_given
-    return reply(f"Updated {view.id} ({', '.join(changed)}).", view)
+    changed += heartbeat_given
+    schedule = f": {view.schedule}" if heartbeat_given and view.schedule else ""
+    return reply(f"Updated {view.id} ({', '.join(changed)}){schedule}.", view)
 
 
 @tool(idempotent=True)
