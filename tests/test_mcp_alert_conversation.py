@@ -175,7 +175,7 @@ async def test_pending_alert_and_silences_explain_themselves(mcp_stack: McpStack
         assert "fires, or clears, by itself" in refused
         assert f"create_silence with rule_id={rule['id']}" in refused
 
-        clock = await call_error(session, "create_silence", starts="22:00", duration="1h")
+        clock = await call_error(session, "create_silence", starts="22:00", duration="1h", rule_id=rule["id"])
         assert "clock time without a date or time zone" in clock
         assert re.search(r"\d{4}-\d\d-\d\dT22:00:00\+01:00", clock)
         nightly = await call(session, "create_silence", cron_schedule="0 22 * * *", duration="1h", rule_id=rule["id"])

@@ -102,3 +102,28 @@ async def test_a_heartbeat_is_shown_by_its_schedule_with_ping_recipes_and_its_sc
         assert "cron: only a heartbeat monitor has it" in wrong
         for monitor_id in (monitor["id"], website["monitor"]["id"]):
             await call(session, "delete_monitor", monitor_id=monitor_id)
+
+
+async def test_a_silence_names_what_it_silences_and_everything_is_asked_for_explicitly(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("quiet@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="answers") as session:
+        shop = (await call(session, "create_monitor", kind="website", target="https://quiet.example", name="Shop"))[
+            "monitor"
+        ]
+        unscoped = await call_error(session, "create_silence", duration="1h")
+        assert "say what to silence: monitor_id" in unscoped
+        assert "all=true for every monitor" in unscoped
+        assert (await call(session, "list_silences"))["silences"] == []
+        by_name = await call_error(session, "create_silence", monitor_id="Shop")
+        assert by_name.endswith("monitor Shop not found; call list_monitors to see your monitors")
+        no_rule = await call_error(session, "create_silence", rule_id="rule_nope")
+        assert "alert rule rule_nope not found; call list_alert_rules" in no_rule
+        both = await call_error(session, "create_silence", monitor_id=shop["id"], all=True)
+        assert "give it alone" in both
+        one = await call(session, "create_silence", monitor_id=shop["id"], duration="1h")
+        assert one["result"].startswith(f"Silenced Shop ({shop['id']}) until ")
+        everything = await call(session, "create_silence", all=True, duration="1h")
+        assert everything["result"].startswith("Silenced all monitors until ")
+        for silence in (one, everything):
+            await call(session, "delete_silence", silence_id=silence["id"])
+        await call(session, "delete_monitor", monitor_id=shop["id"])

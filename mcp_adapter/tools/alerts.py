@@ -691,9 +691,21 @@ def silence_start(starts: str) -> datetime:
 async def create_silence(
     ctx: ToolContext,
     duration: Annotated[str, Field(max_length=32, description='How long: "1h", "30m", "2d".')] = "1h",
-    monitor_id: Annotated[str, Field(description="Only this monitor; empty: all of the person's.")] = "",
-    rule_id: Annotated[str, Field(description="Only this rule.")] = "",
-    monitor_selector: Selector = None,
+    monitor_id: Annotated[str, Field(description="The monitor to silence (its id, from list_monitors).")] = "",
+    rule_id: Annotated[
+        str, Field(description="The alert rule to silence (its id, from list_alert_rules); with monitor_id: both.")
+    ] = "",
+    monitor_selector: Annotated[
+        dict[str, str] | None,
+        Field(description='Instead of monitor_id: every monitor with all these labels, e.g. {"team": "web"}.'),
+    ] = None,
+    all: Annotated[
+        bool,
+        Field(
+            description="Silence every monitor and rule of the person's. Only when they ask for everything: "
+            "otherwise give monitor_id, rule_id or monitor_selector."
+        ),
+    ] = False,
     starts: Annotated[
         str,
         Field(
@@ -709,12 +721,27 @@ async def create_silence(
     ] = None,
     comment: Annotated[str, Field(max_length=2000)] = "",
 ) -> Annotated[CallToolResult, SilenceView]:
-    """Mute notifications for a while (alerts still fire and are listed): for one monitor, one rule, monitors
-    with some labels, or everything. With cron_schedule it is a recurring maintenance window, each occurrence
-    lasting duration, the schedule read in time_zone (UTC unless given: ask the person's zone). Undo with
-    delete_silence."""
+    """Mute notifications for a while (alerts still fire and are listed): for one monitor (monitor_id), one rule
+    (rule_id), monitors with some labels (monitor_selector), or everything (all=true); one of them must be given.
+    With cron_schedule it is a recurring maintenance window, each occurrence lasting duration, the schedule read
+    in time_zone (UTC unless given: ask the person's zone). Undo with delete_silence."""
     state = state_of(ctx)
+    if not (monitor_id or rule_id or monitor_selector or all):
+        raise AdapterError(
+            "say what to silence: monitor_id (one monitor, from list_monitors), rule_id (one rule, from "
+            "list_alert_rules), monitor_selector (monitors with these labels), or all=true for every monitor"
+        )
+    if all and (monitor_id or rule_id or monitor_selector):
+        raise AdapterError("all: all=true silences every monitor; give it alone, or drop it to silence only some")
     length = parse_duration(duration, "duration")
+    monitor_name = (await get_monitor_message(state, monitor_id)).display_name if monitor_id else ""
+    if rule_id:
+        await state.clients.call(
+            state.clients.alerts.GetAlertRule,
+            alert_service_pb2.GetAlertRuleRequest(id=rule_id),
+            token=state.token(),
+            subject=rule_subject(rule_id),
+        )
     silence = alert_service_pb2.Silence(
         monitor_id=monitor_id, rule_id=rule_id, monitor_selector=monitor_selector or {}, comment=comment
     )
@@ -736,7 +763,7 @@ async def create_silence(
     )
     view = silence_view(response.silence)
     scope = (
-        f"monitor {monitor_id}"
+        f"{monitor_name} ({monitor_id})"
         if monitor_id
         else f"monitors labelled {selector_text(monitor_selector)}"
         if monitor_selector
