@@ -18,6 +18,7 @@ is sent a few random messages. The number of examples comes from a Hypothesis pr
 
 from __future__ import annotations
 
+import dataclasses
 import importlib
 import os
 import pkgutil
@@ -160,6 +161,23 @@ class Pools:
 
     ids: tuple[str, ...]
     paths: tuple[str, ...]
+    # Valid messages by type (the resources made for the test, and every message inside them): a request built
+    # from one of these with a single field changed gets past the checks that a random message fails first.
+    valid: dict[str, tuple[Message, ...]] = dataclasses.field(default_factory=dict)
+
+
+def valid_messages(*resources: Message) -> dict[str, tuple[Message, ...]]:
+    """Every message in ``resources`` (they and the messages they hold), by type name."""
+    found: dict[str, list[Message]] = {}
+    queue = list(resources)
+    while queue:
+        message = queue.pop()
+        found.setdefault(message.DESCRIPTOR.full_name, []).append(message)
+        for described, value in message.ListFields():
+            if described.message_type is None or described.message_type.GetOptions().map_entry:
+                continue
+            queue.extend(value if described.is_repeated else [value])
+    return {name: tuple(messages) for name, messages in found.items()}
 
 
 def field_paths(message: descriptor.Descriptor, prefix: str = "", depth: int = 0) -> Iterator[str]:
@@ -209,7 +227,22 @@ def message_of(message: descriptor.Descriptor, pools: Pools, depth: int = 0) -> 
     if depth > MAX_DEPTH:
         return st.just(cls())
     optional = {field.name: value_of(field, pools, depth) for field in message.fields}
-    return st.fixed_dictionaries({}, optional=optional).map(lambda values: filled(cls(), message, values))
+    anything = st.fixed_dictionaries({}, optional=optional).map(lambda values: filled(cls(), message, values))
+    seeds = pools.valid.get(message.full_name)
+    if not seeds or not message.fields:
+        return anything
+    one_changed = st.tuples(st.sampled_from(seeds), st.sampled_from(list(message.fields))).flatmap(
+        lambda pair: value_of(pair[1], pools, depth).map(lambda value: changed(pair[0], message, pair[1].name, value))
+    )
+    return st.one_of(anything, one_changed)
+
+
+def changed(seed: Message, described: descriptor.Descriptor, name: str, value: Any) -> Message:
+    """A copy of ``seed`` with field ``name`` replaced by ``value``."""
+    message = type(seed)()
+    message.CopyFrom(seed)
+    message.ClearField(name)
+    return filled(message, described, {name: value})
 
 
 def value_of(field: descriptor.FieldDescriptor, pools: Pools, depth: int) -> st.SearchStrategy[Any]:
@@ -273,8 +306,9 @@ def dora(stack: Stack) -> tuple[tuple[str, str]]:
 
 
 @pytest.fixture
-def pools(channels: dict[str, grpc.Channel], dora: tuple[tuple[str, str]]) -> Pools:
-    """Resources of the user's, made afresh for each method (an earlier method may have deleted them)."""
+def pools(channels: dict[str, grpc.Channel], dora: tuple[tuple[str, str]]) -> Iterator[Pools]:
+    """Resources of the user's, made afresh for each method (an earlier method may have deleted them); what
+    the method's examples made is deleted after it, so no quota fills up."""
     monitors = monitor_service_pb2_grpc.MonitorServiceStub(channels["monitor"])
     alerts = alert_service_pb2_grpc.AlertServiceStub(channels["alert"])
     notify = notification_service_pb2_grpc.NotificationServiceStub(channels["notify"])
@@ -312,7 +346,68 @@ def pools(channels: dict[str, grpc.Channel], dora: tuple[tuple[str, str]]) -> Po
         for module in (monitor_service_pb2, alert_service_pb2, notification_service_pb2):
             if name in module.DESCRIPTOR.message_types_by_name:
                 paths.update(field_paths(module.DESCRIPTOR.message_types_by_name[name]))
-    return Pools(ids=(monitor.id, channel.id, rule.id), paths=tuple(sorted(paths)))
+    yield Pools(
+        ids=(monitor.id, channel.id, rule.id),
+        paths=tuple(sorted(paths)),
+        valid=valid_messages(monitor, channel, rule),
+    )
+    delete_everything(channels, dora)
+
+
+def delete_everything(channels: dict[str, grpc.Channel], metadata: Any) -> None:
+    """Deletes the user's monitors, rules, silences, channels and secrets."""
+    monitors = monitor_service_pb2_grpc.MonitorServiceStub(channels["monitor"])
+    alerts = alert_service_pb2_grpc.AlertServiceStub(channels["alert"])
+    notify = notification_service_pb2_grpc.NotificationServiceStub(channels["notify"])
+    kinds: list[tuple[Callable[..., Any], Any, str, Callable[[Any], object]]] = [
+        (
+            alerts.ListSilences,
+            alert_service_pb2.ListSilencesRequest(page_size=100, include_expired=True),
+            "silences",
+            lambda item: alerts.DeleteSilence(
+                alert_service_pb2.DeleteSilenceRequest(id=item.id), metadata=metadata, timeout=CALL_TIMEOUT_S
+            ),
+        ),
+        (
+            alerts.ListAlertRules,
+            alert_service_pb2.ListAlertRulesRequest(page_size=100),
+            "alert_rules",
+            lambda item: alerts.DeleteAlertRule(
+                alert_service_pb2.DeleteAlertRuleRequest(id=item.id), metadata=metadata, timeout=CALL_TIMEOUT_S
+            ),
+        ),
+        (
+            monitors.ListMonitors,
+            monitor_service_pb2.ListMonitorsRequest(page_size=100),
+            "monitors",
+            lambda item: monitors.DeleteMonitor(
+                monitor_service_pb2.DeleteMonitorRequest(id=item.id), metadata=metadata, timeout=CALL_TIMEOUT_S
+            ),
+        ),
+        (
+            notify.ListChannels,
+            notification_service_pb2.ListChannelsRequest(page_size=100),
+            "channels",
+            lambda item: notify.DeleteChannel(
+                notification_service_pb2.DeleteChannelRequest(id=item.id), metadata=metadata, timeout=CALL_TIMEOUT_S
+            ),
+        ),
+        (
+            monitors.ListSecrets,
+            monitor_service_pb2.ListSecretsRequest(page_size=100),
+            "secrets",
+            lambda item: monitors.DeleteSecret(
+                monitor_service_pb2.DeleteSecretRequest(name=item.name), metadata=metadata, timeout=CALL_TIMEOUT_S
+            ),
+        ),
+    ]
+    for list_call, request, items, delete in kinds:
+        for _ in range(20):
+            found = getattr(list_call(request, metadata=metadata, timeout=CALL_TIMEOUT_S), items)
+            if not found:
+                break
+            for item in found:
+                delete(item)
 
 
 # --- the fuzz ----------------------------------------------------------------------------------------------
@@ -382,6 +477,7 @@ def assert_all_serving(stack: Stack) -> None:
 
 # A streaming example may take its whole deadline: the per-test limit grows with the profile's examples.
 @pytest.mark.timeout(max(120, 3 * (FUZZ.max_examples + 20)))
+@pytest.mark.filterwarnings("ignore:Generating overly large repr")  # a failing example with a huge string
 @pytest.mark.parametrize("method_name", FUZZED)
 def test_fuzzed_requests_get_answers_that_are_the_callers_to_fix(
     stack: Stack, channels: dict[str, grpc.Channel], dora: Any, pools: Pools, method_name: str
