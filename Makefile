@@ -12,7 +12,7 @@ STAMP_RUNTIME := $(VENV)/.runtime-installed
 STAMP_DEV := $(VENV)/.dev-installed
 STAMP_NODE := node_modules/.installed
 
-.PHONY: help run test lint protos bench bench-compare venv clean system-packages
+.PHONY: help run test drills lint protos bench bench-compare venv clean system-packages
 
 help: ## List the targets.
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
@@ -58,6 +58,9 @@ lint: $(STAMP_DEV) $(STAMP_NODE) ## ruff (lint + format check), mypy strict, buf
 
 test: $(STAMP_DEV) $(STAMP_NODE) system-packages lint ## Install what the tests need, lint, run the whole suite.
 	$(PY) -m pytest
+
+drills: $(STAMP_DEV) system-packages ## Fault drills, full form (make test runs their short form): tests/drills/.
+	MONITORS_DRILL=full $(PY) -m pytest tests/drills
 
 bench: $(STAMP_DEV) system-packages ## Run the benchmarks; figures go to bench/results/*.json.
 	$(PY) -m bench.grpc_bench
