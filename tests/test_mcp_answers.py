@@ -127,3 +127,24 @@ async def test_a_silence_names_what_it_silences_and_everything_is_asked_for_expl
         for silence in (one, everything):
             await call(session, "delete_silence", silence_id=silence["id"])
         await call(session, "delete_monitor", monitor_id=shop["id"])
+
+
+async def test_alerts_of_a_monitor_or_rule_that_does_not_exist_are_not_found_rather_than_none(
+    mcp_stack: McpStack,
+) -> None:
+    key = mcp_stack.stack.create_api_key("alerts.of@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="answers") as session:
+        shop = (await call(session, "create_monitor", kind="website", target="https://alerts.example", name="Shop"))[
+            "monitor"
+        ]
+        by_name = await call_error(session, "list_alerts", monitor_id="Shop")
+        assert by_name.endswith("monitor Shop not found; call list_monitors to see your monitors")
+        no_rule = await call_error(session, "list_alerts", rule_id="rule_nope", status="all")
+        assert no_rule.endswith("alert rule rule_nope not found; call list_alert_rules to see your alert rules")
+        none = await call(session, "list_alerts", monitor_id=shop["id"], status="all")
+        assert none["result"] == f"0 alert(s) of Shop ({shop['id']})."
+        tools = {tool.name: tool for tool in (await session.list_tools()).tools}
+        arguments = tools["list_alerts"].input_schema["properties"]
+        assert "list_monitors" in arguments["monitor_id"]["description"]
+        assert "list_alert_rules" in arguments["rule_id"]["description"]
+        await call(session, "delete_monitor", monitor_id=shop["id"])

@@ -52,6 +52,19 @@ RuleMonitorId = Annotated[
 ]
 
 
+async def named_monitor_and_rule(state: AdapterState, monitor_id: str, rule_id: str) -> str:
+    """The name of the monitor ``monitor_id`` is, after checking that it and the rule ``rule_id`` (each when given)
+    exist: a name given as an id answers not found, with the tool that lists them."""
+    if rule_id:
+        await state.clients.call(
+            state.clients.alerts.GetAlertRule,
+            alert_service_pb2.GetAlertRuleRequest(id=rule_id),
+            token=state.token(),
+            subject=rule_subject(rule_id),
+        )
+    return (await get_monitor_message(state, monitor_id)).display_name if monitor_id else ""
+
+
 def rule_subject(rule_id: str) -> Subject:
     return Subject("alert rule", rule_id, "list_alert_rules")
 
@@ -536,21 +549,30 @@ async def list_alert_messages(
 async def list_alerts(
     ctx: ToolContext,
     status: Annotated[AlertFilter, Field(description="open = pending, firing or acknowledged.")] = "open",
-    monitor_id: str = "",
-    rule_id: str = "",
+    monitor_id: Annotated[
+        str, Field(max_length=100, description="Only this monitor's alerts: its id (mon_...) from list_monitors.")
+    ] = "",
+    rule_id: Annotated[
+        str, Field(max_length=100, description="Only this alert rule's alerts: its id from list_alert_rules.")
+    ] = "",
     limit: Annotated[int, Field(ge=1, le=1000)] = 20,
     page_token: str = "",
 ) -> Annotated[CallToolResult, AlertList]:
     """List the person's alerts, newest first: by default the open ones. Use status="all" for recent history
-    ("show recent alerts"). Each has an id for acknowledge_alert, resolve_alert and get_alert."""
+    ("show recent alerts"); monitor_id or rule_id (ids, not names) narrow it to one monitor or rule. Each alert
+    has an id for acknowledge_alert, resolve_alert and get_alert."""
     state = state_of(ctx)
+    # ListAlerts filters by what it is given: an id that names nothing would read as "0 alerts".
+    monitor_name = await named_monitor_and_rule(state, monitor_id, rule_id)
     response = await list_alert_messages(state, status, monitor_id, rule_id, limit, page_token)
     views = [alert_view(a) for a in response.alerts]
     text = "; ".join(f"{v.id} {v.state}: {v.summary}" for v in views[:5]) + more(5, len(views))
     if response.next_page_token:
         text += " (more on the next page: page_token)"
+    of = f" of {monitor_name} ({monitor_id})" if monitor_id else ""
+    of += f" of rule {rule_id}" if rule_id else ""
     return reply(
-        f"{len(views)} {'' if status == 'all' else status + ' '}alert(s)" + (f": {text}." if views else "."),
+        f"{len(views)} {'' if status == 'all' else status + ' '}alert(s){of}" + (f": {text}." if views else "."),
         AlertList(alerts=views, next_page_token=response.next_page_token or None),
     )
 
@@ -734,14 +756,7 @@ async def create_silence(
     if all and (monitor_id or rule_id or monitor_selector):
         raise AdapterError("all: all=true silences every monitor; give it alone, or drop it to silence only some")
     length = parse_duration(duration, "duration")
-    monitor_name = (await get_monitor_message(state, monitor_id)).display_name if monitor_id else ""
-    if rule_id:
-        await state.clients.call(
-            state.clients.alerts.GetAlertRule,
-            alert_service_pb2.GetAlertRuleRequest(id=rule_id),
-            token=state.token(),
-            subject=rule_subject(rule_id),
-        )
+    monitor_name = await named_monitor_and_rule(state, monitor_id, rule_id)
     silence = alert_service_pb2.Silence(
         monitor_id=monitor_id, rule_id=rule_id, monitor_selector=monitor_selector or {}, comment=comment
     )
