@@ -358,3 +358,35 @@ def test_a_heartbeats_run_time_may_be_alerted_on_and_an_unknown_field_is_named()
     with pytest.raises(InvalidArgument) as refused:
         validate_rule(RuleDraft(monitor_id="mon_job", condition=price), "heartbeat")
     assert [v.field for v in refused.value.violations] == ["alert_rule.condition.threshold.field"]
+
+
+async def test_an_alert_resolved_while_its_firing_notice_is_held_is_told_resolved_after_firing(rig: Rig) -> None:
+    """In a storm the second alert's firing notice waits for the group window; its alert resolving meanwhile
+    (a monitor deleted, a brief outage) must not be told before it was told firing."""
+    first = MonitorInfo("mon_first", OWNER, "first", {}, "website", MonitorState.UP)
+    second = MonitorInfo("mon_second", OWNER, "second", {}, "website", MonitorState.UP)
+    await rig.engine.feed_snapshot([COIN, SITE, first, second])
+    await rig.engine.feed_monitor(replace(first, state=MonitorState.DOWN))
+    rig.clock.advance(seconds=2)
+    await rig.engine.feed_monitor(replace(second, state=MonitorState.DOWN))
+    rig.clock.advance(seconds=1)
+    await rig.engine.feed_monitor(second)  # up again: resolved, 3 s into the firing window
+
+    assert [kind for kind, _ in await rig.notices()] == [NoticeKind.FIRING]  # the first's firing, at once
+    rig.clock.advance(seconds=7)  # the window's end: the second's firing is due, not yet its resolved notice
+    assert [kind for kind, _ in await rig.notices()] == [NoticeKind.FIRING]
+    rig.clock.advance(seconds=1)
+    assert [kind for kind, _ in await rig.notices()] == [NoticeKind.RESOLVED]
+
+
+async def test_a_monitor_down_notice_carries_no_value(rig: Rig) -> None:
+    """A state has no value: the notice sends 0 and 0, which messages leave out (a threshold's stay)."""
+    await rig.engine.feed_monitor(replace(SITE, state=MonitorState.DOWN))
+    claimed = await rig.store.claim_notices(10, timedelta(seconds=30), rig.clock.now)
+    assert [(n.kind, n.value, n.threshold) for n in claimed] == [(NoticeKind.FIRING, 0.0, 0.0)]
+
+    await rig.rule()
+    rig.clock.advance(seconds=11)  # past the group window the site's notice opened
+    await rig.price(71_000)
+    claimed = await rig.store.claim_notices(10, timedelta(seconds=30), rig.clock.now)
+    assert [(n.kind, n.value, n.threshold) for n in claimed] == [(NoticeKind.FIRING, 71_000.0, 70_000.0)]

@@ -35,6 +35,7 @@ from services.alert_svc.domain import (
     AlertRule,
     AlertState,
     Evaluation,
+    MonitorDownCondition,
     MonitorInfo,
     NoDataCondition,
     Notice,
@@ -56,6 +57,7 @@ log = logging.getLogger(__name__)
 CONDITION = "condition"
 TIMER = "timer"
 DEFAULT_GROUP_INTERVAL = timedelta(seconds=10)
+AFTER_FIRING = timedelta(seconds=1)  # a resolved notice's lead over its alert's held firing notice
 TICK_S = 1.0
 MAX_TEST_EVALUATIONS = 100
 MONITOR_WAIT = timedelta(seconds=3)
@@ -704,6 +706,7 @@ class AlertEngine:
         sequence = alert.notify_sequence + 1
         started = alert.fire_time or alert.start_time
         summary = prefix + headline(rule, why or alert.explanation)
+        measured = not isinstance(rule.condition, MonitorDownCondition | NoDataCondition)
         return [
             Notice(
                 id=new_id("ntc"),
@@ -717,13 +720,24 @@ class AlertEngine:
                 monitor_id=alert.monitor_id,
                 monitor_name=alert.monitor_name,
                 summary=summary[:2000],
-                value=alert.value,
-                threshold=alert.threshold,
+                # A state (down, silent) has no value to show: 0 and 0, which messages leave out.
+                value=alert.value if measured else 0.0,
+                threshold=alert.threshold if measured else 0.0,
                 event_time=now,
                 duration=(now - started) if kind is NoticeKind.RESOLVED else None,
-                next_attempt_time=self._due(alert.owner_id, kind, now),
+                next_attempt_time=max(self._due(alert.owner_id, kind, now), self._after_firing(alert, kind, now)),
             )
         ]
+
+    def _after_firing(self, alert: Alert, kind: NoticeKind, now: datetime) -> datetime:
+        """Not before the alert's own firing notice: one held to the end of its group window (a storm) would
+        otherwise reach the receiver after the alert's resolved or acknowledged notice, sent at once."""
+        if kind is NoticeKind.FIRING or alert.fire_time is None:
+            return now
+        opened = self._storms.get((alert.owner_id, NoticeKind.FIRING))
+        if opened is None or not opened < alert.fire_time < opened + self._group_interval:
+            return now  # its firing notice went at once (or its window has passed)
+        return opened + self._group_interval + AFTER_FIRING
 
     def _due(self, owner_id: str, kind: NoticeKind, now: datetime) -> datetime:
         """When a notice may go: now for the first of a group window, else at the window's end (grouped)."""
