@@ -119,6 +119,14 @@ def test_default_messages_say_what_fired_the_value_the_threshold_the_monitor_whe
     assert "Lasted: 5m 3s" in resolved.body
 
 
+def test_an_alert_on_a_state_says_no_value_or_threshold() -> None:
+    """A monitor down (or silent) has no value: the alert service sends 0 and 0, and the message leaves the
+    line out instead of 'Value: 1 (threshold 0)'."""
+    down = render(replace(FIRING, summary="Shop is down: HTTP 503", value=0.0, threshold=0.0))
+    assert "Value:" not in down.body
+    assert "What: Shop is down: HTTP 503" in down.body
+
+
 def test_templates_are_sandboxed_and_fall_back_to_the_default() -> None:
     mine = render(
         FIRING, MessageTemplate(title="{{ monitor_name }} is {{ severity }}", body="{{ value }} > {{ threshold }}")

@@ -196,7 +196,9 @@ def default_body(n: Notification) -> str:
         return "This is a test message: this channel receives your monitors' alerts."
     if n.kind is NotificationKind.CHANNEL_DISABLED:
         return n.summary
-    lines = [f"What: {n.summary or 'alert'}", f"Value: {_number(n.value)} (threshold {_number(n.threshold)})"]
+    lines = [f"What: {n.summary or 'alert'}"]
+    if n.value or n.threshold:  # an alert on a state (a monitor down, silent) has neither
+        lines.append(f"Value: {_number(n.value)} (threshold {_number(n.threshold)})")
     monitor = n.monitor_name or n.monitor_id
     if monitor:
         lines.append(f"Monitor: {monitor}" + (f" ({n.monitor_id})" if n.monitor_name and n.monitor_id else ""))
