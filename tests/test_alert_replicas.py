@@ -10,6 +10,7 @@ receiver, and the leader killed with SIGKILL mid-run.
 from __future__ import annotations
 
 import asyncio
+import logging
 import itertools
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -198,13 +199,19 @@ async def test_a_leader_whose_lease_was_taken_steps_down_at_its_next_renewal(sha
     await stop(a)
 
 
-async def test_a_released_lease_is_taken_at_the_next_round(shared: InProcessStore) -> None:
+async def test_a_released_lease_is_taken_at_the_next_round(
+    shared: InProcessStore, caplog: pytest.LogCaptureFixture
+) -> None:
     a = candidate("a", shared)
     await until(lambda: a.leads)
     b = candidate("b", shared)
     await until(lambda: b.leadership.standby_target is not None)
-    await a.leadership.release()
+    with caplog.at_level(logging.INFO, logger="services.alert_svc.leadership"):
+        await a.leadership.release()
     assert not a.leads
+    # Released at a stop (Ctrl-C of make run) is the plan: said at INFO, not as a warning.
+    [stepped] = [r for r in caplog.records if r.getMessage() == "no longer leading the alert service"]
+    assert stepped.levelno == logging.INFO
     assert a.terms[0][1] != float("inf")
     assert await until(lambda: b.leads) <= LEASE_S / 3 + 0.1
     await asyncio.sleep(LEASE_S)

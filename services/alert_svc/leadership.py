@@ -207,7 +207,9 @@ class Leadership:
     async def _step_down(self, why: str) -> None:
         self.is_leader = False
         self.leader = None
-        log.warning("no longer leading the alert service", extra={"replica": self.me.replica_id, "reason": why})
+        # Released at a stop is the plan (an INFO line); a lease lost or not renewed is worth a warning.
+        level = logging.INFO if why == "released" else logging.WARNING
+        log.log(level, "no longer leading the alert service", extra={"replica": self.me.replica_id, "reason": why})
         term, self._term = self._term, None
         if term is None:
             return
