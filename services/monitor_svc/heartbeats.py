@@ -173,7 +173,7 @@ class Heartbeats:
             duration=run_time or timedelta(0),
             error_class="status" if failed else "",
             message=_failure_message(ping) if failed else "",
-            fields={} if run_time is None else {"run_time_ms": run_time.total_seconds() * 1000},
+            fields={} if run_time is None else {"run_time_ms": round(run_time.total_seconds() * 1000, 3)},
             location=PUSH_LOCATION,
         )
         await self._monitors.record(_without_retries(monitor), result)
