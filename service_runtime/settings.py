@@ -42,6 +42,25 @@ SEALING_SERVICES: tuple[ServiceName, ...] = ("monitor", "notify")
 PROVIDERS = ("coinbase", "binance", "kraken", "coingecko")
 
 
+def reachable(address: str) -> str:
+    """A listen address as a client on this machine dials it: a wildcard host becomes the loopback."""
+    host, _, port = address.rpartition(":")
+    if host in ("", "0.0.0.0"):
+        return f"127.0.0.1:{port}"
+    if host in ("[::]", "::"):
+        return f"[::1]:{port}"
+    return address
+
+
+def target_of(env: Mapping[str, str], service: ServiceName) -> str:
+    """Where to reach ``service``: MONITORS_<SERVICE>_TARGET, else where it listens on this machine
+    (MONITORS_<SERVICE>_LISTEN, so moving a service on one machine takes that one variable), else its default."""
+    name = service.upper()
+    return env.get(f"MONITORS_{name}_TARGET") or reachable(
+        env.get(f"MONITORS_{name}_LISTEN") or DEFAULT_LISTEN[service]
+    )
+
+
 class SettingsError(ValueError):
     """An environment variable holds a value that cannot be used."""
 
@@ -217,8 +236,8 @@ class Settings:
             database_url=database_url,
             redis_url=env.get("MONITORS_REDIS_URL", ""),
             timeseries_url=timeseries_url,
-            monitor_target=env.get("MONITORS_MONITOR_TARGET") or DEFAULT_LISTEN["monitor"],
-            notify_target=env.get("MONITORS_NOTIFY_TARGET") or DEFAULT_LISTEN["notify"],
+            monitor_target=target_of(env, "monitor"),
+            notify_target=target_of(env, "notify"),
             tls_cert_file=env.get("MONITORS_TLS_CERT_FILE", ""),
             tls_key_file=env.get("MONITORS_TLS_KEY_FILE", ""),
             tls_ca_file=env.get("MONITORS_TLS_CA_FILE", ""),

@@ -32,7 +32,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from sqlalchemy.engine import make_url
 
 from service_runtime.database import create_sync_engine, describe_url
-from service_runtime.settings import ServiceName, Settings
+from service_runtime.settings import ServiceName, Settings, target_of
 from service_runtime.timeseries import influx_config
 from service_runtime.tls import open_channel
 
@@ -40,7 +40,6 @@ TIMEOUT_S = 5.0
 SERVICES_DIR = Path(__file__).resolve().parent
 # Each service migrates its own tables (its own Alembic history) in the database its settings name.
 MIGRATED: tuple[ServiceName, ...] = ("monitor", "alert", "notify")
-DEFAULT_ALERT_TARGET = "127.0.0.1:50052"  # as the MCP adapter's MONITORS_ALERT_TARGET
 # A point the InfluxDB check writes and reads back (measurement of its own: no query of ours reads it).
 DOCTOR_MEASUREMENT = "monitors_doctor"
 
@@ -303,7 +302,7 @@ async def examine(env: dict[str, str] | None = None) -> list[Finding]:
     checks.append(_guarded("email", email_provider(by_service["notify"])))
     targets = {
         "monitor": settings.monitor_target,
-        "alert": env.get("MONITORS_ALERT_TARGET") or DEFAULT_ALERT_TARGET,
+        "alert": target_of(env, "alert"),
         "notify": settings.notify_target,
     }
     for name, target in targets.items():

@@ -20,7 +20,7 @@ from typing import Literal
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings
+from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, target_of
 
 SERVICES: tuple[tuple[ServiceName, str, str], ...] = (
     ("monitor", "services.monitor_svc", "monitors.v1.MonitorService, monitors.v1.AccountService"),
@@ -76,23 +76,9 @@ def health_check(address: str, service: str = "", timeout_s: float = 1.0) -> tup
         return "UNREACHABLE", (details or str(code)).rpartition(": ")[2].strip("] ") or "unreachable"
 
 
-def reachable(address: str) -> str:
-    """A listen address as a client on this machine dials it: a wildcard host becomes the loopback."""
-    host, _, port = address.rpartition(":")
-    if host in ("", "0.0.0.0"):
-        return f"127.0.0.1:{port}"
-    if host in ("[::]", "::"):
-        return f"[::1]:{port}"
-    return address
-
-
 def targets_following_listeners(env: dict[str, str]) -> dict[str, str]:
     """Each *_TARGET not set in ``env``: the address its service listens on."""
-    return {
-        variable: reachable(env.get(f"MONITORS_{name.upper()}_LISTEN") or DEFAULT_LISTEN[name])
-        for variable, (name, _) in TARGETS.items()
-        if not env.get(variable)
-    }
+    return {variable: target_of(env, name) for variable, (name, _) in TARGETS.items() if not env.get(variable)}
 
 
 def wrong_target(env: dict[str, str]) -> str | None:

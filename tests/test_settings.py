@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from service_runtime.settings import Settings, SettingsError
+from service_runtime.settings import Settings, SettingsError, target_of
 
 
 def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
@@ -29,6 +29,18 @@ def test_environment_and_flag_override() -> None:
     assert Settings.from_env("notify", env).listen == "0.0.0.0:6000"
     assert Settings.from_env("notify", env, listen="127.0.0.1:7000").listen == "127.0.0.1:7000"
     assert not Settings.from_env("notify", env).embedded
+
+
+def test_a_services_address_follows_where_it_listens_unless_a_target_is_given() -> None:
+    """On one machine, moving a service takes its *_LISTEN alone: the others (and the admin command's doctor)
+    dial it there, a wildcard host as the loopback; an explicit *_TARGET wins (another machine, a Service)."""
+    moved = {"MONITORS_MONITOR_LISTEN": "0.0.0.0:56051", "MONITORS_NOTIFY_LISTEN": "127.0.0.1:56053"}
+    settings = Settings.from_env("alert", moved)
+    assert (settings.monitor_target, settings.notify_target) == ("127.0.0.1:56051", "127.0.0.1:56053")
+    assert target_of(moved, "alert") == "127.0.0.1:50052"
+    assert target_of({"MONITORS_ALERT_LISTEN": "[::]:6002"}, "alert") == "[::1]:6002"
+    given = {**moved, "MONITORS_MONITOR_TARGET": "monitor.monitors.svc:50051"}
+    assert Settings.from_env("alert", given).monitor_target == "monitor.monitors.svc:50051"
 
 
 @pytest.mark.parametrize(
