@@ -123,7 +123,9 @@ class AlertServiceServicer:
     def CreateAlertRule(self, request, context):
         """Creates a rule and starts evaluating it. Returns INVALID_ARGUMENT naming each invalid field
         (condition.*, severity, for_duration, channel_ids), NOT_FOUND for a monitor or channel the caller
-        does not own, RESOURCE_EXHAUSTED when the rule quota is used up.
+        does not own, RESOURCE_EXHAUSTED when the rule quota is used up. Every user has a default rule,
+        "a monitor is down" over all their monitors (is_default): a monitor_down rule of one's own on a
+        monitor notifies besides it, so change or delete the default rather than add a second.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -192,7 +194,9 @@ class AlertServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ResolveAlert(self, request, context):
-        """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert.
+        """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert. While its condition still
+        holds, the rule does not fire again on that monitor: it fires once the condition has cleared and then
+        holds again (resolve by hand what you know is over; acknowledge what is still happening).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -39,7 +39,9 @@ class AlertServiceStub:
     CreateAlertRule: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.CreateAlertRuleRequest, _alert_service_pb2.CreateAlertRuleResponse]
     """Creates a rule and starts evaluating it. Returns INVALID_ARGUMENT naming each invalid field
     (condition.*, severity, for_duration, channel_ids), NOT_FOUND for a monitor or channel the caller
-    does not own, RESOURCE_EXHAUSTED when the rule quota is used up.
+    does not own, RESOURCE_EXHAUSTED when the rule quota is used up. Every user has a default rule,
+    "a monitor is down" over all their monitors (is_default): a monitor_down rule of one's own on a
+    monitor notifies besides it, so change or delete the default rather than add a second.
     """
     GetAlertRule: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.GetAlertRuleRequest, _alert_service_pb2.GetAlertRuleResponse]
     """Gets a rule. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -69,7 +71,10 @@ class AlertServiceStub:
     NOT_FOUND as GetAlert, FAILED_PRECONDITION for a resolved alert.
     """
     ResolveAlert: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.ResolveAlertRequest, _alert_service_pb2.ResolveAlertResponse]
-    """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert."""
+    """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert. While its condition still
+    holds, the rule does not fire again on that monitor: it fires once the condition has cleared and then
+    holds again (resolve by hand what you know is over; acknowledge what is still happening).
+    """
     CreateSilence: _grpc.UnaryUnaryMultiCallable[_alert_service_pb2.CreateSilenceRequest, _alert_service_pb2.CreateSilenceResponse]
     """Silences notifications for a monitor or a rule (or all of the caller's) for a time. Returns
     INVALID_ARGUMENT for end_time not after start_time, NOT_FOUND for a monitor or rule the caller does
@@ -101,7 +106,9 @@ class AlertServiceAsyncStub(AlertServiceStub):
     CreateAlertRule: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.CreateAlertRuleRequest, _alert_service_pb2.CreateAlertRuleResponse]  # type: ignore[assignment]
     """Creates a rule and starts evaluating it. Returns INVALID_ARGUMENT naming each invalid field
     (condition.*, severity, for_duration, channel_ids), NOT_FOUND for a monitor or channel the caller
-    does not own, RESOURCE_EXHAUSTED when the rule quota is used up.
+    does not own, RESOURCE_EXHAUSTED when the rule quota is used up. Every user has a default rule,
+    "a monitor is down" over all their monitors (is_default): a monitor_down rule of one's own on a
+    monitor notifies besides it, so change or delete the default rather than add a second.
     """
     GetAlertRule: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.GetAlertRuleRequest, _alert_service_pb2.GetAlertRuleResponse]  # type: ignore[assignment]
     """Gets a rule. Returns NOT_FOUND if it does not exist or belongs to another user."""
@@ -131,7 +138,10 @@ class AlertServiceAsyncStub(AlertServiceStub):
     NOT_FOUND as GetAlert, FAILED_PRECONDITION for a resolved alert.
     """
     ResolveAlert: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.ResolveAlertRequest, _alert_service_pb2.ResolveAlertResponse]  # type: ignore[assignment]
-    """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert."""
+    """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert. While its condition still
+    holds, the rule does not fire again on that monitor: it fires once the condition has cleared and then
+    holds again (resolve by hand what you know is over; acknowledge what is still happening).
+    """
     CreateSilence: _aio.UnaryUnaryMultiCallable[_alert_service_pb2.CreateSilenceRequest, _alert_service_pb2.CreateSilenceResponse]  # type: ignore[assignment]
     """Silences notifications for a monitor or a rule (or all of the caller's) for a time. Returns
     INVALID_ARGUMENT for end_time not after start_time, NOT_FOUND for a monitor or rule the caller does
@@ -166,7 +176,9 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_alert_service_pb2.CreateAlertRuleResponse, _abc.Awaitable[_alert_service_pb2.CreateAlertRuleResponse]]:
         """Creates a rule and starts evaluating it. Returns INVALID_ARGUMENT naming each invalid field
         (condition.*, severity, for_duration, channel_ids), NOT_FOUND for a monitor or channel the caller
-        does not own, RESOURCE_EXHAUSTED when the rule quota is used up.
+        does not own, RESOURCE_EXHAUSTED when the rule quota is used up. Every user has a default rule,
+        "a monitor is down" over all their monitors (is_default): a monitor_down rule of one's own on a
+        monitor notifies besides it, so change or delete the default rather than add a second.
         """
 
     @_abc_1.abstractmethod
@@ -250,7 +262,10 @@ class AlertServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _alert_service_pb2.ResolveAlertRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_alert_service_pb2.ResolveAlertResponse, _abc.Awaitable[_alert_service_pb2.ResolveAlertResponse]]:
-        """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert."""
+        """Resolves an alert by hand. Idempotent. Returns NOT_FOUND as GetAlert. While its condition still
+        holds, the rule does not fire again on that monitor: it fires once the condition has cleared and then
+        holds again (resolve by hand what you know is over; acknowledge what is still happening).
+        """
 
     @_abc_1.abstractmethod
     def CreateSilence(
