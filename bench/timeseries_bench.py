@@ -20,6 +20,7 @@ Writes ``bench/results/timeseries.json``.
 
     make bench     # or: .venv/bin/python -m bench.timeseries_bench [--monitors 10000]
     .venv/bin/python -m bench.timeseries_bench --parts batch   # the batch figures alone, merged into the file
+    .venv/bin/python -m bench.timeseries_bench --parts write   # the write figure alone, likewise
 """
 
 from __future__ import annotations
@@ -91,25 +92,39 @@ async def write_day(
     return written + len(batch)
 
 
+async def measure_writes(store: InfluxStore, count: int) -> float:
+    """Seconds to write ``count`` fresh samples for 1,000 monitors, a minute apart, until InfluxDB has them."""
+    rng = random.Random(1)
+    start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
+    samples = [
+        website_sample(f"usr_{i % 100}", f"wmon_{i % 1000}", start + timedelta(seconds=i // 1000), rng, False)
+        for i in range(count)
+    ]
+    began = time.perf_counter()
+    for i in range(0, len(samples), CHUNK):
+        await store.write(samples[i : i + CHUNK])
+        if len(store._buffer) > 100_000:
+            await store.flush(timeout_s=120)
+    await store.flush(timeout_s=300)
+    write_s = time.perf_counter() - began
+    assert store.dropped == 0, f"{store.dropped} samples dropped"
+    return write_s
+
+
+async def writes_alone(args: argparse.Namespace, server: InfluxDBServer) -> dict[str, object]:
+    store = await InfluxStore.open(InfluxConfig(url=server.url, database="bench", buffer_limit=200_000, timeout_s=30))
+    try:
+        write_s = await measure_writes(store, args.write_samples)
+    finally:
+        await store.close()
+    return {"influx_write_samples_per_s": round(args.write_samples / write_s, 1), "write_samples": args.write_samples}
+
+
 async def measure(args: argparse.Namespace, server: InfluxDBServer) -> dict[str, object]:
     config = InfluxConfig(url=server.url, database="bench", buffer_limit=200_000, timeout_s=30)
     store = await InfluxStore.open(config)
     try:
-        # Write throughput: fresh samples for 1,000 monitors, a minute apart.
-        rng = random.Random(1)
-        start = datetime.now(UTC).replace(microsecond=0) - timedelta(days=3)
-        samples = [
-            website_sample(f"usr_{i % 100}", f"wmon_{i % 1000}", start + timedelta(seconds=i // 1000), rng, False)
-            for i in range(args.write_samples)
-        ]
-        began = time.perf_counter()
-        for i in range(0, len(samples), CHUNK):
-            await store.write(samples[i : i + CHUNK])
-            if len(store._buffer) > 100_000:
-                await store.flush(timeout_s=120)
-        await store.flush(timeout_s=300)
-        write_s = time.perf_counter() - began
-        assert store.dropped == 0, f"{store.dropped} samples dropped"
+        write_s = await measure_writes(store, args.write_samples)
 
         day_start = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0) - timedelta(days=1)
         interval = timedelta(seconds=args.interval_s)
@@ -222,9 +237,12 @@ def main() -> None:
     parser.add_argument("--interval-s", type=int, default=300)
     parser.add_argument("--write-samples", type=int, default=200_000)
     parser.add_argument("--embedded-monitors", type=int, default=10_000)
-    parser.add_argument("--parts", choices=("all", "batch"), default="all")
+    parser.add_argument("--parts", choices=("all", "batch", "write"), default="all")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp, InfluxDBServer(Path(tmp)) as server:
+        if args.parts == "write":
+            merge_figures(RESULTS, asyncio.run(writes_alone(args, server)))
+            return
         batch = asyncio.run(measure_batch(args, server, Path(tmp)))
         if args.parts == "batch":
             merge_figures(RESULTS, batch)
