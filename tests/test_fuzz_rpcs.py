@@ -5,7 +5,8 @@ service, once this file says which process serves it) is fuzzed the day it is ad
 request from its message descriptor: any field set or left unset, random and edge integers (negative sizes
 among them), NaN and infinities, enum numbers no enum declares, Unicode text, NUL and control characters, huge
 strings, Timestamps and Durations past their ranges, field masks naming real and made-up paths, and ids of
-resources that exist. Each request goes out with a user's API key, and the answer must be the caller's to fix:
+resources that exist. Each request goes out with a user's API key or the services' token (which the runners and
+the alert service present), and the answer must be the caller's to fix:
 
 - never INTERNAL or UNKNOWN;
 - INVALID_ARGUMENT carries google.rpc.BadRequest naming fields of the request;
@@ -486,12 +487,15 @@ def test_fuzzed_requests_get_answers_that_are_the_callers_to_fix(
     channel = channels[SERVED_BY[method.containing_service.full_name]]
     request = message_of(method.input_type, pools)
     many = method.client_streaming
+    # The user's key, or the services' own token, so the RPCs only services and runners may call
+    # (SendNotification, ReportResults, WatchAssignments) get past authentication too.
+    credentials = st.sampled_from([dora, auth(stack.service_token)])
 
     @FUZZ
-    @given(requests=st.lists(request, min_size=1, max_size=3 if many else 1))
-    def fuzz(requests: list[Message]) -> None:
+    @given(requests=st.lists(request, min_size=1, max_size=3 if many else 1), metadata=credentials)
+    def fuzz(requests: list[Message], metadata: Any) -> None:
         try:
-            invoke(channel, method, requests, dora)
+            invoke(channel, method, requests, metadata)
         except grpc.RpcError as error:
             if method.server_streaming and error.code() in ACCEPTABLE_STREAM_ENDS:
                 return
