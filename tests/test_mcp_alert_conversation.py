@@ -185,5 +185,5 @@ async def test_pending_alert_and_silences_explain_themselves(mcp_stack: McpStack
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT22:00:00Z", str(nightly["next_window"]))
         assert f"next window from {nightly['next_window']}" in nightly["result"]
         listed = await call(session, "list_silences")
-        assert f'{nightly["id"]} on schedule "0 22 * * *" in UTC' in listed["result"]
+        assert f'rule {rule["id"]} on schedule "0 22 * * *" in UTC ({nightly["id"]})' in listed["result"]
         await call(session, "delete_monitor", monitor_id=monitor_id)

@@ -4,7 +4,9 @@ are described by their schedule; silences have an explicit scope. Against the re
 
 from __future__ import annotations
 
-from tests.test_mcp_adapter import McpStack, call, call_error, mcp_stack, stdio_adapter
+import re
+
+from tests.test_mcp_adapter import McpStack, call, call_error, eventually, mcp_stack, stdio_adapter
 
 __all__ = ["mcp_stack"]  # the shared fixture, imported for this module
 
@@ -147,4 +149,39 @@ async def test_alerts_of_a_monitor_or_rule_that_does_not_exist_are_not_found_rat
         arguments = tools["list_alerts"].input_schema["properties"]
         assert "list_monitors" in arguments["monitor_id"]["description"]
         assert "list_alert_rules" in arguments["rule_id"]["description"]
+        await call(session, "delete_monitor", monitor_id=shop["id"])
+
+
+async def test_one_line_results_lead_with_the_monitors_name_and_a_down_says_why(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("named@example.com")
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="answers") as session:
+        # The website stand-in answers 200, which this monitor does not accept: it goes DOWN.
+        shop = (
+            await call(
+                session,
+                "create_monitor",
+                kind="website",
+                target=mcp_stack.website.url,
+                name="Shop",
+                interval="1s",
+                expected_status="201",
+            )
+        )["monitor"]
+        check = await call(session, "run_check_now", monitor_id=shop["id"])
+        assert check["result"].startswith(f"Shop ({shop['id']}) is DOWN (status: ")
+
+        async def down() -> bool:
+            return bool((await call(session, "get_monitor_status", monitor_id=shop["id"]))["state"] == "down")
+
+        await eventually(down, what="the shop DOWN")
+        status = await call(session, "get_monitor_status", monitor_id=shop["id"])
+        assert status["name"] == "Shop"
+        assert re.fullmatch(rf"Shop \({shop['id']}\) is DOWN since \S+: status: .+\.", status["result"])
+        assert status["last_result"]["message"] in status["result"]
+        silence = await call(session, "create_silence", monitor_id=shop["id"], duration="1h")
+        listed = await call(session, "list_silences")
+        assert listed["result"].startswith(f"1 silence(s): Shop ({shop['id']}) until {silence['end']} ({silence['id']}")
+        assert listed["silences"][0]["monitor_name"] == "Shop"
+        assert (await call(session, "pause_monitor", monitor_id=shop["id"]))["result"] == f"Paused Shop ({shop['id']})."
+        await call(session, "delete_silence", silence_id=silence["id"])
         await call(session, "delete_monitor", monitor_id=shop["id"])

@@ -665,6 +665,7 @@ async def resolve_alert(
 class SilenceView(BaseModel):
     id: str
     monitor_id: str | None = None
+    monitor_name: str | None = None
     rule_id: str | None = None
     monitor_selector: dict[str, str] | None = None
     start: str | None = None
@@ -677,10 +678,11 @@ class SilenceView(BaseModel):
     comment: str | None = None
 
 
-def silence_view(silence: alert_service_pb2.Silence) -> SilenceView:
+def silence_view(silence: alert_service_pb2.Silence, monitor_name: str = "") -> SilenceView:
     return SilenceView(
         id=silence.id,
         monitor_id=silence.monitor_id or None,
+        monitor_name=monitor_name or None,
         rule_id=silence.rule_id or None,
         monitor_selector=dict(silence.monitor_selector) or None,
         start=iso(silence.start_time),
@@ -692,6 +694,18 @@ def silence_view(silence: alert_service_pb2.Silence) -> SilenceView:
         next_window=iso(silence.next_start_time, silence, "next_start_time"),
         comment=silence.comment or None,
     )
+
+
+def silence_scope(view: SilenceView) -> str:
+    """What a silence mutes, as a person says it: "Shop (mon_1)", "monitors labelled team=web, rule r_1"."""
+    if view.monitor_id:
+        scope = f"{view.monitor_name} ({view.monitor_id})" if view.monitor_name else f"monitor {view.monitor_id}"
+    elif view.monitor_selector:
+        scope = f"monitors labelled {selector_text(view.monitor_selector)}"
+    else:
+        scope = "" if view.rule_id else "all monitors"
+    rule = f"rule {view.rule_id}" if view.rule_id else ""
+    return ", ".join(part for part in (scope, rule) if part)
 
 
 CLOCK_TIME = re.compile(r"^\d{1,2}(:\d{2}){1,2}\s*([ap]m)?$", re.IGNORECASE)
@@ -776,14 +790,8 @@ async def create_silence(
         alert_service_pb2.CreateSilenceRequest(silence=silence),
         token=state.token(),
     )
-    view = silence_view(response.silence)
-    scope = (
-        f"{monitor_name} ({monitor_id})"
-        if monitor_id
-        else f"monitors labelled {selector_text(monitor_selector)}"
-        if monitor_selector
-        else "all monitors"
-    ) + (f", rule {rule_id}" if rule_id else "")
+    view = silence_view(response.silence, monitor_name)
+    scope = silence_scope(view)
     if view.cron_schedule:
         when = (
             f'on schedule "{view.cron_schedule}" in {view.time_zone}, each window lasting {view.duration}'
@@ -817,10 +825,12 @@ async def list_silences(
         ),
         token=state.token(),
     )
-    views = [silence_view(s) for s in response.silences]
+    names = {m.id: m.display_name for m in await all_monitors(state)} if response.silences else {}
+    views = [silence_view(s, names.get(s.monitor_id, "")) for s in response.silences]
     described = [
-        (f'{v.id} on schedule "{v.cron_schedule}" in {v.time_zone}' if v.cron_schedule else f"{v.id} until {v.end}")
-        + (" (active)" if v.active else "")
+        silence_scope(v)
+        + (f' on schedule "{v.cron_schedule}" in {v.time_zone}' if v.cron_schedule else f" until {v.end}")
+        + f" ({v.id}{', active' if v.active else ''})"
         for v in views[:5]
     ]
     text = "; ".join(described) + more(5, len(views))

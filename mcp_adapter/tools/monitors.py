@@ -690,7 +690,7 @@ async def pause_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[Ca
         token=state.token(),
         subject=monitor_subject(monitor_id),
     )
-    return reply(f"Paused {monitor_id}.", monitor_view(response.monitor))
+    return reply(f"Paused {response.monitor.display_name} ({monitor_id}).", monitor_view(response.monitor))
 
 
 @tool(idempotent=True)
@@ -704,7 +704,7 @@ async def resume_monitor(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[C
         token=state.token(),
         subject=monitor_subject(monitor_id),
     )
-    return reply(f"Resumed {monitor_id}.", monitor_view(response.monitor))
+    return reply(f"Resumed {response.monitor.display_name} ({monitor_id}).", monitor_view(response.monitor))
 
 
 class Deleted(BaseModel):
@@ -735,6 +735,7 @@ async def run_check_now(
     or status_code). Nothing is stored. Use it to verify a new monitor or to answer "is it up right now?"."""
     state = state_of(ctx)
     limit = parse_duration(timeout, "timeout")
+    monitor = await get_monitor_message(state, monitor_id)
     response = await state.clients.call(
         state.clients.monitors.RunCheck,
         monitor_service_pb2.RunCheckRequest(monitor_id=monitor_id, timeout=to_duration(limit)),
@@ -744,11 +745,12 @@ async def run_check_now(
     )
     view = check_view(response.result)
     outcome = "UP" if view.is_up else f"DOWN ({view.error_class}: {view.message})"
-    return reply(f"{monitor_id} is {outcome} after {view.duration_ms} ms.", view)
+    return reply(f"{monitor.display_name} ({monitor_id}) is {outcome} after {view.duration_ms} ms.", view)
 
 
 class StatusView(BaseModel):
     monitor_id: str
+    name: str
     state: str
     since: str | None = None
     last_check: str | None = None
@@ -761,6 +763,7 @@ class StatusView(BaseModel):
 async def get_monitor_status(monitor_id: MonitorId, ctx: ToolContext) -> Annotated[CallToolResult, StatusView]:
     """Get a monitor's current state (up, down, pending, paused, unknown), since when, and its last result."""
     state = state_of(ctx)
+    monitor = await get_monitor_message(state, monitor_id)
     response = await state.clients.call(
         state.clients.monitors.GetMonitorStatus,
         monitor_service_pb2.GetMonitorStatusRequest(id=monitor_id),
@@ -770,6 +773,7 @@ async def get_monitor_status(monitor_id: MonitorId, ctx: ToolContext) -> Annotat
     status = response.status
     view = StatusView(
         monitor_id=monitor_id,
+        name=monitor.display_name,
         state=enum_name(common_pb2.MonitorState, status.state, "MONITOR_STATE_"),
         since=iso(status.state_change_time),
         last_check=iso(status.last_check_time),
@@ -777,7 +781,14 @@ async def get_monitor_status(monitor_id: MonitorId, ctx: ToolContext) -> Annotat
         last_result=check_view(status.last_result) if status.HasField("last_result") else None,
         locations=[check_view(r) for r in status.location_results] or None,
     )
-    return reply(f"{monitor_id} is {view.state.upper()}" + (f" since {view.since}." if view.since else "."), view)
+    line = f"{view.name} ({monitor_id}) is {view.state.upper()}" + (f" since {view.since}" if view.since else "")
+    if view.state == "down":
+        failed = [r for r in [view.last_result, *(view.locations or [])] if r is not None and not r.is_up]
+        if failed:
+            cause = failed[0]
+            where = f" from {cause.location}" if cause.location and len(view.locations or []) > 1 else ""
+            line += f": {cause.error_class or 'error'}{where}: {cause.message or 'no message'}"
+    return reply(line + ".", view)
 
 
 class PingView(BaseModel):
