@@ -79,12 +79,12 @@ def run(notifications: int, senders: int, channels: int, production: dict[str, s
         certificate = self_signed_certificate(directory)
         receiver = CountingReceiver(notifications)
         env = {
+            **(production or {}),
             "MONITORS_EGRESS": "private-allowed",
             "MONITORS_CA_FILE": str(certificate[0]),
             "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
             "MONITORS_LOG_LEVEL": "INFO",
             "MONITORS_MAX_CHANNELS_PER_USER": str(max(channels, 50)),
-            **(production or {}),
         }
         with HttpServer(certificate) as server, Stack(directory / "stack", env) as stack:
             for c in range(channels):
@@ -170,6 +170,8 @@ def main() -> None:
     if "mariadb" in runs:
         with tempfile.TemporaryDirectory(prefix="notify-bench-servers-") as servers:
             base = Path(servers)
+            for name in ("mariadb", "redis", "influxdb"):
+                (base / name).mkdir()
             with (
                 MariaDBServer(base / "mariadb", REPO / ".cache" / "mariadb-template") as mariadb,
                 RedisServer(base / "redis") as redis,
