@@ -185,3 +185,60 @@ async def test_one_line_results_lead_with_the_monitors_name_and_a_down_says_why(
         assert (await call(session, "pause_monitor", monitor_id=shop["id"]))["result"] == f"Paused Shop ({shop['id']})."
         await call(session, "delete_silence", silence_id=silence["id"])
         await call(session, "delete_monitor", monitor_id=shop["id"])
+
+
+async def test_suggested_alerts_include_the_threshold_the_person_asked_for(mcp_stack: McpStack) -> None:
+    key = mcp_stack.stack.create_api_key("above70k@example.com")
+    asked = "alert me if Bitcoin goes above $70,000"
+    async with stdio_adapter(mcp_stack, MONITORS_API_KEY=key, log_name="answers") as session:
+        suggested = await call(session, "suggest_monitors", text=asked)
+        [coin] = [s for s in suggested["suggestions"] if s["kind"] == "crypto_price"]
+        assert any(rule["condition"].endswith("price > 70000") for rule in coin["alert_rules"])
+        created = await call(
+            session,
+            "create_monitor",
+            kind="crypto_price",
+            target=coin["target"],
+            providers=["coinbase"],
+            add_suggested_alerts=True,
+            request=asked,
+        )
+        conditions = [rule["condition"] for rule in created["alert_rules"]]
+        assert any(condition.endswith("price > 70000") for condition in conditions), conditions
+        assert "No price threshold" not in created["result"]
+        # Without the person's words no price is known: the answer says so and gives the call that adds one.
+        plain = await call(
+            session,
+            "create_monitor",
+            kind="crypto_price",
+            target="ETH",
+            providers=["coinbase"],
+            add_suggested_alerts=True,
+        )
+        plain_id = plain["monitor"]["id"]
+        assert "No price threshold was created" in plain["result"]
+        assert f'create_alert_rule(condition="threshold", monitor_id="{plain_id}", operator=">"' in plain["result"]
+        for rule in created["alert_rules"] + plain["alert_rules"]:
+            await call(session, "delete_alert_rule", rule_id=rule["id"])
+        for monitor_id in (created["monitor"]["id"], plain_id):
+            await call(session, "delete_monitor", monitor_id=monitor_id)
+
+
+def test_a_rule_not_created_is_given_as_the_create_alert_rule_call_that_makes_it() -> None:
+    from mcp_adapter.tools.monitors import create_rule_call
+    from monitors.v1 import alert_service_pb2, common_pb2
+
+    rule = alert_service_pb2.AlertRule(
+        display_name="BTC-USD price above 70,000",
+        monitor_id="mon_1",
+        severity=common_pb2.SEVERITY_WARNING,
+        condition=common_pb2.AlertCondition(
+            threshold=common_pb2.ThresholdCondition(
+                field="price", operator=common_pb2.COMPARISON_OPERATOR_GREATER_THAN, value=70000
+            )
+        ),
+    )
+    assert create_rule_call(rule) == (
+        'create_alert_rule(condition="threshold", monitor_id="mon_1", field="price", operator=">", value=70000.0, '
+        'severity="warning", name="BTC-USD price above 70,000")'
+    )

@@ -4,6 +4,7 @@ run a check now, status, a heartbeat's latest pings, and the deployment's status
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
@@ -14,7 +15,7 @@ from pydantic import BaseModel, Field
 
 from mcp_adapter.errors import AdapterError, Subject
 from mcp_adapter.toolbox import AdapterState, ToolContext, more, reply, state_of, tool
-from mcp_adapter.tools.rules import RuleView, rule_view, scope_text, selector_matches
+from mcp_adapter.tools.rules import RuleView, condition_arguments, rule_view, scope_text, selector_matches
 from mcp_adapter.units import parse_duration
 from mcp_adapter.views import (
     CheckView,
@@ -293,7 +294,8 @@ async def suggest_monitors(
     each with the alert rules worth having: websites, coins, ports ("db.example.com:5432"), gRPC servers,
     DNS records ("the DNS record of X still points at Y") and jobs ("my nightly backup job", a heartbeat).
     Use it before create_monitor when unsure of the kind or settings;
-    then call create_monitor with the suggested kind and target (add_suggested_alerts=true creates the rules)."""
+    then call create_monitor with the suggested kind and target, add_suggested_alerts=true and the same text as
+    request (so the rules suggested from it, such as a price threshold the person named, are the ones created)."""
     state = state_of(ctx)
     if not (text or url or symbol):
         raise AdapterError("give at least one of text, url or symbol")
@@ -322,6 +324,7 @@ class CreatedMonitor(BaseModel):
     alert_rules: list[RuleView] = []
     alert_rules_note: str | None = None
     alert_rules_error: str | None = None
+    alert_rules_not_created: list[str] | None = None  # the create_alert_rule call of each
 
 
 @tool()
@@ -368,6 +371,14 @@ async def create_monitor(
     add_suggested_alerts: Annotated[
         bool, Field(description="Also create the alert rules suggest_monitors recommends for it.")
     ] = False,
+    request: Annotated[
+        str | None,
+        Field(
+            max_length=2000,
+            description='With add_suggested_alerts: what the person asked, as given to suggest_monitors ("alert me '
+            'if Bitcoin goes above $70,000"), so the rules suggested from it are created (price > 70000).',
+        ),
+    ] = None,
 ) -> Annotated[CallToolResult, CreatedMonitor]:
     """Create a monitor and start checking it: a website (uptime, latency), a crypto price, a TCP port, a DNS
     name, a heartbeat (the job calls the returned heartbeat_url) or a gRPC health check. Returns the monitor with
@@ -414,8 +425,9 @@ async def create_monitor(
     )
     created = CreatedMonitor(monitor=monitor_view(response.monitor))
     await ctx.report_progress(1, steps, f"created monitor {response.monitor.id}")
+    threshold_made = False
     if add_suggested_alerts:
-        await _create_suggested_rules(ctx, state, response.monitor, created, steps)
+        threshold_made = await _create_suggested_rules(ctx, state, response.monitor, created, steps, request or "")
     summary = f"Created {kind} monitor {created.monitor.id} ({created.monitor.name}) watching {created.monitor.target}."
     if kind == "heartbeat":
         summary = f"Created monitor {created.monitor.id} ({created.monitor.name}): {heartbeat_text(created.monitor)}."
@@ -426,22 +438,47 @@ async def create_monitor(
         summary += f" {created.alert_rules_note[0].upper()}{created.alert_rules_note[1:]}."
     if created.alert_rules_error:
         summary += f" Alert rules were not added: {created.alert_rules_error}"
+    if add_suggested_alerts and kind == "crypto_price" and not request and not threshold_made:
+        summary += (
+            " No price threshold was created, as none was named: for one the person asked for, call "
+            f'create_alert_rule(condition="threshold", monitor_id="{created.monitor.id}", operator=">", value=...) '
+            "(or pass their words as request)."
+        )
+    if created.alert_rules_not_created:
+        calls = "; ".join(created.alert_rules_not_created)
+        summary += f" Not created: {len(created.alert_rules_not_created)} suggested rule(s); to add them call {calls}."
     return reply(summary, created)
 
 
 async def _create_suggested_rules(
-    ctx: ToolContext, state: AdapterState, monitor: monitor_service_pb2.Monitor, created: CreatedMonitor, steps: int
-) -> None:
+    ctx: ToolContext,
+    state: AdapterState,
+    monitor: monitor_service_pb2.Monitor,
+    created: CreatedMonitor,
+    steps: int,
+    asked: str,
+) -> bool:
+    """Creates the rules SuggestMonitors suggests for ``monitor``; whether a threshold rule is among them."""
     kind = monitor_kind(monitor.spec)
-    request = monitor_service_pb2.SuggestMonitorsRequest()
+    # The person's words come along: the rules SuggestMonitors makes of them (a price they named) are the ones
+    # suggest_monitors showed.
+    request = monitor_service_pb2.SuggestMonitorsRequest(text=asked.strip())
     if kind == "crypto_price":
         request.symbol = monitor.spec.crypto_price.pair
     elif kind == "website":
         request.url = monitor.spec.website.url
     else:
-        request.text = f"{kind} {created.monitor.target}"
-    suggestions = await state.clients.call(state.clients.monitors.SuggestMonitors, request, token=state.token())
-    suggested = next((s for s in suggestions.suggestions if monitor_kind(s.monitor.spec) == kind), None)
+        request.text = f"{request.text} {kind} {created.monitor.target}".strip()
+    try:
+        suggestions = await state.clients.call(state.clients.monitors.SuggestMonitors, request, token=state.token())
+    except AdapterError as error:
+        created.alert_rules_error = f"no suggestions: {error}"
+        return False
+    of_kind = [s for s in suggestions.suggestions if monitor_kind(s.monitor.spec) == kind]
+    suggested = next(
+        (s for s in of_kind if monitor_view(s.monitor).target == created.monitor.target),
+        of_kind[0] if of_kind else None,
+    )
     rules: list[common_pb2.SuggestedAlertRule] = list(suggested.alert_rules) if suggested is not None else []
     await ctx.report_progress(2, steps, f"{len(rules)} alert rule(s) suggested")
     try:
@@ -454,24 +491,54 @@ async def _create_suggested_rules(
                     f'no separate "is down" rule: your rule "{covering.display_name}" ({covering.id}) already '
                     f"alerts when a monitor it watches ({scope_text(covering)}) goes down, this one included"
                 )
-        subject = suggested_subject(suggested.monitor) if suggested is not None else ""
-        for rule in rules:
-            message = alert_service_pb2.AlertRule(
-                display_name=rule_name(rule.display_name, subject, monitor.display_name),
-                monitor_id=monitor.id,
-                condition=rule.condition,
-                severity=rule.severity,
-                for_duration=rule.for_duration,
-            )
+    except AdapterError as error:
+        created.alert_rules_error = str(error)
+        covering_failed = True
+    else:
+        covering_failed = False
+    subject = suggested_subject(suggested.monitor) if suggested is not None else ""
+    messages = [
+        alert_service_pb2.AlertRule(
+            display_name=rule_name(rule.display_name, subject, monitor.display_name),
+            monitor_id=monitor.id,
+            condition=rule.condition,
+            severity=rule.severity,
+            for_duration=rule.for_duration,
+        )
+        for rule in rules
+    ]
+    threshold_made = False
+    if covering_failed:
+        created.alert_rules_not_created = [create_rule_call(m) for m in messages]
+        messages = []
+    for done, message in enumerate(messages):
+        try:
             response = await state.clients.call(
                 state.clients.alerts.CreateAlertRule,
                 alert_service_pb2.CreateAlertRuleRequest(alert_rule=message),
                 token=state.token(),
             )
-            created.alert_rules.append(rule_view(response.alert_rule))
-    except AdapterError as error:
-        created.alert_rules_error = str(error)
+        except AdapterError as error:
+            created.alert_rules_error = str(error)
+            created.alert_rules_not_created = [create_rule_call(m) for m in messages[done:]]
+            break
+        created.alert_rules.append(rule_view(response.alert_rule))
+        threshold_made |= message.condition.WhichOneof("kind") == "threshold"
     await ctx.report_progress(3, steps, f"created {len(created.alert_rules)} alert rule(s)")
+    return threshold_made
+
+
+def create_rule_call(rule: alert_service_pb2.AlertRule) -> str:
+    """The create_alert_rule call that makes ``rule``: 'create_alert_rule(condition="threshold", ...)'."""
+    kind, args = condition_arguments(rule.condition)
+    arguments: dict[str, object] = {"condition": kind, "monitor_id": rule.monitor_id}
+    arguments.update({k: v for k, v in args.items() if v not in (None, "", 0, "unspecified")})
+    arguments["severity"] = enum_name(common_pb2.Severity, rule.severity, "SEVERITY_")
+    if span(rule.for_duration):
+        arguments["for_duration"] = span(rule.for_duration)
+    arguments["name"] = rule.display_name
+    listed = ", ".join(f"{k}={json.dumps(v)}" for k, v in arguments.items())
+    return f"create_alert_rule({listed})"
 
 
 def suggested_subject(monitor: monitor_service_pb2.Monitor) -> str:
