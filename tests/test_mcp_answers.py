@@ -31,6 +31,7 @@ async def test_a_site_is_found_by_id_name_or_url_and_several_matches_are_listed(
         for site, meant in (("shop", shop), ("company news", news), ("admin", admin), (admin["id"], admin)):
             analysis = await call(session, "get_website_uptime_analysis", site=site)
             assert analysis["monitor_id"] == meant["id"], site
+            assert analysis["result"].startswith(f"{meant['name']} ({meant['id']}, https://"), analysis["result"]
         missing = await call_error(session, "get_website_uptime_analysis", site="nothing-like-it")
         assert "no website monitor matches 'nothing-like-it' by id, name or URL" in missing
         for monitor in (shop, admin, news):

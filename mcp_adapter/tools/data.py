@@ -466,6 +466,7 @@ def url_contains(monitor: monitor_service_pb2.Monitor, text: str) -> bool:
 
 class UptimeAnalysis(BaseModel):
     monitor_id: str
+    name: str
     url: str
     stats: SummaryView
     state: str
@@ -504,8 +505,10 @@ async def get_website_uptime_analysis(
     )
     current = enum_name(common_pb2.MonitorState, status.status.state, "MONITOR_STATE_")
     note_coverage(summary, monitor)
-    analysis = UptimeAnalysis(monitor_id=monitor.id, url=monitor.spec.website.url, stats=summary, state=current)
-    return reply(summary_line(monitor.spec.website.url, summary, since) + f" Now {current.upper()}.", analysis)
+    url = monitor.spec.website.url
+    analysis = UptimeAnalysis(monitor_id=monitor.id, name=monitor.display_name, url=url, stats=summary, state=current)
+    line = summary_line(f"{monitor.display_name} ({monitor.id}, {url})", summary, since)
+    return reply(f"{line} Now {current.upper()}.", analysis)
 
 
 @tool(read_only=True)
@@ -555,7 +558,7 @@ async def plot_monitor_data(
     )
     png = await asyncio.to_thread(render_chart, data)
     text = (
-        f"Chart of {field_name} for {monitor_id} since {since}: {len(data.values)} point(s), "
+        f"Chart of {field_name} for {monitor.display_name} ({monitor_id}) since {since}: {len(data.values)} point(s), "
         f"{len(outages)} DOWN period(s), {len(alert_times)} alert(s) marked."
     )
     return CallToolResult(
