@@ -30,7 +30,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import descriptor, message_factory
+from google.protobuf import descriptor, duration_pb2, message_factory
 from google.protobuf.message import Message
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
@@ -525,3 +525,23 @@ def test_a_teams_url_that_cannot_be_split_names_its_field(
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     bad_request = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.BadRequest))
     assert [v.field for v in bad_request.field_violations] == ["channel.teams.workflow_url"]
+
+
+@pytest.mark.parametrize("nanos", [1_000_000_000, -5])
+def test_an_invalid_notification_duration_names_its_path_in_the_request(
+    stack: Stack, channels: dict[str, grpc.Channel], nanos: int
+) -> None:
+    notify = notification_service_pb2_grpc.NotificationServiceStub(channels["notify"])
+    request = notification_service_pb2.SendNotificationRequest(
+        idempotency_key="fuzz-duration",
+        owner_id="usr_fuzz",
+        notification=notification_service_pb2.Notification(
+            kind=notification_service_pb2.NOTIFICATION_KIND_ALERT_FIRING,
+            duration=duration_pb2.Duration(seconds=1, nanos=nanos),
+        ),
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        notify.SendNotification(request, metadata=auth(stack.service_token), timeout=CALL_TIMEOUT_S)
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
+    bad_request = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.BadRequest))
+    assert [v.field for v in bad_request.field_violations] == ["notification.duration"]

@@ -148,7 +148,7 @@ def notification_from_proto(n: pb.Notification, present: bool) -> Notification |
         value=n.value,
         threshold=n.threshold,
         event_time=from_timestamp(n.event_time, n.HasField("event_time"), "notification.event_time"),
-        duration=from_duration(n.duration, n.HasField("duration")),
+        duration=from_duration(n.duration, n.HasField("duration"), "notification.duration"),
         login_code=n.login_code,
     )
 
