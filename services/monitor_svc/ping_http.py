@@ -13,6 +13,7 @@ One result per monitor per second is recorded, and one start; a sooner one is an
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import math
@@ -24,6 +25,7 @@ from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
 from starlette.routing import Route
+from uvicorn.protocols.http.h11_impl import H11Protocol
 
 from services.monitor_svc.domain import Ping, PingKind
 from services.monitor_svc.heartbeats import MAX_PING_BODY, Heartbeats, PingOutcome
@@ -104,19 +106,67 @@ class _NoSignals(uvicorn.Server):
         yield
 
 
+HEAD_TIMEOUT_S = 10.0  # a connection's request must have arrived (its head) within this, or it is closed
+MAX_CONNECTIONS_PER_CLIENT = 100  # connections one client address may hold at once
+MAX_CONNECTIONS = 1000
+
+
+def _guarded(head_timeout_s: float, per_client: int) -> type[H11Protocol]:
+    """uvicorn's HTTP/1.1 protocol with the guards a port open to anyone needs. Pings come without a login, and
+    1,000 connections that sent nothing (or a header line every few seconds) had held every slot, so every
+    tenant's pings were refused (503) for as long as the attacker liked: now a connection is closed when no
+    request is under way at each ``head_timeout_s`` tick, and one client address holds ``per_client`` at most."""
+    held: collections.Counter[str] = collections.Counter()
+
+    class Guarded(H11Protocol):
+        def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+            super().connection_made(transport)
+            self._who = self.client[0] if self.client else ""
+            held[self._who] += 1
+            self._tick: asyncio.TimerHandle | None = None
+            if held[self._who] > per_client:
+                transport.close()
+                return
+            self._tick = self.loop.call_later(head_timeout_s, self._check)
+
+        def _check(self) -> None:
+            if self.cycle is None or self.cycle.response_complete:  # idle, or a head still trickling in
+                self.transport.close()
+            else:  # a request is being handled (a body still arriving): look again later
+                self._tick = self.loop.call_later(head_timeout_s, self._check)
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            if self._tick is not None:
+                self._tick.cancel()
+            held[self._who] -= 1
+            if held[self._who] <= 0:
+                del held[self._who]
+            super().connection_lost(exc)
+
+    return Guarded
+
+
 class PingEndpoint:
     """Serves :func:`ping_app` on ``listen`` (host:port) from start() to stop()."""
 
-    def __init__(self, heartbeats: Heartbeats, listen: str) -> None:
+    def __init__(
+        self,
+        heartbeats: Heartbeats,
+        listen: str,
+        *,
+        head_timeout_s: float = HEAD_TIMEOUT_S,
+        per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+    ) -> None:
         host, _, port = listen.rpartition(":")
         self._address = (host.strip("[]") or "127.0.0.1", int(port))
         config = uvicorn.Config(
             ping_app(heartbeats),
+            http=_guarded(head_timeout_s, per_client),
             log_config=None,
             access_log=False,
             lifespan="off",
             timeout_keep_alive=5,
-            limit_concurrency=1000,
+            limit_concurrency=MAX_CONNECTIONS,
             h11_max_incomplete_event_size=16 * 1024,
         )
         self._server = _NoSignals(config)
