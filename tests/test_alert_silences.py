@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from services.alert_svc.domain import Silence
+import pytest
+
+from service_runtime.errors import InvalidArgument
+from services.alert_svc.domain import Silence, SilenceDraft, check_comment, validate_silence
 from tests.harness.clock import midnight_days_ago
 
 DAY = midnight_days_ago(3)
@@ -69,3 +72,17 @@ def test_one_off_silences_and_the_bounds_of_a_recurring_one() -> None:
     assert later.next_start(DAY + timedelta(hours=1, minutes=1)) is None
     ending = window("0 22 * * *", timedelta(hours=1), end_time=DAY + timedelta(days=1))
     assert ending.next_start(DAY + timedelta(hours=23)) is None  # its next night is past its end
+
+
+def test_a_huge_cron_or_comment_is_refused_naming_the_field() -> None:
+    """A megabyte of cron (every minute listed thousands of times) had held the alert service for seconds for
+    everyone; a 3,000,000-character acknowledgement comment had been stored."""
+    huge = ",".join(str(i % 60) for i in range(400_000)) + " * * * *"
+    draft = SilenceDraft(cron_schedule=huge, duration=timedelta(minutes=5))
+    with pytest.raises(InvalidArgument) as refused:
+        validate_silence(draft, DAY)
+    assert [v.field for v in refused.value.violations] == ["silence.cron_schedule"]
+    assert check_comment("fixed the disk") == "fixed the disk"
+    with pytest.raises(InvalidArgument) as long_comment:
+        check_comment("x" * 3_000_000)
+    assert [v.field for v in long_comment.value.violations] == ["comment"]

@@ -23,6 +23,7 @@ from services.alert_svc.domain import (
     Silence,
     SilenceDraft,
     Verdict,
+    check_comment,
     check_windows,
     validate_rule,
     validate_silence,
@@ -191,10 +192,10 @@ class Alerting:
         return alert, await self._store.events(caller.user_id, alert_id)
 
     async def acknowledge(self, caller: Principal, alert_id: str, comment: str) -> Alert:
-        return await self._engine.acknowledge(caller.user_id, alert_id, caller.user_id, comment)
+        return await self._engine.acknowledge(caller.user_id, alert_id, caller.user_id, check_comment(comment))
 
     async def resolve(self, caller: Principal, alert_id: str, comment: str) -> Alert:
-        return await self._engine.resolve(caller.user_id, alert_id, caller.user_id, comment)
+        return await self._engine.resolve(caller.user_id, alert_id, caller.user_id, check_comment(comment))
 
     # --- silences ------------------------------------------------------------------------------------
 

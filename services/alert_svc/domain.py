@@ -165,6 +165,7 @@ MAX_WINDOW = timedelta(days=7)
 MAX_DURATION = timedelta(days=30)
 MAX_DISPLAY_NAME = 200
 MAX_DESCRIPTION = 2000
+MAX_CRON = 200  # characters of a maintenance window's cron expression ("0 22 * * 1-5" is 12)
 MAX_SELECTOR = 20
 MAX_CHANNELS = 20
 # Different windows (field and window length; an anomaly's window and baseline) one user's enabled rules may
@@ -629,7 +630,10 @@ def validate_silence(draft: SilenceDraft, now: datetime, prefix: str = "silence"
     if len(draft.comment) > MAX_DESCRIPTION:
         bad.add(f"{prefix}.comment", f"must be at most {MAX_DESCRIPTION} characters")
     _check_labels(bad, f"{prefix}.monitor_selector", draft.selector, MAX_SELECTOR)
-    if draft.cron_schedule:
+    if len(draft.cron_schedule) > MAX_CRON:
+        # Parsing a megabyte of cron (every minute listed a thousand times) held the service for seconds.
+        bad.add(f"{prefix}.cron_schedule", f"must be at most {MAX_CRON} characters")
+    elif draft.cron_schedule:
         try:
             CronSim(draft.cron_schedule, now)
         except (CronSimError, ValueError) as error:
@@ -693,3 +697,11 @@ class Notice:
     duration: timedelta | None = None
     attempts: int = 0
     next_attempt_time: datetime | None = None
+
+
+def check_comment(comment: str, field: str = "comment") -> str:
+    """An acknowledgement's or a manual resolution's comment: INVALID_ARGUMENT past MAX_DESCRIPTION characters
+    (a 3,000,000-character comment had been stored)."""
+    if len(comment) > MAX_DESCRIPTION:
+        raise InvalidArgument(field, f"must be at most {MAX_DESCRIPTION} characters")
+    return comment
