@@ -144,7 +144,9 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
         except socket.gaierror as error:
             raise ResolutionFailed(f"{host} does not resolve ({error.strerror})") from None
         except UnicodeError as error:  # IDNA: an empty label, a label over 63 characters
-            raise ResolutionFailed(f"{host[:100]} is not a valid host name ({error})") from None
+            # The host is not echoed: cut at any length it could end inside a secret substituted into it, and a
+            # part of a secret is not masked as the whole would be.
+            raise ResolutionFailed(f"the URL's host is not a valid host name ({error})") from None
         addresses = []
         for info in infos:
             address = ipaddress.ip_address(str(info[4][0]).split("%")[0])

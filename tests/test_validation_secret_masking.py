@@ -130,3 +130,14 @@ async def test_an_echoed_secret_in_a_json_path_message_is_masked(
     assert (outcome.is_up, outcome.error_class) == (False, "assertion"), outcome
     assert outcome.message.startswith("$.token is "), outcome.message
     assert not leaked(outcome.message, SECRET), outcome.message
+
+
+@pytest.mark.parametrize("padding", [85, 89, 90, 95])
+async def test_a_secret_in_an_invalid_host_name_is_not_echoed_in_part(checker: Checker, padding: int) -> None:
+    """An invalid host name (a label over 63 characters) had been echoed cut at 100 characters: with padding
+    before it, the cut fell inside the substituted secret, and its first characters came back unmasked."""
+    secret = "Zq9xKpLm7Wv"
+    spec = WebsiteSpec(url=f"http://{'a' * padding}{{{{secret:HOSTSEC}}}}{'b' * 20}.invalid/")
+    outcome = await checker.run(spec, 3, {"HOSTSEC": secret})
+    assert not outcome.is_up
+    assert secret.lower()[:4] not in outcome.message.lower(), outcome.message
