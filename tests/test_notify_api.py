@@ -162,6 +162,27 @@ def test_channel_secrets_are_masked_on_read_and_kept_when_sent_back_masked(
     assert caught.value.code() == grpc.StatusCode.NOT_FOUND
 
 
+def test_a_webhook_urls_query_is_masked_on_read_and_kept_when_sent_back(
+    stub: Stub, alice: Metadata, receivers: ProviderReceivers
+) -> None:
+    """Receivers often take their token in the URL's query (?token=...): reads mask it as they mask secrets,
+    and an update that sends the read URL back keeps the stored one (sends still carry the token)."""
+    name = unique("webhook")
+    url = receivers.url("webhook", name) + "?token=tkn-query-secret&team=ops"
+    created = create(stub, alice, webhook=pb.WebhookConfig(url=url))
+    assert created.webhook.url == receivers.url("webhook", name) + "?****"
+    listed = stub.ListChannels(pb.ListChannelsRequest(), metadata=alice, timeout=5).channels
+    assert all("tkn-query-secret" not in c.webhook.url for c in listed)
+
+    created.display_name = "renamed"
+    updated = stub.UpdateChannel(pb.UpdateChannelRequest(channel=created), metadata=alice, timeout=5).channel
+    assert (updated.display_name, updated.webhook.url) == ("renamed", created.webhook.url)
+    tested = stub.TestChannel(pb.TestChannelRequest(id=created.id), metadata=alice, timeout=15).delivery
+    assert tested.state == pb.DELIVERY_STATE_DELIVERED
+    sent = [path for _, path, _ in receivers.tls.requests if path.startswith(f"/webhook/{name}")]
+    assert sent == [f"/webhook/{name}?token=tkn-query-secret&team=ops"]
+
+
 def test_invalid_channels_are_refused_naming_the_field(stub: Stub, alice: Metadata) -> None:
     legacy_teams = "https://contoso.webhook.office.com/webhookb2/abc@def/IncomingWebhook/x"
     cases: dict[str, dict[str, Any]] = {

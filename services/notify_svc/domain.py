@@ -293,9 +293,24 @@ def mask_secret(name: str, value: str) -> str:
 
 
 def masked_config(config: ChannelConfig) -> ChannelConfig:
-    """``config`` as a caller may read it: every secret masked."""
+    """``config`` as a caller may read it: every secret masked, and a webhook URL's query (where receivers
+    take a token: ``?token=...``) too."""
     values = {name: mask_secret(name, value) for name, value in config_secrets(config).items()}
-    return config_from_parts(kind_of(config), config_public(config), values)
+    masked = config_from_parts(kind_of(config), config_public(config), values)
+    if isinstance(masked, WebhookConfig):
+        masked = replace(masked, url=mask_query(masked.url))
+    return masked
+
+
+def mask_query(url: str) -> str:
+    """``url`` with its query (and fragment) replaced by ****, or as it is when it has none."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return url
+    if not parts.query and not parts.fragment:
+        return url
+    return parts._replace(query=MASK, fragment="").geturl()
 
 
 def keep_masked_secrets(old: ChannelConfig, new: ChannelConfig) -> ChannelConfig:
@@ -307,7 +322,11 @@ def keep_masked_secrets(old: ChannelConfig, new: ChannelConfig) -> ChannelConfig
         name: old_values[name] if name in old_values and value == mask_secret(name, old_values[name]) else value
         for name, value in config_secrets(new).items()
     }
-    return config_from_parts(kind_of(new), config_public(new), values)
+    kept = config_from_parts(kind_of(new), config_public(new), values)
+    # A webhook URL sent back as it was read (its query masked) keeps its stored query.
+    if isinstance(kept, WebhookConfig) and isinstance(old, WebhookConfig) and kept.url == mask_query(old.url):
+        kept = replace(kept, url=old.url)
+    return kept
 
 
 def redact(text: str, secret_values: Mapping[str, str] | tuple[str, ...]) -> str:

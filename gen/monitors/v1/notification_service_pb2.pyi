@@ -329,6 +329,9 @@ class WebhookConfig(_message.Message):
     SIGNING_SECRET_FIELD_NUMBER: _builtins.int
     HEADERS_FIELD_NUMBER: _builtins.int
     url: _builtins.str
+    """Reads mask its query ("https://host/path?****"), where receivers often take a token; sending a read
+    URL back unchanged keeps the stored one.
+    """
     signing_secret: _builtins.str
     """Secret, 16 to 256 characters. Generated when empty (32 random bytes, URL-safe base64) and then shown
     once, in the response of the call that generated it; masked in every other read.
