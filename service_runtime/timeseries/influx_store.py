@@ -236,14 +236,7 @@ class InfluxStore:
             raise _Unreachable(status=reply.status_code, error=reply.text[:300])
         if reply.status_code != 200:
             raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r} with HTTP {reply.status_code}")
-        try:
-            body: dict[str, Any] = orjson.loads(reply.content)
-        except orjson.JSONDecodeError as error:
-            raise Unavailable("time-series store answered something that is not JSON") from error
-        errors = [r["error"] for r in body.get("results", []) if "error" in r]
-        if errors:
-            raise Unavailable(f"InfluxDB refused {statement.split(' ON ')[0]!r}: {errors[0]}")
-        return body
+        return _answer(reply, f"InfluxDB refused {statement.split(' ON ')[0]!r}")
 
     # --- writing -------------------------------------------------------------------------------------
 
@@ -453,13 +446,7 @@ class InfluxStore:
             raise Unavailable(f"time-series store unreachable ({type(error).__name__})") from error
         if reply.status_code != 200:
             raise Unavailable(f"time-series query failed with HTTP {reply.status_code}")
-        try:
-            body: dict[str, Any] = orjson.loads(reply.content)
-        except orjson.JSONDecodeError as error:
-            raise Unavailable("time-series store answered something that is not JSON") from error
-        errors = [r["error"] for r in body.get("results", []) if "error" in r]
-        if errors:
-            raise Unavailable(f"time-series query failed: {errors[0]}")
+        body = _answer(reply, "time-series query failed")
         log.debug("influxql", extra={"q": q, "ms": round((time.perf_counter() - started) * 1000, 2)})
         return body
 
@@ -807,6 +794,19 @@ def _series_of(owner_id: str, monitor_id: str, tags: tuple[tuple[str, str], ...]
 def _tag_value(value: str) -> str:
     escaped = value.translate(_ESCAPE_KEY)
     return escaped + " " if escaped.endswith("\\") else escaped
+
+
+def _answer(reply: httpx.Response, failed: str) -> dict[str, Any]:
+    """The JSON of a /query answer (orjson: a warm start reads tens of megabytes); Unavailable, ``failed``
+    and InfluxDB's error, when a statement failed."""
+    try:
+        body: dict[str, Any] = orjson.loads(reply.content)
+    except orjson.JSONDecodeError as error:
+        raise Unavailable("time-series store answered something that is not JSON") from error
+    errors = [r["error"] for r in body.get("results", []) if "error" in r]
+    if errors:
+        raise Unavailable(f"{failed}: {errors[0]}")
+    return body
 
 
 def _series(body: dict[str, Any]) -> list[tuple[dict[str, str], list[list[Any]]]]:
