@@ -390,3 +390,30 @@ async def test_a_monitor_down_notice_carries_no_value(rig: Rig) -> None:
     await rig.price(71_000)
     claimed = await rig.store.claim_notices(10, timedelta(seconds=30), rig.clock.now)
     assert [(n.kind, n.value, n.threshold) for n in claimed] == [(NoticeKind.FIRING, 71_000.0, 70_000.0)]
+
+
+async def test_renaming_a_rule_keeps_its_pairs_and_its_open_alert(rig: Rig) -> None:
+    """A rename (or other channels) changes nothing the evaluator watches or judges: the pairs stay as they
+    are (re-making and re-reading a rule's 1,000 pairs on each rename had slowed every user's calls), the open
+    alert stays open, and its next notice carries the new name. A new condition is re-attached as before."""
+    rule = await rig.rule(display_name="BTC high")
+    await rig.price(71_000)
+    assert rig.transitions() == [Transition.FIRED]
+    entry = rig.engine.evaluator._rules[rule.id]
+    pairs = dict(entry.pairs)
+
+    draft = validate_rule(
+        RuleDraft(monitor_id=COIN.monitor_id, condition=ABOVE_70K, display_name="BTC moon"), "crypto_price"
+    )
+    renamed = await rig.store.replace_rule(OWNER, rule.id, draft)
+    await rig.engine.rule_changed(renamed)
+
+    assert rig.engine.evaluator._rules[rule.id] is entry and entry.pairs == pairs
+    assert rig.transitions() == [Transition.FIRED]  # neither resolved nor fired again
+    await rig.price(69_000)
+    assert rig.transitions() == [Transition.FIRED, Transition.RESOLVED]
+
+    higher = ThresholdCondition("price", Aggregation.LAST, timedelta(0), Operator.GT, 80_000.0)
+    draft = validate_rule(RuleDraft(monitor_id=COIN.monitor_id, condition=higher), "crypto_price")
+    await rig.engine.rule_changed(await rig.store.replace_rule(OWNER, rule.id, draft))
+    assert rig.engine.evaluator._rules[rule.id] is not entry  # a new condition: attached again

@@ -574,6 +574,24 @@ class Evaluator:
 
     # --- rules -----------------------------------------------------------------------------------------
 
+    def retitle_rule(self, rule: AlertRule) -> bool:
+        """Hold ``rule`` in place of its former self when what it watches and judges is unchanged (a rename,
+        other channels, timings the engine reads): its pairs, windows and verdicts stay as they are. False
+        when the evaluator holds no enabled rule of that id (then :meth:`put_rule`)."""
+        entry = self._rules.get(rule.id)
+        if entry is None or not rule.enabled:
+            return False
+        old = entry.rule
+        if (old.condition, old.monitor_id, dict(old.selector)) != (
+            rule.condition,
+            rule.monitor_id,
+            dict(rule.selector),
+        ):
+            return False
+        entry.rule = rule
+        self._owned.setdefault(rule.owner_id, {})[rule.id] = rule
+        return True
+
     def put_rule(self, rule: AlertRule, now: float) -> list[Evaluation]:
         """Add or replace a rule (a disabled rule is removed); returns an evaluation of every pair it now
         watches, and a CLEAR ("no longer watched") for pairs a replaced rule no longer watches. A replaced
