@@ -5,77 +5,27 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
-from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.errors import ResourceExhausted
-from service_runtime.secretbox import new_master_key
-from service_runtime.server import ServiceHost
-from service_runtime.settings import Settings
 from service_runtime.timeseries import Sample
-from services.admin import create_api_key
 from services.monitor_svc.domain import MonitorKind, MonitorState
 from services.monitor_svc.events import MonitorView, Subscription
-from services.monitor_svc.server import build_server
-from tests.harness.services import free_port
+from tests.harness.monitor_service import Served, serve_monitors
 
 pb = monitor_service_pb2
-if TYPE_CHECKING:  # the asyncio stub exists in the typed stubs only; at run time the stub is the same class
-    Stub = monitor_service_pb2_grpc.MonitorServiceAsyncStub
-Metadata = tuple[tuple[str, str], ...]
-
-
-@dataclass
-class Served:
-    host: ServiceHost
-    settings: Settings
-    channel: grpc.aio.Channel
-    stub: Stub
-    service: Metadata  # the service token
-    alice: Metadata
-    bob: Metadata
-
-
-def bearer(token: str) -> Metadata:
-    return (("authorization", f"Bearer {token}"),)
 
 
 @pytest.fixture
 async def served(database_url: str, tmp_path: Path) -> AsyncIterator[Served]:
-    values = {
-        "MONITORS_DATA_DIR": str(tmp_path),
-        "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
-        "MONITORS_DATABASE_URL": database_url,
-        "MONITORS_MASTER_KEY": new_master_key(),
-        "MONITORS_MIN_INTERVAL_S": "1",
-        "MONITORS_MAX_MONITORS_PER_USER": "2000",
-    }
-    settings = Settings.from_env("monitor", values, listen="127.0.0.1:0")
-    alice = await create_api_key(settings, "alice.events@example.com", "k")
-    bob = await create_api_key(settings, "bob.events@example.com", "k")
-    host = await build_server(settings)
-    port = await host.start()
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
-    try:
-        yield Served(
-            host,
-            settings,
-            channel,
-            monitor_service_pb2_grpc.MonitorServiceStub(channel),
-            bearer(settings.resolved_service_token()),
-            bearer(alice),
-            bearer(bob),
-        )
-    finally:
-        await channel.close()
-        await host.stop()
+    async with serve_monitors(database_url, tmp_path, {"MONITORS_MAX_MONITORS_PER_USER": "2000"}) as monitors:
+        yield monitors
 
 
 def website(name: str, labels: dict[str, str] | None = None, retries: int = 0) -> pb.Monitor:
