@@ -408,7 +408,8 @@ async def test_renaming_a_rule_keeps_its_pairs_and_its_open_alert(rig: Rig) -> N
     renamed = await rig.store.replace_rule(OWNER, rule.id, draft)
     await rig.engine.rule_changed(renamed)
 
-    assert rig.engine.evaluator._rules[rule.id] is entry and entry.pairs == pairs
+    assert rig.engine.evaluator._rules[rule.id] is entry
+    assert entry.pairs == pairs
     assert rig.transitions() == [Transition.FIRED]  # neither resolved nor fired again
     await rig.price(69_000)
     assert rig.transitions() == [Transition.FIRED, Transition.RESOLVED]

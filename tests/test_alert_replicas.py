@@ -10,8 +10,8 @@ receiver, and the leader killed with SIGKILL mid-run.
 from __future__ import annotations
 
 import asyncio
-import logging
 import itertools
+import logging
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, field
