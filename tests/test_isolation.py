@@ -177,6 +177,7 @@ TARGETED: dict[str, Callable[[Tenant], message.Message]] = {
     "MonitorService/QuerySamples": lambda a: mpb.QuerySamplesRequest(monitor_id=a.monitor.id, field="is_up"),
     "MonitorService/SummarizeMonitor": lambda a: mpb.SummarizeMonitorRequest(monitor_id=a.monitor.id),
     "MonitorService/ListHeartbeatPings": lambda a: mpb.ListHeartbeatPingsRequest(monitor_id=a.monitor.id),
+    "MonitorService/SummarizeMonitors": lambda a: mpb.SummarizeMonitorsRequest(monitor_ids=[a.monitor.id]),
     "MonitorService/DeleteSecret": lambda a: mpb.DeleteSecretRequest(name=a.secret_name),
     "NotificationService/GetChannel": lambda a: npb.GetChannelRequest(id=a.channel.id),
     "NotificationService/UpdateChannel": lambda a: npb.UpdateChannelRequest(
@@ -254,6 +255,8 @@ OWN_ONLY = {
     "NotificationService/CreateChannel",
     # A stream of the caller's own transitions only (tests/test_alerting.py watches one).
     "AlertService/WatchAlerts",
+    # A stream of the caller's own monitors' states only (tests/test_watch_status.py: bob hears none of alice's).
+    "MonitorService/WatchMonitorStatus",
 }
 
 
