@@ -18,7 +18,8 @@ from typing import Any
 import pytest
 import uvloop
 
-from service_runtime.check_http import (
+from service_runtime.egress import BlockedTarget, EgressPolicy
+from services.monitor_svc.checks.http_client import (
     CheckHttpClient,
     ConnectFailed,
     InvalidUrl,
@@ -26,7 +27,6 @@ from service_runtime.check_http import (
     _Connection,
     parse_url,
 )
-from service_runtime.egress import BlockedTarget, EgressPolicy
 from tests.harness.http import HttpServer, Reply, self_signed_certificate
 from tests.harness.services import free_port
 

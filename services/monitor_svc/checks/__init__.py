@@ -10,7 +10,6 @@ from dataclasses import dataclass, field, replace
 
 import httpx
 
-from service_runtime.check_http import CheckHttpClient
 from service_runtime.egress import EgressConfig, EgressPolicy, tls_context
 from service_runtime.errors import FailedPrecondition
 from service_runtime.secret_masking import mask_secrets
@@ -18,6 +17,7 @@ from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
 from services.monitor_svc.checks.dns import DnsCheck
 from services.monitor_svc.checks.grpc_health import GrpcHealthCheck
+from services.monitor_svc.checks.http_client import CheckHttpClient
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.checks.tcp import check_tcp
 from services.monitor_svc.checks.website import check_website

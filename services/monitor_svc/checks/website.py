@@ -12,7 +12,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
-from service_runtime.check_http import (
+from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
+from services.monitor_svc.checks.http_client import (
     CheckHttpClient,
     ConnectFailed,
     InvalidUrl,
@@ -20,7 +21,6 @@ from service_runtime.check_http import (
     TlsFailed,
     parse_url,
 )
-from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
 
