@@ -10,7 +10,7 @@
   each owner's monitors together (a few InfluxQL statements per owner), 8 owners at a time. Also the
   latency of one monitor's summary alone (``summary_one_monitor_p50_ms``).
 - ``summary_batch_10k_monitors_s``: the same day of samples for 10,000 monitors of *one* owner, then all of
-  their 24-hour summaries as SummarizeMonitors reads them (``service_runtime.timeseries.overview``: a few
+  their 24-hour summaries as SummarizeMonitors reads them (``services.monitor_svc.summaries.overview``: a few
   statements grouped by monitor for the whole batch). ``summary_one_owner_10k_monitors_per_owner_path_s`` is
   the same summaries through ``summarize_websites`` (statements per hundred monitors, queries per failing
   monitor), the path before the batch; ``summary_batch_10k_monitors_embedded_s`` is the batch on the embedded
@@ -38,8 +38,8 @@ from pathlib import Path
 
 from bench import merge_figures, write_figures
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
-from service_runtime.timeseries.overview import summarize_many
-from service_runtime.timeseries.queries import WebsiteSummary, summarize_website, summarize_websites
+from services.monitor_svc.summaries.overview import summarize_many
+from services.monitor_svc.summaries.queries import WebsiteSummary, summarize_website, summarize_websites
 from tests.harness.external import InfluxDBServer
 from tests.harness.services import REPO
 

@@ -19,8 +19,8 @@ from google.rpc import error_details_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
-from service_runtime.timeseries.overview import summarize_many
-from service_runtime.timeseries.queries import summarize_availability, summarize_crypto_price, summarize_website
+from services.monitor_svc.summaries.overview import summarize_many
+from services.monitor_svc.summaries.queries import summarize_availability, summarize_crypto_price, summarize_website
 from tests.harness.clock import midnight_days_ago
 from tests.harness.external import InfluxDBServer
 from tests.harness.monitor_service import Served, result, serve_monitors

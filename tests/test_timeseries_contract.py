@@ -24,8 +24,8 @@ from service_runtime.timeseries import (
     TimeSeriesStore,
 )
 from service_runtime.timeseries.port import failures, roll_up_pending, stats
-from service_runtime.timeseries.queries import (
-    query_samples,
+from service_runtime.timeseries.queries import query_samples
+from services.monitor_svc.summaries.queries import (
     summarize_availability,
     summarize_crypto_price,
     summarize_website,

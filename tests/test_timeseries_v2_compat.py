@@ -20,7 +20,7 @@ import pytest
 
 from service_runtime.errors import Unavailable
 from service_runtime.timeseries import InfluxStore, Sample, SeriesKey, open_timeseries_store
-from service_runtime.timeseries.queries import summarize_availability
+from services.monitor_svc.summaries.queries import summarize_availability
 from tests.harness.external import InfluxDBServer
 
 TOKEN = "v2-operator-token"

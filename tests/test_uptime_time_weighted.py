@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
-from service_runtime.timeseries.queries import (
+from services.monitor_svc.summaries.queries import (
     summarize_availability,
     summarize_availability_many,
     summarize_crypto_price,

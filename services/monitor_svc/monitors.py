@@ -15,17 +15,7 @@ from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
-from service_runtime.timeseries.overview import summarize_many
-from service_runtime.timeseries.queries import (
-    AvailabilitySummary,
-    CryptoPriceSummary,
-    QueryResult,
-    WebsiteSummary,
-    query_samples,
-    summarize_availability,
-    summarize_crypto_price,
-    summarize_website,
-)
+from service_runtime.timeseries.queries import QueryResult, query_samples
 from services.monitor_svc.checks import Outcome
 from services.monitor_svc.domain import (
     DEFAULT_TIMEOUT,
@@ -46,6 +36,15 @@ from services.monitor_svc.domain import (
 )
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.state_log import log_state_change
+from services.monitor_svc.summaries.overview import summarize_many
+from services.monitor_svc.summaries.queries import (
+    AvailabilitySummary,
+    CryptoPriceSummary,
+    WebsiteSummary,
+    summarize_availability,
+    summarize_crypto_price,
+    summarize_website,
+)
 from services.monitor_svc.user_secrets import UserSecrets
 
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from monitors.v1 import common_pb2 as common
 from monitors.v1 import monitor_service_pb2 as pb
 from service_runtime.timeseries import Aggregation
-from service_runtime.timeseries.queries import AvailabilitySummary, CryptoPriceSummary, WebsiteSummary
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.domain import (
     COMPARISONS,
@@ -33,6 +32,7 @@ from services.monitor_svc.suggest import (
     MonitorSuggestion,
     ThresholdCondition,
 )
+from services.monitor_svc.summaries.queries import AvailabilitySummary, CryptoPriceSummary, WebsiteSummary
 
 _METHODS = {
     common.HTTP_METHOD_GET: "GET",

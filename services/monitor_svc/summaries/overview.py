@@ -2,7 +2,7 @@
 SummarizeMonitor gives one monitor, built from :meth:`TimeSeriesStore.digests`, a few statements grouped by
 monitor whatever their number, instead of a handful of queries per monitor.
 
-Ranges up to :data:`~service_runtime.timeseries.queries.LONG_RANGE` (two days) are read this way. Longer ones
+Ranges up to :data:`~services.monitor_svc.summaries.queries.LONG_RANGE` (two days) are read this way. Longer ones
 also weigh hours from the hourly rollups, and go through the per-owner functions of :mod:`.queries`; coins'
 volatility needs each price series, so coin monitors are summarised by :func:`.queries.summarize_crypto_price`.
 """
@@ -15,7 +15,8 @@ from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 
 from service_runtime.timeseries.port import Failure, RangeDigest, SeriesKey, TimeSeriesStore
-from service_runtime.timeseries.queries import (
+from service_runtime.timeseries.queries import check_range
+from services.monitor_svc.summaries.queries import (
     CARRY_IN_LOOKBACK,
     LONG_RANGE,
     MAX_FAILURES,
@@ -25,7 +26,6 @@ from service_runtime.timeseries.queries import (
     WebsiteSummary,
     _causes,
     _minus,
-    check_range,
     summarize_availability_many,
     summarize_crypto_price,
     summarize_websites,
