@@ -14,8 +14,8 @@ import pytest
 
 from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore, SqlStore
 from service_runtime.database import Database, open_database
-from services.monitor_svc.server import MIGRATIONS as MONITOR_MIGRATIONS
-from services.monitor_svc.server import VERSION_TABLE as MONITOR_VERSION_TABLE
+from services.monitor_svc.schema import MIGRATIONS as MONITOR_MIGRATIONS
+from services.monitor_svc.schema import VERSION_TABLE as MONITOR_VERSION_TABLE
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.services import REPO, Stack
 

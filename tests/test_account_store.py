@@ -12,9 +12,9 @@ from alembic.script import ScriptDirectory
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.database import Database, create_sync_engine, migrate, utc_now
 from service_runtime.errors import InvalidArgument, NotFound, Unauthenticated
-from services.monitor_svc.accounts import Accounts
-from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
-from services.monitor_svc.store import AccountStore
+from services.monitor_svc.accounts.accounts import Accounts
+from services.monitor_svc.accounts.store import AccountStore
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 
 
 @pytest.fixture

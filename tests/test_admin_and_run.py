@@ -24,7 +24,7 @@ from monitors.v1 import (
     monitor_service_pb2_grpc,
 )
 from service_runtime.database import migrate
-from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from tests.harness.external import MariaDBServer
 from tests.harness.http import HttpServer, Reply
 from tests.harness.services import REPO, free_port, health, python_env

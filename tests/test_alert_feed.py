@@ -24,10 +24,10 @@ from service_runtime.settings import Settings
 from service_runtime.timeseries import Sample
 from service_runtime.timeseries.influx_store import InfluxConfig, InfluxStore
 from service_runtime.tls import open_channel
-from services.admin import create_api_key
 from services.alert_svc.domain import MonitorInfo, MonitorState, SampleEvent
 from services.alert_svc.feed import CHANNEL_OPTIONS, FeedSink, MonitorFeed
 from services.alert_svc.influx_ingest import InfluxIngest, IngestSettings, register_subscription
+from services.monitor_svc.accounts.admin import create_api_key
 from services.monitor_svc.server import build_server
 from tests.harness.external import InfluxDBServer
 from tests.harness.services import free_port

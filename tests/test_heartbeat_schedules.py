@@ -19,6 +19,7 @@ from service_runtime.errors import InvalidArgument
 from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
 from service_runtime.timeseries import SeriesKey, SqliteSampleStore
 from services.monitor_svc import server as monitor_server
+from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import (
     HeartbeatSpec,
@@ -36,7 +37,6 @@ from services.monitor_svc.heartbeats import Heartbeats, PingLimiter, PingOutcome
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.ping_log import SqlPingLog
-from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
 
 PARIS = ZoneInfo("Europe/Paris")

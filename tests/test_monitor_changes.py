@@ -15,13 +15,13 @@ from service_runtime.database import open_database
 from service_runtime.errors import NotFound
 from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
 from service_runtime.timeseries import SqliteSampleStore
+from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import Monitor, MonitorDraft, WebsiteSpec
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
-from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
-from services.monitor_svc.store import AccountStore
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.user_secrets import UserSecrets
 
 

@@ -12,7 +12,7 @@ from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import Settings
-from services.admin import create_api_key
+from services.monitor_svc.accounts.admin import create_api_key
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import CheckResult
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient

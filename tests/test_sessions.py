@@ -11,8 +11,8 @@ import pytest
 from service_runtime.auth import token_digest
 from service_runtime.cache import InProcessStore
 from service_runtime.errors import Unauthenticated
-from services.monitor_svc.accounts import Accounts
-from services.monitor_svc.login import RENEW_EVERY, SESSION_PREFIX, Login
+from services.monitor_svc.accounts.accounts import Accounts
+from services.monitor_svc.accounts.login import RENEW_EVERY, SESSION_PREFIX, Login
 
 
 class HeldReads(InProcessStore):

@@ -10,8 +10,8 @@ import pytest
 from service_runtime.auth import Principal
 from service_runtime.database import Database, open_database
 from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
-from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
-from services.monitor_svc.store import AccountStore
+from services.monitor_svc.accounts.store import AccountStore
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.user_secrets import UserSecrets
 
 

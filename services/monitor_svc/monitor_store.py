@@ -26,7 +26,7 @@ from services.monitor_svc.domain import (
     spec_from_dict,
     spec_to_dict,
 )
-from services.monitor_svc.store import Base
+from services.monitor_svc.schema import Base
 
 
 class MonitorRow(Base):

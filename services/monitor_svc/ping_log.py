@@ -11,7 +11,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service_runtime.database import Database, UtcDateTime
 from services.monitor_svc.domain import Ping, PingKind, PingRecord
 from services.monitor_svc.heartbeats import KEPT_PINGS
-from services.monitor_svc.store import Base
+from services.monitor_svc.schema import Base
 
 
 class HeartbeatPingRow(Base):

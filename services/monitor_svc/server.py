@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from datetime import timedelta
-from pathlib import Path
 
 from sqlalchemy.exc import DBAPIError
 
@@ -19,28 +18,29 @@ from service_runtime.timeseries import open_timeseries_store
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
-from services.monitor_svc.accounts import Accounts
+from services.monitor_svc.accounts.accounts import Accounts
+from services.monitor_svc.accounts.login import Login, LoginLimits
+from services.monitor_svc.accounts.notify_client import NotifyLoginCodeSender
+from services.monitor_svc.accounts.servicer import AccountServicer
+from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.check_worker import CheckWorkers
 from services.monitor_svc.checks import check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.events import MonitorEvents
 from services.monitor_svc.heartbeats import Heartbeats
-from services.monitor_svc.login import Login, LoginLimits
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
-from services.monitor_svc.notify_client import NotifyLoginCodeSender
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
-from services.monitor_svc.servicer import AccountServicer, MonitorServicer
+from services.monitor_svc.schema import MIGRATIONS as MIGRATIONS  # every service's server names its migrations
+from services.monitor_svc.schema import VERSION_TABLE as VERSION_TABLE
+from services.monitor_svc.servicer import MonitorServicer
 from services.monitor_svc.status_watch import SWEEP_S, StatusWatch
-from services.monitor_svc.store import AccountStore
 from services.monitor_svc.user_secrets import UserSecrets
 
 log = logging.getLogger(__name__)
 
-MIGRATIONS = Path(__file__).parent / "migrations"
-VERSION_TABLE = "alembic_version_monitor"
 ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountService"].full_name
 MONITOR_SERVICE = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 # Login itself cannot require a token.

@@ -1,4 +1,4 @@
-"""Servicers of the monitor process: protobuf in, domain call, protobuf out. Nothing else lives here."""
+"""MonitorService's servicer: protobuf in, domain call, protobuf out. Nothing else lives here."""
 
 from __future__ import annotations
 
@@ -8,23 +8,19 @@ from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import replace
 from typing import Any
 
-from monitors.v1 import account_service_pb2 as pb
-from monitors.v1 import account_service_pb2_grpc, common_pb2, monitor_service_pb2_grpc
+from monitors.v1 import common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from service_runtime.auth import current_principal
 from service_runtime.errors import FailedPrecondition, InvalidArgument, Violations
 from service_runtime.pagination import encode_page_token
 from service_runtime.timeseries import Sample
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
-from services.monitor_svc.accounts import Accounts
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.domain import MonitorKind, MonitorState
 from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
 from services.monitor_svc.heartbeats import Heartbeats
-from services.monitor_svc.login import Login
 from services.monitor_svc.monitors import Deployment, ListingFilter, Monitors, placement
 from services.monitor_svc.status_watch import StatusChange, StatusWatch
-from services.monitor_svc.store import ApiKey, User
 from services.monitor_svc.suggest import suggest_monitors
 from services.monitor_svc.translate import (
     AGGREGATIONS,
@@ -48,27 +44,6 @@ log = logging.getLogger(__name__)
 def secret_to_proto(info: SecretInfo) -> mpb.Secret:
     return mpb.Secret(
         name=info.name, create_time=to_timestamp(info.create_time), update_time=to_timestamp(info.update_time)
-    )
-
-
-def client_address(context: Context) -> str:
-    """The caller's address without its port ("ipv4:10.0.0.7:53211" -> "ipv4:10.0.0.7"), for rate limits."""
-    peer = str(context.peer() or "unknown")
-    return peer.rsplit(":", 1)[0] if peer.startswith(("ipv4:", "ipv6:")) else peer
-
-
-def user_to_proto(user: User) -> pb.User:
-    return pb.User(id=user.id, email=user.email, create_time=to_timestamp(user.create_time))
-
-
-def api_key_to_proto(key: ApiKey) -> pb.ApiKey:
-    return pb.ApiKey(
-        id=key.id,
-        display_name=key.display_name,
-        prefix=key.prefix,
-        create_time=to_timestamp(key.create_time),
-        last_use_time=to_timestamp(key.last_use_time),
-        expire_time=to_timestamp(key.expire_time),
     )
 
 
@@ -216,49 +191,6 @@ def listing_filter_from_proto(request: mpb.ListMonitorsRequest) -> ListingFilter
         kinds=frozenset(_KINDS[k] for k in request.kinds),
         labels=dict(request.label_selector),
     )
-
-
-class AccountServicer(account_service_pb2_grpc.AccountServiceServicer):
-    """AccountService: who the caller is, and their API keys."""
-
-    def __init__(self, accounts: Accounts, login: Login) -> None:
-        self._accounts = accounts
-        self._login = login
-
-    async def StartLogin(self, request: pb.StartLoginRequest, context: Context) -> pb.StartLoginResponse:
-        valid_for = await self._login.start(request.email, client_address(context))
-        return pb.StartLoginResponse(code_ttl=to_duration(valid_for))
-
-    async def CompleteLogin(self, request: pb.CompleteLoginRequest, context: Context) -> pb.CompleteLoginResponse:
-        session = await self._login.complete(request.email, request.code, client_address(context))
-        return pb.CompleteLoginResponse(
-            session_token=session.token,
-            expire_time=to_timestamp(session.expire_time),
-            user=user_to_proto(session.user),
-        )
-
-    async def Logout(self, request: pb.LogoutRequest, context: Context) -> pb.LogoutResponse:
-        await self._login.logout(current_principal())
-        return pb.LogoutResponse()
-
-    async def GetCurrentUser(self, request: pb.GetCurrentUserRequest, context: Context) -> pb.GetCurrentUserResponse:
-        user = await self._accounts.current_user(current_principal())
-        return pb.GetCurrentUserResponse(user=user_to_proto(user))
-
-    async def CreateApiKey(self, request: pb.CreateApiKeyRequest, context: Context) -> pb.CreateApiKeyResponse:
-        expire_time = from_timestamp(request.expire_time, request.HasField("expire_time"), "expire_time")
-        key, secret = await self._accounts.create_api_key(current_principal(), request.display_name, expire_time)
-        return pb.CreateApiKeyResponse(api_key=api_key_to_proto(key), key=secret)
-
-    async def ListApiKeys(self, request: pb.ListApiKeysRequest, context: Context) -> pb.ListApiKeysResponse:
-        keys, next_token = await self._accounts.list_api_keys(
-            current_principal(), request.page_size, request.page_token
-        )
-        return pb.ListApiKeysResponse(api_keys=[api_key_to_proto(k) for k in keys], next_page_token=next_token)
-
-    async def DeleteApiKey(self, request: pb.DeleteApiKeyRequest, context: Context) -> pb.DeleteApiKeyResponse:
-        await self._accounts.delete_api_key(current_principal(), request.id)
-        return pb.DeleteApiKeyResponse()
 
 
 class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):

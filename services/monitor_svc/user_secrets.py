@@ -21,7 +21,7 @@ from service_runtime.database import Database, UtcDateTime, upsert, utc_now
 from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from service_runtime.secretbox import SecretBox
-from services.monitor_svc.store import Base
+from services.monitor_svc.schema import Base
 
 NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]{0,63}")
 MAX_VALUE_BYTES = 8 * 1024

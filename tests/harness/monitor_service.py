@@ -20,7 +20,7 @@ from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grp
 from service_runtime.secretbox import new_master_key
 from service_runtime.server import ServiceHost
 from service_runtime.settings import Settings
-from services.admin import create_api_key
+from services.monitor_svc.accounts.admin import create_api_key
 from services.monitor_svc.server import build_server
 from tests.harness.services import free_port
 

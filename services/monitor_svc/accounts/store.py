@@ -1,4 +1,4 @@
-"""MonitorService storage: SQLAlchemy models and the account repository (SQLite or MySQL)."""
+"""The account store: users and API keys as SQLAlchemy tables, and their repository (SQLite or MySQL)."""
 
 from __future__ import annotations
 
@@ -9,19 +9,16 @@ from datetime import datetime, timedelta
 
 import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.orm import Mapped, mapped_column
 
 from service_runtime.auth import Principal, token_digest
 from service_runtime.database import Database, UtcDateTime, new_id, utc_now
 from service_runtime.errors import NotFound, Unauthenticated
+from services.monitor_svc.schema import Base
 
 API_KEY_PREFIX = "mk_"
 # How stale last_use_time may get before a call refreshes it: one write a minute per key, not one a call.
 LAST_USE_RESOLUTION = timedelta(minutes=1)
-
-
-class Base(DeclarativeBase):
-    pass
 
 
 class UserRow(Base):

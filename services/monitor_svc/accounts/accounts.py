@@ -10,7 +10,7 @@ from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
-from services.monitor_svc.store import AccountStore, ApiKey, User
+from services.monitor_svc.accounts.store import AccountStore, ApiKey, User
 
 _EMAIL = re.compile(
     r"^[^@\s]{1,64}@[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"

@@ -32,9 +32,9 @@ from service_runtime.errors import DomainError
 from service_runtime.secretbox import KEY_FORMATS, new_master_key
 from service_runtime.settings import Settings, SettingsError
 from services import doctor
-from services.monitor_svc.accounts import Accounts
-from services.monitor_svc.server import MIGRATIONS, VERSION_TABLE
-from services.monitor_svc.store import AccountStore
+from services.monitor_svc.accounts.accounts import Accounts
+from services.monitor_svc.accounts.store import AccountStore
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 
 
 async def create_api_key(settings: Settings, email: str, name: str) -> str:

@@ -15,7 +15,7 @@ npb = notification_service_pb2
 
 
 class NotifyLoginCodeSender:
-    """:class:`services.monitor_svc.login.LoginCodeSender` over gRPC, with the service token."""
+    """:class:`services.monitor_svc.accounts.login.LoginCodeSender` over gRPC, with the service token."""
 
     def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout_s: float = 5.0) -> None:
         self._stub = notification_service_pb2_grpc.NotificationServiceStub(channel)

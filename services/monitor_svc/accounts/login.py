@@ -27,8 +27,8 @@ from typing import Protocol
 from service_runtime.auth import Principal, token_digest
 from service_runtime.cache import KeyValueStore
 from service_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
-from services.monitor_svc.accounts import Accounts, normalise_email
-from services.monitor_svc.store import User
+from services.monitor_svc.accounts.accounts import Accounts, normalise_email
+from services.monitor_svc.accounts.store import User
 
 log = logging.getLogger(__name__)
 
