@@ -28,6 +28,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
+from service_runtime.errors import ResourceExhausted
 from service_runtime.settings import StartupError
 
 log = logging.getLogger(__name__)
@@ -355,6 +356,25 @@ def upsert(c: sa.Connection, table: sa.Table, values: Mapping[str, Any], update:
             set_={column: on_sqlite.excluded[column] for column in update},
         )
     )
+
+
+def insert_under_quota(
+    c: sa.Connection,
+    table: type[Any],
+    values: Mapping[str, Any],
+    counted: sa.ColumnElement[bool],
+    limit: int,
+    *,
+    quota: str,
+    message: str,
+) -> None:
+    """Insert ``values`` into ``table`` (an ORM class) unless ``limit`` of its rows match ``counted`` (an owner's
+    rows, or their live ones) already: then RESOURCE_EXHAUSTED naming ``quota``, with ``message``. The count is
+    taken in the insert's own transaction; a caller whose creates of one owner may race serialises them first
+    (the alert store locks the owner's row)."""
+    if c.execute(sa.select(sa.func.count()).select_from(table).where(counted)).scalar_one() >= limit:
+        raise ResourceExhausted(quota, message)
+    c.execute(sa.insert(table).values(values))
 
 
 class Database:

@@ -32,8 +32,8 @@ import sqlalchemy.dialects.sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service_runtime.database import Database, UtcDateTime, new_id, utc_now
-from service_runtime.errors import FailedPrecondition, NotFound, ResourceExhausted
+from service_runtime.database import Database, UtcDateTime, insert_under_quota, new_id, utc_now
+from service_runtime.errors import FailedPrecondition, NotFound
 from service_runtime.timeseries import Aggregation
 from services.alert_svc.domain import (
     Alert,
@@ -615,7 +615,6 @@ class AlertStore:
             "update_time": now,
             **_rule_values(draft),
         }
-        count = sa.select(sa.func.count()).select_from(RuleRow).where(RuleRow.owner_id == owner_id)
 
         def create(c: sa.Connection) -> bool:
             marker = _lock_owner(c, owner_id)
@@ -623,11 +622,17 @@ class AlertStore:
                 if marker is not None:
                     return False
                 c.execute(sa.update(OwnerRow).where(OwnerRow.owner_id == owner_id).values(default_rule_time=now))
-            if not only_first_default and c.execute(count).scalar_one() >= self._max_rules:
-                raise ResourceExhausted(
-                    "rules_per_user", f"at most {self._max_rules} alert rules per user; delete one first"
+                c.execute(sa.insert(RuleRow).values(values))  # the system's rule: no quota refuses it
+            else:
+                insert_under_quota(
+                    c,
+                    RuleRow,
+                    values,
+                    RuleRow.owner_id == owner_id,
+                    self._max_rules,
+                    quota="rules_per_user",
+                    message=f"at most {self._max_rules} alert rules per user; delete one first",
                 )
-            c.execute(sa.insert(RuleRow).values(values))
             return True
 
         # The owner's row first, in a transaction of its own: the lock below then always finds it, and two
@@ -842,20 +847,22 @@ class AlertStore:
             "time_zone": silence.time_zone,
             "create_time": silence.create_time,
         }
-        live = (
-            sa.select(sa.func.count())
-            .select_from(SilenceRow)
-            .where(SilenceRow.owner_id == owner_id)
-            .where(sa.or_(SilenceRow.end_time.is_(None), SilenceRow.end_time > silence.create_time))
+        live = sa.and_(
+            SilenceRow.owner_id == owner_id,
+            sa.or_(SilenceRow.end_time.is_(None), SilenceRow.end_time > silence.create_time),
         )
 
         def create(c: sa.Connection) -> None:
             _lock_owner(c, owner_id)
-            if c.execute(live).scalar_one() >= self._max_silences:
-                raise ResourceExhausted(
-                    "silences_per_user", f"at most {self._max_silences} silences per user; delete one first"
-                )
-            c.execute(sa.insert(SilenceRow).values(values))
+            insert_under_quota(
+                c,
+                SilenceRow,
+                values,
+                live,
+                self._max_silences,
+                quota="silences_per_user",
+                message=f"at most {self._max_silences} silences per user; delete one first",
+            )
 
         await self._run_retrying(lambda c: _ensure_owner_row(c, owner_id))
         await self._run_retrying(create)

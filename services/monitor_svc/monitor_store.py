@@ -12,8 +12,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service_runtime.database import Database, UtcDateTime, new_id, utc_now
-from service_runtime.errors import NotFound, ResourceExhausted
+from service_runtime.database import Database, UtcDateTime, insert_under_quota, new_id, utc_now
+from service_runtime.errors import NotFound
 from services.monitor_svc.domain import (
     CheckResult,
     LocationResult,
@@ -185,18 +185,18 @@ class MonitorStore:
             create_time=now,
             update_time=now,
         )
-        count = sa.select(sa.func.count()).select_from(MonitorRow).where(MonitorRow.owner_id == owner_id)
-
-        def create(c: sa.Connection) -> None:
-            # Counted in the same transaction as the insert, so two creates at once cannot both squeeze in.
-            if c.execute(count).scalar_one() >= max_monitors:
-                raise ResourceExhausted(
-                    "monitors_per_user",
-                    f"you have {max_monitors} monitors, the most this deployment allows; delete one first",
-                )
-            c.execute(sa.insert(MonitorRow).values(_values(monitor)))
-
-        await self._db.run(create)
+        values = _values(monitor)
+        await self._db.run(
+            lambda c: insert_under_quota(
+                c,
+                MonitorRow,
+                values,
+                MonitorRow.owner_id == owner_id,
+                max_monitors,
+                quota="monitors_per_user",
+                message=f"you have {max_monitors} monitors, the most this deployment allows; delete one first",
+            )
+        )
         return monitor
 
     async def get(self, owner_id: str, monitor_id: str) -> Monitor:
