@@ -27,8 +27,9 @@ from services.notify_svc.domain import (
     Outcome,
     validate_channel,
 )
-from services.notify_svc.senders import BLOCKING_SENDS
+from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.senders.apprise_urls import AppriseSender, url_problem
+from services.notify_svc.senders.base import BLOCKING_SENDS
 from services.notify_svc.senders.mail import SmtpSender
 from services.notify_svc.templates import render
 from tests.harness.http import HttpServer, Reply
@@ -120,7 +121,7 @@ def test_apprise_arguments_that_name_another_server_or_a_file_are_refused(url: s
     assert f"{argument}=" in problem
     # ... when the channel is created or updated: INVALID_ARGUMENT naming the URL field.
     with pytest.raises(InvalidArgument) as caught:
-        validate_channel(ChannelDraft(config=AppriseConfig(url)))
+        validate_channel(ChannelDraft(config=AppriseConfig(url)), CHANNEL_CHECKS)
     assert [(v.field, v.description) for v in caught.value.violations] == [("channel.apprise.url", problem)]
 
 

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from service_runtime.database import Database
 from service_runtime.secretbox import SecretBoxError
 from services.notify_svc.delivery import DeliveryWorker, RetryPolicy, Senders
+from services.notify_svc.delivery_queue import DeliveryQueue, Target
 from services.notify_svc.domain import (
     ChannelConfig,
     ChannelDraft,
@@ -35,18 +36,27 @@ from services.notify_svc.domain import (
     WebhookConfig,
     validate_channel,
 )
+from services.notify_svc.notifications import CHANNEL_CHECKS
+from services.notify_svc.schema import ChannelRow
 from services.notify_svc.senders.discord import DiscordSender
 from services.notify_svc.senders.mail import OutboxSender
 from services.notify_svc.senders.pagerduty import PagerDutySender
 from services.notify_svc.senders.slack import slack_sender
 from services.notify_svc.senders.webhook import WebhookSender
-from services.notify_svc.store import ChannelRow, NotificationStore, Target
+from services.notify_svc.store import ChannelStore
 from tests.harness import notify
 from tests.harness.http import Reply
 from tests.harness.receivers import ProviderReceivers
 
-# The delivery tests' fixtures (tests/harness/notify.py): database, store, provider receivers, client.
-client, database, receivers, store = notify.client, notify.database, notify.receivers, notify.store
+# The delivery tests' fixtures (tests/harness/notify.py): database, channel store, delivery queue, provider
+# receivers, client.
+channels, client, database, queue, receivers = (
+    notify.channels,
+    notify.client,
+    notify.database,
+    notify.queue,
+    notify.receivers,
+)
 
 OWNER = "usr_alice"
 FIRING = Notification(NotificationKind.ALERT_FIRING, Severity.CRITICAL, alert_id="alr_1", summary="down", value=1.0)
@@ -55,7 +65,7 @@ _names = iter(range(1_000_000))
 
 
 def make_worker(
-    store: NotificationStore, client: httpx.AsyncClient, receivers: ProviderReceivers, tmp: Path
+    channels: ChannelStore, queue: DeliveryQueue, client: httpx.AsyncClient, receivers: ProviderReceivers, tmp: Path
 ) -> DeliveryWorker:
     senders = Senders(
         {
@@ -66,14 +76,18 @@ def make_worker(
             ChannelKind.EMAIL: OutboxSender(tmp / "outbox.txt", "monitors@example.com"),
         }
     )
-    return DeliveryWorker(store, senders, timeout_s=2.0, policy=FAST, poll_interval_s=0.05)
+    return DeliveryWorker(channels, queue, senders, timeout_s=2.0, policy=FAST, poll_interval_s=0.05)
 
 
 @pytest.fixture
 async def worker(
-    store: NotificationStore, client: httpx.AsyncClient, receivers: ProviderReceivers, tmp_path: Path
+    channels: ChannelStore,
+    queue: DeliveryQueue,
+    client: httpx.AsyncClient,
+    receivers: ProviderReceivers,
+    tmp_path: Path,
 ) -> AsyncIterator[DeliveryWorker]:
-    found = make_worker(store, client, receivers, tmp_path)
+    found = make_worker(channels, queue, client, receivers, tmp_path)
     task = asyncio.create_task(found.run())
     yield found
     task.cancel()
@@ -84,17 +98,15 @@ def unique(kind: str) -> str:
     return f"{kind}-{next(_names)}-{os.getpid()}"
 
 
-async def channel_for(
-    store: NotificationStore, config: ChannelConfig, owner: str = OWNER, default: bool = False
-) -> str:
-    draft = validate_channel(ChannelDraft(config=config, is_default=default))
-    return (await store.create_channel(owner, draft)).id
+async def channel_for(channels: ChannelStore, config: ChannelConfig, owner: str = OWNER, default: bool = False) -> str:
+    draft = validate_channel(ChannelDraft(config=config, is_default=default), CHANNEL_CHECKS)
+    return (await channels.create_channel(owner, draft)).id
 
 
-async def settled(store: NotificationStore, delivery_id: str, timeout_s: float = 15.0, owner: str = OWNER) -> Delivery:
+async def settled(queue: DeliveryQueue, delivery_id: str, timeout_s: float = 15.0, owner: str = OWNER) -> Delivery:
     deadline = time.monotonic() + timeout_s
     while True:
-        delivery = await store.get_delivery(owner, delivery_id)
+        delivery = await queue.get_delivery(owner, delivery_id)
         if delivery.state in (DeliveryState.DELIVERED, DeliveryState.FAILED, DeliveryState.SUPPRESSED):
             return delivery
         assert time.monotonic() < deadline, f"{delivery_id} still {delivery.state} after {timeout_s}s"
@@ -102,28 +114,28 @@ async def settled(store: NotificationStore, delivery_id: str, timeout_s: float =
 
 
 async def test_a_repeated_idempotency_key_queues_nothing(
-    store: NotificationStore, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, receivers: ProviderReceivers
 ) -> None:
-    channel = await channel_for(store, SlackConfig(receivers.url("slack", unique("slack"))))
-    first, duplicate = await store.enqueue("alert-1-firing", OWNER, [Target(channel)], FIRING)
-    again, repeated = await store.enqueue("alert-1-firing", OWNER, [Target(channel)], FIRING)
+    channel = await channel_for(channels, SlackConfig(receivers.url("slack", unique("slack"))))
+    first, duplicate = await queue.enqueue("alert-1-firing", OWNER, [Target(channel)], FIRING)
+    again, repeated = await queue.enqueue("alert-1-firing", OWNER, [Target(channel)], FIRING)
     assert (duplicate, repeated) == (False, True)
     assert [d.id for d in again] == [d.id for d in first]
-    assert len(await store.list_deliveries(OWNER, None, 100)) == 1
+    assert len(await queue.list_deliveries(OWNER, None, 100)) == 1
 
 
 async def test_secrets_are_sealed_at_rest_and_bound_to_their_row(
-    store: NotificationStore, database: Database, receivers: ProviderReceivers
+    channels: ChannelStore, database: Database, receivers: ProviderReceivers
 ) -> None:
     url = receivers.url("slack", unique("slack"))
-    channel_id = await channel_for(store, SlackConfig(url))
-    other_id = await channel_for(store, SlackConfig(receivers.url("slack", unique("slack"))), owner="usr_bob")
+    channel_id = await channel_for(channels, SlackConfig(url))
+    other_id = await channel_for(channels, SlackConfig(receivers.url("slack", unique("slack"))), owner="usr_bob")
     rows = await database.run(
         lambda c: list(c.execute(sa.select(ChannelRow.id, ChannelRow.config, ChannelRow.sealed_secrets)))
     )
     assert rows
     assert all(url not in row.config and url not in row.sealed_secrets for row in rows)
-    assert (await store.get_channel(OWNER, channel_id)).config == SlackConfig(url)
+    assert (await channels.get_channel(OWNER, channel_id)).config == SlackConfig(url)
 
     # Alice's sealed URL copied onto Bob's row does not open there.
     sealed = next(row.sealed_secrets for row in rows if row.id == channel_id)
@@ -131,19 +143,19 @@ async def test_secrets_are_sealed_at_rest_and_bound_to_their_row(
         lambda c: c.execute(sa.update(ChannelRow).where(ChannelRow.id == other_id).values(sealed_secrets=sealed))
     )
     with pytest.raises(SecretBoxError):
-        await store.get_channel("usr_bob", other_id)
+        await channels.get_channel("usr_bob", other_id)
 
 
 async def test_5xx_and_429_are_retried_with_backoff_honouring_retry_after(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     name = unique("webhook")
-    channel = await channel_for(store, WebhookConfig(receivers.url("webhook", name)))
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", name)))
     path = f"/webhook/{name}"
     receivers.script(path, Reply(503, b"busy"), Reply(429, b"slow down", {"retry-after": "1"}))
-    queued, _ = await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
+    queued, _ = await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
-    delivery = await settled(store, queued[0].id)
+    delivery = await settled(queue, queued[0].id)
     assert delivery.state is DeliveryState.DELIVERED
     assert [(a.outcome, a.response_code) for a in delivery.attempts] == [
         (Outcome.RETRYABLE, 503),
@@ -158,29 +170,29 @@ async def test_5xx_and_429_are_retried_with_backoff_honouring_retry_after(
 
 
 async def test_discord_retry_after_in_the_body_is_honoured(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     name = unique("discord")
-    channel = await channel_for(store, DiscordConfig(receivers.url("discord", name)))
+    channel = await channel_for(channels, DiscordConfig(receivers.url("discord", name)))
     limited = {"message": "You are being rate limited.", "retry_after": 1.5, "global": False}
     receivers.script(f"/discord/{name}", Reply.json(limited, 429))
-    queued, _ = await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
+    queued, _ = await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
-    delivery = await settled(store, queued[0].id)
+    delivery = await settled(queue, queued[0].id)
     assert delivery.state is DeliveryState.DELIVERED
     times = [r.time for r in receivers.received(f"/discord/{name}")]
     assert times[1] - times[0] >= 1.45
 
 
 async def test_other_4xx_fail_at_once_and_are_never_retried(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     name = unique("slack")
-    channel = await channel_for(store, SlackConfig(receivers.url("slack", name)))
+    channel = await channel_for(channels, SlackConfig(receivers.url("slack", name)))
     receivers.script(f"/slack/{name}", Reply(400, b"invalid_payload"))
-    queued, _ = await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
+    queued, _ = await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
-    delivery = await settled(store, queued[0].id)
+    delivery = await settled(queue, queued[0].id)
     assert delivery.state is DeliveryState.FAILED
     assert [(a.outcome, a.response_code, a.error) for a in delivery.attempts] == [
         (Outcome.PERMANENT, 400, "HTTP 400: invalid_payload")
@@ -190,33 +202,33 @@ async def test_other_4xx_fail_at_once_and_are_never_retried(
 
 
 async def test_retries_stop_after_the_last_attempt(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     name = unique("webhook")
-    channel = await channel_for(store, WebhookConfig(receivers.url("webhook", name)))
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", name)))
     receivers.script(f"/webhook/{name}", *[Reply(502, b"bad gateway")] * FAST.max_attempts)
-    queued, _ = await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
+    queued, _ = await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
-    delivery = await settled(store, queued[0].id)
+    delivery = await settled(queue, queued[0].id)
     assert delivery.state is DeliveryState.FAILED
     assert len(delivery.attempts) == FAST.max_attempts
 
 
 async def test_a_channel_answering_404_again_and_again_is_disabled_and_its_owner_told(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     owner = unique("usr")
     gone = unique("slack")
-    channel = await channel_for(store, SlackConfig(receivers.url("slack", gone)), owner=owner)
+    channel = await channel_for(channels, SlackConfig(receivers.url("slack", gone)), owner=owner)
     told = unique("webhook")
-    await channel_for(store, WebhookConfig(receivers.url("webhook", told)), owner=owner, default=True)
+    await channel_for(channels, WebhookConfig(receivers.url("webhook", told)), owner=owner, default=True)
     receivers.script(f"/slack/{gone}", *[Reply(404, b"no_service")] * 3)
     for _ in range(3):
-        queued, _ = await store.enqueue(unique("key"), owner, [Target(channel)], FIRING)
+        queued, _ = await queue.enqueue(unique("key"), owner, [Target(channel)], FIRING)
         worker.wake()
-        assert (await settled(store, queued[0].id, owner=owner)).state is DeliveryState.FAILED
+        assert (await settled(queue, queued[0].id, owner=owner)).state is DeliveryState.FAILED
 
-    disabled = await store.get_channel(owner, channel)
+    disabled = await channels.get_channel(owner, channel)
     assert not disabled.enabled
     assert "404" in disabled.disabled_reason
     notice = (await receivers.arrival(f"/webhook/{told}", 1))[0].json
@@ -224,21 +236,21 @@ async def test_a_channel_answering_404_again_and_again_is_disabled_and_its_owner
     assert notice["kind"] == "channel_disabled"
 
     # A disabled channel receives nothing more.
-    queued, _ = await store.enqueue(unique("key"), owner, [Target(channel)], FIRING)
+    queued, _ = await queue.enqueue(unique("key"), owner, [Target(channel)], FIRING)
     worker.wake()
-    assert (await settled(store, queued[0].id, owner=owner)).state is DeliveryState.SUPPRESSED
+    assert (await settled(queue, queued[0].id, owner=owner)).state is DeliveryState.SUPPRESSED
     assert len(receivers.received(f"/slack/{gone}")) == 3
 
 
 async def test_one_channels_backlog_does_not_delay_another_channel(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     noisy, quiet = unique("slack"), unique("slack")
-    noisy_id = await channel_for(store, SlackConfig(receivers.url("slack", noisy)))
-    quiet_id = await channel_for(store, SlackConfig(receivers.url("slack", quiet)))
+    noisy_id = await channel_for(channels, SlackConfig(receivers.url("slack", noisy)))
+    quiet_id = await channel_for(channels, SlackConfig(receivers.url("slack", quiet)))
     for _ in range(4):
-        await store.enqueue(unique("key"), OWNER, [Target(noisy_id)], FIRING)
-    await store.enqueue(unique("key"), OWNER, [Target(quiet_id)], FIRING)
+        await queue.enqueue(unique("key"), OWNER, [Target(noisy_id)], FIRING)
+    await queue.enqueue(unique("key"), OWNER, [Target(quiet_id)], FIRING)
     worker.wake()
     noisy_times = [r.time for r in await receivers.arrival(f"/slack/{noisy}", 4)]
     quiet_time = receivers.received(f"/slack/{quiet}")[0].time
@@ -249,14 +261,14 @@ async def test_one_channels_backlog_does_not_delay_another_channel(
 
 
 async def test_a_webhook_lane_sends_a_burst_at_once(
-    store: NotificationStore, worker: DeliveryWorker, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, worker: DeliveryWorker, receivers: ProviderReceivers
 ) -> None:
     # Webhooks have no documented limit: ten queued together arrive together (Slack's pace would take 9 s).
     name = unique("webhook")
-    channel = await channel_for(store, WebhookConfig(receivers.url("webhook", name)))
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", name)))
     started = time.monotonic()
     for _ in range(10):
-        await store.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
+        await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING)
     worker.wake()
     await receivers.arrival(f"/webhook/{name}", 10)
     assert time.monotonic() - started < 5.0

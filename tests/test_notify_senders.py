@@ -38,8 +38,8 @@ from services.notify_svc.domain import (
     TeamsConfig,
     WebhookConfig,
 )
-from services.notify_svc.senders import parse_retry_after
 from services.notify_svc.senders.apprise_urls import AppriseSender
+from services.notify_svc.senders.base import parse_retry_after
 from services.notify_svc.senders.discord import COLOURS, RESOLVED_COLOUR, DiscordSender
 from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpSender
 from services.notify_svc.senders.pagerduty import PagerDutySender

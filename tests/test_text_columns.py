@@ -26,7 +26,8 @@ from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.user_secrets import UserSecrets
 from services.notify_svc import server as notify_server
 from services.notify_svc.domain import ChannelDraft, WebhookConfig, validate_channel
-from services.notify_svc.store import NotificationStore
+from services.notify_svc.notifications import CHANNEL_CHECKS
+from services.notify_svc.store import ChannelStore
 from tests.harness.external import MariaDBServer
 
 SERVICES = [monitor_server, notify_server, alert_server]
@@ -118,10 +119,10 @@ async def test_a_webhook_at_the_validation_limits_is_stored(database_url: str) -
     """20 headers of 4 KiB pass validation; sealed, they overflowed MariaDB's TEXT (INTERNAL)."""
     database = await open_database(database_url, notify_server.MIGRATIONS, notify_server.VERSION_TABLE)
     try:
-        store = NotificationStore(database, SecretBox(parse_master_keys(new_master_key())))
+        store = ChannelStore(database, SecretBox(parse_master_keys(new_master_key())))
         headers = {f"X-H{i}": "v" * 4096 for i in range(20)}
         draft = ChannelDraft(config=WebhookConfig("https://hooks.example.com/x", headers=headers))
-        channel = await store.create_channel("usr_a", validate_channel(draft))
+        channel = await store.create_channel("usr_a", validate_channel(draft, CHANNEL_CHECKS))
         stored = await store.get_channel("usr_a", channel.id)
         assert isinstance(stored.config, WebhookConfig)
         assert stored.config.headers == headers

@@ -19,6 +19,7 @@ from services.notify_svc.domain import (
     Outcome,
     validate_channel,
 )
+from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.senders.apprise_urls import (
     ALLOWED_SCHEMES,
     AppriseSender,
@@ -55,7 +56,7 @@ def test_schemes_outside_the_allow_list_are_refused_when_saved(url: str) -> None
     assert problem is not None
     assert "which this service does not send to" in problem
     with pytest.raises(InvalidArgument) as caught:
-        validate_channel(ChannelDraft(config=AppriseConfig(url)))
+        validate_channel(ChannelDraft(config=AppriseConfig(url)), CHANNEL_CHECKS)
     assert [v.field for v in caught.value.violations] == ["channel.apprise.url"]
 
 

@@ -31,6 +31,7 @@ from services.notify_svc.domain import (
     WebhookConfig,
     validate_channel,
 )
+from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.templates import render
 from tests.harness.http import HttpServer, Reply
@@ -176,10 +177,12 @@ async def test_private_allowed_sends_plain_http_to_a_local_name_but_not_to_the_i
 
 def test_validation_without_private_egress_asks_for_https_and_says_when_http_goes() -> None:
     with pytest.raises(InvalidArgument) as caught:
-        validate_channel(ChannelDraft(config=WebhookConfig("http://127.0.0.1:9/hook")))
+        validate_channel(ChannelDraft(config=WebhookConfig("http://127.0.0.1:9/hook")), CHANNEL_CHECKS)
     [(path, problem)] = [(v.field, v.description) for v in caught.value.violations]
     assert path == "channel.webhook.url"
     assert "https://" in problem
     assert "MONITORS_EGRESS=private-allowed" in problem
-    allowed = validate_channel(ChannelDraft(config=WebhookConfig("http://127.0.0.1:9/hook")), plain_http_webhook=True)
+    allowed = validate_channel(
+        ChannelDraft(config=WebhookConfig("http://127.0.0.1:9/hook")), CHANNEL_CHECKS, plain_http_webhook=True
+    )
     assert isinstance(allowed.config, WebhookConfig)

@@ -24,6 +24,7 @@ from typing import Generic, TypeVar
 
 from service_runtime.database import new_id, utc_now
 from service_runtime.logs import event_log
+from services.notify_svc.delivery_queue import DeliveryQueue, Record, Target
 from services.notify_svc.domain import (
     Attempt,
     Channel,
@@ -40,8 +41,8 @@ from services.notify_svc.domain import (
     redact,
 )
 from services.notify_svc.metrics import ATTEMPT_SECONDS, ATTEMPTS, LANE_QUEUED
-from services.notify_svc.senders import Sender, SendResult
-from services.notify_svc.store import NotificationStore, Record, Target
+from services.notify_svc.senders.base import Sender, SendResult
+from services.notify_svc.store import ChannelStore
 from services.notify_svc.templates import render
 
 log = logging.getLogger(__name__)
@@ -197,7 +198,8 @@ class DeliveryWorker:
 
     def __init__(
         self,
-        store: NotificationStore,
+        channels: ChannelStore,
+        queue: DeliveryQueue,
         senders: Senders,
         timeout_s: float = 10.0,
         policy: RetryPolicy | None = None,
@@ -207,7 +209,8 @@ class DeliveryWorker:
         lane_bound: int = 100,
         rng: random.Random | None = None,
     ) -> None:
-        self._store = store
+        self._channels = channels
+        self._queue = queue
         self._senders = senders
         self.timeout_s = timeout_s
         self.policy = policy or RetryPolicy()
@@ -221,20 +224,20 @@ class DeliveryWorker:
         self._taken: set[str] = set()  # in a lane here, or being sent
         self._tasks: set[asyncio.Task[None]] = set()
         self._wake = asyncio.Event()
-        self._channel = Grouped(self._channels)
+        self._channel = Grouped(self._read_channels)
         self._lease = Grouped(self._leases)
         self._record = Grouped(self._records)
 
-    async def _channels(self, channel_ids: list[str]) -> list[Channel | None]:
-        found = await self._store.channels(sorted(set(channel_ids)))
+    async def _read_channels(self, channel_ids: list[str]) -> list[Channel | None]:
+        found = await self._channels.channels(sorted(set(channel_ids)))
         return [found.get(channel_id) for channel_id in channel_ids]
 
     async def _leases(self, delivery_ids: list[str]) -> list[bool]:
-        taken = await self._store.lease_many(delivery_ids, utc_now() + timedelta(seconds=self.timeout_s + 5))
+        taken = await self._queue.lease_many(delivery_ids, utc_now() + timedelta(seconds=self.timeout_s + 5))
         return [delivery_id in taken for delivery_id in delivery_ids]
 
     async def _records(self, records: list[Record]) -> list[None]:
-        await self._store.record_many(records)
+        await self._queue.record_many(records)
         return [None] * len(records)
 
     def wake(self) -> None:
@@ -264,12 +267,12 @@ class DeliveryWorker:
 
     async def dispatch_due(self) -> int:
         """Hand every due, unleased delivery to its channel's lane; returns how many were handed over."""
-        due = await self._store.due(utc_now(), self._batch, sorted(self._taken))
+        due = await self._queue.due(utc_now(), self._batch, sorted(self._taken))
         unknown = {d.channel_id for d in due if d.channel_id and d.channel_id not in self._kinds}
         if unknown:
             if len(self._kinds) > 10_000:
                 self._kinds.clear()
-            self._kinds.update(await self._store.channel_kinds(sorted(unknown)))
+            self._kinds.update(await self._channels.channel_kinds(sorted(unknown)))
         self._prune_idle_lanes()
         handed = 0
         for delivery in due:
@@ -392,12 +395,14 @@ class DeliveryWorker:
             f"disabled after {AUTH_FAILURES_TO_DISABLE} answers of HTTP {result.response_code} in a row: the "
             "provider no longer accepts this channel's URL or key; fix it and set enabled to re-enable"
         )
-        if await self._store.note_channel_answer(channel.id, auth_failure, AUTH_FAILURES_TO_DISABLE, reason):
+        if await self._channels.note_channel_answer(channel.id, auth_failure, AUTH_FAILURES_TO_DISABLE, reason):
             log.warning("channel disabled", extra={"channel_id": channel.id, "owner_id": channel.owner_id})
             await self._tell_owner(channel, reason)
 
     async def _tell_owner(self, channel: Channel, reason: str) -> None:
-        others = [c for c in await self._store.channels_for(channel.owner_id, []) if c.id != channel.id and c.enabled]
+        others = [
+            c for c in await self._channels.channels_for(channel.owner_id, []) if c.id != channel.id and c.enabled
+        ]
         if not others:
             return  # the disabled_reason on the channel is then the only word; reads show it
         notification = Notification(
@@ -407,7 +412,7 @@ class DeliveryWorker:
             event_time=utc_now(),
         )
         targets = [Target(channel_id=c.id) for c in others]
-        await self._store.enqueue(
+        await self._queue.enqueue(
             f"channel-disabled:{channel.id}:{new_id('evt')}", channel.owner_id, targets, notification
         )
         self.wake()

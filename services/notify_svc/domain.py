@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field, replace
 from datetime import datetime, timedelta
 from enum import StrEnum
@@ -397,7 +397,18 @@ def valid_address(address: str) -> bool:
     return len(address) <= 254 and _EMAIL.match(address) is not None
 
 
-def _validate_config(config: ChannelConfig, problems: list[FieldViolation], plain_http_webhook: bool) -> None:
+@dataclass(frozen=True)
+class ContentChecks:
+    """The checks of a channel that need a library the domain does not load (Apprise's URL rules, the template
+    engine): each returns what is wrong with a value, or None. The use case hands in the real ones."""
+
+    apprise_url: Callable[[str], str | None]
+    template: Callable[[str], str | None]
+
+
+def _validate_config(
+    config: ChannelConfig, problems: list[FieldViolation], checks: ContentChecks, plain_http_webhook: bool
+) -> None:
     base = f"channel.{kind_of(config).value}"
     match config:
         case EmailConfig(to_addresses=addresses):
@@ -446,29 +457,22 @@ def _validate_config(config: ChannelConfig, problems: list[FieldViolation], plai
                 problems.append(FieldViolation(f"{base}.url", "is required"))
             elif len(url) > MAX_URL or "://" not in url:
                 problems.append(FieldViolation(f"{base}.url", "is not an Apprise URL (such as tgram://token/chat)"))
-            else:
-                # Imported here: Apprise is needed only where Apprise URLs are checked or sent.
-                from services.notify_svc.senders.apprise_urls import url_problem
-
-                if problem := url_problem(url):
-                    problems.append(FieldViolation(f"{base}.url", problem))
+            elif problem := checks.apprise_url(url):
+                problems.append(FieldViolation(f"{base}.url", problem))
 
 
-def validate_template(template: MessageTemplate, problems: list[FieldViolation]) -> None:
-    # Imported here: the template engine is only needed where templates are checked or rendered.
-    from services.notify_svc.templates import template_error
-
+def _validate_template(template: MessageTemplate, problems: list[FieldViolation], checks: ContentChecks) -> None:
     for name, text in (("title", template.title), ("body", template.body)):
         if len(text) > MAX_TEMPLATE:
             problems.append(FieldViolation(f"channel.template.{name}", f"must be at most {MAX_TEMPLATE} characters"))
-        elif text and (error := template_error(text)):
+        elif text and (error := checks.template(text)):
             problems.append(FieldViolation(f"channel.template.{name}", error))
 
 
-def validate_channel(draft: ChannelDraft, plain_http_webhook: bool = False) -> ChannelDraft:
+def validate_channel(draft: ChannelDraft, checks: ContentChecks, plain_http_webhook: bool = False) -> ChannelDraft:
     """The draft, normalised (a generated signing secret, a display name), or InvalidArgument naming each
-    bad field. ``plain_http_webhook``: a webhook URL may be http:// (MONITORS_EGRESS=private-allowed; the
-    caller then checks its host is on the loopback or LAN)."""
+    bad field; ``checks`` judge Apprise URLs and templates. ``plain_http_webhook``: a webhook URL may be
+    http:// (MONITORS_EGRESS=private-allowed; the caller then checks its host is on the loopback or LAN)."""
     problems: list[FieldViolation] = []
     config = draft.config
     if config is None:
@@ -476,10 +480,10 @@ def validate_channel(draft: ChannelDraft, plain_http_webhook: bool = False) -> C
             FieldViolation("channel.config", "set one of email, slack, discord, teams, webhook, pagerduty, apprise")
         )
     else:
-        _validate_config(config, problems, plain_http_webhook)
+        _validate_config(config, problems, checks, plain_http_webhook)
     if len(draft.display_name) > MAX_DISPLAY_NAME:
         problems.append(FieldViolation("channel.display_name", f"must be at most {MAX_DISPLAY_NAME} characters"))
-    validate_template(draft.template, problems)
+    _validate_template(draft.template, problems, checks)
     if problems:
         raise InvalidArgument.of(problems)
     assert config is not None

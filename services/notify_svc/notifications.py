@@ -13,11 +13,13 @@ from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed
 from service_runtime.errors import InvalidArgument, NotFound
 from service_runtime.pagination import decode_page_token, encode_page_token, page_size
 from services.notify_svc.delivery import DeliveryWorker
+from services.notify_svc.delivery_queue import DeliveryQueue, Target
 from services.notify_svc.domain import (
     MAX_IDEMPOTENCY_KEY,
     Channel,
     ChannelConfig,
     ChannelDraft,
+    ContentChecks,
     Delivery,
     DeliveryState,
     Notification,
@@ -29,9 +31,13 @@ from services.notify_svc.domain import (
     validate_channel,
     validate_notification,
 )
+from services.notify_svc.senders.apprise_urls import url_problem
 from services.notify_svc.senders.webhook import is_plain_http, lan_addresses
-from services.notify_svc.store import NotificationStore, Target
+from services.notify_svc.store import ChannelStore
+from services.notify_svc.templates import template_error
 
+# What validate_channel asks of this service's adapters: Apprise's URL rules and the template engine's.
+CHANNEL_CHECKS = ContentChecks(apprise_url=url_problem, template=template_error)
 CONFIG_PATHS = ("email", "slack", "discord", "teams", "webhook", "pagerduty", "apprise")
 MUTABLE_PATHS = ("display_name", *CONFIG_PATHS, "enabled", "is_default", "template")
 
@@ -40,15 +46,20 @@ class Notifications:
     """Channels and deliveries of the calling user, and SendNotification for our services."""
 
     def __init__(
-        self, store: NotificationStore, worker: DeliveryWorker, egress: EgressPolicy = EgressPolicy.PUBLIC
+        self,
+        channels: ChannelStore,
+        queue: DeliveryQueue,
+        worker: DeliveryWorker,
+        egress: EgressPolicy = EgressPolicy.PUBLIC,
     ) -> None:
-        self._store = store
+        self._channels = channels
+        self._queue = queue
         self._worker = worker
         self._egress = egress
 
     async def _validated(self, draft: ChannelDraft) -> ChannelDraft:
         """validate_channel under this service's egress policy: an http:// webhook only to a LAN host."""
-        valid = validate_channel(draft, plain_http_webhook=self._egress is EgressPolicy.PRIVATE_ALLOWED)
+        valid = validate_channel(draft, CHANNEL_CHECKS, plain_http_webhook=self._egress is EgressPolicy.PRIVATE_ALLOWED)
         if isinstance(valid.config, WebhookConfig) and is_plain_http(valid.config.url):
             try:
                 await lan_addresses(valid.config.url, self._egress)
@@ -62,15 +73,15 @@ class Notifications:
         """The new channel, and whether the caller is shown its webhook signing secret: once, when this call
         generated it (as an API key is shown once), since a receiver cannot verify signatures without it."""
         valid = await self._validated(draft)
-        channel = await self._store.create_channel(caller.user_id, valid)
+        channel = await self._channels.create_channel(caller.user_id, valid)
         return channel, _generates_secret(draft.config)
 
     async def get_channel(self, caller: Principal, channel_id: str) -> Channel:
-        return await self._store.get_channel(caller.user_id, channel_id)
+        return await self._channels.get_channel(caller.user_id, channel_id)
 
     async def list_channels(self, caller: Principal, size: int, token: str) -> tuple[list[Channel], str]:
         limit = page_size(size)
-        page = await self._store.list_channels(caller.user_id, decode_page_token(token), limit)
+        page = await self._channels.list_channels(caller.user_id, decode_page_token(token), limit)
         return page, encode_page_token(page[-1].id) if len(page) == limit else ""
 
     async def update_channel(
@@ -85,7 +96,7 @@ class Notifications:
             raise InvalidArgument(
                 "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
             )
-        current = await self._store.get_channel(caller.user_id, channel_id)
+        current = await self._channels.get_channel(caller.user_id, channel_id)
         every = not paths
         config = current.config
         if (every and draft.config is not None) or set(paths) & set(CONFIG_PATHS):
@@ -119,22 +130,22 @@ class Notifications:
             auth_failures=failures,
             update_time=utc_now(),
         )
-        return await self._store.save_channel(updated, with_state=sets_enabled), generated
+        return await self._channels.save_channel(updated, with_state=sets_enabled), generated
 
     async def delete_channel(self, caller: Principal, channel_id: str) -> None:
-        await self._store.delete_channel(caller.user_id, channel_id)
+        await self._channels.delete_channel(caller.user_id, channel_id)
 
     async def test_channel(self, caller: Principal, channel_id: str) -> Delivery:
         """Send a test message now, one attempt, and return the delivery with the provider's answer."""
-        channel = await self._store.get_channel(caller.user_id, channel_id)
+        channel = await self._channels.get_channel(caller.user_id, channel_id)
         now = utc_now()
         notification = Notification(NotificationKind.TEST, Severity.INFO, summary="Test notification", event_time=now)
         lease = now + timedelta(seconds=self._worker.timeout_s + 5)
-        queued, _ = await self._store.enqueue(
+        queued, _ = await self._queue.enqueue(
             f"test:{new_id('tst')}", caller.user_id, [Target(channel.id)], notification, lease
         )
         await self._worker.send_now(queued[0], channel)
-        return await self._store.get_delivery(caller.user_id, queued[0].id)
+        return await self._queue.get_delivery(caller.user_id, queued[0].id)
 
     async def send(
         self,
@@ -150,7 +161,7 @@ class Notifications:
             raise InvalidArgument("idempotency_key", "is required")
         if len(key) > MAX_IDEMPOTENCY_KEY:
             raise InvalidArgument("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
-        first = await self._store.by_key(key)
+        first = await self._queue.by_key(key)
         if first is not None:
             return first, True
         notification = validate_notification(notification)
@@ -166,11 +177,11 @@ class Notifications:
             if notification.kind is NotificationKind.LOGIN_CODE:
                 raise InvalidArgument("email_address", "login codes go to an email address, never to channels")
             try:
-                channels = await self._store.channels_for(owner_id, channel_ids)
+                channels = await self._channels.channels_for(owner_id, channel_ids)
             except NotFound as missing:
                 raise InvalidArgument("channel_ids", f"{missing.message} for owner {owner_id}") from None
             targets = [Target(channel_id=c.id, suppressed=not c.enabled) for c in channels]
-        deliveries, duplicate = await self._store.enqueue(key, owner_id, targets, notification)
+        deliveries, duplicate = await self._queue.enqueue(key, owner_id, targets, notification)
         if not duplicate:
             self._worker.wake()
         return deliveries, duplicate
@@ -180,7 +191,7 @@ class Notifications:
     ) -> tuple[list[Delivery], str]:
         limit = page_size(size)
         before = decode_page_token(token)
-        page = await self._store.list_deliveries(caller.user_id, before, limit, channel_id, state)
+        page = await self._queue.list_deliveries(caller.user_id, before, limit, channel_id, state)
         return page, encode_page_token(page[-1].id) if len(page) == limit else ""
 
 

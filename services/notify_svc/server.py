@@ -14,10 +14,11 @@ from service_runtime.server import RegisteredService, ServiceHost
 from service_runtime.settings import Settings
 from service_runtime.tls import open_channel
 from services.notify_svc.delivery import DeliveryWorker, Senders
+from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.domain import ChannelKind
 from services.notify_svc.notifications import Notifications
-from services.notify_svc.senders import Sender
 from services.notify_svc.senders.apprise_urls import AppriseSender
+from services.notify_svc.senders.base import Sender
 from services.notify_svc.senders.discord import DiscordSender
 from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpSender
 from services.notify_svc.senders.pagerduty import PagerDutySender
@@ -25,7 +26,7 @@ from services.notify_svc.senders.slack import slack_sender
 from services.notify_svc.senders.teams import teams_sender
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.servicer import NotificationServiceServicer
-from services.notify_svc.store import NotificationStore
+from services.notify_svc.store import ChannelStore
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +57,8 @@ async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for NotificationService with ``settings``."""
     box = settings.secret_box()  # a bad master key stops us before the migrations
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
-    store = NotificationStore(database, box, settings.max_channels_per_user)
+    channels = ChannelStore(database, box, settings.max_channels_per_user)
+    queue = DeliveryQueue(database, box)
     egress = EgressConfig(policy=EgressPolicy(settings.egress), ca_file=settings.ca_file)
     client = safe_http_client(egress)
     senders = Senders(
@@ -70,8 +72,8 @@ async def build_server(settings: Settings) -> ServiceHost:
             ChannelKind.APPRISE: AppriseSender(egress.policy),
         }
     )
-    worker = DeliveryWorker(store, senders, timeout_s=settings.notify_timeout_s)
-    servicer = NotificationServiceServicer(Notifications(store, worker, egress.policy))
+    worker = DeliveryWorker(channels, queue, senders, timeout_s=settings.notify_timeout_s)
+    servicer = NotificationServiceServicer(Notifications(channels, queue, worker, egress.policy))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
     remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     host = ServiceHost(

@@ -1,213 +1,44 @@
-"""Notification storage (SQLite or MySQL): channels with sealed secrets, the delivery queue, attempts, and
-idempotency keys. Every read a user can reach is scoped by owner.
-
-The deliveries table is the durable queue: SendNotification commits its rows before it answers, and a worker
-takes a delivery by setting a lease (a conditional UPDATE, atomic on both backends) just before it sends. A
-process killed before sending leaves the row unleased, so the next worker sends it at once; killed while
-sending, the lease expires and it is sent again (at least once; webhook receivers get a delivery id to
-de-duplicate).
-"""
+"""The channel store (SQLite or MySQL): channels with sealed secrets, every read a user can reach scoped by
+owner. Deleting a channel drops its deliveries still waiting in the queue (delivery_queue.py)."""
 
 from __future__ import annotations
 
 import base64
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service_runtime.database import Database, UtcDateTime, new_id, utc_now
-from service_runtime.errors import NotFound, ResourceExhausted
+from service_runtime.database import Database, insert_under_quota, new_id, utc_now
+from service_runtime.errors import NotFound
 from service_runtime.secretbox import SecretBox
 from services.notify_svc.domain import (
     MAX_CHANNELS_PER_OWNER,
-    Attempt,
     Channel,
     ChannelDraft,
     ChannelKind,
-    Delivery,
     DeliveryState,
     MessageTemplate,
-    Notification,
-    NotificationKind,
-    Outcome,
-    Severity,
     config_from_parts,
     config_public,
     config_secrets,
-    notification_fields,
 )
+from services.notify_svc.schema import AttemptRow, ChannelRow, DeliveryRow
 
 OPEN_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
-
-
-class Base(DeclarativeBase):
-    pass
-
-
-class ChannelRow(Base):
-    __tablename__ = "notify_channels"
-
-    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(sa.String(32))
-    display_name: Mapped[str] = mapped_column(sa.String(200))
-    kind: Mapped[str] = mapped_column(sa.String(16))
-    config: Mapped[str] = mapped_column(sa.Text())
-    sealed_secrets: Mapped[str] = mapped_column(sa.Text())
-    enabled: Mapped[bool] = mapped_column(sa.Boolean())
-    disabled_reason: Mapped[str] = mapped_column(sa.String(500))
-    is_default: Mapped[bool] = mapped_column(sa.Boolean())
-    template_title: Mapped[str] = mapped_column(sa.Text())
-    template_body: Mapped[str] = mapped_column(sa.Text())
-    auth_failures: Mapped[int] = mapped_column(sa.Integer())
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
-    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class DeliveryRow(Base):
-    __tablename__ = "notify_deliveries"
-
-    id: Mapped[str] = mapped_column(sa.String(32), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(sa.String(32))
-    channel_id: Mapped[str] = mapped_column(sa.String(32))
-    email_address: Mapped[str] = mapped_column(sa.String(254))
-    idempotency_key: Mapped[str] = mapped_column(sa.String(200))
-    kind: Mapped[str] = mapped_column(sa.String(24))
-    sealed_notification: Mapped[bytes] = mapped_column(sa.LargeBinary())
-    state: Mapped[str] = mapped_column(sa.String(16))
-    attempt_count: Mapped[int] = mapped_column(sa.Integer())
-    next_attempt_time: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    lease_until: Mapped[datetime | None] = mapped_column(UtcDateTime(), nullable=True)
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
-    update_time: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
-class AttemptRow(Base):
-    __tablename__ = "notify_attempts"
-
-    id: Mapped[int] = mapped_column(sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True)
-    delivery_id: Mapped[str] = mapped_column(sa.String(32))
-    attempt_time: Mapped[datetime] = mapped_column(UtcDateTime())
-    outcome: Mapped[str] = mapped_column(sa.String(16))
-    response_code: Mapped[int] = mapped_column(sa.Integer())
-    error: Mapped[str] = mapped_column(sa.String(500))
-    duration_ms: Mapped[float] = mapped_column(sa.Float())
-
-
-class IdempotencyRow(Base):
-    __tablename__ = "notify_idempotency_keys"
-
-    key: Mapped[str] = mapped_column(sa.String(200), primary_key=True)
-    owner_id: Mapped[str] = mapped_column(sa.String(32))
-    delivery_ids: Mapped[str] = mapped_column(sa.Text())
-    create_time: Mapped[datetime] = mapped_column(UtcDateTime())
-
-
 _CHANNEL = tuple(ChannelRow.__table__.columns)
-_DELIVERY = tuple(c for c in DeliveryRow.__table__.columns if c.name != "lease_until")
-_ATTEMPT = tuple(AttemptRow.__table__.columns)
-# The worker's hot statements, built once with bind parameters (SQLAlchemy then reuses their compiled form).
-_RECORD = (
-    sa.update(DeliveryRow)
-    .where(DeliveryRow.id == sa.bindparam("b_id"))
-    .values(
-        state=sa.bindparam("b_state"),
-        next_attempt_time=sa.bindparam("b_next"),
-        lease_until=None,
-        update_time=sa.bindparam("b_now"),
-        attempt_count=DeliveryRow.attempt_count + sa.bindparam("b_add"),
-    )
-)
-_DUE_IDS = (
-    sa.select(DeliveryRow.id)
-    .where(
-        DeliveryRow.state.in_(("pending", "retrying")),
-        DeliveryRow.next_attempt_time <= sa.bindparam("now"),
-        sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
-    )
-    .order_by(DeliveryRow.next_attempt_time, DeliveryRow.id)
-    .limit(sa.bindparam("limit"))
-)
-_LEASE = (
-    sa.update(DeliveryRow)
-    .where(
-        DeliveryRow.id == sa.bindparam("delivery_id"),
-        DeliveryRow.state.in_(("pending", "retrying")),
-        # Due still: another worker may have sent it since this one read it, and set a retry later.
-        DeliveryRow.next_attempt_time <= sa.bindparam("now"),
-        sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
-    )
-    .values(lease_until=sa.bindparam("until"))
-)
 _GET_CHANNEL = sa.select(*_CHANNEL).where(ChannelRow.id == sa.bindparam("channel_id"))
 
 
-@dataclass(frozen=True)
-class Target:
-    """Where one delivery goes: a channel (and whether it may receive), or a bare email address."""
-
-    channel_id: str = ""
-    email_address: str = ""
-    suppressed: bool = False
-
-
-def _notification_to_json(n: Notification) -> str:
-    return json.dumps({**notification_fields(n), "login_code": n.login_code})
-
-
-def _notification_from_json(text: str) -> Notification:
-    d = json.loads(text)
-    return Notification(
-        kind=NotificationKind(d["kind"]),
-        severity=Severity(d["severity"]),
-        alert_id=d["alert_id"],
-        rule_id=d["rule_id"],
-        monitor_id=d["monitor_id"],
-        monitor_name=d["monitor_name"],
-        summary=d["summary"],
-        value=d["value"],
-        threshold=d["threshold"],
-        event_time=datetime.fromisoformat(d["event_time"]) if d["event_time"] else None,
-        duration=timedelta(seconds=d["duration_s"]) if d["duration_s"] is not None else None,
-        login_code=d["login_code"],
-    )
-
-
-def _attempt(row: Any) -> Attempt:
-    return Attempt(
-        attempt_time=row.attempt_time,
-        outcome=Outcome(row.outcome),
-        response_code=row.response_code,
-        error=row.error,
-        duration=timedelta(milliseconds=row.duration_ms),
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class Record:
-    """What one attempt at a delivery came to: the attempt (None when none was made) and the new state."""
-
-    delivery_id: str
-    attempt: Attempt | None
-    state: DeliveryState
-    next_attempt_time: datetime | None
-
-
-class NotificationStore:
-    """Channels, deliveries and their attempts. Secrets and notification payloads are sealed with ``box``,
-    bound to their owner, row and field, so a sealed value copied elsewhere does not open."""
+class ChannelStore:
+    """Channels of every owner. Their secrets are sealed with ``box``, bound to their owner, row and field, so
+    a sealed value copied elsewhere does not open."""
 
     def __init__(self, database: Database, box: SecretBox, max_channels: int = MAX_CHANNELS_PER_OWNER) -> None:
         self._db = database
         self._box = box
         self._max_channels = max_channels
-
-    # --- channels ---------------------------------------------------------------------------------------
 
     def _seal_secrets(self, owner_id: str, channel_id: str, values: dict[str, str]) -> str:
         sealed = {
@@ -267,16 +98,17 @@ class NotificationStore:
             update_time=now,
         )
         values = {"id": channel.id, "owner_id": owner_id, "create_time": now, **self._channel_values(channel)}
-        count = sa.select(sa.func.count()).select_from(ChannelRow).where(ChannelRow.owner_id == owner_id)
-
-        def create(c: sa.Connection) -> None:
-            if c.execute(count).scalar_one() >= self._max_channels:
-                raise ResourceExhausted(
-                    "channels_per_user", f"at most {self._max_channels} channels per user; delete one first"
-                )
-            c.execute(sa.insert(ChannelRow).values(values))
-
-        await self._db.run(create)
+        await self._db.run(
+            lambda c: insert_under_quota(
+                c,
+                ChannelRow,
+                values,
+                ChannelRow.owner_id == owner_id,
+                self._max_channels,
+                quota="channels_per_user",
+                message=f"at most {self._max_channels} channels per user; delete one first",
+            )
+        )
         return channel
 
     async def get_channel(self, owner_id: str, channel_id: str) -> Channel:
@@ -386,205 +218,3 @@ class NotificationStore:
             return bool(c.execute(disable).rowcount)
 
         return await self._db.run(note)
-
-    # --- deliveries -------------------------------------------------------------------------------------
-
-    def _delivery(self, row: Any, attempts: Sequence[Attempt] = ()) -> Delivery:
-        payload = self._box.open(row.sealed_notification, row.owner_id, row.id, "notification")
-        return Delivery(
-            id=row.id,
-            owner_id=row.owner_id,
-            channel_id=row.channel_id,
-            email_address=row.email_address,
-            idempotency_key=row.idempotency_key,
-            notification=_notification_from_json(payload),
-            state=DeliveryState(row.state),
-            create_time=row.create_time,
-            next_attempt_time=row.next_attempt_time,
-            attempts=tuple(attempts),
-            attempt_count=row.attempt_count,
-        )
-
-    def _read_deliveries(self, c: sa.Connection, ids: Sequence[str]) -> list[Delivery]:
-        rows = {row.id: row for row in c.execute(sa.select(*_DELIVERY).where(DeliveryRow.id.in_(list(ids))))}
-        attempts: dict[str, list[Attempt]] = {}
-        query = sa.select(*_ATTEMPT).where(AttemptRow.delivery_id.in_(list(ids))).order_by(AttemptRow.id)
-        for row in c.execute(query):
-            attempts.setdefault(row.delivery_id, []).append(_attempt(row))
-        return [self._delivery(rows[i], attempts.get(i, ())) for i in ids if i in rows]
-
-    def _by_key(self, c: sa.Connection, key: str) -> list[Delivery] | None:
-        found = c.execute(sa.select(IdempotencyRow.delivery_ids).where(IdempotencyRow.key == key)).scalar_one_or_none()
-        return None if found is None else self._read_deliveries(c, json.loads(found))
-
-    async def by_key(self, key: str) -> list[Delivery] | None:
-        """The deliveries queued under idempotency ``key``, None for a key never seen."""
-        return await self._db.run(lambda c: self._by_key(c, key))
-
-    async def enqueue(
-        self,
-        key: str,
-        owner_id: str,
-        targets: Sequence[Target],
-        notification: Notification,
-        lease_until: datetime | None = None,
-    ) -> tuple[list[Delivery], bool]:
-        """Queue one delivery per target under idempotency ``key``, in one transaction. A key seen before
-        queues nothing and returns the first call's deliveries with True. ``lease_until`` queues them
-        already taken (for a caller that sends at once)."""
-        now = utc_now()
-        payload = _notification_to_json(notification)
-        rows = []
-        for target in targets:
-            delivery_id = new_id("dlv")
-            rows.append(
-                {
-                    "id": delivery_id,
-                    "owner_id": owner_id,
-                    "channel_id": target.channel_id,
-                    "email_address": target.email_address,
-                    "idempotency_key": key,
-                    "kind": notification.kind.value,
-                    "sealed_notification": self._box.seal(payload, owner_id, delivery_id, "notification"),
-                    "state": (DeliveryState.SUPPRESSED if target.suppressed else DeliveryState.PENDING).value,
-                    "attempt_count": 0,
-                    "next_attempt_time": None if target.suppressed else now,
-                    "lease_until": lease_until,
-                    "create_time": now,
-                    "update_time": now,
-                }
-            )
-
-        def insert(c: sa.Connection) -> list[Delivery] | None:
-            first = self._by_key(c, key)
-            if first is not None:
-                return first
-            c.execute(
-                sa.insert(IdempotencyRow).values(
-                    key=key, owner_id=owner_id, delivery_ids=json.dumps([r["id"] for r in rows]), create_time=now
-                )
-            )
-            if rows:
-                c.execute(sa.insert(DeliveryRow), rows)
-            return None
-
-        try:
-            first = await self._db.run(insert)
-        except IntegrityError:  # the same key committed concurrently: that call won
-            first = await self.by_key(key)
-            assert first is not None
-        if first is not None:
-            return first, True
-        return [self._delivery(_Row(r)) for r in rows], False
-
-    async def due(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[Delivery]:
-        """Deliveries waiting to be sent at ``now`` and not leased, soonest first, except ``skip`` (those a
-        worker holds already). Ids first, then the chosen rows, so skipped ones cost an id each."""
-        skipped = set(skip)
-
-        def read(c: sa.Connection) -> list[Any]:
-            ids = [
-                row.id
-                for row in c.execute(_DUE_IDS, {"now": now, "limit": limit + len(skipped)})
-                if row.id not in skipped
-            ][:limit]
-            if not ids:
-                return []
-            rows = {row.id: row for row in c.execute(sa.select(*_DELIVERY).where(DeliveryRow.id.in_(ids)))}
-            return [rows[i] for i in ids if i in rows]
-
-        return [self._delivery(row) for row in await self._db.run(read)]
-
-    async def lease(self, delivery_id: str, until: datetime) -> bool:
-        """Take a delivery for sending until ``until``; False when another worker has it or it is done."""
-        return delivery_id in await self.lease_many([delivery_id], until)
-
-    async def lease_many(self, delivery_ids: Sequence[str], until: datetime) -> set[str]:
-        """:meth:`lease` for several deliveries in one transaction: the ids taken."""
-        now = utc_now()
-
-        def take(c: sa.Connection) -> set[str]:
-            return {
-                delivery_id
-                for delivery_id in delivery_ids
-                if c.execute(_LEASE, {"delivery_id": delivery_id, "now": now, "until": until}).rowcount
-            }
-
-        return await self._db.run(take)
-
-    async def record(
-        self, delivery_id: str, attempt: Attempt | None, state: DeliveryState, next_attempt_time: datetime | None
-    ) -> None:
-        """Record an attempt (if any) and the delivery's new state, releasing its lease."""
-        await self.record_many([Record(delivery_id, attempt, state, next_attempt_time)])
-
-    async def record_many(self, records: Sequence[Record]) -> None:
-        """:meth:`record` for several deliveries in one transaction (one commit for many sends)."""
-        now = utc_now()
-        attempts = [
-            {
-                "delivery_id": r.delivery_id,
-                "attempt_time": r.attempt.attempt_time,
-                "outcome": r.attempt.outcome.value,
-                "response_code": r.attempt.response_code,
-                "error": r.attempt.error[:500],
-                "duration_ms": r.attempt.duration.total_seconds() * 1000,
-            }
-            for r in records
-            if r.attempt is not None
-        ]
-        updates = [
-            {
-                "b_id": r.delivery_id,
-                "b_state": r.state.value,
-                "b_next": r.next_attempt_time,
-                "b_add": 0 if r.attempt is None else 1,
-                "b_now": now,
-            }
-            for r in records
-        ]
-
-        def write(c: sa.Connection) -> None:
-            if attempts:
-                c.execute(sa.insert(AttemptRow), attempts)
-            c.execute(_RECORD, updates)
-
-        await self._db.run(write)
-
-    async def attempt_count(self, delivery_id: str) -> int:
-        query = sa.select(DeliveryRow.attempt_count).where(DeliveryRow.id == delivery_id)
-        return int(await self._db.run(lambda c: c.execute(query).scalar_one_or_none() or 0))
-
-    async def get_delivery(self, owner_id: str, delivery_id: str) -> Delivery:
-        def read(c: sa.Connection) -> list[Delivery]:
-            return [d for d in self._read_deliveries(c, [delivery_id]) if d.owner_id == owner_id]
-
-        found = await self._db.run(read)
-        if not found:
-            raise NotFound("delivery", delivery_id)
-        return found[0]
-
-    async def list_deliveries(
-        self, owner_id: str, before_id: str | None, limit: int, channel_id: str = "", state: DeliveryState | None = None
-    ) -> list[Delivery]:
-        """The owner's deliveries with their attempts, newest first, after the page key ``before_id``."""
-        query = sa.select(DeliveryRow.id).where(DeliveryRow.owner_id == owner_id)
-        if before_id is not None:
-            query = query.where(DeliveryRow.id < before_id)
-        if channel_id:
-            query = query.where(DeliveryRow.channel_id == channel_id)
-        if state is not None:
-            query = query.where(DeliveryRow.state == state.value)
-        query = query.order_by(DeliveryRow.id.desc()).limit(limit)
-
-        def read(c: sa.Connection) -> list[Delivery]:
-            return self._read_deliveries(c, [row.id for row in c.execute(query)])
-
-        return await self._db.run(read)
-
-
-class _Row:
-    """A dict read as a row (for deliveries just inserted)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)

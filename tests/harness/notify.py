@@ -1,7 +1,8 @@
-"""Fixtures of the notification service's delivery tests: its database on both stores, its store, the provider
-receivers (real HTTPS servers standing in for Slack, Discord, PagerDuty ...) and an HTTP client that trusts them.
+"""Fixtures of the notification service's delivery tests: its database on both stores, its channel store and
+delivery queue, the provider receivers (real HTTPS servers standing in for Slack, Discord, PagerDuty ...) and an
+HTTP client that trusts them.
 
-A test module takes them with ``from tests.harness.notify import client, database, receivers, store``.
+A test module takes them with ``from tests.harness.notify import channels, client, database, queue, receivers``.
 """
 
 from __future__ import annotations
@@ -15,8 +16,9 @@ import pytest
 from service_runtime.database import Database, open_database
 from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
 from service_runtime.secretbox import SecretBox
+from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.server import MIGRATIONS, VERSION_TABLE
-from services.notify_svc.store import NotificationStore
+from services.notify_svc.store import ChannelStore
 from tests.harness.receivers import ProviderReceivers
 
 
@@ -34,8 +36,13 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-def store(database: Database) -> NotificationStore:
-    return NotificationStore(database, SecretBox([os.urandom(32)]))
+def channels(database: Database) -> ChannelStore:
+    return ChannelStore(database, SecretBox([os.urandom(32)]))
+
+
+@pytest.fixture
+def queue(database: Database) -> DeliveryQueue:
+    return DeliveryQueue(database, SecretBox([os.urandom(32)]))
 
 
 @pytest.fixture

@@ -32,7 +32,7 @@ import apprise
 
 from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed, resolve
 from services.notify_svc.domain import AppriseConfig, ChannelConfig, NotificationKind, Outcome, Severity, redact
-from services.notify_svc.senders import BlockingRunner, SendResult
+from services.notify_svc.senders.base import BlockingRunner, SendResult
 from services.notify_svc.templates import Message
 
 # Apprise logs the services it talks to; its records could carry tokens, so they stop here.

@@ -1,4 +1,4 @@
-"""Senders: one module per provider behind :class:`Sender`, and the HTTP plumbing they share.
+"""What every sender shares: the :class:`Sender` protocol, and the HTTP and thread plumbing behind each provider.
 
 Every outbound URL a user chose goes through the SSRF-safe client (:func:`service_runtime.egress.safe_http_client`),
 every request has a total timeout, and every answer is classified the same way: 2xx success; 429, 5xx,

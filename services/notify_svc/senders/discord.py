@@ -11,7 +11,7 @@ from typing import Any
 import httpx
 
 from services.notify_svc.domain import ChannelConfig, DiscordConfig, NotificationKind, Severity
-from services.notify_svc.senders import MAX_RETRY_AFTER_S, SendResult, iso, post_json
+from services.notify_svc.senders.base import MAX_RETRY_AFTER_S, SendResult, iso, post_json
 from services.notify_svc.templates import Message
 
 COLOURS = {Severity.CRITICAL: 0xE74C3C, Severity.WARNING: 0xF1C40F, Severity.INFO: 0x3498DB}

@@ -26,7 +26,15 @@ from python_http_client.exceptions import HTTPError  # type: ignore[import-untyp
 from sendgrid.helpers.mail import Mail  # type: ignore[import-untyped]
 
 from services.notify_svc.domain import ChannelConfig, EmailConfig, Outcome, mask_address
-from services.notify_svc.senders import BUSY, BlockingRunner, Busy, SendResult, classify, failure, parse_retry_after
+from services.notify_svc.senders.base import (
+    BUSY,
+    BlockingRunner,
+    Busy,
+    SendResult,
+    classify,
+    failure,
+    parse_retry_after,
+)
 from services.notify_svc.templates import Message
 
 log = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from services.notify_svc.domain import ChannelConfig, NotificationKind, PagerDutyConfig, Severity
-from services.notify_svc.senders import SendResult, iso, post_json
+from services.notify_svc.senders.base import SendResult, iso, post_json
 from services.notify_svc.templates import Message
 
 DEFAULT_EVENTS_URL = "https://events.pagerduty.com/v2/enqueue"

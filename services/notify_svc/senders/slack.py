@@ -9,7 +9,7 @@ from typing import Any
 import httpx
 
 from services.notify_svc.domain import ChannelConfig, SlackConfig
-from services.notify_svc.senders import JsonPostSender
+from services.notify_svc.senders.base import JsonPostSender
 from services.notify_svc.templates import Message
 
 

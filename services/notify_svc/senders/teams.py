@@ -8,7 +8,7 @@ from typing import Any
 import httpx
 
 from services.notify_svc.domain import ChannelConfig, NotificationKind, Severity, TeamsConfig
-from services.notify_svc.senders import JsonPostSender
+from services.notify_svc.senders.base import JsonPostSender
 from services.notify_svc.templates import Message
 
 _STYLES = {Severity.CRITICAL: "attention", Severity.WARNING: "warning", Severity.INFO: "accent"}

@@ -26,7 +26,7 @@ import httpx
 
 from service_runtime.egress import BlockedTarget, EgressPolicy, IPAddress, is_allowed, resolve
 from services.notify_svc.domain import ChannelConfig, WebhookConfig, notification_fields
-from services.notify_svc.senders import SendResult, failure, iso, post_json
+from services.notify_svc.senders.base import SendResult, failure, iso, post_json
 from services.notify_svc.templates import Message
 
 SIGNATURE_HEADER = "x-monitors-signature"
