@@ -161,6 +161,13 @@ class Settings:
     pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
     notify_timeout_s: float = 10.0
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (/metrics); empty: none
+    # Where runners run: "local" (started by someone else: make run, systemd) or "kubernetes" (the monitor service
+    # scales each location's StatefulSet and starts dedicated runners through the Kubernetes API).
+    runtime: str = "local"
+    kubernetes_api_url: str = ""  # empty: the pod's own service account (in-cluster)
+    kubernetes_namespace: str = ""  # empty: the pod's own namespace
+    monitors_per_runner: int = 500
+    max_runners_per_location: int = 20
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -279,6 +286,11 @@ class Settings:
             pagerduty_events_url=env.get("MONITORS_PAGERDUTY_EVENTS_URL") or "https://events.pagerduty.com/v2/enqueue",
             notify_timeout_s=_float(env, "MONITORS_NOTIFY_TIMEOUT_S", 10.0, minimum=0.1),
             metrics_listen=env.get("MONITORS_METRICS_LISTEN", ""),
+            runtime=_choice(env, "MONITORS_RUNTIME", "local", ("local", "kubernetes")),
+            kubernetes_api_url=(env.get("MONITORS_KUBERNETES_API_URL") or "").rstrip("/"),
+            kubernetes_namespace=env.get("MONITORS_KUBERNETES_NAMESPACE", ""),
+            monitors_per_runner=_int(env, "MONITORS_MONITORS_PER_RUNNER", 500, minimum=1),
+            max_runners_per_location=_int(env, "MONITORS_MAX_RUNNERS_PER_LOCATION", 20, minimum=1),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },

@@ -196,7 +196,8 @@ def test_every_container_runs_as_non_root_on_a_read_only_root_with_requests_and_
         pod = workload["spec"]["template"]["spec"]
         assert pod["securityContext"]["runAsNonRoot"] is True
         assert pod["securityContext"]["runAsUser"] > 0
-        assert pod["automountServiceAccountToken"] is False
+        # Only the monitor service holds a Kubernetes API token (it sizes the runners: monitor-rbac.yaml).
+        assert pod["automountServiceAccountToken"] is (workload["metadata"]["name"] == "monitor")
         security = container["securityContext"]
         assert security["readOnlyRootFilesystem"] is True
         assert security["allowPrivilegeEscalation"] is False
@@ -321,3 +322,27 @@ def test_each_grpc_service_is_scraped_by_annotation_on_the_port_it_serves_metric
         assert {"name": "metrics", "containerPort": port} in container["ports"]
     # The MCP adapter serves no metrics yet.
     assert scraped == {"monitor", "alert", "notify", "runner"}
+
+
+def test_only_the_monitor_service_has_a_kubernetes_api_identity_bound_to_a_role_in_its_namespace(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """In its own namespace only; tests/test_kubernetes_runners.py checks that its Role grants exactly the verbs of
+    the calls the client makes."""
+    pod = named(rendered, "Deployment", "monitor")["spec"]["template"]["spec"]
+    account = named(rendered, "ServiceAccount", pod["serviceAccountName"])
+    assert account["automountServiceAccountToken"] is False  # mounted by the monitor pod alone, which asks
+    (binding,) = of_kind(rendered, "RoleBinding")
+    assert binding["subjects"] == [
+        {"kind": "ServiceAccount", "name": account["metadata"]["name"], **_namespace_of(account)}
+    ]
+    assert named(rendered, binding["roleRef"]["kind"], binding["roleRef"]["name"])["kind"] == "Role"
+    assert of_kind(rendered, "ClusterRole", "ClusterRoleBinding") == []
+    for workload in workloads(rendered):
+        if workload["metadata"]["name"] != "monitor":
+            assert "serviceAccountName" not in workload["spec"]["template"]["spec"]
+
+
+def _namespace_of(manifest: dict[str, Any]) -> dict[str, str]:
+    namespace = manifest["metadata"].get("namespace")
+    return {"namespace": namespace} if namespace else {}

@@ -60,14 +60,17 @@ class Deployment:
 
 @dataclass(frozen=True)
 class RunnerPlacement:
-    """A connected runner as one caller may see it: ``assigned`` counts the monitors that caller may know of."""
+    """A runner as one caller may see it: ``assigned`` counts the monitors that caller may know of. A runner's pod
+    that is not connected (on Kubernetes) has no ``connect_time``; ``ready`` and ``restarts`` are its pod's."""
 
     runner_id: str
     location: str
-    connect_time: datetime
+    connect_time: datetime | None
     last_report_time: datetime | None
     assigned: int
     version: str
+    ready: bool = True
+    restarts: int = 0
 
 
 class PlacedRunner(Protocol):

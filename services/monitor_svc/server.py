@@ -28,6 +28,9 @@ from services.monitor_svc.check_worker import CheckWorkers
 from services.monitor_svc.checks import check_config
 from services.monitor_svc.domain import Limits
 from services.monitor_svc.events import MonitorEvents
+from services.monitor_svc.fleet.kubernetes import open_kubernetes_runners
+from services.monitor_svc.fleet.port import LocalRunners
+from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
@@ -146,8 +149,24 @@ async def build_server(settings: Settings) -> ServiceHost:
     status_watch = StatusWatch(monitor_store.of_owner, monitor_store.statuses, settings.max_streams_per_user)
     monitors.change_listeners.append(status_watch.monitor_changed)
     monitors.record_listeners.append(status_watch.results_recorded)
+    fleet = RunnerFleet(
+        open_kubernetes_runners(settings) if settings.runtime == "kubernetes" else LocalRunners(),
+        monitors.all_monitors,
+        settings.monitors_per_runner,
+        settings.max_runners_per_location,
+    )
+    if settings.runtime == "kubernetes":
+        monitors.change_listeners.append(fleet.monitor_changed)
     monitor_servicer = MonitorServicer(
-        monitors, deployment, hub, settings.ping_base_url, events, settings.max_message_bytes, heartbeats, status_watch
+        monitors,
+        deployment,
+        hub,
+        settings.ping_base_url,
+        events,
+        settings.max_message_bytes,
+        heartbeats,
+        status_watch,
+        fleet,
     )
     services = [
         RegisteredService(
@@ -176,6 +195,8 @@ async def build_server(settings: Settings) -> ServiceHost:
     host.on_drain.append(hub.close)  # and runners' streams, so that they reconnect at once
     host.on_drain.append(status_watch.close)  # and users' WatchMonitorStatus, with OK
     host.background.append(every(SWEEP_S, status_watch.sweep, "stale monitors to their watchers"))
+    if settings.runtime == "kubernetes":
+        host.background.append(fleet.run)  # each location's runners sized to its monitors
     host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
     # Run last to first: the replica lock goes last, login codes being handed over are waited for first.
     host.on_stop += [
@@ -187,6 +208,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         checker.close,
         pings.stop,
         login.drain,
+        fleet.platform.close,
     ]
     if isinstance(key_values, SqlStore):
         host.background.append(every(RETENTION_SWEEP_S, key_values.sweep, "expired key-value rows"))

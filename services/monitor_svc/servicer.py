@@ -18,6 +18,7 @@ from service_runtime.timestamps import from_duration, from_timestamp, to_duratio
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.domain import MonitorKind, MonitorState
 from services.monitor_svc.events import EventBatch, MonitorEvents, MonitorView
+from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.monitors import Deployment, ListingFilter, Monitors, placement
 from services.monitor_svc.status_watch import StatusChange, StatusWatch
@@ -206,8 +207,10 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         max_message_bytes: int,
         heartbeats: Heartbeats,
         status_watch: StatusWatch,
+        fleet: RunnerFleet | None = None,
     ) -> None:
         self._monitors = monitors
+        self._fleet = fleet
         self._status_watch = status_watch
         self._heartbeats = heartbeats
         self._ping_base_url = ping_base_url
@@ -454,6 +457,9 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
         caller = current_principal()
         d = self._deployment
         runners = self._hub.runners()
+        placed = placement(runners, caller)
+        if self._fleet is not None:
+            placed = await self._fleet.describe(placed, caller)
         return mpb.GetDeploymentStatusResponse(
             version=d.version,
             mode=d.mode,
@@ -467,8 +473,10 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                     last_report_time=to_timestamp(r.last_report_time),
                     assigned_monitors=r.assigned,
                     version=r.version,
+                    ready=r.ready,
+                    restarts=r.restarts,
                 )
-                for r in placement(runners, caller)
+                for r in placed
             ],
             unassigned_monitors=self._hub.unassigned(None if caller.service else caller.user_id),
             locations=sorted({r.location for r in runners}),

@@ -40,7 +40,8 @@ Route = Reply | Callable[[str, dict[str, str], bytes], Reply]
 
 
 class HttpServer:
-    """``routes`` maps a path (without the query string) to a Reply or a function of (full path, headers, body)."""
+    """``routes`` maps a path (without the query string), or a method and a path (``"POST /items"``, which comes
+    first), to a Reply or a function of (full path, headers, body)."""
 
     def __init__(self, certificate: tuple[Path, Path] | None = None) -> None:
         self.routes: dict[str, Route] = {}
@@ -63,7 +64,8 @@ class HttpServer:
                 body = self.rfile.read(length) if length else b""
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 outer.requests.append((self.command, self.path, headers))
-                route = outer.routes.get(self.path.split("?")[0], Reply(404, b"not found"))
+                path = self.path.split("?")[0]
+                route = outer.routes.get(f"{self.command} {path}") or outer.routes.get(path, Reply(404, b"not found"))
                 reply = route(self.path, headers, body) if callable(route) else route
                 if reply.delay_s:
                     time.sleep(reply.delay_s)

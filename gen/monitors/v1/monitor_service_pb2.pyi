@@ -1614,7 +1614,9 @@ Global___GetDeploymentStatusResponse: _TypeAlias = GetDeploymentStatusResponse  
 
 @_typing.final
 class RunnerInfo(_message.Message):
-    """A connected runner."""
+    """A runner: a connected one, and on Kubernetes (MONITORS_RUNTIME=kubernetes) also a runner pod that is not
+    connected (yet, or any more: connect_time is then unset), listed for operators only.
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
@@ -1624,13 +1626,24 @@ class RunnerInfo(_message.Message):
     LAST_REPORT_TIME_FIELD_NUMBER: _builtins.int
     ASSIGNED_MONITORS_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    READY_FIELD_NUMBER: _builtins.int
+    RESTARTS_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
+    """A runner pod's name on Kubernetes."""
     location: _builtins.str
     assigned_monitors: _builtins.int
     """Monitors this runner checks: the caller's own, or every one for an operator."""
     version: _builtins.str
+    ready: _builtins.bool
+    """On Kubernetes, whether the runner's pod is Ready (its health answers SERVING); elsewhere, true while it is
+    connected.
+    """
+    restarts: _builtins.int
+    """On Kubernetes, how many times the pod's containers restarted; elsewhere 0."""
     @_builtins.property
-    def connect_time(self) -> _timestamp_pb2.Timestamp: ...
+    def connect_time(self) -> _timestamp_pb2.Timestamp:
+        """Unset for a pod whose runner is not connected."""
+
     @_builtins.property
     def last_report_time(self) -> _timestamp_pb2.Timestamp: ...
     def __init__(
@@ -1642,10 +1655,12 @@ class RunnerInfo(_message.Message):
         last_report_time: _timestamp_pb2.Timestamp | None = ...,
         assigned_monitors: _builtins.int = ...,
         version: _builtins.str = ...,
+        ready: _builtins.bool = ...,
+        restarts: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["connect_time", b"connect_time", "last_report_time", b"last_report_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_monitors", b"assigned_monitors", "connect_time", b"connect_time", "last_report_time", b"last_report_time", "location", b"location", "runner_id", b"runner_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["assigned_monitors", b"assigned_monitors", "connect_time", b"connect_time", "last_report_time", b"last_report_time", "location", b"location", "ready", b"ready", "restarts", b"restarts", "runner_id", b"runner_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -1,0 +1,144 @@
+"""A stand-in for the Kubernetes API server, which cannot run here: a real HTTP server on a loopback port that
+answers the few API paths the monitor service's Kubernetes client uses, keeps the objects those calls change, and
+records every request with its body. Its answers are shaped as the API's (lists with ``items``, the object back
+from a write); it does no admission, defaulting or validation: tests validate what was sent with
+kubernetes-validate themselves."""
+
+from __future__ import annotations
+
+import copy
+import json
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+from tests.harness.http import HttpServer, Reply, Route
+
+
+@dataclass(frozen=True)
+class ApiRequest:
+    method: str
+    path: str  # without the query
+    query: dict[str, str]
+    body: Any  # the JSON sent, or None
+
+
+@dataclass
+class KubernetesApi:
+    """Answers for ``namespace``: list pods and StatefulSets (by label selector), patch a StatefulSet's scale.
+    ``failing`` makes every answer that status (an outage of the API)."""
+
+    namespace: str = "monitors"
+    stateful_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
+    pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    requests: list[ApiRequest] = field(default_factory=list)
+    failing: int | None = None
+
+    def __post_init__(self) -> None:
+        self._lock = threading.Lock()
+        self._server = HttpServer()
+        core = f"/api/v1/namespaces/{self.namespace}"
+        self.apps = f"/apis/apps/v1/namespaces/{self.namespace}"
+        self._server.routes[f"GET {core}/pods"] = self._handler("GET", lambda r: self._list("PodList", self.pods, r))
+        self._server.routes[f"GET {self.apps}/statefulsets"] = self._handler(
+            "GET", lambda r: self._list("StatefulSetList", self.stateful_sets, r)
+        )
+
+    @property
+    def url(self) -> str:
+        return self._server.url("").rstrip("/")
+
+    def add_stateful_set(self, manifest: dict[str, Any]) -> None:
+        name = manifest["metadata"]["name"]
+        with self._lock:
+            self.stateful_sets[name] = copy.deepcopy(manifest)
+        self._server.routes[f"PATCH {self.apps}/statefulsets/{name}/scale"] = self._handler(
+            "PATCH", lambda r: self._scale(name, r)
+        )
+
+    def add_pod(self, name: str, labels: dict[str, str], ready: bool, restarts: int) -> None:
+        pod = {
+            "apiVersion": "v1",
+            "kind": "Pod",
+            "metadata": {"name": name, "namespace": self.namespace, "labels": labels},
+            "status": {
+                "phase": "Running",
+                "conditions": [{"type": "Ready", "status": "True" if ready else "False"}],
+                "containerStatuses": [
+                    {
+                        "name": "runner",
+                        "image": "monitors",
+                        "imageID": "",
+                        "ready": ready,
+                        "restartCount": restarts,
+                    }
+                ],
+            },
+        }
+        with self._lock:
+            self.pods[name] = pod
+
+    def sent(self, method: str, path_end: str = "") -> list[ApiRequest]:
+        with self._lock:
+            return [r for r in self.requests if r.method == method and r.path.endswith(path_end)]
+
+    def _handler(self, method: str, answer: Callable[[ApiRequest], Reply]) -> Route:
+        def handle(full_path: str, headers: dict[str, str], body: bytes) -> Reply:
+            parts = urlsplit(full_path)
+            request = ApiRequest(
+                method,
+                parts.path,
+                {k: v[0] for k, v in parse_qs(parts.query).items()},
+                json.loads(body) if body else None,
+            )
+            return answer(request)
+
+        return handle
+
+    def _record(self, request: ApiRequest) -> Reply | None:
+        with self._lock:
+            self.requests.append(request)
+            if self.failing is not None:
+                return Reply.json({"kind": "Status", "status": "Failure", "code": self.failing}, self.failing)
+        return None
+
+    def _list(self, kind: str, objects: dict[str, dict[str, Any]], request: ApiRequest) -> Reply:
+        failed = self._record(request)
+        if failed:
+            return failed
+        wanted = dict(part.split("=", 1) for part in request.query.get("labelSelector", "").split(",") if part)
+        with self._lock:
+            items = [o for o in objects.values() if wanted.items() <= o["metadata"].get("labels", {}).items()]
+            return Reply.json({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": copy.deepcopy(items)})
+
+    def _scale(self, name: str, request: ApiRequest) -> Reply:
+        failed = self._record(request)
+        if failed:
+            return failed
+        with self._lock:
+            self.stateful_sets[name]["spec"]["replicas"] = request.body["spec"]["replicas"]
+            replicas = self.stateful_sets[name]["spec"]["replicas"]
+        return Reply.json(
+            {
+                "apiVersion": "autoscaling/v1",
+                "kind": "Scale",
+                "metadata": {"name": name, "namespace": self.namespace},
+                "spec": {"replicas": replicas},
+            }
+        )
+
+    def replicas(self) -> dict[str, int]:
+        with self._lock:
+            return {name: s["spec"]["replicas"] for name, s in self.stateful_sets.items()}
+
+    def __enter__(self) -> KubernetesApi:
+        self._server.__enter__()
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self._server.__exit__(exc_type, exc, tb)
