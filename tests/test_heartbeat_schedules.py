@@ -34,9 +34,9 @@ from services.monitor_svc.domain import (
     validate,
 )
 from services.monitor_svc.heartbeats import Heartbeats, PingLimiter, PingOutcome
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.ping_log import SqlPingLog
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 
 PARIS = ZoneInfo("Europe/Paris")

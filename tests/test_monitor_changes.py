@@ -19,9 +19,9 @@ from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import Monitor, MonitorDraft, WebsiteSpec
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 
 

@@ -26,12 +26,12 @@ from services.monitor_svc.accounts.admin import create_api_key
 from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import CheckResult, CryptoPriceSpec, Monitor, MonitorDraft, MonitorState, WebsiteSpec
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
 from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.server import build_server
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 from tests.harness.http import HttpServer, Reply
 from tests.harness.services import free_port

@@ -21,8 +21,8 @@ from services.monitor_svc.accounts.accounts import Accounts, normalise_email
 from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import MAX_BODY, MAX_HEADERS, MAX_HEADERS_BYTES, MonitorDraft, WebsiteSpec
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 from services.notify_svc import server as notify_server
 from services.notify_svc.domain import ChannelDraft, WebhookConfig, validate_channel

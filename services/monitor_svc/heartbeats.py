@@ -38,8 +38,8 @@ from services.monitor_svc.domain import (
     PingRecord,
     next_ping_due,
 )
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Monitors
+from services.monitor_svc.store import MonitorStore
 
 PUSH_LOCATION = "push"
 MAX_MESSAGE = 500

@@ -34,8 +34,8 @@ from services.monitor_svc.domain import (
     secret_names,
     validate,
 )
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.state_log import log_state_change
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import (
     AvailabilitySummary,

@@ -32,7 +32,6 @@ from services.monitor_svc.fleet.kubernetes import open_kubernetes_runners
 from services.monitor_svc.fleet.port import LocalRunners
 from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
-from services.monitor_svc.monitor_store import MonitorStore
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
@@ -40,6 +39,7 @@ from services.monitor_svc.schema import MIGRATIONS as MIGRATIONS  # every servic
 from services.monitor_svc.schema import VERSION_TABLE as VERSION_TABLE
 from services.monitor_svc.servicer import MonitorServicer
 from services.monitor_svc.status_watch import SWEEP_S, StatusWatch
+from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 
 log = logging.getLogger(__name__)
