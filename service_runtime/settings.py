@@ -154,6 +154,8 @@ class Settings:
     runner_concurrency: int
     runner_stats_interval_s: float  # how often a runner logs its checks and schedule lag (0: never)
     # Email for notifications: SendGrid when its key is set, else SMTP when its URL is set, else a local outbox file.
+    # Locations monitors may name before any runner has served them (MONITORS_LOCATIONS, comma-separated).
+    declared_locations: tuple[str, ...] = ()
     sendgrid_api_key: str = ""
     sendgrid_host: str = "https://api.sendgrid.com"
     smtp_url: str = ""
@@ -278,6 +280,7 @@ class Settings:
             runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
             runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
             runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),
+            declared_locations=tuple(n for n in (p.strip() for p in env.get("MONITORS_LOCATIONS", "").split(",")) if n),
             runner_stats_interval_s=_float(env, "MONITORS_RUNNER_STATS_S", 60.0),
             sendgrid_api_key=env.get("MONITORS_SENDGRID_API_KEY", ""),
             sendgrid_host=env.get("MONITORS_SENDGRID_HOST") or "https://api.sendgrid.com",

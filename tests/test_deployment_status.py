@@ -36,7 +36,8 @@ def eventually(probe: Callable[[], T], timeout_s: float = 20.0) -> T:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    env = {"MONITORS_MIN_INTERVAL_S": "1", "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN}
+    # Declared: the test creates monitors in both locations before their runners first connect.
+    env = {"MONITORS_MIN_INTERVAL_S": "1", "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN, "MONITORS_LOCATIONS": "east,west"}
     with Stack(tmp_path_factory.mktemp("deployment"), env) as started:
         yield started
 

@@ -14,6 +14,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 from alembic.config import Config
+from alembic.script import ScriptDirectory
 
 from service_runtime.database import MYSQL_COLLATION, create_sync_engine, migrate
 from service_runtime.settings import StartupError
@@ -126,7 +127,10 @@ def test_a_database_converted_to_utf8mb4_after_older_migrations_reaches_the_head
     upgrade_without_checks(url, monitor_server.MIGRATIONS, monitor_server.VERSION_TABLE, "0006")
     run_sql(url, f"ALTER DATABASE `{name}` CHARACTER SET utf8mb4 COLLATE {MYSQL_COLLATION}")
     migrate(url, monitor_server.MIGRATIONS, monitor_server.VERSION_TABLE)
-    assert run_sql(url, "SELECT version_num FROM alembic_version_monitor")[0][0] == "0008"
+    scripts = Config()
+    scripts.set_main_option("script_location", str(monitor_server.MIGRATIONS))
+    head = ScriptDirectory.from_config(scripts).get_current_head()
+    assert run_sql(url, "SELECT version_num FROM alembic_version_monitor")[0][0] == head
     columns = run_sql(
         url,
         "SELECT data_type, collation_name FROM information_schema.columns WHERE table_schema = DATABASE()"

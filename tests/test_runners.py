@@ -44,7 +44,9 @@ def eventually(probe: Callable[[], T], timeout_s: float = 15.0, interval_s: floa
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("runners"), {"MONITORS_MIN_INTERVAL_S": "1"}) as started:
+    # Declared locations: the quorum test creates its monitor before its west runner first connects.
+    env = {"MONITORS_MIN_INTERVAL_S": "1", "MONITORS_LOCATIONS": "east,west"}
+    with Stack(tmp_path_factory.mktemp("runners"), env) as started:
         yield started
 
 

@@ -154,9 +154,14 @@ def test_a_runner_receives_the_values_of_its_monitors_secrets_and_their_changes(
     stub.PutSecret(pb.PutSecretRequest(name="UNUSED", value="never-sent"), metadata=gina, timeout=5)
     stub.PutSecret(pb.PutSecretRequest(name="GINA", value="hal-own"), metadata=hal, timeout=5)
     spec = with_header("https://example.com/", "Bearer {{secret:GINA}}").spec
+    token = stack.service_token
+    # A runner has served the location once, so that a monitor may name it.
+    scout = pb.WatchAssignmentsRequest(runner_id="secret-test-scout", location="secrets-only")
+    first_contact = stub.WatchAssignments(scout, metadata=auth(token), timeout=10)
+    next(first_contact)
+    first_contact.cancel()
     located = pb.Monitor(spec=spec, locations=["secrets-only"])
     created = stub.CreateMonitor(pb.CreateMonitorRequest(monitor=located), metadata=gina, timeout=5).monitor
-    token = stack.service_token
     request = pb.WatchAssignmentsRequest(runner_id="secret-test-runner", location="secrets-only", capacity=100_000)
     stream = stub.WatchAssignments(request, metadata=auth(token), timeout=10)
     try:

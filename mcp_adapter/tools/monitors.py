@@ -343,7 +343,13 @@ async def create_monitor(
     interval: Annotated[str | None, Field(max_length=32, description='Time between checks, e.g. "1m".')] = None,
     timeout: Annotated[str | None, Field(max_length=32, description='Per-check timeout, e.g. "10s".')] = None,  # noqa: ASYNC109
     retries: Annotated[int | None, Field(ge=0, le=10, description="Failures before DOWN (0: the first).")] = None,
-    locations: Annotated[list[str] | None, Field(description="Runner locations to check from.")] = None,
+    locations: Annotated[
+        list[str] | None,
+        Field(
+            description="Runner locations to check from (empty: any runner); each must be one runners serve,"
+            " as get_deployment_status lists."
+        ),
+    ] = None,
     labels: Annotated[dict[str, str] | None, Field(description='Labels, e.g. {"team": "web"}.')] = None,
     method: HttpMethod | None = None,
     headers: Annotated[dict[str, str] | None, Field(description="Website request headers; {{secret:NAME}} ok.")] = None,

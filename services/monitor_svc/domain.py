@@ -216,6 +216,11 @@ class Limits:
     max_monitors: int = 1000
 
 
+def is_location_name(text: str) -> bool:
+    """Whether ``text`` may name a location: lower-case letters, digits and dashes (up to 32)."""
+    return bool(_LOCATION.match(text))
+
+
 def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> MonitorDraft:
     """The draft with defaults filled in; INVALID_ARGUMENT naming every invalid field."""
     bad = Violations()

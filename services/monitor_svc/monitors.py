@@ -34,6 +34,7 @@ from services.monitor_svc.domain import (
     secret_names,
     validate,
 )
+from services.monitor_svc.locations import KnownLocations
 from services.monitor_svc.state_log import log_state_change
 from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.summaries.overview import summarize_many
@@ -221,8 +222,11 @@ class Monitors:
         secrets: UserSecrets,
         limits: Limits | None = None,
         run_checks_per_user: int = RUN_CHECKS_PER_USER,
+        locations: KnownLocations | None = None,
     ) -> None:
         self._store = store
+        # The locations monitors may name; None accepts any (domain tests of other rules build no registry).
+        self._locations = locations
         self._timeseries = timeseries
         self._checker = checker
         self._run_checks_per_user = run_checks_per_user
@@ -262,9 +266,19 @@ class Monitors:
         if missing:
             raise InvalidArgument(path, f"refers to secret {', '.join(missing)}, which is not set; PutSecret it first")
 
+    async def _require_locations(self, locations: Sequence[str], current: Sequence[str] = ()) -> None:
+        if self._locations is not None:
+            await self._locations.require(locations, "monitor.locations", current)
+
+    async def location_served(self, location: str) -> None:
+        """A runner connected from ``location``: monitors may name it from now on."""
+        if self._locations is not None and location:
+            await self._locations.served(location)
+
     async def create(self, caller: Principal, draft: MonitorDraft) -> Monitor:
         valid = validate(draft, self.limits)
         await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
+        await self._require_locations(valid.locations)
         monitor = await self._store.create(caller.user_id, valid, self.limits.max_monitors)
         await self._changed(monitor.id, monitor)
         return monitor
@@ -330,6 +344,7 @@ class Monitors:
         if type(valid.spec) is not type(current.spec):
             raise InvalidArgument("monitor.spec", "cannot change a monitor's type; create a new monitor")
         await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
+        await self._require_locations(valid.locations, current.locations)
         async with self._changing.hold((monitor_id,)):
             saved = await self._store.save(
                 replace(

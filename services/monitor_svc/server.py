@@ -32,6 +32,7 @@ from services.monitor_svc.fleet.kubernetes import open_kubernetes_runners
 from services.monitor_svc.fleet.port import LocalRunners
 from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
+from services.monitor_svc.locations import KnownLocations, declared_locations
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
@@ -102,6 +103,7 @@ async def keep_replica_lock(lock: DatabaseLock) -> None:
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     box = settings.secret_box()  # a bad master key stops us before the migrations
+    declared = declared_locations(settings.declared_locations)
     replica = await hold_replica_lock(settings.database_url)
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     account_store = AccountStore(database)
@@ -133,6 +135,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         checker,
         user_secrets,
         Limits(min_interval=timedelta(seconds=settings.min_interval_s), max_monitors=settings.max_monitors_per_user),
+        locations=KnownLocations(database, declared),
     )
     deployment = Deployment(
         version=VERSION,

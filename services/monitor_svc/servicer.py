@@ -248,6 +248,7 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     ) -> AsyncIterator[mpb.WatchAssignmentsResponse]:
         runner = await self._hub.connect(request.runner_id, request.location, request.capacity, request.version)
         try:
+            await self._monitors.location_served(runner.location)
             async for change in self._hub.feed(runner):
                 upserts = [
                     mpb.Assignment(monitor=monitor_to_proto(m), secrets=await self._monitors.secrets_for(m))

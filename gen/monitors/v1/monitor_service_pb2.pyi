@@ -112,7 +112,10 @@ class Monitor(_message.Message):
 
     @_builtins.property
     def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Runner locations to check from. Empty means any one location."""
+        """Runner locations to check from. Empty means any one location. Each must be a location some runner has
+        served (connected from, now or before) or that the deployment declares (MONITORS_LOCATIONS): any other is
+        INVALID_ARGUMENT naming the known ones, since no runner would ever check it.
+        """
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
@@ -1591,7 +1594,9 @@ class GetDeploymentStatusResponse(_message.Message):
 
     @_builtins.property
     def locations(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
-        """Every location served by at least one connected runner: the values a monitor's `locations` may name."""
+        """Every location served by at least one connected runner. A monitor's `locations` may name these, any
+        location a runner served before, and those the deployment declares.
+        """
 
     def __init__(
         self,
