@@ -31,6 +31,10 @@ class Reply:
 class _QuietServer(ThreadingHTTPServer):
     """Clients that hang up early (a capped body, a timeout test) are expected here, not worth a traceback."""
 
+    # socketserver's default backlog of 5 drops the SYNs of a burst of connections (hundreds of webhook sends
+    # at once), which then wait seconds for TCP's retransmission: a real server's backlog is in the thousands.
+    request_queue_size = 1024
+
     def handle_error(self, request: Any, client_address: Any) -> None:
         if not isinstance(sys.exc_info()[1], (ConnectionError, TimeoutError, ssl.SSLError)):
             super().handle_error(request, client_address)
