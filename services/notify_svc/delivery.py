@@ -16,7 +16,7 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -50,6 +50,10 @@ events = event_log("delivery")  # one line per attempt: what was sent where, and
 AUTH_FAILURE_CODES = frozenset({401, 403, 404, 410})
 AUTH_FAILURES_TO_DISABLE = 3
 EMAIL_LANE = "email"
+# One owner's channel sends in flight at once, whatever their number of channels: the HTTP client's 200
+# connections are shared, and an owner whose 50 webhooks all hang (each send holding its connection for the
+# whole timeout) had taken every one of them, so everyone else's notifications waited a timeout or more.
+OWNER_SENDS = 20
 WAKE_BATCH_S = 0.01
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
@@ -172,6 +176,26 @@ class Grouped(Generic[_In, _Out]):
             raise
 
 
+class OwnerSlots:
+    """At most ``most`` sends of one owner at once; an owner with none in flight or waiting costs nothing."""
+
+    def __init__(self, most: int) -> None:
+        self._most = most
+        self._by_owner: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
+
+    @contextlib.asynccontextmanager
+    async def slot(self, owner_id: str) -> AsyncIterator[None]:
+        semaphore, users = self._by_owner.setdefault(owner_id, (asyncio.Semaphore(self._most), [0]))
+        users[0] += 1
+        try:
+            async with semaphore:
+                yield
+        finally:
+            users[0] -= 1
+            if not users[0]:
+                del self._by_owner[owner_id]
+
+
 @dataclass
 class Lane:
     """One channel's queue, bucket and consumers."""
@@ -208,6 +232,7 @@ class DeliveryWorker:
         batch: int = 200,
         lane_bound: int = 100,
         rng: random.Random | None = None,
+        owner_sends: int = OWNER_SENDS,
     ) -> None:
         self._channels = channels
         self._queue = queue
@@ -227,6 +252,7 @@ class DeliveryWorker:
         self._channel = Grouped(self._read_channels)
         self._lease = Grouped(self._leases)
         self._record = Grouped(self._records)
+        self._owner_slots = OwnerSlots(owner_sends)
 
     async def _read_channels(self, channel_ids: list[str]) -> list[Channel | None]:
         found = await self._channels.channels(sorted(set(channel_ids)))
@@ -325,10 +351,12 @@ class DeliveryWorker:
         if delivery.channel_id and (channel is None or not channel.enabled):
             await self._record(Record(delivery.id, None, DeliveryState.SUPPRESSED, None))
             return
-        await lane.bucket.take()
-        if not await self._lease(delivery.id):
-            return  # another worker has it, or it was dropped meanwhile
-        await self.attempt(delivery, channel, final=False)
+        # Taken before the lease, which would otherwise run out while waiting.
+        async with self._owner_slots.slot(delivery.owner_id):
+            await lane.bucket.take()
+            if not await self._lease(delivery.id):
+                return  # another worker has it, or it was dropped meanwhile
+            await self.attempt(delivery, channel, final=False)
 
     async def send_now(self, delivery: Delivery, channel: Channel) -> SendResult:
         """One attempt at a delivery queued already leased (TestChannel), paced like the channel's others."""
