@@ -231,3 +231,48 @@ def test_a_metrics_port_in_use_stops_the_service_before_it_starts_naming_the_var
     assert result.returncode == 2
     assert f"{address} (MONITORS_METRICS_LISTEN) is already in use" in result.stderr
     assert not (tmp_path / "monitor.sqlite3").exists()  # refused before any side effect
+
+
+def test_the_alert_service_counts_evaluation_transitions_and_notices(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """A heartbeat's failure ping fires the default monitor_down rule; the alert service's metrics show the
+    samples it evaluated, the transition, the notice sent, and what the leader holds."""
+    metrics = f"127.0.0.1:{free_port()}"
+    stack = Stack(tmp_path_factory.mktemp("alert-metrics"), {"MONITORS_EGRESS": "private-allowed"})
+    alert = stack.services["alert"]
+    alert.env = {**alert.env, "MONITORS_METRICS_LISTEN": metrics}
+    with stack, HttpServer() as receiver:
+        receiver.routes["/hook"] = Reply(204, b"")
+        who = auth(stack.create_api_key("alert.metrics@example.com"))
+        with grpc.insecure_channel(stack.address("notify")) as channel:
+            notify = notification_service_pb2_grpc.NotificationServiceStub(channel)
+            hook = notify_pb.Channel(webhook=notify_pb.WebhookConfig(url=receiver.url("/hook")), is_default=True)
+            notify.CreateChannel(notify_pb.CreateChannelRequest(channel=hook), metadata=who, timeout=10)
+        before = scrape(metrics)
+        assert before[("monitors_alert_leader", frozenset())] == 1
+        assert before[("monitors_alert_open_alerts", frozenset())] == 0
+        with grpc.insecure_channel(stack.address("monitor")) as channel:
+            monitors = monitor_service_pb2_grpc.MonitorServiceStub(channel)
+            spec = common_pb2.MonitorSpec(
+                heartbeat=common_pb2.HeartbeatSpec(grace_period=duration_pb2.Duration(seconds=600))
+            )
+            monitor = monitor_service_pb2.Monitor(spec=spec, interval=duration_pb2.Duration(seconds=600))
+            created = monitors.CreateMonitor(
+                monitor_service_pb2.CreateMonitorRequest(monitor=monitor), metadata=who, timeout=10
+            ).monitor
+        assert httpx.post(created.heartbeat_url + "/fail", content=b"", timeout=5).status_code == 200
+        deadline = time.monotonic() + 30
+        while not [path for _, path, _ in receiver.requests if path == "/hook"]:
+            assert time.monotonic() < deadline, "no notification reached the webhook"
+            time.sleep(0.1)
+        sent = ("monitors_alert_notices_total", frozenset({("outcome", "sent")}))
+        while (samples := scrape(metrics)).get(sent, 0) < 1:  # counted as the notify service's answer arrives
+            assert time.monotonic() < deadline, samples
+            time.sleep(0.1)
+    assert samples[("monitors_alert_transitions_total", frozenset({("transition", "fired")}))] == 1
+    assert samples[("monitors_alert_notices_total", frozenset({("outcome", "sent")}))] == 1
+    assert samples[("monitors_alert_samples_evaluated_total", frozenset())] >= 1
+    assert samples[("monitors_alert_open_alerts", frozenset())] == 1
+    assert samples[("monitors_alert_rules", frozenset())] >= 1  # the owner's default rule
+    assert samples[("monitors_alert_reconcile_seconds_count", frozenset())] >= 0

@@ -29,6 +29,7 @@ from service_runtime.database import new_id
 from service_runtime.errors import FailedPrecondition, NotFound, Unavailable
 from service_runtime.streams import Broadcast
 from service_runtime.timeseries import SeriesKey, TimedValue, TimeSeriesStore
+from services.alert_svc import metrics
 from services.alert_svc.domain import (
     Alert,
     AlertEvent,
@@ -289,6 +290,7 @@ class AlertEngine:
         now = self._clock()
         async with self._lock:
             await self._apply_all(self.evaluator.add_samples(samples), now)
+        metrics.SAMPLES_EVALUATED.inc(len(samples))
 
     async def feed_down(self) -> None:
         """The feed broke: every evaluation is unknown (nothing fires or resolves) until the next snapshot."""
@@ -445,10 +447,9 @@ class AlertEngine:
                 log.info("time-series store available again: evaluations resume")
             changed = self._verdict_changes(now)
             await self._apply_all(changed, now)
-        log.info(
-            "reconciled",
-            extra={**loaded, "changed": len(changed), "seconds": round(time.perf_counter() - started, 3)},
-        )
+        seconds = time.perf_counter() - started
+        metrics.RECONCILE_SECONDS.observe(seconds)
+        log.info("reconciled", extra={**loaded, "changed": len(changed), "seconds": round(seconds, 3)})
         return True
 
     def _history_failed(self) -> None:
@@ -687,6 +688,7 @@ class AlertEngine:
         event = AlertEvent(alert.id, transition, alert.update_time, alert.value, why, actor)
         await self._store.save_alert(alert, event, notices)
         log_transition(alert, transition, why, actor, len(notices))
+        metrics.TRANSITIONS.labels(transition.value).inc()
         for notice in notices:
             if notice.next_attempt_time == notice.event_time:
                 self._storms[(notice.owner_id, notice.kind)] = notice.event_time
@@ -875,6 +877,12 @@ class AlertEngine:
         scratch.put_rule(replace(rule, enabled=True), now.timestamp())
         await self._load_history(scratch, now)
         return [scratch.evaluate(rule.id, m.monitor_id, now.timestamp()) for m in watched]
+
+    def rule_count(self) -> int:
+        return len(self._rules)
+
+    def open_alert_count(self) -> int:
+        return sum(1 for pair in self._pairs.values() if pair.alert is not None)
 
     def open_alerts_of(self, owner_id: str) -> list[Alert]:
         return [p.alert for p in self._pairs.values() if p.alert is not None and p.alert.owner_id == owner_id]

@@ -19,6 +19,7 @@ import grpc
 
 from monitors.v1 import common_pb2, notification_service_pb2, notification_service_pb2_grpc
 from service_runtime.timestamps import to_duration, to_timestamp
+from services.alert_svc import metrics
 from services.alert_svc.domain import Notice, NoticeKind, Severity
 from services.alert_svc.store import AlertStore
 
@@ -150,6 +151,7 @@ class Notifier:
                 # their address) hear it instead of nobody.
                 await self._to_defaults(group, request)
             elif error.code() in _PERMANENT:
+                metrics.NOTICES.labels("dropped").inc(len(group))
                 log.warning(
                     "notification refused; dropped",
                     extra={
@@ -163,10 +165,12 @@ class Notifier:
                 later = datetime.now(UTC) + timedelta(seconds=min(300, 2 ** min(attempts, 9)))
                 for notice in group:
                     await self._store.notice_retry(notice.id, later)
+                metrics.NOTICES.labels("retrying").inc(len(group))
                 return
         for notice in group:
             await self._store.notice_sent(notice.id)
         self.sent += len(group)
+        metrics.NOTICES.labels("sent").inc(len(group))
 
     async def _to_defaults(
         self, group: list[Notice], request: notification_service_pb2.SendNotificationRequest

@@ -31,6 +31,7 @@ from service_runtime.server import RegisteredService, ServiceHost, host_with_rem
 from service_runtime.settings import Settings
 from service_runtime.timeseries import InfluxStore, TimeSeriesStore, open_timeseries_store
 from service_runtime.tls import open_channel
+from services.alert_svc import metrics
 from services.alert_svc.alerts import Alerting
 from services.alert_svc.channels import NotifyChannels
 from services.alert_svc.engine import DEFAULT_RECONCILE, AlertEngine, collector_paused
@@ -155,10 +156,12 @@ class AlertRuntime:
             alerting = Alerting(self._store, engine, self._settings.max_streams_per_user, channels)
             self._servicer = AlertServiceServicer(alerting)
             self._ready.set()
+            metrics.watch_engine(engine.rule_count, engine.open_alert_count)
             tasks = [asyncio.create_task(job()) for job in [*jobs, feed.run]]
             log.info("alert leader started", extra={"seconds": round(time.perf_counter() - started, 3)})
             await asyncio.gather(*tasks)
         finally:
+            metrics.engine_gone()
             self._ready.clear()
             self._servicer = None
             for task in tasks:
