@@ -15,11 +15,12 @@ import secrets
 import socket
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import sqlalchemy as sa
 import sqlalchemy.dialects.mysql
@@ -377,6 +378,12 @@ def insert_under_quota(
     c.execute(sa.insert(table).values(values))
 
 
+class HeldTransaction(Protocol):
+    """Runs ``work(connection)`` in a transaction held open by :meth:`Database.held`."""
+
+    def __call__(self, work: Callable[[sa.Connection], T], /) -> Awaitable[T]: ...
+
+
 class Database:
     """A blocking SQLAlchemy engine driven from asyncio: SQLite inline, MySQL through a pool of worker threads.
 
@@ -416,6 +423,31 @@ class Database:
         if self._executor is None:
             return self._inline_transaction(work)
         return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, work)
+
+    @asynccontextmanager
+    async def held(self) -> AsyncIterator[HeldTransaction]:
+        """One transaction held open across awaits, for work that keeps rows locked while it waits on something
+        else (another store): yields a ``run(work)`` like :meth:`run` whose calls all share the transaction,
+        committed when the block ends, rolled back if it raises. On SQLite, which runs inline on one connection
+        that every caller shares, each ``run`` is its own transaction instead: a SQLite database has one process
+        serving it, whose own locks order its writers."""
+        if self._executor is None:
+            yield self.run
+            return
+        loop = asyncio.get_running_loop()
+        executor = self._executor
+        connection = await loop.run_in_executor(executor, self.engine.connect)
+        try:
+            await loop.run_in_executor(executor, connection.begin)
+
+            async def run(work: Callable[[sa.Connection], T]) -> T:
+                return await loop.run_in_executor(executor, work, connection)
+
+            yield run
+            await loop.run_in_executor(executor, connection.commit)
+        finally:
+            # Closing returns the connection to the pool, rolling back what was not committed.
+            await loop.run_in_executor(executor, connection.close)
 
     def prepare(self, statement: sa.Select[*tuple[Any, ...]]) -> Query:
         """``statement`` prepared for :meth:`fetch_one`."""

@@ -108,10 +108,11 @@ def test_a_wrong_database_password_is_one_line_and_exit_2(mariadb: MariaDBServer
 
 
 @pytest.mark.parametrize("backend", ["embedded", "production"])
-def test_a_second_monitor_service_on_one_database_refuses_to_serve_saying_why(
+def test_without_redis_a_second_monitor_service_on_one_database_refuses_to_serve_saying_why(
     request: pytest.FixtureRequest, tmp_path: Path, backend: str
 ) -> None:
-    """Replicas share no assignments yet: a second one had served silently, splitting runners and monitors."""
+    """Without Redis replicas cannot share assignments: a second one had served silently, splitting runners and
+    monitors. (With MONITORS_REDIS_URL they keep in step: tests/test_monitor_replicas.py.)"""
     if backend == "embedded":
         env = embedded_env(tmp_path)
     else:
@@ -122,7 +123,7 @@ def test_a_second_monitor_service_on_one_database_refuses_to_serve_saying_why(
     try:
         second_env = {**env, "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}"}
         result = run_to_exit("monitor", second_env, f"127.0.0.1:{free_port()}")
-        assert_refused(result, "another monitor service already serves the database", "replicas are not supported")
+        assert_refused(result, "another monitor service already serves the database", "set MONITORS_REDIS_URL")
         assert health(first.address) == health_pb2.HealthCheckResponse.SERVING
     finally:
         first.stop()

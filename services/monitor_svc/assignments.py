@@ -7,8 +7,12 @@ monitors it gains or loses. A runner's stream ending (or its connection dying, w
 hands its monitors to the others at once. When the service stops, every runner's stream is ended as draining
 begins (:meth:`AssignmentHub.close`), so runners reconnect at once rather than when the stop's grace runs out.
 
-State is in this process: one monitor service replica holds the runner registry. (Several replicas would
-share it through Redis; that is left for the scaling work.)
+Replicas: each monitor service replica serves the runners connected to it, and knows the runners of the others
+(:meth:`AssignmentHub.set_remote_runners`, from the registry in :mod:`services.monitor_svc.replicas`). Owners are
+chosen among all of them, by the same rule on every replica, so each replica sends its own runners their share
+and a monitor is checked once however many replicas serve. A runner connected to two replicas at once (one
+just killed, its entry not yet expired) counts once: here, its connection to this replica wins; elsewhere, its
+latest connection.
 """
 
 from __future__ import annotations
@@ -47,6 +51,19 @@ class Runner:
     last_report_time: datetime | None = None
     queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)  # None: the feed ends
     closed: bool = False
+    local: bool = True  # connected to this replica (else to another: its changes go there, not into its queue)
+
+
+@dataclass(frozen=True)
+class RemoteRunner:
+    """A runner connected to another replica, as that replica's registry entry says."""
+
+    runner_id: str
+    location: str
+    capacity: int
+    version: str
+    connect_time: datetime
+    last_report_time: datetime | None
 
 
 def _weight(monitor_id: str, runner_id: str) -> bytes:
@@ -67,6 +84,8 @@ class AssignmentHub:
         self._loaded = False
         self._lock = asyncio.Lock()
         self._closing = False
+        # Awaited after a runner connects to or leaves this replica: the registry other replicas read.
+        self.local_runner_listeners: list[Callable[[], Awaitable[None]]] = []
 
     # --- runners -------------------------------------------------------------------------------------
 
@@ -87,9 +106,10 @@ class AssignmentHub:
             if existing is not None and not existing.closed:
                 raise AlreadyExists(f"runner {runner_id} is already connected")
             runner = Runner(runner_id, location, capacity, version, datetime.now(UTC))
-            self._runners[runner_id] = runner
+            self._runners[runner_id] = runner  # in place of its entry from another replica, if any
             self._rebalance(full_sync_for=runner)
-            return runner
+        await self._local_runners_changed()
+        return runner
 
     async def disconnect(self, runner: Runner) -> None:
         async with self._lock:
@@ -98,13 +118,56 @@ class AssignmentHub:
                 del self._runners[runner.runner_id]
                 if not self._closing:  # stopping: every runner goes, none is to take over
                     self._rebalance()
+        await self._local_runners_changed()
+
+    async def _local_runners_changed(self) -> None:
+        for listener in self.local_runner_listeners:
+            await listener()
+
+    def local_runners(self) -> list[Runner]:
+        """The runners connected to this replica."""
+        return sorted((r for r in self._runners.values() if r.local and not r.closed), key=lambda r: r.runner_id)
+
+    async def set_remote_runners(self, remote: Sequence[RemoteRunner]) -> None:
+        """The runners connected to the other replicas are now ``remote``: owners are chosen again if they
+        joined or left (or changed location or capacity), and this replica's runners get what they gain or lose."""
+        latest: dict[str, RemoteRunner] = {}
+        for entry in remote:
+            if entry.runner_id not in latest or entry.connect_time > latest[entry.runner_id].connect_time:
+                latest[entry.runner_id] = entry
+        async with self._lock:
+            if self._closing:
+                return
+            changed = False
+            for runner_id in [i for i, r in self._runners.items() if not r.local and i not in latest]:
+                del self._runners[runner_id]
+                changed = True
+            for entry in latest.values():
+                known = self._runners.get(entry.runner_id)
+                if known is not None and known.local:
+                    continue  # connected here: this replica's own entry is the live one
+                if known is None or (known.location, known.capacity) != (entry.location, entry.capacity):
+                    assigned = {} if known is None else known.assigned
+                    known = Runner(entry.runner_id, entry.location, entry.capacity, entry.version, entry.connect_time)
+                    known.assigned, known.local = assigned, False
+                    self._runners[entry.runner_id] = known
+                    changed = True
+                known.version, known.connect_time = entry.version, entry.connect_time
+                if entry.last_report_time is not None and (
+                    known.last_report_time is None or entry.last_report_time > known.last_report_time
+                ):
+                    known.last_report_time = entry.last_report_time
+            if changed:
+                await self._ensure_loaded()
+                self._rebalance()
 
     async def close(self) -> None:
         """The service is stopping: end every runner's feed now and refuse new runners."""
         async with self._lock:
             self._closing = True
             for runner in self._runners.values():
-                runner.queue.put_nowait(None)
+                if runner.local:
+                    runner.queue.put_nowait(None)
 
     async def feed(self, runner: Runner) -> AsyncIterator[Change]:
         """The runner's changes as they happen, beginning with its full set, until :meth:`close`."""
@@ -154,6 +217,13 @@ class AssignmentHub:
                 self._monitors[monitor_id] = monitor
             self._rebalance(changed={monitor_id})
 
+    async def reload(self) -> None:
+        """Read every monitor again and choose owners afresh (after changes may have been missed)."""
+        async with self._lock:
+            self._monitors = {m.id: m for m in await self._load()}
+            self._loaded = True
+            self._rebalance()
+
     async def _ensure_loaded(self) -> None:
         if not self._loaded:
             self._monitors = {m.id: m for m in await self._load()}
@@ -179,9 +249,12 @@ class AssignmentHub:
         upserts: dict[str, list[Monitor]] = {}
         removals: dict[str, list[str]] = {}
         load = {r.runner_id: 0 if changed is None else len(r.assigned) for r in self._runners.values()}
-        considered = self._monitors.keys() if changed is None else changed
+        # In id order: with capacities, who gets a monitor depends on who got the ones before, and every replica
+        # must come to the same owners.
+        order = sorted(self._monitors) if changed is None else sorted(changed)
+        considered = set(order)
         wanted: dict[str, set[str]] = {r.runner_id: set() for r in self._runners.values()}
-        for monitor_id in considered:
+        for monitor_id in order:
             for runner in self._runners.values():
                 if changed is not None and monitor_id in runner.assigned:
                     load[runner.runner_id] -= 1
@@ -198,6 +271,8 @@ class AssignmentHub:
                     runner.assigned[monitor_id] = self._monitors[monitor_id]
                     upserts.setdefault(runner.runner_id, []).append(self._monitors[monitor_id])
         for runner in self._runners.values():
+            if not runner.local:
+                continue  # its own replica tells it
             if runner is full_sync_for:
                 runner.queue.put_nowait(Change(True, list(runner.assigned.values()), []))
             elif runner.runner_id in upserts or runner.runner_id in removals:

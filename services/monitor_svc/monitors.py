@@ -106,6 +106,26 @@ def placement(runners: Iterable[PlacedRunner], caller: Principal) -> list[Runner
     return shown
 
 
+class Replicas(Protocol):
+    """The other replicas of this service (:mod:`services.monitor_svc.replicas`): told of each change of a monitor
+    and each batch of results recorded here, so that their runners and watchers follow. Telling them never
+    fails a call: a notice that cannot go is logged, and the database stays the truth they resync from."""
+
+    async def monitor_changed(self, monitor_id: str) -> None: ...
+
+    async def results_recorded(self, samples: Sequence[Sample], monitor_ids: Sequence[str]) -> None: ...
+
+
+class NoReplicas:
+    """One process serves the database (embedded, or no Redis to share): nobody to tell."""
+
+    async def monitor_changed(self, monitor_id: str) -> None:
+        return None
+
+    async def results_recorded(self, samples: Sequence[Sample], monitor_ids: Sequence[str]) -> None:
+        return None
+
+
 class CheckRunner(Protocol):
     """Runs one check (RunCheck's: :class:`services.monitor_svc.check_worker.CheckWorkers`, off the API loop)."""
 
@@ -243,10 +263,33 @@ class Monitors:
         # A monitor's write and its change notice, one change at a time: listeners (the assignment hub) get
         # the changes in the order they were stored.
         self._changing = KeyedLocks()
+        self.replicas: Replicas = NoReplicas()
 
     async def _changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         for listener in self.change_listeners:
             await listener(monitor_id, monitor)
+        await self.replicas.monitor_changed(monitor_id)
+
+    async def changed_elsewhere(self, monitor_id: str) -> None:
+        """Another replica changed (or deleted) this monitor: this one's listeners get it as stored now. Read
+        from the database rather than taken from the notice, so that notices of one monitor crossing on their way
+        from two replicas still leave every replica with the latest."""
+        async with self._changing.hold((monitor_id,)):
+            found = await self._store.find([monitor_id])
+            monitor = found[0] if found else None
+            for listener in self.change_listeners:
+                await listener(monitor_id, monitor)
+
+    async def recorded_elsewhere(self, samples: Sequence[Sample], monitor_ids: Sequence[str]) -> None:
+        """Another replica recorded results of these monitors: this one's record listeners get the samples and
+        the statuses as stored now (read under the monitors' locks here, so a listener never sees a monitor's
+        status go back to an older one than this replica recorded itself)."""
+        async with self._recording.hold(monitor_ids):
+            monitors = await self._store.find(monitor_ids)
+            statuses = await self._store.statuses(monitors)
+            stored = [statuses[m.id] for m in monitors]
+            for listener in self.record_listeners:
+                listener(samples, stored)
 
     async def all_monitors(self) -> list[Monitor]:
         return await self._store.all_monitors()
@@ -434,39 +477,44 @@ class Monitors:
         return await asyncio.shield(self._record_many(recorded))
 
     async def _record_many(self, recorded: Sequence[tuple[Monitor, CheckResult]]) -> Sequence[MonitorStatus]:
-        # Read-compute-write of a status under its monitor's lock: two reports of one monitor (two locations,
-        # or a resend) would otherwise read the same status and one update would be lost. A lock in this process
-        # is enough while one replica serves (as the assignment hub already assumes), and it also covers the
-        # time-series write, which no database transaction could.
-        async with self._recording.hold(monitor.id for monitor, _ in recorded):
-            current = await self._store.statuses([monitor for monitor, _ in recorded])
-            fresh = []
-            after = []
-            changes = []
-            for monitor, result in recorded:
-                last = last_check_time(current[monitor.id], result.location)
-                if last is None or result.time > last:
-                    result = replace(result, fields=finite_fields(result.fields))
-                    before = current[monitor.id]
-                    current[monitor.id] = next_status(monitor, before, result)
-                    changes.append((monitor, before, current[monitor.id]))
-                    fresh.append((monitor, result))
-                after.append(current[monitor.id])
-            samples = []
-            for monitor, result in fresh:
-                notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
-                tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
-                fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
-                samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
-            if samples:
-                await self._timeseries.write(samples)
-            stored = [current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}]
-            await self._store.put_statuses(stored)
+        # Read-compute-write of a status with its monitor held, so that two reports of one monitor (two
+        # locations, or a resend, to this replica or to two) never read the same status and lose one update:
+        # here by a lock in this process, which also orders this process's listeners, and across replicas by
+        # the monitor's row, locked from the read until the status is written. The samples are written while
+        # it is held too, before the status: a crash between the two leaves the results looking new, and their
+        # resend writes the same points again (InfluxDB keeps one point per series and time).
+        ids = [monitor.id for monitor, _ in recorded]
+        async with self._recording.hold(ids):
+            async with self._store.updating_statuses([monitor for monitor, _ in recorded]) as update:
+                current = dict(update.current)
+                fresh = []
+                after = []
+                changes = []
+                for monitor, result in recorded:
+                    last = last_check_time(current[monitor.id], result.location)
+                    if last is None or result.time > last:
+                        result = replace(result, fields=finite_fields(result.fields))
+                        before = current[monitor.id]
+                        current[monitor.id] = next_status(monitor, before, result)
+                        changes.append((monitor, before, current[monitor.id]))
+                        fresh.append((monitor, result))
+                    after.append(current[monitor.id])
+                samples = []
+                for monitor, result in fresh:
+                    notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
+                    tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
+                    fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
+                    samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
+                if samples:
+                    await self._timeseries.write(samples)
+                stored = [current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}]
+                await update.put(stored)
             for monitor, before, status in changes:
                 log_state_change(monitor, before, status)
             if fresh:
                 for listener in self.record_listeners:
                     listener(samples, stored)
+                await self.replicas.results_recorded(samples, [status.monitor_id for status in stored])
             return after
 
     async def query(

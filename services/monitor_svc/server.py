@@ -36,6 +36,7 @@ from services.monitor_svc.locations import KnownLocations, declared_locations
 from services.monitor_svc.monitors import Deployment, Monitors
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
+from services.monitor_svc.replicas import REFRESH_S, RedisReplicas
 from services.monitor_svc.schema import MIGRATIONS as MIGRATIONS  # every service's server names its migrations
 from services.monitor_svc.schema import VERSION_TABLE as VERSION_TABLE
 from services.monitor_svc.servicer import MonitorServicer
@@ -67,9 +68,10 @@ REPLICA_LOCK_CHECK_S = 10.0
 async def hold_replica_lock(database_url: str) -> DatabaseLock:
     """The lock that makes this the one monitor service of its database, or :class:`StartupError` saying why.
 
-    Replicas do not share state yet: runners' assignments and the event feed live in one process, so a second
-    replica split the deployment silently (monitors created through one never reached the other's runners,
-    deleted ones kept being checked). Until they do, a second one refuses to start."""
+    Without Redis, replicas have no way to share runners' assignments and the event feed, so a second one would
+    split the deployment silently (monitors created through one never reaching the other's runners, deleted
+    ones kept being checked): it refuses to start. With ``MONITORS_REDIS_URL`` they keep in step through it
+    (:mod:`services.monitor_svc.replicas`) and take no lock."""
     lock = DatabaseLock(database_url, "monitor-service")
     if await asyncio.to_thread(lock.acquire, 0):
         return lock
@@ -77,7 +79,7 @@ async def hold_replica_lock(database_url: str) -> DatabaseLock:
     await asyncio.to_thread(lock.release)
     raise StartupError(
         f"another monitor service already serves the database {describe_url(database_url)} ({holder});"
-        " run one monitor service per database: replicas are not supported yet"
+        " run one monitor service per database, or set MONITORS_REDIS_URL on each for replicas"
     )
 
 
@@ -104,7 +106,8 @@ async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     box = settings.secret_box()  # a bad master key stops us before the migrations
     declared = declared_locations(settings.declared_locations)
-    replica = await hold_replica_lock(settings.database_url)
+    # Replicas keep in step through Redis; without it, one process serves the database.
+    replica = None if settings.redis_url else await hold_replica_lock(settings.database_url)
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     account_store = AccountStore(database)
     accounts = Accounts(account_store)
@@ -160,6 +163,18 @@ async def build_server(settings: Settings) -> ServiceHost:
     )
     if settings.runtime == "kubernetes":
         monitors.change_listeners.append(fleet.monitor_changed)
+    replicas = None
+    if settings.redis_url:
+        replicas = RedisReplicas(
+            settings.redis_url,
+            settings.database_url,
+            hub,
+            monitors.changed_elsewhere,
+            monitors.recorded_elsewhere,
+            hub.reload,
+        )
+        monitors.replicas = replicas
+        hub.local_runner_listeners.append(replicas.local_runners_changed)
     monitor_servicer = MonitorServicer(
         monitors,
         deployment,
@@ -200,10 +215,17 @@ async def build_server(settings: Settings) -> ServiceHost:
     host.background.append(every(SWEEP_S, status_watch.sweep, "stale monitors to their watchers"))
     if settings.runtime == "kubernetes":
         host.background.append(fleet.run)  # each location's runners sized to its monitors
-    host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(replica), "single-replica lock"))
-    # Run last to first: the replica lock goes last, login codes being handed over are waited for first.
+    if replica is not None:
+        lock = replica
+        host.background.append(every(REPLICA_LOCK_CHECK_S, lambda: keep_replica_lock(lock), "single-replica lock"))
+        host.on_stop.append(lambda: asyncio.to_thread(lock.release))  # run last to first: the lock goes last
+    if replicas is not None:
+        host.on_start.append(replicas.start)
+        host.background.append(replicas.run)
+        host.background.append(every(REFRESH_S, replicas.refresh, "replica registry"))
+        host.on_stop.append(replicas.close)
+    # Run last to first: login codes being handed over are waited for first.
     host.on_stop += [
-        lambda: asyncio.to_thread(replica.release),
         notify_channel.close,
         database.close,
         timeseries.close,

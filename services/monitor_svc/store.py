@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Collection, Mapping, Sequence
-from dataclasses import replace
+from collections.abc import AsyncIterator, Collection, Mapping, Sequence
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service_runtime.database import Database, UtcDateTime, insert_under_quota, new_id, utc_now
+from service_runtime.database import Database, HeldTransaction, UtcDateTime, insert_under_quota, new_id, utc_now
 from service_runtime.errors import NotFound
 from services.monitor_svc.domain import (
     CheckResult,
@@ -252,6 +253,19 @@ class MonitorStore:
         """Ids of the owner's monitors whose spec refers to secret ``name``."""
         return [m.id for m in await self.of_owner(owner_id) if name in secret_names(m.spec)]
 
+    async def find(self, monitor_ids: Collection[str]) -> list[Monitor]:
+        """Those of ``monitor_ids`` that exist, of any owner (for applying another replica's changes)."""
+        ids = sorted(set(monitor_ids))
+
+        def select(c: sa.Connection) -> list[Monitor]:
+            found: list[Monitor] = []
+            for i in range(0, len(ids), _IN_CHUNK):
+                query = sa.select(*_MONITOR).where(MonitorRow.id.in_(ids[i : i + _IN_CHUNK]))
+                found.extend(_monitor(row) for row in c.execute(query))
+            return found
+
+        return await self._db.run(select) if ids else []
+
     async def all_monitors(self) -> list[Monitor]:
         """Every monitor of every owner (for assigning work to runners)."""
         query = sa.select(*_MONITOR).order_by(MonitorRow.id)
@@ -287,18 +301,58 @@ class MonitorStore:
 
     async def statuses(self, monitors: Sequence[Monitor]) -> dict[str, MonitorStatus]:
         """The status of each of ``monitors`` (PENDING for one never checked), read in one transaction."""
-        by_id = {m.id: m for m in monitors}
-        ids = list(by_id)
+        if not monitors:
+            return {}
+        return await self._db.run(lambda c: _read_statuses(c, monitors))
 
-        def select(c: sa.Connection) -> list[Any]:
-            rows: list[Any] = []
+    async def put_status(self, status: MonitorStatus) -> None:
+        await self.put_statuses([status])
+
+    async def put_statuses(self, statuses: Sequence[MonitorStatus]) -> None:
+        """Store these statuses (one per monitor), updated or inserted, in one transaction."""
+        if statuses:
+            await self._db.run(lambda c: _write_statuses(c, statuses))
+
+    @asynccontextmanager
+    async def updating_statuses(self, monitors: Sequence[Monitor]) -> AsyncIterator[StatusUpdate]:
+        """The statuses of ``monitors``, kept from every other writer (another replica's) until the block ends,
+        and stored by its :meth:`StatusUpdate.put`: one transaction that holds the monitors' rows (FOR UPDATE,
+        in id order, so two such blocks over overlapping monitors wait for each other rather than deadlock) from
+        the read to the write, committed as the block ends. On SQLite, which one process serves, a read now and
+        a write at ``put``, which that process orders by its own locks."""
+        ids = sorted({m.id for m in monitors})
+
+        def lock_and_read(c: sa.Connection) -> dict[str, MonitorStatus]:
             for i in range(0, len(ids), _IN_CHUNK):
-                query = sa.select(*_STATUS).where(MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK]))
-                rows.extend(c.execute(query))
-            return rows
+                chunk = ids[i : i + _IN_CHUNK]
+                query = sa.select(MonitorRow.id).where(MonitorRow.id.in_(chunk)).order_by(MonitorRow.id)
+                c.execute(query.with_for_update()).all()
+            return _read_statuses(c, monitors)
 
-        found = {m.id: MonitorStatus(m.id, MonitorState.PENDING, state_change_time=m.create_time) for m in monitors}
-        for row in await self._db.run(select) if ids else []:
+        async with self._db.held() as run:
+            current = await run(lock_and_read) if ids else {}
+            yield StatusUpdate(current, run)
+
+
+@dataclass
+class StatusUpdate:
+    """Statuses read under :meth:`MonitorStore.updating_statuses`, and the way to store their successors."""
+
+    current: dict[str, MonitorStatus]
+    _run: HeldTransaction
+
+    async def put(self, statuses: Sequence[MonitorStatus]) -> None:
+        """Store these statuses (one per monitor) in the block's transaction."""
+        if statuses:
+            await self._run(lambda c: _write_statuses(c, statuses))
+
+
+def _read_statuses(c: sa.Connection, monitors: Sequence[Monitor]) -> dict[str, MonitorStatus]:
+    ids = list({m.id: None for m in monitors})
+    found = {m.id: MonitorStatus(m.id, MonitorState.PENDING, state_change_time=m.create_time) for m in monitors}
+    for i in range(0, len(ids), _IN_CHUNK):
+        query = sa.select(*_STATUS).where(MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK]))
+        for row in c.execute(query):
             found[row.monitor_id] = MonitorStatus(
                 monitor_id=row.monitor_id,
                 state=MonitorState(row.state),
@@ -310,52 +364,38 @@ class MonitorStore:
                 state_change_time=row.state_change_time,
                 location_results=_location_results_from_json(row.monitor_id, row.location_results),
             )
-        return found
+    return found
 
-    async def put_status(self, status: MonitorStatus) -> None:
-        await self.put_statuses([status])
 
-    async def put_statuses(self, statuses: Sequence[MonitorStatus]) -> None:
-        """Store these statuses (one per monitor), updated or inserted, in one transaction."""
-        values = {
-            status.monitor_id: {
-                "state": status.state.value,
-                "last_check_time": status.last_check_time,
-                "last_result": None if status.last_result is None else result_to_json(status.last_result),
-                "runner_id": status.runner_id,
-                "location": status.location,
-                "consecutive_failures": status.consecutive_failures,
-                "state_change_time": status.state_change_time or utc_now(),
-                "location_results": _location_results_to_json(status.location_results),
-            }
-            for status in statuses
+def _write_statuses(c: sa.Connection, statuses: Sequence[MonitorStatus]) -> None:
+    values = {
+        status.monitor_id: {
+            "state": status.state.value,
+            "last_check_time": status.last_check_time,
+            "last_result": None if status.last_result is None else result_to_json(status.last_result),
+            "runner_id": status.runner_id,
+            "location": status.location,
+            "consecutive_failures": status.consecutive_failures,
+            "state_change_time": status.state_change_time or utc_now(),
+            "location_results": _location_results_to_json(status.location_results),
         }
-        ids = list(values)
-
-        def upsert(c: sa.Connection) -> None:
-            existing: set[str] = set()
-            for i in range(0, len(ids), _IN_CHUNK):
-                query = sa.select(MonitorStatusRow.monitor_id).where(
-                    MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK])
-                )
-                existing.update(c.execute(query).scalars())
-            # A monitor deleted since its result came in has no status to keep: insert only for monitors that
-            # still exist, read under a shared lock (MySQL) so that a delete waits for this transaction to end.
-            alive: set[str] = set()
-            new_ids = [m for m in ids if m not in existing]
-            for i in range(0, len(new_ids), _IN_CHUNK):
-                query = (
-                    sa.select(MonitorRow.id)
-                    .where(MonitorRow.id.in_(new_ids[i : i + _IN_CHUNK]))
-                    .with_for_update(read=True)
-                )
-                alive.update(c.execute(query).scalars())
-            updates = [{"b_monitor_id": m, **v} for m, v in values.items() if m in existing]
-            inserts = [{"monitor_id": m, **v} for m, v in values.items() if m in alive]
-            if updates:
-                c.execute(_UPDATE_STATUS, updates)
-            if inserts:
-                c.execute(sa.insert(MonitorStatusRow), inserts)
-
-        if ids:
-            await self._db.run(upsert)
+        for status in statuses
+    }
+    ids = list(values)
+    existing: set[str] = set()
+    for i in range(0, len(ids), _IN_CHUNK):
+        query = sa.select(MonitorStatusRow.monitor_id).where(MonitorStatusRow.monitor_id.in_(ids[i : i + _IN_CHUNK]))
+        existing.update(c.execute(query).scalars())
+    # A monitor deleted since its result came in has no status to keep: insert only for monitors that
+    # still exist, read under a shared lock (MySQL) so that a delete waits for this transaction to end.
+    alive: set[str] = set()
+    new_ids = [m for m in ids if m not in existing]
+    for i in range(0, len(new_ids), _IN_CHUNK):
+        query = sa.select(MonitorRow.id).where(MonitorRow.id.in_(new_ids[i : i + _IN_CHUNK])).with_for_update(read=True)
+        alive.update(c.execute(query).scalars())
+    updates = [{"b_monitor_id": m, **v} for m, v in values.items() if m in existing]
+    inserts = [{"monitor_id": m, **v} for m, v in values.items() if m in alive]
+    if updates:
+        c.execute(_UPDATE_STATUS, updates)
+    if inserts:
+        c.execute(sa.insert(MonitorStatusRow), inserts)
