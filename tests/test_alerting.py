@@ -361,6 +361,27 @@ def test_a_silence_mutes_the_default_rule_but_the_alert_still_fires(alice: User,
     alice.call(alice.alerts.DeleteSilence, apb.DeleteSilenceRequest(id=silence.id))
 
 
+def test_listings_that_end_on_a_full_page_hand_out_no_token(stack: Stack) -> None:
+    """ListAlertRules, ListAlerts and ListSilences read one item past the page, so a listing whose count is a
+    multiple of the page size ends on that full page: a next_page_token there used to lead to an empty page."""
+    erin = User(stack, "erin.pages@example.com")
+    monitor = erin.heartbeat("paged")
+    ping(monitor, up=False)  # the default rule fires one alert for it
+    alerts = eventually(lambda: erin.call(erin.alerts.ListAlerts, apb.ListAlertsRequest()).alerts, what="alert fired")
+    rules = erin.call(erin.alerts.ListAlertRules, apb.ListAlertRulesRequest()).alert_rules
+    end = timestamp_pb2.Timestamp(seconds=int(time.time()) + 3600)
+    for _ in range(2):
+        silence = apb.Silence(monitor_id=monitor.id, end_time=end, comment="paged")
+        erin.call(erin.alerts.CreateSilence, apb.CreateSilenceRequest(silence=silence))
+
+    full_rules = erin.call(erin.alerts.ListAlertRules, apb.ListAlertRulesRequest(page_size=len(rules)))
+    full_alerts = erin.call(erin.alerts.ListAlerts, apb.ListAlertsRequest(page_size=len(alerts)))
+    full_silences = erin.call(erin.alerts.ListSilences, apb.ListSilencesRequest(page_size=2))
+    assert ([r.id for r in full_rules.alert_rules], full_rules.next_page_token) == ([r.id for r in rules], "")
+    assert ([a.id for a in full_alerts.alerts], full_alerts.next_page_token) == ([a.id for a in alerts], "")
+    assert (len(full_silences.silences), full_silences.next_page_token) == (2, "")
+
+
 def is_up_below_one() -> common_pb2.AlertCondition:
     return common_pb2.AlertCondition(
         threshold=common_pb2.ThresholdCondition(

@@ -374,6 +374,33 @@ def test_list_deliveries_pages_and_filters(
     assert "page_size" in violations(caught.value)
 
 
+def test_listings_that_end_on_a_full_page_hand_out_no_token(
+    stub: Stub, stack: Stack, receivers: ProviderReceivers
+) -> None:
+    """ListChannels and ListDeliveries read one item past the page, so a listing whose count is a multiple of
+    the page size ends on that full page: a next_page_token there used to lead to an empty page."""
+    dave = auth(stack.create_api_key("dave.pages@example.com"))
+    with grpc.insecure_channel(stack.address("monitor")) as channel:
+        accounts = account_service_pb2_grpc.AccountServiceStub(channel)
+        dave_id = accounts.GetCurrentUser(account_service_pb2.GetCurrentUserRequest(), metadata=dave, timeout=5).user.id
+    hooks = [create(stub, dave, webhook=pb.WebhookConfig(url=receivers.url("webhook", unique("pages")))) for _ in "ab"]
+    for index in range(2):
+        stub.SendNotification(
+            pb.SendNotificationRequest(
+                idempotency_key=unique("pages"),
+                owner_id=dave_id,
+                channel_ids=[hooks[0].id],
+                notification=firing(f"alr_{index}"),
+            ),
+            metadata=auth(SERVICE_TOKEN),
+            timeout=5,
+        )
+    channels = stub.ListChannels(pb.ListChannelsRequest(page_size=2), metadata=dave, timeout=5)
+    deliveries = stub.ListDeliveries(pb.ListDeliveriesRequest(page_size=2), metadata=dave, timeout=5)
+    assert (sorted(c.id for c in channels.channels), channels.next_page_token) == (sorted(h.id for h in hooks), "")
+    assert (len(deliveries.deliveries), deliveries.next_page_token) == (2, "")
+
+
 def test_no_secret_reaches_the_log(stub: Stub, stack: Stack, alice: Metadata, receivers: ProviderReceivers) -> None:
     name = unique("slack-secret-path")
     channel = create(stub, alice, slack=pb.SlackConfig(webhook_url=receivers.url("slack", name)))

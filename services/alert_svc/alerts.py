@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument, ResourceExhausted
-from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.pagination import PageRequest
 from service_runtime.streams import Subscription
 from services.alert_svc.channels import NotifyChannels
 from services.alert_svc.domain import (
@@ -90,9 +90,9 @@ class Alerting:
     async def list_rules(
         self, caller: Principal, size: int, token: str, monitor_id: str
     ) -> tuple[list[AlertRule], str]:
-        limit = page_size(size, maximum=MAX_RULES_PAGE)
-        page = await self._store.list_rules(caller.user_id, decode_page_token(token) or "", limit, monitor_id)
-        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+        request = PageRequest.of(size, token, maximum=MAX_RULES_PAGE)
+        found = await self._store.list_rules(caller.user_id, request.after or "", request.read_limit, monitor_id)
+        return request.cut(found, lambda r: r.id)
 
     async def update_rule(self, caller: Principal, rule_id: str, draft: RuleDraft, paths: Sequence[str]) -> AlertRule:
         """Change the fields in ``paths`` (every mutable one when empty)."""
@@ -182,10 +182,10 @@ class Alerting:
         rule_id: str,
         monitor_id: str,
     ) -> tuple[list[Alert], str]:
-        limit = page_size(size)
-        after = decode_page_token(token) or ""
-        page = await self._store.list_alerts(caller.user_id, after, limit, states, rule_id, monitor_id)
-        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+        request = PageRequest.of(size, token)
+        after = request.after or ""
+        found = await self._store.list_alerts(caller.user_id, after, request.read_limit, states, rule_id, monitor_id)
+        return request.cut(found, lambda a: a.id)
 
     async def get_alert(self, caller: Principal, alert_id: str) -> tuple[Alert, list[AlertEvent]]:
         alert = await self._store.get_alert(caller.user_id, alert_id)
@@ -212,10 +212,11 @@ class Alerting:
     async def list_silences(
         self, caller: Principal, size: int, token: str, include_expired: bool
     ) -> tuple[list[Silence], str]:
-        limit = page_size(size)
-        after = decode_page_token(token) or ""
-        page = await self._store.list_silences(caller.user_id, after, limit, include_expired, datetime.now(UTC))
-        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+        request = PageRequest.of(size, token)
+        found = await self._store.list_silences(
+            caller.user_id, request.after or "", request.read_limit, include_expired, datetime.now(UTC)
+        )
+        return request.cut(found, lambda s: s.id)
 
     async def delete_silence(self, caller: Principal, silence_id: str) -> None:
         await self._store.delete_silence(caller.user_id, silence_id)

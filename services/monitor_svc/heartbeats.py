@@ -16,8 +16,6 @@ results a second, and pings alternating /fail and OK at 300 a second had written
 
 from __future__ import annotations
 
-import base64
-import binascii
 import math
 import time
 from collections.abc import Callable
@@ -28,6 +26,7 @@ from typing import Protocol
 
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument
+from service_runtime.pagination import PageRequest
 from services.monitor_svc.domain import (
     CheckResult,
     HeartbeatSpec,
@@ -184,15 +183,16 @@ class Heartbeats:
     ) -> tuple[list[PingRecord], str]:
         """The latest pings of one of the caller's monitors, newest first, and the next page's token."""
         monitor = await self._store.get(caller.user_id, monitor_id)
-        if page_size < 0:
-            raise InvalidArgument("page_size", "must not be negative")
-        size = min(page_size or KEPT_PINGS, KEPT_PINGS)
-        offset = _offset(page_token)
+        request = PageRequest.of(page_size, page_token, maximum=KEPT_PINGS)
+        offset = _offset(request.after)
         if not isinstance(monitor.spec, HeartbeatSpec):
             return [], ""
-        found = await self._log.latest(monitor.id, size + 1, offset)
-        more = len(found) > size and offset + size < KEPT_PINGS
-        return found[:size], _token(offset + size) if more else ""
+        # The log has no key to resume after: a ping's key is its place in it, newest first, and only the
+        # latest KEPT_PINGS count (two pings at once may leave one more for a moment).
+        found = await self._log.latest(monitor.id, request.read_limit, offset)
+        placed = list(enumerate(found[: KEPT_PINGS - offset], start=offset + 1))
+        page, token = request.cut(placed, lambda p: str(p[0]))
+        return [ping for _, ping in page], token
 
     async def sweep(self, now: datetime | None = None) -> int:
         """Mark DOWN every active heartbeat monitor whose deadline has passed; returns how many."""
@@ -251,22 +251,13 @@ def _failure_message(ping: Ping) -> str:
     return said[:MAX_MESSAGE] or "the job reported a failure"
 
 
-def _token(offset: int) -> str:
-    return base64.urlsafe_b64encode(f"pings:{offset}".encode()).decode()
-
-
-def _offset(page_token: str) -> int:
-    if not page_token:
+def _offset(after: str | None) -> int:
+    """The place in the log a page starts at: 0 for the first page, else the place of the last ping shown."""
+    if after is None:
         return 0
-    try:
-        text = base64.urlsafe_b64decode(page_token.encode()).decode()
-        prefix, _, number = text.partition(":")
-        offset = int(number)
-    except (binascii.Error, UnicodeError, ValueError):
-        raise InvalidArgument("page_token", "is not a token this method returned") from None
-    if prefix != "pings" or not 0 <= offset < KEPT_PINGS:
-        raise InvalidArgument("page_token", "is not a token this method returned")
-    return offset
+    if not (after.isascii() and after.isdigit()) or not 0 < int(after) < KEPT_PINGS:
+        raise InvalidArgument("page_token", "is not a page token returned by this listing")
+    return int(after)
 
 
 def _without_retries(monitor: Monitor) -> Monitor:

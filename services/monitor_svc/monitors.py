@@ -13,7 +13,7 @@ from typing import Protocol
 
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
-from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.pagination import PageRequest
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
 from service_runtime.timeseries.queries import QueryResult, query_samples
 from services.monitor_svc.checks import Outcome
@@ -341,13 +341,13 @@ class Monitors:
         """A page of the caller's monitors that pass ``only``, in id order, each with its status as
         GetMonitorStatus reads it at this instant; and the token of the next page ("" after the last). A page
         is always full but the last: filtered out monitors are skipped, not left as gaps."""
-        limit = page_size(size)
+        request = PageRequest.of(size, token)
         only = only or ListingFilter()
-        after = decode_page_token(token)
+        after = request.after
         now = datetime.now(UTC)
         found: list[tuple[Monitor, MonitorStatus]] = []
-        scan = limit + 1 if only == ListingFilter() else max(limit + 1, LISTING_SCAN)
-        while len(found) <= limit:
+        scan = request.read_limit if only == ListingFilter() else max(request.read_limit, LISTING_SCAN)
+        while len(found) < request.read_limit:
             chunk = await self._store.list_page(caller.user_id, after, scan)
             admitted = [m for m in chunk if only.admits_monitor(m)]
             statuses = await self._store.statuses(admitted) if admitted else {}
@@ -358,8 +358,7 @@ class Monitors:
             if len(chunk) < scan:
                 break
             after = chunk[-1].id
-        page = found[:limit]
-        return page, encode_page_token(page[-1][0].id) if len(found) > limit else ""
+        return request.cut(found, lambda m: m[0].id)
 
     async def update(self, caller: Principal, monitor_id: str, draft: MonitorDraft, paths: Sequence[str]) -> Monitor:
         """Change the fields named in ``paths`` (every mutable field when empty) to their values in ``draft``."""
@@ -563,14 +562,12 @@ class Monitors:
     ) -> tuple[datetime, datetime, Sequence[tuple[Monitor, Summary]], str]:
         """A page of summaries of the caller's monitors (those named, or those with ``labels``, or all), in id
         order, from a few grouped queries for the whole page; and the next page's token ("" after the last)."""
-        limit = page_size(size, maximum=MAX_SUMMARY_PAGE)
-        after = decode_page_token(token)
+        request = PageRequest.of(size, token, maximum=MAX_SUMMARY_PAGE)
         start, end = _range(start, end)
         chosen = _selected(await self._store.of_owner(caller.user_id), monitor_ids, labels)
-        remaining = [m for m in chosen if after is None or m.id > after]
-        page = remaining[:limit]
+        remaining = [m for m in chosen if request.after is None or m.id > request.after]
+        page, next_token = request.cut(remaining, lambda m: m.id)
         found = await summarize_many(self._timeseries, caller.user_id, [(m.id, m.kind.value) for m in page], start, end)
-        next_token = encode_page_token(page[-1].id) if len(remaining) > limit else ""
         return start, end, [(m, found[m.id]) for m in page], next_token
 
 

@@ -19,7 +19,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from service_runtime.auth import Principal
 from service_runtime.database import Database, UtcDateTime, upsert, utc_now
 from service_runtime.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.pagination import PageRequest
 from service_runtime.secretbox import SecretBox
 from services.monitor_svc.schema import Base
 
@@ -92,19 +92,17 @@ class UserSecrets:
         return SecretInfo(name, created, now)
 
     async def list(self, caller: Principal, size: int, token: str) -> tuple[list[SecretInfo], str]:
-        limit = page_size(size)
-        after = decode_page_token(token)
+        request = PageRequest.of(size, token)
         query = (
             sa.select(SecretRow.name, SecretRow.create_time, SecretRow.update_time)
             .where(SecretRow.owner_id == caller.user_id)
             .order_by(SecretRow.name)
-            .limit(limit + 1)
+            .limit(request.read_limit)
         )
-        if after is not None:
-            query = query.where(SecretRow.name > after)
+        if request.after is not None:
+            query = query.where(SecretRow.name > request.after)
         found = await self._db.run(lambda c: [SecretInfo(*row) for row in c.execute(query)])
-        page = found[:limit]
-        return page, encode_page_token(page[-1].name) if len(found) > limit else ""
+        return request.cut(found, lambda s: s.name)
 
     async def delete(self, caller: Principal, name: str) -> None:
         users = await self._references(caller.user_id, name)

@@ -11,7 +11,7 @@ from service_runtime.auth import Principal
 from service_runtime.database import new_id, utc_now
 from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed
 from service_runtime.errors import InvalidArgument, NotFound
-from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.pagination import PageRequest
 from services.notify_svc.delivery import DeliveryWorker
 from services.notify_svc.delivery_queue import DeliveryQueue, Target
 from services.notify_svc.domain import (
@@ -80,9 +80,9 @@ class Notifications:
         return await self._channels.get_channel(caller.user_id, channel_id)
 
     async def list_channels(self, caller: Principal, size: int, token: str) -> tuple[list[Channel], str]:
-        limit = page_size(size)
-        page = await self._channels.list_channels(caller.user_id, decode_page_token(token), limit)
-        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+        request = PageRequest.of(size, token)
+        found = await self._channels.list_channels(caller.user_id, request.after, request.read_limit)
+        return request.cut(found, lambda c: c.id)
 
     async def update_channel(
         self, caller: Principal, channel_id: str, draft: ChannelDraft, paths: Sequence[str]
@@ -189,10 +189,9 @@ class Notifications:
     async def list_deliveries(
         self, caller: Principal, size: int, token: str, channel_id: str, state: DeliveryState | None
     ) -> tuple[list[Delivery], str]:
-        limit = page_size(size)
-        before = decode_page_token(token)
-        page = await self._queue.list_deliveries(caller.user_id, before, limit, channel_id, state)
-        return page, encode_page_token(page[-1].id) if len(page) == limit else ""
+        request = PageRequest.of(size, token)  # newest first: "after" in the listing's order is an older id
+        found = await self._queue.list_deliveries(caller.user_id, request.after, request.read_limit, channel_id, state)
+        return request.cut(found, lambda d: d.id)
 
 
 def _generates_secret(config: ChannelConfig | None) -> bool:

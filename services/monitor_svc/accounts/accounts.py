@@ -9,7 +9,7 @@ from datetime import datetime
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument
-from service_runtime.pagination import decode_page_token, encode_page_token, page_size
+from service_runtime.pagination import PageRequest
 from services.monitor_svc.accounts.store import AccountStore, ApiKey, User
 
 _EMAIL = re.compile(
@@ -56,11 +56,9 @@ class Accounts:
 
     async def list_api_keys(self, owner: Principal, requested_size: int, token: str) -> tuple[list[ApiKey], str]:
         """One page of the caller's keys, oldest first, and the token of the next page ('' at the end)."""
-        size = page_size(requested_size)
-        keys = await self._store.list_api_keys(owner.user_id, decode_page_token(token), size + 1)
-        if len(keys) > size:
-            return keys[:size], encode_page_token(keys[size - 1].id)
-        return keys, ""
+        request = PageRequest.of(requested_size, token)
+        keys = await self._store.list_api_keys(owner.user_id, request.after, request.read_limit)
+        return request.cut(keys, lambda k: k.id)
 
     async def delete_api_key(self, owner: Principal, key_id: str) -> None:
         if not key_id:
