@@ -170,6 +170,10 @@ class Settings:
     kubernetes_namespace: str = ""  # empty: the pod's own namespace
     monitors_per_runner: int = 500
     max_runners_per_location: int = 20
+    max_dedicated_per_user: int = 5  # monitors with placement DEDICATED (a pod each)
+    # A dedicated runner: the one monitor it checks, and the directory its secrets are mounted in (a file each).
+    runner_monitor_id: str = ""
+    runner_secrets_dir: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
     def resolved_service_token(self) -> str:
@@ -294,6 +298,9 @@ class Settings:
             kubernetes_namespace=env.get("MONITORS_KUBERNETES_NAMESPACE", ""),
             monitors_per_runner=_int(env, "MONITORS_MONITORS_PER_RUNNER", 500, minimum=1),
             max_runners_per_location=_int(env, "MONITORS_MAX_RUNNERS_PER_LOCATION", 20, minimum=1),
+            max_dedicated_per_user=_int(env, "MONITORS_MAX_DEDICATED_PER_USER", 5),
+            runner_monitor_id=env.get("MONITORS_RUNNER_MONITOR_ID", ""),
+            runner_secrets_dir=env.get("MONITORS_RUNNER_SECRETS_DIR", ""),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },

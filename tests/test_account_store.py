@@ -36,7 +36,7 @@ def test_migrations_create_tables_and_are_idempotent(database_url: str) -> None:
     finally:
         engine.dispose()
     assert {"users", "api_keys", "monitors", "monitor_status", "secrets", "heartbeat_pings", VERSION_TABLE} <= tables
-    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0008"
+    assert version == ScriptDirectory(str(MIGRATIONS)).get_current_head() == "0010"
 
 
 async def test_ensure_user_normalises_email_and_is_idempotent(accounts: Accounts) -> None:

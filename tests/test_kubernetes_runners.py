@@ -17,20 +17,29 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kubernetes_validate
 import pytest
-from google.protobuf import duration_pb2
+from google.protobuf import duration_pb2, field_mask_pb2
+from google.rpc import error_details_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2
+from service_runtime.settings import Settings
 from services.monitor_svc.domain import Monitor, WebsiteSpec
+from services.monitor_svc.fleet.kubernetes import dedicated_name
 from services.monitor_svc.fleet.reconciler import wanted_runners
+from tests.harness.http import HttpServer, Reply
 from tests.harness.kubernetes_api import KubernetesApi
 from tests.harness.monitor_service import Metadata, Served, serve_monitors
-from tests.test_k8s_manifests import KUBERNETES_VERSION, KUSTOMIZATIONS, of_kind, render
+from tests.harness.rpc import rich_details
+from tests.harness.services import ServiceProcess, python_env
+from tests.test_k8s_manifests import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
 
 pb = monitor_service_pb2
 PER_RUNNER = 2
 MOST = 3
+DEDICATED_MOST = 2
+DIGEST = "monitors/secrets-digest"
 
 
 @pytest.fixture
@@ -50,8 +59,11 @@ async def served(api: KubernetesApi, tmp_path: Path) -> AsyncIterator[Served]:
         "MONITORS_KUBERNETES_NAMESPACE": "monitors",
         "MONITORS_MONITORS_PER_RUNNER": str(PER_RUNNER),
         "MONITORS_MAX_RUNNERS_PER_LOCATION": str(MOST),
+        "MONITORS_MAX_DEDICATED_PER_USER": str(DEDICATED_MOST),
     }
     async with serve_monitors(f"sqlite:///{tmp_path / 'monitors.sqlite3'}", tmp_path, env) as started:
+        # The fleet's first pass: it scales both sets (no monitor yet) and makes their locations known.
+        await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 1})
         yield started
 
 
@@ -184,9 +196,9 @@ async def test_deployment_status_lists_runner_pods_with_readiness_restarts_locat
     ]
     # A user: the runners that check their monitors, with their pods' state.
     assert await status(served.alice) == [("runner-eu-west-0", "eu-west", True, 0, 2, True)]
-    # The Role in k8s/base grants exactly the verbs of the calls made (the fleet's first pass scales both sets).
+    # The Role in k8s/base grants the verbs of the calls made (the fleet's first pass scales both sets).
     assert await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 1})
-    assert verbs_used(api) == role_grants()
+    assert verbs_used(api) <= role_grants()
     pods_listed = api.sent("GET", "/pods")
     assert pods_listed
     assert {r.query["labelSelector"] for r in pods_listed} == {"app.kubernetes.io/name=runner"}
@@ -202,3 +214,190 @@ def test_monitors_naming_no_location_are_shared_among_the_locations() -> None:
     assert wanted_runners(monitors, ["a", "b"], per_runner=2, most=10) == {"a": 3, "b": 1}
     assert wanted_runners([], ["a"], per_runner=2, most=10) == {"a": 1}
     assert wanted_runners([monitor("a")] * 100, ["a"], per_runner=2, most=10) == {"a": 10}
+
+
+def dedicated(url: str, *locations: str) -> pb.Monitor:
+    return pb.Monitor(
+        spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=url)),
+        interval=duration_pb2.Duration(seconds=1),
+        timeout=duration_pb2.Duration(seconds=1),
+        locations=locations,
+        placement=pb.PLACEMENT_DEDICATED,
+    )
+
+
+async def test_a_dedicated_monitor_gets_a_runner_deployment_and_a_secret_of_its_own_which_go_with_it(
+    served: Served, api: KubernetesApi
+) -> None:
+    alice = served.alice
+    await served.stub.PutSecret(pb.PutSecretRequest(name="TOKEN", value="first"), metadata=alice, timeout=10)
+    created = await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=dedicated("https://example.com/?t={{secret:TOKEN}}", "eu-west")),
+        metadata=alice,
+        timeout=10,
+    )
+    monitor_id = created.monitor.id
+    assert created.monitor.placement == pb.PLACEMENT_DEDICATED
+    name = dedicated_name(monitor_id)
+    assert await eventually(lambda: name in api.deployments and name in api.secrets)
+    overlay = render(KUSTOMIZATIONS["overlay"])
+    (posted_deployment,) = [r.body for r in api.sent("POST", "/deployments")]
+    (posted_secret,) = [r.body for r in api.sent("POST", "/secrets")]
+    for manifest in (posted_deployment, posted_secret):
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    assert posted_secret["stringData"] == {"TOKEN": "first"}
+    assert posted_secret["immutable"] is True
+
+    # The pod: the eu-west runners' template, with the monitor's id, its location and its mounted secrets.
+    pod = posted_deployment["spec"]["template"]
+    labels = pod["metadata"]["labels"]
+    (policy,) = of_kind(overlay, "NetworkPolicy")
+    assert policy["spec"]["podSelector"]["matchLabels"].items() <= labels.items()  # runner-egress holds it
+    for selecting in of_kind(overlay, "StatefulSet", "PodDisruptionBudget"):
+        assert not selecting["spec"]["selector"]["matchLabels"].items() <= labels.items(), selecting["metadata"]
+    for service in of_kind(overlay, "Service"):
+        assert not service["spec"].get("selector", {"-": "-"}).items() <= labels.items(), service["metadata"]
+    assert posted_deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    (container,) = pod["spec"]["containers"]
+    settings = Settings.from_env("runner", container_env([*overlay, posted_deployment], posted_deployment, container))
+    assert (settings.runner_monitor_id, settings.runner_location) == (monitor_id, "eu-west")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == settings.runner_secrets_dir]
+    assert mount["readOnly"] is True
+    (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
+    assert volume["secret"]["secretName"] == posted_secret["metadata"]["name"] == name
+    eu_west = next(s for s in overlay if s["kind"] == "StatefulSet" and s["metadata"]["name"] == "runner-eu-west")
+    assert container["image"] == eu_west["spec"]["template"]["spec"]["containers"][0]["image"]
+
+    # Its own runner alone checks it, without secrets over the wire (it reads them from the mount); the location's
+    # runners neither check it nor are scaled for it.
+    assert await served.connect_runner("runner-eu-west-0", "eu-west") == set()
+    (assignment,) = await served.connect_runner_for_assignments(f"{name}-7d9c-x2x4", "eu-west", monitor_id)
+    assert assignment.monitor.id == monitor_id
+    assert dict(assignment.secrets) == {}
+    assert api.replicas()["runner-eu-west"] == 1
+    api.add_pod(f"{name}-7d9c-x2x4", labels, ready=True, restarts=2)
+    status = await served.stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=alice, timeout=10)
+    assert [(r.runner_id, r.location, r.ready, r.restarts, r.assigned_monitors) for r in status.runners] == [
+        (f"{name}-7d9c-x2x4", "eu-west", True, 2, 1)
+    ]
+    assert list(status.locations) == ["eu-west"]  # a dedicated runner serves no location for other monitors
+    assert status.unassigned_monitors == 0
+
+    # New values of its secrets: a new Secret and a new pod (the old ones deleted first).
+    digest = api.deployments[name]["metadata"]["annotations"][DIGEST]
+    await served.stub.PutSecret(pb.PutSecretRequest(name="TOKEN", value="second"), metadata=alice, timeout=10)
+    assert await eventually(lambda: api.secrets.get(name, {}).get("stringData") == {"TOKEN": "second"})
+
+    def digest_now() -> str:
+        return str(api.deployments.get(name, {}).get("metadata", {}).get("annotations", {}).get(DIGEST, ""))
+
+    assert await eventually(lambda: digest_now() not in ("", digest))
+    assert "second" not in str(api.deployments[name])
+
+    # Paused, it has no runner; resumed, it has one again; deleted, both go with it.
+    await served.stub.PauseMonitor(pb.PauseMonitorRequest(id=monitor_id), metadata=alice, timeout=10)
+    assert await eventually(lambda: not api.deployments and not api.secrets)
+    await served.stub.ResumeMonitor(pb.ResumeMonitorRequest(id=monitor_id), metadata=alice, timeout=10)
+    assert await eventually(lambda: name in api.deployments and name in api.secrets)
+    await served.stub.DeleteMonitor(pb.DeleteMonitorRequest(id=monitor_id), metadata=alice, timeout=10)
+    assert await eventually(lambda: not api.deployments and not api.secrets)
+    for manifest in [r.body for r in api.sent("POST")]:
+        kubernetes_validate.validate(manifest, KUBERNETES_VERSION, strict=True)
+    # Every verb the Role in k8s/base grants was used, and no other.
+    assert verbs_used(api) == role_grants()
+
+
+async def test_dedicated_placement_is_refused_where_it_cannot_be_honoured(served: Served, api: KubernetesApi) -> None:
+    async def refused(monitor: pb.Monitor) -> tuple[grpc.StatusCode, list[object]]:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await served.stub.CreateMonitor(pb.CreateMonitorRequest(monitor=monitor), metadata=served.bob, timeout=10)
+        return caught.value.code(), rich_details(caught.value)
+
+    def fields(details: list[object]) -> list[str]:
+        return [v.field for d in details if isinstance(d, error_details_pb2.BadRequest) for v in d.field_violations]
+
+    code, details = await refused(dedicated("https://example.com/", "eu-west", "default"))
+    assert (code, fields(details)) == (grpc.StatusCode.INVALID_ARGUMENT, ["monitor.locations"])
+    heartbeat = pb.Monitor(
+        spec=common_pb2.MonitorSpec(heartbeat=common_pb2.HeartbeatSpec()), placement=pb.PLACEMENT_DEDICATED
+    )
+    code, details = await refused(heartbeat)
+    assert (code, fields(details)) == (grpc.StatusCode.INVALID_ARGUMENT, ["monitor.placement"])
+    code, details = await refused(pb.Monitor(spec=heartbeat.spec, placement=7))  # type: ignore[arg-type]
+    assert (code, fields(details)) == (grpc.StatusCode.INVALID_ARGUMENT, ["monitor.placement"])
+    for _ in range(DEDICATED_MOST):
+        await served.stub.CreateMonitor(
+            pb.CreateMonitorRequest(monitor=dedicated("https://example.com/")), metadata=served.bob, timeout=10
+        )
+    code, details = await refused(dedicated("https://example.com/"))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert [d.metadata["limit"] for d in details if isinstance(d, error_details_pb2.ErrorInfo)] == [
+        "dedicated_monitors_per_user"
+    ]
+    # A shared monitor is not counted, and placement cannot change.
+    shared = await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=pb.Monitor(spec=heartbeat.spec)), metadata=served.bob, timeout=10
+    )
+    assert shared.monitor.placement == pb.PLACEMENT_SHARED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.UpdateMonitor(
+            pb.UpdateMonitorRequest(
+                monitor=pb.Monitor(id=shared.monitor.id, placement=pb.PLACEMENT_DEDICATED),
+                update_mask=field_mask_pb2.FieldMask(paths=["placement"]),
+            ),
+            metadata=served.bob,
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_without_kubernetes_no_monitor_may_ask_for_a_dedicated_runner(tmp_path: Path) -> None:
+    async with serve_monitors(f"sqlite:///{tmp_path / 'monitors.sqlite3'}", tmp_path) as served:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await served.stub.CreateMonitor(
+                pb.CreateMonitorRequest(monitor=dedicated("https://example.com/")), metadata=served.alice, timeout=10
+            )
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "MONITORS_RUNTIME=kubernetes" in str(caught.value.details())
+
+
+async def test_a_dedicated_runner_checks_its_monitor_with_the_secrets_mounted_in_its_pod(
+    served: Served, api: KubernetesApi, tmp_path: Path
+) -> None:
+    """A real runner process, started as the Deployment's pod would be (its settings from the posted Deployment),
+    with the Secret's values as files in a directory, as a Secret volume lays them out."""
+    await served.stub.PutSecret(pb.PutSecretRequest(name="TOKEN", value="mounted"), metadata=served.alice, timeout=10)
+    with HttpServer() as target:
+        target.routes["/"] = Reply(200, b"ok")
+        url = target.url("/") + "?t={{secret:TOKEN}}"
+        created = await served.stub.CreateMonitor(
+            pb.CreateMonitorRequest(monitor=dedicated(url, "eu-west")), metadata=served.alice, timeout=10
+        )
+        monitor_id = created.monitor.id
+        name = dedicated_name(monitor_id)
+        assert await eventually(lambda: name in api.secrets)
+        mount = tmp_path / "secrets"
+        (mount / "..2041_01_01_00_00_00.1").mkdir(parents=True)  # what a Secret volume keeps beside its files
+        for key, value in api.secrets[name]["stringData"].items():
+            (mount / key).write_text(value)
+        runner = ServiceProcess(
+            "runner",
+            python_env(
+                {
+                    "MONITORS_DATA_DIR": str(tmp_path),
+                    "MONITORS_MONITOR_TARGET": f"127.0.0.1:{served.port}",
+                    "MONITORS_SERVICE_TOKEN": served.settings.resolved_service_token(),
+                    "MONITORS_EGRESS": "private-allowed",
+                    "MONITORS_RUNNER_ID": f"{name}-abc",
+                    "MONITORS_RUNNER_LOCATION": "eu-west",
+                    "MONITORS_RUNNER_MONITOR_ID": monitor_id,
+                    "MONITORS_RUNNER_SECRETS_DIR": str(mount),
+                }
+            ),
+            tmp_path / "runner.log",
+        )
+        await asyncio.to_thread(runner.start)
+        try:
+            assert await eventually(lambda: any("t=mounted" in path for _, path, _ in target.requests))
+        finally:
+            await asyncio.to_thread(runner.stop)

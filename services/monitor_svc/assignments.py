@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from service_runtime.errors import AlreadyExists, InvalidArgument, Unavailable
-from services.monitor_svc.domain import HeartbeatSpec, Monitor
+from services.monitor_svc.domain import HeartbeatSpec, Monitor, Placement
 
 _RUNNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -52,6 +52,7 @@ class Runner:
     queue: asyncio.Queue[Change | None] = field(default_factory=asyncio.Queue)  # None: the feed ends
     closed: bool = False
     local: bool = True  # connected to this replica (else to another: its changes go there, not into its queue)
+    dedicated_to: str = ""  # a dedicated runner's one monitor
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,7 @@ class RemoteRunner:
     version: str
     connect_time: datetime
     last_report_time: datetime | None
+    dedicated_to: str = ""
 
 
 def _weight(monitor_id: str, runner_id: str) -> bytes:
@@ -89,7 +91,10 @@ class AssignmentHub:
 
     # --- runners -------------------------------------------------------------------------------------
 
-    async def connect(self, runner_id: str, location: str, capacity: int, version: str) -> Runner:
+    async def connect(
+        self, runner_id: str, location: str, capacity: int, version: str, dedicated_to: str = ""
+    ) -> Runner:
+        """Register a runner; with ``dedicated_to`` it checks that monitor alone, which no other runner checks."""
         if not _RUNNER_ID.match(runner_id):
             raise InvalidArgument("runner_id", "is required: letters, digits and ._:- (up to 100)")
         if not _LOCATION.match(location):
@@ -105,7 +110,7 @@ class AssignmentHub:
             existing = self._runners.get(runner_id)
             if existing is not None and not existing.closed:
                 raise AlreadyExists(f"runner {runner_id} is already connected")
-            runner = Runner(runner_id, location, capacity, version, datetime.now(UTC))
+            runner = Runner(runner_id, location, capacity, version, datetime.now(UTC), dedicated_to=dedicated_to)
             self._runners[runner_id] = runner  # in place of its entry from another replica, if any
             self._rebalance(full_sync_for=runner)
         await self._local_runners_changed()
@@ -146,10 +151,14 @@ class AssignmentHub:
                 known = self._runners.get(entry.runner_id)
                 if known is not None and known.local:
                     continue  # connected here: this replica's own entry is the live one
-                if known is None or (known.location, known.capacity) != (entry.location, entry.capacity):
+                if known is None or (known.location, known.capacity, known.dedicated_to) != (
+                    entry.location,
+                    entry.capacity,
+                    entry.dedicated_to,
+                ):
                     assigned = {} if known is None else known.assigned
                     known = Runner(entry.runner_id, entry.location, entry.capacity, entry.version, entry.connect_time)
-                    known.assigned, known.local = assigned, False
+                    known.assigned, known.local, known.dedicated_to = assigned, False, entry.dedicated_to
                     self._runners[entry.runner_id] = known
                     changed = True
                 known.version, known.connect_time = entry.version, entry.connect_time
@@ -199,7 +208,7 @@ class AssignmentHub:
         for monitor in self._monitors.values():
             if not runs_on_runners(monitor) or owner_id not in (None, monitor.owner_id):
                 continue
-            if monitor.locations:
+            if monitor.locations and monitor.placement is Placement.SHARED:
                 missing += any((monitor.id, loc) not in covered for loc in monitor.locations)
             else:
                 missing += not any(m_id == monitor.id for m_id, _ in covered)
@@ -232,8 +241,15 @@ class AssignmentHub:
     def _owners(self, monitor: Monitor, load: dict[str, int]) -> list[Runner]:
         if not runs_on_runners(monitor):
             return []
-        live = [r for r in self._runners.values() if not r.closed]
-        groups = [[r for r in live if r.location == loc] for loc in monitor.locations] if monitor.locations else [live]
+        # A dedicated monitor goes to its own runner only (wherever it is), and its runner takes no other.
+        dedicated_to = monitor.id if monitor.placement is Placement.DEDICATED else ""
+        live = [r for r in self._runners.values() if not r.closed and r.dedicated_to == dedicated_to]
+        if dedicated_to:
+            groups = [live]
+        elif monitor.locations:
+            groups = [[r for r in live if r.location == loc] for loc in monitor.locations]
+        else:
+            groups = [live]
         owners = []
         for group in groups:
             eligible = [r for r in group if not r.capacity or load[r.runner_id] < r.capacity]

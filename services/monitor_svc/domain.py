@@ -172,6 +172,14 @@ def kind_of(spec: Spec) -> MonitorKind:
     return KIND_OF[type(spec)]
 
 
+class Placement(StrEnum):
+    """Where a monitor's checks run: on the shared runners of its locations, or on a runner of its own (a pod on
+    Kubernetes, with the monitor's secrets mounted from a Kubernetes Secret) that checks nothing else."""
+
+    SHARED = "shared"
+    DEDICATED = "dedicated"
+
+
 @dataclass(frozen=True)
 class MonitorDraft:
     """What a caller asks for; unset (None) values take their defaults."""
@@ -184,6 +192,7 @@ class MonitorDraft:
     locations: tuple[str, ...] = ()
     quorum: int = 0
     labels: Mapping[str, str] = field(default_factory=dict)
+    placement: Placement = Placement.SHARED
 
 
 @dataclass(frozen=True)
@@ -202,6 +211,7 @@ class Monitor:
     heartbeat_token: str
     create_time: datetime
     update_time: datetime
+    placement: Placement = Placement.SHARED
 
     @property
     def kind(self) -> MonitorKind:
@@ -214,6 +224,10 @@ class Limits:
 
     min_interval: timedelta = timedelta(seconds=10)
     max_monitors: int = 1000
+    # Dedicated runners (placement DEDICATED): a pod each, so few per user, and only where the service starts
+    # runners (MONITORS_RUNTIME=kubernetes).
+    dedicated_runners: bool = False
+    max_dedicated_monitors: int = 5
 
 
 def is_location_name(text: str) -> bool:
@@ -257,6 +271,16 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         bad.add(f"{prefix}.locations", "must not repeat a location")
     if not 0 <= draft.quorum <= len(draft.locations):
         bad.add(f"{prefix}.quorum", "must be between 0 (a majority) and the number of locations")
+    if draft.placement is Placement.DEDICATED:
+        if not limits.dedicated_runners:
+            bad.add(
+                f"{prefix}.placement",
+                "this deployment runs no dedicated runners (it needs MONITORS_RUNTIME=kubernetes)",
+            )
+        elif isinstance(draft.spec, HeartbeatSpec):
+            bad.add(f"{prefix}.placement", "a heartbeat monitor runs on no runner: its pings come to the service")
+        elif len(draft.locations) > 1:
+            bad.add(f"{prefix}.locations", "a dedicated monitor runs in one place: name one location at most")
     if len(draft.labels) > MAX_LABELS:
         bad.add(f"{prefix}.labels", f"at most {MAX_LABELS} labels")
     else:

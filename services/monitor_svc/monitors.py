@@ -28,6 +28,7 @@ from services.monitor_svc.domain import (
     MonitorKind,
     MonitorState,
     MonitorStatus,
+    Placement,
     Spec,
     check_field,
     next_status,
@@ -322,6 +323,14 @@ class Monitors:
         valid = validate(draft, self.limits)
         await self._require_secrets(caller.user_id, valid.spec, "monitor.spec")
         await self._require_locations(valid.locations)
+        if valid.placement is Placement.DEDICATED:  # a pod each: few per user
+            most = self.limits.max_dedicated_monitors
+            owned = await self._store.of_owner(caller.user_id)
+            if sum(m.placement is Placement.DEDICATED for m in owned) >= most:
+                raise ResourceExhausted(
+                    "dedicated_monitors_per_user",
+                    f"you have {most} dedicated monitors, the most this deployment allows; delete one first",
+                )
         monitor = await self._store.create(caller.user_id, valid, self.limits.max_monitors)
         await self._changed(monitor.id, monitor)
         return monitor

@@ -162,6 +162,7 @@ class RedisReplicas:
                 "version": r.version,
                 "connect": r.connect_time.isoformat(),
                 "report": r.last_report_time.isoformat() if r.last_report_time else None,
+                "dedicated": r.dedicated_to,
             }
             for r in self._hub.local_runners()
         ]
@@ -196,6 +197,7 @@ class RedisReplicas:
                         r["version"],
                         _time(r["connect"]) or datetime.min,
                         _time(r["report"]),
+                        r.get("dedicated", ""),  # absent from an entry written before dedicated runners
                     )
                 )
         return remote

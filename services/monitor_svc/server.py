@@ -137,7 +137,12 @@ async def build_server(settings: Settings) -> ServiceHost:
         timeseries,
         checker,
         user_secrets,
-        Limits(min_interval=timedelta(seconds=settings.min_interval_s), max_monitors=settings.max_monitors_per_user),
+        Limits(
+            min_interval=timedelta(seconds=settings.min_interval_s),
+            max_monitors=settings.max_monitors_per_user,
+            dedicated_runners=settings.runtime == "kubernetes",
+            max_dedicated_monitors=settings.max_dedicated_per_user,
+        ),
         locations=KnownLocations(database, declared),
     )
     deployment = Deployment(
@@ -158,11 +163,19 @@ async def build_server(settings: Settings) -> ServiceHost:
     fleet = RunnerFleet(
         open_kubernetes_runners(settings) if settings.runtime == "kubernetes" else LocalRunners(),
         monitors.all_monitors,
+        monitors.secrets_for,
+        box.derive_key("dedicated-runner-secrets"),
         settings.monitors_per_runner,
         settings.max_runners_per_location,
+        location_found=monitors.location_served,
     )
     if settings.runtime == "kubernetes":
         monitors.change_listeners.append(fleet.monitor_changed)
+
+    async def resync() -> None:  # after notices from other replicas may have been missed
+        await hub.reload()
+        fleet.forget()
+
     replicas = None
     if settings.redis_url:
         replicas = RedisReplicas(
@@ -171,7 +184,7 @@ async def build_server(settings: Settings) -> ServiceHost:
             hub,
             monitors.changed_elsewhere,
             monitors.recorded_elsewhere,
-            hub.reload,
+            resync,
         )
         monitors.replicas = replicas
         hub.local_runner_listeners.append(replicas.local_runners_changed)

@@ -246,12 +246,18 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
     async def WatchAssignments(
         self, request: mpb.WatchAssignmentsRequest, context: Context
     ) -> AsyncIterator[mpb.WatchAssignmentsResponse]:
-        runner = await self._hub.connect(request.runner_id, request.location, request.capacity, request.version)
+        runner = await self._hub.connect(
+            request.runner_id, request.location, request.capacity, request.version, request.dedicated_monitor_id
+        )
         try:
             await self._monitors.location_served(runner.location)
             async for change in self._hub.feed(runner):
+                # A dedicated runner reads its monitor's secrets from the Kubernetes Secret mounted in its pod.
                 upserts = [
-                    mpb.Assignment(monitor=monitor_to_proto(m), secrets=await self._monitors.secrets_for(m))
+                    mpb.Assignment(
+                        monitor=monitor_to_proto(m),
+                        secrets={} if runner.dedicated_to else await self._monitors.secrets_for(m),
+                    )
                     for m in change.upserts
                 ]
                 pages = assignment_messages(
@@ -480,5 +486,5 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                 for r in placed
             ],
             unassigned_monitors=self._hub.unassigned(None if caller.service else caller.user_id),
-            locations=sorted({r.location for r in runners}),
+            locations=sorted({r.location for r in runners if not r.dedicated_to}),
         )

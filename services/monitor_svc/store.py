@@ -23,6 +23,7 @@ from services.monitor_svc.domain import (
     MonitorKind,
     MonitorState,
     MonitorStatus,
+    Placement,
     secret_names,
     spec_from_dict,
     spec_to_dict,
@@ -48,6 +49,7 @@ class MonitorRow(Base):
     heartbeat_token: Mapped[str] = mapped_column(sa.String(64), unique=True)
     create_time: Mapped[datetime] = mapped_column(UtcDateTime())
     update_time: Mapped[datetime] = mapped_column(UtcDateTime())
+    placement: Mapped[str] = mapped_column(sa.String(16))
 
 
 class MonitorStatusRow(Base):
@@ -88,6 +90,7 @@ def _monitor(row: Any) -> Monitor:
         heartbeat_token=row.heartbeat_token,
         create_time=row.create_time,
         update_time=row.update_time,
+        placement=Placement(row.placement),
     )
 
 
@@ -108,6 +111,7 @@ def _values(monitor: Monitor) -> dict[str, Any]:
         "heartbeat_token": monitor.heartbeat_token,
         "create_time": monitor.create_time,
         "update_time": monitor.update_time,
+        "placement": monitor.placement.value,
     }
 
 
@@ -185,6 +189,7 @@ class MonitorStore:
             heartbeat_token=secrets.token_urlsafe(24),
             create_time=now,
             update_time=now,
+            placement=draft.placement,
         )
         values = _values(monitor)
         await self._db.run(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from monitors.v1 import common_pb2 as common
 from monitors.v1 import monitor_service_pb2 as pb
+from service_runtime.errors import InvalidArgument
 from service_runtime.timeseries import Aggregation
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.domain import (
@@ -21,6 +22,7 @@ from services.monitor_svc.domain import (
     MonitorStatus,
     PingKind,
     PingRecord,
+    Placement,
     Spec,
     TcpSpec,
     WebsiteSpec,
@@ -212,6 +214,20 @@ def spec_to_proto(spec: Spec) -> common.MonitorSpec:
     raise AssertionError(spec)
 
 
+_PLACEMENTS = {
+    pb.PLACEMENT_UNSPECIFIED: Placement.SHARED,
+    pb.PLACEMENT_SHARED: Placement.SHARED,
+    pb.PLACEMENT_DEDICATED: Placement.DEDICATED,
+}
+_PLACEMENT_ENUM = {Placement.SHARED: pb.PLACEMENT_SHARED, Placement.DEDICATED: pb.PLACEMENT_DEDICATED}
+
+
+def placement_from_proto(value: pb.Placement.ValueType, path: str) -> Placement:
+    if value not in _PLACEMENTS:
+        raise InvalidArgument(path, "must be PLACEMENT_SHARED or PLACEMENT_DEDICATED")
+    return _PLACEMENTS[value]
+
+
 def draft_from_proto(monitor: pb.Monitor, path: str = "monitor") -> MonitorDraft:
     return MonitorDraft(
         spec=spec_from_proto(monitor.spec, f"{path}.spec") if monitor.HasField("spec") else None,
@@ -222,6 +238,7 @@ def draft_from_proto(monitor: pb.Monitor, path: str = "monitor") -> MonitorDraft
         locations=tuple(location.strip() for location in monitor.locations),
         quorum=monitor.quorum,
         labels=dict(monitor.labels),
+        placement=placement_from_proto(monitor.placement, f"{path}.placement"),
     )
 
 
@@ -242,6 +259,7 @@ def monitor_to_proto(monitor: Monitor, heartbeat_base_url: str = "") -> pb.Monit
         else "",
         create_time=to_timestamp(monitor.create_time),
         update_time=to_timestamp(monitor.update_time),
+        placement=_PLACEMENT_ENUM[monitor.placement],
     )
 
 

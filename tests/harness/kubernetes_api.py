@@ -7,6 +7,7 @@ kubernetes-validate themselves."""
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import threading
 from collections.abc import Callable
@@ -28,12 +29,15 @@ class ApiRequest:
 
 @dataclass
 class KubernetesApi:
-    """Answers for ``namespace``: list pods and StatefulSets (by label selector), patch a StatefulSet's scale.
-    ``failing`` makes every answer that status (an outage of the API)."""
+    """Answers for ``namespace``: list pods, StatefulSets and Deployments (by label selector: ``key=value`` and
+    ``key`` terms), patch a StatefulSet's scale, create and delete Deployments and Secrets (409 for a name taken,
+    404 for none). ``failing`` makes every answer that status (an outage of the API)."""
 
     namespace: str = "monitors"
     stateful_sets: dict[str, dict[str, Any]] = field(default_factory=dict)
     pods: dict[str, dict[str, Any]] = field(default_factory=dict)
+    deployments: dict[str, dict[str, Any]] = field(default_factory=dict)
+    secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[ApiRequest] = field(default_factory=list)
     failing: int | None = None
 
@@ -46,6 +50,12 @@ class KubernetesApi:
         self._server.routes[f"GET {self.apps}/statefulsets"] = self._handler(
             "GET", lambda r: self._list("StatefulSetList", self.stateful_sets, r)
         )
+        self._server.routes[f"GET {self.apps}/deployments"] = self._handler(
+            "GET", lambda r: self._list("DeploymentList", self.deployments, r)
+        )
+        self._collections = {f"{self.apps}/deployments": self.deployments, f"{core}/secrets": self.secrets}
+        for path, objects in self._collections.items():
+            self._server.routes[f"POST {path}"] = self._handler("POST", functools.partial(self._create, objects))
 
     @property
     def url(self) -> str:
@@ -109,10 +119,37 @@ class KubernetesApi:
         failed = self._record(request)
         if failed:
             return failed
-        wanted = dict(part.split("=", 1) for part in request.query.get("labelSelector", "").split(",") if part)
+        terms = [part.partition("=") for part in request.query.get("labelSelector", "").split(",") if part]
+
+        def selected(labels: dict[str, str]) -> bool:
+            return all(key in labels and (not equals or labels[key] == value) for key, equals, value in terms)
+
         with self._lock:
-            items = [o for o in objects.values() if wanted.items() <= o["metadata"].get("labels", {}).items()]
+            items = [o for o in objects.values() if selected(o["metadata"].get("labels", {}))]
             return Reply.json({"apiVersion": "v1", "kind": kind, "metadata": {}, "items": copy.deepcopy(items)})
+
+    def _create(self, objects: dict[str, dict[str, Any]], request: ApiRequest) -> Reply:
+        failed = self._record(request)
+        if failed:
+            return failed
+        name = request.body["metadata"]["name"]
+        with self._lock:
+            if name in objects:
+                return Reply.json({"kind": "Status", "status": "Failure", "code": 409, "reason": "AlreadyExists"}, 409)
+            objects[name] = copy.deepcopy(request.body)
+        self._server.routes[f"DELETE {request.path}/{name}"] = self._handler(
+            "DELETE", lambda r: self._delete(objects, name, r)
+        )
+        return Reply.json(request.body, 201)
+
+    def _delete(self, objects: dict[str, dict[str, Any]], name: str, request: ApiRequest) -> Reply:
+        failed = self._record(request)
+        if failed:
+            return failed
+        with self._lock:
+            if objects.pop(name, None) is None:
+                return Reply.json({"kind": "Status", "status": "Failure", "code": 404, "reason": "NotFound"}, 404)
+        return Reply.json({"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Success"})
 
     def _scale(self, name: str, request: ApiRequest) -> Reply:
         failed = self._record(request)

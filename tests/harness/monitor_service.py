@@ -46,18 +46,24 @@ class Served:
     runners: list[grpc.aio.UnaryStreamCall[pb.WatchAssignmentsRequest, pb.WatchAssignmentsResponse]] = field(
         default_factory=list
     )
+    port: int = 0  # where it listens (on 127.0.0.1), for processes such as a real runner
 
-    async def connect_runner(self, runner_id: str = "r1", location: str = "eu") -> set[str]:
+    async def connect_runner(self, runner_id: str = "r1", location: str = "eu", dedicated_to: str = "") -> set[str]:
         """Register a fake runner (its assignment stream stays open); the ids of the monitors it was given."""
-        call = self.stub.WatchAssignments(
-            pb.WatchAssignmentsRequest(runner_id=runner_id, location=location), metadata=self.service
-        )
+        return {a.monitor.id for a in await self.connect_runner_for_assignments(runner_id, location, dedicated_to)}
+
+    async def connect_runner_for_assignments(
+        self, runner_id: str = "r1", location: str = "eu", dedicated_to: str = ""
+    ) -> list[pb.Assignment]:
+        """Register a fake runner (dedicated to one monitor with ``dedicated_to``); its first full set."""
+        request = pb.WatchAssignmentsRequest(runner_id=runner_id, location=location, dedicated_monitor_id=dedicated_to)
+        call = self.stub.WatchAssignments(request, metadata=self.service)
         self.runners.append(call)
-        assigned: set[str] = set()
+        assigned: list[pb.Assignment] = []
         while True:
             page = await asyncio.wait_for(call.read(), 10)
             assert isinstance(page, pb.WatchAssignmentsResponse)
-            assigned.update(a.monitor.id for a in page.upserts)
+            assigned.extend(page.upserts)
             if not page.full_sync_continues:
                 return assigned
 
@@ -109,6 +115,7 @@ async def serve_monitors(
         bearer(settings.resolved_service_token()),
         bearer(alice),
         bearer(bob),
+        port=port,
     )
     try:
         yield served

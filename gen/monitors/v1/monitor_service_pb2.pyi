@@ -23,6 +23,40 @@ else:
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class _Placement:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _PlacementEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Placement.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    PLACEMENT_UNSPECIFIED: _Placement.ValueType  # 0
+    """The default: PLACEMENT_SHARED."""
+    PLACEMENT_SHARED: _Placement.ValueType  # 1
+    """On the runners of its locations, shared with other monitors."""
+    PLACEMENT_DEDICATED: _Placement.ValueType  # 2
+    """On a runner of its own that checks nothing else: on Kubernetes (MONITORS_RUNTIME=kubernetes) a Deployment
+    of one pod, with the monitor's secrets mounted from a Kubernetes Secret, both made with the monitor and
+    deleted with it (and while it is paused). INVALID_ARGUMENT (monitor.placement) where the service starts no
+    runners, for a heartbeat monitor, and (monitor.locations) with more than one location; RESOURCE_EXHAUSTED
+    (limit dedicated_monitors_per_user) past MONITORS_MAX_DEDICATED_PER_USER (default 5) of them.
+    """
+
+class Placement(_Placement, metaclass=_PlacementEnumTypeWrapper):
+    """Where a monitor's checks run."""
+
+PLACEMENT_UNSPECIFIED: Placement.ValueType  # 0
+"""The default: PLACEMENT_SHARED."""
+PLACEMENT_SHARED: Placement.ValueType  # 1
+"""On the runners of its locations, shared with other monitors."""
+PLACEMENT_DEDICATED: Placement.ValueType  # 2
+"""On a runner of its own that checks nothing else: on Kubernetes (MONITORS_RUNTIME=kubernetes) a Deployment
+of one pod, with the monitor's secrets mounted from a Kubernetes Secret, both made with the monitor and
+deleted with it (and while it is paused). INVALID_ARGUMENT (monitor.placement) where the service starts no
+runners, for a heartbeat monitor, and (monitor.locations) with more than one location; RESOURCE_EXHAUSTED
+(limit dedicated_monitors_per_user) past MONITORS_MAX_DEDICATED_PER_USER (default 5) of them.
+"""
+Global___Placement: _TypeAlias = Placement  # noqa: Y015
+
 class _HeartbeatPingKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -88,6 +122,7 @@ class Monitor(_message.Message):
     HEARTBEAT_URL_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     UPDATE_TIME_FIELD_NUMBER: _builtins.int
+    PLACEMENT_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     """Output only. Assigned by the server, such as `mon_...`."""
     display_name: _builtins.str
@@ -100,6 +135,10 @@ class Monitor(_message.Message):
     """Output only. Change with PauseMonitor and ResumeMonitor."""
     heartbeat_url: _builtins.str
     """Output only. For heartbeat monitors: the secret URL the watched job calls."""
+    placement: Global___Placement.ValueType
+    """Where the checks run; unset is PLACEMENT_SHARED. Set when the monitor is created and never changed
+    (UpdateMonitor refuses the path: delete the monitor and create it again).
+    """
     @_builtins.property
     def spec(self) -> _common_pb2.MonitorSpec: ...
     @_builtins.property
@@ -145,10 +184,11 @@ class Monitor(_message.Message):
         heartbeat_url: _builtins.str = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         update_time: _timestamp_pb2.Timestamp | None = ...,
+        placement: Global___Placement.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "interval", b"interval", "spec", b"spec", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "heartbeat_url", b"heartbeat_url", "id", b"id", "interval", b"interval", "labels", b"labels", "locations", b"locations", "paused", b"paused", "quorum", b"quorum", "retries", b"retries", "spec", b"spec", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "display_name", b"display_name", "heartbeat_url", b"heartbeat_url", "id", b"id", "interval", b"interval", "labels", b"labels", "locations", b"locations", "paused", b"paused", "placement", b"placement", "quorum", b"quorum", "retries", b"retries", "spec", b"spec", "timeout", b"timeout", "update_time", b"update_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -1679,12 +1719,17 @@ class WatchAssignmentsRequest(_message.Message):
     LOCATION_FIELD_NUMBER: _builtins.int
     CAPACITY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
+    DEDICATED_MONITOR_ID_FIELD_NUMBER: _builtins.int
     runner_id: _builtins.str
     """Stable per runner process, such as the pod name."""
     location: _builtins.str
     capacity: _builtins.int
     """How many monitors the runner will take at most; 0 means no limit."""
     version: _builtins.str
+    dedicated_monitor_id: _builtins.str
+    """A dedicated runner (PLACEMENT_DEDICATED): the one monitor it checks, whose secrets it reads from its own
+    mount (its assignment carries none). Empty for a runner of its location's shared monitors.
+    """
     def __init__(
         self,
         *,
@@ -1692,10 +1737,11 @@ class WatchAssignmentsRequest(_message.Message):
         location: _builtins.str = ...,
         capacity: _builtins.int = ...,
         version: _builtins.str = ...,
+        dedicated_monitor_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "location", b"location", "runner_id", b"runner_id", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["capacity", b"capacity", "dedicated_monitor_id", b"dedicated_monitor_id", "location", b"location", "runner_id", b"runner_id", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -2,29 +2,61 @@
 client's asyncio flavour (``kubernetes.aio``).
 
 Each location's runners are a StatefulSet labelled ``app.kubernetes.io/name: runner`` and ``monitors/location``
-(k8s/runner); their pods carry the same labels, and each pod's name is its runner's id. The service account
-needs exactly the verbs k8s/base/monitor-rbac.yaml grants: list pods and StatefulSets, patch StatefulSets' scale.
+(k8s/runner); their pods carry the same labels, and each pod's name is its runner's id.
+
+A dedicated monitor's runner is a Deployment of one pod named ``runner-<monitor id>``, made from the pod template
+of its location's StatefulSet (so image, settings, probes, limits and security context are the operator's), with
+the monitor's secrets in a Secret of the same name mounted at SECRETS_DIR. Its pods keep the runner label (the
+NetworkPolicy runner-egress holds them too) and carry ``monitors/dedicated-monitor`` instead of
+``monitors/location``, so no location's StatefulSet, Service or disruption budget selects them.
+
+The service account needs exactly the verbs k8s/base/monitor-rbac.yaml grants.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import aiohttp
-from kubernetes.aio.client import ApiClient, AppsV1Api, Configuration, CoreV1Api, V1Pod, V1Scale, V1ScaleSpec
+from kubernetes.aio.client import (
+    ApiClient,
+    AppsV1Api,
+    Configuration,
+    CoreV1Api,
+    V1Deployment,
+    V1DeploymentSpec,
+    V1DeploymentStrategy,
+    V1EnvVar,
+    V1LabelSelector,
+    V1ObjectMeta,
+    V1Pod,
+    V1Scale,
+    V1ScaleSpec,
+    V1Secret,
+    V1SecretVolumeSource,
+    V1StatefulSet,
+    V1Volume,
+    V1VolumeMount,
+)
 from kubernetes.aio.client.exceptions import ApiException
 from kubernetes.aio.config import ConfigException, load_incluster_config
 
 from service_runtime.settings import Settings, StartupError
-from services.monitor_svc.fleet.port import PlatformError, RunnerPod, RunnerSet
+from services.monitor_svc.fleet.port import DedicatedRunner, PlatformError, RunnerPod, RunnerSet
 
 T = TypeVar("T")
 
 RUNNER_SELECTOR = "app.kubernetes.io/name=runner"
 LOCATION_LABEL = "monitors/location"
+DEDICATED_LABEL = "monitors/dedicated-monitor"  # its monitor's id
+DEDICATED_LOCATION_LABEL = "monitors/dedicated-location"
+DEDICATED_SELECTOR = f"{RUNNER_SELECTOR},{DEDICATED_LABEL}"
+DIGEST_ANNOTATION = "monitors/secrets-digest"
+SECRETS_DIR = "/var/run/monitors/secrets"
+SECRETS_VOLUME = "monitor-secrets"
 # Every API call's timeout: a pass of the reconciler makes a few, and GetDeploymentStatus waits for one.
 API_TIMEOUT_S = 10.0
 # Where Kubernetes tells a pod its namespace (beside the service account's token).
@@ -60,7 +92,7 @@ def _pod(pod: V1Pod) -> RunnerPod:
     containers = (status.container_statuses if status else None) or []
     return RunnerPod(
         name=(metadata.name if metadata else None) or "",
-        location=labels.get(LOCATION_LABEL, ""),
+        location=labels.get(LOCATION_LABEL) or labels.get(DEDICATED_LOCATION_LABEL, ""),
         ready=any(c.type == "Ready" and c.status == "True" for c in conditions),
         restarts=sum(c.restart_count for c in containers),
     )
@@ -82,7 +114,9 @@ class KubernetesRunners:
             async with asyncio.timeout(self._timeout_s):
                 return await call
         except ApiException as error:
-            raise PlatformError(f"{what}: the Kubernetes API answered {error.status} {error.reason}") from None
+            raise PlatformError(
+                f"{what}: the Kubernetes API answered {error.status} {error.reason}", error.status
+            ) from None
         except (aiohttp.ClientError, TimeoutError, OSError) as error:
             raise PlatformError(f"{what}: the Kubernetes API did not answer ({error!r})") from None
 
@@ -123,5 +157,146 @@ class KubernetesRunners:
             f"scaling {runner_set.name}",
         )
 
+    async def dedicated_runners(self) -> Sequence[DedicatedRunner]:
+        found = await self._call(
+            self._apps.list_namespaced_deployment(
+                self.namespace, label_selector=DEDICATED_SELECTOR, _request_timeout=self._timeout_s
+            ),
+            "listing dedicated runners",
+        )
+        runners = []
+        for item in found.items:
+            labels = (item.metadata.labels if item.metadata else None) or {}
+            annotations = (item.metadata.annotations if item.metadata else None) or {}
+            runners.append(DedicatedRunner(labels[DEDICATED_LABEL], annotations.get(DIGEST_ANNOTATION, "")))
+        return runners
+
+    async def start_dedicated(
+        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
+    ) -> None:
+        found = await self._call(
+            self._apps.list_namespaced_stateful_set(
+                self.namespace, label_selector=RUNNER_SELECTOR, _request_timeout=self._timeout_s
+            ),
+            "listing runner StatefulSets",
+        )
+        deployment, secret = dedicated_runner(monitor_id, location, secrets, secrets_digest, found.items)
+        name = dedicated_name(monitor_id)
+        await self._create(
+            self._core.create_namespaced_secret,
+            self._core.delete_namespaced_secret,
+            secret,
+            f"creating the Secret {name}",
+        )
+        await self._create(
+            self._apps.create_namespaced_deployment,
+            self._apps.delete_namespaced_deployment,
+            deployment,
+            f"creating the Deployment {name}",
+        )
+
+    async def _create(self, create: Any, delete: Any, body: V1Secret | V1Deployment, what: str) -> None:
+        """Create ``body``; one left by an interrupted pass (409) is replaced."""
+        assert body.metadata is not None
+        assert body.metadata.name is not None
+        try:
+            await self._call(create(self.namespace, body, _request_timeout=self._timeout_s), what)
+        except PlatformError as error:
+            if error.status != 409:
+                raise
+            await self._delete(delete, body.metadata.name, what)
+            await self._call(create(self.namespace, body, _request_timeout=self._timeout_s), what)
+
+    async def _delete(self, delete: Any, name: str, what: str) -> None:
+        try:
+            await self._call(
+                delete(name, self.namespace, propagation_policy="Background", _request_timeout=self._timeout_s), what
+            )
+        except PlatformError as error:
+            if error.status != 404:  # already gone
+                raise
+
+    async def stop_dedicated(self, monitor_id: str) -> None:
+        name = dedicated_name(monitor_id)
+        await self._delete(self._apps.delete_namespaced_deployment, name, f"deleting the Deployment {name}")
+        await self._delete(self._core.delete_namespaced_secret, name, f"deleting the Secret {name}")
+
     async def close(self) -> None:
         await self._api.close()  # type: ignore[no-untyped-call]
+
+
+def dedicated_name(monitor_id: str) -> str:
+    """The Deployment's and the Secret's name: the id as a DNS label after ``runner-`` (runner-mon-0a1b)."""
+    return "runner-" + monitor_id.lower().replace("_", "-")
+
+
+def dedicated_runner(
+    monitor_id: str,
+    location: str,
+    secrets: Mapping[str, str],
+    secrets_digest: str,
+    runner_sets: Sequence[V1StatefulSet],
+) -> tuple[V1Deployment, V1Secret]:
+    """The Deployment and the Secret of ``monitor_id``'s runner in ``location``, from the pod template of that
+    location's StatefulSet (or, for a location with none, of the first by name)."""
+
+    def location_of(runner_set: V1StatefulSet) -> str:
+        return ((runner_set.metadata.labels if runner_set.metadata else None) or {}).get(LOCATION_LABEL, "")
+
+    ordered = sorted(runner_sets, key=lambda s: (location_of(s) != location, s.metadata.name if s.metadata else ""))
+    if not ordered or ordered[0].spec is None:
+        raise PlatformError("no runner StatefulSet to take a dedicated runner's pod template from")
+    template = ordered[0].spec.template.model_copy(deep=True)
+    name = dedicated_name(monitor_id)
+    template_labels = (template.metadata.labels if template.metadata else None) or {}
+    labels = {k: v for k, v in template_labels.items() if k != LOCATION_LABEL}
+    labels |= {DEDICATED_LABEL: monitor_id, DEDICATED_LOCATION_LABEL: location}
+    template.metadata = template.metadata or V1ObjectMeta()
+    template.metadata.labels = labels
+    pod = template.spec
+    assert pod is not None
+    for container in pod.containers:
+        if "runner" not in (container.args or []):
+            continue
+        env = [e for e in container.env or [] if e.name not in DEDICATED_ENV]
+        container.env = [
+            *env,
+            V1EnvVar(name="MONITORS_RUNNER_LOCATION", value=location),
+            V1EnvVar(name="MONITORS_RUNNER_MONITOR_ID", value=monitor_id),
+            V1EnvVar(name="MONITORS_RUNNER_SECRETS_DIR", value=SECRETS_DIR),
+        ]
+        container.volume_mounts = [
+            *(container.volume_mounts or []),
+            V1VolumeMount(name=SECRETS_VOLUME, mount_path=SECRETS_DIR, read_only=True),
+        ]
+    # Readable by the pod's group (its fsGroup), not by every user in it.
+    volume = V1Volume(name=SECRETS_VOLUME, secret=V1SecretVolumeSource(secret_name=name, default_mode=0o440))
+    pod.volumes = [*(pod.volumes or []), volume]
+    owned = {k: v for k, v in labels.items() if k != DEDICATED_LOCATION_LABEL}
+    deployment = V1Deployment(
+        api_version="apps/v1",
+        kind="Deployment",
+        metadata=V1ObjectMeta(name=name, labels=owned, annotations={DIGEST_ANNOTATION: secrets_digest}),
+        spec=V1DeploymentSpec(
+            replicas=1,
+            # One runner checks the monitor: the old pod goes before the new one comes.
+            strategy=V1DeploymentStrategy(type="Recreate"),
+            revision_history_limit=1,
+            selector=V1LabelSelector(match_labels={"app.kubernetes.io/name": "runner", DEDICATED_LABEL: monitor_id}),
+            template=template,
+        ),
+    )
+    secret = V1Secret(
+        api_version="v1",
+        kind="Secret",
+        metadata=V1ObjectMeta(name=name, labels=owned),
+        type="Opaque",
+        # Replaced, never changed: the kubelet need not watch it, and a pod reads the values it was started with.
+        immutable=True,
+        string_data=dict(secrets),
+    )
+    return deployment, secret
+
+
+# Variables of the StatefulSet's runner container that a dedicated runner sets itself.
+DEDICATED_ENV = ("MONITORS_RUNNER_LOCATION", "MONITORS_RUNNER_MONITOR_ID", "MONITORS_RUNNER_SECRETS_DIR")

@@ -3,7 +3,7 @@ that someone else starts (``make run``, systemd units), where there is nothing t
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -27,8 +27,21 @@ class RunnerSet:
     replicas: int
 
 
+@dataclass(frozen=True)
+class DedicatedRunner:
+    """A dedicated monitor's runner, and the digest of the secrets it was started with."""
+
+    monitor_id: str
+    secrets_digest: str
+
+
 class PlatformError(Exception):
-    """The platform did not do what was asked (an API error, a timeout): the next reconcile tries again."""
+    """The platform did not do what was asked (an API error, a timeout): the next reconcile tries again.
+    ``status`` is the API's HTTP status when it answered."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RunnerPlatform(Protocol):
@@ -46,6 +59,20 @@ class RunnerPlatform(Protocol):
         """Ask for ``replicas`` runners in ``runner_set``."""
         ...
 
+    async def dedicated_runners(self) -> Sequence[DedicatedRunner]:
+        """The dedicated runners there are (each with its secrets)."""
+        ...
+
+    async def start_dedicated(
+        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
+    ) -> None:
+        """Start a runner for ``monitor_id`` alone, in ``location``, with ``secrets`` mounted."""
+        ...
+
+    async def stop_dedicated(self, monitor_id: str) -> None:
+        """Remove the dedicated runner of ``monitor_id`` and its secrets (done if there is none)."""
+        ...
+
     async def close(self) -> None: ...
 
 
@@ -60,6 +87,17 @@ class LocalRunners:
 
     async def scale(self, runner_set: RunnerSet, replicas: int) -> None:
         raise PlatformError("runners started outside the service cannot be scaled by it")
+
+    async def dedicated_runners(self) -> Sequence[DedicatedRunner]:
+        return []
+
+    async def start_dedicated(
+        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
+    ) -> None:
+        raise PlatformError("runners started outside the service: it starts no dedicated runner")
+
+    async def stop_dedicated(self, monitor_id: str) -> None:
+        return None
 
     async def close(self) -> None:
         return None

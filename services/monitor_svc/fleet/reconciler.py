@@ -3,7 +3,10 @@
 Each location's runners are scaled to ceil(its monitors / MONITORS_MONITORS_PER_RUNNER), at least 1 and at most
 MONITORS_MAX_RUNNERS_PER_LOCATION. A monitor counts in each location it names; one that names none goes to one
 runner of any location (the assignment hub's rule), so those are shared out equally among the locations. Paused
-and heartbeat monitors run on no runner and count nowhere.
+and heartbeat monitors run on no runner and count nowhere, nor do dedicated monitors: each of those has a runner of
+its own (on Kubernetes a Deployment of one pod, its secrets in a Secret), started when the monitor is created or
+resumed, and removed when it is deleted or paused. A change of its secrets' values starts it anew with the new ones
+(a keyed digest of them marks each runner).
 
 Each pass starts from what the platform reports, not from what the last pass did: one runs after monitor changes
 (a burst of them makes one pass) and every RECONCILE_S, so a failed call, or a change made while the API was
@@ -13,16 +16,19 @@ down, is made good by the next pass. Failures are logged; callers of the monitor
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
+import json
 import logging
 import math
 from collections import Counter
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
 
 from service_runtime.auth import Principal
 from services.monitor_svc.assignments import runs_on_runners
-from services.monitor_svc.domain import Monitor
-from services.monitor_svc.fleet.port import PlatformError, RunnerPlatform
+from services.monitor_svc.domain import Monitor, Placement
+from services.monitor_svc.fleet.port import DedicatedRunner, PlatformError, RunnerPlatform
 from services.monitor_svc.monitors import RunnerPlacement
 
 log = logging.getLogger(__name__)
@@ -42,7 +48,7 @@ def wanted_runners(monitors: Iterable[Monitor], locations: Sequence[str], per_ru
     counts: Counter[str] = Counter()
     anywhere = 0
     for monitor in monitors:
-        if not runs_on_runners(monitor):
+        if not runs_on_runners(monitor) or monitor.placement is Placement.DEDICATED:
             continue
         if monitor.locations:
             counts.update(monitor.locations)
@@ -59,20 +65,32 @@ class RunnerFleet:
         self,
         platform: RunnerPlatform,
         load_monitors: Callable[[], Awaitable[list[Monitor]]],
+        load_secrets: Callable[[Monitor], Awaitable[Mapping[str, str]]],
+        digest_key: bytes,
         monitors_per_runner: int,
         max_runners_per_location: int,
         interval_s: float = RECONCILE_S,
         settle_s: float = SETTLE_S,
+        location_found: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
         self.platform = platform
         self._load = load_monitors
+        self._load_secrets = load_secrets
+        self._digest_key = digest_key
         self._per_runner = monitors_per_runner
         self._most = max_runners_per_location
         self._interval_s = interval_s
         self._settle_s = settle_s
         self._monitors: dict[str, Monitor] | None = None
+        # Told each location that has runners: monitors may name it before its first runner connects.
+        self._location_found = location_found
         self._wake = asyncio.Event()
         self._wake.set()  # the first pass at once
+
+    def forget(self) -> None:
+        """Read every monitor again on the next pass (after changes may have been missed)."""
+        self._monitors = None
+        self._wake.set()
 
     async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         """A monitor was created, changed or deleted (``None``): reconcile soon."""
@@ -83,14 +101,23 @@ class RunnerFleet:
                 self._monitors[monitor_id] = monitor
         self._wake.set()
 
+    def secrets_digest(self, secrets: Mapping[str, str]) -> str:
+        """A keyed digest of ``secrets``: it tells a change of their values, and nothing of them to who reads it."""
+        text = json.dumps(sorted(secrets.items()))
+        return hmac.new(self._digest_key, text.encode(), hashlib.sha256).hexdigest()[:32]
+
     async def reconcile(self) -> None:
-        """One pass: scale each location's runners to fit its monitors. Raises :class:`PlatformError`."""
+        """One pass: scale each location's runners to fit its monitors, start and remove dedicated runners.
+        Raises :class:`PlatformError` (after trying everything else)."""
         if self._monitors is None:
             self._monitors = {m.id: m for m in await self._load()}
+        monitors = list(self._monitors.values())
         runner_sets = await self.platform.runner_sets()
-        wanted = wanted_runners(
-            self._monitors.values(), [s.location for s in runner_sets], self._per_runner, self._most
-        )
+        if self._location_found is not None:
+            for runner_set in runner_sets:
+                await self._location_found(runner_set.location)
+        wanted = wanted_runners(monitors, [s.location for s in runner_sets], self._per_runner, self._most)
+        failures: list[PlatformError] = []
         for runner_set in runner_sets:
             replicas = wanted[runner_set.location]
             if runner_set.replicas != replicas:
@@ -98,7 +125,39 @@ class RunnerFleet:
                     "scaling runners",
                     extra={"runner_set": runner_set.name, "from": runner_set.replicas, "to": replicas},
                 )
-                await self.platform.scale(runner_set, replicas)
+                try:
+                    await self.platform.scale(runner_set, replicas)
+                except PlatformError as error:
+                    failures.append(error)
+        dedicated = {m.id: m for m in monitors if m.placement is Placement.DEDICATED and runs_on_runners(m)}
+        running = {r.monitor_id: r for r in await self.platform.dedicated_runners()}
+        default_location = next((s.location for s in sorted(runner_sets, key=lambda s: s.location != "default")), "")
+        for monitor_id in sorted(running.keys() - dedicated.keys()):
+            log.info("removing a dedicated runner", extra={"monitor_id": monitor_id})
+            try:
+                await self.platform.stop_dedicated(monitor_id)
+            except PlatformError as error:
+                failures.append(error)
+        for monitor in dedicated.values():
+            try:
+                await self._ensure_dedicated(monitor, running.get(monitor.id), default_location)
+            except PlatformError as error:  # one monitor's trouble holds up no other's runner
+                failures.append(error)
+        if failures:
+            raise PlatformError("; ".join(str(error) for error in failures))
+
+    async def _ensure_dedicated(self, monitor: Monitor, running: DedicatedRunner | None, default_location: str) -> None:
+        secrets = await self._load_secrets(monitor)
+        digest = self.secrets_digest(secrets)
+        if running is not None and running.secrets_digest == digest:
+            return
+        if running is not None:  # its secrets changed: a new pod reads the new ones
+            log.info("restarting a dedicated runner with new secrets", extra={"monitor_id": monitor.id})
+            await self.platform.stop_dedicated(monitor.id)
+        else:
+            log.info("starting a dedicated runner", extra={"monitor_id": monitor.id})
+        location = monitor.locations[0] if monitor.locations else default_location
+        await self.platform.start_dedicated(monitor.id, location, secrets, digest)
 
     async def run(self) -> None:
         """Reconcile after changes and every ``interval_s``, until cancelled; failures are logged and retried."""

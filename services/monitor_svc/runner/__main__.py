@@ -13,6 +13,7 @@ import asyncio
 import logging
 import signal
 import sys
+from pathlib import Path
 
 import grpc
 import uvloop
@@ -83,6 +84,8 @@ async def serve(settings: Settings) -> None:
         scheduler,
         version=VERSION,
         on_synced=synced,
+        dedicated_monitor_id=settings.runner_monitor_id,
+        secrets_dir=Path(settings.runner_secrets_dir) if settings.runner_secrets_dir else None,
     )
     metrics = MetricsEndpoint(settings.metrics_listen) if settings.metrics_listen else None
     if metrics is not None:

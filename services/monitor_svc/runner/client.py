@@ -6,8 +6,9 @@ import asyncio
 import contextlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import timedelta
+from pathlib import Path
 
 import grpc
 
@@ -36,7 +37,18 @@ REPORT_DEADLINE_S = 15.0
 MAX_PENDING_RESULTS = 100_000
 
 
-def job_of(assignment: pb.Assignment) -> Job | None:
+def mounted_secrets(directory: Path) -> dict[str, str]:
+    """A dedicated runner's secrets: a file per secret in ``directory`` (a Kubernetes Secret's volume, whose own
+    bookkeeping entries start with a dot)."""
+    return {
+        path.name: path.read_text(encoding="utf-8")
+        for path in directory.iterdir()
+        if not path.name.startswith(".") and path.is_file()
+    }
+
+
+def job_of(assignment: pb.Assignment, secrets: Mapping[str, str] | None = None) -> Job | None:
+    """The job of ``assignment``, with the secret values it carries, or else ``secrets`` (a dedicated runner's)."""
     monitor = assignment.monitor
     spec = spec_from_proto(monitor.spec)
     if spec is None:
@@ -46,7 +58,7 @@ def job_of(assignment: pb.Assignment) -> Job | None:
         spec=spec,
         interval_s=max(1.0, monitor.interval.ToTimedelta() / timedelta(seconds=1)),
         timeout_s=max(0.1, monitor.timeout.ToTimedelta() / timedelta(seconds=1)),
-        secrets=dict(assignment.secrets),
+        secrets=dict(assignment.secrets) or dict(secrets or {}),
     )
 
 
@@ -75,6 +87,8 @@ class RunnerClient:
         batch_size: int = 1000,
         flush_interval_s: float = 1.0,
         on_synced: Callable[[], Awaitable[None]] | None = None,
+        dedicated_monitor_id: str = "",
+        secrets_dir: Path | None = None,
     ) -> None:
         self._channel = channel
         self._stub = monitor_service_pb2_grpc.MonitorServiceStub(self._channel)
@@ -86,6 +100,8 @@ class RunnerClient:
         self._batch_size = batch_size
         self._flush_interval_s = flush_interval_s
         self._on_synced = on_synced
+        self.dedicated_monitor_id = dedicated_monitor_id
+        self._secrets_dir = secrets_dir
         self.reported = 0
         self.rejected = 0
         self.dropped = 0
@@ -99,7 +115,12 @@ class RunnerClient:
     async def watch_forever(self) -> None:
         backoff = 0.25
         failures = 0  # calls failed in a row
-        request = pb.WatchAssignmentsRequest(runner_id=self.runner_id, location=self.location, version=self.version)
+        request = pb.WatchAssignmentsRequest(
+            runner_id=self.runner_id,
+            location=self.location,
+            version=self.version,
+            dedicated_monitor_id=self.dedicated_monitor_id,
+        )
         while True:
             try:
                 # A long-lived stream: no deadline; keepalive pings notice a dead server.
@@ -108,7 +129,9 @@ class RunnerClient:
                 full_set: list[Job] | None = None
                 async for change in self._stub.WatchAssignments(request, metadata=self._metadata):
                     backoff, failures = 0.25, 0
-                    jobs = [job for job in map(job_of, change.upserts) if job is not None]
+                    # Read at each change: a Secret's new values reach the volume without a restart.
+                    mounted = mounted_secrets(self._secrets_dir) if self._secrets_dir else None
+                    jobs = [job for job in (job_of(a, mounted) for a in change.upserts) if job is not None]
                     if change.full_sync:
                         full_set = []
                     if full_set is not None:
