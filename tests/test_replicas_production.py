@@ -6,9 +6,11 @@ it calls (a gRPC ``ipv4:`` target with two addresses), as a Kubernetes Service g
 Website monitors check real local HTTP targets that fail and recover on cue; alerts go to a real local webhook
 receiver. Mid-run one replica of each service is killed with SIGKILL (the monitor service the runners and the
 alert leader are connected to, the alert leader, and a notification service) while targets keep failing and
-recovering. Then every expected alert fired (and resolved), and each notice reached the receiver exactly once:
-the notification services' workers lease deliveries from the one database, across processes, and neither sends
-one the other sent.
+recovering. Then every expected alert fired (and resolved), and each notice reached the receiver exactly once.
+
+Before that, while both notification services run, they race for the same due deliveries (every first attempt
+answered 503, so all come due again together): their workers lease deliveries from the one database, across
+processes, and neither sends one the other sent.
 """
 
 from __future__ import annotations
@@ -27,6 +29,8 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import (
+    account_service_pb2,
+    account_service_pb2_grpc,
     common_pb2,
     monitor_service_pb2,
     monitor_service_pb2_grpc,
@@ -119,21 +123,21 @@ class Deployment:
         return self.processes[label].address
 
 
-@pytest.fixture
-def receivers(tmp_path: Path) -> Iterator[ProviderReceivers]:
-    with ProviderReceivers(tmp_path / "receivers") as found:
+@pytest.fixture(scope="module")
+def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderReceivers]:
+    with ProviderReceivers(tmp_path_factory.mktemp("receivers")) as found:
         yield found
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def targets() -> Iterator[HttpServer]:
     with HttpServer() as server:
         yield server
 
 
-@pytest.fixture
+@pytest.fixture(scope="module")
 def deployment(
-    tmp_path: Path,
+    tmp_path_factory: pytest.TempPathFactory,
     receivers: ProviderReceivers,
     mariadb: MariaDBServer,
     redis_server: RedisServer,
@@ -147,7 +151,7 @@ def deployment(
         "MONITORS_NOTIFY_TIMEOUT_S": "3",
         "MONITORS_ALERT_LEASE_S": str(LEASE_S),
     }
-    found = Deployment(tmp_path, settings)
+    found = Deployment(tmp_path_factory.mktemp("two-of-everything"), settings)
     try:
         found.start()
         yield found
@@ -187,9 +191,57 @@ class Tenant:
     monitor_id: str = ""
 
 
+def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each_once(
+    deployment: Deployment, receivers: ProviderReceivers
+) -> None:
+    """Every delivery's first attempt is answered 503, so all of them come due again from the one queue table at
+    once, where both processes' workers look for due deliveries each second and lease what they find: each
+    delivery is then sent successfully once, by one process, and each process sent some."""
+    first, second = deployment.processes["notify-a"], deployment.processes["notify-b"]
+    [key] = asyncio.run(api_keys(deployment.env, ["pair@example.com"]))
+    user = auth(key)
+    with grpc.insecure_channel(deployment.address("monitor-a")) as channel:
+        accounts = account_service_pb2_grpc.AccountServiceStub(channel)
+        owner = accounts.GetCurrentUser(account_service_pb2.GetCurrentUserRequest(), metadata=user, timeout=10).user.id
+    hooks = [f"pair-{n}" for n in range(3)]
+    stubs = [
+        notification_service_pb2_grpc.NotificationServiceStub(grpc.insecure_channel(process.address))
+        for process in (first, second)
+    ]
+    channel_ids = []
+    for hook in hooks:
+        receivers.script(f"/webhook/{hook}", *[Reply(503, b"busy")] * 10)
+        webhook = npb.WebhookConfig(url=receivers.url("webhook", hook))
+        create = npb.CreateChannelRequest(channel=npb.Channel(display_name=hook, webhook=webhook))
+        channel_ids.append(stubs[0].CreateChannel(create, metadata=user, timeout=10).channel.id)
+    service = auth(deployment.env["MONITORS_SERVICE_TOKEN"])
+    for n in range(10):
+        request = npb.SendNotificationRequest(
+            idempotency_key=f"pair-{n}",
+            owner_id=owner,
+            channel_ids=channel_ids,
+            notification=npb.Notification(kind=npb.NOTIFICATION_KIND_ALERT_FIRING, alert_id=f"alr_pair_{n}"),
+        )
+        stubs[n % 2].SendNotification(request, metadata=service, timeout=10)  # half through each process
+
+    def answered(hook: str) -> list[str]:
+        """Delivery ids of the POSTs to ``hook`` answered 200 (the first ten were answered 503)."""
+        return [r.headers["x-monitors-delivery"] for r in receivers.received(f"/webhook/{hook}")[10:]]
+
+    wait_until(lambda: all(len(set(answered(hook))) == 10 for hook in hooks), timeout_s=30, what="every delivery sent")
+    time.sleep(2)  # a second send of any would have come by now
+    for hook in hooks:
+        assert Counter(answered(hook)).most_common(1)[0][1] == 1, hook
+    by_process = [successful_sends(process.log_path) for process in (first, second)]
+    assert sorted(by_process[0] + by_process[1]) == sorted(d for hook in hooks for d in answered(hook))
+    assert by_process[0], "the first process sent none: nothing raced"
+    assert by_process[1], "the second process sent none: nothing raced"
+
+
 def test_two_of_each_service_lose_and_repeat_no_alert_when_one_of_each_is_killed(
     deployment: Deployment, receivers: ProviderReceivers, targets: HttpServer
 ) -> None:
+    """Runs last in this module: it kills one replica of each service."""
     keys = asyncio.run(api_keys(deployment.env, [f"tenant{n}.two@example.com" for n in range(MONITORS)]))
     tenants = [Tenant(auth(key), f"two-{n}", f"/target/{n}") for n, key in enumerate(keys)]
     monitors = monitor_service_pb2_grpc.MonitorServiceStub(grpc.insecure_channel(deployment.address("monitor-b")))
@@ -273,6 +325,7 @@ def test_two_of_each_service_lose_and_repeat_no_alert_when_one_of_each_is_killed
     assert state(5) == common_pb2.MONITOR_STATE_UP
     # Each delivery sent by one process alone, and the survivor sent what came after the kill.
     by_process = {label: successful_sends(deployment.processes[label].log_path) for label in ("notify-a", "notify-b")}
-    sent = by_process["notify-a"] + by_process["notify-b"]
-    assert sorted(sent) == sorted(body["delivery_id"] for body in received())
-    assert by_process["notify-b"], by_process
+    sent = Counter(by_process["notify-a"] + by_process["notify-b"])
+    delivered = [body["delivery_id"] for body in received()]
+    assert [sent[d] for d in delivered] == [1] * len(delivered)
+    assert set(by_process["notify-b"]) & set(delivered)
