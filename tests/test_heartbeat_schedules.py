@@ -27,6 +27,7 @@ from services.monitor_svc.domain import (
     Monitor,
     MonitorDraft,
     MonitorState,
+    MonitorStatus,
     Ping,
     PingKind,
     WebsiteSpec,
@@ -234,3 +235,57 @@ async def test_a_run_started_before_a_restart_is_still_measured_and_still_watche
     assert await restarted.sweep(now=start.time + timedelta(minutes=10, seconds=1)) == 1  # the stuck one only
     assert (await rig.state(stuck))[1].startswith("started at ")
     assert [(await rig.state(m))[0] for m in (timed, done)] == [MonitorState.UP, MonitorState.UP]
+
+
+class ReadBefore(MonitorStore):
+    """The store as another replica's sweep read it: the heartbeat monitors as they were before a first replica
+    recorded anything (both sweeps read, then both record)."""
+
+    def __init__(self, database: Database, snapshot: list[tuple[Monitor, MonitorStatus]]) -> None:
+        super().__init__(database)
+        self._snapshot = snapshot
+
+    async def active_heartbeats(self) -> list[tuple[Monitor, MonitorStatus]]:
+        return self._snapshot
+
+
+async def test_two_replicas_sweeping_one_overdue_heartbeat_at_once_record_one_down(
+    rig: Rig, database: Database
+) -> None:
+    """Every monitor-service replica sweeps heartbeat deadlines. Two that read an overdue monitor at once record
+    one DOWN between them: a sweep records it at the deadline, not at its own now, so the second's is a repeat
+    (it had recorded a second DOWN sample and counted two failures)."""
+    monitor = await rig.create(HeartbeatSpec(timedelta(minutes=10)), interval=timedelta(days=1))
+    await rig.ping(monitor, Ping())
+    pinged = (await rig.monitors.status(rig.caller, monitor.id)).last_check_time
+    assert pinged is not None
+    deadline = pinged + timedelta(days=1, minutes=10)
+    other = Heartbeats(
+        ReadBefore(database, await MonitorStore(database).active_heartbeats()),
+        rig.monitors,
+        PingLimiter(lambda: rig.clock[0]),
+        SqlPingLog(database),
+        replicated=True,
+    )
+    assert await rig.heartbeats.sweep(now=deadline + timedelta(seconds=1)) == 1
+    await other.sweep(now=deadline + timedelta(seconds=2))
+    status = await rig.monitors.status(rig.caller, monitor.id)
+    assert (status.state, status.consecutive_failures, status.last_check_time) == (MonitorState.DOWN, 1, deadline)
+    points = await rig.timeseries.points(
+        SeriesKey(rig.caller.user_id, monitor.id), "is_up", pinged, deadline + timedelta(minutes=1), 10
+    )
+    assert [p.value for p in points] == [1.0, 0.0]
+
+
+async def test_a_run_started_through_one_replica_is_measured_when_it_ends_through_another(
+    rig: Rig, database: Database
+) -> None:
+    monitor = await rig.create(HeartbeatSpec(timedelta(minutes=10)), interval=timedelta(days=1))
+    other = Heartbeats(
+        MonitorStore(database), rig.monitors, PingLimiter(lambda: rig.clock[0]), SqlPingLog(database), replicated=True
+    )
+    assert await rig.heartbeats.ping(monitor.heartbeat_token, Ping(PingKind.START)) is PingOutcome.RECORDED
+    rig.clock[0] += 1.0
+    assert await other.ping(monitor.heartbeat_token, Ping(exit_status=0)) is PingOutcome.RECORDED
+    [end, start] = (await other.recent_pings(rig.caller, monitor.id, 2, ""))[0]
+    assert (start.ping.kind, end.run_time) == (PingKind.START, end.time - start.time)

@@ -124,6 +124,8 @@ class Heartbeats:
         monitors: Monitors,
         limiter: PingLimiter | None = None,
         log: PingLog | None = None,
+        *,
+        replicated: bool = False,
     ) -> None:
         self._store = store
         self._monitors = monitors
@@ -132,6 +134,9 @@ class Heartbeats:
         # Monitors whose job said it started and has not finished: when it did. Read back from the ping log
         # when the service starts (restore_starts), so a restart forgets no run.
         self._started: dict[str, datetime] = {}
+        # Other replicas take pings too: a run's start may have come to one of them, so an end with no start
+        # known here looks at the ping log for it.
+        self._replicated = replicated
 
     async def restore_starts(self) -> None:
         """Take up the runs that had started and not finished when this service last stopped."""
@@ -162,6 +167,10 @@ class Heartbeats:
             await self._log.add(monitor.id, PingRecord(now, ping))
             return PingOutcome.RECORDED
         started = self._started.pop(monitor.id, None)
+        if started is None and self._replicated:
+            latest = await self._log.latest(monitor.id, 1)
+            if latest and latest[0].ping.kind is PingKind.START:
+                started = latest[0].time
         run_time = now - started if started is not None else None
         await self._log.add(monitor.id, PingRecord(now, ping, run_time))
         failed = ping.kind is PingKind.FAIL
@@ -209,13 +218,17 @@ class Heartbeats:
             started = self._started.get(monitor.id)
             if started is not None and started < since:
                 started = None  # the change after it restarted the clock
+            # Recorded at the deadline itself, not at this sweep's now: every replica sweeps, and another that read
+            # the monitor before this one recorded it makes the same result, a repeat that records nothing.
             if started is not None and now >= started + spec.grace_period:
                 self._started.pop(monitor.id, None)
+                deadline = started + spec.grace_period
                 message = (
                     f"started at {started:%Y-%m-%d %H:%M:%S} UTC and not finished within the grace period "
                     f"of {_short(spec.grace_period)}"
                 )
             elif now >= due + spec.grace_period:
+                deadline = due + spec.grace_period
                 schedule = (
                     f"due {due:%Y-%m-%d %H:%M:%S} UTC by cron '{spec.cron}' in {spec.time_zone or 'UTC'}"
                     if spec.cron
@@ -228,7 +241,7 @@ class Heartbeats:
                 continue
             result = CheckResult(
                 monitor_id=monitor.id,
-                time=now,
+                time=deadline,
                 is_up=False,
                 duration=timedelta(0),
                 error_class="timeout",

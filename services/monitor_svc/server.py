@@ -156,7 +156,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     events = MonitorEvents(monitors.all_monitors, monitor_store.statuses, load_emails=account_store.emails)
     monitors.change_listeners.append(events.monitor_changed)
     monitors.record_listeners.append(events.results_recorded)
-    heartbeats = Heartbeats(monitor_store, monitors, log=SqlPingLog(database))
+    heartbeats = Heartbeats(monitor_store, monitors, log=SqlPingLog(database), replicated=bool(settings.redis_url))
     status_watch = StatusWatch(monitor_store.of_owner, monitor_store.statuses, settings.max_streams_per_user)
     monitors.change_listeners.append(status_watch.monitor_changed)
     monitors.record_listeners.append(status_watch.results_recorded)
