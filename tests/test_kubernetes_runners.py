@@ -27,7 +27,7 @@ from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.settings import Settings
 from services.monitor_svc.domain import Monitor, WebsiteSpec
 from services.monitor_svc.fleet.kubernetes import dedicated_name
-from services.monitor_svc.fleet.reconciler import wanted_runners
+from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, wanted_runners
 from tests.harness.http import HttpServer, Reply
 from tests.harness.kubernetes_api import KubernetesApi
 from tests.harness.monitor_service import Metadata, Served, serve_monitors
@@ -401,3 +401,56 @@ async def test_a_dedicated_runner_checks_its_monitor_with_the_secrets_mounted_in
             assert await eventually(lambda: any("t=mounted" in path for _, path, _ in target.requests))
         finally:
             await asyncio.to_thread(runner.stop)
+
+
+async def test_deployment_status_calls_share_one_pod_listing_and_wait_for_a_slow_api_briefly(
+    served: Served, api: KubernetesApi
+) -> None:
+    """Any user may call GetDeploymentStatus: a burst of calls lists the pods once, not once each, and an API that
+    does not answer holds no call longer than a few seconds."""
+    labels = {"app.kubernetes.io/name": "runner", "monitors/location": "eu-west"}
+    api.add_pod("runner-eu-west-0", labels, ready=True, restarts=0)
+    request = pb.GetDeploymentStatusRequest()
+    listed = len(api.sent("GET", "/pods"))
+    replies = await asyncio.gather(
+        *(served.stub.GetDeploymentStatus(request, metadata=served.service, timeout=10) for _ in range(20))
+    )
+    assert {tuple(r.runner_id for r in reply.runners) for reply in replies} == {("runner-eu-west-0",)}
+    assert len(api.sent("GET", "/pods")) - listed == 1
+    await asyncio.sleep(POD_LISTING_TTL_S)
+    api.delay_s = 30.0
+    started = time.monotonic()
+    reply = await served.stub.GetDeploymentStatus(request, metadata=served.service, timeout=20)
+    assert time.monotonic() - started < DESCRIBE_TIMEOUT_S + 1.0
+    assert list(reply.runners) == []  # no runner is connected, and no pod was listed in time
+
+
+async def test_a_dedicated_runner_cut_short_halfway_is_finished_by_a_later_pass(
+    served: Served, api: KubernetesApi
+) -> None:
+    """The Secret was made and the Deployment refused: later passes replace the Secret they find (its values may be
+    old) and make the Deployment once the API takes it."""
+    api.refused["POST /apis/apps/v1/namespaces/monitors/deployments"] = 500
+    created = await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=dedicated("https://example.com/", "eu-west")), metadata=served.alice, timeout=10
+    )
+    name = dedicated_name(created.monitor.id)
+    assert await eventually(lambda: len(api.sent("POST", "/deployments")) >= 2)  # refused, and tried again
+    assert name in api.secrets
+    assert api.sent("DELETE", f"/secrets/{name}")  # the one found was replaced
+    del api.refused["POST /apis/apps/v1/namespaces/monitors/deployments"]
+    assert await eventually(lambda: name in api.deployments)
+    assert list(api.secrets) == [name]
+
+
+async def test_a_dedicated_runner_made_meanwhile_by_another_replica_is_kept(served: Served, api: KubernetesApi) -> None:
+    """Its Deployment's creation answers 409 (another replica's pass made it since this one listed them): it stays,
+    not deleted and made again (which would restart its pod), and the pass does not fail over it."""
+    api.refused["POST /apis/apps/v1/namespaces/monitors/deployments"] = 409
+    await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=dedicated("https://example.com/", "eu-west")), metadata=served.alice, timeout=10
+    )
+    assert await eventually(lambda: api.sent("POST", "/deployments"))
+    await asyncio.sleep(2.5)  # a failed pass would have been retried within this
+    assert api.sent("DELETE", "/deployments/" + api.sent("POST", "/deployments")[0].body["metadata"]["name"]) == []
+    assert len(api.sent("POST", "/deployments")) == 1

@@ -10,6 +10,7 @@ import copy
 import functools
 import json
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -40,6 +41,8 @@ class KubernetesApi:
     secrets: dict[str, dict[str, Any]] = field(default_factory=dict)
     requests: list[ApiRequest] = field(default_factory=list)
     failing: int | None = None
+    delay_s: float = 0.0  # every answer this late (an API that hangs)
+    refused: dict[str, int] = field(default_factory=dict)  # "POST /deployments" (method, path end): that status
 
     def __post_init__(self) -> None:
         self._lock = threading.Lock()
@@ -109,10 +112,15 @@ class KubernetesApi:
         return handle
 
     def _record(self, request: ApiRequest) -> Reply | None:
+        if self.delay_s:
+            time.sleep(self.delay_s)
         with self._lock:
             self.requests.append(request)
-            if self.failing is not None:
-                return Reply.json({"kind": "Status", "status": "Failure", "code": self.failing}, self.failing)
+            status = self.failing or next(
+                (code for key, code in self.refused.items() if f"{request.method} {request.path}".endswith(key)), None
+            )
+            if status is not None:
+                return Reply.json({"kind": "Status", "status": "Failure", "code": status}, status)
         return None
 
     def _list(self, kind: str, objects: dict[str, dict[str, Any]], request: ApiRequest) -> Reply:

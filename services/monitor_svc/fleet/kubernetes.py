@@ -182,30 +182,28 @@ class KubernetesRunners:
         )
         deployment, secret = dedicated_runner(monitor_id, location, secrets, secrets_digest, found.items)
         name = dedicated_name(monitor_id)
-        await self._create(
-            self._core.create_namespaced_secret,
-            self._core.delete_namespaced_secret,
-            secret,
-            f"creating the Secret {name}",
-        )
-        await self._create(
-            self._apps.create_namespaced_deployment,
-            self._apps.delete_namespaced_deployment,
-            deployment,
-            f"creating the Deployment {name}",
-        )
-
-    async def _create(self, create: Any, delete: Any, body: V1Secret | V1Deployment, what: str) -> None:
-        """Create ``body``; one left by an interrupted pass (409) is replaced."""
-        assert body.metadata is not None
-        assert body.metadata.name is not None
+        create_secret = self._core.create_namespaced_secret(self.namespace, secret, _request_timeout=self._timeout_s)
         try:
-            await self._call(create(self.namespace, body, _request_timeout=self._timeout_s), what)
+            await self._call(create_secret, f"creating the Secret {name}")
         except PlatformError as error:
             if error.status != 409:
                 raise
-            await self._delete(delete, body.metadata.name, what)
-            await self._call(create(self.namespace, body, _request_timeout=self._timeout_s), what)
+            # Left by a pass cut short before its Deployment was made (or made by another replica just now, with
+            # the same values): replaced, since its values may be old.
+            await self._delete(self._core.delete_namespaced_secret, name, f"replacing the Secret {name}")
+            create_secret = self._core.create_namespaced_secret(
+                self.namespace, secret, _request_timeout=self._timeout_s
+            )
+            await self._call(create_secret, f"creating the Secret {name}")
+        try:
+            await self._call(
+                self._apps.create_namespaced_deployment(self.namespace, deployment, _request_timeout=self._timeout_s),
+                f"creating the Deployment {name}",
+            )
+        except PlatformError as error:
+            # Made since it was listed (by another replica's pass): kept; the next pass checks its secrets' digest.
+            if error.status != 409:
+                raise
 
     async def _delete(self, delete: Any, name: str, what: str) -> None:
         try:

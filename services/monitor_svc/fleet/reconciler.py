@@ -21,6 +21,7 @@ import hmac
 import json
 import logging
 import math
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import replace
@@ -28,7 +29,7 @@ from dataclasses import replace
 from service_runtime.auth import Principal
 from services.monitor_svc.assignments import runs_on_runners
 from services.monitor_svc.domain import Monitor, Placement
-from services.monitor_svc.fleet.port import DedicatedRunner, PlatformError, RunnerPlatform
+from services.monitor_svc.fleet.port import DedicatedRunner, PlatformError, RunnerPlatform, RunnerPod
 from services.monitor_svc.monitors import RunnerPlacement
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,9 @@ log = logging.getLogger(__name__)
 RECONCILE_S = 30.0
 SETTLE_S = 0.5  # after a change, wait this long for the rest of its burst
 RETRY_S = 1.0  # the first retry after a failed pass
+# GetDeploymentStatus, which any user may call: pods listed at most this often, and waited for at most this long.
+POD_LISTING_TTL_S = 2.0
+DESCRIBE_TIMEOUT_S = 3.0
 
 
 def runners_needed(monitors: float, per_runner: int, most: int) -> int:
@@ -85,6 +89,8 @@ class RunnerFleet:
         # Told each location that has runners: monitors may name it before its first runner connects.
         self._location_found = location_found
         self._wake = asyncio.Event()
+        self._pods: tuple[float, Sequence[RunnerPod]] | None = None  # when listed, and what
+        self._listing: asyncio.Future[Sequence[RunnerPod]] | None = None
         self._wake.set()  # the first pass at once
 
     def forget(self) -> None:
@@ -181,13 +187,31 @@ class RunnerFleet:
                 log.exception("runner fleet not reconciled; retrying", extra={"in_s": retry_s})
                 wait_s = retry_s
 
+    async def _runner_pods(self) -> Sequence[RunnerPod]:
+        """The runner pods as listed at most POD_LISTING_TTL_S ago; calls that come while a listing is under way
+        wait for it (shielded: one caller giving up does not cancel it for the others)."""
+        now = time.monotonic()
+        if self._pods is not None and now - self._pods[0] < POD_LISTING_TTL_S:
+            return self._pods[1]
+        if self._listing is None or self._listing.done():
+            self._listing = asyncio.ensure_future(self._list_pods())
+            # Its failure is each waiting caller's to log; when every one of them gave up, nobody's.
+            self._listing.add_done_callback(lambda done: done.cancelled() or done.exception())
+        return await asyncio.shield(self._listing)
+
+    async def _list_pods(self) -> Sequence[RunnerPod]:
+        pods = await self.platform.runner_pods()
+        self._pods = (time.monotonic(), pods)
+        return pods
+
     async def describe(self, placed: Sequence[RunnerPlacement], caller: Principal) -> list[RunnerPlacement]:
         """``placed`` (the connected runners ``caller`` may see) with their pods' readiness and restarts, and for an
         operator the runner pods that are not connected too. Without an answer from the platform, ``placed``."""
         try:
-            pods = await self.platform.runner_pods()
-        except PlatformError as error:
-            log.warning("runner pods not listed", extra={"error": str(error)})
+            async with asyncio.timeout(DESCRIBE_TIMEOUT_S):
+                pods = await self._runner_pods()
+        except (PlatformError, TimeoutError) as error:
+            log.warning("runner pods not listed", extra={"error": str(error) or "timed out"})
             return list(placed)
         by_name = {pod.name: pod for pod in pods}
         shown = [
