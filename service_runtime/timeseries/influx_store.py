@@ -243,7 +243,7 @@ class InfluxStore:
     @staticmethod
     def line(sample: Sample) -> str:
         """The sample as one line of line protocol: what influxdb-client's ``Point`` makes of it, character
-        for character (tests/test_influx_lines.py compares them on generated samples), built here because
+        for character (tests/runtime/test_influx_lines.py compares them on generated samples), built here because
         ``Point`` took most of a write's CPU: 13 µs a website sample here, against 6."""
         fields: dict[str, str] = {}
         for key, number in sample.fields.items():

@@ -2,7 +2,7 @@
 
 Stores keep data for a window measured back from their own now (InfluxDB retention policies, the embedded
 store's sweep, rollups of recent hours), so test data must sit inside that window whatever the date. A fixed
-date near the present passes for a while and then fails for everybody (tests/test_calendar_free.py
+date near the present passes for a while and then fails for everybody (tests/system/test_calendar_free.py
 guards against it); a time computed here does not.
 """
 

@@ -1,0 +1,381 @@
+"""Two monitor-service replicas on one MariaDB, Redis and InfluxDB, as real processes.
+
+Each replica here is reached by its own runner: a real gRPC client of the test, watching its assignments and
+reporting results as a runner does (so the test sees exactly what each runner is sent and when). Then:
+
+- the runners of both replicas share the monitors, each checked by one of them, whichever replica the monitor
+  was created, changed or deleted through, and each change reaches the runner on the other replica within a
+  second; a runner that leaves one replica has its monitors taken over by the runner on the other;
+- a user's WatchMonitorStatus and the alert service's WatchMonitorEvents on one replica see the changes and
+  results made on the other;
+- results of one monitor reported to both replicas at once (two locations, or a resend to the other replica
+  after a kill) lose no status update and store no sample twice.
+"""
+
+from __future__ import annotations
+
+import json
+import queue
+import subprocess
+import sys
+import threading
+import time
+import urllib.parse
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from google.protobuf import duration_pb2, timestamp_pb2
+
+from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from tests.harness.rpc import auth
+from tests.harness.services import REPO, ServiceProcess, free_port, python_env
+from tests.harness.waiting import eventually
+
+pb = monitor_service_pb2
+DATABASE = "monitor_replicas"
+FAN_OUT_S = 1.0  # the issue's bound: a change on one replica reaches runners on another within a second
+
+
+@dataclass
+class Replicas:
+    processes: dict[str, ServiceProcess]
+    service_token: str
+    key: tuple[tuple[str, str]]
+    mariadb: MariaDBServer
+    channels: dict[str, grpc.Channel] = field(default_factory=dict)
+
+    def stub(self, name: str) -> monitor_service_pb2_grpc.MonitorServiceStub:
+        if name not in self.channels:
+            self.channels[name] = grpc.insecure_channel(self.processes[name].address)
+        return monitor_service_pb2_grpc.MonitorServiceStub(self.channels[name])
+
+    @property
+    def service(self) -> tuple[tuple[str, str]]:
+        return auth(self.service_token)
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    influxdb: InfluxDBServer,
+) -> Iterator[Replicas]:
+    directory: Path = tmp_path_factory.mktemp("monitor-replicas")
+    env = production_env(mariadb, redis_server, influxdb, DATABASE)
+    processes = {}
+    for name in ("a", "b"):
+        extra = {
+            "MONITORS_DATA_DIR": str(directory / name),
+            "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+            "MONITORS_NOTIFY_TARGET": f"127.0.0.1:{free_port()}",  # no notification service: no logins by mail
+            "MONITORS_MIN_INTERVAL_S": "1",
+            "MONITORS_LOG_FORMAT": "json",
+            "MONITORS_DRAIN_DELAY_S": "0",
+        }
+        processes[name] = ServiceProcess("monitor", python_env({**env, **extra}), directory / f"monitor-{name}.log")
+    try:
+        for process in processes.values():
+            process.start()  # the second starts: no replica lock with Redis set
+        found = Replicas(processes, env["MONITORS_SERVICE_TOKEN"], auth(_api_key(processes["a"].env)), mariadb)
+        yield found
+        for channel in found.channels.values():
+            channel.close()
+    finally:
+        for process in processes.values():
+            process.stop()
+
+
+def _api_key(env: dict[str, str]) -> str:
+    result = subprocess.run(
+        [sys.executable, "-m", "services.admin", "create-api-key", "--email", "replicas@example.com"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
+class TestRunner:
+    """A runner played by the test: its assignment stream to one replica, read on a thread."""
+
+    __test__ = False
+
+    def __init__(self, replicas: Replicas, replica: str, runner_id: str, location: str = "local") -> None:
+        self.runner_id = runner_id
+        self.location = location
+        self.replica = replica
+        self.stub = replicas.stub(replica)
+        self._metadata = replicas.service
+        self.assigned: dict[str, pb.Assignment] = {}
+        self.seen: dict[str, float] = {}  # monitor id -> when it was first assigned here
+        self.removed: dict[str, float] = {}  # monitor id -> when it was last removed
+        self.synced = threading.Event()
+        self._lock = threading.Lock()
+        self._call = self.stub.WatchAssignments(
+            pb.WatchAssignmentsRequest(runner_id=runner_id, location=location, version="test"),
+            metadata=self._metadata,
+        )
+        self._thread = threading.Thread(target=self._read, daemon=True)
+        self._thread.start()
+        assert self.synced.wait(10), f"{runner_id} got no full set"
+
+    def _read(self) -> None:
+        try:
+            for change in self._call:
+                now = time.monotonic()
+                with self._lock:
+                    if change.full_sync:
+                        self.assigned = {}
+                    for upsert in change.upserts:
+                        self.assigned[upsert.monitor.id] = upsert
+                        self.seen.setdefault(upsert.monitor.id, now)
+                    for monitor_id in change.removed_monitor_ids:
+                        self.assigned.pop(monitor_id, None)
+                        self.removed[monitor_id] = now
+                if not change.full_sync_continues:
+                    self.synced.set()
+        except grpc.RpcError:
+            pass
+
+    def ids(self) -> set[str]:
+        with self._lock:
+            return set(self.assigned)
+
+    def report(self, *results: common_pb2.CheckResult) -> pb.ReportResultsResponse:
+        request = pb.ReportResultsRequest(runner_id=self.runner_id, results=list(results))
+        return self.stub.ReportResults(iter([request]), metadata=self._metadata, timeout=10)
+
+    def leave(self) -> None:
+        self._call.cancel()
+        self._thread.join(5)
+
+
+def website(path: str, *locations: str) -> pb.Monitor:
+    return pb.Monitor(
+        spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=f"http://127.0.0.1:9/{path}")),
+        interval=duration_pb2.Duration(seconds=60),
+        timeout=duration_pb2.Duration(seconds=5),
+        locations=list(locations),
+    )
+
+
+def result(monitor_id: str, at: datetime, up: bool) -> common_pb2.CheckResult:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.FromDatetime(at)
+    return common_pb2.CheckResult(
+        monitor_id=monitor_id,
+        check_time=stamp,
+        is_up=up,
+        duration=duration_pb2.Duration(nanos=5_000_000),
+        error_class=common_pb2.ERROR_CLASS_UNSPECIFIED if up else common_pb2.ERROR_CLASS_STATUS,
+        message="" if up else "HTTP 503",
+        fields={"response_time_ms": 5.0},
+    )
+
+
+def stored_failures(replicas: Replicas, monitor_id: str) -> dict[str, int]:
+    """Each location's consecutive failures in the monitor's stored status (the API shows the latest's alone)."""
+    connection = replicas.mariadb.connect(DATABASE)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT location_results FROM monitor_status WHERE monitor_id = %s", (monitor_id,))
+            (text,) = cursor.fetchone()
+    finally:
+        connection.close()
+    return {location: entry["failures"] for location, entry in json.loads(text).items()}
+
+
+def samples_in(influxdb: InfluxDBServer, monitor_id: str) -> int:
+    q = f'SELECT count(is_up) FROM "{DATABASE}"."monitors_raw"."check" WHERE monitor = \'{monitor_id}\''
+    url = f"{influxdb.url}/query?{urllib.parse.urlencode({'q': q})}"
+    with urllib.request.urlopen(url, timeout=5) as reply:
+        found: Any = json.loads(reply.read())["results"][0]
+    return sum(int(row[1]) for series in found.get("series", []) for row in series["values"])
+
+
+def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_either(replicas: Replicas) -> None:
+    east = TestRunner(replicas, "a", "share-a")
+    west = TestRunner(replicas, "b", "share-b")
+    created: dict[str, float] = {}
+    on_west = ""
+    try:
+        for n in range(20):
+            through = "ab"[n % 2]
+            started = time.monotonic()
+            monitor = (
+                replicas.stub(through)
+                .CreateMonitor(
+                    pb.CreateMonitorRequest(monitor=website(f"share/{n}")), metadata=replicas.key, timeout=10
+                )
+                .monitor
+            )
+            created[monitor.id] = started
+        everyone = set(created)
+        eventually(lambda: east.ids() | west.ids() >= everyone, timeout_s=5)
+        # Each monitor goes to one runner, whichever replica it was created through; both runners get some.
+        assert not east.ids() & west.ids() & everyone
+        assert east.ids() & everyone
+        assert west.ids() & everyone
+        lag = max(min(r.seen.get(i, 99e9) for r in (east, west)) - created[i] for i in everyone)
+        assert lag < FAN_OUT_S, lag
+
+        # Both replicas tell the same placement (once each has applied the other's last notices).
+        def placement(name: str) -> dict[str, int]:
+            status = replicas.stub(name).GetDeploymentStatus(
+                pb.GetDeploymentStatusRequest(), metadata=replicas.service, timeout=10
+            )
+            return {r.runner_id: r.assigned_monitors for r in status.runners}
+
+        wanted = {"share-a": len(east.ids()), "share-b": len(west.ids())}
+        eventually(lambda: placement("a") == wanted, timeout_s=FAN_OUT_S)
+        eventually(lambda: placement("b") == wanted, timeout_s=FAN_OUT_S)
+
+        # A monitor checked by the runner on b is paused through a: that runner drops it within a second.
+        on_west = sorted(west.ids() & everyone)[0]
+        paused_at = time.monotonic()
+        replicas.stub("a").PauseMonitor(pb.PauseMonitorRequest(id=on_west), metadata=replicas.key, timeout=10)
+        eventually(lambda: on_west not in west.ids(), timeout_s=5, interval_s=0.01)
+        assert west.removed[on_west] - paused_at < FAN_OUT_S
+        replicas.stub("b").DeleteMonitor(pb.DeleteMonitorRequest(id=on_west), metadata=replicas.key, timeout=10)
+        everyone.discard(on_west)
+
+        # The runner on b leaves: the runner on a takes every monitor over.
+        west.leave()
+        left_at = time.monotonic()
+        eventually(lambda: east.ids() >= everyone, timeout_s=5, interval_s=0.01)
+        assert max(east.seen[i] for i in everyone) - left_at < FAN_OUT_S
+    finally:
+        east.leave()
+        west.leave()
+        for monitor_id in set(created) - {on_west}:
+            replicas.stub("a").DeleteMonitor(pb.DeleteMonitorRequest(id=monitor_id), metadata=replicas.key, timeout=10)
+
+
+def test_watchers_on_one_replica_see_changes_and_results_made_on_the_other(replicas: Replicas) -> None:
+    runner = TestRunner(replicas, "b", "watched-b")
+    monitor = (
+        replicas.stub("b")
+        .CreateMonitor(pb.CreateMonitorRequest(monitor=website("watched")), metadata=replicas.key, timeout=10)
+        .monitor
+    )
+    statuses = replicas.stub("a").WatchMonitorStatus(pb.WatchMonitorStatusRequest(), metadata=replicas.key, timeout=30)
+    events = replicas.stub("a").WatchMonitorEvents(
+        pb.WatchMonitorEventsRequest(include_results=True), metadata=replicas.service, timeout=30
+    )
+    received: queue.Queue[Any] = queue.Queue()
+
+    def read(stream: Any, tag: str) -> None:
+        try:
+            for message in stream:
+                received.put((tag, message))
+        except grpc.RpcError:
+            pass
+
+    for stream, tag in ((statuses, "status"), (events, "events")):
+        threading.Thread(target=read, args=(stream, tag), daemon=True).start()
+    try:
+        eventually(lambda: monitor.id in runner.ids(), timeout_s=5)
+        snapshot_done = False
+        while not snapshot_done:
+            tag, message = received.get(timeout=10)
+            snapshot_done = tag == "events" and message.snapshot_complete
+        at = datetime.now(UTC)
+        assert runner.report(result(monitor.id, at, up=False)).accepted == 1  # to replica b
+        replicas.stub("b").PauseMonitor(pb.PauseMonitorRequest(id=monitor.id), metadata=replicas.key, timeout=10)
+        wanted: dict[str, Callable[[str, Any], bool]] = {
+            "down on a's status stream": lambda t, m: t == "status" and m.state == common_pb2.MONITOR_STATE_DOWN,
+            "paused on a's status stream": lambda t, m: t == "status" and m.state == common_pb2.MONITOR_STATE_PAUSED,
+            "the result on a's event feed": lambda t, m: (
+                t == "events" and any(r.monitor_id == monitor.id and r.fields["is_up"] == 0 for r in m.results)
+            ),
+            "paused on a's event feed": lambda t, m: (
+                t == "events"
+                and any(i.monitor_id == monitor.id and i.state == common_pb2.MONITOR_STATE_PAUSED for i in m.monitors)
+            ),
+        }
+        deadline = time.monotonic() + 5
+        while wanted and time.monotonic() < deadline:
+            try:
+                tag, message = received.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                break
+            for name, matches in list(wanted.items()):
+                if matches(tag, message):
+                    del wanted[name]
+        assert not wanted, sorted(wanted)
+    finally:
+        statuses.cancel()
+        events.cancel()
+        runner.leave()
+        replicas.stub("a").DeleteMonitor(pb.DeleteMonitorRequest(id=monitor.id), metadata=replicas.key, timeout=10)
+
+
+def test_results_of_one_monitor_reported_to_both_replicas_at_once_lose_nothing_and_repeat_nothing(
+    replicas: Replicas, influxdb: InfluxDBServer
+) -> None:
+    """Two locations of one monitor report to two replicas at once, each result in its own call, as fast as
+    they can: each location's failures are all counted (a status read by both replicas at once and written by
+    both would lose one's update). Then each batch is resent to the other replica (a runner whose replica died
+    before answering): nothing is counted or stored twice."""
+    east = TestRunner(replicas, "a", "serial-a", location="east")
+    west = TestRunner(replicas, "b", "serial-b", location="west")
+    monitor = (
+        replicas.stub("a")
+        .CreateMonitor(
+            pb.CreateMonitorRequest(monitor=website("serial", "east", "west")), metadata=replicas.key, timeout=10
+        )
+        .monitor
+    )
+    try:
+        eventually(lambda: monitor.id in east.ids() and monitor.id in west.ids(), timeout_s=5)
+        per_location = 40
+        start = datetime.now(UTC) - timedelta(minutes=5)
+        batches = {
+            runner.location: [result(monitor.id, start + timedelta(seconds=n), up=False) for n in range(per_location)]
+            for runner in (east, west)
+        }
+
+        def send(runner: TestRunner) -> None:
+            for one in batches[runner.location]:
+                assert runner.report(one).accepted == 1
+
+        threads = [threading.Thread(target=send, args=(runner,)) for runner in (east, west)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        status = (
+            replicas.stub("b")
+            .GetMonitorStatus(pb.GetMonitorStatusRequest(id=monitor.id), metadata=replicas.key, timeout=10)
+            .status
+        )
+        failures = stored_failures(replicas, monitor.id)
+        assert failures == {"east": per_location, "west": per_location}, failures
+        last = {r.location: r.check_time.ToDatetime(UTC) for r in status.location_results}
+        assert last == {"east": start + timedelta(seconds=per_location - 1)} | {
+            "west": start + timedelta(seconds=per_location - 1)
+        }
+        assert status.state == common_pb2.MONITOR_STATE_DOWN
+        assert samples_in(influxdb, monitor.id) == 2 * per_location
+
+        # Resent to the other replica: each is a repeat there too.
+        for runner, other in ((east, "b"), (west, "a")):
+            resend = pb.ReportResultsRequest(runner_id=runner.runner_id, results=batches[runner.location])
+            replicas.stub(other).ReportResults(iter([resend]), metadata=replicas.service, timeout=10)
+        assert stored_failures(replicas, monitor.id) == failures
+        assert samples_in(influxdb, monitor.id) == 2 * per_location
+    finally:
+        east.leave()
+        west.leave()
+        replicas.stub("a").DeleteMonitor(pb.DeleteMonitorRequest(id=monitor.id), metadata=replicas.key, timeout=10)
