@@ -286,7 +286,7 @@ class MonitorServicer(monitor_service_pb2_grpc.MonitorServiceServicer):
                     continue
                 try:
                     result = replace(result_from_proto(reported), runner_id=batch.runner_id, location=location)
-                except InvalidArgument:  # a check time out of range: this result, not the batch, is refused
+                except InvalidArgument:  # a check time or duration out of range: this result, not the batch, is refused
                     rejected += 1
                     continue
                 recorded.append((monitor, result))

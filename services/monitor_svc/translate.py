@@ -278,13 +278,16 @@ def result_to_proto(result: CheckResult) -> common.CheckResult:
 
 
 def result_from_proto(result: common.CheckResult) -> CheckResult:
+    """A result as a runner reports it; INVALID_ARGUMENT for a check time or duration out of range."""
     time = from_timestamp(result.check_time, result.HasField("check_time"), "results.check_time")
+    duration = from_duration(result.duration, True, "results.duration")
     assert time is not None, "check_time is required"
+    assert duration is not None  # present: never None
     return CheckResult(
         monitor_id=result.monitor_id,
         time=time,
         is_up=result.is_up,
-        duration=result.duration.ToTimedelta(),
+        duration=duration,
         error_class=_ERROR_CLASS_NAMES.get(result.error_class, ""),
         message=result.message[:500],
         fields=dict(result.fields),

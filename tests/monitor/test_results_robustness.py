@@ -35,6 +35,8 @@ from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 from tests.harness.checks import providers
 from tests.harness.http import HttpServer, Reply
+from tests.harness.monitor_service import result as served_result
+from tests.harness.monitor_service import serve_monitors
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
@@ -250,3 +252,30 @@ async def test_results_reported_before_the_runner_watches_again_are_kept_and_sto
         await client.close()
         await checker.close()
         await host.stop()
+
+
+async def test_a_result_with_an_invalid_duration_is_rejected_alone(database_url: str, tmp_path: Path) -> None:
+    """A result whose duration is not a valid Duration (or one no timedelta holds) is refused by itself: the rest
+    of its batch is recorded and the call succeeds. Failing the call (INTERNAL) made the runner keep the batch and
+    resend it, failing forever."""
+    async with serve_monitors(database_url, tmp_path) as served:
+        spec = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url="https://example.com/"))
+        request = pb.CreateMonitorRequest(monitor=pb.Monitor(spec=spec, interval=duration_pb2.Duration(seconds=60)))
+        monitor = (await served.stub.CreateMonitor(request, metadata=served.alice, timeout=5)).monitor
+        assert monitor.id in await served.connect_runner("r1")
+        now = datetime.now(UTC)
+        good = served_result(monitor.id, now - timedelta(seconds=1), True)
+        too_long = served_result(monitor.id, now, True)
+        too_long.duration.seconds = 2**62
+        mixed_signs = served_result(monitor.id, now, True)  # not a Duration: nanos and seconds of opposite signs
+        mixed_signs.duration.seconds, mixed_signs.duration.nanos = 1, -1
+        reply = await served.stub.ReportResults(
+            iter([pb.ReportResultsRequest(runner_id="r1", results=[good, too_long, mixed_signs])]),
+            metadata=served.service,
+            timeout=10,
+        )
+        assert (reply.accepted, reply.rejected) == (1, 2)
+        status = await served.stub.GetMonitorStatus(
+            pb.GetMonitorStatusRequest(id=monitor.id), metadata=served.alice, timeout=5
+        )
+        assert status.status.last_check_time.ToDatetime(UTC) == good.check_time.ToDatetime(UTC)
