@@ -21,11 +21,11 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 
-from service_runtime.errors import AlreadyExists, InvalidArgument, Unavailable
-from services.monitor_svc.domain import HeartbeatSpec, Monitor, Placement
+from service_runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, Unavailable
+from services.monitor_svc.domain import CheckResult, HeartbeatSpec, Monitor, Placement
 
 _RUNNER_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 _LOCATION = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
@@ -77,10 +77,15 @@ def runs_on_runners(monitor: Monitor) -> bool:
 
 
 class AssignmentHub:
-    """Connected runners and the monitors each owns."""
+    """Connected runners, the monitors each owns, and the results they report."""
 
-    def __init__(self, load_monitors: Callable[[], Awaitable[list[Monitor]]]) -> None:
+    def __init__(
+        self,
+        load_monitors: Callable[[], Awaitable[list[Monitor]]],
+        record_results: Callable[[Sequence[tuple[Monitor, CheckResult]]], Awaitable[object]],
+    ) -> None:
         self._load = load_monitors
+        self._record = record_results
         self._monitors: dict[str, Monitor] = {}
         self._runners: dict[str, Runner] = {}
         self._loaded = False
@@ -193,6 +198,25 @@ class AssignmentHub:
             return None
         runner.last_report_time = datetime.now(UTC)
         return runner.assigned.get(monitor_id)
+
+    async def report(self, runner_id: str, results: Sequence[CheckResult | None]) -> tuple[int, int]:
+        """Record a runner's batch of results; how many were accepted and how many rejected.
+
+        A runner that is not connected is refused as a whole (FAILED_PRECONDITION): after a restart or a reconnect
+        its report can come before its WatchAssignments, and refusing the call rather than its results makes the
+        runner keep them and send them again. A result is rejected alone when the runner does not own its monitor
+        now, or when it has no valid check time (None). Accepted results carry the runner's id and location."""
+        location = self.location_of(runner_id)
+        if location is None:
+            raise FailedPrecondition(f"runner {runner_id} is not connected: watch its assignments first")
+        recorded = []
+        for result in results:
+            # Asked for every result, one without a check time too: each counts as the runner's last report.
+            monitor = self.owns(runner_id, "" if result is None else result.monitor_id)
+            if monitor is not None and result is not None:
+                recorded.append((monitor, replace(result, runner_id=runner_id, location=location)))
+        await self._record(recorded)
+        return len(recorded), len(results) - len(recorded)
 
     def location_of(self, runner_id: str) -> str | None:
         runner = self._runners.get(runner_id)

@@ -9,10 +9,9 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime, timedelta, tzinfo
 from enum import StrEnum
-from typing import Any
 from urllib.parse import SplitResult, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -216,6 +215,25 @@ class Monitor:
     @property
     def kind(self) -> MonitorKind:
         return kind_of(self.spec)
+
+
+@dataclass(frozen=True)
+class ListingFilter:
+    """Which monitors ListMonitors shows: in one of ``states`` (as read, so UNKNOWN once stale), of one of
+    ``kinds``, with every label of ``labels``; an empty part lets every monitor through."""
+
+    states: frozenset[MonitorState] = frozenset()
+    kinds: frozenset[MonitorKind] = frozenset()
+    labels: Mapping[str, str] = field(default_factory=dict)
+
+    def admits_monitor(self, monitor: Monitor) -> bool:
+        """Whether ``monitor`` passes the kind and label parts (its state is judged apart, once read)."""
+        if self.kinds and monitor.kind not in self.kinds:
+            return False
+        return all(monitor.labels.get(key) == value for key, value in self.labels.items())
+
+    def admits_status(self, status: MonitorStatus) -> bool:
+        return not self.states or status.state in self.states
 
 
 @dataclass(frozen=True)
@@ -489,7 +507,7 @@ def encoded_size(draft: MonitorDraft) -> int:
             case _:
                 return 8
 
-    spec = spec_to_dict(draft.spec) if draft.spec is not None else {}
+    spec = asdict(draft.spec) if draft.spec is not None else {}
     return size(spec) + size(draft.display_name) + size(draft.locations) + size(dict(draft.labels)) + 5 * 8
 
 
@@ -523,62 +541,6 @@ def secret_names(spec: Spec) -> set[str]:
     if isinstance(spec, WebsiteSpec):
         texts = [spec.url, spec.body, *spec.headers.values()]
     return {m.group(1) for text in texts for m in SECRET_REFERENCE.finditer(text)}
-
-
-# --- storage form: specs as JSON-ready dicts -------------------------------------------------------------
-
-
-def spec_to_dict(spec: Spec) -> dict[str, Any]:
-    match spec:
-        case WebsiteSpec():
-            return {
-                "url": spec.url,
-                "method": spec.method,
-                "headers": dict(spec.headers),
-                "body": spec.body,
-                "accepted_status_codes": [list(r) for r in spec.accepted_status_codes],
-                "follow_redirects": spec.follow_redirects,
-                "keyword": None if spec.keyword is None else vars(spec.keyword).copy(),
-                "json_path": None if spec.json_path is None else vars(spec.json_path).copy(),
-                "cert_expiry_days": spec.cert_expiry_days,
-            }
-        case HeartbeatSpec():
-            return {"grace_period_s": spec.grace_period.total_seconds(), "cron": spec.cron, "time_zone": spec.time_zone}
-        case CryptoPriceSpec() | DnsSpec():
-            return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()}
-        case TcpSpec() | GrpcHealthSpec():
-            return dict(vars(spec))
-    raise AssertionError(spec)
-
-
-def spec_from_dict(kind: MonitorKind, data: Mapping[str, Any]) -> Spec:
-    match kind:
-        case MonitorKind.WEBSITE:
-            keyword, json_path = data.get("keyword"), data.get("json_path")
-            return WebsiteSpec(
-                url=data["url"],
-                method=data["method"],
-                headers=dict(data["headers"]),
-                body=data["body"],
-                accepted_status_codes=tuple((int(a), int(b)) for a, b in data["accepted_status_codes"]),
-                follow_redirects=bool(data["follow_redirects"]),
-                keyword=None if keyword is None else KeywordAssertion(**keyword),
-                json_path=None if json_path is None else JsonPathAssertion(**json_path),
-                cert_expiry_days=int(data["cert_expiry_days"]),
-            )
-        case MonitorKind.HEARTBEAT:
-            return HeartbeatSpec(
-                timedelta(seconds=float(data["grace_period_s"])), data.get("cron", ""), data.get("time_zone", "")
-            )
-        case MonitorKind.CRYPTO_PRICE:
-            return CryptoPriceSpec(data["pair"], tuple(data["providers"]))
-        case MonitorKind.DNS:
-            return DnsSpec(data["name"], data["record_type"], tuple(data["expected_answers"]), data["resolver"])
-        case MonitorKind.TCP:
-            return TcpSpec(data["host"], int(data["port"]))
-        case MonitorKind.GRPC_HEALTH:
-            return GrpcHealthSpec(data["target"], data["service"], bool(data["use_tls"]))
-    raise AssertionError(kind)
 
 
 @dataclass(frozen=True)

@@ -7,7 +7,7 @@ import math
 from collections import Counter
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
 from contextlib import AsyncExitStack, asynccontextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
@@ -23,6 +23,7 @@ from services.monitor_svc.domain import (
     CheckResult,
     HeartbeatSpec,
     Limits,
+    ListingFilter,
     Monitor,
     MonitorDraft,
     MonitorKind,
@@ -205,25 +206,6 @@ def status_as_read(monitor: Monitor, status: MonitorStatus, now: datetime) -> Mo
     if now >= due and status.state is not MonitorState.UNKNOWN:
         return replace(status, state=MonitorState.UNKNOWN, state_change_time=due)
     return status
-
-
-@dataclass(frozen=True)
-class ListingFilter:
-    """Which monitors ListMonitors shows: in one of ``states`` (as read, so UNKNOWN once stale), of one of
-    ``kinds``, with every label of ``labels``; an empty part lets every monitor through."""
-
-    states: frozenset[MonitorState] = frozenset()
-    kinds: frozenset[MonitorKind] = frozenset()
-    labels: Mapping[str, str] = field(default_factory=dict)
-
-    def admits_monitor(self, monitor: Monitor) -> bool:
-        """Whether ``monitor`` passes the kind and label parts (its state is judged apart, once read)."""
-        if self.kinds and monitor.kind not in self.kinds:
-            return False
-        return all(monitor.labels.get(key) == value for key, value in self.labels.items())
-
-    def admits_status(self, status: MonitorStatus) -> bool:
-        return not self.states or status.state in self.states
 
 
 MAX_SUMMARY_PAGE = 10_000  # summaries in one SummarizeMonitors page

@@ -151,7 +151,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         database_backend="sqlite" if settings.embedded else "mysql",
         timeseries_backend="sqlite" if settings.timeseries_url.startswith("sqlite") else "influxdb",
     )
-    hub = AssignmentHub(monitors.all_monitors)
+    hub = AssignmentHub(monitors.all_monitors, monitors.record_many)
     monitors.change_listeners.append(hub.monitor_changed)
     events = MonitorEvents(monitors.all_monitors, monitor_store.statuses, load_emails=account_store.emails)
     monitors.change_listeners.append(events.monitor_changed)

@@ -17,6 +17,12 @@ from service_runtime.database import Database, HeldTransaction, UtcDateTime, ins
 from service_runtime.errors import NotFound
 from services.monitor_svc.domain import (
     CheckResult,
+    CryptoPriceSpec,
+    DnsSpec,
+    GrpcHealthSpec,
+    HeartbeatSpec,
+    JsonPathAssertion,
+    KeywordAssertion,
     LocationResult,
     Monitor,
     MonitorDraft,
@@ -24,9 +30,10 @@ from services.monitor_svc.domain import (
     MonitorState,
     MonitorStatus,
     Placement,
+    Spec,
+    TcpSpec,
+    WebsiteSpec,
     secret_names,
-    spec_from_dict,
-    spec_to_dict,
 )
 from services.monitor_svc.schema import Base
 
@@ -71,6 +78,62 @@ _STATUS = tuple(MonitorStatusRow.__table__.columns)
 _IN_CHUNK = 500  # ids per IN (...) list, well under every backend's limit on bound parameters
 # Executed with many parameter sets: each sets the columns it names on the row of its b_monitor_id.
 _UPDATE_STATUS = sa.update(MonitorStatusRow).where(MonitorStatusRow.monitor_id == sa.bindparam("b_monitor_id"))
+
+
+# The storage form of a spec: a JSON-ready dict, kept as JSON in the monitors table's spec column.
+
+
+def spec_to_dict(spec: Spec) -> dict[str, Any]:
+    match spec:
+        case WebsiteSpec():
+            return {
+                "url": spec.url,
+                "method": spec.method,
+                "headers": dict(spec.headers),
+                "body": spec.body,
+                "accepted_status_codes": [list(r) for r in spec.accepted_status_codes],
+                "follow_redirects": spec.follow_redirects,
+                "keyword": None if spec.keyword is None else vars(spec.keyword).copy(),
+                "json_path": None if spec.json_path is None else vars(spec.json_path).copy(),
+                "cert_expiry_days": spec.cert_expiry_days,
+            }
+        case HeartbeatSpec():
+            return {"grace_period_s": spec.grace_period.total_seconds(), "cron": spec.cron, "time_zone": spec.time_zone}
+        case CryptoPriceSpec() | DnsSpec():
+            return {k: list(v) if isinstance(v, tuple) else v for k, v in vars(spec).items()}
+        case TcpSpec() | GrpcHealthSpec():
+            return dict(vars(spec))
+    raise AssertionError(spec)
+
+
+def spec_from_dict(kind: MonitorKind, data: Mapping[str, Any]) -> Spec:
+    match kind:
+        case MonitorKind.WEBSITE:
+            keyword, json_path = data.get("keyword"), data.get("json_path")
+            return WebsiteSpec(
+                url=data["url"],
+                method=data["method"],
+                headers=dict(data["headers"]),
+                body=data["body"],
+                accepted_status_codes=tuple((int(a), int(b)) for a, b in data["accepted_status_codes"]),
+                follow_redirects=bool(data["follow_redirects"]),
+                keyword=None if keyword is None else KeywordAssertion(**keyword),
+                json_path=None if json_path is None else JsonPathAssertion(**json_path),
+                cert_expiry_days=int(data["cert_expiry_days"]),
+            )
+        case MonitorKind.HEARTBEAT:
+            return HeartbeatSpec(
+                timedelta(seconds=float(data["grace_period_s"])), data.get("cron", ""), data.get("time_zone", "")
+            )
+        case MonitorKind.CRYPTO_PRICE:
+            return CryptoPriceSpec(data["pair"], tuple(data["providers"]))
+        case MonitorKind.DNS:
+            return DnsSpec(data["name"], data["record_type"], tuple(data["expected_answers"]), data["resolver"])
+        case MonitorKind.TCP:
+            return TcpSpec(data["host"], int(data["port"]))
+        case MonitorKind.GRPC_HEALTH:
+            return GrpcHealthSpec(data["target"], data["service"], bool(data["use_tls"]))
+    raise AssertionError(kind)
 
 
 def _monitor(row: Any) -> Monitor:

@@ -1,11 +1,19 @@
-"""Protobuf <-> domain for monitors: the servicer's vocabulary, nothing else."""
+"""Protobuf <-> domain for monitors: the servicer's vocabulary, nothing else (each *_to_proto returns a new message)."""
 
 from __future__ import annotations
 
+import itertools
+import logging
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from datetime import datetime
+from typing import TYPE_CHECKING
+
 from monitors.v1 import common_pb2 as common
 from monitors.v1 import monitor_service_pb2 as pb
-from service_runtime.errors import InvalidArgument
-from service_runtime.timeseries import Aggregation
+from service_runtime.errors import InvalidArgument, Violations
+from service_runtime.pagination import encode_page_token
+from service_runtime.timeseries import Aggregation, Sample
+from service_runtime.timeseries.queries import QueryResult
 from service_runtime.timestamps import from_duration, from_timestamp, to_duration, to_timestamp
 from services.monitor_svc.domain import (
     COMPARISONS,
@@ -16,8 +24,10 @@ from services.monitor_svc.domain import (
     HeartbeatSpec,
     JsonPathAssertion,
     KeywordAssertion,
+    ListingFilter,
     Monitor,
     MonitorDraft,
+    MonitorKind,
     MonitorState,
     MonitorStatus,
     PingKind,
@@ -27,6 +37,7 @@ from services.monitor_svc.domain import (
     TcpSpec,
     WebsiteSpec,
 )
+from services.monitor_svc.events import MonitorView
 from services.monitor_svc.suggest import (
     ChangeCondition,
     Condition,
@@ -34,7 +45,15 @@ from services.monitor_svc.suggest import (
     MonitorSuggestion,
     ThresholdCondition,
 )
+from services.monitor_svc.summaries.overview import Summary
 from services.monitor_svc.summaries.queries import AvailabilitySummary, CryptoPriceSummary, WebsiteSummary
+
+if TYPE_CHECKING:  # types only: the runner imports this module, and these modules load the stores (SQLAlchemy)
+    from services.monitor_svc.monitors import Deployment, RunnerPlacement
+    from services.monitor_svc.status_watch import StatusChange
+    from services.monitor_svc.user_secrets import SecretInfo
+
+log = logging.getLogger(__name__)
 
 _METHODS = {
     common.HTTP_METHOD_GET: "GET",
@@ -119,11 +138,12 @@ def spec_from_proto(spec: common.MonitorSpec, path: str = "monitor.spec") -> Spe
         w = spec.website
         return WebsiteSpec(
             url=w.url.strip(),
-            method=_METHODS.get(w.method, "GET" if w.method == common.HTTP_METHOD_UNSPECIFIED else f"#{w.method}"),
+            method=_METHODS.get(w.method, f"#{w.method}") if w.method else WebsiteSpec.method,
             headers=dict(w.headers),
             body=w.body,
-            accepted_status_codes=tuple((r.min, r.max) for r in w.accepted_status_codes) or ((200, 399),),
-            follow_redirects=w.follow_redirects if w.HasField("follow_redirects") else True,
+            accepted_status_codes=tuple((r.min, r.max) for r in w.accepted_status_codes)
+            or WebsiteSpec.accepted_status_codes,
+            follow_redirects=w.follow_redirects if w.HasField("follow_redirects") else WebsiteSpec.follow_redirects,
             keyword=KeywordAssertion(w.keyword.keyword, w.keyword.absent, w.keyword.case_sensitive)
             if w.HasField("keyword")
             else None,
@@ -137,12 +157,12 @@ def spec_from_proto(spec: common.MonitorSpec, path: str = "monitor.spec") -> Spe
     if kind == "crypto_price":
         c = spec.crypto_price
         providers = tuple(_PROVIDERS.get(p, f"#{p}") for p in c.providers)
-        return CryptoPriceSpec(c.pair.strip().upper(), providers or CryptoPriceSpec("X-Y").providers)
+        return CryptoPriceSpec(c.pair.strip().upper(), providers or CryptoPriceSpec.providers)
     if kind == "tcp":
         return TcpSpec(spec.tcp.host.strip(), spec.tcp.port)
     if kind == "dns":
         d = spec.dns
-        record = _RECORD_TYPES.get(d.record_type, "A" if d.record_type == common.DNS_RECORD_TYPE_UNSPECIFIED else "#")
+        record = _RECORD_TYPES.get(d.record_type, "#") if d.record_type else DnsSpec.record_type
         return DnsSpec(d.name.strip(), record, tuple(d.expected_answers), d.resolver.strip())
     if kind == "heartbeat":
         grace = from_duration(
@@ -296,6 +316,21 @@ def result_from_proto(result: common.CheckResult) -> CheckResult:
     )
 
 
+def reported_results_from_proto(results: Iterable[common.CheckResult]) -> list[CheckResult | None]:
+    """A runner's batch, in order: None for a result without a valid check time or duration, which the batch
+    refuses alone (:meth:`services.monitor_svc.assignments.AssignmentHub.report`)."""
+
+    def one(result: common.CheckResult) -> CheckResult | None:
+        if not result.HasField("check_time"):
+            return None
+        try:
+            return result_from_proto(result)
+        except InvalidArgument:
+            return None
+
+    return [one(result) for result in results]
+
+
 def status_to_proto(status: MonitorStatus) -> pb.MonitorStatus:
     return pb.MonitorStatus(
         monitor_id=status.monitor_id,
@@ -367,9 +402,20 @@ def ping_to_proto(record: PingRecord) -> pb.HeartbeatPing:
     return message
 
 
-def summary_to_proto(
-    response: pb.SummarizeMonitorResponse, summary: WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
-) -> None:
+def time_range_from_proto(time_range: common.TimeRange) -> tuple[datetime | None, datetime | None]:
+    """A request's time range (start, end), each None when unset."""
+    return (
+        from_timestamp(time_range.start_time, time_range.HasField("start_time"), "time_range.start_time"),
+        from_timestamp(time_range.end_time, time_range.HasField("end_time"), "time_range.end_time"),
+    )
+
+
+def time_range_to_proto(start: datetime, end: datetime) -> common.TimeRange:
+    return common.TimeRange(start_time=to_timestamp(start), end_time=to_timestamp(end))
+
+
+def summary_to_proto(monitor_id: str, time_range: common.TimeRange, summary: Summary) -> pb.SummarizeMonitorResponse:
+    """SummarizeMonitor's answer for one monitor: the summary of its kind, and how many samples it rests on."""
     match summary:
         case WebsiteSummary():
             website = pb.WebsiteSummary(
@@ -380,27 +426,274 @@ def summary_to_proto(
             )
             if summary.cert_days_left is not None:
                 website.cert_days_left = int(summary.cert_days_left)
-            response.website.CopyFrom(website)
-            response.sample_count = summary.availability.checks
-        case CryptoPriceSummary():
-            response.crypto_price.CopyFrom(
-                pb.CryptoPriceSummary(
-                    first=summary.first or 0.0,
-                    last=summary.last or 0.0,
-                    min=summary.min or 0.0,
-                    max=summary.max or 0.0,
-                    mean=summary.mean or 0.0,
-                    change_absolute=summary.change_absolute or 0.0,
-                    change_percent=summary.change_percent or 0.0,
-                    volatility=summary.volatility or 0.0,
-                    availability=availability_to_proto(summary.availability),
-                    volatility_percent=summary.volatility_percent or 0.0,
-                )
+            return pb.SummarizeMonitorResponse(
+                monitor_id=monitor_id,
+                time_range=time_range,
+                website=website,
+                sample_count=summary.availability.checks,
             )
-            response.sample_count = summary.samples
+        case CryptoPriceSummary():
+            crypto_price = pb.CryptoPriceSummary(
+                first=summary.first or 0.0,
+                last=summary.last or 0.0,
+                min=summary.min or 0.0,
+                max=summary.max or 0.0,
+                mean=summary.mean or 0.0,
+                change_absolute=summary.change_absolute or 0.0,
+                change_percent=summary.change_percent or 0.0,
+                volatility=summary.volatility or 0.0,
+                availability=availability_to_proto(summary.availability),
+                volatility_percent=summary.volatility_percent or 0.0,
+            )
+            return pb.SummarizeMonitorResponse(
+                monitor_id=monitor_id, time_range=time_range, crypto_price=crypto_price, sample_count=summary.samples
+            )
         case AvailabilitySummary():
-            response.availability.CopyFrom(availability_to_proto(summary))
-            response.sample_count = summary.checks
+            return pb.SummarizeMonitorResponse(
+                monitor_id=monitor_id,
+                time_range=time_range,
+                availability=availability_to_proto(summary),
+                sample_count=summary.checks,
+            )
+    raise AssertionError(summary)
+
+
+def summaries_to_proto(
+    time_range: common.TimeRange, page: Sequence[tuple[Monitor, Summary]], next_token: str, max_bytes: int
+) -> pb.SummarizeMonitorsResponse:
+    """SummarizeMonitors' page: the summaries that fit in about ``max_bytes`` (at least one); when some do not,
+    the next page token resumes after the last one sent."""
+    response = pb.SummarizeMonitorsResponse(time_range=time_range, next_page_token=next_token)
+    size = 0
+    for index, (monitor, summary) in enumerate(page):
+        one = summary_to_proto(monitor.id, time_range, summary)
+        size += one.ByteSize() + 8
+        if index and size > max_bytes:  # the rest on the next page
+            response.next_page_token = encode_page_token(page[index - 1][0].id)
+            break
+        response.summaries.append(one)
+    return response
+
+
+def aggregation_from_proto(aggregation: common.Aggregation.ValueType) -> Aggregation | None:
+    """The aggregation a query asks for; None when unset (raw samples, or the query's default)."""
+    if aggregation == common.AGGREGATION_UNSPECIFIED:
+        return None
+    if aggregation not in AGGREGATIONS:
+        raise InvalidArgument("aggregation", "is not a known aggregation")
+    return AGGREGATIONS[aggregation]
+
+
+def query_result_to_proto(result: QueryResult) -> pb.QuerySamplesResponse:
+    return pb.QuerySamplesResponse(
+        points=[
+            common.DataPoint(point_time=to_timestamp(p.time), value=p.value, sample_count=p.count)
+            for p in result.points
+        ],
+        window=to_duration(result.window),
+        aggregation=aggregation_to_proto(result.aggregation),
+    )
+
+
+def secret_to_proto(info: SecretInfo) -> pb.Secret:
+    return pb.Secret(
+        name=info.name, create_time=to_timestamp(info.create_time), update_time=to_timestamp(info.update_time)
+    )
+
+
+def runner_info_to_proto(runner: RunnerPlacement) -> pb.RunnerInfo:
+    return pb.RunnerInfo(
+        runner_id=runner.runner_id,
+        location=runner.location,
+        connect_time=to_timestamp(runner.connect_time),
+        last_report_time=to_timestamp(runner.last_report_time),
+        assigned_monitors=runner.assigned,
+        version=runner.version,
+        ready=runner.ready,
+        restarts=runner.restarts,
+    )
+
+
+def deployment_status_to_proto(
+    deployment: Deployment, runners: Iterable[RunnerPlacement], unassigned: int, locations: Iterable[str]
+) -> pb.GetDeploymentStatusResponse:
+    return pb.GetDeploymentStatusResponse(
+        version=deployment.version,
+        mode=deployment.mode,
+        database_backend=deployment.database_backend,
+        timeseries_backend=deployment.timeseries_backend,
+        runners=[runner_info_to_proto(r) for r in runners],
+        unassigned_monitors=unassigned,
+        locations=sorted(locations),
+    )
+
+
+def check_target_from_proto(request: pb.RunCheckRequest) -> tuple[str, Spec | None]:
+    """RunCheck's target: a monitor's id, or a spec to check once (INVALID_ARGUMENT for a spec of no kind)."""
+    if request.WhichOneof("target") != "spec":
+        return request.monitor_id, None
+    spec = spec_from_proto(request.spec, "spec")
+    if spec is None:
+        raise InvalidArgument("spec", "set one of website, crypto_price, tcp, dns, heartbeat, grpc_health")
+    return "", spec
+
+
+# --- streams: WatchMonitorEvents, WatchAssignments, WatchMonitorStatus -------------------------------------
+
+# A WatchMonitorEvents message holds at most this many events and about a quarter of the largest message (at
+# most 1 MiB: a client's default limit is 4 MiB).
+EVENTS_PER_MESSAGE = 500
+
+
+def monitor_info_to_proto(view: MonitorView) -> pb.MonitorInfo:
+    return pb.MonitorInfo(
+        monitor_id=view.monitor_id,
+        owner_id=view.owner_id,
+        display_name=view.display_name,
+        labels=view.labels,
+        kind=view.kind.value,
+        state=common.MonitorState.Value(f"MONITOR_STATE_{view.state.name}"),
+        state_change_time=to_timestamp(view.state_change_time),
+        paused=view.paused,
+        interval=to_duration(view.interval),
+        owner_email=view.owner_email,
+    )
+
+
+def recorded_result_to_proto(sample: Sample) -> pb.RecordedResult:
+    return pb.RecordedResult(
+        owner_id=sample.owner_id,
+        monitor_id=sample.monitor_id,
+        check_time=to_timestamp(sample.time),
+        fields=sample.fields,
+        location=sample.tags.get("location", ""),
+    )
+
+
+Packed = tuple[int, Callable[[pb.WatchMonitorEventsResponse], None]]  # an event's size, and how to add it
+
+
+def _packed_monitor(view: MonitorView) -> Packed:
+    info = monitor_info_to_proto(view)
+    return info.ByteSize() + 4, lambda message: message.monitors.append(info)
+
+
+def _packed_deletion(monitor_id: str) -> Packed:
+    return len(monitor_id) + 2, lambda message: message.deleted_monitor_ids.append(monitor_id)
+
+
+def _packed_result(sample: Sample) -> Packed:
+    result = recorded_result_to_proto(sample)
+    return result.ByteSize() + 4, lambda message: message.results.append(result)
+
+
+def event_messages(
+    monitors: Iterable[MonitorView], deleted: Iterable[str], results: Iterable[Sample], max_bytes: int
+) -> Iterator[pb.WatchMonitorEventsResponse]:
+    """Messages carrying these events in order (monitors, deletions, results), each with at most
+    EVENTS_PER_MESSAGE events and about ``max_bytes``; nothing when there are no events."""
+    message = pb.WatchMonitorEventsResponse()
+    size = count = 0
+    packed = itertools.chain(
+        map(_packed_monitor, monitors), map(_packed_deletion, deleted), map(_packed_result, results)
+    )
+    for item_size, add in packed:
+        if count and (count >= EVENTS_PER_MESSAGE or size + item_size > max_bytes):
+            yield message
+            message = pb.WatchMonitorEventsResponse()
+            size = count = 0
+        add(message)
+        size += item_size
+        count += 1
+    if count:
+        yield message
+
+
+def snapshot_messages(monitors: Iterable[MonitorView], max_bytes: int) -> Iterator[pb.WatchMonitorEventsResponse]:
+    """A WatchMonitorEvents snapshot as messages (:func:`event_messages`), its last one (an empty one when there are
+    no monitors) marked ``snapshot_complete``."""
+    last = None
+    for page in event_messages(monitors, (), (), max_bytes):
+        if last is not None:
+            yield last
+        last = page
+    if last is None:
+        last = pb.WatchMonitorEventsResponse()
+    last.snapshot_complete = True
+    yield last
+
+
+def assignment_to_proto(monitor: Monitor, secrets: Mapping[str, str]) -> pb.Assignment:
+    return pb.Assignment(monitor=monitor_to_proto(monitor), secrets=secrets)
+
+
+def assignment_messages(
+    full_sync: bool, upserts: Iterable[pb.Assignment], removed: Iterable[str], max_bytes: int, limit_bytes: int
+) -> Iterator[pb.WatchAssignmentsResponse]:
+    """One change for a runner as messages of about ``max_bytes`` each: a full set (``full_sync``) marked on
+    its first page and as continuing on all but its last, so that no number of assignments makes a message too
+    large to send. An assignment that alone exceeds ``limit_bytes`` (the largest message) is left out and logged: sent,
+    it would end the stream, and every reconnect would fail the same way."""
+    pages = [pb.WatchAssignmentsResponse(full_sync=full_sync)]
+    size = 0
+
+    def room_for(item_size: int) -> pb.WatchAssignmentsResponse:
+        nonlocal size
+        if size and size + item_size > max_bytes:
+            pages.append(pb.WatchAssignmentsResponse())
+            size = 0
+        size += item_size
+        return pages[-1]
+
+    for assignment in upserts:
+        item_size = assignment.ByteSize() + 8
+        if item_size > limit_bytes:
+            log.error("assignment too large to send", extra={"monitor_id": assignment.monitor.id, "bytes": item_size})
+            continue
+        room_for(item_size).upserts.append(assignment)
+    for monitor_id in removed:
+        room_for(len(monitor_id) + 4).removed_monitor_ids.append(monitor_id)
+    for page in pages[:-1]:
+        page.full_sync_continues = full_sync
+    return iter(pages)
+
+
+def _state_to_proto(state: MonitorState | None) -> common.MonitorState.ValueType:
+    return common.MONITOR_STATE_UNSPECIFIED if state is None else _STATES[state]
+
+
+def status_change_to_proto(change: StatusChange, dropped: int) -> pb.WatchMonitorStatusResponse:
+    return pb.WatchMonitorStatusResponse(
+        monitor_id=change.monitor_id,
+        display_name=change.display_name,
+        state=_state_to_proto(change.state),
+        previous_state=_state_to_proto(change.previous),
+        state_change_time=to_timestamp(change.state_change_time),
+        last_check_time=to_timestamp(change.last_check_time),
+        current=change.current,
+        deleted=change.state is None,
+        dropped=dropped,
+    )
+
+
+_STATES_FROM_PROTO = {value: state for state, value in _STATES.items()}
+_KINDS = {kind.value: kind for kind in MonitorKind}
+
+
+def listing_filter_from_proto(request: pb.ListMonitorsRequest) -> ListingFilter:
+    """ListMonitors' filters; INVALID_ARGUMENT naming states or kinds for a value that names none."""
+    bad = Violations()
+    if any(state not in _STATES_FROM_PROTO for state in request.states):
+        bad.add("states", "must name monitor states (MONITOR_STATE_UP, _DOWN, _PENDING, _PAUSED or _UNKNOWN)")
+    unknown = [kind for kind in request.kinds if kind not in _KINDS]
+    if unknown:
+        bad.add("kinds", f"{', '.join(map(repr, unknown))} is not a kind; kinds: {', '.join(_KINDS)}")
+    bad.raise_any()
+    return ListingFilter(
+        states=frozenset(_STATES_FROM_PROTO[s] for s in request.states),
+        kinds=frozenset(_KINDS[k] for k in request.kinds),
+        labels=dict(request.label_selector),
+    )
 
 
 # --- SuggestMonitors -------------------------------------------------------------------------------------

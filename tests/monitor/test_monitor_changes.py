@@ -39,7 +39,7 @@ async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
     store = MonitorStore(database)
     secrets = UserSecrets(database, SecretBox(parse_master_keys(new_master_key())), store.referring_to_secret)
     monitors = Monitors(store, SqliteSampleStore(tmp_path / "samples.sqlite3"), Checker(), secrets)
-    hub = AssignmentHub(monitors.all_monitors)
+    hub = AssignmentHub(monitors.all_monitors, monitors.record_many)
     monitors.change_listeners.append(hub.monitor_changed)
     user = await AccountStore(database).ensure_user("p@example.com")
     caller = Principal(user.id, user.email, "key_1")

@@ -11,7 +11,7 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from services.monitor_svc.servicer import assignment_messages
+from services.monitor_svc.translate import assignment_messages
 from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
 from tests.harness.services import Stack
