@@ -216,6 +216,22 @@ class MonitorEvents:
                 apply()
             self._loaded = True
 
+    async def resync(self) -> None:
+        """Read every monitor and state again (after changes made elsewhere may have been missed) and send
+        subscribers what differs from what they were sent."""
+        if not self._loaded:
+            return  # the first subscriber's load will read the stores as they are
+        monitors = await self._load_monitors()
+        statuses = await self._load_statuses(monitors)
+        await self._know_owners({m.owner_id for m in monitors})
+        for monitor_id in set(self._monitors) - {m.id for m in monitors}:
+            self._change(monitor_id, None)
+        for monitor in monitors:
+            self._monitors[monitor.id] = monitor
+            status = statuses[monitor.id]
+            self._states[monitor.id] = (status.state, status.state_change_time)
+            self._publish(self._view(monitor, status.state, status.state_change_time))
+
     # --- hooks ---------------------------------------------------------------------------------------
 
     async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:

@@ -15,14 +15,18 @@ things in Redis, both scoped to the deployment (its database), so deployments sh
   its entry for :data:`ENTRY_TTL_S` at most; its runners reconnect to another replica meanwhile, where their
   new connection counts.
 
-Redis out of reach costs the replicas their fan-out, never a call: a notice that cannot be sent is logged, and
-a replica that could not read the stream for longer than it keeps notices (or whose reading stopped) reloads
-its monitors from the database when Redis answers again.
+Redis out of reach (or slow) costs the replicas their fan-out, never a call nor its time: notices wait in a
+bounded outbox that one task sends from, in order, in pipelines. A replica that had to drop notices (Redis out of
+reach, the outbox full) sends a resync notice once Redis answers again, and every replica that gets one, or
+that itself could not read the stream for a while and finds notices gone, reloads what it mirrors from the
+database: the assignment, the event feed's monitors and states, the watched users' statuses. (Samples recorded
+meanwhile on another replica are in the time-series store, not replayed to this one's event subscribers.)
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -49,8 +53,10 @@ STREAM_MAXLEN = 100_000  # notices kept (approximately): minutes of a busy deplo
 READ_BLOCK_MS = 1_000
 READ_COUNT = 500
 TIMEOUT_S = 2.0  # every Redis command but the blocking read, which waits READ_BLOCK_MS more
+OUTBOX = 10_000  # notices waiting to be sent; beyond, they are dropped and the others told to resync
+SEND_BATCH = 500  # notices sent in one pipeline
 
-CHANGE, RECORDED, RUNNERS = "change", "recorded", "runners"
+CHANGE, RECORDED, RUNNERS, RESYNC = "change", "recorded", "runners", "resync"
 
 
 def deployment_key(database_url: str) -> str:
@@ -127,31 +133,60 @@ class RedisReplicas:
         self._recorded_elsewhere = recorded_elsewhere
         self._resync = resync
         self._position: str | None = None  # the last notice read
-        self._remote: list[RemoteRunner] | None = None
         self._failing = False
+        self._outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(OUTBOX)
+        self._dropped = False  # notices lost since the last resync notice
         self.applied = 0  # others' notices applied here (for tests and metrics)
 
     # --- sending -------------------------------------------------------------------------------------
 
-    async def _send(self, fields: dict[str, str]) -> None:
+    def _send(self, fields: dict[str, str]) -> None:
         try:
-            await self._redis.xadd(self._stream, {"r": self.name, **fields}, maxlen=STREAM_MAXLEN, approximate=True)
-        except RedisError as error:
-            self._report_failure("cannot tell the other replicas", error)
+            self._outbox.put_nowait({"r": self.name, **fields})
+        except asyncio.QueueFull:
+            self._dropped = True  # the others resync once the outbox drains
+
+    async def send_forever(self) -> None:
+        """Send the outbox's notices in order, as they come, until cancelled."""
+        while True:
+            batch = []
+            if self._dropped:  # the resync notice goes once Redis answers, with or without others
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(REFRESH_S):
+                        batch.append(await self._outbox.get())
+            else:
+                batch.append(await self._outbox.get())
+            while len(batch) < SEND_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            if self._dropped:
+                batch.append({"r": self.name, "k": RESYNC})
+            try:
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for fields in batch:
+                        pipe.xadd(self._stream, fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    await pipe.execute()
+            except RedisError as error:
+                self._report_failure("cannot tell the other replicas", error)
+                self._dropped = True  # these are lost: once Redis answers, the others reload instead
+                await asyncio.sleep(REFRESH_S)
+                continue
+            if batch[-1].get("k") == RESYNC:
+                self._dropped = False
+                log.warning("Redis answers again: the other replicas told to reload what they mirror")
 
     async def monitor_changed(self, monitor_id: str) -> None:
         """Tell the other replicas that this monitor changed (they load it)."""
-        await self._send({"k": CHANGE, "id": monitor_id})
+        self._send({"k": CHANGE, "id": monitor_id})
 
     async def results_recorded(self, samples: Sequence[Sample], monitor_ids: Sequence[str]) -> None:
         """Tell the other replicas these results were recorded and these monitors' statuses stored."""
         payload = {"s": [_sample_to_json(s) for s in samples], "ids": list(monitor_ids)}
-        await self._send({"k": RECORDED, "d": json.dumps(payload, separators=(",", ":"))})
+        self._send({"k": RECORDED, "d": json.dumps(payload, separators=(",", ":"))})
 
     async def local_runners_changed(self) -> None:
         """A runner connected to this replica or left it: renew the entry and have the others read it now."""
         if await self._write_entry():
-            await self._send({"k": RUNNERS})
+            self._send({"k": RUNNERS})
 
     async def _write_entry(self) -> bool:
         entry = [
@@ -265,6 +300,9 @@ class RedisReplicas:
                 remote = await self._read_registry()
                 if remote is not None:
                     await self._hub.set_remote_runners(remote)
+            elif kind == RESYNC:
+                log.warning("another replica lost notices while Redis was out of reach: reloading what this mirrors")
+                await self._resync()
             self.applied += 1
         except Exception:  # one notice that cannot be applied must not stop the others
             log.exception("a notice from another replica could not be applied", extra={"kind": kind})
@@ -280,12 +318,19 @@ class RedisReplicas:
             self._failing = False
 
     async def close(self) -> None:
-        """Leave the registry (the others take over this replica's runners' monitors at once) and disconnect."""
+        """Send what the outbox holds, leave the registry (the others take over this replica's runners' monitors
+        at once) and disconnect."""
+        leaving = [self._outbox.get_nowait() for _ in range(self._outbox.qsize())]
+        leaving.append({"r": self.name, "k": RUNNERS})
         try:
-            await self._redis.delete(self._entry_prefix + self.name)
-            await self._redis.srem(self._members, self.name)
-            await self._redis.xadd(self._stream, {"r": self.name, "k": RUNNERS}, maxlen=STREAM_MAXLEN, approximate=True)
-        except RedisError:
+            async with asyncio.timeout(TIMEOUT_S):
+                await self._redis.delete(self._entry_prefix + self.name)
+                await self._redis.srem(self._members, self.name)
+                async with self._redis.pipeline(transaction=False) as pipe:
+                    for fields in leaving:
+                        pipe.xadd(self._stream, fields, maxlen=STREAM_MAXLEN, approximate=True)
+                    await pipe.execute()
+        except (RedisError, TimeoutError):
             pass  # the entry expires on its own
         await self._redis.aclose()
         await self._reader.aclose()

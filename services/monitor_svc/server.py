@@ -178,6 +178,12 @@ async def build_server(settings: Settings) -> ServiceHost:
 
     replicas = None
     if settings.redis_url:
+
+        async def resync() -> None:
+            await hub.reload()
+            await events.resync()
+            await status_watch.resync()
+
         replicas = RedisReplicas(
             settings.redis_url,
             settings.database_url,
@@ -235,6 +241,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     if replicas is not None:
         host.on_start.append(replicas.start)
         host.background.append(replicas.run)
+        host.background.append(replicas.send_forever)
         host.background.append(every(REFRESH_S, replicas.refresh, "replica registry"))
         host.on_stop.append(replicas.close)
     # Run last to first: login codes being handed over are waited for first.

@@ -178,6 +178,22 @@ class StatusWatch:
             for monitor_id in owner.monitors:
                 self._owner_of.pop(monitor_id, None)
 
+    async def resync(self) -> None:
+        """Read the watched users' monitors and statuses again (after changes made elsewhere may have been
+        missed) and send their streams each change of state that brings."""
+        for owner_id in list(self._owners):
+            monitors = await self._load_monitors(owner_id)
+            statuses = await self._load_statuses(monitors) if monitors else {}
+            owner = self._owners.get(owner_id)
+            if owner is None:
+                continue  # its last stream closed meanwhile
+            now = self._clock()
+            for monitor_id in set(owner.monitors) - {m.id for m in monitors}:
+                self._change(owner, monitor_id, None, publish=True)
+            for monitor in monitors:
+                self._change(owner, monitor.id, monitor, publish=True)
+                self._store(owner, statuses[monitor.id], now, publish=True)
+
     # --- hooks ---------------------------------------------------------------------------------------
 
     async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:

@@ -14,6 +14,7 @@ reporting results as a runner does (so the test sees exactly what each runner is
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import subprocess
@@ -61,15 +62,9 @@ class Replicas:
         return auth(self.service_token)
 
 
-@pytest.fixture(scope="module")
-def replicas(
-    tmp_path_factory: pytest.TempPathFactory,
-    mariadb: MariaDBServer,
-    redis_server: RedisServer,
-    influxdb: InfluxDBServer,
-) -> Iterator[Replicas]:
-    directory: Path = tmp_path_factory.mktemp("monitor-replicas")
-    env = production_env(mariadb, redis_server, influxdb, DATABASE)
+@contextlib.contextmanager
+def running_replicas(directory: Path, env: dict[str, str], mariadb: MariaDBServer) -> Iterator[Replicas]:
+    """Two monitor-service processes, a and b, with ``env`` (production settings)."""
     processes = {}
     for name in ("a", "b"):
         extra = {
@@ -91,6 +86,18 @@ def replicas(
     finally:
         for process in processes.values():
             process.stop()
+
+
+@pytest.fixture(scope="module")
+def replicas(
+    tmp_path_factory: pytest.TempPathFactory,
+    mariadb: MariaDBServer,
+    redis_server: RedisServer,
+    influxdb: InfluxDBServer,
+) -> Iterator[Replicas]:
+    env = production_env(mariadb, redis_server, influxdb, DATABASE)
+    with running_replicas(tmp_path_factory.mktemp("monitor-replicas"), env, mariadb) as found:
+        yield found
 
 
 def _api_key(env: dict[str, str]) -> str:
@@ -379,3 +386,75 @@ def test_results_of_one_monitor_reported_to_both_replicas_at_once_lose_nothing_a
         east.leave()
         west.leave()
         replicas.stub("a").DeleteMonitor(pb.DeleteMonitorRequest(id=monitor.id), metadata=replicas.key, timeout=10)
+
+
+def test_replicas_cut_off_from_redis_catch_up_once_it_answers_again(
+    tmp_path: Path, mariadb: MariaDBServer, influxdb: InfluxDBServer
+) -> None:
+    """Redis down: each replica goes on serving its own runners and users (nothing waits on Redis), and the
+    notices of changes made meanwhile are lost. Once Redis answers again, the replicas reload from the database:
+    the runner on a gets its share of the monitors created through b, and a user's WatchMonitorStatus on a
+    hears of the result reported to b."""
+    (tmp_path / "redis").mkdir()
+    with RedisServer(tmp_path / "redis") as redis:
+        env = production_env(mariadb, redis, influxdb, "monitor_replicas_outage")
+        with running_replicas(tmp_path, env, mariadb) as replicas:
+            east = TestRunner(replicas, "a", "outage-a")
+            west = TestRunner(replicas, "b", "outage-b")
+            watch = replicas.stub("a").WatchMonitorStatus(
+                pb.WatchMonitorStatusRequest(), metadata=replicas.key, timeout=60
+            )
+            changes: queue.Queue[pb.WatchMonitorStatusResponse] = queue.Queue()
+
+            def read() -> None:
+                with contextlib.suppress(grpc.RpcError):
+                    for change in watch:
+                        changes.put(change)
+
+            threading.Thread(target=read, daemon=True).start()
+            try:
+                # Both replicas know both runners before Redis goes.
+                eventually(
+                    lambda: (
+                        len(
+                            replicas.stub("b")
+                            .GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=replicas.service, timeout=10)
+                            .runners
+                        )
+                        == 2
+                    ),
+                    timeout_s=5,
+                )
+                redis.stop()
+                started = time.monotonic()
+                ids = [
+                    replicas.stub("b")
+                    .CreateMonitor(
+                        pb.CreateMonitorRequest(monitor=website(f"outage/{n}")), metadata=replicas.key, timeout=10
+                    )
+                    .monitor.id
+                    for n in range(12)
+                ]
+                assert time.monotonic() - started < 5  # no call waited out Redis's timeouts
+                # b's runner gets its share at once; a's waits for Redis.
+                eventually(lambda: west.ids() & set(ids), timeout_s=5)
+                on_west = sorted(west.ids() & set(ids))[0]
+                at = datetime.now(UTC)
+                assert west.report(result(on_west, at, up=False)).accepted == 1
+                time.sleep(2)
+                assert not east.ids() & set(ids)
+                redis.start()
+                # Each monitor with one runner again (the registry fills as each replica renews its entry).
+                eventually(lambda: east.ids() | west.ids() >= set(ids) and not east.ids() & west.ids(), timeout_s=10)
+                assert east.ids() & set(ids)
+                deadline = time.monotonic() + 10
+                heard = False
+                while not heard and time.monotonic() < deadline:
+                    with contextlib.suppress(queue.Empty):
+                        change = changes.get(timeout=0.5)
+                        heard = change.monitor_id == on_west and change.state == common_pb2.MONITOR_STATE_DOWN
+                assert heard, "a's status stream never heard of the result reported to b"
+            finally:
+                watch.cancel()
+                east.leave()
+                west.leave()
