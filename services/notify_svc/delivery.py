@@ -5,6 +5,12 @@ second per webhook), its own concurrency, and its own pause when the provider an
 independently, so one channel's backlog never delays another's. Failures retry with exponential backoff and
 jitter, never sooner than the provider's Retry-After; other 4xx answers fail the delivery at once; a channel
 answering 401/403/404/410 again and again is disabled and its owner told through their other default channels.
+
+Deliveries reach a lane two ways. SendNotification hands a delivery over directly when its lane can send it at
+once (:meth:`DeliveryWorker.reserve`, then :meth:`DeliveryWorker.hand_over`): it is queued already leased, with
+the channel the call read, so nothing is read or leased again before the send. The rest (a lane busy or paced,
+retries, another process's deliveries, those left by a killed process) are found by polling the queue table,
+leased one by one just before they are sent.
 """
 
 from __future__ import annotations
@@ -108,6 +114,14 @@ class TokenBucket:
         self._lock = asyncio.Lock()
 
     @property
+    def ready(self) -> bool:
+        """A taker now would not wait: unpaused, and a token at hand (or no rate)."""
+        now = time.monotonic()
+        if now < self._paused_until:
+            return False
+        return self._rate <= 0 or self._tokens + (now - self._stamp) * self._rate >= 1
+
+    @property
     def idle(self) -> bool:
         """Unpaused and refilled: forgetting this bucket would change nothing."""
         now = time.monotonic()
@@ -195,15 +209,29 @@ class OwnerSlots:
             if not users[0]:
                 del self._by_owner[owner_id]
 
+    def room(self, owner_id: str) -> int:
+        """How many more of the owner's sends would start now without waiting."""
+        found = self._by_owner.get(owner_id)
+        return self._most - (found[1][0] if found else 0)
+
+
+@dataclass(frozen=True, slots=True)
+class Queued:
+    """A delivery in a lane; ``channel`` is set when it was handed over leased, with the channel its call read."""
+
+    delivery: Delivery
+    channel: Channel | None = None
+
 
 @dataclass
 class Lane:
-    """One channel's queue, bucket and consumers."""
+    """One channel's queue, bucket and consumers; ``reserved`` deliveries are about to be handed over."""
 
     pace: Pace
     bucket: TokenBucket
-    queue: deque[Delivery] = field(default_factory=deque)
+    queue: deque[Queued] = field(default_factory=deque)
     consumers: int = 0
+    reserved: int = 0
 
 
 class Senders:
@@ -253,6 +281,7 @@ class DeliveryWorker:
         self._lease = Grouped(self._leases)
         self._record = Grouped(self._records)
         self._owner_slots = OwnerSlots(owner_sends)
+        self._owner_reserved: dict[str, int] = {}
 
     async def _read_channels(self, channel_ids: list[str]) -> list[Channel | None]:
         found = await self._channels.channels(sorted(set(channel_ids)))
@@ -265,6 +294,50 @@ class DeliveryWorker:
     async def _records(self, records: list[Record]) -> list[None]:
         await self._queue.record_many(records)
         return [None] * len(records)
+
+    def reserve(self, channel: Channel) -> datetime | None:
+        """A lease for a delivery to ``channel`` about to be queued, when its lane can send it at once (a free
+        consumer, a token at hand): the caller queues it leased until then and hands it over with
+        :meth:`hand_over` once committed (or gives the place back with :meth:`unreserve`). None when the lane
+        is busy or paced: the delivery is then queued unleased and found by the next poll."""
+        if not channel.enabled:
+            return None
+        lane = self._lane(channel.id, channel.kind)
+        if lane.consumers + len(lane.queue) + lane.reserved >= lane.pace.concurrency or not lane.bucket.ready:
+            return None
+        owner = channel.owner_id
+        if self._owner_slots.room(owner) - self._owner_reserved.get(owner, 0) <= 0:
+            return None
+        lane.reserved += 1
+        self._owner_reserved[owner] = self._owner_reserved.get(owner, 0) + 1
+        return utc_now() + timedelta(seconds=self.timeout_s + 5)
+
+    def unreserve(self, channel: Channel) -> None:
+        """Give back a place :meth:`reserve` took (the call queued nothing new)."""
+        lane = self._lane(channel.id, channel.kind)
+        lane.reserved = max(lane.reserved - 1, 0)
+        self._owner_unreserve(channel.owner_id)
+
+    def _owner_unreserve(self, owner_id: str) -> None:
+        left = self._owner_reserved.pop(owner_id, 0) - 1
+        if left > 0:
+            self._owner_reserved[owner_id] = left
+
+    def hand_over(self, delivery: Delivery, channel: Channel) -> None:
+        """Send ``delivery``, queued leased in a place :meth:`reserve` took, to ``channel`` now. The owner's
+        place stays reserved until its send takes one of the owner's slots."""
+        lane = self._lane(channel.id, channel.kind)
+        lane.reserved = max(lane.reserved - 1, 0)
+        self._queue_in(lane, Queued(delivery, channel))
+
+    def _queue_in(self, lane: Lane, item: Queued) -> None:
+        lane.queue.append(item)
+        LANE_QUEUED.inc()
+        while lane.consumers < lane.pace.concurrency and lane.consumers < len(lane.queue):
+            lane.consumers += 1
+            task = asyncio.create_task(self._consume(lane))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
 
     def wake(self) -> None:
         """Look for due deliveries now (after SendNotification queued some), not at the next poll."""
@@ -306,15 +379,9 @@ class DeliveryWorker:
             lane = self._lane(key, self._kinds.get(delivery.channel_id, ChannelKind.EMAIL))
             if len(lane.queue) >= self._lane_bound:
                 continue  # this lane is backed up; the rest are not held behind it
-            lane.queue.append(delivery)
-            LANE_QUEUED.inc()
             self._taken.add(delivery.id)
+            self._queue_in(lane, Queued(delivery))
             handed += 1
-            while lane.consumers < lane.pace.concurrency and lane.consumers < len(lane.queue):
-                lane.consumers += 1
-                task = asyncio.create_task(self._consume(lane))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
         return handed
 
     def _lane(self, key: str, kind: ChannelKind) -> Lane:
@@ -326,21 +393,32 @@ class DeliveryWorker:
 
     def _prune_idle_lanes(self) -> None:
         # A lane outlives its queue so its bucket keeps pacing; once idle long enough to have refilled, it goes.
-        idle = [key for key, lane in self._lanes.items() if not lane.queue and not lane.consumers and lane.bucket.idle]
+        idle = [
+            key
+            for key, lane in self._lanes.items()
+            if not lane.queue and not lane.consumers and not lane.reserved and lane.bucket.idle
+        ]
         for key in idle:
             del self._lanes[key]
 
     async def _consume(self, lane: Lane) -> None:
         try:
             while lane.queue:
-                delivery = lane.queue.popleft()
+                item = lane.queue.popleft()
                 LANE_QUEUED.dec()
                 try:
-                    await self._send_queued(delivery, lane)
+                    if item.channel is not None:  # handed over leased
+                        # The slot counts it from here on (nothing awaits in between).
+                        self._owner_unreserve(item.delivery.owner_id)
+                        async with self._owner_slots.slot(item.delivery.owner_id):
+                            await lane.bucket.take()
+                            await self.attempt(item.delivery, item.channel, final=False)
+                    else:
+                        await self._send_queued(item.delivery, lane)
                 except Exception:
-                    log.exception("delivery failed unexpectedly", extra={"delivery_id": delivery.id})
+                    log.exception("delivery failed unexpectedly", extra={"delivery_id": item.delivery.id})
                 finally:
-                    self._taken.discard(delivery.id)
+                    self._taken.discard(item.delivery.id)
                 if len(lane.queue) < self._lane_bound // 2:
                     self.wake()
         finally:

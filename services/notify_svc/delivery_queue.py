@@ -5,14 +5,18 @@ The deliveries table is the durable queue: SendNotification commits its rows bef
 takes a delivery by setting a lease (a conditional UPDATE, atomic on both backends) just before it sends. A
 process killed before sending leaves the row unleased, so the next worker sends it at once; killed while
 sending, the lease expires and it is sent again (at least once; webhook receivers get a delivery id to
-de-duplicate).
+de-duplicate). A delivery its own process will send at once is queued already leased (:attr:`Target.lease_until`):
+the insert is its lease, and a kill before the send leaves it to the next worker once the lease ends.
+
+Calls that come together share transactions: :meth:`DeliveryQueue.enqueue_many` commits many calls' deliveries
+at once and :meth:`DeliveryQueue.record_many` many attempts, each in a few statements whatever their number.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -37,9 +41,10 @@ from services.notify_svc.schema import AttemptRow, DeliveryRow, IdempotencyRow
 _DELIVERY = tuple(c for c in DeliveryRow.__table__.columns if c.name != "lease_until")
 _ATTEMPT = tuple(AttemptRow.__table__.columns)
 # The worker's hot statements, built once with bind parameters (SQLAlchemy then reuses their compiled form).
+# Deliveries whose attempts came to the same (a storm delivered) are recorded in one statement, not one each.
 _RECORD = (
     sa.update(DeliveryRow)
-    .where(DeliveryRow.id == sa.bindparam("b_id"))
+    .where(DeliveryRow.id.in_(sa.bindparam("b_ids", expanding=True)))
     .values(
         state=sa.bindparam("b_state"),
         next_attempt_time=sa.bindparam("b_next"),
@@ -78,6 +83,17 @@ class Target:
     channel_id: str = ""
     email_address: str = ""
     suppressed: bool = False
+    lease_until: datetime | None = None  # queued already taken, by a worker that sends it at once
+
+
+@dataclass(frozen=True)
+class Enqueue:
+    """One call's deliveries to queue under idempotency ``key``, one per target."""
+
+    key: str
+    owner_id: str
+    targets: Sequence[Target]
+    notification: Notification
 
 
 def _notification_to_json(n: Notification) -> str:
@@ -173,50 +189,85 @@ class DeliveryQueue:
         """Queue one delivery per target under idempotency ``key``, in one transaction. A key seen before
         queues nothing and returns the first call's deliveries with True. ``lease_until`` queues them
         already taken (for a caller that sends at once)."""
-        now = utc_now()
-        payload = _notification_to_json(notification)
+        if lease_until is not None:
+            targets = [replace(t, lease_until=lease_until) for t in targets]
+        return (await self.enqueue_many([Enqueue(key, owner_id, targets, notification)]))[0]
+
+    def _rows(self, call: Enqueue, now: datetime) -> list[dict[str, Any]]:
+        payload = _notification_to_json(call.notification)
         rows = []
-        for target in targets:
+        for target in call.targets:
             delivery_id = new_id("dlv")
             rows.append(
                 {
                     "id": delivery_id,
-                    "owner_id": owner_id,
+                    "owner_id": call.owner_id,
                     "channel_id": target.channel_id,
                     "email_address": target.email_address,
-                    "idempotency_key": key,
-                    "kind": notification.kind.value,
-                    "sealed_notification": self._box.seal(payload, owner_id, delivery_id, "notification"),
+                    "idempotency_key": call.key,
+                    "kind": call.notification.kind.value,
+                    "sealed_notification": self._box.seal(payload, call.owner_id, delivery_id, "notification"),
                     "state": (DeliveryState.SUPPRESSED if target.suppressed else DeliveryState.PENDING).value,
                     "attempt_count": 0,
                     "next_attempt_time": None if target.suppressed else now,
-                    "lease_until": lease_until,
+                    "lease_until": None if target.suppressed else target.lease_until,
                     "create_time": now,
                     "update_time": now,
                 }
             )
+        return rows
 
-        def insert(c: sa.Connection) -> list[Delivery] | None:
-            first = self._by_key(c, key)
-            if first is not None:
-                return first
-            c.execute(
-                sa.insert(IdempotencyRow).values(
-                    key=key, owner_id=owner_id, delivery_ids=json.dumps([r["id"] for r in rows]), create_time=now
+    async def enqueue_many(self, calls: Sequence[Enqueue]) -> list[tuple[list[Delivery], bool]]:
+        """:meth:`enqueue` for several calls in one transaction (one commit for a burst of notifications): for
+        each, its deliveries and whether its key had been seen (then the first call's deliveries, queuing
+        nothing). Of two calls with one key in the batch, the first queues."""
+        now = utc_now()
+        rows = [self._rows(call, now) for call in calls]
+
+        def insert(c: sa.Connection) -> tuple[dict[str, list[str]], list[Delivery]]:
+            keys = sorted({call.key for call in calls})
+            seen = {
+                row.key: json.loads(row.delivery_ids)
+                for row in c.execute(
+                    sa.select(IdempotencyRow.key, IdempotencyRow.delivery_ids).where(IdempotencyRow.key.in_(keys))
                 )
-            )
-            if rows:
-                c.execute(sa.insert(DeliveryRow), rows)
-            return None
+            }
+            fresh: set[str] = set()
+            keyed, queued = [], []
+            for call, call_rows in zip(calls, rows, strict=True):
+                if call.key in seen or call.key in fresh:
+                    continue
+                fresh.add(call.key)
+                ids = json.dumps([r["id"] for r in call_rows])
+                keyed.append({"key": call.key, "owner_id": call.owner_id, "delivery_ids": ids, "create_time": now})
+                queued += call_rows
+            if keyed:
+                c.execute(sa.insert(IdempotencyRow), keyed)
+            if queued:
+                c.execute(sa.insert(DeliveryRow), queued)
+            earlier = [i for ids in seen.values() for i in ids]
+            return seen, self._read_deliveries(c, earlier) if earlier else []
 
         try:
-            first = await self._db.run(insert)
-        except IntegrityError:  # the same key committed concurrently: that call won
-            first = await self.by_key(key)
-            assert first is not None
-        if first is not None:
-            return first, True
-        return [self._delivery(_Row(r)) for r in rows], False
+            seen, earlier = await self._db.run(insert)
+        except IntegrityError:  # a key committed concurrently (another process): each call on its own
+            if len(calls) == 1:
+                first = await self.by_key(calls[0].key)
+                assert first is not None
+                return [(first, True)]
+            return [answer for call in calls for answer in await self.enqueue_many([call])]
+        by_id = {d.id: d for d in earlier}
+        answers: list[tuple[list[Delivery], bool]] = []
+        first_of: dict[str, list[Delivery]] = {}
+        for call, call_rows in zip(calls, rows, strict=True):
+            if call.key in seen:
+                answers.append(([by_id[i] for i in seen[call.key] if i in by_id], True))
+            elif call.key in first_of:
+                answers.append((first_of[call.key], True))
+            else:
+                first_of[call.key] = [_queued(row, call.notification) for row in call_rows]
+                answers.append((first_of[call.key], False))
+        return answers
 
     async def due(self, now: datetime, limit: int, skip: Sequence[str] = ()) -> list[Delivery]:
         """Deliveries waiting to be sent at ``now`` and not leased, soonest first, except ``skip`` (those a
@@ -260,7 +311,8 @@ class DeliveryQueue:
         await self.record_many([Record(delivery_id, attempt, state, next_attempt_time)])
 
     async def record_many(self, records: Sequence[Record]) -> None:
-        """:meth:`record` for several deliveries in one transaction (one commit for many sends)."""
+        """:meth:`record` for several deliveries in one transaction (one commit for many sends): their attempts
+        in one insert, and one update for each group of deliveries that came to the same state."""
         now = utc_now()
         attempts = [
             {
@@ -274,21 +326,17 @@ class DeliveryQueue:
             for r in records
             if r.attempt is not None
         ]
-        updates = [
-            {
-                "b_id": r.delivery_id,
-                "b_state": r.state.value,
-                "b_next": r.next_attempt_time,
-                "b_add": 0 if r.attempt is None else 1,
-                "b_now": now,
-            }
-            for r in records
-        ]
+        alike: dict[tuple[str, datetime | None, int], list[str]] = {}
+        for r in records:
+            alike.setdefault((r.state.value, r.next_attempt_time, 0 if r.attempt is None else 1), []).append(
+                r.delivery_id
+            )
 
         def write(c: sa.Connection) -> None:
             if attempts:
                 c.execute(sa.insert(AttemptRow), attempts)
-            c.execute(_RECORD, updates)
+            for (state, next_time, add), ids in alike.items():
+                c.execute(_RECORD, {"b_ids": ids, "b_state": state, "b_next": next_time, "b_add": add, "b_now": now})
 
         await self._db.run(write)
 
@@ -324,8 +372,16 @@ class DeliveryQueue:
         return await self._db.run(read)
 
 
-class _Row:
-    """A dict read as a row (for deliveries just inserted)."""
-
-    def __init__(self, values: dict[str, Any]) -> None:
-        self.__dict__.update(values)
+def _queued(row: dict[str, Any], notification: Notification) -> Delivery:
+    """The delivery of a row just inserted (its notification as given, not unsealed again)."""
+    return Delivery(
+        id=row["id"],
+        owner_id=row["owner_id"],
+        channel_id=row["channel_id"],
+        email_address=row["email_address"],
+        idempotency_key=row["idempotency_key"],
+        notification=notification,
+        state=DeliveryState(row["state"]),
+        create_time=row["create_time"],
+        next_attempt_time=row["next_attempt_time"],
+    )

@@ -12,8 +12,8 @@ from service_runtime.database import new_id, utc_now
 from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed
 from service_runtime.errors import InvalidArgument, NotFound
 from service_runtime.pagination import PageRequest
-from services.notify_svc.delivery import DeliveryWorker
-from services.notify_svc.delivery_queue import DeliveryQueue, Target
+from services.notify_svc.delivery import DeliveryWorker, Grouped
+from services.notify_svc.delivery_queue import DeliveryQueue, Enqueue, Target
 from services.notify_svc.domain import (
     MAX_IDEMPOTENCY_KEY,
     Channel,
@@ -56,6 +56,26 @@ class Notifications:
         self._queue = queue
         self._worker = worker
         self._egress = egress
+        # SendNotification calls that come together (an outage fires many alerts) read their channels in one
+        # query and commit their deliveries in one transaction.
+        self._read_channels = Grouped(self._channels_by_id)
+        self._enqueue = Grouped(queue.enqueue_many)
+
+    async def _channels_by_id(self, asks: list[tuple[str, ...]]) -> list[dict[str, Channel]]:
+        found = await self._channels.channels(sorted({i for ask in asks for i in ask}))
+        return [{i: found[i] for i in ask if i in found} for ask in asks]
+
+    async def _owned_channels(self, owner_id: str, channel_ids: Sequence[str]) -> list[Channel]:
+        """As ChannelStore.channels_for: the owner's channels named (in order), or their defaults when none is
+        named; NOT_FOUND for a channel that is not theirs. Named ones are read with other calls' at once."""
+        if not channel_ids:
+            return await self._channels.channels_for(owner_id, [])
+        found = await self._read_channels(tuple(channel_ids))
+        for channel_id in channel_ids:
+            channel = found.get(channel_id)
+            if channel is None or channel.owner_id != owner_id:
+                raise NotFound("channel", channel_id)
+        return [found[i] for i in channel_ids]
 
     async def _validated(self, draft: ChannelDraft) -> ChannelDraft:
         """validate_channel under this service's egress policy: an http:// webhook only to a LAN host."""
@@ -161,30 +181,56 @@ class Notifications:
             raise InvalidArgument("idempotency_key", "is required")
         if len(key) > MAX_IDEMPOTENCY_KEY:
             raise InvalidArgument("idempotency_key", f"must be at most {MAX_IDEMPOTENCY_KEY} characters")
-        first = await self._queue.by_key(key)
-        if first is not None:
-            return first, True
+        try:
+            notification, targets, channels = await self._targets(owner_id, channel_ids, email_address, notification)
+        except (InvalidArgument, NotFound):
+            # A key seen before answers with its deliveries, whatever this call carries (the first call's
+            # channel may be gone since). Read only here: the enqueue below checks the key in its transaction.
+            first = await self._queue.by_key(key)
+            if first is not None:
+                return first, True
+            raise
+        handed = {}
+        try:
+            for i, channel in enumerate(channels):
+                lease = self._worker.reserve(channel) if not targets[i].suppressed else None
+                if lease is not None:
+                    targets[i] = replace(targets[i], lease_until=lease)
+                    handed[i] = channel
+            deliveries, duplicate = await self._enqueue(Enqueue(key, owner_id, targets, notification))
+        except BaseException:
+            for channel in handed.values():
+                self._worker.unreserve(channel)
+            raise
+        for i, channel in handed.items():
+            if duplicate:
+                self._worker.unreserve(channel)
+            else:
+                self._worker.hand_over(deliveries[i], channel)
+        if not duplicate and len(handed) < len(targets):
+            self._worker.wake()
+        return deliveries, duplicate
+
+    async def _targets(
+        self, owner_id: str, channel_ids: Sequence[str], email_address: str, notification: Notification | None
+    ) -> tuple[Notification, list[Target], list[Channel]]:
+        """The valid notification, its targets, and the channels they are (none for an email address)."""
         notification = validate_notification(notification)
         if email_address:
             if channel_ids:
                 raise InvalidArgument("channel_ids", "must be empty when email_address is set")
             if not valid_address(email_address):
                 raise InvalidArgument("email_address", "is not an email address")
-            targets = [Target(email_address=email_address)]
-        else:
-            if not owner_id:
-                raise InvalidArgument("owner_id", "is required unless email_address is set")
-            if notification.kind is NotificationKind.LOGIN_CODE:
-                raise InvalidArgument("email_address", "login codes go to an email address, never to channels")
-            try:
-                channels = await self._channels.channels_for(owner_id, channel_ids)
-            except NotFound as missing:
-                raise InvalidArgument("channel_ids", f"{missing.message} for owner {owner_id}") from None
-            targets = [Target(channel_id=c.id, suppressed=not c.enabled) for c in channels]
-        deliveries, duplicate = await self._queue.enqueue(key, owner_id, targets, notification)
-        if not duplicate:
-            self._worker.wake()
-        return deliveries, duplicate
+            return notification, [Target(email_address=email_address)], []
+        if not owner_id:
+            raise InvalidArgument("owner_id", "is required unless email_address is set")
+        if notification.kind is NotificationKind.LOGIN_CODE:
+            raise InvalidArgument("email_address", "login codes go to an email address, never to channels")
+        try:
+            channels = await self._owned_channels(owner_id, channel_ids)
+        except NotFound as missing:
+            raise InvalidArgument("channel_ids", f"{missing.message} for owner {owner_id}") from None
+        return notification, [Target(channel_id=c.id, suppressed=not c.enabled) for c in channels], channels
 
     async def list_deliveries(
         self, caller: Principal, size: int, token: str, channel_id: str, state: DeliveryState | None

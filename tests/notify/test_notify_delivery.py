@@ -17,10 +17,11 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from service_runtime.database import Database
+from service_runtime.database import Database, utc_now
+from service_runtime.egress import EgressPolicy
 from service_runtime.secretbox import SecretBoxError
 from services.notify_svc.delivery import DeliveryWorker, RetryPolicy, Senders
-from services.notify_svc.delivery_queue import DeliveryQueue, Target
+from services.notify_svc.delivery_queue import DeliveryQueue, Enqueue, Target
 from services.notify_svc.domain import (
     ChannelConfig,
     ChannelDraft,
@@ -36,7 +37,7 @@ from services.notify_svc.domain import (
     WebhookConfig,
     validate_channel,
 )
-from services.notify_svc.notifications import CHANNEL_CHECKS
+from services.notify_svc.notifications import CHANNEL_CHECKS, Notifications
 from services.notify_svc.schema import ChannelRow
 from services.notify_svc.senders.discord import DiscordSender
 from services.notify_svc.senders.mail import OutboxSender
@@ -272,3 +273,62 @@ async def test_a_webhook_lane_sends_a_burst_at_once(
     worker.wake()
     await receivers.arrival(f"/webhook/{name}", 10)
     assert time.monotonic() - started < 5.0
+
+
+async def test_a_notification_to_an_idle_webhook_lane_is_sent_leased_without_a_poll(
+    channels: ChannelStore,
+    queue: DeliveryQueue,
+    client: httpx.AsyncClient,
+    receivers: ProviderReceivers,
+    tmp_path: Path,
+) -> None:
+    # This worker never polls the queue (its run() is not started): only SendNotification's hand-over can send.
+    worker = make_worker(channels, queue, client, receivers, tmp_path)
+    notifications = Notifications(channels, queue, worker, EgressPolicy.PRIVATE_ALLOWED)
+    name = unique("webhook")
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", name)))
+    deliveries, duplicate = await notifications.send(unique("key"), OWNER, [channel], "", FIRING)
+    assert not duplicate
+    # Queued already leased: another worker polling the queue now does not take it too.
+    assert deliveries[0].id not in {d.id for d in await queue.due(utc_now(), 100)}
+    assert (await settled(queue, deliveries[0].id)).state is DeliveryState.DELIVERED
+    assert len(receivers.received(f"/webhook/{name}")) == 1
+
+
+async def test_a_paced_lane_that_is_busy_leaves_the_delivery_to_the_poll(
+    channels: ChannelStore,
+    queue: DeliveryQueue,
+    client: httpx.AsyncClient,
+    receivers: ProviderReceivers,
+    tmp_path: Path,
+) -> None:
+    worker = make_worker(channels, queue, client, receivers, tmp_path)
+    notifications = Notifications(channels, queue, worker, EgressPolicy.PRIVATE_ALLOWED)
+    channel = await channel_for(channels, SlackConfig(receivers.url("slack", unique("slack"))))
+    first, _ = await notifications.send(unique("key"), OWNER, [channel], "", FIRING)
+    second, _ = await notifications.send(unique("key"), OWNER, [channel], "", FIRING)
+    # Slack's lane sends one at a time, a second apart: the second waits unleased, for whichever worker is free.
+    due = {d.id for d in await queue.due(utc_now(), 100)}
+    assert first[0].id not in due
+    assert second[0].id in due
+    await settled(queue, first[0].id)
+
+
+async def test_calls_queued_together_share_a_transaction_and_one_key_queues_once(
+    channels: ChannelStore, queue: DeliveryQueue, receivers: ProviderReceivers
+) -> None:
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", unique("webhook"))))
+    seen = unique("key")
+    earlier, _ = await queue.enqueue(seen, OWNER, [Target(channel)], FIRING)
+    fresh = unique("key")
+    answers = await queue.enqueue_many(
+        [
+            Enqueue(fresh, OWNER, [Target(channel), Target(channel)], FIRING),
+            Enqueue(seen, OWNER, [Target(channel)], FIRING),
+            Enqueue(fresh, OWNER, [Target(channel)], FIRING),
+        ]
+    )
+    assert [duplicate for _, duplicate in answers] == [False, True, True]
+    assert [d.id for d in answers[1][0]] == [d.id for d in earlier]
+    assert answers[2][0] == answers[0][0]
+    assert [d.id for d in await queue.by_key(fresh) or []] == [d.id for d in answers[0][0]]
