@@ -29,18 +29,11 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
-
-import httpcore
-import httpx
 
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 
-KEEPALIVE_EXPIRY_S = 5.0
 _NAT64 = (ipaddress.ip_network("64:ff9b::/96"), ipaddress.ip_network("64:ff9b:1::/48"))  # well-known, local-use
 _IPV4_COMPATIBLE = ipaddress.ip_network("::/96")  # deprecated ::a.b.c.d, still routed by some stacks
 # IPv4-translated ::ffff:0:a.b.c.d (SIIT, RFC 2765): a translator routes it to a.b.c.d; Python 3.11 calls it global.
@@ -167,166 +160,6 @@ async def resolve(host: str, port: int, policy: EgressPolicy) -> list[IPAddress]
     return addresses
 
 
-class _SafeBackend(httpcore.AsyncNetworkBackend):
-    """httpcore's network backend, connecting only to checked, pinned addresses."""
-
-    def __init__(self, policy: EgressPolicy) -> None:
-        self._policy = policy
-        self._inner = httpcore.AnyIOBackend()
-
-    async def connect_tcp(
-        self,
-        host: str,
-        port: int,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        local_address: str | None = None,
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        addresses = await resolve(host, port, self._policy)
-        last_error: Exception | None = None
-        for address in addresses:
-            try:
-                return await self._inner.connect_tcp(str(address), port, timeout, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as error:
-                last_error = error
-        assert last_error is not None
-        raise last_error
-
-    async def connect_unix_socket(
-        self,
-        path: str,
-        timeout: float | None = None,  # noqa: ASYNC109 - httpcore's interface
-        socket_options: Iterable[Any] | None = None,
-    ) -> httpcore.AsyncNetworkStream:
-        raise BlockedTarget("unix sockets are not allowed")
-
-    async def sleep(self, seconds: float) -> None:
-        await self._inner.sleep(seconds)
-
-
-class _OriginPool:
-    """Keep-alive HTTP/1.1 connections by origin, the most recently used first.
-
-    Stands in for httpcore's connection pool, which looks at every connection it holds (a poll() system call
-    for each idle one) whenever a request starts or ends: with a runner's hundreds of connections that cost
-    more than the request. Here a request looks only at its own origin's idle connections, and expired ones
-    are swept once per keep-alive period. At most ``max_connections`` are in use at once; a request waits for
-    one up to its pool timeout.
-    """
-
-    def __init__(
-        self, ssl_context: ssl.SSLContext, backend: httpcore.AsyncNetworkBackend, max_connections: int
-    ) -> None:
-        self._ssl_context = ssl_context
-        self._backend = backend
-        self._slots = asyncio.Semaphore(max_connections)
-        self._max_idle = max_connections
-        self._idle: dict[tuple[bytes, bytes, int], list[httpcore.AsyncHTTPConnection]] = {}
-        self._idle_count = 0
-        self._swept = time.monotonic()
-        self._closing: set[asyncio.Task[None]] = set()
-
-    async def handle_async_request(self, request: httpcore.Request) -> httpcore.Response:
-        pool_timeout = request.extensions.get("timeout", {}).get("pool")
-        try:
-            async with asyncio.timeout(pool_timeout):
-                await self._slots.acquire()
-        except TimeoutError:
-            raise httpcore.PoolTimeout(f"no connection free within {pool_timeout}s") from None
-        origin = request.url.origin
-        key = (origin.scheme, origin.host, origin.port)
-        connection = self._take(key) or httpcore.AsyncHTTPConnection(
-            origin,
-            ssl_context=self._ssl_context,
-            keepalive_expiry=KEEPALIVE_EXPIRY_S,
-            network_backend=self._backend,
-        )
-        try:
-            response = await connection.handle_async_request(request)
-        except BaseException:
-            self._release(key, connection)
-            raise
-        assert isinstance(response.stream, AsyncIterable)
-        response.stream = _ReleasingStream(response.stream, lambda: self._release(key, connection))
-        return response
-
-    def _take(self, key: tuple[bytes, bytes, int]) -> httpcore.AsyncHTTPConnection | None:
-        idle = self._idle.get(key)
-        while idle:
-            connection = idle.pop()
-            self._idle_count -= 1
-            if connection.is_available() and not connection.has_expired():
-                return connection
-            self._close(connection)
-        return None
-
-    def _release(self, key: tuple[bytes, bytes, int], connection: httpcore.AsyncHTTPConnection) -> None:
-        self._slots.release()
-        if connection.is_idle() and self._idle_count < self._max_idle:
-            self._idle.setdefault(key, []).append(connection)
-            self._idle_count += 1
-        else:
-            self._close(connection)
-        if time.monotonic() - self._swept > KEEPALIVE_EXPIRY_S:
-            self._sweep()
-
-    def _sweep(self) -> None:
-        self._swept = time.monotonic()
-        for key, idle in list(self._idle.items()):
-            kept = [c for c in idle if not c.has_expired()]
-            for connection in idle:
-                if connection not in kept:
-                    self._close(connection)
-            self._idle_count -= len(idle) - len(kept)
-            if kept:
-                self._idle[key] = kept
-            else:
-                del self._idle[key]
-
-    def _close(self, connection: httpcore.AsyncHTTPConnection) -> None:
-        # Closing a socket may await; it runs on its own so a cancelled caller cannot leave it half done.
-        task = asyncio.ensure_future(connection.aclose())
-        self._closing.add(task)
-        task.add_done_callback(self._closing.discard)
-
-    async def aclose(self) -> None:
-        for idle in self._idle.values():
-            for connection in idle:
-                self._close(connection)
-        self._idle.clear()
-        self._idle_count = 0
-        await asyncio.gather(*self._closing, return_exceptions=True)
-
-
-class _ReleasingStream:
-    """A response body that hands its connection back once the body is closed."""
-
-    def __init__(self, stream: AsyncIterable[bytes], release: Callable[[], None]) -> None:
-        self._stream = stream
-        self._release: Callable[[], None] | None = release
-
-    async def __aiter__(self) -> AsyncIterator[bytes]:
-        async for part in self._stream:
-            yield part
-
-    async def aclose(self) -> None:
-        release, self._release = self._release, None
-        if release is None:
-            return
-        try:
-            if hasattr(self._stream, "aclose"):
-                await self._stream.aclose()
-        finally:
-            release()
-
-
-class _SafeTransport(httpx.AsyncHTTPTransport):
-    def __init__(self, policy: EgressPolicy, ssl_context: ssl.SSLContext, max_connections: int) -> None:
-        super().__init__(verify=ssl_context, trust_env=False)
-        # httpx has no parameter for a network backend; its pool is replaced by one that has ours.
-        self._pool = _OriginPool(ssl_context, _SafeBackend(policy), max_connections)  # type: ignore[assignment]
-
-
 @dataclass(frozen=True)
 class EgressConfig:
     policy: EgressPolicy = EgressPolicy.PUBLIC
@@ -343,17 +176,6 @@ def tls_context(config: EgressConfig) -> ssl.SSLContext:
     if config.ca_file:
         context.load_verify_locations(cafile=config.ca_file)
     return context
-
-
-def safe_http_client(config: EgressConfig, max_connections: int = 200) -> httpx.AsyncClient:
-    """An HTTP client whose every connection goes through the egress policy. Redirects are not followed
-    here (the website check follows them hop by hop); proxies from the environment are ignored."""
-    context = tls_context(config)
-    return httpx.AsyncClient(
-        transport=_SafeTransport(config.policy, context, max_connections),
-        follow_redirects=False,
-        trust_env=False,
-    )
 
 
 async def open_safe_connection(

@@ -8,7 +8,7 @@ from pathlib import Path
 from monitors.v1 import notification_service_pb2, notification_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.database import open_database
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.remote_auth import RemoteTokenVerifier
 from service_runtime.server import RegisteredService, ServiceHost
 from service_runtime.settings import Settings
@@ -18,7 +18,7 @@ from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.domain import ChannelKind
 from services.notify_svc.notifications import Notifications
 from services.notify_svc.senders.apprise_urls import AppriseSender
-from services.notify_svc.senders.base import Sender
+from services.notify_svc.senders.base import Sender, sender_client
 from services.notify_svc.senders.discord import DiscordSender
 from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpSender
 from services.notify_svc.senders.pagerduty import PagerDutySender
@@ -60,7 +60,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     channels = ChannelStore(database, box, settings.max_channels_per_user)
     queue = DeliveryQueue(database, box)
     egress = EgressConfig(policy=EgressPolicy(settings.egress), ca_file=settings.ca_file)
-    client = safe_http_client(egress)
+    client = sender_client(egress)
     senders = Senders(
         {
             ChannelKind.EMAIL: email_sender(settings),

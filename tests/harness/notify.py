@@ -10,13 +10,14 @@ from __future__ import annotations
 import os
 from collections.abc import AsyncIterator, Iterator
 
-import httpx
 import pytest
 
 from service_runtime.database import Database, open_database
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.egress import EgressConfig, EgressPolicy
+from service_runtime.http_client import HttpClient
 from service_runtime.secretbox import SecretBox
 from services.notify_svc.delivery_queue import DeliveryQueue
+from services.notify_svc.senders.base import sender_client
 from services.notify_svc.server import MIGRATIONS, VERSION_TABLE
 from services.notify_svc.store import ChannelStore
 from tests.harness.receivers import ProviderReceivers
@@ -46,7 +47,7 @@ def queue(database: Database) -> DeliveryQueue:
 
 
 @pytest.fixture
-async def client(receivers: ProviderReceivers) -> AsyncIterator[httpx.AsyncClient]:
-    found = safe_http_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
+async def client(receivers: ProviderReceivers) -> AsyncIterator[HttpClient]:
+    found = sender_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
     yield found
     await found.aclose()

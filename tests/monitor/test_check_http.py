@@ -19,9 +19,9 @@ import pytest
 import uvloop
 
 from service_runtime.egress import BlockedTarget, EgressPolicy
-from services.monitor_svc.checks.http_client import (
-    CheckHttpClient,
+from service_runtime.http_client import (
     ConnectFailed,
+    HttpClient,
     InvalidUrl,
     ProtocolError,
     _Connection,
@@ -114,13 +114,13 @@ OK = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok"
 
 
 @pytest.fixture
-async def client() -> AsyncIterator[CheckHttpClient]:
-    made = CheckHttpClient(EgressPolicy.PRIVATE_ALLOWED, ssl.create_default_context(), max_body_bytes=1024)
+async def client() -> AsyncIterator[HttpClient]:
+    made = HttpClient(EgressPolicy.PRIVATE_ALLOWED, ssl.create_default_context(), max_body_bytes=1024)
     yield made
     await made.aclose()
 
 
-async def test_each_framing_is_read(client: CheckHttpClient) -> None:
+async def test_each_framing_is_read(client: HttpClient) -> None:
     answers = {
         b"/length": (OK, True),
         b"/chunked": (
@@ -162,14 +162,14 @@ async def test_each_framing_is_read(client: CheckHttpClient) -> None:
     ],
     ids=["chunked-and-length", "chunked-on-http-1.0"],
 )
-async def test_suspect_framing_is_read_but_never_reused(client: CheckHttpClient, answer: bytes) -> None:
+async def test_suspect_framing_is_read_but_never_reused(client: HttpClient, answer: bytes) -> None:
     with ScriptedServer(always(answer)) as server:
         for _ in range(2):
             assert (await client.request("GET", server.url(), {})).body == b"ok"
         assert server.connections == 2
 
 
-async def test_bytes_nobody_asked_for_drop_an_idle_connection(client: CheckHttpClient) -> None:
+async def test_bytes_nobody_asked_for_drop_an_idle_connection(client: HttpClient) -> None:
     """A server that answers and then sends more (a second, unrequested response) must not have those bytes
     read as the answer to the next request, which may be another user's check of the same origin."""
     extra = OK.replace(b"ok", b"no")
@@ -180,7 +180,7 @@ async def test_bytes_nobody_asked_for_drop_an_idle_connection(client: CheckHttpC
         assert server.connections == 2
 
 
-async def test_head_reads_no_body_even_with_a_length(client: CheckHttpClient) -> None:
+async def test_head_reads_no_body_even_with_a_length(client: HttpClient) -> None:
     with ScriptedServer(always(b"HTTP/1.1 200 OK\r\nContent-Length: 5000\r\n\r\n")) as server:
         for _ in range(3):
             response = await client.request("HEAD", server.url(), {})
@@ -188,7 +188,7 @@ async def test_head_reads_no_body_even_with_a_length(client: CheckHttpClient) ->
         assert server.connections == 1
 
 
-async def test_connections_are_kept_alive_by_origin_and_not_past_their_end(client: CheckHttpClient) -> None:
+async def test_connections_are_kept_alive_by_origin_and_not_past_their_end(client: HttpClient) -> None:
     with ScriptedServer(always(OK)) as kept, ScriptedServer(always(OK)) as other:
         for _ in range(5):
             await client.request("GET", kept.url(), {})
@@ -205,7 +205,7 @@ async def test_connections_are_kept_alive_by_origin_and_not_past_their_end(clien
     assert client.idle_connections <= 3
 
 
-async def test_connections_that_carried_credentials_serve_only_the_same_credentials(client: CheckHttpClient) -> None:
+async def test_connections_that_carried_credentials_serve_only_the_same_credentials(client: HttpClient) -> None:
     """Servers that authenticate a connection (NTLM, Negotiate) must not see one tenant's authenticated
     connection reused for another tenant's check of the same origin."""
     with ScriptedServer(always(OK)) as server:
@@ -224,7 +224,7 @@ async def test_connections_that_carried_credentials_serve_only_the_same_credenti
 
 
 async def test_a_stale_connection_is_retried_once_and_only_idempotent_requests_reuse_one(
-    client: CheckHttpClient,
+    client: HttpClient,
 ) -> None:
     """The server answers the first request on each connection and drops the second unanswered, as a server
     whose keep-alive ran out just as the request was sent."""
@@ -246,7 +246,27 @@ async def test_a_stale_connection_is_retried_once_and_only_idempotent_requests_r
         assert client.idle_connections == 0
 
 
-async def test_interim_answers_are_skipped(client: CheckHttpClient) -> None:
+async def test_a_repeatable_post_goes_on_a_kept_connection_and_is_retried_once_on_a_stale_one(
+    client: HttpClient,
+) -> None:
+    """A notification's POST (its receiver drops repeats by delivery id) reuses a kept connection, as a GET
+    does, so a burst of webhooks to one receiver does not pay a connection and a TLS handshake each."""
+    with ScriptedServer(always(OK)) as server:
+        for _ in range(3):
+            assert (await client.request("POST", server.url(), {}, b"alert", repeatable=True)).body == b"ok"
+        assert server.connections == 1
+
+    def first_only(request: bytes, number: int) -> Answer:
+        return (OK, True) if number == 1 else None
+
+    with ScriptedServer(first_only) as server:
+        assert (await client.request("POST", server.url(), {}, b"one", repeatable=True)).body == b"ok"
+        assert (await client.request("POST", server.url(), {}, b"two", repeatable=True)).body == b"ok"
+        assert server.connections == 2  # the second was dropped on the kept connection and sent again
+        assert sum(request.endswith(b"two") for request in server.requests) == 2
+
+
+async def test_interim_answers_are_skipped(client: HttpClient) -> None:
     answer = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n" + OK
     with ScriptedServer(always(answer)) as server:
         response = await client.request("GET", server.url(), {})
@@ -276,15 +296,13 @@ async def test_interim_answers_are_skipped(client: CheckHttpClient) -> None:
     ],
     ids=lambda value: value[:24].decode("latin-1") if isinstance(value, bytes) else None,
 )
-async def test_answers_that_are_not_http_are_protocol_errors(
-    client: CheckHttpClient, answer: bytes, message: str
-) -> None:
+async def test_answers_that_are_not_http_are_protocol_errors(client: HttpClient, answer: bytes, message: str) -> None:
     with ScriptedServer(always(answer, keep=False)) as server, pytest.raises(ProtocolError, match=message):
         await client.request("GET", server.url(), {})
     assert client.idle_connections == 0
 
 
-async def test_bodies_stop_at_the_cap_and_their_connection_is_not_reused(client: CheckHttpClient) -> None:
+async def test_bodies_stop_at_the_cap_and_their_connection_is_not_reused(client: HttpClient) -> None:
     big = b"HTTP/1.1 200 OK\r\nContent-Length: 4000000\r\n\r\n" + b"x" * 4_000_000
     with ScriptedServer(always(big)) as server:
         response = await client.request("GET", server.url(), {})
@@ -294,7 +312,7 @@ async def test_bodies_stop_at_the_cap_and_their_connection_is_not_reused(client:
         assert server.connections == 2
 
 
-async def test_compressed_bodies_are_decoded_up_to_the_cap(client: CheckHttpClient) -> None:
+async def test_compressed_bodies_are_decoded_up_to_the_cap(client: HttpClient) -> None:
     small = gzip.compress(b"hello compressed")
     chunked = b"%x\r\n%s\r\n0\r\n\r\n" % (len(small), small)
     bomb = gzip.compress(b"\0" * (16 * 1024 * 1024))
@@ -325,7 +343,7 @@ async def test_compressed_bodies_are_decoded_up_to_the_cap(client: CheckHttpClie
         assert brotli.decode_error == "the body is br-encoded, which checks cannot decode"
 
 
-async def test_a_timeout_aborts_the_connection(client: CheckHttpClient) -> None:
+async def test_a_timeout_aborts_the_connection(client: HttpClient) -> None:
     slow = threading.Event()
 
     def late(request: bytes, number: int) -> Answer:
@@ -340,17 +358,17 @@ async def test_a_timeout_aborts_the_connection(client: CheckHttpClient) -> None:
         slow.set()
 
 
-async def test_refused_and_blocked_targets(client: CheckHttpClient) -> None:
+async def test_refused_and_blocked_targets(client: HttpClient) -> None:
     with pytest.raises(ConnectFailed, match=r"127\.0\.0\.1"):
         await client.request("GET", f"http://127.0.0.1:{free_port()}/", {})
-    public = CheckHttpClient(EgressPolicy.PUBLIC, ssl.create_default_context(), 1024)
+    public = HttpClient(EgressPolicy.PUBLIC, ssl.create_default_context(), 1024)
     with ScriptedServer(always(OK)) as server:
         with pytest.raises(BlockedTarget):
             await public.request("GET", server.url(), {})
         assert server.connections == 0
 
 
-async def test_the_request_it_writes(client: CheckHttpClient) -> None:
+async def test_the_request_it_writes(client: HttpClient) -> None:
     with ScriptedServer(always(OK)) as server:
         await client.request(
             "POST",
@@ -404,7 +422,7 @@ def test_the_same_on_uvloop(tmp_path: Path) -> None:
 
     async def scenario(plain: ScriptedServer, secure: HttpServer) -> tuple[list[bytes], Any]:
         context = ssl.create_default_context(cafile=str(cert))
-        client = CheckHttpClient(EgressPolicy.PRIVATE_ALLOWED, context, max_body_bytes=1024 * 1024)
+        client = HttpClient(EgressPolicy.PRIVATE_ALLOWED, context, max_body_bytes=1024 * 1024)
         bodies = [(await client.request("GET", plain.url(), {})).body for _ in range(3)]
         async with asyncio.timeout(5):
             big_response = await client.request("GET", plain.url("/big"), {})

@@ -13,12 +13,12 @@ import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import httpx
 import pytest
 import sqlalchemy as sa
 
 from service_runtime.database import Database, utc_now
 from service_runtime.egress import EgressPolicy
+from service_runtime.http_client import HttpClient
 from service_runtime.secretbox import SecretBoxError
 from services.notify_svc.delivery import DeliveryWorker, RetryPolicy, Senders
 from services.notify_svc.delivery_queue import DeliveryQueue, Enqueue, Target
@@ -66,7 +66,7 @@ _names = iter(range(1_000_000))
 
 
 def make_worker(
-    channels: ChannelStore, queue: DeliveryQueue, client: httpx.AsyncClient, receivers: ProviderReceivers, tmp: Path
+    channels: ChannelStore, queue: DeliveryQueue, client: HttpClient, receivers: ProviderReceivers, tmp: Path
 ) -> DeliveryWorker:
     senders = Senders(
         {
@@ -84,7 +84,7 @@ def make_worker(
 async def worker(
     channels: ChannelStore,
     queue: DeliveryQueue,
-    client: httpx.AsyncClient,
+    client: HttpClient,
     receivers: ProviderReceivers,
     tmp_path: Path,
 ) -> AsyncIterator[DeliveryWorker]:
@@ -278,7 +278,7 @@ async def test_a_webhook_lane_sends_a_burst_at_once(
 async def test_a_notification_to_an_idle_webhook_lane_is_sent_leased_without_a_poll(
     channels: ChannelStore,
     queue: DeliveryQueue,
-    client: httpx.AsyncClient,
+    client: HttpClient,
     receivers: ProviderReceivers,
     tmp_path: Path,
 ) -> None:
@@ -298,7 +298,7 @@ async def test_a_notification_to_an_idle_webhook_lane_is_sent_leased_without_a_p
 async def test_a_paced_lane_that_is_busy_leaves_the_delivery_to_the_poll(
     channels: ChannelStore,
     queue: DeliveryQueue,
-    client: httpx.AsyncClient,
+    client: HttpClient,
     receivers: ProviderReceivers,
     tmp_path: Path,
 ) -> None:

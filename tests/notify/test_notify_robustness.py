@@ -16,12 +16,12 @@ from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 
-import httpx
 import pytest
 
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument
+from service_runtime.http_client import HttpClient
 from services.notify_svc.delivery import DeliveryWorker, Lane, Pace, RetryPolicy, Senders, TokenBucket
 from services.notify_svc.delivery_queue import DeliveryQueue, Target
 from services.notify_svc.domain import (
@@ -195,7 +195,7 @@ def test_a_header_value_http_cannot_carry_is_refused_naming_the_header(value: st
 
 
 async def test_printable_header_values_are_sent_and_a_url_like_one_is_redacted_from_errors(
-    channels: ChannelStore, queue: DeliveryQueue, client: httpx.AsyncClient, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, client: HttpClient, receivers: ProviderReceivers
 ) -> None:
     name = unique("webhook")
     # "http://[" is no valid URL: redacting it must not raise (that once left the attempt unrecorded).
@@ -217,7 +217,7 @@ async def test_printable_header_values_are_sent_and_a_url_like_one_is_redacted_f
 
 
 async def test_a_channel_changed_into_a_webhook_gets_a_signing_secret(
-    channels: ChannelStore, queue: DeliveryQueue, client: httpx.AsyncClient, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, client: HttpClient, receivers: ProviderReceivers
 ) -> None:
     notes = Notifications(
         channels, queue, DeliveryWorker(channels, queue, Senders({ChannelKind.WEBHOOK: WebhookSender(client)}))
@@ -245,7 +245,7 @@ async def test_a_channel_changed_into_a_webhook_gets_a_signing_secret(
 
 
 async def test_a_worker_holding_a_stale_read_does_not_send_before_the_retry_time(
-    channels: ChannelStore, queue: DeliveryQueue, client: httpx.AsyncClient, receivers: ProviderReceivers
+    channels: ChannelStore, queue: DeliveryQueue, client: HttpClient, receivers: ProviderReceivers
 ) -> None:
     name = unique("webhook")
     channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", name)))

@@ -20,11 +20,11 @@ from email.message import Message as EmailMessage
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 from aiosmtpd.controller import Controller
 
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.egress import EgressConfig, EgressPolicy
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import (
     AppriseConfig,
     DiscordConfig,
@@ -39,7 +39,7 @@ from services.notify_svc.domain import (
     WebhookConfig,
 )
 from services.notify_svc.senders.apprise_urls import AppriseSender
-from services.notify_svc.senders.base import parse_retry_after
+from services.notify_svc.senders.base import parse_retry_after, sender_client
 from services.notify_svc.senders.discord import COLOURS, RESOLVED_COLOUR, DiscordSender
 from services.notify_svc.senders.mail import OutboxSender, SendGridSender, SmtpSender
 from services.notify_svc.senders.pagerduty import PagerDutySender
@@ -72,8 +72,8 @@ def receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ProviderRece
 
 
 @pytest.fixture
-async def client(receivers: ProviderReceivers) -> AsyncIterator[httpx.AsyncClient]:
-    found = safe_http_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
+async def client(receivers: ProviderReceivers) -> AsyncIterator[HttpClient]:
+    found = sender_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED, ca_file=str(receivers.ca_file)))
     yield found
     await found.aclose()
 
@@ -147,7 +147,7 @@ def test_retry_after_is_read_as_seconds_or_an_http_date() -> None:
 
 
 async def test_pagerduty_triggers_acknowledges_and_resolves_one_incident_by_alert_id(
-    client: httpx.AsyncClient, receivers: ProviderReceivers
+    client: HttpClient, receivers: ProviderReceivers
 ) -> None:
     sender = PagerDutySender(client, receivers.url("pagerduty"))
     config = PagerDutyConfig(ROUTING_KEY)
@@ -165,7 +165,7 @@ async def test_pagerduty_triggers_acknowledges_and_resolves_one_incident_by_aler
     assert "invalid event" in refused.detail
 
 
-async def test_discord_embeds_are_coloured_by_severity(client: httpx.AsyncClient, receivers: ProviderReceivers) -> None:
+async def test_discord_embeds_are_coloured_by_severity(client: HttpClient, receivers: ProviderReceivers) -> None:
     url = receivers.url("discord", "colours")
     sender = DiscordSender(client)
     for severity in Severity:
@@ -179,7 +179,7 @@ async def test_discord_embeds_are_coloured_by_severity(client: httpx.AsyncClient
     assert all(r.json["allowed_mentions"] == {"parse": []} for r in receivers.received("/discord/colours"))
 
 
-async def test_teams_gets_an_adaptive_card(client: httpx.AsyncClient, receivers: ProviderReceivers) -> None:
+async def test_teams_gets_an_adaptive_card(client: HttpClient, receivers: ProviderReceivers) -> None:
     result = await teams_sender(client).send(TeamsConfig(receivers.url("teams", "card")), render(FIRING), "d", 5)
     assert (result.outcome, result.response_code) == (Outcome.SUCCESS, 202)
     card = receivers.received("/teams/card")[-1].json["attachments"][0]["content"]
@@ -187,7 +187,7 @@ async def test_teams_gets_an_adaptive_card(client: httpx.AsyncClient, receivers:
 
 
 async def test_a_slow_endpoint_times_out_as_a_retryable_failure(
-    client: httpx.AsyncClient, receivers: ProviderReceivers
+    client: HttpClient, receivers: ProviderReceivers
 ) -> None:
     url = receivers.url("webhook", "slow")
     receivers.script("/webhook/slow", Reply(200, b"late", delay_s=3.0))
@@ -199,7 +199,7 @@ async def test_a_slow_endpoint_times_out_as_a_retryable_failure(
 
 
 async def test_a_private_target_is_refused_under_the_public_policy(receivers: ProviderReceivers) -> None:
-    public = safe_http_client(EgressConfig(EgressPolicy.PUBLIC, ca_file=str(receivers.ca_file)))
+    public = sender_client(EgressConfig(EgressPolicy.PUBLIC, ca_file=str(receivers.ca_file)))
     try:
         url = receivers.url("webhook", "private")
         result = await WebhookSender(public).send(WebhookConfig(url, "s" * 20), render(FIRING), "d", 2.0)

@@ -20,7 +20,7 @@ from google.rpc import error_details_pb2
 
 from monitors.v1 import notification_service_pb2 as pb
 from monitors.v1 import notification_service_pb2_grpc
-from service_runtime.egress import EgressConfig, EgressPolicy, safe_http_client
+from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.errors import InvalidArgument
 from services.notify_svc.domain import (
     ChannelDraft,
@@ -32,6 +32,7 @@ from services.notify_svc.domain import (
     validate_channel,
 )
 from services.notify_svc.notifications import CHANNEL_CHECKS
+from services.notify_svc.senders.base import sender_client
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.templates import render
 from tests.harness.http import HttpServer, Reply
@@ -144,7 +145,7 @@ def firing() -> Notification:
 
 async def test_the_public_policy_never_sends_plain_http(receiver: Receiver) -> None:
     before = len(receiver.requests)
-    client = safe_http_client(EgressConfig(EgressPolicy.PUBLIC))
+    client = sender_client(EgressConfig(EgressPolicy.PUBLIC))
     try:
         sender = WebhookSender(client, EgressPolicy.PUBLIC)
         result = await sender.send(WebhookConfig(receiver.url("/hook"), "s" * 20), render(firing()), "d", 2.0)
@@ -159,7 +160,7 @@ async def test_private_allowed_sends_plain_http_to_a_local_name_but_not_to_the_i
     receiver: Receiver,
 ) -> None:
     before = len(receiver.requests)
-    client = safe_http_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED))
+    client = sender_client(EgressConfig(EgressPolicy.PRIVATE_ALLOWED))
     try:
         sender = WebhookSender(client, EgressPolicy.PRIVATE_ALLOWED)
         local = await sender.send(

@@ -12,12 +12,12 @@ import httpx
 
 from service_runtime.egress import EgressConfig, EgressPolicy, tls_context
 from service_runtime.errors import FailedPrecondition
+from service_runtime.http_client import HttpClient
 from service_runtime.secret_masking import mask_secrets
 from service_runtime.settings import Settings
 from services.monitor_svc.checks.crypto import DEFAULT_BASE_URLS, ProviderConfig, check_crypto_price
 from services.monitor_svc.checks.dns import DnsCheck
 from services.monitor_svc.checks.grpc_health import GrpcHealthCheck
-from services.monitor_svc.checks.http_client import CheckHttpClient
 from services.monitor_svc.checks.outcome import Outcome, fail
 from services.monitor_svc.checks.tcp import check_tcp
 from services.monitor_svc.checks.website import check_website
@@ -76,7 +76,7 @@ class Checker:
     def __init__(self, config: CheckConfig | None = None) -> None:
         self.config = config or CheckConfig()
         context = tls_context(self.config.egress)
-        self._http = CheckHttpClient(self.config.egress.policy, context, self.config.egress.max_body_bytes)
+        self._http = HttpClient(self.config.egress.policy, context, self.config.egress.max_body_bytes)
         self._providers = httpx.AsyncClient(trust_env=False, follow_redirects=False)
         self._dns = DnsCheck(self.config.egress.policy)
         self._grpc_health = GrpcHealthCheck(self.config.egress)

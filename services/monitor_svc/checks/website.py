@@ -13,9 +13,9 @@ from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed
-from services.monitor_svc.checks.http_client import (
-    CheckHttpClient,
+from service_runtime.http_client import (
     ConnectFailed,
+    HttpClient,
     InvalidUrl,
     ProtocolError,
     TlsFailed,
@@ -31,7 +31,7 @@ DEFAULT_HEADERS = {"accept-encoding": "identity", "user-agent": "monitors-uptime
 _PATH_PART = re.compile(r"\.([A-Za-z_][A-Za-z0-9_-]*)|\[(\d+)\]|\['([^']*)'\]|\[\"([^\"]*)\"\]")
 
 
-async def check_website(client: CheckHttpClient, config: EgressConfig, spec: WebsiteSpec, timeout_s: float) -> Outcome:
+async def check_website(client: HttpClient, config: EgressConfig, spec: WebsiteSpec, timeout_s: float) -> Outcome:
     """Fetch ``spec.url`` (secrets already substituted), following redirects hop by hop when asked; every hop
     connects through the egress policy again. ``timeout_s`` bounds the whole check, redirects included."""
     started = time.perf_counter()

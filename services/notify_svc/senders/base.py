@@ -1,6 +1,7 @@
 """What every sender shares: the :class:`Sender` protocol, and the HTTP and thread plumbing behind each provider.
 
-Every outbound URL a user chose goes through the SSRF-safe client (:func:`service_runtime.egress.safe_http_client`),
+Every outbound URL a user chose goes through the egress-checked client (:class:`service_runtime.http_client.HttpClient`,
+over kept connections: a notification may reach its receiver twice, which de-duplicates it by its delivery id),
 every request has a total timeout, and every answer is classified the same way: 2xx success; 429, 5xx,
 timeouts and connection failures retryable (with the provider's Retry-After when it gives one); any other
 4xx, a redirect, or a refused target permanent.
@@ -16,7 +17,6 @@ import contextlib
 import email.utils
 import functools
 import json
-import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
@@ -24,17 +24,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
-import httpx
-
-from service_runtime.egress import BlockedTarget, ResolutionFailed
+from service_runtime.egress import BlockedTarget, EgressConfig, ResolutionFailed, tls_context
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, Outcome
 from services.notify_svc.templates import Message
 
 MAX_ANSWER = 2048  # bytes of a provider's answer kept for the delivery log
 MAX_RETRY_AFTER_S = 3600.0
 USER_AGENT = "monitors-notify/0.1"
-# httpx logs every request's full URL at INFO; here URLs are secrets (a Slack webhook's path is its key).
-logging.getLogger("httpx").setLevel(logging.WARNING)
 BLOCKING_SENDS = 8  # blocking client calls in progress at once, per sender
 _T = TypeVar("_T")
 
@@ -56,6 +53,12 @@ class Sender(Protocol):
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:
         """One attempt; never raises for a provider's failure (it is in the result)."""
         ...
+
+
+def sender_client(egress: EgressConfig) -> HttpClient:
+    """The HTTP client of the senders: ``egress``'s policy and trusted CAs, answers read no further than
+    MAX_ANSWER."""
+    return HttpClient(egress.policy, tls_context(egress), MAX_ANSWER)
 
 
 def parse_retry_after(value: str | None, now: float | None = None) -> float | None:
@@ -90,7 +93,7 @@ def failure(error: BaseException, timeout_s: float) -> SendResult:
     """The outcome of an attempt that got no HTTP answer."""
     if isinstance(error, BlockedTarget):
         return SendResult(Outcome.PERMANENT, 0, f"refused target: {error}")
-    if isinstance(error, TimeoutError | httpx.TimeoutException):
+    if isinstance(error, TimeoutError):
         return SendResult(Outcome.RETRYABLE, 0, f"no answer within {timeout_s:g}s")
     if isinstance(error, ResolutionFailed):
         return SendResult(Outcome.RETRYABLE, 0, str(error))
@@ -98,30 +101,26 @@ def failure(error: BaseException, timeout_s: float) -> SendResult:
 
 
 async def post_json(
-    client: httpx.AsyncClient,
+    client: HttpClient,
     url: str,
     payload: Any,
     timeout_s: float,
     headers: Mapping[str, str] | None = None,
     body: bytes | None = None,
 ) -> tuple[SendResult, bytes]:
-    """POST ``payload`` as JSON (or ``body`` as given) within ``timeout_s`` in all, reading at most
-    MAX_ANSWER bytes of the answer. Returns the classified result and the answer's first bytes."""
+    """POST ``payload`` as JSON (or ``body`` as given) within ``timeout_s`` in all, keeping at most MAX_ANSWER
+    bytes of the answer (the client reads no further). Returns the classified result and the answer's first
+    bytes."""
     content = body if body is not None else json.dumps(payload).encode()
     all_headers = {"content-type": "application/json", "user-agent": USER_AGENT, **(headers or {})}
     try:
         async with asyncio.timeout(timeout_s):
-            async with client.stream("POST", url, content=content, headers=all_headers, timeout=timeout_s) as response:
-                answer = b""
-                async for chunk in response.aiter_bytes():
-                    answer += chunk
-                    if len(answer) >= MAX_ANSWER:
-                        break
+            response = await client.request("POST", url, all_headers, content, repeatable=True)
     except Exception as error:  # noqa: BLE001 - every failure to get an answer is an outcome, not a crash
         return failure(error, timeout_s), b""
-    answer = answer[:MAX_ANSWER]
+    answer = response.body[:MAX_ANSWER]
     text = answer.decode(errors="replace").strip()
-    return classify(response.status_code, text, parse_retry_after(response.headers.get("retry-after"))), answer
+    return classify(response.status, text, parse_retry_after(response.headers.get("retry-after"))), answer
 
 
 def iso(moment: datetime | None) -> str:
@@ -133,7 +132,7 @@ class JsonPostSender:
 
     def __init__(
         self,
-        client: httpx.AsyncClient,
+        client: HttpClient,
         url: Callable[[ChannelConfig], str],
         payload: Callable[[Message], dict[str, Any]],
     ) -> None:

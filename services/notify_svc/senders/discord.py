@@ -8,8 +8,7 @@ import json
 from dataclasses import replace
 from typing import Any
 
-import httpx
-
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, DiscordConfig, NotificationKind, Severity
 from services.notify_svc.senders.base import MAX_RETRY_AFTER_S, SendResult, iso, post_json
 from services.notify_svc.templates import Message
@@ -50,7 +49,7 @@ def _retry_after(answer: bytes) -> float | None:
 
 
 class DiscordSender:
-    def __init__(self, client: httpx.AsyncClient) -> None:
+    def __init__(self, client: HttpClient) -> None:
         self._client = client
 
     async def send(self, config: ChannelConfig, message: Message, delivery_id: str, timeout_s: float) -> SendResult:

@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, NotificationKind, PagerDutyConfig, Severity
 from services.notify_svc.senders.base import SendResult, iso, post_json
 from services.notify_svc.templates import Message
@@ -41,7 +40,7 @@ def pagerduty_event(routing_key: str, message: Message, delivery_id: str) -> dic
 
 
 class PagerDutySender:
-    def __init__(self, client: httpx.AsyncClient, events_url: str = DEFAULT_EVENTS_URL) -> None:
+    def __init__(self, client: HttpClient, events_url: str = DEFAULT_EVENTS_URL) -> None:
         self._client = client
         self._events_url = events_url
 

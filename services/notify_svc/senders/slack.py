@@ -6,8 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, SlackConfig
 from services.notify_svc.senders.base import JsonPostSender
 from services.notify_svc.templates import Message
@@ -34,5 +33,5 @@ def _webhook_url(config: ChannelConfig) -> str:
     return config.webhook_url
 
 
-def slack_sender(client: httpx.AsyncClient) -> JsonPostSender:
+def slack_sender(client: HttpClient) -> JsonPostSender:
     return JsonPostSender(client, _webhook_url, slack_payload)

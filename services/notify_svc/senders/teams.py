@@ -5,8 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import httpx
-
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, NotificationKind, Severity, TeamsConfig
 from services.notify_svc.senders.base import JsonPostSender
 from services.notify_svc.templates import Message
@@ -46,5 +45,5 @@ def _workflow_url(config: ChannelConfig) -> str:
     return config.workflow_url
 
 
-def teams_sender(client: httpx.AsyncClient) -> JsonPostSender:
+def teams_sender(client: HttpClient) -> JsonPostSender:
     return JsonPostSender(client, _workflow_url, teams_payload)

@@ -22,9 +22,8 @@ import time
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
-
 from service_runtime.egress import BlockedTarget, EgressPolicy, IPAddress, is_allowed, resolve
+from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import ChannelConfig, WebhookConfig, notification_fields
 from services.notify_svc.senders.base import SendResult, failure, iso, post_json
 from services.notify_svc.templates import Message
@@ -84,7 +83,7 @@ def _pinned(url: str, address: IPAddress) -> str:
 class WebhookSender:
     """Signs and POSTs the notification as JSON; ``policy`` decides whether plain http may go to a LAN host."""
 
-    def __init__(self, client: httpx.AsyncClient, policy: EgressPolicy = EgressPolicy.PUBLIC) -> None:
+    def __init__(self, client: HttpClient, policy: EgressPolicy = EgressPolicy.PUBLIC) -> None:
         self._client = client
         self._policy = policy
 
@@ -113,6 +112,6 @@ class WebhookSender:
                 self._client, _pinned(config.url, address), None, left, headers=headers, body=body
             )
             # As a name's addresses are tried in turn for https: on to the next while the connection is refused.
-            if not result.detail.startswith("ConnectError"):
+            if not result.detail.startswith("ConnectFailed"):
                 break
         return result
