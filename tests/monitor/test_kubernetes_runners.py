@@ -28,6 +28,7 @@ from service_runtime.settings import Settings
 from services.monitor_svc.domain import Monitor, WebsiteSpec
 from services.monitor_svc.fleet.kubernetes import dedicated_name
 from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, wanted_runners
+from services.monitor_svc.runner.client import job_of, mounted_secrets
 from tests.harness.http import HttpServer, Reply
 from tests.harness.k8s import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
 from tests.harness.kubernetes_api import KubernetesApi
@@ -454,3 +455,24 @@ async def test_a_dedicated_runner_made_meanwhile_by_another_replica_is_kept(serv
     await asyncio.sleep(2.5)  # a failed pass would have been retried within this
     assert api.sent("DELETE", "/deployments/" + api.sent("POST", "/deployments")[0].body["metadata"]["name"]) == []
     assert len(api.sent("POST", "/deployments")) == 1
+
+
+def test_a_dedicated_runner_reads_its_secrets_as_a_secret_volume_lays_them_out(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each key a link into the volume's ``..data`` directory (the kubelet swaps it atomically on an update)."""
+    data = tmp_path / "..2041_01_01_00_00_00.000000001"
+    data.mkdir()
+    (data / "TOKEN").write_text("s3cret")
+    (data / "OTHER").write_text("x")
+    (tmp_path / "..data").symlink_to(data.name)
+    for key in ("TOKEN", "OTHER"):
+        (tmp_path / key).symlink_to(f"..data/{key}")
+    assert mounted_secrets(tmp_path) == {"TOKEN": "s3cret", "OTHER": "x"}
+    assignment = pb.Assignment(monitor=pb.Monitor(id="mon_1", spec=common_pb2.MonitorSpec(tcp=common_pb2.TcpSpec())))
+    job = job_of(assignment, mounted_secrets(tmp_path))
+    assert job is not None
+    assert job.secrets == {"TOKEN": "s3cret", "OTHER": "x"}
+    # A volume that is not there: logged, and the runner goes on (checks needing a secret then say it is not set).
+    assert mounted_secrets(tmp_path / "absent") == {}
+    assert "mounted secrets not read" in caplog.text

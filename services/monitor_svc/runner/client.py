@@ -38,13 +38,18 @@ MAX_PENDING_RESULTS = 100_000
 
 
 def mounted_secrets(directory: Path) -> dict[str, str]:
-    """A dedicated runner's secrets: a file per secret in ``directory`` (a Kubernetes Secret's volume, whose own
-    bookkeeping entries start with a dot)."""
-    return {
-        path.name: path.read_text(encoding="utf-8")
-        for path in directory.iterdir()
-        if not path.name.startswith(".") and path.is_file()
-    }
+    """A dedicated runner's secrets: a file per secret in ``directory`` (a Kubernetes Secret's volume: each name a
+    link into the volume's own ``..data`` directory, whose entries start with dots). One that cannot be read is
+    logged and left out: its monitor's checks then fail naming the missing secret, and the runner goes on."""
+    found = {}
+    try:
+        paths = [p for p in directory.iterdir() if not p.name.startswith(".")]
+        for path in paths:
+            if path.is_file():
+                found[path.name] = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        log.error("mounted secrets not read", extra={"directory": str(directory), "error": str(error)})
+    return found
 
 
 def job_of(assignment: pb.Assignment, secrets: Mapping[str, str] | None = None) -> Job | None:
