@@ -21,12 +21,13 @@ import logging
 import math
 import random
 import re
+import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import httpx
 import orjson
@@ -34,6 +35,7 @@ from influxdb_client.client.write.point import Point as LinePoint
 from influxdb_client.domain.write_precision import WritePrecision
 
 from service_runtime.errors import Unavailable
+from service_runtime.timeseries.digest import HOUR_NS, SampleDigests, digest_rows, digest_rows_of_values
 from service_runtime.timeseries.port import (
     ROLLUP_RETENTION,
     ROLLUP_WINDOW,
@@ -59,6 +61,12 @@ log = logging.getLogger(__name__)
 logging.getLogger("httpx").setLevel(logging.WARNING)
 
 MEASUREMENT = "check"
+DIGEST_FILE = "digests.sqlite3"  # in the spool directory, which one process holds
+_DIGESTED = ("is_up", "response_time_ms", "cert_days_left", "error_class", "message")
+_COVERED_FROM = "covered_from"  # digest_meta: the digests hold every hour from this one on (but the stale ones)
+_ALIVE = "alive"  # digest_meta: when samples were last digested
+_EVER = -(2**62)
+T = TypeVar("T")
 ROLLUP_MEASUREMENT = "uptime_1h"
 MAX_NOTE_CHARS = 500
 # Line protocol's escapes (as influxdb-client's Point writes them): keys and tag values, string field values.
@@ -147,6 +155,8 @@ class InfluxConfig:
     create_database: bool = True
     # Accepted samples are kept here until InfluxDB has them, so a restart or crash loses none (see spool.py).
     spool_dir: Path | None = None
+    # The samples' digests (see digest.py): a file in the spool directory when there is one, else in memory.
+    digest_path: Path | None = None
 
 
 class InfluxStore:
@@ -176,6 +186,15 @@ class InfluxStore:
         # False until the database and retention policies are known to exist: at start when InfluxDB did not
         # answer, and again when a write is refused for want of them (dropped or never made).
         self._database_ready = True
+        digest_path = config.digest_path or (config.spool_dir / DIGEST_FILE if config.spool_dir else None)
+        if digest_path is not None:
+            digest_path.parent.mkdir(parents=True, exist_ok=True)
+        self._digest_file = sqlite3.connect(
+            digest_path or ":memory:", timeout=5, check_same_thread=False, isolation_level=None
+        )
+        self._digest_file.execute("PRAGMA journal_mode=WAL")
+        self._digests = SampleDigests(self._digest_file)
+        self._digest_lock = asyncio.Lock()
 
     @classmethod
     async def open(cls, config: InfluxConfig) -> InfluxStore:
@@ -195,8 +214,35 @@ class InfluxStore:
                 )
         if config.create_database:
             store._database_ready = await store._ensure_database()
+        await store._cover_digests()
         store._flusher = asyncio.create_task(store._flush_forever(), name="influx-flusher")
         return store
+
+    async def _cover_digests(self) -> None:
+        """Say which hours the digests hold completely. They hold what this store writes from now on, and, when
+        the database has no sample yet, everything; hours from before (and, for a digest file kept from an earlier
+        run, the hours since it was last written to, when another process may have written) are read again from
+        InfluxDB when a summary first needs them (:meth:`_complete_digests`)."""
+        now = to_ns(datetime.now(UTC))
+        covered, alive = self._digests.meta(_COVERED_FROM), self._digests.meta(_ALIVE)
+        if covered is None:
+            covered = _EVER if await self._database_is_empty() else _hour(now) + HOUR_NS
+            await self._in_digests(lambda: self._digests.set_meta(_COVERED_FROM, covered))
+        elif alive is not None and alive < now:
+            gap = range(_hour(alive), _hour(now) + HOUR_NS, HOUR_NS)
+            await self._in_digests(lambda: self._digests.mark_stale(gap))
+
+    async def _database_is_empty(self) -> bool:
+        try:
+            body = await self._query(f"SHOW SERIES FROM {quote_identifier(MEASUREMENT)} LIMIT 1")
+        except Unavailable:
+            return False  # not known: the hours before are read again when needed
+        return not _rows(body)
+
+    async def _in_digests(self, work: Callable[[], T]) -> T:
+        """Digest work on a worker thread, one at a time."""
+        async with self._digest_lock:
+            return await asyncio.to_thread(work)
 
     async def _ensure_database(self) -> bool:
         """Create the database and retention policies (``CREATE DATABASE`` does nothing if it exists). False
@@ -269,6 +315,16 @@ class InfluxStore:
             await self._spool.append(lines)  # hands them to _accept once synced, in the order they were synced
         else:
             self._accept(lines)
+        rows, failures = digest_rows(samples, _note)
+        now = to_ns(datetime.now(UTC))
+
+        def add() -> None:
+            with self._digest_file:
+                self._digest_file.execute("BEGIN")
+                self._digests.add_rows(rows, failures)
+                self._digests.set_meta(_ALIVE, now)
+
+        await self._in_digests(add)
 
     def _accept(self, lines: list[str]) -> None:
         self._buffer.extend(lines)
@@ -624,7 +680,16 @@ class InfluxStore:
         return from_ns(rows[0][0]) if rows else None
 
     async def enforce_retention(self, now: datetime | None = None) -> int:
-        """InfluxDB expires samples and rollups itself, through the retention policies made by :meth:`open`."""
+        """InfluxDB expires samples and rollups itself, through the retention policies made by :meth:`open`; the
+        digests of samples older than the raw retention are dropped here."""
+        cutoff = to_ns((now or datetime.now(UTC)) - self.config.raw_retention)
+
+        def prune() -> None:
+            with self._digest_file:
+                self._digest_file.execute("BEGIN")
+                self._digests.prune(cutoff)
+
+        await self._in_digests(prune)
         return 0
 
     def _rollup_from(self) -> str:
@@ -689,72 +754,81 @@ class InfluxStore:
     async def digests(
         self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
     ) -> dict[str, RangeDigest]:
-        """Four statements grouped by monitor, sent together (counts, sums and the last certificate; response-time
-        percentiles of the successful samples; the first sample's time, as ``first()`` alone answers with it; the
-        last state before the range), then one more for the is_up series of the monitors that failed. Up to
-        :data:`NAMED_PER_STATEMENT` monitors are named in one regular expression; more are read as every series
-        of the owner's, the wanted ones kept."""
-        wanted = set(monitor_ids)
-        if not wanted:
-            return {}
-        owner = f"{quote_identifier('owner')} = {quote_string(owner_id)}"
-        scope = owner
-        if len(wanted) <= NAMED_PER_STATEMENT:
-            scope += f" AND {quote_identifier('monitor')} =~ {regex_of_names(sorted(wanted))}"
-        in_range = f"{scope} AND time >= {to_ns(start)} AND time < {to_ns(end)}"
-        is_up, response, cert = (quote_identifier(n) for n in ("is_up", "response_time_ms", "cert_days_left"))
-        by_monitor = f"GROUP BY {quote_identifier('monitor')}"
-        statements = [
-            f"SELECT count({is_up}), sum({is_up}), last({cert}) FROM {self._from()} WHERE {in_range} {by_monitor}",
-            f"SELECT percentile({response}, 50), percentile({response}, 95), percentile({response}, 99)"
-            f" FROM {self._from()} WHERE {in_range} AND {is_up} = 1 {by_monitor}",
-            f"SELECT first({is_up}) FROM {self._from()} WHERE {in_range} {by_monitor}",
-            f"SELECT last({is_up}) FROM {self._from()}"
-            f" WHERE {scope} AND time >= {to_ns(carry_from)} AND time < {to_ns(start)} {by_monitor}",
-        ]
-        gate = asyncio.Semaphore(STATEMENTS_IN_FLIGHT)
-
-        async def run(statement: str) -> list[tuple[str, list[Any]]]:
-            async with gate:
-                body = await self._query(statement, method="POST")
-            if any(result.get("partial") for result in body.get("results", [])):
-                raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
-            return [(tags.get("monitor", ""), rows) for tags, rows in _series(body) if rows]
-
-        counted, timed, firsts, before = await asyncio.gather(*map(run, statements))
-        found: dict[str, dict[str, Any]] = {m: {} for m in wanted}
-        for monitor, rows in counted:
-            if monitor in found:
-                _, checks, up, cert_days = rows[0]
-                found[monitor].update(checks=int(checks or 0), up=round(up or 0), cert_days_left=_float(cert_days))
-        for monitor, rows in timed:
-            if monitor in found:
-                found[monitor]["response_time"] = tuple(_float(v) for v in rows[0][1:4])
-        for monitor, rows in firsts:
-            if monitor in found and rows[0][1] is not None:
-                found[monitor]["first_time"] = from_ns(int(rows[0][0]))
-        for monitor, rows in before:
-            if monitor in found:
-                found[monitor]["carried"] = _float(rows[0][1])
-        failing = sorted(m for m, f in found.items() if f.get("up", 0) < f.get("checks", 0) or f.get("carried") == 0)
-        columns = ", ".join(quote_identifier(c) for c in ("is_up", "error_class", "message"))
-        series = await asyncio.gather(
-            *(
-                run(
-                    f"SELECT {columns} FROM {self._from()} WHERE {owner}"
-                    f" AND {quote_identifier('monitor')} =~ {regex_of_names(chunk)}"
-                    f" AND time >= {to_ns(start)} AND time < {to_ns(end)} AND {is_up} >= 0 {by_monitor}"
-                    " ORDER BY time ASC"
-                )
-                for chunk in _chunks(failing, NAMED_PER_STATEMENT)
+        """From the digests this store keeps as it writes (see :mod:`.digest`), no raw sample read once they hold
+        the range's hours: a first summary of hours from before they were kept reads those hours again
+        (:meth:`_complete_digests`), and a monitor whose state before the range the digests cannot tell (none of
+        its samples since they are complete) has it looked for in InfluxDB."""
+        covered = await self._complete_digests(start, end)
+        elsewhere: dict[str, float] = {}
+        if to_ns(carry_from) < covered:
+            unknown = await self._in_digests(
+                functools.partial(self._digests.without_state, owner_id, monitor_ids, covered, start)
             )
+            if unknown:
+                elsewhere = await self._last_states(owner_id, unknown, carry_from, from_ns(covered))
+        read = functools.partial(
+            self._digests.read, owner_id, monitor_ids, start, end, max(carry_from, from_ns(covered)), elsewhere
         )
-        for monitor, rows in (item for answer in series for item in answer):
-            if monitor in found:
-                found[monitor]["is_up_series"] = [
-                    (from_ns(int(t)), float(u), str(e or ""), str(m or "")) for t, u, e, m in rows if u is not None
-                ]
-        return {m: RangeDigest(**fields) for m, fields in found.items()}
+        return await self._in_digests(read)
+
+    async def _complete_digests(self, start: datetime, end: datetime) -> int:
+        """Read again from InfluxDB the hours of ``[start, end)`` that the digests do not hold completely, and the
+        hours marked stale; returns the time from which they hold every hour."""
+        covered = await self._in_digests(functools.partial(self._digests.meta, _COVERED_FROM))
+        assert covered is not None
+        first = _hour(to_ns(start))
+        stale = await self._in_digests(self._digests.stale_hours)
+        missing = sorted({*range(first, min(covered, to_ns(end)), HOUR_NS), *stale})
+        if missing:  # InfluxDB first takes what was accepted (the spool's lines from before a restart among them)
+            await self.flush(timeout_s=self.config.timeout_s)
+        for hour in missing:
+            await self._reread_hour(hour)
+        if first < covered:
+            covered = first
+            await self._in_digests(lambda: self._digests.set_meta(_COVERED_FROM, first))
+        return covered
+
+    async def _reread_hour(self, hour: int) -> None:
+        """One hour's samples of every series, read from InfluxDB and merged into the digests (each sample once)."""
+        columns = ", ".join(quote_identifier(c) for c in _DIGESTED)
+        q = (
+            f"SELECT {columns} FROM {self._from()} WHERE time >= {hour} AND time < {hour + HOUR_NS}"
+            f" GROUP BY {quote_identifier('owner')}, {quote_identifier('monitor')}"
+        )
+        body = await self._query(q, method="POST")
+        if any(result.get("partial") for result in body.get("results", [])):
+            raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
+        values = [
+            (tags.get("owner", ""), tags.get("monitor", ""), int(t), is_up, response, cert, error_class, message)
+            for tags, rows in _series(body)
+            for t, is_up, response, cert, error_class, message in rows
+        ]
+        rows, failures = digest_rows_of_values(values, _note)
+
+        def merge() -> None:
+            with self._digest_file:
+                self._digest_file.execute("BEGIN")
+                self._digests.replace_hour(hour, rows, failures)
+                self._digests.clear_stale(hour)
+
+        await self._in_digests(merge)
+
+    async def _last_states(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime
+    ) -> dict[str, float]:
+        """The is_up of each monitor's last sample in ``[start, end)``, for those with one."""
+        result: dict[str, float] = {}
+        up = quote_identifier("is_up")
+        for chunk in _chunks(sorted(monitor_ids), NAMED_PER_STATEMENT):
+            q = (
+                f"SELECT last({up}) FROM {self._from()} WHERE {quote_identifier('owner')} = {quote_string(owner_id)}"
+                f" AND {quote_identifier('monitor')} =~ {regex_of_names(chunk)}"
+                f" AND time >= {to_ns(start)} AND time < {to_ns(end)} GROUP BY {quote_identifier('monitor')}"
+            )
+            for tags, rows in _series(await self._query(q, method="POST")):
+                if rows and rows[0][1] is not None:
+                    result[tags.get("monitor", "")] = float(rows[0][1])
+        return result
 
     async def close(self) -> None:
         """Send what is buffered, then close the connection pool. With a spool, what InfluxDB does not take at
@@ -771,6 +845,8 @@ class InfluxStore:
         if self._spool is not None:
             await self._spool.close()
         await self._http.aclose()
+        async with self._digest_lock:
+            self._digest_file.close()
 
 
 # Field names and series (owner, monitor, location) come back sample after sample: each is escaped once
@@ -839,6 +915,15 @@ def _series_order(key: SeriesKey) -> tuple[str, str]:
 
 def _rows(body: dict[str, Any]) -> list[list[Any]]:
     return [row for _, rows in _series(body) for row in rows]
+
+
+def _note(note: str) -> str:
+    """What InfluxDB keeps of a note: its line's string field (see :meth:`InfluxStore.line`)."""
+    return " ".join(note.split())[:MAX_NOTE_CHARS]
+
+
+def _hour(ns: int) -> int:
+    return ns - ns % HOUR_NS
 
 
 def _float(value: Any) -> float | None:

@@ -105,8 +105,9 @@ class RangeDigest:
     the first of them; ``carried`` the is_up of its last sample before the range (None without one);
     ``response_time`` the nearest-rank p50, p95 and p99 of response_time_ms over its successful samples;
     ``cert_days_left`` the last such value in the range. ``is_up_series`` is filled only for a monitor that failed in
-    the range or whose carried state is 0: each of its is_up samples in the range, oldest first, as (time, is_up,
-    error class, message), from which outages and their ends are built without a query per outage."""
+    the range or whose carried state is 0: its is_up samples in the range, oldest first, as (time, is_up, error
+    class, message), from which outages and their ends are built without a query per outage; every failed one and
+    the first successful one after each run of them, at least (the first of the range, too), or all of them."""
 
     checks: int = 0
     up: int = 0

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import math
 import sqlite3
 from collections.abc import Callable, Sequence
@@ -17,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from service_runtime.timeseries.digest import SampleDigests, digest_rows, digest_rows_of_values
 from service_runtime.timeseries.port import (
     ROLLUP_RETENTION,
     Aggregation,
@@ -32,11 +34,11 @@ from service_runtime.timeseries.port import (
     from_ns,
     hour_ceil,
     hour_floor,
-    nearest_rank,
     to_ns,
 )
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 _SCHEMA = """
 PRAGMA journal_mode=WAL;
@@ -63,6 +65,7 @@ CREATE TABLE IF NOT EXISTS uptime_1h (
 CREATE INDEX IF NOT EXISTS uptime_1h_by_hour ON uptime_1h (hour_ns);
 """
 _HOUR_NS = 3_600_000_000_000
+_BACKFILLED = "backfilled"  # digest_meta: the samples from before digests existed are digested
 SERIES_PER_STATEMENT = 400  # 800 bound parameters, under SQLite's old default limit of 999
 _SERIES = "owner_id = ? AND monitor_id = ? AND time_ns >= ? AND time_ns < ?"
 
@@ -73,6 +76,7 @@ class SqliteSampleStore:
     def __init__(
         self, path: Path, raw_retention: timedelta = timedelta(days=30), rollup_retention: timedelta = ROLLUP_RETENTION
     ) -> None:
+        self.path = path
         self.raw_retention = raw_retention
         self.rollup_retention = rollup_retention
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -81,7 +85,28 @@ class SqliteSampleStore:
         if columns and "notes" not in columns:  # a file from before notes existed
             self._connection.execute("ALTER TABLE samples ADD COLUMN notes TEXT NOT NULL DEFAULT '{}'")
         self._connection.executescript(_SCHEMA)
+        self._digests = SampleDigests(self._connection)
+        if self._digests.meta(_BACKFILLED) is None:
+            self._backfill_digests()
         self._lock = asyncio.Lock()
+
+    def _backfill_digests(self) -> None:
+        """Digest the samples of a file from before digests existed (once: the migration to them), in one
+        transaction, so that an interrupted backfill starts over at the next open."""
+        if self._connection.execute("SELECT 1 FROM samples LIMIT 1").fetchone():
+            log.info("digesting the time-series samples from before digests existed", extra={"file": str(self.path)})
+        with self._connection:
+            self._connection.execute("BEGIN")
+            self._connection.execute("DELETE FROM digest_1h")
+            self._connection.execute("DELETE FROM digest_failures")
+            rows = self._connection.execute(
+                "SELECT owner_id, monitor_id, time_ns, json_extract(fields, '$.is_up'),"
+                " json_extract(fields, '$.response_time_ms'), json_extract(fields, '$.cert_days_left'),"
+                " json_extract(notes, '$.error_class'), json_extract(notes, '$.message') FROM samples"
+            )
+            while chunk := rows.fetchmany(50_000):
+                self._digests.add_rows(*digest_rows_of_values(chunk))
+            self._digests.set_meta(_BACKFILLED, 1)
 
     async def _run(self, work: Callable[[], T]) -> T:
         async with self._lock:
@@ -103,11 +128,13 @@ class SqliteSampleStore:
         ]
         if not rows:
             return
+        digest, failures = digest_rows(samples)
 
         def insert() -> None:
             with self._connection:
                 self._connection.execute("BEGIN")
                 self._connection.executemany("INSERT INTO samples VALUES (?, ?, ?, ?, ?, ?)", rows)
+                self._digests.add_rows(digest, failures)
 
         await self._run(insert)
 
@@ -260,8 +287,11 @@ class SqliteSampleStore:
         cutoff, rollup_cutoff = to_ns(now - self.raw_retention), to_ns(now - self.rollup_retention)
 
         def delete() -> int:
-            self._connection.execute("DELETE FROM uptime_1h WHERE hour_ns < ?", (rollup_cutoff,))
-            return self._connection.execute("DELETE FROM samples WHERE time_ns < ?", (cutoff,)).rowcount
+            with self._connection:
+                self._connection.execute("BEGIN")
+                self._connection.execute("DELETE FROM uptime_1h WHERE hour_ns < ?", (rollup_cutoff,))
+                self._digests.prune(cutoff)
+                return self._connection.execute("DELETE FROM samples WHERE time_ns < ?", (cutoff,)).rowcount
 
         return await self._run(delete)
 
@@ -307,78 +337,9 @@ class SqliteSampleStore:
     async def digests(
         self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
     ) -> dict[str, RangeDigest]:
-        """Three statements for any number of monitors (their ids passed as one JSON array): one pass over the
-        range's samples, aggregated here; the last state before the range; the is_up series of those that failed."""
-        wanted = sorted(set(monitor_ids))
-        if not wanted:
-            return {}
-        ids = json.dumps(wanted)
-        scope = "owner_id = ? AND monitor_id IN (SELECT value FROM json_each(?)) AND time_ns >= ? AND time_ns < ?"
-        first, last = to_ns(start), to_ns(end)
-
-        def read() -> dict[str, RangeDigest]:
-            checks: dict[str, int] = {}
-            up: dict[str, int] = {}
-            firsts: dict[str, int] = {}
-            certs: dict[str, tuple[int, float]] = {}
-            times: dict[str, list[float]] = {}
-            rows = self._connection.execute(
-                "SELECT monitor_id, time_ns, json_extract(fields, '$.is_up'),"
-                " json_extract(fields, '$.response_time_ms'), json_extract(fields, '$.cert_days_left')"
-                f" FROM samples WHERE {scope}",
-                (owner_id, ids, first, last),
-            )
-            for monitor_id, t, is_up, response, cert in rows:
-                if is_up is not None:
-                    checks[monitor_id] = checks.get(monitor_id, 0) + 1
-                    if is_up == 1:
-                        up[monitor_id] = up.get(monitor_id, 0) + 1
-                        if response is not None:
-                            times.setdefault(monitor_id, []).append(float(response))
-                    if t < firsts.get(monitor_id, t + 1):
-                        firsts[monitor_id] = t
-                if cert is not None and t >= certs.get(monitor_id, (t, 0.0))[0]:
-                    certs[monitor_id] = (t, float(cert))
-            carried = {
-                monitor_id: float(is_up)
-                for monitor_id, is_up, _ in self._connection.execute(
-                    "SELECT monitor_id, u, max(time_ns) FROM (SELECT monitor_id, time_ns,"
-                    f" json_extract(fields, '$.is_up') AS u FROM samples WHERE {scope})"
-                    " WHERE u IS NOT NULL GROUP BY monitor_id",  # SQLite takes u from the row of max(time_ns)
-                    (owner_id, ids, to_ns(carry_from), first),
-                )
-            }
-            failing = [m for m in wanted if up.get(m, 0) < checks.get(m, 0) or carried.get(m) == 0]
-            series: dict[str, list[tuple[datetime, float, str, str]]] = {}
-            if failing:
-                for monitor_id, t, is_up, notes_json in self._connection.execute(
-                    "SELECT monitor_id, time_ns, json_extract(fields, '$.is_up') AS u, notes"
-                    f" FROM samples WHERE {scope} AND u IS NOT NULL ORDER BY monitor_id, time_ns",
-                    (owner_id, json.dumps(failing), first, last),
-                ):
-                    notes = json.loads(notes_json) if is_up == 0 else {}
-                    series.setdefault(monitor_id, []).append(
-                        (from_ns(t), float(is_up), str(notes.get("error_class", "")), str(notes.get("message", "")))
-                    )
-            result = {}
-            for m in wanted:
-                ordered = sorted(times.get(m, ()))
-                result[m] = RangeDigest(
-                    checks=checks.get(m, 0),
-                    up=up.get(m, 0),
-                    first_time=from_ns(firsts[m]) if m in firsts else None,
-                    carried=carried.get(m),
-                    response_time=(
-                        nearest_rank(ordered, 50.0),
-                        nearest_rank(ordered, 95.0),
-                        nearest_rank(ordered, 99.0),
-                    ),
-                    cert_days_left=certs[m][1] if m in certs else None,
-                    is_up_series=series.get(m, []),
-                )
-            return result
-
-        return await self._run(read)
+        """From the digest rows written with the samples (see :mod:`.digest`): three statements for any number
+        of monitors, no raw sample read."""
+        return await self._run(partial(self._digests.read, owner_id, monitor_ids, start, end, carry_from))
 
     async def close(self) -> None:
         async with self._lock:
