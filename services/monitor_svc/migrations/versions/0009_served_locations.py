@@ -7,7 +7,7 @@ Revises: 0008
 import sqlalchemy as sa
 from alembic import op
 
-from service_runtime.database import UtcDateTime
+from service_runtime.database import MYSQL_COLLATION, UtcDateTime
 
 revision = "0009"
 down_revision = "0008"
@@ -21,6 +21,9 @@ def upgrade() -> None:
         sa.Column("name", sa.String(32), primary_key=True),
         sa.Column("first_served_time", UtcDateTime(), nullable=False),
         sa.Column("last_served_time", UtcDateTime(), nullable=False),
+        # Exact from the start (as 0006 made the others): "eu" and "EU" are two names.
+        mysql_charset="utf8mb4",
+        mysql_collate=MYSQL_COLLATION,
     )
 
 
