@@ -292,6 +292,10 @@ class Monitors:
         if missing:
             raise InvalidArgument(path, f"refers to secret {', '.join(missing)}, which is not set; PutSecret it first")
 
+    @property
+    def store(self) -> MonitorStore:
+        return self._store
+
     async def _require_locations(self, locations: Sequence[str], current: Sequence[str] = ()) -> None:
         if self._locations is not None:
             await self._locations.require(locations, "monitor.locations", current)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Iterable
 from datetime import timedelta
 
 from sqlalchemy.exc import DBAPIError
@@ -11,10 +12,11 @@ from sqlalchemy.exc import DBAPIError
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import CachingTokenVerifier
 from service_runtime.cache import SqlStore, open_key_value_store, warn_if_unreachable
-from service_runtime.database import DatabaseLock, describe_url, open_database
+from service_runtime.database import Database, DatabaseLock, describe_url, open_database
+from service_runtime.secretbox import SecretBox
 from service_runtime.server import RegisteredService, ServiceHost, every
 from service_runtime.settings import Settings, StartupError
-from service_runtime.timeseries import open_timeseries_store
+from service_runtime.timeseries import TimeSeriesStore, open_timeseries_store
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
@@ -33,7 +35,7 @@ from services.monitor_svc.fleet.port import LocalRunners
 from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.locations import KnownLocations, declared_locations
-from services.monitor_svc.monitors import Deployment, Monitors
+from services.monitor_svc.monitors import CheckRunner, Deployment, Monitors
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.replicas import REFRESH_S, RedisReplicas
@@ -102,6 +104,32 @@ async def keep_replica_lock(lock: DatabaseLock) -> None:
     )
 
 
+def monitor_domain(
+    settings: Settings,
+    database: Database,
+    timeseries: TimeSeriesStore,
+    checker: CheckRunner,
+    box: SecretBox,
+    declared: Iterable[str] = (),
+) -> Monitors:
+    """The monitors' domain over its stores, with the deployment's limits: what :func:`build_server` serves, and
+    what the domain's tests drive without the gRPC layer."""
+    store = MonitorStore(database)
+    return Monitors(
+        store,
+        timeseries,
+        checker,
+        UserSecrets(database, box, store.referring_to_secret),
+        Limits(
+            min_interval=timedelta(seconds=settings.min_interval_s),
+            max_monitors=settings.max_monitors_per_user,
+            dedicated_runners=settings.runtime == "kubernetes",
+            max_dedicated_monitors=settings.max_dedicated_per_user,
+        ),
+        locations=KnownLocations(database, declared),
+    )
+
+
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
     box = settings.secret_box()  # a bad master key stops us before the migrations
@@ -130,21 +158,8 @@ async def build_server(settings: Settings) -> ServiceHost:
         settings.timeseries_url, settings.raw_retention, settings.rollup_retention, settings.data_dir / SPOOL_DIR
     )
     checker = CheckWorkers(check_config(settings), log_level=settings.log_level, log_format=settings.log_format)
-    monitor_store = MonitorStore(database)
-    user_secrets = UserSecrets(database, box, monitor_store.referring_to_secret)
-    monitors = Monitors(
-        monitor_store,
-        timeseries,
-        checker,
-        user_secrets,
-        Limits(
-            min_interval=timedelta(seconds=settings.min_interval_s),
-            max_monitors=settings.max_monitors_per_user,
-            dedicated_runners=settings.runtime == "kubernetes",
-            max_dedicated_monitors=settings.max_dedicated_per_user,
-        ),
-        locations=KnownLocations(database, declared),
-    )
+    monitors = monitor_domain(settings, database, timeseries, checker, box, declared)
+    monitor_store = monitors.store
     deployment = Deployment(
         version=VERSION,
         mode="embedded" if settings.embedded else "production",

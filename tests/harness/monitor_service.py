@@ -17,11 +17,19 @@ from typing import TYPE_CHECKING
 import grpc
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from service_runtime.auth import Principal
+from service_runtime.database import Database, open_database
 from service_runtime.secretbox import new_master_key
 from service_runtime.server import ServiceHost
 from service_runtime.settings import Settings
+from service_runtime.timeseries import SqliteSampleStore, TimeSeriesStore
 from services.monitor_svc.accounts.admin import create_api_key
-from services.monitor_svc.server import build_server
+from services.monitor_svc.accounts.store import AccountStore
+from services.monitor_svc.checks import Checker
+from services.monitor_svc.monitors import Monitors
+from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
+from services.monitor_svc.server import build_server, monitor_domain
+from services.monitor_svc.store import MonitorStore
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
@@ -124,3 +132,42 @@ async def serve_monitors(
             call.cancel()
         await channel.close()
         await host.stop()
+
+
+@dataclass
+class MonitorDomain:
+    """The monitors' domain as the monitor service wires it (``server.monitor_domain``), without gRPC, and a
+    user to call it as."""
+
+    database: Database
+    monitors: Monitors
+    timeseries: TimeSeriesStore
+    caller: Principal
+
+    @property
+    def store(self) -> MonitorStore:
+        return self.monitors.store
+
+
+@asynccontextmanager
+async def open_monitor_domain(
+    database_url: str,
+    tmp_path: Path,
+    timeseries: TimeSeriesStore | None = None,
+    env: Mapping[str, str] | None = None,
+    email: str = "domain@example.com",
+) -> AsyncIterator[MonitorDomain]:
+    """The domain on ``database_url`` (migrated), an embedded time-series file unless ``timeseries`` is given,
+    and a user ``email``; the settings are the defaults with ``env`` over them."""
+    settings = Settings.from_env("monitor", {"MONITORS_DATA_DIR": str(tmp_path), **(env or {})})
+    database = await open_database(database_url, MIGRATIONS, VERSION_TABLE)
+    series = timeseries if timeseries is not None else SqliteSampleStore(tmp_path / "samples.sqlite3")
+    try:
+        monitors = monitor_domain(
+            settings, database, series, Checker(), settings.secret_box(), settings.declared_locations
+        )
+        user = await AccountStore(database).ensure_user(email)
+        yield MonitorDomain(database, monitors, series, Principal(user.id, user.email, "key_domain"))
+    finally:
+        await series.close()
+        await database.close()

@@ -16,11 +16,8 @@ import pytest
 from service_runtime.auth import Principal
 from service_runtime.database import Database, open_database
 from service_runtime.errors import InvalidArgument
-from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
 from service_runtime.timeseries import SeriesKey, SqliteSampleStore
 from services.monitor_svc import server as monitor_server
-from services.monitor_svc.accounts.store import AccountStore
-from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import (
     HeartbeatSpec,
     Limits,
@@ -38,7 +35,7 @@ from services.monitor_svc.heartbeats import Heartbeats, PingLimiter, PingOutcome
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.store import MonitorStore
-from services.monitor_svc.user_secrets import UserSecrets
+from tests.harness.monitor_service import open_monitor_domain
 
 PARIS = ZoneInfo("Europe/Paris")
 
@@ -71,16 +68,14 @@ async def database(database_url: str) -> AsyncIterator[Database]:
 
 
 @pytest.fixture
-async def rig(database: Database, tmp_path: Path) -> AsyncIterator[Rig]:
-    store = MonitorStore(database)
-    secrets = UserSecrets(database, SecretBox(parse_master_keys(new_master_key())), store.referring_to_secret)
-    timeseries = SqliteSampleStore(tmp_path / "samples.sqlite3")
-    monitors = Monitors(store, timeseries, Checker(), secrets)
-    clock = [1000.0]
-    heartbeats = Heartbeats(store, monitors, PingLimiter(lambda: clock[0]), SqlPingLog(database))
-    user = await AccountStore(database).ensure_user("cron@example.com")
-    yield Rig(heartbeats, monitors, timeseries, Principal(user.id, user.email, "key_1"), clock)
-    await timeseries.close()
+async def rig(database_url: str, tmp_path: Path) -> AsyncIterator[Rig]:
+    async with open_monitor_domain(database_url, tmp_path, email="cron@example.com") as domain:
+        clock = [1000.0]
+        heartbeats = Heartbeats(
+            domain.store, domain.monitors, PingLimiter(lambda: clock[0]), SqlPingLog(domain.database)
+        )
+        assert isinstance(domain.timeseries, SqliteSampleStore)
+        yield Rig(heartbeats, domain.monitors, domain.timeseries, domain.caller, clock)
 
 
 def next_local(after: datetime, hour: int, minute: int, zone: ZoneInfo) -> datetime:

@@ -11,18 +11,11 @@ from pathlib import Path
 import pytest
 
 from service_runtime.auth import Principal
-from service_runtime.database import open_database
 from service_runtime.errors import NotFound
-from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
-from service_runtime.timeseries import SqliteSampleStore
-from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.assignments import AssignmentHub
-from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import Monitor, MonitorDraft, WebsiteSpec
 from services.monitor_svc.monitors import Monitors
-from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
-from services.monitor_svc.store import MonitorStore
-from services.monitor_svc.user_secrets import UserSecrets
+from tests.harness.monitor_service import open_monitor_domain
 
 
 @dataclass
@@ -35,17 +28,11 @@ class Service:
 
 @pytest.fixture
 async def service(database_url: str, tmp_path: Path) -> AsyncIterator[Service]:
-    database = await open_database(database_url, MIGRATIONS, VERSION_TABLE)
-    store = MonitorStore(database)
-    secrets = UserSecrets(database, SecretBox(parse_master_keys(new_master_key())), store.referring_to_secret)
-    monitors = Monitors(store, SqliteSampleStore(tmp_path / "samples.sqlite3"), Checker(), secrets)
-    hub = AssignmentHub(monitors.all_monitors, monitors.record_many)
-    monitors.change_listeners.append(hub.monitor_changed)
-    user = await AccountStore(database).ensure_user("p@example.com")
-    caller = Principal(user.id, user.email, "key_1")
-    monitor = await monitors.create(caller, MonitorDraft(spec=WebsiteSpec("https://example.com/")))
-    yield Service(monitors, hub, caller, monitor)
-    await database.close()
+    async with open_monitor_domain(database_url, tmp_path, email="p@example.com") as domain:
+        hub = AssignmentHub(domain.monitors.all_monitors, domain.monitors.record_many)
+        domain.monitors.change_listeners.append(hub.monitor_changed)
+        monitor = await domain.monitors.create(domain.caller, MonitorDraft(spec=WebsiteSpec("https://example.com/")))
+        yield Service(domain.monitors, hub, domain.caller, monitor)
 
 
 async def test_an_update_never_undoes_a_pause_made_at_the_same_time(service: Service) -> None:

@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import math
 from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -16,27 +15,20 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from service_runtime.auth import Principal
-from service_runtime.database import Database, open_database
 from service_runtime.settings import Settings
 from service_runtime.timeseries import Sample, SeriesKey, SqliteSampleStore
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.timeseries.queries import query_samples
 from services.monitor_svc.accounts.admin import create_api_key
-from services.monitor_svc.accounts.store import AccountStore
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import CheckResult, CryptoPriceSpec, Monitor, MonitorDraft, MonitorState, WebsiteSpec
-from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
-from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.server import build_server
-from services.monitor_svc.store import MonitorStore
-from services.monitor_svc.user_secrets import UserSecrets
 from tests.harness.checks import providers
 from tests.harness.http import HttpServer, Reply
+from tests.harness.monitor_service import MonitorDomain, open_monitor_domain, serve_monitors
 from tests.harness.monitor_service import result as served_result
-from tests.harness.monitor_service import serve_monitors
 from tests.harness.services import free_port
 
 pb = monitor_service_pb2
@@ -61,13 +53,8 @@ class GatedSampleStore(SqliteSampleStore):
         return int(row[0])
 
 
-@dataclass
-class Domain:
-    database: Database
-    store: MonitorStore
+class Domain(MonitorDomain):
     timeseries: GatedSampleStore
-    monitors: Monitors
-    caller: Principal
 
     async def monitor(self, **draft: object) -> Monitor:
         spec = draft.pop("spec", WebsiteSpec("https://example.com/"))
@@ -76,16 +63,11 @@ class Domain:
 
 @pytest.fixture
 async def domain(database_url: str, tmp_path: Path) -> AsyncIterator[Domain]:
-    database = await open_database(database_url, MIGRATIONS, VERSION_TABLE)
-    settings = Settings.from_env("monitor", {"MONITORS_DATA_DIR": str(tmp_path)})
-    store = MonitorStore(database)
-    timeseries = GatedSampleStore(tmp_path / "ts.sqlite3")
-    secrets = UserSecrets(database, settings.secret_box(), store.referring_to_secret)
-    monitors = Monitors(store, timeseries, Checker(), secrets)
-    user = await AccountStore(database).ensure_user("results@example.com")
-    yield Domain(database, store, timeseries, monitors, Principal(user.id, "results@example.com", "key_test"))
-    await timeseries.close()
-    await database.close()
+    gated = GatedSampleStore(tmp_path / "ts.sqlite3")
+    # Declared: results arrive from locations whose runners are fakes that never connect.
+    declared = {"MONITORS_LOCATIONS": "eu,us"}
+    async with open_monitor_domain(database_url, tmp_path, gated, declared, "results@example.com") as opened:
+        yield Domain(opened.database, opened.monitors, gated, opened.caller)
 
 
 def failure(monitor: Monitor, time: datetime, location: str = "eu") -> CheckResult:

@@ -14,21 +14,18 @@ import sqlalchemy as sa
 from service_runtime.auth import Principal
 from service_runtime.database import MYSQL_COLLATION, Database, create_sync_engine, migrate, open_database
 from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
-from service_runtime.timeseries import SqliteSampleStore
 from services.alert_svc import server as alert_server
 from services.monitor_svc import server as monitor_server
 from services.monitor_svc.accounts.accounts import Accounts, normalise_email
 from services.monitor_svc.accounts.store import AccountStore
-from services.monitor_svc.checks import Checker
 from services.monitor_svc.domain import MAX_BODY, MAX_HEADERS, MAX_HEADERS_BYTES, MonitorDraft, WebsiteSpec
-from services.monitor_svc.monitors import Monitors
-from services.monitor_svc.store import MonitorStore
 from services.monitor_svc.user_secrets import UserSecrets
 from services.notify_svc import server as notify_server
 from services.notify_svc.domain import ChannelDraft, WebhookConfig, validate_channel
 from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.store import ChannelStore
 from tests.harness.external import MariaDBServer
+from tests.harness.monitor_service import open_monitor_domain
 
 SERVICES = [monitor_server, notify_server, alert_server]
 LOOK_ALIKES = ["josé@example.com", "JOSE@example.com", "\uff4a\uff4f\uff53\uff45@example.com", "jose\u200b@example.com"]
@@ -102,17 +99,13 @@ async def test_secret_names_differing_in_case_are_two_secrets(database: Database
     assert await secrets.values(user.id, {"Token"}) == {"Token": "first"}
 
 
-async def test_a_monitor_spec_at_the_validation_limits_is_stored(database: Database, tmp_path: Path) -> None:
+async def test_a_monitor_spec_at_the_validation_limits_is_stored(database_url: str, tmp_path: Path) -> None:
     """A 64 KiB body and 50 headers of 16 KiB together pass validation; on MariaDB they overflowed TEXT (INTERNAL)."""
-    store = MonitorStore(database)
-    secrets = UserSecrets(database, SecretBox(parse_master_keys(new_master_key())), store.referring_to_secret)
-    monitors = Monitors(store, SqliteSampleStore(tmp_path / "samples.sqlite3"), Checker(), secrets)
-    user = await AccountStore(database).ensure_user("big@example.com")
-    caller = Principal(user.id, user.email, "key_1")
-    headers = {f"x-h{i:02d}": "v" * (MAX_HEADERS_BYTES // MAX_HEADERS - 5) for i in range(MAX_HEADERS)}
-    spec = WebsiteSpec("https://example.com/", method="POST", body="x" * MAX_BODY, headers=headers)
-    monitor = await monitors.create(caller, MonitorDraft(spec=spec))
-    assert (await monitors.get(caller, monitor.id)).spec == spec
+    async with open_monitor_domain(database_url, tmp_path, email="big@example.com") as domain:
+        headers = {f"x-h{i:02d}": "v" * (MAX_HEADERS_BYTES // MAX_HEADERS - 5) for i in range(MAX_HEADERS)}
+        spec = WebsiteSpec("https://example.com/", method="POST", body="x" * MAX_BODY, headers=headers)
+        monitor = await domain.monitors.create(domain.caller, MonitorDraft(spec=spec))
+        assert (await domain.monitors.get(domain.caller, monitor.id)).spec == spec
 
 
 async def test_a_webhook_at_the_validation_limits_is_stored(database_url: str) -> None:
