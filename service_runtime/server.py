@@ -2,18 +2,14 @@
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 import grpc
-import uvloop
 from google.protobuf import descriptor_pool
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
@@ -23,12 +19,11 @@ from service_runtime.auth import CachingTokenVerifier, TokenVerifier
 from service_runtime.database import Database
 from service_runtime.errors import Unavailable
 from service_runtime.interceptors import GenericHandlersOnly, InterceptedServer, Interceptor, interceptor_chain
-from service_runtime.logs import configure_logging
 from service_runtime.metrics import MetricsEndpoint, MetricsInterceptor
-from service_runtime.ports import ensure_free
+from service_runtime.process import run_process, stop_signals
 from service_runtime.reflection import DocumentedPool, load_descriptor_set
 from service_runtime.remote_auth import RemoteTokenVerifier
-from service_runtime.settings import DEFAULT_LISTEN, ServiceName, Settings, SettingsError, StartupError
+from service_runtime.settings import ServiceName, Settings, StartupError
 from service_runtime.tls import open_channel, server_credentials
 
 log = logging.getLogger(__name__)
@@ -189,12 +184,7 @@ class ServiceHost:
 
     async def serve_until_signal(self) -> None:
         """Start, then run until SIGTERM or SIGINT, then stop gracefully."""
-        loop = asyncio.get_running_loop()
-        requested = asyncio.Event()
-        # Before start: a SIGTERM as soon as health says SERVING (a probe's first pass, then a rollout) must
-        # drain, not meet the default action and kill the process mid-call.
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, requested.set)
+        requested = stop_signals()  # before start: see stop_signals
         await self.start()
         # Shielded: cancelling grpc's wait_for_termination cancels the server's own shutdown future, and
         # the graceful stop below would then fail with CancelledError.
@@ -229,35 +219,20 @@ def every(
 def run_service(
     service: ServiceName, build: Callable[[Settings], Awaitable[ServiceHost]], argv: list[str] | None = None
 ) -> int:
-    """The ``__main__`` of every service: parse ``--listen``, configure logs, serve until a signal."""
-    parser = argparse.ArgumentParser(prog=f"python -m services.{service}_svc")
-    parser.add_argument(
-        "--listen",
-        help=f"host:port to listen on (default: $MONITORS_{service.upper()}_LISTEN or {DEFAULT_LISTEN[service]})",
-    )
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env(service, listen=args.listen)
-        settings.check_before_serving()
-    except SettingsError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format, service)
+    """The ``__main__`` of every service: :func:`run_process` serving the host ``build`` makes until a signal."""
 
-    async def serve() -> None:
+    async def serve(settings: Settings) -> None:
         host = await build(settings)
         await host.serve_until_signal()
 
-    try:
-        for variable, address in settings.listeners().items():
-            ensure_free(variable, address)
-        # uvloop: measured on the unary benchmark, about 15% more calls per second than asyncio's own loop.
-        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runner.run(serve())
-    except StartupError as error:
-        print(f"{service} service cannot start: {error}", file=sys.stderr)
-        return 2
-    return 0
+    return run_process(
+        service,
+        serve,
+        argv,
+        prog=f"python -m services.{service}_svc",
+        label=f"{service} service",
+        listen_help="host:port to listen on",
+    )
 
 
 async def host_with_remote_auth(

@@ -8,23 +8,19 @@ stops checking and reports what it holds (within MONITORS_SHUTDOWN_GRACE_S) befo
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import logging
-import signal
 import sys
 from pathlib import Path
 
 import grpc
-import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from prometheus_client import REGISTRY
 
-from service_runtime.logs import configure_logging
 from service_runtime.metrics import MetricsEndpoint
-from service_runtime.ports import ensure_free
-from service_runtime.settings import DEFAULT_LISTEN, Settings, SettingsError, StartupError
+from service_runtime.process import run_process, stop_signals
+from service_runtime.settings import Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
 from services.monitor_svc.checks import Checker, check_config
@@ -61,17 +57,18 @@ async def log_stats_forever(scheduler: Scheduler, client: RunnerClient, interval
 
 
 async def serve(settings: Settings) -> None:
+    """Serve health, check the monitors assigned, report their results; on SIGTERM or SIGINT, stop gracefully."""
+    stop = stop_signals()
     health = HealthServicer()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a second runner on the port fails, not shares
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     if server.add_insecure_port(settings.listen) == 0:
-        raise OSError(f"cannot listen on {settings.listen}")
+        raise StartupError(f"cannot listen on {settings.listen}")
     await server.start()
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
 
     checker = Checker(check_config(settings))
     scheduler = Scheduler(checker, settings.runner_concurrency)
-    loop = asyncio.get_running_loop()
 
     async def synced() -> None:
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -99,9 +96,6 @@ async def serve(settings: Settings) -> None:
             "target": settings.monitor_target,
         },
     )
-    stop = asyncio.Event()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
     scheduling = asyncio.create_task(scheduler.run_forever())
     tasks = [asyncio.create_task(client.watch_forever()), asyncio.create_task(client.report_forever())]
     if settings.runner_stats_interval_s > 0:
@@ -136,35 +130,28 @@ async def stop_gracefully(
         log.warning("results not reported before the stop's deadline", extra={"lost": unreported, "grace_s": grace_s})
 
 
+def require_service_token(settings: Settings) -> None:
+    """A runner takes the monitor service's token; it never makes one of its own."""
+    if not settings.service_token and not (settings.data_dir / "service-token").exists():
+        # A token made here would be the runner's own, which no monitor service knows: refused forever.
+        raise SettingsError(
+            f"MONITORS_SERVICE_TOKEN is not set and {settings.data_dir / 'service-token'} does not exist: give"
+            " the runner the monitor service's token (embedded, start the monitor service first or share its"
+            " MONITORS_DATA_DIR)"
+        )
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m services.monitor_svc.runner")
-    parser.add_argument(
-        "--listen", help=f"health endpoint (default $MONITORS_RUNNER_LISTEN or {DEFAULT_LISTEN['runner']})"
+    """Run a runner until SIGTERM or SIGINT (exit 2 on bad settings or a port in use)."""
+    return run_process(
+        "runner",
+        serve,
+        argv,
+        prog="python -m services.monitor_svc.runner",
+        label="runner",
+        listen_help="health endpoint",
+        check=require_service_token,
     )
-    args = parser.parse_args(argv)
-    try:
-        settings = Settings.from_env("runner", listen=args.listen)
-        settings.check_before_serving()
-        if not settings.service_token and not (settings.data_dir / "service-token").exists():
-            # A token made here would be the runner's own, which no monitor service knows: refused forever.
-            raise SettingsError(
-                f"MONITORS_SERVICE_TOKEN is not set and {settings.data_dir / 'service-token'} does not exist: give"
-                " the runner the monitor service's token (embedded, start the monitor service first or share its"
-                " MONITORS_DATA_DIR)"
-            )
-    except SettingsError as error:
-        print(f"configuration error: {error}", file=sys.stderr)
-        return 2
-    try:
-        for variable, address in settings.listeners().items():  # its health port, and its metrics port if set
-            ensure_free(variable, address)
-    except StartupError as error:
-        print(f"runner cannot start: {error}", file=sys.stderr)
-        return 2
-    configure_logging(settings.log_level, settings.log_format, "runner")
-    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-        runner.run(serve(settings))
-    return 0
 
 
 if __name__ == "__main__":
