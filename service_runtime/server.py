@@ -240,10 +240,20 @@ async def host_with_remote_auth(
     services: Sequence[RegisteredService],
     database: Database,
     front_interceptors: Sequence[Interceptor] = (),
+    internal_methods: Iterable[str] = (),
+    service_tokens: Mapping[str, str] | None = None,
 ) -> ServiceHost:
-    """A host for a service that verifies callers through AccountService (alert, notify)."""
+    """A host for a service that verifies callers through AccountService (alert, notify); it closes
+    ``database`` when it stops. ``internal_methods`` and ``service_tokens`` are :class:`ServiceHost`'s."""
     remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     verifier = CachingTokenVerifier(remote, settings.auth_cache_ttl_s)
-    host = ServiceHost(settings, services, verifier, front_interceptors=front_interceptors)
+    host = ServiceHost(
+        settings,
+        services,
+        verifier,
+        internal_methods=internal_methods,
+        service_tokens=service_tokens or {},
+        front_interceptors=front_interceptors,
+    )
     host.on_stop += [database.close, remote.close]
     return host

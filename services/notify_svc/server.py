@@ -6,13 +6,10 @@ import logging
 from pathlib import Path
 
 from monitors.v1 import notification_service_pb2, notification_service_pb2_grpc
-from service_runtime.auth import CachingTokenVerifier
 from service_runtime.database import open_database
 from service_runtime.egress import EgressConfig, EgressPolicy
-from service_runtime.remote_auth import RemoteTokenVerifier
-from service_runtime.server import RegisteredService, ServiceHost
+from service_runtime.server import RegisteredService, ServiceHost, host_with_remote_auth
 from service_runtime.settings import Settings
-from service_runtime.tls import open_channel
 from services.notify_svc.delivery import DeliveryWorker, Senders
 from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.domain import ChannelKind
@@ -75,14 +72,13 @@ async def build_server(settings: Settings) -> ServiceHost:
     worker = DeliveryWorker(channels, queue, senders, timeout_s=settings.notify_timeout_s)
     servicer = NotificationServiceServicer(Notifications(channels, queue, worker, egress.policy))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
-    remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
-    host = ServiceHost(
+    host = await host_with_remote_auth(
         settings,
         [RegisteredService(SERVICE_NAME, servicer, add)],
-        CachingTokenVerifier(remote, settings.auth_cache_ttl_s),
+        database,
         internal_methods=INTERNAL_METHODS,
         service_tokens={settings.resolved_service_token(): "service"},
     )
     host.background.append(worker.run)
-    host.on_stop += [database.close, remote.close, client.aclose]
+    host.on_stop.append(client.aclose)
     return host
