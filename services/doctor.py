@@ -3,9 +3,10 @@
 With the same environment as the services (MONITORS_*), it asks each dependency what the services will ask of
 it: the database answers and every service's migrations are at their head; Redis answers PING; InfluxDB takes
 a write and answers a query; the email provider accepts its credentials (SendGrid: the key may send mail; SMTP:
-the server greets, and takes STARTTLS and the login when the URL asks for them); and each service answers
-gRPC health SERVING. Each check has its own timeout, and they run together. The command exits 1 when one
-fails (a warning, such as no email provider, does not fail it).
+the server greets, and takes STARTTLS and the login when the URL asks for them); with MONITORS_RUNTIME=kubernetes,
+the Kubernetes API lists the runners' StatefulSets, pods and dedicated Deployments with the service's account;
+and each service answers gRPC health SERVING. Each check has its own timeout, and they run together. The command
+exits 1 when one fails (a warning, such as no email provider, does not fail it).
 """
 
 from __future__ import annotations
@@ -35,6 +36,8 @@ from service_runtime.database import create_sync_engine, describe_url
 from service_runtime.settings import ServiceName, Settings, target_of
 from service_runtime.timeseries import influx_config
 from service_runtime.tls import open_channel
+from services.monitor_svc.fleet.kubernetes import RUNNER_SELECTOR, open_kubernetes_runners
+from services.monitor_svc.fleet.port import PlatformError
 
 TIMEOUT_S = 5.0
 SERVICES_DIR = Path(__file__).resolve().parent
@@ -263,6 +266,30 @@ def embedded_timeseries(url: str) -> Finding:
     return Finding("time series", "ok", f"embedded, {path}")
 
 
+async def kubernetes_runners(settings: Settings) -> Finding:
+    """The Kubernetes API answers the monitor service's account as the runner fleet asks it (MONITORS_RUNTIME=
+    kubernetes): it lists the runner StatefulSets (at least one), their pods and the dedicated runners."""
+    platform = open_kubernetes_runners(settings)
+    try:
+        runner_sets = await platform.runner_sets()
+        pods = await platform.runner_pods()
+        dedicated = await platform.dedicated_runners()
+    except PlatformError as error:
+        return Finding("kubernetes", "FAIL", str(error))
+    finally:
+        await platform.close()
+    where = f"namespace {platform.namespace}"
+    if not runner_sets:
+        return Finding("kubernetes", "FAIL", f"{where}: no runner StatefulSet (labelled {RUNNER_SELECTOR}) to scale")
+    locations = ", ".join(f"{s.location} ({s.replicas})" for s in sorted(runner_sets, key=lambda s: s.location))
+    ready = sum(pod.ready for pod in pods)
+    return Finding(
+        "kubernetes",
+        "ok",
+        f"{where}: runners in {locations}; {len(pods)} runner pods, {ready} ready; {len(dedicated)} dedicated",
+    )
+
+
 async def serving(name: str, target: str, settings: Settings) -> Finding:
     check = f"{name} service"
     channel = open_channel(target, settings)
@@ -300,6 +327,8 @@ async def examine(env: dict[str, str] | None = None) -> list[Finding]:
     else:
         checks.append(_guarded("time series", asyncio.to_thread(embedded_timeseries, settings.timeseries_url)))
     checks.append(_guarded("email", email_provider(by_service["notify"])))
+    if settings.runtime == "kubernetes":
+        checks.append(_guarded("kubernetes", kubernetes_runners(settings)))
     targets = {
         "monitor": settings.monitor_target,
         "alert": target_of(env, "alert"),

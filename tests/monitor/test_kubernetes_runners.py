@@ -25,6 +25,7 @@ from google.rpc import error_details_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.settings import Settings
+from services import doctor
 from services.monitor_svc.domain import Monitor, WebsiteSpec
 from services.monitor_svc.fleet.kubernetes import dedicated_name
 from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, wanted_runners
@@ -476,3 +477,34 @@ def test_a_dedicated_runner_reads_its_secrets_as_a_secret_volume_lays_them_out(
     # A volume that is not there: logged, and the runner goes on (checks needing a secret then say it is not set).
     assert mounted_secrets(tmp_path / "absent") == {}
     assert "mounted secrets not read" in caplog.text
+
+
+async def test_doctor_says_what_the_kubernetes_api_answers_the_service_account(
+    api: KubernetesApi, tmp_path: Path
+) -> None:
+    env = {
+        "MONITORS_DATA_DIR": str(tmp_path),
+        "MONITORS_RUNTIME": "kubernetes",
+        "MONITORS_KUBERNETES_API_URL": api.url,
+        "MONITORS_KUBERNETES_NAMESPACE": "monitors",
+    }
+    api.add_pod("runner-eu-west-0", {"app.kubernetes.io/name": "runner", "monitors/location": "eu-west"}, True, 0)
+    api.add_pod("runner-eu-west-1", {"app.kubernetes.io/name": "runner", "monitors/location": "eu-west"}, False, 3)
+    findings = {f.check: f for f in await doctor.examine(env)}
+    assert (findings["kubernetes"].outcome, findings["kubernetes"].detail) == (
+        "ok",
+        "namespace monitors: runners in default (3), eu-west (2); 2 runner pods, 1 ready; 0 dedicated",
+    )
+    api.failing = 403  # a Role without the verbs
+    finding = await doctor.kubernetes_runners(Settings.from_env("monitor", env))
+    assert finding.outcome == "FAIL"
+    assert "answered 403" in finding.detail
+    api.failing = None
+    api.stateful_sets.clear()
+    finding = await doctor.kubernetes_runners(Settings.from_env("monitor", env))
+    assert (finding.outcome, finding.detail) == (
+        "FAIL",
+        "namespace monitors: no runner StatefulSet (labelled app.kubernetes.io/name=runner) to scale",
+    )
+    del env["MONITORS_RUNTIME"]
+    assert "kubernetes" not in {f.check for f in await doctor.examine(env)}
