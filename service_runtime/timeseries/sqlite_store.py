@@ -18,6 +18,7 @@ from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
+from service_runtime.errors import Unavailable
 from service_runtime.timeseries.digest import SampleDigests, digest_rows, digest_rows_of_values
 from service_runtime.timeseries.port import (
     ROLLUP_RETENTION,
@@ -86,17 +87,27 @@ class SqliteSampleStore:
             self._connection.execute("ALTER TABLE samples ADD COLUMN notes TEXT NOT NULL DEFAULT '{}'")
         self._connection.executescript(_SCHEMA)
         self._digests = SampleDigests(self._connection)
-        if self._digests.meta(_BACKFILLED) is None:
-            self._backfill_digests()
+        self._backfilled = self._backfill_digests()
         self._lock = asyncio.Lock()
 
-    def _backfill_digests(self) -> None:
+    def _backfill_digests(self) -> bool:
         """Digest the samples of a file from before digests existed (once: the migration to them), in one
-        transaction, so that an interrupted backfill starts over at the next open."""
-        if self._connection.execute("SELECT 1 FROM samples LIMIT 1").fetchone():
-            log.info("digesting the time-series samples from before digests existed", extra={"file": str(self.path)})
+        transaction, so that an interrupted backfill starts over. False when another process holds the file's
+        write lock (it is backfilling, or writing): then :meth:`digests` tries again."""
+        if self._digests.meta(_BACKFILLED) is not None:
+            return True
+        try:
+            self._connection.execute("BEGIN IMMEDIATE")
+        except sqlite3.OperationalError as error:
+            log.warning("time-series digests not built yet: the file is busy", extra={"error": str(error)})
+            return False
         with self._connection:
-            self._connection.execute("BEGIN")
+            if self._digests.meta(_BACKFILLED) is not None:  # another process did it meanwhile
+                return True
+            if self._connection.execute("SELECT 1 FROM samples LIMIT 1").fetchone():
+                log.info(
+                    "digesting the time-series samples from before digests existed", extra={"file": str(self.path)}
+                )
             self._connection.execute("DELETE FROM digest_1h")
             self._connection.execute("DELETE FROM digest_failures")
             rows = self._connection.execute(
@@ -107,6 +118,7 @@ class SqliteSampleStore:
             while chunk := rows.fetchmany(50_000):
                 self._digests.add_rows(*digest_rows_of_values(chunk))
             self._digests.set_meta(_BACKFILLED, 1)
+        return True
 
     async def _run(self, work: Callable[[], T]) -> T:
         async with self._lock:
@@ -339,6 +351,10 @@ class SqliteSampleStore:
     ) -> dict[str, RangeDigest]:
         """From the digest rows written with the samples (see :mod:`.digest`): three statements for any number
         of monitors, no raw sample read."""
+        if not self._backfilled:
+            self._backfilled = await self._run(self._backfill_digests)
+            if not self._backfilled:
+                raise Unavailable("time-series digests are being built; try again shortly")
         return await self._run(partial(self._digests.read, owner_id, monitor_ids, start, end, carry_from))
 
     async def close(self) -> None:

@@ -13,7 +13,9 @@ from pathlib import Path
 
 import pytest
 
+from service_runtime.errors import Unavailable
 from service_runtime.timeseries import InfluxConfig, InfluxStore, SeriesKey, SqliteSampleStore, TimeSeriesStore
+from service_runtime.timeseries.digest import SCHEMA
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import summarize_availability, summarize_crypto_price, summarize_website
 from tests.harness.external import InfluxDBServer
@@ -120,6 +122,33 @@ async def test_embedded_digests_survive_a_restart_and_are_built_for_a_file_from_
     assert counted == sum(len(samples) for samples in histories().values())
     await assert_batches_are_own_summaries(backfilled, RANGES)
     await backfilled.close()
+
+
+async def test_a_second_process_opens_a_file_another_is_digesting_and_summarises_once_it_is_done(
+    tmp_path: Path,
+) -> None:
+    """The embedded file is shared by the monitor and alert services: the one that does not build the digests of
+    an older file (the other holds its write lock meanwhile) starts all the same, and its batch summaries wait
+    for them (UNAVAILABLE until then)."""
+    path = tmp_path / "ts.sqlite3"
+    store = SqliteSampleStore(path)
+    await write_histories(store)
+    await store.close()
+    with sqlite3.connect(path) as connection:
+        for table in ("digest_1h", "digest_failures", "digest_meta", "digest_stale"):
+            connection.execute(f"DROP TABLE {table}")
+    other = sqlite3.connect(path, isolation_level=None)
+    other.executescript(SCHEMA)  # the other process made the tables and is building the digests
+    other.execute("BEGIN IMMEDIATE")
+    try:
+        second = SqliteSampleStore(path)
+        with pytest.raises(Unavailable):
+            await summarize_many(second, OWNER, list(KINDS.items()), *RANGES[0])
+    finally:
+        other.rollback()
+        other.close()
+    await assert_batches_are_own_summaries(second, RANGES[:1])
+    await second.close()
 
 
 async def test_influx_hours_written_before_the_digests_are_read_again_once(influxdb: InfluxDBServer) -> None:
