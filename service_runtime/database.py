@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -359,22 +360,23 @@ def upsert(c: sa.Connection, table: sa.Table, values: Mapping[str, Any], update:
     )
 
 
+@dataclass(frozen=True)
+class Quota:
+    """At most ``limit`` rows of an owner's; past it, RESOURCE_EXHAUSTED naming ``name`` and saying ``message``."""
+
+    name: str
+    limit: int
+    message: str
+
+
 def insert_under_quota(
-    c: sa.Connection,
-    table: type[Any],
-    values: Mapping[str, Any],
-    counted: sa.ColumnElement[bool],
-    limit: int,
-    *,
-    quota: str,
-    message: str,
+    c: sa.Connection, table: type[Any], values: Mapping[str, Any], counted: sa.ColumnElement[bool], quota: Quota
 ) -> None:
-    """Insert ``values`` into ``table`` (an ORM class) unless ``limit`` of its rows match ``counted`` (an owner's
-    rows, or their live ones) already: then RESOURCE_EXHAUSTED naming ``quota``, with ``message``. The count is
-    taken in the insert's own transaction; a caller whose creates of one owner may race serialises them first
-    (the alert store locks the owner's row)."""
-    if c.execute(sa.select(sa.func.count()).select_from(table).where(counted)).scalar_one() >= limit:
-        raise ResourceExhausted(quota, message)
+    """Insert ``values`` into ``table`` (an ORM class) unless ``quota.limit`` of its rows match ``counted`` (an
+    owner's rows, or their live ones) already. The count is taken in the insert's own transaction; a caller
+    whose creates of one owner may race serialises them first (the alert store locks the owner's row)."""
+    if c.execute(sa.select(sa.func.count()).select_from(table).where(counted)).scalar_one() >= quota.limit:
+        raise ResourceExhausted(quota.name, quota.message)
     c.execute(sa.insert(table).values(values))
 
 

@@ -32,7 +32,7 @@ import sqlalchemy.dialects.sqlite
 from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
-from service_runtime.database import Database, UtcDateTime, insert_under_quota, new_id, utc_now
+from service_runtime.database import Database, Quota, UtcDateTime, insert_under_quota, new_id, utc_now
 from service_runtime.errors import FailedPrecondition, NotFound
 from service_runtime.timeseries import Aggregation
 from services.alert_svc.domain import (
@@ -576,8 +576,14 @@ class AlertStore:
 
     def __init__(self, database: Database, max_rules_per_user: int, max_silences_per_user: int = 200) -> None:
         self._db = database
-        self._max_rules = max_rules_per_user
-        self._max_silences = max_silences_per_user
+        self._rule_quota = Quota(
+            "rules_per_user", max_rules_per_user, f"at most {max_rules_per_user} alert rules per user; delete one first"
+        )
+        self._silence_quota = Quota(
+            "silences_per_user",
+            max_silences_per_user,
+            f"at most {max_silences_per_user} silences per user; delete one first",
+        )
         self._get_rule = database.prepare(_GET_RULE)
         self._last_resolve = database.prepare(_LAST_RESOLVE)
 
@@ -624,15 +630,7 @@ class AlertStore:
                 c.execute(sa.update(OwnerRow).where(OwnerRow.owner_id == owner_id).values(default_rule_time=now))
                 c.execute(sa.insert(RuleRow).values(values))  # the system's rule: no quota refuses it
             else:
-                insert_under_quota(
-                    c,
-                    RuleRow,
-                    values,
-                    RuleRow.owner_id == owner_id,
-                    self._max_rules,
-                    quota="rules_per_user",
-                    message=f"at most {self._max_rules} alert rules per user; delete one first",
-                )
+                insert_under_quota(c, RuleRow, values, RuleRow.owner_id == owner_id, self._rule_quota)
             return True
 
         # The owner's row first, in a transaction of its own: the lock below then always finds it, and two
@@ -854,15 +852,7 @@ class AlertStore:
 
         def create(c: sa.Connection) -> None:
             _lock_owner(c, owner_id)
-            insert_under_quota(
-                c,
-                SilenceRow,
-                values,
-                live,
-                self._max_silences,
-                quota="silences_per_user",
-                message=f"at most {self._max_silences} silences per user; delete one first",
-            )
+            insert_under_quota(c, SilenceRow, values, live, self._silence_quota)
 
         await self._run_retrying(lambda c: _ensure_owner_row(c, owner_id))
         await self._run_retrying(create)

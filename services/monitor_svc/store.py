@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.orm import Mapped, mapped_column
 
-from service_runtime.database import Database, HeldTransaction, UtcDateTime, insert_under_quota, new_id, utc_now
+from service_runtime.database import Database, HeldTransaction, Quota, UtcDateTime, insert_under_quota, new_id, utc_now
 from service_runtime.errors import NotFound
 from services.monitor_svc.domain import (
     CheckResult,
@@ -255,17 +255,12 @@ class MonitorStore:
             placement=draft.placement,
         )
         values = _values(monitor)
-        await self._db.run(
-            lambda c: insert_under_quota(
-                c,
-                MonitorRow,
-                values,
-                MonitorRow.owner_id == owner_id,
-                max_monitors,
-                quota="monitors_per_user",
-                message=f"you have {max_monitors} monitors, the most this deployment allows; delete one first",
-            )
+        quota = Quota(
+            "monitors_per_user",
+            max_monitors,
+            f"you have {max_monitors} monitors, the most this deployment allows; delete one first",
         )
+        await self._db.run(lambda c: insert_under_quota(c, MonitorRow, values, MonitorRow.owner_id == owner_id, quota))
         return monitor
 
     async def get(self, owner_id: str, monitor_id: str) -> Monitor:

@@ -10,7 +10,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from service_runtime.database import Database, insert_under_quota, new_id, utc_now
+from service_runtime.database import Database, Quota, insert_under_quota, new_id, utc_now
 from service_runtime.errors import NotFound
 from service_runtime.secretbox import SecretBox
 from services.notify_svc.domain import (
@@ -38,7 +38,9 @@ class ChannelStore:
     def __init__(self, database: Database, box: SecretBox, max_channels: int = MAX_CHANNELS_PER_OWNER) -> None:
         self._db = database
         self._box = box
-        self._max_channels = max_channels
+        self._quota = Quota(
+            "channels_per_user", max_channels, f"at most {max_channels} channels per user; delete one first"
+        )
 
     def _seal_secrets(self, owner_id: str, channel_id: str, values: dict[str, str]) -> str:
         sealed = {
@@ -99,15 +101,7 @@ class ChannelStore:
         )
         values = {"id": channel.id, "owner_id": owner_id, "create_time": now, **self._channel_values(channel)}
         await self._db.run(
-            lambda c: insert_under_quota(
-                c,
-                ChannelRow,
-                values,
-                ChannelRow.owner_id == owner_id,
-                self._max_channels,
-                quota="channels_per_user",
-                message=f"at most {self._max_channels} channels per user; delete one first",
-            )
+            lambda c: insert_under_quota(c, ChannelRow, values, ChannelRow.owner_id == owner_id, self._quota)
         )
         return channel
 
