@@ -16,6 +16,11 @@ attempt recorded.
 - ``accept_per_s``: SendNotification calls answered per second while the worker was also sending.
 - ``notify_cpu_ms_per_delivery*``: CPU time of the notification service's process per delivery (the machine
   is shared with the receiver and the callers: CPU time is the steadier figure).
+- ``bench_cpu_ms_per_delivery*``: CPU time of this process per delivery: the receiver's threads (TLS, HTTP
+  parsing) and the callers' gRPC stubs, which share the machine's cores with the service; with
+  ``mariadbd_cpu_ms_per_delivery_mariadb`` (the database server's), where the cores go besides the service.
+- ``load_average*``: the machine's one-minute load average as the run started (other work on the machine
+  lowers the rates, and CPU times less so).
 
 Writes ``bench/results/notify.json``.
 
@@ -72,8 +77,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def run(notifications: int, senders: int, channels: int, production: dict[str, str] | None) -> dict[str, object]:
-    """One run: ``channels`` webhook channels of one owner, notification i to channel i mod ``channels``."""
+def run(
+    notifications: int,
+    senders: int,
+    channels: int,
+    production: dict[str, str] | None,
+    database_pid: int | None = None,
+) -> dict[str, object]:
+    """One run: ``channels`` webhook channels of one owner, notification i to channel i mod ``channels``;
+    ``database_pid``: the database server's process, whose CPU time is measured too."""
     with tempfile.TemporaryDirectory(prefix="notify-bench-") as scratch:
         directory = Path(scratch)
         certificate = self_signed_certificate(directory)
@@ -109,6 +121,9 @@ def run(notifications: int, senders: int, channels: int, production: dict[str, s
                 notify = stack.services["notify"].process
                 assert notify is not None
                 cpu_before = cpu_seconds(notify.pid)
+                own_before = time.process_time()
+                database_before = cpu_seconds(database_pid) if database_pid else 0.0
+                load = os.getloadavg()[0]
 
                 def send(index: int) -> None:
                     notification = pb.Notification(
@@ -132,6 +147,8 @@ def run(notifications: int, senders: int, channels: int, production: dict[str, s
                 if not receiver.done.wait(timeout=600):
                     raise SystemExit(f"only {receiver.count} of {notifications} deliveries arrived")
                 cpu = cpu_seconds(notify.pid) - cpu_before
+                own = time.process_time() - own_before
+                database = cpu_seconds(database_pid) - database_before if database_pid else 0.0
                 for channel_id in channel_ids[:20]:
                     failed = stub.ListDeliveries(
                         pb.ListDeliveriesRequest(channel_id=channel_id, state=pb.DELIVERY_STATE_FAILED),
@@ -145,6 +162,9 @@ def run(notifications: int, senders: int, channels: int, production: dict[str, s
             "deliveries_per_s": round(notifications / elapsed, 1),
             "accept_per_s": round(notifications / (accepted - started), 1),
             "cpu_ms_per_delivery": round(cpu * 1000 / notifications, 3),
+            "bench_cpu_ms_per_delivery": round(own * 1000 / notifications, 3),
+            "database_cpu_ms_per_delivery": round(database * 1000 / notifications, 3),
+            "load_average": round(load, 2),
             "seconds": round(elapsed, 2),
         }
 
@@ -163,10 +183,14 @@ def main() -> None:
         figures["webhook_deliveries_per_s"] = one["deliveries_per_s"]
         figures["accept_per_s"] = one["accept_per_s"]
         figures["notify_cpu_ms_per_delivery"] = one["cpu_ms_per_delivery"]
+        figures["bench_cpu_ms_per_delivery"] = one["bench_cpu_ms_per_delivery"]
+        figures["load_average"] = one["load_average"]
     if "distinct" in runs:
         distinct = run(args.notifications, args.senders, args.channels, None)
         figures["webhook_deliveries_per_s_distinct"] = distinct["deliveries_per_s"]
         figures["notify_cpu_ms_per_delivery_distinct"] = distinct["cpu_ms_per_delivery"]
+        figures["bench_cpu_ms_per_delivery_distinct"] = distinct["bench_cpu_ms_per_delivery"]
+        figures["load_average_distinct"] = distinct["load_average"]
     if "mariadb" in runs:
         with tempfile.TemporaryDirectory(prefix="notify-bench-servers-") as servers:
             base = Path(servers)
@@ -178,9 +202,12 @@ def main() -> None:
                 InfluxDBServer(base / "influxdb") as influxdb,
             ):
                 production = production_env(mariadb, redis, influxdb, "notify_bench")
-                on_mariadb = run(args.notifications, args.senders, args.channels, production)
+                on_mariadb = run(args.notifications, args.senders, args.channels, production, mariadb.pid)
         figures["webhook_deliveries_per_s_mariadb"] = on_mariadb["deliveries_per_s"]
         figures["notify_cpu_ms_per_delivery_mariadb"] = on_mariadb["cpu_ms_per_delivery"]
+        figures["bench_cpu_ms_per_delivery_mariadb"] = on_mariadb["bench_cpu_ms_per_delivery"]
+        figures["mariadbd_cpu_ms_per_delivery_mariadb"] = on_mariadb["database_cpu_ms_per_delivery"]
+        figures["load_average_mariadb"] = on_mariadb["load_average"]
     figures |= {
         "notifications": args.notifications,
         "concurrent_senders": args.senders,

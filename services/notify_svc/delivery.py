@@ -22,7 +22,7 @@ import random
 import time
 import traceback
 from collections import deque
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -197,22 +197,53 @@ class OwnerSlots:
         self._most = most
         self._by_owner: dict[str, tuple[asyncio.Semaphore, list[int]]] = {}
 
-    @contextlib.asynccontextmanager
-    async def slot(self, owner_id: str) -> AsyncIterator[None]:
+    def hold(self, owner_id: str) -> OwnerSlot:
+        """One of the owner's slots, taken on entering and given back on leaving or at
+        :meth:`OwnerSlot.release`, whichever comes first. It counts against the owner from this call on."""
         semaphore, users = self._by_owner.setdefault(owner_id, (asyncio.Semaphore(self._most), [0]))
         users[0] += 1
-        try:
-            async with semaphore:
-                yield
-        finally:
+
+        def done() -> None:
             users[0] -= 1
             if not users[0]:
                 del self._by_owner[owner_id]
+
+        return OwnerSlot(semaphore, done)
 
     def room(self, owner_id: str) -> int:
         """How many more of the owner's sends would start now without waiting."""
         found = self._by_owner.get(owner_id)
         return self._most - (found[1][0] if found else 0)
+
+
+class OwnerSlot:
+    """One send's slot (see :meth:`OwnerSlots.hold`)."""
+
+    def __init__(self, semaphore: asyncio.Semaphore, done: Callable[[], None]) -> None:
+        self._semaphore = semaphore
+        self._done: Callable[[], None] | None = done
+        self._held = False
+
+    async def __aenter__(self) -> OwnerSlot:
+        try:
+            await self._semaphore.acquire()
+        except BaseException:
+            self.release()
+            raise
+        self._held = True
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self.release()
+
+    def release(self) -> None:
+        """Give the slot back now (the send has its answer; recording it holds no connection)."""
+        if self._held:
+            self._held = False
+            self._semaphore.release()
+        done, self._done = self._done, None
+        if done is not None:
+            done()
 
 
 @dataclass(frozen=True, slots=True)
@@ -409,10 +440,11 @@ class DeliveryWorker:
                 try:
                     if item.channel is not None:  # handed over leased
                         # The slot counts it from here on (nothing awaits in between).
+                        slot = self._owner_slots.hold(item.delivery.owner_id)
                         self._owner_unreserve(item.delivery.owner_id)
-                        async with self._owner_slots.slot(item.delivery.owner_id):
+                        async with slot:
                             await lane.bucket.take()
-                            await self.attempt(item.delivery, item.channel, final=False)
+                            await self.attempt(item.delivery, item.channel, final=False, sent=slot.release)
                     else:
                         await self._send_queued(item.delivery, lane)
                 except Exception:
@@ -430,20 +462,23 @@ class DeliveryWorker:
             await self._record(Record(delivery.id, None, DeliveryState.SUPPRESSED, None))
             return
         # Taken before the lease, which would otherwise run out while waiting.
-        async with self._owner_slots.slot(delivery.owner_id):
+        async with self._owner_slots.hold(delivery.owner_id) as slot:
             await lane.bucket.take()
             if not await self._lease(delivery.id):
                 return  # another worker has it, or it was dropped meanwhile
-            await self.attempt(delivery, channel, final=False)
+            await self.attempt(delivery, channel, final=False, sent=slot.release)
 
     async def send_now(self, delivery: Delivery, channel: Channel) -> SendResult:
         """One attempt at a delivery queued already leased (TestChannel), paced like the channel's others."""
         await self._lane(channel.id, channel.kind).bucket.take()
         return await self.attempt(delivery, channel, final=True)
 
-    async def attempt(self, delivery: Delivery, channel: Channel | None, *, final: bool) -> SendResult:
+    async def attempt(
+        self, delivery: Delivery, channel: Channel | None, *, final: bool, sent: Callable[[], None] | None = None
+    ) -> SendResult:
         """Send a leased delivery once and record the attempt; ``final`` makes a retryable failure final
-        (TestChannel answers with one attempt)."""
+        (TestChannel answers with one attempt). ``sent`` is called once the provider has answered (or the send
+        failed), before the attempt is recorded."""
         config = channel.config if channel is not None else EmailConfig((delivery.email_address,))
         kind = channel.kind if channel is not None else ChannelKind.EMAIL
         started = time.perf_counter()
@@ -459,6 +494,9 @@ class DeliveryWorker:
             error = f"internal error: {type(raised).__name__} at {Path(where.filename).name}:{where.lineno}"
             log.error("delivery attempt raised", extra={"delivery_id": delivery.id, "error": error})
             result = SendResult(Outcome.PERMANENT, 0, error)
+        finally:
+            if sent is not None:
+                sent()
         attempt = Attempt(
             attempt_time, result.outcome, result.response_code, error, timedelta(seconds=time.perf_counter() - started)
         )

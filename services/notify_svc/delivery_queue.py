@@ -66,13 +66,16 @@ _DUE_IDS = (
 _LEASE = (
     sa.update(DeliveryRow)
     .where(
-        DeliveryRow.id == sa.bindparam("delivery_id"),
+        DeliveryRow.id.in_(sa.bindparam("delivery_ids", expanding=True)),
         DeliveryRow.state.in_(("pending", "retrying")),
         # Due still: another worker may have sent it since this one read it, and set a retry later.
         DeliveryRow.next_attempt_time <= sa.bindparam("now"),
         sa.or_(DeliveryRow.lease_until.is_(None), DeliveryRow.lease_until < sa.bindparam("now")),
     )
     .values(lease_until=sa.bindparam("until"))
+)
+_LEASED = sa.select(DeliveryRow.id).where(
+    DeliveryRow.id.in_(sa.bindparam("delivery_ids", expanding=True)), DeliveryRow.lease_until == sa.bindparam("until")
 )
 
 
@@ -292,15 +295,17 @@ class DeliveryQueue:
         return delivery_id in await self.lease_many([delivery_id], until)
 
     async def lease_many(self, delivery_ids: Sequence[str], until: datetime) -> set[str]:
-        """:meth:`lease` for several deliveries in one transaction: the ids taken."""
+        """:meth:`lease` for several deliveries in one statement: the ids taken."""
         now = utc_now()
+        ids = sorted(set(delivery_ids))
 
         def take(c: sa.Connection) -> set[str]:
-            return {
-                delivery_id
-                for delivery_id in delivery_ids
-                if c.execute(_LEASE, {"delivery_id": delivery_id, "now": now, "until": until}).rowcount
-            }
+            params = {"delivery_ids": ids, "now": now, "until": until}
+            if c.execute(_LEASE, params).rowcount == len(ids):
+                return set(ids)
+            # Some were taken already (another worker, or sent meanwhile). Those this statement took carry its
+            # lease's moment, to the microsecond; the others, a moment of another worker's.
+            return {row.id for row in c.execute(_LEASED, params)}
 
         return await self._db.run(take)
 

@@ -51,6 +51,11 @@ class ExternalServer:
         self.log_path = base_dir / f"{self.name}.log"
         self._process: subprocess.Popen[bytes] | None = None
 
+    @property
+    def pid(self) -> int | None:
+        """The running server's process id (benchmarks read its CPU time), None when it is not running."""
+        return None if self._process is None else self._process.pid
+
     def command(self) -> Sequence[str]:
         raise NotImplementedError
 

@@ -11,6 +11,7 @@ import itertools
 import os
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -332,3 +333,15 @@ async def test_calls_queued_together_share_a_transaction_and_one_key_queues_once
     assert [d.id for d in answers[1][0]] == [d.id for d in earlier]
     assert answers[2][0] == answers[0][0]
     assert [d.id for d in await queue.by_key(fresh) or []] == [d.id for d in answers[0][0]]
+
+
+async def test_leasing_many_at_once_takes_only_the_free_ones(
+    channels: ChannelStore, queue: DeliveryQueue, receivers: ProviderReceivers
+) -> None:
+    channel = await channel_for(channels, WebhookConfig(receivers.url("webhook", unique("webhook"))))
+    first = (await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING))[0][0].id
+    second = (await queue.enqueue(unique("key"), OWNER, [Target(channel)], FIRING))[0][0].id
+    until = utc_now() + timedelta(seconds=30)
+    assert await queue.lease_many([first], until) == {first}
+    assert await queue.lease_many([first, second], until + timedelta(seconds=1)) == {second}
+    assert await queue.lease_many([first, second], until + timedelta(seconds=2)) == set()
