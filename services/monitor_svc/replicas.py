@@ -136,6 +136,7 @@ class RedisReplicas:
         self._failing = False
         self._outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(OUTBOX)
         self._dropped = False  # notices lost since the last resync notice
+        self._joining = False  # this replica's entry was just added to the registry: skip reading it this round
         self.applied = 0  # others' notices applied here (for tests and metrics)
 
     # --- sending -------------------------------------------------------------------------------------
@@ -205,10 +206,13 @@ class RedisReplicas:
             async with self._redis.pipeline(transaction=True) as pipe:
                 pipe.set(self._entry_prefix + self.name, json.dumps(entry), px=int(ENTRY_TTL_S * 1000))
                 pipe.sadd(self._members, self.name)
-                await pipe.execute()
+                _, added = await pipe.execute()
         except RedisError as error:
             self._report_failure("cannot renew this replica's runners in the registry", error)
             return False
+        # Not a member yet: this replica is new, or Redis lost the registry (restarted) and the others have not
+        # renewed their entries yet either.
+        self._joining = bool(added)
         return True
 
     async def _read_registry(self) -> list[RemoteRunner] | None:
@@ -240,6 +244,11 @@ class RedisReplicas:
     async def refresh(self) -> None:
         """Renew this replica's entry and take the others' runners into the assignment."""
         await self._write_entry()
+        if self._joining:
+            # The others' entries may be missing for up to a round: taken at the next one, rather than each
+            # replica giving every monitor to its own runners meanwhile.
+            self._joining = False
+            return
         remote = await self._read_registry()
         if remote is not None:
             await self._hub.set_remote_runners(remote)
