@@ -189,16 +189,12 @@ async def build_server(settings: Settings) -> ServiceHost:
 
     async def resync() -> None:  # after notices from other replicas may have been missed
         await hub.reload()
+        await events.resync()
+        await status_watch.resync()
         fleet.forget()
 
     replicas = None
     if settings.redis_url:
-
-        async def resync() -> None:
-            await hub.reload()
-            await events.resync()
-            await status_watch.resync()
-
         replicas = RedisReplicas(
             settings.redis_url,
             settings.database_url,
