@@ -485,6 +485,15 @@ class InfluxStore:
 
     # --- reading -------------------------------------------------------------------------------------
 
+    async def ping(self, timeout_s: float = 1.0) -> None:
+        """Unavailable unless InfluxDB answers its ``/ping`` within ``timeout_s``."""
+        try:
+            reply = await self._http.get("/ping", timeout=timeout_s)
+        except httpx.HTTPError as error:
+            raise Unavailable(f"time-series store unreachable ({type(error).__name__})") from error
+        if reply.status_code != 204:
+            raise Unavailable(f"time-series store answered its ping with HTTP {reply.status_code}")
+
     async def _query(
         self, q: str, *, method: str = "GET", database: str | None = "", epoch: str = "ns"
     ) -> dict[str, Any]:

@@ -79,6 +79,7 @@ READ_BATCH = 5_000
 READS_IN_FLIGHT = 4  # history reads at a time (each sends its statements two at a time): InfluxDB's cores busy
 DEFAULT_RECONCILE = timedelta(seconds=60)
 STORE_RETRY_S = 5.0
+STORE_PROBE_S = 1.0  # how often the time-series store is asked whether it answers (watch_store)
 
 
 @contextlib.contextmanager
@@ -451,6 +452,32 @@ class AlertEngine:
         metrics.RECONCILE_SECONDS.observe(seconds)
         log.info("reconciled", extra={**loaded, "changed": len(changed), "seconds": round(seconds, 3)})
         return True
+
+    async def watch_store(self, probe: Callable[[], Awaitable[None]], period_s: float = STORE_PROBE_S) -> None:
+        """Ask the store whether it answers (``probe`` raises Unavailable when not) every ``period_s``, and make
+        evaluations unknown as soon as it does not. With InfluxDB, samples reach us only through it: down, it
+        sends nothing, and a silence the reconciliation notices only at its next round (a minute) had been taken
+        for silent monitors, so every no-data rule fired. Once it answers again, a reconciliation reads what was
+        missed and makes them known again."""
+        while True:
+            await asyncio.sleep(period_s)
+            try:
+                await probe()
+            except Unavailable as error:
+                if self._store_down or not self._feed_up:
+                    continue
+                async with self._lock:
+                    log.warning(
+                        "time-series store unavailable: evaluations unknown until it answers",
+                        extra={"error": str(error)},
+                    )
+                    self._history_failed()
+                continue
+            if self._store_down:
+                try:
+                    await self.reconcile()  # reads what was missed, then evaluations are known again
+                except Exception:
+                    log.exception("reconciliation failed")
 
     def _history_failed(self) -> None:
         self._store_down = True

@@ -145,13 +145,13 @@ class AlertRuntime:
         try:
             with collector_paused():  # 100,000 rules load in a third of the time
                 await engine.load()
-            if self._influx is not None and self._ingest is not None:
-                endpoint = InfluxIngest(engine, self._ingest.listen, self._influx.config.database)
+            if (influx := self._influx) is not None and self._ingest is not None:
+                endpoint = InfluxIngest(engine, self._ingest.listen, influx.config.database)
                 await endpoint.start()
                 # Registered (to our own endpoint: it replaces the last leader's) before the feed's snapshot
                 # warm-starts the engine, so every write is either in that history or delivered to us.
                 await self._register_subscription()
-                jobs.append(self._keep_subscription)
+                jobs += [self._keep_subscription, lambda: engine.watch_store(influx.ping)]
             channels = NotifyChannels(self._notify_channel, self._settings.rpc_timeout_s)
             alerting = Alerting(self._store, engine, self._settings.max_streams_per_user, channels)
             self._servicer = AlertServiceServicer(alerting)
