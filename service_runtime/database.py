@@ -30,7 +30,7 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy.engine import URL, make_url
 
-from service_runtime.errors import ResourceExhausted
+from service_runtime.errors import ResourceExhausted, Unavailable
 from service_runtime.settings import StartupError
 
 log = logging.getLogger(__name__)
@@ -386,6 +386,36 @@ class HeldTransaction(Protocol):
     def __call__(self, work: Callable[[sa.Connection], T], /) -> Awaitable[T]: ...
 
 
+# MySQL and MariaDB errors that say the server cannot be reached or went away (it restarts, the network drops):
+# can't connect (2002, 2003), gone away (2006), lost during a query (2013, 2055), shutting down (1053), the
+# connection killed (1927).
+UNREACHABLE_CODES = frozenset({1053, 1927, 2002, 2003, 2006, 2013, 2055})
+
+
+def unreachable(error: sa.exc.DBAPIError) -> bool:
+    """Whether ``error`` says the database server is out of reach (rather than refusing a statement)."""
+    code = error.orig.args[0] if error.orig is not None and error.orig.args else None
+    return bool(error.connection_invalidated) or code in UNREACHABLE_CODES
+
+
+def _reachable(call: Callable[..., T], *args: Any) -> T:
+    """``call(*args)``, with a database out of reach raised as :class:`DatabaseUnavailable`."""
+    try:
+        return call(*args)
+    except sa.exc.DBAPIError as error:
+        if unreachable(error):
+            raise DatabaseUnavailable() from error
+        raise
+
+
+class DatabaseUnavailable(Unavailable):
+    """The database server is out of reach: UNAVAILABLE, for the caller to retry. A restart of MariaDB had been
+    answered INTERNAL by every service for as long as it lasted."""
+
+    def __init__(self) -> None:
+        super().__init__("the database is unreachable right now; retry in a few seconds")
+
+
 class Database:
     """A blocking SQLAlchemy engine driven from asyncio: SQLite inline, MySQL through a pool of worker threads.
 
@@ -424,7 +454,7 @@ class Database:
         rolled back on error."""
         if self._executor is None:
             return self._inline_transaction(work)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._transaction, work)
+        return await asyncio.get_running_loop().run_in_executor(self._executor, _reachable, self._transaction, work)
 
     @asynccontextmanager
     async def held(self) -> AsyncIterator[HeldTransaction]:
@@ -438,15 +468,15 @@ class Database:
             return
         loop = asyncio.get_running_loop()
         executor = self._executor
-        connection = await loop.run_in_executor(executor, self.engine.connect)
+        connection = await loop.run_in_executor(executor, _reachable, self.engine.connect)
         try:
             await loop.run_in_executor(executor, connection.begin)
 
             async def run(work: Callable[[sa.Connection], T]) -> T:
-                return await loop.run_in_executor(executor, work, connection)
+                return await loop.run_in_executor(executor, _reachable, work, connection)
 
             yield run
-            await loop.run_in_executor(executor, connection.commit)
+            await loop.run_in_executor(executor, _reachable, connection.commit)
         finally:
             # Closing returns the connection to the pool, rolling back what was not committed.
             await loop.run_in_executor(executor, connection.close)
@@ -461,7 +491,8 @@ class Database:
             # No transaction: one SELECT reads one snapshot, and on SQLite a SELECT run through the driver
             # opens none that would need ending.
             return query.first(self._inline_connection(), params)
-        return await asyncio.get_running_loop().run_in_executor(self._executor, self._pooled_first, query, params)
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(self._executor, _reachable, self._pooled_first, query, params)
 
     def _pooled_first(self, query: Query, params: Mapping[str, Any]) -> tuple[Any, ...] | None:
         # Returning the connection to the pool rolls back the transaction MySQL opened for the SELECT.

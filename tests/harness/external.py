@@ -139,7 +139,8 @@ class MariaDBServer(ExternalServer):
 
     def prepare(self) -> None:
         ensure_mariadb_template(self.template_cache)
-        shutil.copytree(self.template_cache / "data", self.data_dir, symlinks=True)
+        if not self.data_dir.exists():  # started again after a stop: the same data
+            shutil.copytree(self.template_cache / "data", self.data_dir, symlinks=True)
         (self.base_dir / "init.sql").write_text(
             f"CREATE USER IF NOT EXISTS '{self.user}'@'%' IDENTIFIED BY '{self.password}';\n"
             f"GRANT ALL PRIVILEGES ON *.* TO '{self.user}'@'%' WITH GRANT OPTION;\n"
