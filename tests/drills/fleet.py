@@ -14,6 +14,7 @@ import threading
 import time
 import urllib.parse
 import urllib.request
+from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
@@ -62,7 +63,7 @@ class Targets:
     def __init__(self) -> None:
         self.server = HttpServer()
         self.failing: set[int] = set()
-        self.hits = 0
+        self.hits_by_target: Counter[int] = Counter()  # the checks each target answered
 
     def url(self, number: int) -> str:
         path = f"/t/{number}"
@@ -70,7 +71,7 @@ class Targets:
         return self.server.url(path)
 
     def _answer(self, number: int) -> Reply:
-        self.hits += 1
+        self.hits_by_target[number] += 1
         return Reply(503, b"failing") if number in self.failing else Reply(200, b"fine")
 
     def __enter__(self) -> Targets:

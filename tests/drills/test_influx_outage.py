@@ -36,6 +36,7 @@ from tests.harness.services import Stack
 
 apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"
+pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
 MONITORS = 1000 if FULL else 50
 INTERVAL_S = 5 if FULL else 1
 OUTAGE_S = 60.0 if FULL else 10.0

@@ -36,6 +36,7 @@ from tests.harness.services import Stack
 
 apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"
+pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
 MONITORS = 1000 if FULL else 50
 EXTRA_RULES = 0 if FULL else 2  # more rules per monitor: more evaluations a second to overflow the slow buffer
 INTERVAL_S = 5 if FULL else 1

@@ -45,6 +45,7 @@ from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import Stack
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
+pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
 MONITORS = 1000 if FULL else 50
 INTERVAL_S = 5 if FULL else 1
 DOWN_S = 30.0 if FULL else 5.0

@@ -35,6 +35,7 @@ from tests.harness.rpc import auth
 from tests.harness.services import Stack
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
+pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
 SERVICE_TOKEN = "svc-token-for-the-webhook-drill-0123456789"
 SEND_TIMEOUT_S = 2  # the service's per-attempt timeout (MONITORS_NOTIFY_TIMEOUT_S) in the retry test
 HANG_TIMEOUT_S = 20  # and in the neighbour test: a send to a hanging receiver holds its connection this long
