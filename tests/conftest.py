@@ -16,10 +16,9 @@ from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore, Sql
 from service_runtime.database import Database, open_database
 from services.monitor_svc.schema import MIGRATIONS as MONITOR_MIGRATIONS
 from services.monitor_svc.schema import VERSION_TABLE as MONITOR_VERSION_TABLE
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.services import REPO, Stack
+from tests.harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
+from tests.harness.services import Stack
 
-TEMPLATE_CACHE = REPO / ".cache" / "mariadb-template"
 _database_names = itertools.count()
 
 

@@ -29,10 +29,11 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import alert_service_pb2, alert_service_pb2_grpc, common_pb2
-from tests.drills.fleet import Fleet, RecordedResults, StreamReader, Targets, eventually, influx_counts
 from tests.harness.external import InfluxDBServer, production_env
+from tests.harness.fleet import Fleet, RecordedResults, StreamReader, Targets, influx_counts
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import Stack
+from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"
@@ -93,7 +94,7 @@ def test_an_influxdb_outage_loses_no_sample_and_fires_or_resolves_nothing(
         runner.start()
         try:
             # The no-data rules once samples flow (before, they would rightly fire).
-            eventually(lambda: len(recorded.counts()) == MONITORS, 60, "every monitor checked")
+            eventually(lambda: len(recorded.counts()) == MONITORS, 60, what="every monitor checked")
             nodata = common_pb2.NoDataCondition(duration=duration_pb2.Duration(seconds=NODATA_S))
             nodata_rules = fleet.add_rules("no data", common_pb2.AlertCondition(no_data=nodata))
             failing_rules = {fleet.rules[n] for n in targets.failing}
@@ -102,7 +103,7 @@ def test_an_influxdb_outage_loses_no_sample_and_fires_or_resolves_nothing(
                     {a.rule_id for a in fleet.alerts() if a.state == common_pb2.ALERT_STATE_FIRING} == failing_rules
                 ),
                 60,
-                "the failing fifth's alerts fire",
+                what="the failing fifth's alerts fire",
             )
             time.sleep(max(3.0, 2 * INTERVAL_S))  # steady: every monitor checked again since
             before = {a.id: a.rule_id for a in fleet.alerts() if a.state != common_pb2.ALERT_STATE_RESOLVED}
@@ -121,7 +122,7 @@ def test_an_influxdb_outage_loses_no_sample_and_fires_or_resolves_nothing(
                     for r in probed
                 )
 
-            eventually(rules_unknown, DETECT_BOUND_S, "the rules say unknown while InfluxDB is down")
+            eventually(rules_unknown, DETECT_BOUND_S, what="the rules say unknown while InfluxDB is down")
             unknown_after = time.time() - stopped
             time.sleep(max(0.0, stopped + OUTAGE_S - time.time()))
             still_unknown = rules_unknown()
@@ -133,14 +134,14 @@ def test_an_influxdb_outage_loses_no_sample_and_fires_or_resolves_nothing(
                 counts = influx_counts(influxdb.url, DATABASE)
                 return all(counts.get(m, 0) >= n for m, n in recorded.counts().items())
 
-            eventually(flushed, 60, "every recorded sample in InfluxDB")
+            eventually(flushed, 60, what="every recorded sample in InfluxDB")
             eventually(
                 lambda: any(
                     at > started and not m.evaluation.unknown and m.evaluation.evaluation_time.seconds > started
                     for at, m in evaluations.items[-200:]
                 ),
                 60,
-                "known evaluations again",
+                what="known evaluations again",
             )
             time.sleep(max(3.0, 2 * INTERVAL_S))
             after = {a.id: a.rule_id for a in fleet.alerts() if a.state != common_pb2.ALERT_STATE_RESOLVED}

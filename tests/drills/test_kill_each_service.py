@@ -32,10 +32,11 @@ from typing import Any
 import pytest
 
 from monitors.v1 import common_pb2
-from tests.drills.fleet import Fleet, Targets, eventually, influx_counts
 from tests.harness.external import production_env
+from tests.harness.fleet import Fleet, Targets, influx_counts
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import ServiceProcess, Stack
+from tests.harness.waiting import eventually
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
@@ -120,7 +121,7 @@ def test_killing_each_process_in_turn_loses_no_alert_notification_or_sample(
                     a.state == common_pb2.ALERT_STATE_RESOLVED for a in alerts
                 )
 
-            eventually(settled, 60, "every episode's alert fired and resolved")
+            eventually(settled, 60, what="every episode's alert fired and resolved")
         finally:
             runner.stop()
         hits = dict(targets.hits_by_target)

@@ -29,10 +29,11 @@ import grpc
 import pytest
 
 from monitors.v1 import alert_service_pb2, alert_service_pb2_grpc, common_pb2
-from tests.drills.fleet import Fleet, StreamReader, Targets, eventually
 from tests.harness.external import production_env
+from tests.harness.fleet import Fleet, StreamReader, Targets
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import Stack
+from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"
@@ -144,7 +145,7 @@ def test_a_slow_stream_reader_is_skipped_ahead_and_never_stalls_the_alert_servic
                 eventually(
                     lambda: not [a for a in fleet.alerts() if a.state != common_pb2.ALERT_STATE_RESOLVED],
                     30,
-                    "every alert resolved",
+                    what="every alert resolved",
                 )
             finally:
                 runner.stop()

@@ -38,11 +38,11 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.conftest import TEMPLATE_CACHE
-from tests.drills.fleet import Fleet, Targets, eventually
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from tests.harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
+from tests.harness.fleet import Fleet, Targets
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.services import Stack
+from tests.harness.waiting import eventually
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
@@ -153,14 +153,14 @@ def test_the_services_degrade_clearly_and_recover_alone_from_a_mariadb_restart_a
         thread.start()
         recovered: dict[str, float] = {}
         try:
-            eventually(lambda: caller.all_ok_since(time.monotonic() - 1), 30, "every call answers at first")
+            eventually(lambda: caller.all_ok_since(time.monotonic() - 1), 30, what="every call answers at first")
             for store in (mariadb, redis):
                 store.stop()
                 time.sleep(DOWN_S)
                 store.start()
                 back = time.monotonic()
                 eventually(
-                    partial(caller.all_ok_since, back), RECOVER_BOUND_S, f"every call answers after {store.name}"
+                    partial(caller.all_ok_since, back), RECOVER_BOUND_S, what=f"every call answers after {store.name}"
                 )
                 recovered[store.name] = time.monotonic() - back
 
@@ -169,12 +169,12 @@ def test_the_services_degrade_clearly_and_recover_alone_from_a_mariadb_restart_a
             eventually(
                 lambda: [a for a in fleet.alerts() if a.rule_id == fleet.rules[1]],
                 30,
-                "an alert after the outages",
+                what="an alert after the outages",
             )
             eventually(
                 lambda: [r for r in receivers.received(fleet.channel_path) if r.json.get("rule_id") == fleet.rules[1]],
                 30,
-                "its notification at the webhook",
+                what="its notification at the webhook",
             )
         finally:
             caller.stop.set()

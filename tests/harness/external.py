@@ -24,9 +24,11 @@ from typing import Any, Self
 import pymysql
 
 from tests.harness import dying_with_parent
-from tests.harness.services import free_port
+from tests.harness.services import REPO, free_port
 
 STOP_TIMEOUT_S = 20.0
+# mariadb-install-db's result, made once per machine (see MariaDBServer).
+TEMPLATE_CACHE = REPO / ".cache" / "mariadb-template"
 
 
 def find_binary(name: str) -> str:

@@ -1,6 +1,6 @@
-"""The drills' workload: one user's website monitors on local HTTP targets that a drill makes fail and recover,
-one rule per monitor (its last check failed) to one webhook channel, and readers of the alert service's
-streams.
+"""The fault drills' workload (tests/drills/): one user's website monitors on local HTTP targets that a drill
+makes fail and recover, one rule per monitor (its last check failed) to one webhook channel, and readers of
+the alert service's streams.
 
 Drills start their servers through tests/harness; this module only creates what a user would (monitors, rules,
 a channel) on a running :class:`~tests.harness.services.Stack` and watches what comes back.
@@ -15,7 +15,7 @@ import time
 import urllib.parse
 import urllib.request
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
@@ -37,24 +37,12 @@ from tests.harness.http import HttpServer, Reply
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
 from tests.harness.services import Stack
+from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2
 npb = notification_service_pb2
-T = TypeVar("T")
 M = TypeVar("M")
-
-
-def eventually(check: Callable[[], T | None], timeout_s: float, what: str) -> T:
-    """``check()``'s first truthy answer, polled; AssertionError naming ``what`` after ``timeout_s``."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        found = check()
-        if found:
-            return found
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not within {timeout_s}s")
-        time.sleep(0.1)
 
 
 class Targets:
@@ -151,7 +139,7 @@ class Fleet:
                 listed = alerts.ListAlertRules(apb.ListAlertRulesRequest(), metadata=key, timeout=10).alert_rules
                 return [rule.id for rule in listed if rule.is_default]
 
-            for rule_id in eventually(default_rule, 30, "the default rule made"):
+            for rule_id in eventually(default_rule, 30, what="the default rule made"):
                 alerts.DeleteAlertRule(apb.DeleteAlertRuleRequest(id=rule_id), metadata=key, timeout=10)
         return fleet
 
