@@ -12,7 +12,7 @@ its buffer keeps the newest, and the number dropped rides on the next item it re
   one read, and what it read plus the ``dropped`` counts it was told equals all the prompt one read;
 - the slow StreamEvaluations did overflow (it was told of drops), so the drill tested the overflow.
 
-The short form (``make test``): 50 monitors, 3 rules each, a 15 s stall, embedded. ``make drills``
+The short form (``make test``): 50 monitors, 5 rules each, a 15 s stall, embedded. ``make drills``
 (MONITORS_DRILL=full): 1,000 monitors with a rule each and a 40 s stall, on MariaDB, Redis and InfluxDB.
 """
 
@@ -39,7 +39,7 @@ apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
 MONITORS = 1000 if FULL else 50
-EXTRA_RULES = 0 if FULL else 2  # more rules per monitor: more evaluations a second to overflow the slow buffer
+EXTRA_RULES = 0 if FULL else 4  # more rules per monitor: more evaluations a second, to overflow the slow buffer
 INTERVAL_S = 5 if FULL else 1
 STALL_S = 40.0 if FULL else 15.0
 FLIP_EVERY_S = 3.0  # a fifth of the targets fail, then recover, then the next fifth...
