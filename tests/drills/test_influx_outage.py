@@ -68,6 +68,7 @@ def stack(
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
         "MONITORS_MIN_INTERVAL_S": "1",
+        "MONITORS_MAX_RULES_PER_USER": "3000",  # a rule or two per monitor, 1,000 monitors in the full form
         "MONITORS_TIMESERIES_URL": f"influxdb://127.0.0.1:{influxdb.port}/{DATABASE}",
     }
     if FULL:

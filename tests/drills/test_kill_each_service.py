@@ -63,6 +63,7 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, receivers: ProviderRec
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
         "MONITORS_MIN_INTERVAL_S": "1",
+        "MONITORS_MAX_RULES_PER_USER": "3000",  # a rule or two per monitor, 1,000 monitors in the full form
         "MONITORS_NOTIFY_TIMEOUT_S": "3",
         "MONITORS_ALERT_LEASE_S": "3",
     }
@@ -213,6 +214,7 @@ def test_a_failure_recorded_while_the_alert_service_was_down_is_alerted_after_it
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
         "MONITORS_MIN_INTERVAL_S": "1",
+        "MONITORS_MAX_RULES_PER_USER": "3000",  # a rule or two per monitor, 1,000 monitors in the full form
     }
     with Stack(tmp_path / "stack", env) as stack, Targets() as targets:
         fleet = Fleet.create(stack, targets, receivers, f"gap-{os.getpid()}", 10, 1)

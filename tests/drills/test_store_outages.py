@@ -80,6 +80,7 @@ def stack(
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
         "MONITORS_MIN_INTERVAL_S": "1",
+        "MONITORS_MAX_RULES_PER_USER": "3000",  # a rule or two per monitor, 1,000 monitors in the full form
         "MONITORS_ALERT_LEASE_S": "3",
         **production_env(*stores, influxdb, f"drill_stores_{os.getpid()}"),
     }

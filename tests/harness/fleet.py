@@ -116,31 +116,22 @@ class Fleet:
                 )
                 created = monitors.CreateMonitor(mpb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=10)
                 fleet.monitors.append(created.monitor.id)
-                rule = apb.AlertRule(
-                    display_name=f"{name}-{number} failed",
-                    monitor_id=created.monitor.id,
-                    condition=common_pb2.AlertCondition(
-                        threshold=common_pb2.ThresholdCondition(
-                            field="is_up",
-                            aggregation=common_pb2.AGGREGATION_LAST,
-                            operator=common_pb2.COMPARISON_OPERATOR_LESS_THAN,
-                            value=1,
-                        )
-                    ),
-                    severity=common_pb2.SEVERITY_CRITICAL,
-                    channel_ids=[fleet.channel_id],
-                )
-                made = alerts.CreateAlertRule(apb.CreateAlertRuleRequest(alert_rule=rule), metadata=key, timeout=10)
-                fleet.rules.append(made.alert_rule.id)
 
             # The default rule ("a monitor is down", to the default channels), made once the alert service hears
-            # of the user's first monitor, would alert besides ours.
+            # of the user's first monitor, would alert besides ours (and count against the rule quota).
             def default_rule() -> list[str]:
                 listed = alerts.ListAlertRules(apb.ListAlertRulesRequest(), metadata=key, timeout=10).alert_rules
                 return [rule.id for rule in listed if rule.is_default]
 
             for rule_id in eventually(default_rule, 30, what="the default rule made"):
                 alerts.DeleteAlertRule(apb.DeleteAlertRuleRequest(id=rule_id), metadata=key, timeout=10)
+            failed = common_pb2.ThresholdCondition(
+                field="is_up",
+                aggregation=common_pb2.AGGREGATION_LAST,
+                operator=common_pb2.COMPARISON_OPERATOR_LESS_THAN,
+                value=1,
+            )
+            fleet.rules = fleet.add_rules(f"{name} failed", common_pb2.AlertCondition(threshold=failed))
         return fleet
 
     def add_rules(self, name: str, condition: common_pb2.AlertCondition) -> list[str]:
