@@ -474,38 +474,23 @@ class Monitors:
         # Read-compute-write of a status with its monitor held, so that two reports of one monitor (two
         # locations, or a resend, to this replica or to two) never read the same status and lose one update:
         # here by a lock in this process, which also orders this process's listeners, and across replicas by
-        # the monitor's row, locked from the read until the status is written. The samples are written while
-        # it is held too, before the status: a crash between the two leaves the results looking new, and their
-        # resend writes the same points again (InfluxDB keeps one point per series and time).
-        ids = [monitor.id for monitor, _ in recorded]
-        async with self._recording.hold(ids):
-            async with self._store.updating_statuses([monitor for monitor, _ in recorded]) as update:
-                current = dict(update.current)
-                fresh = []
-                after = []
-                changes = []
-                for monitor, result in recorded:
-                    last = last_check_time(current[monitor.id], result.location)
-                    if last is None or result.time > last:
-                        result = replace(result, fields=finite_fields(result.fields))
-                        before = current[monitor.id]
-                        current[monitor.id] = next_status(monitor, before, result)
-                        changes.append((monitor, before, current[monitor.id]))
-                        fresh.append((monitor, result))
-                    after.append(current[monitor.id])
-                samples = []
-                for monitor, result in fresh:
-                    notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
-                    tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
-                    fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
-                    samples.append(Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes))
-                if samples:
-                    await self._timeseries.write(samples)
-                stored = [current[m_id] for m_id in {monitor.id: None for monitor, _ in fresh}]
+        # the monitor's row, locked from the read until the status is written. The samples of the results that
+        # look new are written first, outside the row locks (no database connection waits on InfluxDB): a
+        # crash before the status leaves the results looking new, and their resend writes the same points again,
+        # as does another replica's write of the same result (InfluxDB keeps one point per series and time).
+        monitors = [monitor for monitor, _ in recorded]
+        async with self._recording.hold(monitor.id for monitor in monitors):
+            looked_new, _, _ = _applied(await self._store.statuses(monitors), recorded)
+            if looked_new:
+                await self._timeseries.write([_sample(monitor, result) for monitor, result in looked_new])
+            async with self._store.updating_statuses(monitors) as update:
+                fresh, after, changes = _applied(update.current, recorded)
+                stored = list({status.monitor_id: status for _, _, status in changes}.values())
                 await update.put(stored)
             for monitor, before, status in changes:
                 log_state_change(monitor, before, status)
             if fresh:
+                samples = [_sample(monitor, result) for monitor, result in fresh]
                 for listener in self.record_listeners:
                     listener(samples, stored)
                 await self.replicas.results_recorded(samples, [status.monitor_id for status in stored])
@@ -564,6 +549,36 @@ class Monitors:
         page, next_token = request.cut(remaining, lambda m: m.id)
         found = await summarize_many(self._timeseries, caller.user_id, [(m.id, m.kind.value) for m in page], start, end)
         return start, end, [(m, found[m.id]) for m in page], next_token
+
+
+def _applied(
+    statuses: Mapping[str, MonitorStatus], recorded: Sequence[tuple[Monitor, CheckResult]]
+) -> tuple[list[tuple[Monitor, CheckResult]], list[MonitorStatus], list[tuple[Monitor, MonitorStatus, MonitorStatus]]]:
+    """``recorded`` applied in order to ``statuses``: the results that are new (each newer than the last one
+    stored for its monitor and location, with NaN and infinite fields dropped), the status after each result,
+    and each change (monitor, before, after). A result not newer is a repeat (a runner resending a report whose
+    answer it missed) and changes nothing."""
+    current = dict(statuses)
+    fresh = []
+    after = []
+    changes = []
+    for monitor, result in recorded:
+        last = last_check_time(current[monitor.id], result.location)
+        if last is None or result.time > last:
+            result = replace(result, fields=finite_fields(result.fields))
+            before = current[monitor.id]
+            current[monitor.id] = next_status(monitor, before, result)
+            changes.append((monitor, before, current[monitor.id]))
+            fresh.append((monitor, result))
+        after.append(current[monitor.id])
+    return fresh, after, changes
+
+
+def _sample(monitor: Monitor, result: CheckResult) -> Sample:
+    notes = {"error_class": result.error_class, "message": result.message} if not result.is_up else {}
+    tags = {"location": result.location, **result.tags} if result.location else dict(result.tags)
+    fields = {**result.fields, "is_up": 1.0 if result.is_up else 0.0}
+    return Sample(monitor.owner_id, monitor.id, result.time, fields, tags, notes)
 
 
 def _selected(monitors: Sequence[Monitor], monitor_ids: Sequence[str], labels: Mapping[str, str]) -> list[Monitor]:
