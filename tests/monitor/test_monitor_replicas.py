@@ -215,6 +215,7 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
     east = TestRunner(replicas, "a", "share-a")
     west = TestRunner(replicas, "b", "share-b")
     created: dict[str, float] = {}
+    through_of: dict[str, str] = {}
     on_west = ""
     try:
         for n in range(20):
@@ -228,6 +229,7 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
                 .monitor
             )
             created[monitor.id] = started
+            through_of[monitor.id] = through
         everyone = set(created)
         eventually(lambda: east.ids() | west.ids() >= everyone, timeout_s=5)
         # Each monitor goes to one runner, whichever replica it was created through; both runners get some.
@@ -236,6 +238,10 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
         assert west.ids() & everyone
         lag = max(min(r.seen.get(i, 99e9) for r in (east, west)) - created[i] for i in everyone)
         assert lag < FAN_OUT_S, lag
+        across = [
+            r.seen[i] - created[i] for i in everyone for r in (east, west) if i in r.seen and r.replica != through_of[i]
+        ]
+        print(f"created on one replica, assigned to a runner of the other: at most {max(across) * 1000:.0f} ms")
 
         # Both replicas tell the same placement (once each has applied the other's last notices).
         def placement(name: str) -> dict[str, int]:
@@ -254,6 +260,7 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
         replicas.stub("a").PauseMonitor(pb.PauseMonitorRequest(id=on_west), metadata=replicas.key, timeout=10)
         eventually(lambda: on_west not in west.ids(), timeout_s=5, interval_s=0.01)
         assert west.removed[on_west] - paused_at < FAN_OUT_S
+        print(f"paused through a, dropped by b's runner {(west.removed[on_west] - paused_at) * 1000:.0f} ms later")
         replicas.stub("b").DeleteMonitor(pb.DeleteMonitorRequest(id=on_west), metadata=replicas.key, timeout=10)
         everyone.discard(on_west)
 
@@ -261,7 +268,9 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
         west.leave()
         left_at = time.monotonic()
         eventually(lambda: east.ids() >= everyone, timeout_s=5, interval_s=0.01)
-        assert max(east.seen[i] for i in everyone) - left_at < FAN_OUT_S
+        taken_over = max(east.seen[i] for i in everyone) - left_at
+        assert taken_over < FAN_OUT_S
+        print(f"b's runner left: a's runner had all its monitors {taken_over * 1000:.0f} ms later")
     finally:
         east.leave()
         west.leave()
