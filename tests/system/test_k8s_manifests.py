@@ -155,7 +155,7 @@ def test_the_monitor_services_spool_outlives_its_pod(rendered: list[dict[str, An
     (data,) = [v for v in pod["volumes"] if v["name"] == "data"]
     claim = named(rendered, "PersistentVolumeClaim", data["persistentVolumeClaim"]["claimName"])
     assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    # One replica holds the database's lock: a rolling update's second pod could not start beside it.
+    # One pod mounts the spool's claim: a rolling update's second pod could not mount it beside the first.
     assert named(rendered, "Deployment", "monitor")["spec"]["strategy"] == {"type": "Recreate"}
 
 
@@ -187,7 +187,8 @@ def test_disruption_budgets_and_autoscalers_point_at_real_workloads(rendered: li
         # The autoscaler's CPU target needs a CPU request to compute utilisation against.
         assert target["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
     scaled = {a["spec"]["scaleTargetRef"]["name"] for a in of_kind(rendered, "HorizontalPodAutoscaler")}
-    # Not the monitor service (one replica for now) nor the alert service (one leader does all the work).
+    # Not the monitor service (one replica here: its spool claim is one pod's) nor the alert service (one leader
+    # does all the work).
     assert scaled == {"notify", "mcp"}
 
 
