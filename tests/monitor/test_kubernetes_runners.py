@@ -27,8 +27,8 @@ from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.settings import Settings
 from services import doctor
 from services.monitor_svc.domain import Monitor, WebsiteSpec
-from services.monitor_svc.fleet.kubernetes import dedicated_name
-from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, wanted_runners
+from services.monitor_svc.fleet.kubernetes import dedicated_name, open_kubernetes_runners
+from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, RunnerFleet, wanted_runners
 from services.monitor_svc.runner.client import job_of, mounted_secrets
 from tests.harness.http import HttpServer, Reply
 from tests.harness.k8s import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
@@ -41,7 +41,7 @@ pb = monitor_service_pb2
 PER_RUNNER = 2
 MOST = 3
 DEDICATED_MOST = 2
-DIGEST = "monitors/secrets-digest"
+DIGEST = "monitors/runner-digest"
 
 
 @pytest.fixture
@@ -206,12 +206,13 @@ async def test_deployment_status_lists_runner_pods_with_readiness_restarts_locat
     assert {r.query["labelSelector"] for r in pods_listed} == {"app.kubernetes.io/name=runner"}
 
 
-def test_monitors_naming_no_location_are_shared_among_the_locations() -> None:
-    def monitor(*locations: str, paused: bool = False) -> Monitor:
-        at = datetime(2001, 1, 1, tzinfo=UTC)
-        spec = WebsiteSpec(url="https://example.com/")
-        return Monitor("m", "u", "", spec, timedelta(60), timedelta(10), 0, locations, 0, paused, {}, "", at, at)
+def monitor(*locations: str, paused: bool = False, monitor_id: str = "m") -> Monitor:
+    at = datetime(2001, 1, 1, tzinfo=UTC)
+    spec = WebsiteSpec(url="https://example.com/")
+    return Monitor(monitor_id, "u", "", spec, timedelta(60), timedelta(10), 0, locations, 0, paused, {}, "", at, at)
 
+
+def test_monitors_naming_no_location_are_shared_among_the_locations() -> None:
     monitors = [monitor("a")] * 3 + [monitor()] * 4 + [monitor("b", paused=True)] * 9
     assert wanted_runners(monitors, ["a", "b"], per_runner=2, most=10) == {"a": 3, "b": 1}
     assert wanted_runners([], ["a"], per_runner=2, most=10) == {"a": 1}
@@ -508,3 +509,63 @@ async def test_doctor_says_what_the_kubernetes_api_answers_the_service_account(
     )
     del env["MONITORS_RUNTIME"]
     assert "kubernetes" not in {f.check for f in await doctor.examine(env)}
+
+
+async def test_a_dedicated_monitor_moved_to_another_location_gets_its_runner_there(
+    served: Served, api: KubernetesApi
+) -> None:
+    created = await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=dedicated("https://example.com/", "eu-west")), metadata=served.alice, timeout=10
+    )
+    name = dedicated_name(created.monitor.id)
+
+    def location() -> str:
+        labels = api.deployments.get(name, {}).get("spec", {}).get("template", {}).get("metadata", {}).get("labels", {})
+        return str(labels.get("monitors/dedicated-location", ""))
+
+    assert await eventually(lambda: location() == "eu-west")
+    await served.stub.UpdateMonitor(
+        pb.UpdateMonitorRequest(
+            monitor=pb.Monitor(id=created.monitor.id, locations=["default"]),
+            update_mask=field_mask_pb2.FieldMask(paths=["locations"]),
+        ),
+        metadata=served.alice,
+        timeout=10,
+    )
+    assert await eventually(lambda: location() == "default")
+    (container,) = api.deployments[name]["spec"]["template"]["spec"]["containers"]
+    assert {"name": "MONITORS_RUNNER_LOCATION", "value": "default"} in container["env"]
+
+
+async def test_changes_made_while_the_monitors_are_first_read_are_not_lost(api: KubernetesApi) -> None:
+    """The first pass reads every monitor; five created meanwhile (their notices come during the read, which
+    began before them) count too."""
+    reading, read = asyncio.Event(), asyncio.Event()
+
+    async def load_monitors() -> list[Monitor]:
+        reading.set()
+        await read.wait()
+        return []
+
+    async def no_secrets(_: Monitor) -> dict[str, str]:
+        return {}
+
+    settings = Settings.from_env(
+        "monitor",
+        {
+            "MONITORS_RUNTIME": "kubernetes",
+            "MONITORS_KUBERNETES_API_URL": api.url,
+            "MONITORS_KUBERNETES_NAMESPACE": "monitors",
+        },
+    )
+    fleet = RunnerFleet(open_kubernetes_runners(settings), load_monitors, no_secrets, b"key", 2, 3)
+    try:
+        first_pass = asyncio.create_task(fleet.reconcile())
+        await reading.wait()
+        for i in range(5):
+            await fleet.monitor_changed(f"m{i}", monitor("eu-west", monitor_id=f"m{i}"))
+        read.set()
+        await first_pass
+        assert api.replicas() == {"runner-default": 1, "runner-eu-west": 3}
+    finally:
+        await fleet.platform.close()

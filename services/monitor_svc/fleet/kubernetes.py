@@ -54,7 +54,7 @@ LOCATION_LABEL = "monitors/location"
 DEDICATED_LABEL = "monitors/dedicated-monitor"  # its monitor's id
 DEDICATED_LOCATION_LABEL = "monitors/dedicated-location"
 DEDICATED_SELECTOR = f"{RUNNER_SELECTOR},{DEDICATED_LABEL}"
-DIGEST_ANNOTATION = "monitors/secrets-digest"
+DIGEST_ANNOTATION = "monitors/runner-digest"  # of what the runner was made with: location, secrets
 SECRETS_DIR = "/var/run/monitors/secrets"
 SECRETS_VOLUME = "monitor-secrets"
 # Every API call's timeout: a pass of the reconciler makes a few, and GetDeploymentStatus waits for one.
@@ -171,16 +171,14 @@ class KubernetesRunners:
             runners.append(DedicatedRunner(labels[DEDICATED_LABEL], annotations.get(DIGEST_ANNOTATION, "")))
         return runners
 
-    async def start_dedicated(
-        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
-    ) -> None:
+    async def start_dedicated(self, monitor_id: str, location: str, secrets: Mapping[str, str], digest: str) -> None:
         found = await self._call(
             self._apps.list_namespaced_stateful_set(
                 self.namespace, label_selector=RUNNER_SELECTOR, _request_timeout=self._timeout_s
             ),
             "listing runner StatefulSets",
         )
-        deployment, secret = dedicated_runner(monitor_id, location, secrets, secrets_digest, found.items)
+        deployment, secret = dedicated_runner(monitor_id, location, secrets, digest, found.items)
         name = dedicated_name(monitor_id)
         create_secret = self._core.create_namespaced_secret(self.namespace, secret, _request_timeout=self._timeout_s)
         try:
@@ -232,7 +230,7 @@ def dedicated_runner(
     monitor_id: str,
     location: str,
     secrets: Mapping[str, str],
-    secrets_digest: str,
+    digest: str,
     runner_sets: Sequence[V1StatefulSet],
 ) -> tuple[V1Deployment, V1Secret]:
     """The Deployment and the Secret of ``monitor_id``'s runner in ``location``, from the pod template of that
@@ -274,7 +272,7 @@ def dedicated_runner(
     deployment = V1Deployment(
         api_version="apps/v1",
         kind="Deployment",
-        metadata=V1ObjectMeta(name=name, labels=owned, annotations={DIGEST_ANNOTATION: secrets_digest}),
+        metadata=V1ObjectMeta(name=name, labels=owned, annotations={DIGEST_ANNOTATION: digest}),
         spec=V1DeploymentSpec(
             replicas=1,
             # One runner checks the monitor: the old pod goes before the new one comes.

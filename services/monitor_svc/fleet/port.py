@@ -29,10 +29,10 @@ class RunnerSet:
 
 @dataclass(frozen=True)
 class DedicatedRunner:
-    """A dedicated monitor's runner, and the digest of the secrets it was started with."""
+    """A dedicated monitor's runner, and the digest of what it was started with (location and secrets)."""
 
     monitor_id: str
-    secrets_digest: str
+    digest: str
 
 
 class PlatformError(Exception):
@@ -63,9 +63,7 @@ class RunnerPlatform(Protocol):
         """The dedicated runners there are (each with its secrets)."""
         ...
 
-    async def start_dedicated(
-        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
-    ) -> None:
+    async def start_dedicated(self, monitor_id: str, location: str, secrets: Mapping[str, str], digest: str) -> None:
         """Start a runner for ``monitor_id`` alone, in ``location``, with ``secrets`` mounted."""
         ...
 
@@ -91,9 +89,7 @@ class LocalRunners:
     async def dedicated_runners(self) -> Sequence[DedicatedRunner]:
         return []
 
-    async def start_dedicated(
-        self, monitor_id: str, location: str, secrets: Mapping[str, str], secrets_digest: str
-    ) -> None:
+    async def start_dedicated(self, monitor_id: str, location: str, secrets: Mapping[str, str], digest: str) -> None:
         raise PlatformError("runners started outside the service: it starts no dedicated runner")
 
     async def stop_dedicated(self, monitor_id: str) -> None:

@@ -5,7 +5,7 @@ MONITORS_MAX_RUNNERS_PER_LOCATION. A monitor counts in each location it names; o
 runner of any location (the assignment hub's rule), so those are shared out equally among the locations. Paused
 and heartbeat monitors run on no runner and count nowhere, nor do dedicated monitors: each of those has a runner of
 its own (on Kubernetes a Deployment of one pod, its secrets in a Secret), started when the monitor is created or
-resumed, and removed when it is deleted or paused. A change of its secrets' values starts it anew with the new ones
+resumed, and removed when it is deleted or paused. A change of its location or of its secrets' values starts it anew
 (a keyed digest of them marks each runner).
 
 Each pass starts from what the platform reports, not from what the last pass did: one runs after monitor changes
@@ -86,6 +86,8 @@ class RunnerFleet:
         self._interval_s = interval_s
         self._settle_s = settle_s
         self._monitors: dict[str, Monitor] | None = None
+        # Changes notified while every monitor is being read: applied over what the read returns.
+        self._pending: dict[str, Monitor | None] = {}
         # Told each location that has runners: monitors may name it before its first runner connects.
         self._location_found = location_found
         self._wake = asyncio.Event()
@@ -96,27 +98,36 @@ class RunnerFleet:
     def forget(self) -> None:
         """Read every monitor again on the next pass (after changes may have been missed)."""
         self._monitors = None
+        self._pending = {}
         self._wake.set()
 
     async def monitor_changed(self, monitor_id: str, monitor: Monitor | None) -> None:
         """A monitor was created, changed or deleted (``None``): reconcile soon."""
-        if self._monitors is not None:
-            if monitor is None:
-                self._monitors.pop(monitor_id, None)
-            else:
-                self._monitors[monitor_id] = monitor
+        if self._monitors is None:
+            self._pending[monitor_id] = monitor
+        elif monitor is None:
+            self._monitors.pop(monitor_id, None)
+        else:
+            self._monitors[monitor_id] = monitor
         self._wake.set()
 
-    def secrets_digest(self, secrets: Mapping[str, str]) -> str:
-        """A keyed digest of ``secrets``: it tells a change of their values, and nothing of them to who reads it."""
-        text = json.dumps(sorted(secrets.items()))
+    def runner_digest(self, location: str, secrets: Mapping[str, str]) -> str:
+        """A keyed digest of what a dedicated runner is made with: it tells a change of its location or of its
+        secrets' values, and nothing of them to who reads it."""
+        text = json.dumps([location, sorted(secrets.items())])
         return hmac.new(self._digest_key, text.encode(), hashlib.sha256).hexdigest()[:32]
 
     async def reconcile(self) -> None:
         """One pass: scale each location's runners to fit its monitors, start and remove dedicated runners.
         Raises :class:`PlatformError` (after trying everything else)."""
         if self._monitors is None:
-            self._monitors = {m.id: m for m in await self._load()}
+            read = {m.id: m for m in await self._load()}
+            for monitor_id, changed in self._pending.items():  # notified during the read: newer than it
+                if changed is None:
+                    read.pop(monitor_id, None)
+                else:
+                    read[monitor_id] = changed
+            self._monitors, self._pending = read, {}
         monitors = list(self._monitors.values())
         runner_sets = await self.platform.runner_sets()
         if self._location_found is not None:
@@ -154,15 +165,15 @@ class RunnerFleet:
 
     async def _ensure_dedicated(self, monitor: Monitor, running: DedicatedRunner | None, default_location: str) -> None:
         secrets = await self._load_secrets(monitor)
-        digest = self.secrets_digest(secrets)
-        if running is not None and running.secrets_digest == digest:
+        location = monitor.locations[0] if monitor.locations else default_location
+        digest = self.runner_digest(location, secrets)
+        if running is not None and running.digest == digest:
             return
-        if running is not None:  # its secrets changed: a new pod reads the new ones
-            log.info("restarting a dedicated runner with new secrets", extra={"monitor_id": monitor.id})
+        if running is not None:  # moved, or its secrets changed: a new pod, where it now runs, with what it reads
+            log.info("restarting a dedicated runner", extra={"monitor_id": monitor.id, "location": location})
             await self.platform.stop_dedicated(monitor.id)
         else:
-            log.info("starting a dedicated runner", extra={"monitor_id": monitor.id})
-        location = monitor.locations[0] if monitor.locations else default_location
+            log.info("starting a dedicated runner", extra={"monitor_id": monitor.id, "location": location})
         await self.platform.start_dedicated(monitor.id, location, secrets, digest)
 
     async def run(self) -> None:
