@@ -49,7 +49,8 @@ log = logging.getLogger(__name__)
 
 REFRESH_S = 1.0  # how often a replica renews its registry entry and reads the others'
 ENTRY_TTL_S = 5.0  # a registry entry not renewed for this long is gone (its replica died)
-STREAM_MAXLEN = 100_000  # notices kept (approximately): minutes of a busy deployment's reports
+STREAM_MAXLEN = 10_000  # notices kept (approximately): minutes of a busy deployment's reports, each up to a batch
+# of samples (a runner reporting 100 results a second sends one of about 15 kB a second: 10,000 are 150 MB)
 READ_BLOCK_MS = 1_000
 READ_COUNT = 500
 TIMEOUT_S = 2.0  # every Redis command but the blocking read, which waits READ_BLOCK_MS more
