@@ -451,7 +451,9 @@ class DeliveryWorker:
                     log.exception("delivery failed unexpectedly", extra={"delivery_id": item.delivery.id})
                 finally:
                     self._taken.discard(item.delivery.id)
-                if len(lane.queue) < self._lane_bound // 2:
+                # A polled lane that has room again asks for more from the table; a handed-over send leaves
+                # nothing there (a call whose delivery was not handed over wakes the poll itself).
+                if item.channel is None and len(lane.queue) < self._lane_bound // 2:
                     self.wake()
         finally:
             lane.consumers -= 1

@@ -74,6 +74,13 @@ _LEASE = (
     )
     .values(lease_until=sa.bindparam("until"))
 )
+# The accept path's statements, built once: a statement made anew per call costs its cache key each time.
+_SEEN_KEYS = sa.select(IdempotencyRow.key, IdempotencyRow.delivery_ids).where(
+    IdempotencyRow.key.in_(sa.bindparam("keys", expanding=True))
+)
+_INSERT_KEYS = sa.insert(IdempotencyRow)
+_INSERT_DELIVERIES = sa.insert(DeliveryRow)
+_INSERT_ATTEMPTS = sa.insert(AttemptRow)
 _LEASED = sa.select(DeliveryRow.id).where(
     DeliveryRow.id.in_(sa.bindparam("delivery_ids", expanding=True)), DeliveryRow.lease_until == sa.bindparam("until")
 )
@@ -229,12 +236,7 @@ class DeliveryQueue:
 
         def insert(c: sa.Connection) -> tuple[dict[str, list[str]], list[Delivery]]:
             keys = sorted({call.key for call in calls})
-            seen = {
-                row.key: json.loads(row.delivery_ids)
-                for row in c.execute(
-                    sa.select(IdempotencyRow.key, IdempotencyRow.delivery_ids).where(IdempotencyRow.key.in_(keys))
-                )
-            }
+            seen = {row.key: json.loads(row.delivery_ids) for row in c.execute(_SEEN_KEYS, {"keys": keys})}
             fresh: set[str] = set()
             keyed, queued = [], []
             for call, call_rows in zip(calls, rows, strict=True):
@@ -245,9 +247,9 @@ class DeliveryQueue:
                 keyed.append({"key": call.key, "owner_id": call.owner_id, "delivery_ids": ids, "create_time": now})
                 queued += call_rows
             if keyed:
-                c.execute(sa.insert(IdempotencyRow), keyed)
+                c.execute(_INSERT_KEYS, keyed)
             if queued:
-                c.execute(sa.insert(DeliveryRow), queued)
+                c.execute(_INSERT_DELIVERIES, queued)
             earlier = [i for ids in seen.values() for i in ids]
             return seen, self._read_deliveries(c, earlier) if earlier else []
 
@@ -339,7 +341,7 @@ class DeliveryQueue:
 
         def write(c: sa.Connection) -> None:
             if attempts:
-                c.execute(sa.insert(AttemptRow), attempts)
+                c.execute(_INSERT_ATTEMPTS, attempts)
             for (state, next_time, add), ids in alike.items():
                 c.execute(_RECORD, {"b_ids": ids, "b_state": state, "b_next": next_time, "b_add": add, "b_now": now})
 

@@ -16,6 +16,7 @@ from service_runtime.secretbox import SecretBox
 from services.notify_svc.domain import (
     MAX_CHANNELS_PER_OWNER,
     Channel,
+    ChannelConfig,
     ChannelDraft,
     ChannelKind,
     DeliveryState,
@@ -26,9 +27,12 @@ from services.notify_svc.domain import (
 )
 from services.notify_svc.schema import AttemptRow, ChannelRow, DeliveryRow
 
+OPENED_CONFIGS = 10_000  # channel configs kept opened, by their stored content
 OPEN_STATES = (DeliveryState.PENDING.value, DeliveryState.RETRYING.value)
 _CHANNEL = tuple(ChannelRow.__table__.columns)
 _GET_CHANNEL = sa.select(*_CHANNEL).where(ChannelRow.id == sa.bindparam("channel_id"))
+# Built once (the delivery path reads channels by id on every send; a statement made anew costs its cache key).
+_GET_CHANNELS = sa.select(*_CHANNEL).where(ChannelRow.id.in_(sa.bindparam("channel_ids", expanding=True)))
 
 
 class ChannelStore:
@@ -41,6 +45,7 @@ class ChannelStore:
         self._quota = Quota(
             "channels_per_user", max_channels, f"at most {max_channels} channels per user; delete one first"
         )
+        self._configs: dict[tuple[str, str, str, str, str], ChannelConfig] = {}
 
     def _seal_secrets(self, owner_id: str, channel_id: str, values: dict[str, str]) -> str:
         sealed = {
@@ -49,16 +54,29 @@ class ChannelStore:
         }
         return json.dumps(sealed)
 
-    def _channel(self, row: Any) -> Channel:
+    def _config(self, row: Any) -> ChannelConfig:
+        # The delivery path reads a channel for every send: its config is opened (secrets unsealed, JSON
+        # parsed) once per stored content, not each time.
+        key = (row.id, row.owner_id, row.kind, row.config, row.sealed_secrets)
+        found = self._configs.get(key)
+        if found is not None:
+            return found
         sealed = json.loads(row.sealed_secrets)
         values = {
             name: self._box.open(base64.b64decode(blob), row.owner_id, row.id, name) for name, blob in sealed.items()
         }
+        config = config_from_parts(ChannelKind(row.kind), json.loads(row.config), values)
+        if len(self._configs) >= OPENED_CONFIGS:
+            self._configs.clear()
+        self._configs[key] = config
+        return config
+
+    def _channel(self, row: Any) -> Channel:
         return Channel(
             id=row.id,
             owner_id=row.owner_id,
             display_name=row.display_name,
-            config=config_from_parts(ChannelKind(row.kind), json.loads(row.config), values),
+            config=self._config(row),
             enabled=bool(row.enabled),
             disabled_reason=row.disabled_reason,
             is_default=bool(row.is_default),
@@ -119,8 +137,8 @@ class ChannelStore:
 
     async def channels(self, channel_ids: Sequence[str]) -> dict[str, Channel]:
         """Any owners' channels by id (for the delivery worker); deleted ones are left out."""
-        query = sa.select(*_CHANNEL).where(ChannelRow.id.in_(list(channel_ids)))
-        return await self._db.run(lambda c: {row.id: self._channel(row) for row in c.execute(query)})
+        params = {"channel_ids": list(channel_ids)}
+        return await self._db.run(lambda c: {row.id: self._channel(row) for row in c.execute(_GET_CHANNELS, params)})
 
     async def channel_kinds(self, channel_ids: Sequence[str]) -> dict[str, ChannelKind]:
         query = sa.select(ChannelRow.id, ChannelRow.kind).where(ChannelRow.id.in_(list(channel_ids)))
