@@ -49,7 +49,6 @@ from tests.harness.rpc import auth
 from tests.harness.services import REPO, Stack
 
 RESULTS = REPO / "bench" / "results" / "notify.json"
-SERVICE_TOKEN = "bench-service-token-0123456789abcdef"
 
 
 class CountingReceiver:
@@ -94,7 +93,6 @@ def run(
             **(production or {}),
             "MONITORS_EGRESS": "private-allowed",
             "MONITORS_CA_FILE": str(certificate[0]),
-            "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
             "MONITORS_LOG_LEVEL": "INFO",
             "MONITORS_MAX_CHANNELS_PER_USER": str(max(channels, 50)),
         }
@@ -124,6 +122,7 @@ def run(
                 own_before = time.process_time()
                 database_before = cpu_seconds(database_pid) if database_pid else 0.0
                 load = os.getloadavg()[0]
+                alert_service = auth(stack.role_token("alert"))  # SendNotification as the alert service calls it
 
                 def send(index: int) -> None:
                     notification = pb.Notification(
@@ -136,7 +135,7 @@ def run(
                             channel_ids=[channel_ids[index % channels]],
                             notification=notification,
                         ),
-                        metadata=auth(SERVICE_TOKEN),
+                        metadata=alert_service,
                         timeout=30,
                     )
 

@@ -18,7 +18,7 @@ import logging
 import re
 import secrets
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from functools import partial
 from typing import Any, cast
@@ -356,40 +356,44 @@ class ErrorMappingInterceptor(Interceptor):
 class AuthInterceptor(Interceptor):
     """Requires ``authorization: Bearer <token>`` on every method but health, reflection and ``public_methods``.
 
-    ``internal_methods`` (runners' and services' RPCs) take only a service token, which maps to a service name
-    in ``service_tokens`` (by digest); a user's token there is PERMISSION_DENIED, as is a service token on a
-    user's method. ``operator_methods`` take either: a user token, or a service token (the operator's view, with
-    the principal's ``service`` set), and the method answers each as its contract says.
+    Our own processes call as a role (a runner, the alert service, the monitor service, the operator), each
+    with its own token: ``role_tokens`` maps each token this process accepts to its role (matched by digest).
+    ``internal_methods`` maps each internal method to the roles that may call it; a user's token there is
+    PERMISSION_DENIED, and so is another role's (a runner's on SendNotification). ``operator_methods`` maps
+    each method that takes a user's token or one of its roles (the operator's view of the whole deployment);
+    the method answers each as its contract says. A role's token on any other method is PERMISSION_DENIED.
+    A role's principal has ``service`` set to the role.
     """
 
     def __init__(
         self,
         verifier: TokenVerifier,
         public_methods: Iterable[str] = (),
-        internal_methods: Iterable[str] = (),
-        service_tokens: Mapping[str, str] | None = None,
-        operator_methods: Iterable[str] = (),
+        internal_methods: Mapping[str, Collection[str]] | None = None,
+        role_tokens: Mapping[str, str] | None = None,
+        operator_methods: Mapping[str, Collection[str]] | None = None,
     ) -> None:
         self._verifier = verifier
         self._public = frozenset(public_methods)
-        self._internal = frozenset(internal_methods)
-        self._operator = frozenset(operator_methods)
-        self._services = {token_digest(token): name for token, name in (service_tokens or {}).items()}
+        self._internal = {method: frozenset(roles) for method, roles in (internal_methods or {}).items()}
+        self._operator = {method: frozenset(roles) for method, roles in (operator_methods or {}).items()}
+        self._roles = {token_digest(token): role for token, role in (role_tokens or {}).items()}
 
     def applies_to(self, method: str) -> bool:
         return method not in self._public and not method.startswith(OPEN_PREFIXES)
 
     async def _authenticate(self, details: grpc.HandlerCallDetails) -> None:
         token = bearer_token(_metadata_value(details, "authorization"))
-        service = self._services.get(token_digest(token)) if self._services else None
-        if details.method in self._internal or (service is not None and details.method in self._operator):
-            if service is None:
-                await self._verifier.verify(token)  # UNAUTHENTICATED for a token that is nobody's
-                raise PermissionDenied(f"{details.method} is for our services; user tokens are refused")
-            set_current_principal(Principal("", "", f"service:{service}", service=service))
+        role = self._roles.get(token_digest(token)) if self._roles else None
+        internal = self._internal.get(details.method)
+        if internal is not None and role is None:
+            await self._verifier.verify(token)  # UNAUTHENTICATED for a token that is nobody's
+            raise PermissionDenied(f"{details.method} is for our services; user tokens are refused")
+        if role is not None:
+            if role not in (internal if internal is not None else self._operator.get(details.method, ())):
+                raise PermissionDenied(f"the {role} credential may not call {details.method}")
+            set_current_principal(Principal("", "", f"service:{role}", service=role))
             return
-        if service is not None:
-            raise PermissionDenied("a service token may call internal methods only")
         set_current_principal(await self._verifier.verify(token))
         set_current_bearer(token)
 
@@ -406,10 +410,10 @@ class AuthInterceptor(Interceptor):
 def interceptor_chain(
     verifier: TokenVerifier,
     public_methods: Iterable[str] = (),
-    internal_methods: Iterable[str] = (),
-    service_tokens: Mapping[str, str] | None = None,
-    operator_methods: Iterable[str] = (),
+    internal_methods: Mapping[str, Collection[str]] | None = None,
+    role_tokens: Mapping[str, str] | None = None,
+    operator_methods: Mapping[str, Collection[str]] | None = None,
 ) -> list[Interceptor]:
     """The chain every server installs, outermost first."""
-    auth = AuthInterceptor(verifier, public_methods, internal_methods, service_tokens, operator_methods)
+    auth = AuthInterceptor(verifier, public_methods, internal_methods, role_tokens, operator_methods)
     return [RequestLogInterceptor(), ErrorMappingInterceptor(), auth]

@@ -1,5 +1,5 @@
 """Secrets an embedded deployment keeps in its data directory when the environment gives none
-(the service token runners present, and later the master key for secrets at rest)."""
+(each role's token, the master key for secrets at rest)."""
 
 from __future__ import annotations
 

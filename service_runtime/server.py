@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
@@ -23,7 +23,7 @@ from service_runtime.metrics import MetricsEndpoint, MetricsInterceptor
 from service_runtime.process import run_process, stop_signals
 from service_runtime.reflection import DocumentedPool, load_descriptor_set
 from service_runtime.remote_auth import RemoteTokenVerifier
-from service_runtime.settings import ServiceName, Settings, StartupError
+from service_runtime.settings import Role, ServiceName, Settings, StartupError
 from service_runtime.tls import open_channel, server_credentials
 
 log = logging.getLogger(__name__)
@@ -66,11 +66,12 @@ class ServiceHost:
     services: Sequence[RegisteredService]
     verifier: TokenVerifier
     public_methods: Iterable[str] = ()
-    internal_methods: Iterable[str] = ()
-    # Service token -> service name, for internal_methods.
-    service_tokens: Mapping[str, str] = field(default_factory=dict)
-    # Methods a service token may call besides a user's (an operator's view of the whole deployment).
-    operator_methods: Iterable[str] = ()
+    # Internal method -> the roles that may call it (with their tokens only).
+    internal_methods: Mapping[str, Collection[Role]] = field(default_factory=dict)
+    # Token -> role, for every role this process accepts (Settings.accepted_role_tokens).
+    role_tokens: Mapping[str, Role] = field(default_factory=dict)
+    # Method -> roles that may call it besides a user (the operator's view of the whole deployment).
+    operator_methods: Mapping[str, Collection[Role]] = field(default_factory=dict)
     # Awaited once the gRPC server listens, before it reports SERVING (side listeners and the like).
     on_start: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
     on_stop: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
@@ -115,7 +116,7 @@ class ServiceHost:
                     self.verifier,
                     self.public_methods,
                     self.internal_methods,
-                    self.service_tokens,
+                    self.role_tokens,
                     self.operator_methods,
                 ),
             ],
@@ -240,19 +241,19 @@ async def host_with_remote_auth(
     services: Sequence[RegisteredService],
     database: Database,
     front_interceptors: Sequence[Interceptor] = (),
-    internal_methods: Iterable[str] = (),
-    service_tokens: Mapping[str, str] | None = None,
+    internal_methods: Mapping[str, Collection[Role]] | None = None,
+    role_tokens: Mapping[str, Role] | None = None,
 ) -> ServiceHost:
     """A host for a service that verifies callers through AccountService (alert, notify); it closes
-    ``database`` when it stops. ``internal_methods`` and ``service_tokens`` are :class:`ServiceHost`'s."""
+    ``database`` when it stops. ``internal_methods`` and ``role_tokens`` are :class:`ServiceHost`'s."""
     remote = RemoteTokenVerifier(open_channel(settings.monitor_target, settings), settings.rpc_timeout_s)
     verifier = CachingTokenVerifier(remote, settings.auth_cache_ttl_s)
     host = ServiceHost(
         settings,
         services,
         verifier,
-        internal_methods=internal_methods,
-        service_tokens=service_tokens or {},
+        internal_methods=internal_methods or {},
+        role_tokens=role_tokens or {},
         front_interceptors=front_interceptors,
     )
     host.on_stop += [database.close, remote.close]

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 import socket
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -37,6 +37,32 @@ PRODUCTION_DATA_DIR = "/var/lib/monitors"
 
 # The services that seal secrets at rest with MONITORS_MASTER_KEY.
 SEALING_SERVICES: tuple[ServiceName, ...] = ("monitor", "notify")
+
+# Each of our processes calls the others' internal RPCs as one role, with that role's own token, and each
+# internal RPC takes only the roles that need it (the services' server.py tables): a runner, which runs
+# users' checks with internet egress, holds a credential that opens its two RPCs and nothing else, and
+# rotating one role's token touches only the processes that present or accept it.
+Role = Literal["runner", "alert", "monitor", "operator"]
+
+# Each role's token: the variable that sets it, and its file in the data directory (embedded mode).
+ROLE_TOKENS: Mapping[Role, tuple[str, str]] = {
+    "runner": ("MONITORS_RUNNER_TOKEN", "runner-token"),
+    "alert": ("MONITORS_ALERT_SERVICE_TOKEN", "alert-service-token"),
+    "monitor": ("MONITORS_MONITOR_SERVICE_TOKEN", "monitor-service-token"),
+    "operator": ("MONITORS_OPERATOR_TOKEN", "operator-token"),
+}
+
+# The role each process calls the others as.
+PRESENTED_ROLE: Mapping[ServiceName, Role] = {"monitor": "monitor", "alert": "alert", "runner": "runner"}
+
+# The role tokens a process cannot start without in production: the one it presents and those it accepts.
+# The operator's is optional: without it no one has the fleet view.
+NEEDED_ROLE_TOKENS: Mapping[ServiceName, tuple[Role, ...]] = {
+    "monitor": ("monitor", "runner", "alert"),
+    "alert": ("alert",),
+    "notify": ("alert", "monitor"),
+    "runner": ("runner",),
+}
 
 # Crypto price providers whose base URL MONITORS_PROVIDER_<NAME>_URL may override.
 PROVIDERS = ("coinbase", "binance", "kraken", "coingecko")
@@ -96,6 +122,21 @@ def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0
     return value
 
 
+def _listed(names: list[str]) -> str:
+    return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
+
+
+def _role_tokens(env: Mapping[str, str]) -> dict[Role, str]:
+    if env.get("MONITORS_SERVICE_TOKEN"):
+        # Its holders could call every internal RPC; read as a fallback it would keep that power alive.
+        raise SettingsError(
+            "MONITORS_SERVICE_TOKEN is no longer read: each role has its own token now ("
+            + ", ".join(variable for variable, _ in ROLE_TOKENS.values())
+            + '); see the README, "Service identity"'
+        )
+    return {role: token for role, (variable, _) in ROLE_TOKENS.items() if (token := env.get(variable, "").strip())}
+
+
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
     value = env.get(name) or default
     if value not in choices:
@@ -141,7 +182,8 @@ class Settings:
     auth_cache_ttl_s: float
     raw_retention: timedelta
     rollup_retention: timedelta
-    service_token: str
+    # Role tokens given by their variables (ROLE_TOKENS); embedded, the others are kept in the data directory.
+    role_tokens: Mapping[Role, str]
     master_key: str
     min_interval_s: float
     egress: str
@@ -176,9 +218,25 @@ class Settings:
     runner_secrets_dir: str = ""
     extra: Mapping[str, str] = field(default_factory=dict)
 
-    def resolved_service_token(self) -> str:
-        """MONITORS_SERVICE_TOKEN, or the one kept in the data directory (embedded mode)."""
-        return self.service_token or local_secret(self.data_dir / "service-token")
+    def role_token(self, role: Role) -> str:
+        """The token ``role`` presents: its variable, or embedded, the one kept in the data directory (made on
+        first use, so that every process of an embedded deployment reads the same)."""
+        variable, file = ROLE_TOKENS[role]
+        if role in self.role_tokens:
+            return self.role_tokens[role]
+        if not self.embedded:  # check_before_serving names the variables a process needs
+            raise SettingsError(f"{variable} must be set when MONITORS_DATABASE_URL is not SQLite")
+        return local_secret(self.data_dir / file)
+
+    def accepted_role_tokens(self, *method_tables: Mapping[str, Collection[Role]]) -> dict[str, Role]:
+        """Token -> role for every role the tables (method -> roles that may call it) name, and this process's
+        own role (known, so that its token presented here is PERMISSION_DENIED like any role's on a method not
+        its own, not taken for a user's). In production a role whose variable is unset (the operator's,
+        optional) has no token, and nobody calls as it."""
+        named = (role for table in method_tables for allowed in table.values() for role in allowed)
+        own = PRESENTED_ROLE.get(self.service)
+        roles = dict.fromkeys([*named, *([own] if own else [])])
+        return {self.role_token(role): role for role in roles if role in self.role_tokens or self.embedded}
 
     def secret_box(self) -> SecretBox:
         """The box that seals secrets at rest: MONITORS_MASTER_KEY, or, embedded, a key kept in the data
@@ -198,13 +256,23 @@ class Settings:
     def check_before_serving(self) -> None:
         """What a service process checks before any side effect (files, migrations, ports): raises
         :class:`SettingsError` naming the variable. A bad master key used to surface after the migrations ran."""
-        if not self.embedded and not self.service_token:
-            # Embedded, each process reads the one token kept in the data directory; in production each unit
-            # would make its own, and runners would be refused (UNAUTHENTICATED) forever.
+        missing = [ROLE_TOKENS[r][0] for r in NEEDED_ROLE_TOKENS[self.service] if r not in self.role_tokens]
+        if missing and not self.embedded:
+            # Embedded, each process reads the tokens kept in the data directory; in production each unit
+            # would make its own, and its calls would be refused (UNAUTHENTICATED) forever.
             raise SettingsError(
-                "MONITORS_SERVICE_TOKEN must be set when MONITORS_DATABASE_URL is not SQLite: the same secret for"
-                " every service and runner (a long random string, such as the output of openssl rand -base64 32)"
+                f"{_listed(missing)} must be set when MONITORS_DATABASE_URL is not SQLite: each the same"
+                f" secret in every process that presents or accepts it (a long random string, such as the output"
+                f" of openssl rand -base64 32)"
             )
+        shared = [
+            ROLE_TOKENS[r][0]
+            for r, token in self.role_tokens.items()
+            if list(self.role_tokens.values()).count(token) > 1
+        ]
+        if shared:
+            # One secret for two roles would let either call the other's RPCs: the separation would be void.
+            raise SettingsError(f"{_listed(shared)} hold the same token: give each role its own")
         if self.service in SEALING_SERVICES and (self.master_key or not self.embedded):
             try:
                 self.secret_box()
@@ -274,7 +342,7 @@ class Settings:
             auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
             raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
             rollup_retention=timedelta(days=_int(env, "MONITORS_ROLLUP_RETENTION_DAYS", 400, minimum=1)),
-            service_token=env.get("MONITORS_SERVICE_TOKEN", ""),
+            role_tokens=_role_tokens(env),
             master_key=env.get("MONITORS_MASTER_KEY", ""),
             min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
             egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),

@@ -99,7 +99,7 @@ class Notifier:
         self,
         store: AlertStore,
         channel: grpc.aio.Channel,
-        service_token: str,
+        token: str,
         timeout_s: float = 5.0,
         lease: timedelta = timedelta(seconds=60),
         batch: int = 500,
@@ -107,7 +107,7 @@ class Notifier:
     ) -> None:
         self._store = store
         self._stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {service_token}"),)
+        self._metadata = (("authorization", f"Bearer {token}"),)  # the alert service's role token
         self._timeout_s = timeout_s
         self._lease = lease
         self._batch = batch

@@ -129,7 +129,7 @@ class AlertRuntime:
 
     async def lead(self) -> None:
         """The leader's work for one term, until cancelled."""
-        token = self._settings.resolved_service_token()
+        token = self._settings.role_token("alert")
         notifier = Notifier(self._store, self._notify_channel, token, self._settings.rpc_timeout_s)
         engine = self.engine = AlertEngine(self._store, self._timeseries, on_notices=notifier.wake)
         notifier.email_of = engine.email_of  # alerts of owners with no default channel go to their address

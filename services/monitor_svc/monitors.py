@@ -88,7 +88,7 @@ class PlacedRunner(Protocol):
 
 
 def placement(runners: Iterable[PlacedRunner], caller: Principal) -> list[RunnerPlacement]:
-    """The runners ``caller`` may see: every runner with every monitor for an operator (a service token), and for
+    """The runners ``caller`` may see: every runner with every monitor for the operator (its role token), and for
     a user only the runners that check their monitors, counting theirs alone. Runner names (host names, process
     ids) and the size of the fleet are the operator's to know, not every user's."""
     shown = []

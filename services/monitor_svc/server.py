@@ -15,7 +15,7 @@ from service_runtime.cache import SqlStore, open_key_value_store, warn_if_unreac
 from service_runtime.database import Database, DatabaseLock, describe_url, open_database
 from service_runtime.secretbox import SecretBox
 from service_runtime.server import RegisteredService, ServiceHost, every
-from service_runtime.settings import Settings, StartupError
+from service_runtime.settings import Role, Settings, StartupError
 from service_runtime.timeseries import TimeSeriesStore, open_timeseries_store
 from service_runtime.timeseries.port import roll_up_pending
 from service_runtime.tls import open_channel
@@ -52,14 +52,14 @@ ACCOUNT_SERVICE = account_service_pb2.DESCRIPTOR.services_by_name["AccountServic
 MONITOR_SERVICE = monitor_service_pb2.DESCRIPTOR.services_by_name["MonitorService"].full_name
 # Login itself cannot require a token.
 PUBLIC_METHODS = (f"/{ACCOUNT_SERVICE}/StartLogin", f"/{ACCOUNT_SERVICE}/CompleteLogin")
-# Runners' RPCs and the alert service's feed: a service token only.
-INTERNAL_METHODS = (
-    f"/{MONITOR_SERVICE}/WatchAssignments",
-    f"/{MONITOR_SERVICE}/ReportResults",
-    f"/{MONITOR_SERVICE}/WatchMonitorEvents",
-)
-# A user sees their own monitors' placement; the service token (an operator) sees the whole fleet.
-OPERATOR_METHODS = (f"/{MONITOR_SERVICE}/GetDeploymentStatus",)
+# Runners' RPCs and the alert service's feed, each for its role's token only.
+INTERNAL_METHODS: dict[str, tuple[Role, ...]] = {
+    f"/{MONITOR_SERVICE}/WatchAssignments": ("runner",),
+    f"/{MONITOR_SERVICE}/ReportResults": ("runner",),
+    f"/{MONITOR_SERVICE}/WatchMonitorEvents": ("alert",),
+}
+# A user sees their own monitors' placement; the operator's token sees the whole fleet.
+OPERATOR_METHODS: dict[str, tuple[Role, ...]] = {f"/{MONITOR_SERVICE}/GetDeploymentStatus": ("operator",)}
 RETENTION_SWEEP_S = 3600.0
 HEARTBEAT_SWEEP_S = 1.0
 ROLLUP_EVERY_S = 600.0  # an hour's rollup is written within ten minutes of its end
@@ -143,7 +143,7 @@ async def build_server(settings: Settings) -> ServiceHost:
     if settings.redis_url:
         await warn_if_unreachable(key_values, settings.redis_url, "logins and session calls answer UNAVAILABLE")
     notify_channel = open_channel(settings.notify_target, settings)
-    login_codes = NotifyLoginCodeSender(notify_channel, settings.resolved_service_token(), settings.rpc_timeout_s)
+    login_codes = NotifyLoginCodeSender(notify_channel, settings.role_token("monitor"), settings.rpc_timeout_s)
     limits = LoginLimits(
         codes_per_address=settings.login_codes_per_address,
         codes_per_address_per_day=settings.login_codes_per_address_per_day,
@@ -232,7 +232,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         verifier,
         PUBLIC_METHODS,
         INTERNAL_METHODS,
-        {settings.resolved_service_token(): "runner"},
+        settings.accepted_role_tokens(INTERNAL_METHODS, OPERATOR_METHODS),
         operator_methods=OPERATOR_METHODS,
     )
     pings = PingEndpoint(heartbeats, settings.ping_listen)

@@ -9,7 +9,7 @@ from monitors.v1 import notification_service_pb2, notification_service_pb2_grpc
 from service_runtime.database import open_database
 from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.server import RegisteredService, ServiceHost, host_with_remote_auth
-from service_runtime.settings import Settings
+from service_runtime.settings import Role, Settings
 from services.notify_svc.delivery import DeliveryWorker, Senders
 from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.domain import ChannelKind
@@ -30,8 +30,9 @@ log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_notify"
 SERVICE_NAME = notification_service_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name
-# Our services' RPC: a service token only (the alert service sends alerts, the monitor service login codes).
-INTERNAL_METHODS = (f"/{SERVICE_NAME}/SendNotification",)
+# Our services' RPC, for their roles' tokens only: the alert service sends alerts, the monitor service login
+# codes.
+INTERNAL_METHODS: dict[str, tuple[Role, ...]] = {f"/{SERVICE_NAME}/SendNotification": ("alert", "monitor")}
 
 
 def email_sender(settings: Settings) -> Sender:
@@ -77,7 +78,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         [RegisteredService(SERVICE_NAME, servicer, add)],
         database,
         internal_methods=INTERNAL_METHODS,
-        service_tokens={settings.resolved_service_token(): "service"},
+        role_tokens=settings.accepted_role_tokens(INTERNAL_METHODS),
     )
     host.background.append(worker.run)
     host.on_stop.append(client.aclose)

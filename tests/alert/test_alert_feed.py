@@ -104,14 +104,12 @@ async def test_the_sink_hears_snapshot_changes_and_samples_then_down_and_a_new_s
 ) -> None:
     settings = monitor_service.settings
     user = (("authorization", f"Bearer {monitor_service.key}"),)
-    service = (("authorization", f"Bearer {settings.resolved_service_token()}"),)
+    runner = (("authorization", f"Bearer {settings.role_token('runner')}"),)
     channel = open_channel(settings.listen, settings, CHANNEL_OPTIONS)
     stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
     sink = RecordingSink()
     checked_sink: FeedSink = sink
-    feed = MonitorFeed(
-        channel, settings.resolved_service_token(), checked_sink, include_results=True, max_backoff_s=0.5
-    )
+    feed = MonitorFeed(channel, settings.role_token("alert"), checked_sink, include_results=True, max_backoff_s=0.5)
     # The monitor exists before the feed starts, so its first snapshot holds it (made after the feed had
     # started, it could come in the snapshot or as a change after it, as the two raced).
     first = (await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("api")), metadata=user)).monitor
@@ -136,14 +134,14 @@ async def test_the_sink_hears_snapshot_changes_and_samples_then_down_and_a_new_s
         assert (kind, created.monitor_id, created.owner_id) == ("monitor", second.id, info.owner_id)
 
         assignments = stub.WatchAssignments(
-            pb.WatchAssignmentsRequest(runner_id="r1", location="local"), metadata=service
+            pb.WatchAssignmentsRequest(runner_id="r1", location="local"), metadata=runner
         )
         await asyncio.wait_for(assignments.read(), 10)
         at = datetime.now(UTC).replace(microsecond=250_000) - timedelta(seconds=5)
         failed = common_pb2.CheckResult(monitor_id=first.id, is_up=False, fields={"response_time_ms": 40.0})
         failed.check_time.FromDatetime(at)
         await stub.ReportResults(
-            iter([pb.ReportResultsRequest(runner_id="r1", results=[failed])]), metadata=service, timeout=10
+            iter([pb.ReportResultsRequest(runner_id="r1", results=[failed])]), metadata=runner, timeout=10
         )
         kind, down = await sink.next()  # the state change comes before the results that caused it
         assert (kind, down.monitor_id, down.state) == ("monitor", first.id, MonitorState.DOWN)
@@ -196,7 +194,7 @@ async def test_a_cancelled_feed_ends_its_stream(monitor_service: Monitor) -> Non
     settings = monitor_service.settings
     channel = open_channel(settings.listen, settings, CHANNEL_OPTIONS)
     sink = RecordingSink()
-    feed = MonitorFeed(channel, settings.resolved_service_token(), sink, include_results=False)
+    feed = MonitorFeed(channel, settings.role_token("alert"), sink, include_results=False)
     task = asyncio.create_task(feed.run())
     try:
         assert (await sink.next())[0] == "snapshot"

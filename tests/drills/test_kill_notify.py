@@ -34,7 +34,7 @@ from service_runtime.secretbox import new_master_key
 from tests.harness.external import MariaDBServer
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
-from tests.harness.services import Stack
+from tests.harness.services import Stack, role_tokens_env
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 NOTIFICATIONS = 150 if FULL else 40
@@ -43,8 +43,8 @@ PACE_S = 0.05  # twenty notifications a second
 DOWN_S = 1.0  # how long the service stays dead before it is started again
 SEND_TIMEOUT_S = 2.0
 NOTIFY_TIMEOUT_S = 2  # the service's per-send timeout; a leased delivery is retried this + 5 s after a kill
-SERVICE_TOKEN = "svc-token-for-the-kill-drill-0123456789"
 CHANNELS = ("hook-a", "hook-b")
+TOKENS = role_tokens_env("kill-drill")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def stack(
     env = {
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
-        "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+        **TOKENS,
         "MONITORS_NOTIFY_TIMEOUT_S": str(NOTIFY_TIMEOUT_S),
     }
     if request.param == "production":
@@ -99,7 +99,10 @@ class SteadySender:
                 while True:
                     try:
                         stub.SendNotification(
-                            request, metadata=auth(SERVICE_TOKEN), timeout=SEND_TIMEOUT_S, wait_for_ready=True
+                            request,
+                            metadata=auth(TOKENS["MONITORS_ALERT_SERVICE_TOKEN"]),
+                            timeout=SEND_TIMEOUT_S,
+                            wait_for_ready=True,
                         )
                         break
                     except grpc.RpcError as error:

@@ -62,7 +62,6 @@ def stack(request: pytest.FixtureRequest, tmp_path: Path, receivers: ProviderRec
         "MONITORS_CA_FILE": str(receivers.ca_file),
         "MONITORS_MIN_INTERVAL_S": "1",
         "MONITORS_MAX_RULES_PER_USER": "3000",  # a rule or two per monitor, 1,000 monitors in the full form
-        "MONITORS_SERVICE_TOKEN": "svc-token-for-the-slow-watcher-drill-0123",
     }
     if FULL:
         mariadb, redis, influxdb = (request.getfixturevalue(n) for n in ("mariadb", "redis_server", "influxdb"))

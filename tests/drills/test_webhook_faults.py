@@ -32,11 +32,11 @@ from monitors.v1 import notification_service_pb2 as pb
 from tests.harness.http import HttpServer, Reply
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
-from tests.harness.services import Stack
+from tests.harness.services import Stack, role_tokens_env
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes
-SERVICE_TOKEN = "svc-token-for-the-webhook-drill-0123456789"
+TOKENS = role_tokens_env("webhook-drill")
 SEND_TIMEOUT_S = 2  # the service's per-attempt timeout (MONITORS_NOTIFY_TIMEOUT_S) in the retry test
 HANG_TIMEOUT_S = 20  # and in the neighbour test: a send to a hanging receiver holds its connection this long
 POLL_SLACK_S = 1.5  # the worker's one-second poll, plus a busy machine's scheduling
@@ -67,7 +67,7 @@ def start_stack(directory: Path, receivers: tuple[ProviderReceivers, ...], timeo
     env = {
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": ca_bundle(directory, *receivers),
-        "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+        **TOKENS,
         "MONITORS_NOTIFY_TIMEOUT_S": str(timeout_s),
         "MONITORS_MAX_STREAMS_PER_USER": "10",
     }
@@ -103,7 +103,7 @@ class Tenant:
             channel_ids=channel_ids,
             notification=pb.Notification(kind=pb.NOTIFICATION_KIND_ALERT_FIRING, alert_id=key, summary="down"),
         )
-        self.notify.SendNotification(request, metadata=auth(SERVICE_TOKEN), timeout=10)
+        self.notify.SendNotification(request, metadata=auth(TOKENS["MONITORS_ALERT_SERVICE_TOKEN"]), timeout=10)
 
     def deliveries(self, channel_id: str) -> list[pb.Delivery]:
         reply = self.notify.ListDeliveries(

@@ -309,13 +309,15 @@ class InfluxDBServer(ExternalServer):
 
 def production_env(mariadb: MariaDBServer, redis: RedisServer, influxdb: InfluxDBServer, name: str) -> dict[str, str]:
     """A stack's production settings on the session's servers: a fresh MariaDB database and InfluxDB database
-    named ``name``, the Redis, a master key and a service token."""
-    from service_runtime.secretbox import new_master_key  # the harness's servers need nothing of ours otherwise
+    named ``name``, the Redis, a master key and each role's token."""
+    # The harness's servers need nothing of ours otherwise.
+    from service_runtime.secretbox import new_master_key
+    from service_runtime.settings import ROLE_TOKENS
 
     return {
         "MONITORS_DATABASE_URL": mariadb.create_database(name),
         "MONITORS_REDIS_URL": redis.url,
         "MONITORS_TIMESERIES_URL": influxdb.url.replace("http://", "influxdb://") + f"/{name}",
         "MONITORS_MASTER_KEY": new_master_key(),
-        "MONITORS_SERVICE_TOKEN": new_master_key(),
+        **{variable: new_master_key() for variable, _ in ROLE_TOKENS.values()},
     }

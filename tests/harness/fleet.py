@@ -207,7 +207,7 @@ class RecordedResults:
         self._channel = grpc.insecure_channel(stack.address("monitor"))
         stub = monitor_service_pb2_grpc.MonitorServiceStub(self._channel)
         self._call = stub.WatchMonitorEvents(
-            mpb.WatchMonitorEventsRequest(include_results=True), metadata=auth(stack.service_token)
+            mpb.WatchMonitorEventsRequest(include_results=True), metadata=auth(stack.role_token("alert"))
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()

@@ -1,5 +1,5 @@
 """A real monitor service in the test's own event loop, on the database ``database_url`` names (SQLite or a fresh
-MariaDB database), with two users and a fake runner that reports results with the service token.
+MariaDB database), with two users and a fake runner that reports results with the runner's token.
 
 Use it from an async fixture: ``async with serve_monitors(database_url, tmp_path) as served: yield served``.
 """
@@ -30,7 +30,7 @@ from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.server import build_server, monitor_domain
 from services.monitor_svc.store import MonitorStore
-from tests.harness.services import free_port
+from tests.harness.services import free_port, role_tokens_env
 
 pb = monitor_service_pb2
 if TYPE_CHECKING:  # the asyncio stub exists in the typed stubs only; at run time the stub is the same class
@@ -48,7 +48,9 @@ class Served:
     settings: Settings
     channel: grpc.aio.Channel
     stub: Stub
-    service: Metadata  # the service token
+    runner: Metadata  # the runners' role token
+    alert_service: Metadata  # the alert service's role token (WatchMonitorEvents)
+    operator: Metadata  # the operator's token (GetDeploymentStatus's fleet view)
     alice: Metadata
     bob: Metadata
     runners: list[grpc.aio.UnaryStreamCall[pb.WatchAssignmentsRequest, pb.WatchAssignmentsResponse]] = field(
@@ -65,7 +67,7 @@ class Served:
     ) -> list[pb.Assignment]:
         """Register a fake runner (dedicated to one monitor with ``dedicated_to``); its first full set."""
         request = pb.WatchAssignmentsRequest(runner_id=runner_id, location=location, dedicated_monitor_id=dedicated_to)
-        call = self.stub.WatchAssignments(request, metadata=self.service)
+        call = self.stub.WatchAssignments(request, metadata=self.runner)
         self.runners.append(call)
         assigned: list[pb.Assignment] = []
         while True:
@@ -77,7 +79,7 @@ class Served:
 
     async def report(self, runner_id: str, *results: common_pb2.CheckResult) -> pb.ReportResultsResponse:
         reply: pb.ReportResultsResponse = await self.stub.ReportResults(
-            iter([pb.ReportResultsRequest(runner_id=runner_id, results=results)]), metadata=self.service, timeout=10
+            iter([pb.ReportResultsRequest(runner_id=runner_id, results=results)]), metadata=self.runner, timeout=10
         )
         assert reply.accepted == len(results), reply
         return reply
@@ -107,6 +109,7 @@ async def serve_monitors(
         "MONITORS_MASTER_KEY": new_master_key(),
         "MONITORS_MIN_INTERVAL_S": "1",
         "MONITORS_DRAIN_DELAY_S": "0",
+        **role_tokens_env("served"),
         **(env or {}),
     }
     settings = Settings.from_env("monitor", values, listen="127.0.0.1:0")
@@ -120,7 +123,9 @@ async def serve_monitors(
         settings,
         channel,
         monitor_service_pb2_grpc.MonitorServiceStub(channel),
-        bearer(settings.resolved_service_token()),
+        bearer(settings.role_token("runner")),
+        bearer(settings.role_token("alert")),
+        bearer(settings.role_token("operator")),
         bearer(alice),
         bearer(bob),
         port=port,

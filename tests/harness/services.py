@@ -16,6 +16,7 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from service_runtime.settings import ROLE_TOKENS, Role
 from tests.harness import dying_with_parent
 
 REPO = Path(__file__).resolve().parents[2]
@@ -40,6 +41,11 @@ def python_env(extra: Mapping[str, str]) -> dict[str, str]:
     env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "gen")])
     env.update(extra)
     return env
+
+
+def role_tokens_env(name: str) -> dict[str, str]:
+    """Each role's token variable with a value of its own (``name`` tells one test's tokens from another's)."""
+    return {variable: f"{name}-{role}-token-0123456789" for role, (variable, _) in ROLE_TOKENS.items()}
 
 
 def channel_for(address: str, env: Mapping[str, str] | None = None) -> grpc.Channel:
@@ -159,11 +165,11 @@ class Stack:
     def address(self, name: str) -> str:
         return self.services[name].address
 
-    @property
-    def service_token(self) -> str:
-        """The token runners and services present: MONITORS_SERVICE_TOKEN (required in production), or the one
-        the embedded services keep in the data directory."""
-        return self.env.get("MONITORS_SERVICE_TOKEN") or (self.data_dir / "service-token").read_text().strip()
+    def role_token(self, role: Role) -> str:
+        """The token ``role`` presents (a runner, the alert or monitor service, the operator): its variable
+        (required in production), or the one the embedded services keep in the data directory."""
+        variable, file = ROLE_TOKENS[role]
+        return self.env.get(variable) or (self.data_dir / file).read_text().strip()
 
     def start(self) -> Stack:
         self.data_dir.mkdir(parents=True, exist_ok=True)

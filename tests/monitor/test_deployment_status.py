@@ -1,7 +1,7 @@
 """GetDeploymentStatus: a user sees where their own monitors run; the fleet is the operator's view.
 
 A real monitor service with two runner processes in two locations, two users with monitors in one location
-each, and an operator calling with the service token.
+each, and an operator calling with the operator's token (MONITORS_OPERATOR_TOKEN).
 """
 
 from __future__ import annotations
@@ -14,21 +14,23 @@ import pytest
 from google.protobuf import duration_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from service_runtime.settings import Role
 from tests.harness.http import HttpServer, Reply
 from tests.harness.rpc import auth
-from tests.harness.services import ServiceProcess, Stack
+from tests.harness.services import ServiceProcess, Stack, role_tokens_env
 from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 T = TypeVar("T")
-SERVICE_TOKEN = "svc-token-for-deployment-status-tests-0123456789"
+TOKENS = role_tokens_env("deployment-status")
+OPERATOR_TOKEN = TOKENS["MONITORS_OPERATOR_TOKEN"]
 Metadata = tuple[tuple[str, str]]
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     # Declared: the test creates monitors in both locations before their runners first connect.
-    env = {"MONITORS_MIN_INTERVAL_S": "1", "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN, "MONITORS_LOCATIONS": "east,west"}
+    env = {"MONITORS_MIN_INTERVAL_S": "1", "MONITORS_LOCATIONS": "east,west", **TOKENS}
     with Stack(tmp_path_factory.mktemp("deployment"), env) as started:
         yield started
 
@@ -60,7 +62,7 @@ def test_users_see_their_own_monitors_placement_and_operators_the_fleet(
     alice, bob, operator = (
         auth(stack.create_api_key("alice.deploy@example.com")),
         auth(stack.create_api_key("bob.deploy@example.com")),
-        auth(SERVICE_TOKEN),
+        auth(OPERATOR_TOKEN),
     )
 
     def status(who: Metadata) -> pb.GetDeploymentStatusResponse:
@@ -99,9 +101,25 @@ def test_users_see_their_own_monitors_placement_and_operators_the_fleet(
                 runner.stop()
 
 
-def test_the_service_token_still_cannot_call_users_methods(
+def test_the_operators_token_still_cannot_call_users_methods_nor_the_runners(
     stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub
 ) -> None:
     with pytest.raises(grpc.RpcError) as caught:
-        stub.ListMonitors(pb.ListMonitorsRequest(), metadata=auth(SERVICE_TOKEN), timeout=5)
+        stub.ListMonitors(pb.ListMonitorsRequest(), metadata=auth(OPERATOR_TOKEN), timeout=5)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    watch = stub.WatchAssignments(
+        pb.WatchAssignmentsRequest(runner_id="operator", location="east"), metadata=auth(OPERATOR_TOKEN), timeout=5
+    )
+    with pytest.raises(grpc.RpcError) as caught:
+        next(watch)
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+@pytest.mark.parametrize("role", ["runner", "alert"])
+def test_the_fleet_view_is_the_operators_alone(
+    stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, role: Role
+) -> None:
+    """A runner (it runs users' checks) or the alert service sees no runner names nor the size of the fleet."""
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=auth(stack.role_token(role)), timeout=5)
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED

@@ -163,7 +163,9 @@ async def test_an_api_outage_is_retried_and_never_reaches_the_monitor_api(served
     for _ in range(3):
         await create(served, served.alice, "eu-west")
     assert await eventually(lambda: len(api.requests) > failed_before)  # it tried, and was refused
-    status = await served.stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=served.service, timeout=10)
+    status = await served.stub.GetDeploymentStatus(
+        pb.GetDeploymentStatusRequest(), metadata=served.operator, timeout=10
+    )
     assert list(status.runners) == []  # no pods listed, and still an answer
     api.failing = None
     # Retried without waiting for another change: 3 monitors at 2 per runner.
@@ -191,7 +193,7 @@ async def test_deployment_status_lists_runner_pods_with_readiness_restarts_locat
         ]
 
     # The operator: every pod, connected or not (runner-eu-west-1 is not ready and has restarted 4 times).
-    assert await status(served.service) == [
+    assert await status(served.operator) == [
         ("runner-default-0", "default", True, 1, 1, True),
         ("runner-eu-west-0", "eu-west", True, 0, 2, True),
         ("runner-eu-west-1", "eu-west", False, 4, 0, False),
@@ -389,7 +391,7 @@ async def test_a_dedicated_runner_checks_its_monitor_with_the_secrets_mounted_in
                 {
                     "MONITORS_DATA_DIR": str(tmp_path),
                     "MONITORS_MONITOR_TARGET": f"127.0.0.1:{served.port}",
-                    "MONITORS_SERVICE_TOKEN": served.settings.resolved_service_token(),
+                    "MONITORS_RUNNER_TOKEN": served.settings.role_token("runner"),
                     "MONITORS_EGRESS": "private-allowed",
                     "MONITORS_RUNNER_ID": f"{name}-abc",
                     "MONITORS_RUNNER_LOCATION": "eu-west",
@@ -416,14 +418,14 @@ async def test_deployment_status_calls_share_one_pod_listing_and_wait_for_a_slow
     request = pb.GetDeploymentStatusRequest()
     listed = len(api.sent("GET", "/pods"))
     replies = await asyncio.gather(
-        *(served.stub.GetDeploymentStatus(request, metadata=served.service, timeout=10) for _ in range(20))
+        *(served.stub.GetDeploymentStatus(request, metadata=served.operator, timeout=10) for _ in range(20))
     )
     assert {tuple(r.runner_id for r in reply.runners) for reply in replies} == {("runner-eu-west-0",)}
     assert len(api.sent("GET", "/pods")) - listed == 1
     await asyncio.sleep(POD_LISTING_TTL_S)
     api.delay_s = 30.0
     started = time.monotonic()
-    reply = await served.stub.GetDeploymentStatus(request, metadata=served.service, timeout=20)
+    reply = await served.stub.GetDeploymentStatus(request, metadata=served.operator, timeout=20)
     assert time.monotonic() - started < DESCRIBE_TIMEOUT_S + 1.0
     assert list(reply.runners) == []  # no runner is connected, and no pod was listed in time
 

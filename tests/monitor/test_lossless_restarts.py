@@ -53,10 +53,10 @@ class RecordedResults:
     """Results the monitor service reports as recorded (WatchMonitorEvents with include_results), per monitor: each
     has its status stored and its sample accepted, so each must reach InfluxDB."""
 
-    def __init__(self, stub: monitor_service_pb2_grpc.MonitorServiceStub, service_token: str) -> None:
+    def __init__(self, stub: monitor_service_pb2_grpc.MonitorServiceStub, alert_token: str) -> None:
         self.counts: collections.Counter[str] = collections.Counter()
         self._call = stub.WatchMonitorEvents(
-            pb.WatchMonitorEventsRequest(include_results=True), metadata=auth(service_token)
+            pb.WatchMonitorEventsRequest(include_results=True), metadata=auth(alert_token)
         )
         self._thread = threading.Thread(target=self._read, daemon=True)
         self._thread.start()
@@ -113,7 +113,7 @@ def test_samples_accepted_during_an_influxdb_outage_survive_a_restart_of_the_mon
                 metadata=key,
                 timeout=5,
             ).monitor
-            recorded = RecordedResults(stub, (stack.data_dir / "service-token").read_text().strip())
+            recorded = RecordedResults(stub, stack.role_token("alert"))
             runner.start()
             pinged = 0
             while pinged < 5 or recorded.counts[website.id] < 5:

@@ -43,7 +43,7 @@ class Watcher:
 
     def __init__(self, served: Served, include_results: bool = False) -> None:
         self.call = served.stub.WatchMonitorEvents(
-            pb.WatchMonitorEventsRequest(include_results=include_results), metadata=served.service
+            pb.WatchMonitorEventsRequest(include_results=include_results), metadata=served.alert_service
         )
         self.messages: asyncio.Queue[pb.WatchMonitorEventsResponse] = asyncio.Queue()
         self._task = asyncio.create_task(self._read())
@@ -152,7 +152,7 @@ async def test_the_snapshot_pages_every_monitor_of_every_user_then_changes_follo
 
 async def report(served: Served, runner_id: str, results: list[common_pb2.CheckResult]) -> pb.ReportResultsResponse:
     reply: pb.ReportResultsResponse = await served.stub.ReportResults(
-        iter([pb.ReportResultsRequest(runner_id=runner_id, results=results)]), metadata=served.service, timeout=10
+        iter([pb.ReportResultsRequest(runner_id=runner_id, results=results)]), metadata=served.runner, timeout=10
     )
     return reply
 
@@ -173,7 +173,7 @@ async def test_state_changes_after_retries_and_results_as_stored(served: Served)
     ).monitor
     # A fake runner: registered by its assignment stream, reporting with the service token.
     assignments = stub.WatchAssignments(
-        pb.WatchAssignmentsRequest(runner_id="r1", location="eu"), metadata=served.service
+        pb.WatchAssignmentsRequest(runner_id="r1", location="eu"), metadata=served.runner
     )
     first = await asyncio.wait_for(assignments.read(), 10)
     assert isinstance(first, pb.WatchAssignmentsResponse)

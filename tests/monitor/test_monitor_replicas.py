@@ -34,6 +34,7 @@ import pytest
 from google.protobuf import duration_pb2, timestamp_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
+from service_runtime.settings import ROLE_TOKENS, Role
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.rpc import auth
 from tests.harness.services import REPO, ServiceProcess, free_port, python_env
@@ -47,7 +48,7 @@ FAN_OUT_S = 1.0  # the issue's bound: a change on one replica reaches runners on
 @dataclass
 class Replicas:
     processes: dict[str, ServiceProcess]
-    service_token: str
+    env: dict[str, str]  # the replicas' shared settings, each role's token among them
     key: tuple[tuple[str, str]]
     mariadb: MariaDBServer
     channels: dict[str, grpc.Channel] = field(default_factory=dict)
@@ -57,9 +58,9 @@ class Replicas:
             self.channels[name] = grpc.insecure_channel(self.processes[name].address)
         return monitor_service_pb2_grpc.MonitorServiceStub(self.channels[name])
 
-    @property
-    def service(self) -> tuple[tuple[str, str]]:
-        return auth(self.service_token)
+    def role(self, role: Role) -> tuple[tuple[str, str]]:
+        """Metadata with ``role``'s token (a runner, the alert service, the operator)."""
+        return auth(self.env[ROLE_TOKENS[role][0]])
 
 
 @contextlib.contextmanager
@@ -79,7 +80,7 @@ def running_replicas(directory: Path, env: dict[str, str], mariadb: MariaDBServe
     try:
         for process in processes.values():
             process.start()  # the second starts: no replica lock with Redis set
-        found = Replicas(processes, env["MONITORS_SERVICE_TOKEN"], auth(_api_key(processes["a"].env)), mariadb)
+        found = Replicas(processes, env, auth(_api_key(processes["a"].env)), mariadb)
         yield found
         for channel in found.channels.values():
             channel.close()
@@ -123,7 +124,7 @@ class TestRunner:
         self.location = location
         self.replica = replica
         self.stub = replicas.stub(replica)
-        self._metadata = replicas.service
+        self._metadata = replicas.role("runner")
         self.assigned: dict[str, pb.Assignment] = {}
         self.seen: dict[str, float] = {}  # monitor id -> when it was first assigned here
         self.removed: dict[str, float] = {}  # monitor id -> when it was last removed
@@ -246,7 +247,7 @@ def test_runners_on_both_replicas_share_the_monitors_and_follow_changes_made_on_
         # Both replicas tell the same placement (once each has applied the other's last notices).
         def placement(name: str) -> dict[str, int]:
             status = replicas.stub(name).GetDeploymentStatus(
-                pb.GetDeploymentStatusRequest(), metadata=replicas.service, timeout=10
+                pb.GetDeploymentStatusRequest(), metadata=replicas.role("operator"), timeout=10
             )
             return {r.runner_id: r.assigned_monitors for r in status.runners}
 
@@ -287,7 +288,7 @@ def test_watchers_on_one_replica_see_changes_and_results_made_on_the_other(repli
     )
     statuses = replicas.stub("a").WatchMonitorStatus(pb.WatchMonitorStatusRequest(), metadata=replicas.key, timeout=30)
     events = replicas.stub("a").WatchMonitorEvents(
-        pb.WatchMonitorEventsRequest(include_results=True), metadata=replicas.service, timeout=30
+        pb.WatchMonitorEventsRequest(include_results=True), metadata=replicas.role("alert"), timeout=30
     )
     received: queue.Queue[Any] = queue.Queue()
 
@@ -388,7 +389,7 @@ def test_results_of_one_monitor_reported_to_both_replicas_at_once_lose_nothing_a
         # Resent to the other replica: each is a repeat there too.
         for runner, other in ((east, "b"), (west, "a")):
             resend = pb.ReportResultsRequest(runner_id=runner.runner_id, results=batches[runner.location])
-            replicas.stub(other).ReportResults(iter([resend]), metadata=replicas.service, timeout=10)
+            replicas.stub(other).ReportResults(iter([resend]), metadata=replicas.role("runner"), timeout=10)
         assert stored_failures(replicas, monitor.id) == failures
         assert samples_in(influxdb, monitor.id) == 2 * per_location
     finally:
@@ -427,7 +428,9 @@ def test_replicas_cut_off_from_redis_catch_up_once_it_answers_again(
                     lambda: (
                         len(
                             replicas.stub("b")
-                            .GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=replicas.service, timeout=10)
+                            .GetDeploymentStatus(
+                                pb.GetDeploymentStatusRequest(), metadata=replicas.role("operator"), timeout=10
+                            )
                             .runners
                         )
                         == 2

@@ -18,7 +18,7 @@ from monitors.v1 import account_service_pb2 as pb
 from monitors.v1 import account_service_pb2_grpc
 from service_runtime.secretbox import new_master_key
 from tests.harness.external import MariaDBServer, RedisServer
-from tests.harness.services import ServiceProcess, free_port, python_env
+from tests.harness.services import ServiceProcess, free_port, python_env, role_tokens_env
 
 SESSION = (("authorization", "Bearer ms_" + "x" * 43),)
 
@@ -30,7 +30,7 @@ def monitor_service(tmp_path: Path, mariadb: MariaDBServer, redis_url: str, name
             "MONITORS_DATABASE_URL": mariadb.create_database(name),
             "MONITORS_REDIS_URL": redis_url,
             "MONITORS_MASTER_KEY": new_master_key(),
-            "MONITORS_SERVICE_TOKEN": "redis-test-service-token",
+            **role_tokens_env("redis-test"),
             "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
             "MONITORS_LOG_FORMAT": "json",
         }

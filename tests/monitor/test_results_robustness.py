@@ -199,7 +199,7 @@ async def test_results_reported_before_the_runner_watches_again_are_kept_and_sto
         synced.set()
 
     client = RunnerClient(
-        channel, settings.resolved_service_token(), "r1", "local", scheduler, flush_interval_s=0.1, on_synced=on_synced
+        channel, settings.role_token("runner"), "r1", "local", scheduler, flush_interval_s=0.1, on_synced=on_synced
     )
     tasks = [asyncio.create_task(client.report_forever())]
     try:
@@ -253,7 +253,7 @@ async def test_a_result_with_an_invalid_duration_is_rejected_alone(database_url:
         mixed_signs.duration.seconds, mixed_signs.duration.nanos = 1, -1
         reply = await served.stub.ReportResults(
             iter([pb.ReportResultsRequest(runner_id="r1", results=[good, too_long, mixed_signs])]),
-            metadata=served.service,
+            metadata=served.runner,
             timeout=10,
         )
         assert (reply.accepted, reply.rejected) == (1, 2)

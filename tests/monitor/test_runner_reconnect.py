@@ -28,7 +28,7 @@ def stack(tmp_path: Path) -> Iterator[Stack]:
 
 
 def connected_runners(stack: Stack) -> list[str]:
-    token = auth(stack.service_token)
+    token = auth(stack.role_token("operator"))
     with grpc.insecure_channel(stack.address("monitor")) as channel:
         stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
         reply = stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=token, timeout=2)

@@ -48,7 +48,7 @@ async def test_a_result_that_turns_a_monitor_down_or_up_is_reported_at_once(tmp_
 
     # A long flush interval, so that anything reported quickly was sent because it was urgent.
     client = RunnerClient(
-        channel, settings.resolved_service_token(), "r1", "local", scheduler, flush_interval_s=30, on_synced=on_synced
+        channel, settings.role_token("runner"), "r1", "local", scheduler, flush_interval_s=30, on_synced=on_synced
     )
     tasks = [asyncio.create_task(client.watch_forever())]
     try:

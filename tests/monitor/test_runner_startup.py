@@ -32,7 +32,7 @@ def test_a_runner_on_a_health_port_in_use_exits_naming_it(tmp_path: Path) -> Non
         env = python_env(
             {
                 "MONITORS_DATA_DIR": str(tmp_path),
-                "MONITORS_SERVICE_TOKEN": "runner-startup-test-token",
+                "MONITORS_RUNNER_TOKEN": "runner-startup-test-token",
                 "MONITORS_RUNNER_LISTEN": address,
                 "MONITORS_MONITOR_TARGET": f"127.0.0.1:{free_port()}",
             }
@@ -45,9 +45,9 @@ def test_a_runner_on_a_health_port_in_use_exits_naming_it(tmp_path: Path) -> Non
     assert len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
-def test_a_runner_with_no_service_token_to_use_exits(tmp_path: Path) -> None:
-    """No MONITORS_SERVICE_TOKEN and no monitor service's token in the data directory (a runner on a machine
-    of its own): before, it made a token of its own and was refused UNAUTHENTICATED forever."""
+def test_a_runner_with_no_runner_token_to_use_exits(tmp_path: Path) -> None:
+    """No MONITORS_RUNNER_TOKEN and no runners' token in the data directory (a runner on a machine of its own):
+    before, it made a token of its own and was refused UNAUTHENTICATED forever."""
     env = python_env(
         {
             "MONITORS_DATA_DIR": str(tmp_path),
@@ -59,11 +59,11 @@ def test_a_runner_with_no_service_token_to_use_exits(tmp_path: Path) -> None:
     result = run_runner(env)
 
     assert result.returncode == 2, result.stderr
-    assert "MONITORS_SERVICE_TOKEN is not set" in result.stderr
-    assert not (tmp_path / "service-token").exists()  # it made no token of its own
+    assert "MONITORS_RUNNER_TOKEN is not set" in result.stderr
+    assert not any(tmp_path.iterdir())  # it made no token of its own
 
 
-def test_a_runner_given_a_database_url_but_no_service_token_exits(tmp_path: Path) -> None:
+def test_a_runner_given_a_database_url_but_no_runner_token_exits(tmp_path: Path) -> None:
     env = python_env(
         {
             "MONITORS_DATA_DIR": str(tmp_path),
@@ -76,4 +76,4 @@ def test_a_runner_given_a_database_url_but_no_service_token_exits(tmp_path: Path
     result = run_runner(env)
 
     assert result.returncode == 2, result.stderr
-    assert "MONITORS_SERVICE_TOKEN must be set" in result.stderr
+    assert "MONITORS_RUNNER_TOKEN must be set" in result.stderr

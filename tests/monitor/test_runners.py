@@ -12,7 +12,6 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from pathlib import Path
 from typing import TypeVar
 
 import grpc
@@ -236,7 +235,7 @@ def test_a_monitor_in_two_locations_is_down_only_when_a_quorum_of_them_sees_it_d
 def test_results_for_monitors_a_runner_does_not_own_are_rejected(
     stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, key: tuple[tuple[str, str]]
 ) -> None:
-    token = (Path(stack.data_dir) / "service-token").read_text().strip()
+    token = stack.role_token("runner")
     forged = common_pb2.CheckResult(monitor_id="mon_not_yours", is_up=True)
     forged.check_time.GetCurrentTime()
     # A runner not watching its assignments (not yet, after a restart) is refused as a whole: it keeps the
@@ -259,13 +258,13 @@ def test_results_for_monitors_a_runner_does_not_own_are_rejected(
     assert (reply.accepted, reply.rejected) == (0, 1)
     with pytest.raises(grpc.RpcError) as caught:
         stub.ListMonitors(pb.ListMonitorsRequest(), metadata=auth(token), timeout=5)
-    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # a service token is not a user
+    assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED  # a runner's token is not a user
 
 
-def test_runner_process_needs_the_service_token(stack: Stack) -> None:
+def test_runner_process_needs_the_runners_token(stack: Stack) -> None:
     impostor = ServiceProcess(
         "runner",
-        {**stack.env, "MONITORS_SERVICE_TOKEN": "guessed", "MONITORS_RUNNER_ID": "impostor"},
+        {**stack.env, "MONITORS_RUNNER_TOKEN": "guessed", "MONITORS_RUNNER_ID": "impostor"},
         stack.data_dir / "runner-impostor.log",
     )
     with pytest.raises(RuntimeError, match="not healthy"):
@@ -290,7 +289,7 @@ async def test_an_idle_assignment_stream_outlives_the_runners_keepalive_pings(st
     10 s so that it notices a dead monitor service. Here a client with the runner's channel options, pinging
     every 5 s, holds an idle WatchAssignments stream for 30 s: under the default policy it was cut after
     about 20 s (measured; the runner itself was cut every 100 s and resynced). The stream must stay open."""
-    token = (stack.data_dir / "service-token").read_text().strip()
+    token = stack.role_token("runner")
     options = [*(o for o in CHANNEL_OPTIONS if o[0] != "grpc.keepalive_time_ms"), ("grpc.keepalive_time_ms", 5_000)]
     async with grpc.aio.insecure_channel(stack.address("monitor"), options=options) as channel:
         call = monitor_service_pb2_grpc.MonitorServiceStub(channel).WatchAssignments(

@@ -154,7 +154,7 @@ def test_a_runner_receives_the_values_of_its_monitors_secrets_and_their_changes(
     stub.PutSecret(pb.PutSecretRequest(name="UNUSED", value="never-sent"), metadata=gina, timeout=5)
     stub.PutSecret(pb.PutSecretRequest(name="GINA", value="hal-own"), metadata=hal, timeout=5)
     spec = with_header("https://example.com/", "Bearer {{secret:GINA}}").spec
-    token = stack.service_token
+    token = stack.role_token("runner")
     # A runner has served the location once, so that a monitor may name it.
     scout = pb.WatchAssignmentsRequest(runner_id="secret-test-scout", location="secrets-only")
     first_contact = stub.WatchAssignments(scout, metadata=auth(token), timeout=10)

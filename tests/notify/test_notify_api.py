@@ -27,9 +27,11 @@ from tests.harness.external import MariaDBServer
 from tests.harness.http import Reply
 from tests.harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
 from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
+from tests.harness.services import Stack, role_tokens_env
 
-SERVICE_TOKEN = "svc-token-for-notify-tests-0123456789"
+TOKENS = role_tokens_env("notify-tests")
+# SendNotification as the alert service calls it.
+ALERT_TOKEN = TOKENS["MONITORS_ALERT_SERVICE_TOKEN"]
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 SIGNING_SECRET = "whsec-0123456789-abcdefghij"
 Metadata = tuple[tuple[str, str]]
@@ -49,7 +51,7 @@ def stack(
     env = {
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
-        "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+        **TOKENS,
         "MONITORS_NOTIFY_TIMEOUT_S": "3",
         "MONITORS_PAGERDUTY_EVENTS_URL": receivers.url("pagerduty"),
     }
@@ -233,7 +235,7 @@ def test_another_users_channel_is_not_found(
     assert stub.GetChannel(pb.GetChannelRequest(id=channel.id), metadata=alice, timeout=5).channel.id == channel.id
 
 
-def test_send_notification_is_for_service_tokens_only(stub: Stub, alice: Metadata, alice_id: str) -> None:
+def test_send_notification_is_for_our_services_tokens_only(stub: Stub, alice: Metadata, alice_id: str) -> None:
     request = pb.SendNotificationRequest(idempotency_key=unique("key"), owner_id=alice_id, notification=firing("a"))
     with pytest.raises(grpc.RpcError) as caught:
         stub.SendNotification(request, metadata=alice, timeout=5)
@@ -241,7 +243,7 @@ def test_send_notification_is_for_service_tokens_only(stub: Stub, alice: Metadat
     with pytest.raises(grpc.RpcError) as caught:
         stub.SendNotification(
             pb.SendNotificationRequest(owner_id=alice_id, notification=firing("a")),
-            metadata=auth(SERVICE_TOKEN),
+            metadata=auth(ALERT_TOKEN),
             timeout=5,
         )
     assert "idempotency_key" in violations(caught.value)
@@ -266,8 +268,8 @@ def test_send_notification_is_idempotent_and_signed(
         channel_ids=[channel.id],
         notification=firing("alr_9"),
     )
-    first = stub.SendNotification(request, metadata=auth(SERVICE_TOKEN), timeout=5)
-    again = stub.SendNotification(request, metadata=auth(SERVICE_TOKEN), timeout=5)
+    first = stub.SendNotification(request, metadata=auth(ALERT_TOKEN), timeout=5)
+    again = stub.SendNotification(request, metadata=auth(ALERT_TOKEN), timeout=5)
     assert (first.duplicate, again.duplicate) == (False, True)
     assert [d.id for d in again.deliveries] == [d.id for d in first.deliveries]
 
@@ -312,7 +314,7 @@ def test_email_to_a_bare_address_reaches_the_configured_provider(
         email_address="carol.login@example.com",
         notification=pb.Notification(kind=pb.NOTIFICATION_KIND_LOGIN_CODE, login_code="424242"),
     )
-    [queued] = stub.SendNotification(request, metadata=auth(SERVICE_TOKEN), timeout=5).deliveries
+    [queued] = stub.SendNotification(request, metadata=auth(ALERT_TOKEN), timeout=5).deliveries
     assert queued.email_address == "c****@example.com"
     if "MONITORS_SENDGRID_API_KEY" in stack.env:
         mail = next(
@@ -349,7 +351,7 @@ def test_list_deliveries_pages_and_filters(
                 channel_ids=[channel.id],
                 notification=firing(f"alr_{index}"),
             ),
-            metadata=auth(SERVICE_TOKEN),
+            metadata=auth(ALERT_TOKEN),
             timeout=5,
         )
     everything = settled(stub, alice, channel.id, count=3)
@@ -392,7 +394,7 @@ def test_listings_that_end_on_a_full_page_hand_out_no_token(
                 channel_ids=[hooks[0].id],
                 notification=firing(f"alr_{index}"),
             ),
-            metadata=auth(SERVICE_TOKEN),
+            metadata=auth(ALERT_TOKEN),
             timeout=5,
         )
     channels = stub.ListChannels(pb.ListChannelsRequest(page_size=2), metadata=dave, timeout=5)

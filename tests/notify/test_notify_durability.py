@@ -20,9 +20,8 @@ from service_runtime.secretbox import new_master_key
 from tests.harness.external import MariaDBServer
 from tests.harness.receivers import ProviderReceivers
 from tests.harness.rpc import auth
-from tests.harness.services import Stack
+from tests.harness.services import Stack, role_tokens_env
 
-SERVICE_TOKEN = "svc-token-for-durability-tests-0123456789"
 ALERTS = [f"alr_kill_{index}" for index in range(5)]
 
 
@@ -39,7 +38,7 @@ def stack(
     env = {
         "MONITORS_EGRESS": "private-allowed",
         "MONITORS_CA_FILE": str(receivers.ca_file),
-        "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+        **role_tokens_env("durability"),
         "MONITORS_NOTIFY_TIMEOUT_S": "2",
     }
     if request.param == "production":
@@ -80,7 +79,7 @@ def test_a_killed_service_sends_every_accepted_notification_after_restart(
                         kind=pb.NOTIFICATION_KIND_ALERT_FIRING, alert_id=alert, summary="down"
                     ),
                 ),
-                metadata=auth(SERVICE_TOKEN),
+                metadata=auth(stack.role_token("alert")),
                 timeout=5,
             )
 

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from service_runtime.settings import Settings, SettingsError, target_of
+from service_runtime.secretbox import new_master_key
+from service_runtime.settings import ROLE_TOKENS, Role, Settings, SettingsError, target_of
 
 
 def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
@@ -56,3 +57,44 @@ def test_a_services_address_follows_where_it_listens_unless_a_target_is_given() 
 def test_bad_values_name_the_variable(name: str, value: str) -> None:
     with pytest.raises(SettingsError, match=name):
         Settings.from_env("monitor", {name: value})
+
+
+PRODUCTION = {"MONITORS_DATABASE_URL": "mysql+pymysql://u:p@db/monitors"}
+
+
+def test_the_one_service_token_of_before_is_refused_naming_each_roles_token() -> None:
+    """Read as a fallback it would open every internal RPC to whoever holds it, as before: a deployment still
+    setting it is told what replaces it instead."""
+    with pytest.raises(SettingsError) as raised:
+        Settings.from_env("runner", {**PRODUCTION, "MONITORS_SERVICE_TOKEN": "the-old-shared-one"})
+    message = str(raised.value)
+    assert message.startswith("MONITORS_SERVICE_TOKEN is no longer read")
+    for variable, _ in ROLE_TOKENS.values():
+        assert variable in message
+
+
+def test_two_roles_given_one_token_are_refused() -> None:
+    env = {**PRODUCTION, "MONITORS_MASTER_KEY": new_master_key(), "MONITORS_RUNNER_TOKEN": "same"}
+    env |= {"MONITORS_ALERT_SERVICE_TOKEN": "same", "MONITORS_MONITOR_SERVICE_TOKEN": "own"}
+    with pytest.raises(SettingsError, match="MONITORS_RUNNER_TOKEN and MONITORS_ALERT_SERVICE_TOKEN hold the same"):
+        Settings.from_env("monitor", env).check_before_serving()
+
+
+def test_embedded_each_role_has_its_own_token_kept_in_the_data_directory(tmp_path: Path) -> None:
+    monitor = Settings.from_env("monitor", {"MONITORS_DATA_DIR": str(tmp_path)})
+    tokens = {role: monitor.role_token(role) for role in ("runner", "alert", "monitor", "operator")}
+    assert len(set(tokens.values())) == 4
+    runner = Settings.from_env("runner", {"MONITORS_DATA_DIR": str(tmp_path)})
+    assert runner.role_token("runner") == tokens["runner"]  # the same file, read by every process
+    assert (tmp_path / "runner-token").stat().st_mode & 0o777 == 0o600
+
+
+def test_in_production_an_unset_operator_token_is_no_token_at_all() -> None:
+    env = {**PRODUCTION, "MONITORS_RUNNER_TOKEN": "r-token", "MONITORS_OPERATOR_TOKEN": ""}
+    settings = Settings.from_env("monitor", env)
+    table: dict[str, tuple[Role, ...]] = {"/a": ("runner",), "/b": ("operator",)}
+    assert settings.accepted_role_tokens(table) == {"r-token": "runner"}
+    assert Settings.from_env("monitor", {**env, "MONITORS_OPERATOR_TOKEN": "o-token"}).accepted_role_tokens(table) == {
+        "r-token": "runner",
+        "o-token": "operator",
+    }

@@ -47,6 +47,10 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
+from service_runtime.settings import Role
+from services.monitor_svc.server import INTERNAL_METHODS as MONITOR_INTERNAL
+from services.monitor_svc.server import OPERATOR_METHODS
+from services.notify_svc.server import INTERNAL_METHODS as NOTIFY_INTERNAL
 from tests.harness.rpc import auth, rich_details
 from tests.harness.services import Stack, health
 
@@ -57,6 +61,8 @@ SERVED_BY = {
     "monitors.v1.AlertService": "alert",
     "monitors.v1.NotificationService": "notify",
 }
+# The roles (besides users) that may call each method, from the servers' own tables.
+ROLES: dict[str, tuple[Role, ...]] = {**MONITOR_INTERNAL, **OPERATOR_METHODS, **NOTIFY_INTERNAL}
 # Methods not fuzzed, each with the reason. Empty: streaming RPCs are fuzzed with a short deadline.
 SKIPPED: dict[str, str] = {}
 
@@ -487,9 +493,17 @@ def test_fuzzed_requests_get_answers_that_are_the_callers_to_fix(
     channel = channels[SERVED_BY[method.containing_service.full_name]]
     request = message_of(method.input_type, pools)
     many = method.client_streaming
-    # The user's key, or the services' own token, so the RPCs only services and runners may call
-    # (SendNotification, ReportResults, WatchAssignments) get past authentication too.
-    credentials = st.sampled_from([dora, auth(stack.service_token)])
+    # The user's key, or the token of a role that may call the method, so the RPCs only services and runners
+    # may call (SendNotification, ReportResults, WatchAssignments) get past authentication too.
+    credentials = st.sampled_from(
+        [
+            dora,
+            *(
+                auth(stack.role_token(role))
+                for role in ROLES.get(f"/{method.containing_service.full_name}/{method.name}", ())
+            ),
+        ]
+    )
 
     @FUZZ
     @given(requests=st.lists(request, min_size=1, max_size=3 if many else 1), metadata=credentials)
@@ -541,7 +555,7 @@ def test_an_invalid_notification_duration_names_its_path_in_the_request(
         ),
     )
     with pytest.raises(grpc.RpcError) as caught:
-        notify.SendNotification(request, metadata=auth(stack.service_token), timeout=CALL_TIMEOUT_S)
+        notify.SendNotification(request, metadata=auth(stack.role_token("alert")), timeout=CALL_TIMEOUT_S)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT, caught.value.details()
     bad_request = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.BadRequest))
     assert [v.field for v in bad_request.field_violations] == ["notification.duration"]

@@ -16,7 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from service_runtime.settings import ServiceName, Settings
+from service_runtime.settings import NEEDED_ROLE_TOKENS, ROLE_TOKENS, ServiceName, Settings
 from tests.harness.k8s import (
     KUBERNETES_VERSION,
     KUSTOMIZATIONS,
@@ -169,6 +169,30 @@ def test_credentials_come_from_secrets_and_settings_from_the_configmap(rendered:
             if CREDENTIALS.search(variable["name"]):
                 assert "value" not in variable, variable["name"]
                 assert variable["valueFrom"]["secretKeyRef"]["name"] == "monitors-credentials"
+
+
+def test_each_workload_is_given_only_the_role_tokens_its_process_presents_or_accepts(
+    rendered: list[dict[str, Any]],
+) -> None:
+    """A runner (users' checks, internet egress) holds the runners' token alone; rotating one role's token
+    restarts only the pods given it. The operator's token is the monitor service's to accept, and optional."""
+    token_keys = {file: variable for variable, file in ROLE_TOKENS.values()}
+    expected = {name: {ROLE_TOKENS[role][0] for role in roles} for name, roles in NEEDED_ROLE_TOKENS.items()}
+    expected["monitor"].add("MONITORS_OPERATOR_TOKEN")
+    seen = set()
+    for workload, container in containers(rendered):
+        argument = container["args"][0]
+        given = {
+            variable["name"]: variable["valueFrom"]["secretKeyRef"]
+            for variable in container.get("env", [])
+            if variable.get("valueFrom", {}).get("secretKeyRef", {}).get("key") in token_keys
+        }
+        assert set(given) == expected.get(argument, set()), workload["metadata"]["name"]
+        for name, reference in given.items():
+            assert token_keys[reference["key"]] == name  # each variable from its own role's key
+            assert reference.get("optional", False) is (name == "MONITORS_OPERATOR_TOKEN")
+        seen.add(argument)
+    assert seen >= {"monitor", "alert", "notify", "runner", "mcp"}
 
 
 def test_disruption_budgets_and_autoscalers_point_at_real_workloads(rendered: list[dict[str, Any]]) -> None:

@@ -1,6 +1,6 @@
 """What an operator needs to run production by hand: a master key from a command (and keys in the forms other
-tools print), a service token every unit must share, no data directory relative to wherever a unit starts, and
-a missing email provider said once at start."""
+tools print), the role tokens each unit presents or accepts, no data directory relative to wherever a unit
+starts, and a missing email provider said once at start."""
 
 from __future__ import annotations
 
@@ -20,9 +20,11 @@ from service_runtime.secretbox import SecretBox, parse_master_keys
 from service_runtime.settings import PRODUCTION_DATA_DIR, Settings
 from tests.harness import dying_with_parent
 from tests.harness.external import MariaDBServer
-from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env
+from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env, role_tokens_env
 
-SERVICE_TOKEN = "operator-test-service-token"
+TOKENS = role_tokens_env("operator-test")
+# SendNotification as the monitor service calls it for login codes.
+MONITOR_SERVICE = (("authorization", f"Bearer {TOKENS['MONITORS_MONITOR_SERVICE_TOKEN']}"),)
 
 
 def admin(*args: str) -> subprocess.CompletedProcess[str]:
@@ -62,9 +64,16 @@ def test_a_production_data_directory_is_never_relative_to_the_working_directory(
     assert Settings.from_env("notify", chosen).data_dir == tmp_path
 
 
-@pytest.mark.parametrize("name", ["monitor", "alert", "notify"])
-def test_production_without_a_service_token_exits_naming_it(tmp_path: Path, name: str) -> None:
-    """Without it each unit had made its own token and runners looped on UNAUTHENTICATED."""
+@pytest.mark.parametrize(
+    ("name", "variables"),
+    [
+        ("monitor", "MONITORS_MONITOR_SERVICE_TOKEN, MONITORS_RUNNER_TOKEN and MONITORS_ALERT_SERVICE_TOKEN"),
+        ("alert", "MONITORS_ALERT_SERVICE_TOKEN"),
+        ("notify", "MONITORS_ALERT_SERVICE_TOKEN and MONITORS_MONITOR_SERVICE_TOKEN"),
+    ],
+)
+def test_production_without_its_role_tokens_exits_naming_them(tmp_path: Path, name: str, variables: str) -> None:
+    """Without them each unit had made its own tokens and its callers looped on UNAUTHENTICATED."""
     env = python_env(
         {
             "MONITORS_DATA_DIR": str(tmp_path),
@@ -82,7 +91,7 @@ def test_production_without_a_service_token_exits_naming_it(tmp_path: Path, name
     )
     assert result.returncode == 2
     assert result.stderr.count("\n") == 1
-    assert "MONITORS_SERVICE_TOKEN must be set" in result.stderr
+    assert f"{variables} must be set" in result.stderr
     assert not any(tmp_path.iterdir()), "the refused process wrote to its data directory"
 
 
@@ -92,7 +101,7 @@ def test_no_email_provider_in_production_is_one_warning_at_start(tmp_path: Path,
             "MONITORS_DATA_DIR": str(tmp_path),
             "MONITORS_DATABASE_URL": mariadb.create_database("operator_no_email"),
             "MONITORS_MASTER_KEY": base64.urlsafe_b64encode(os.urandom(32)).decode(),
-            "MONITORS_SERVICE_TOKEN": SERVICE_TOKEN,
+            **TOKENS,
             "MONITORS_MONITOR_TARGET": f"127.0.0.1:{free_port()}",
             "MONITORS_LOG_FORMAT": "json",
         }
@@ -108,7 +117,7 @@ def test_no_email_provider_in_production_is_one_warning_at_start(tmp_path: Path,
                     email_address=f"someone{n}@example.com",
                     notification=pb.Notification(kind=pb.NOTIFICATION_KIND_LOGIN_CODE, login_code="424242"),
                 )
-                stub.SendNotification(request, metadata=(("authorization", f"Bearer {SERVICE_TOKEN}"),), timeout=5)
+                stub.SendNotification(request, metadata=MONITOR_SERVICE, timeout=5)
         outbox = tmp_path / "outbox.txt"
         deadline = time.monotonic() + 20
         while not (outbox.exists() and outbox.read_text().count("424242") == 3):

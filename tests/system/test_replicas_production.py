@@ -214,7 +214,7 @@ def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each
         webhook = npb.WebhookConfig(url=receivers.url("webhook", hook))
         create = npb.CreateChannelRequest(channel=npb.Channel(display_name=hook, webhook=webhook))
         channel_ids.append(stubs[0].CreateChannel(create, metadata=user, timeout=10).channel.id)
-    service = auth(deployment.env["MONITORS_SERVICE_TOKEN"])
+    alert_service = auth(deployment.env["MONITORS_ALERT_SERVICE_TOKEN"])  # SendNotification as it calls it
     for n in range(10):
         request = npb.SendNotificationRequest(
             idempotency_key=f"pair-{n}",
@@ -222,7 +222,7 @@ def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each
             channel_ids=channel_ids,
             notification=npb.Notification(kind=npb.NOTIFICATION_KIND_ALERT_FIRING, alert_id=f"alr_pair_{n}"),
         )
-        stubs[n % 2].SendNotification(request, metadata=service, timeout=10)  # half through each process
+        stubs[n % 2].SendNotification(request, metadata=alert_service, timeout=10)  # half through each process
 
     def answered(hook: str) -> list[str]:
         """Delivery ids of the POSTs to ``hook`` answered 200 (the first ten were answered 503)."""
@@ -285,8 +285,8 @@ def test_two_of_each_service_lose_and_repeat_no_alert_when_one_of_each_is_killed
     firing, resolved = "alert_firing", "alert_resolved"
     wait_until(lambda: all(state(n) == common_pb2.MONITOR_STATE_UP for n in range(MONITORS)), what="all UP")
     # Both runners check, whichever monitor service they reached.
-    service = auth(deployment.env["MONITORS_SERVICE_TOKEN"])
-    status = monitors.GetDeploymentStatus(mpb.GetDeploymentStatusRequest(), metadata=service, timeout=10)
+    operator = auth(deployment.env["MONITORS_OPERATOR_TOKEN"])
+    status = monitors.GetDeploymentStatus(mpb.GetDeploymentStatusRequest(), metadata=operator, timeout=10)
     assert sorted(r.runner_id for r in status.runners) == ["runner-1", "runner-2"]
     assert all(r.assigned_monitors for r in status.runners), status.runners
 

@@ -14,7 +14,7 @@ from grpc_health.v1 import health_pb2
 from service_runtime.secretbox import new_master_key
 from tests.harness import dying_with_parent
 from tests.harness.external import MariaDBServer
-from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, health, python_env
+from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, health, python_env, role_tokens_env
 
 START_TIMEOUT_S = 30.0
 
@@ -40,7 +40,7 @@ def production_env(data_dir: Path, database_url: str, **extra: str) -> dict[str,
     settings = {
         "MONITORS_DATABASE_URL": database_url,
         "MONITORS_MASTER_KEY": new_master_key(),
-        "MONITORS_SERVICE_TOKEN": "startup-test-service-token",
+        **role_tokens_env("startup-test"),
         **extra,
     }
     return embedded_env(data_dir, **settings)

@@ -15,11 +15,11 @@ npb = notification_service_pb2
 
 
 class NotifyLoginCodeSender:
-    """:class:`services.monitor_svc.accounts.login.LoginCodeSender` over gRPC, with the service token."""
+    """:class:`services.monitor_svc.accounts.login.LoginCodeSender` over gRPC, with the monitor service's role token."""
 
-    def __init__(self, channel: grpc.aio.Channel, service_token: str, timeout_s: float = 5.0) -> None:
+    def __init__(self, channel: grpc.aio.Channel, token: str, timeout_s: float = 5.0) -> None:
         self._stub = notification_service_pb2_grpc.NotificationServiceStub(channel)
-        self._metadata = (("authorization", f"Bearer {service_token}"),)
+        self._metadata = (("authorization", f"Bearer {token}"),)
         self._timeout_s = timeout_s
 
     async def send_login_code(self, email: str, code: str, valid_for: timedelta) -> None:

@@ -1,7 +1,8 @@
 """`python -m services.monitor_svc.runner [--listen HOST:PORT]`: check assigned monitors, report results.
 
-Connects to MonitorService (MONITORS_MONITOR_TARGET) with the service token (MONITORS_SERVICE_TOKEN, or the
-one in the data directory when embedded); holds no database credentials. Serves the standard gRPC health
+Connects to MonitorService (MONITORS_MONITOR_TARGET) with the runner's token (MONITORS_RUNNER_TOKEN, or the
+one in the data directory when embedded), which opens the runners' two RPCs and nothing else; holds no
+database credentials. Serves the standard gRPC health
 service on --listen (default 127.0.0.1:50054): SERVING once its first assignments have arrived. On SIGTERM it
 stops checking and reports what it holds (within MONITORS_SHUTDOWN_GRACE_S) before it goes.
 """
@@ -20,7 +21,7 @@ from prometheus_client import REGISTRY
 
 from service_runtime.metrics import MetricsEndpoint
 from service_runtime.process import run_process, stop_signals
-from service_runtime.settings import Settings, SettingsError, StartupError
+from service_runtime.settings import ROLE_TOKENS, Settings, SettingsError, StartupError
 from service_runtime.tls import open_channel
 from services.monitor_svc import VERSION
 from services.monitor_svc.checks import Checker, check_config
@@ -75,7 +76,7 @@ async def serve(settings: Settings) -> None:
 
     client = RunnerClient(
         open_channel(settings.monitor_target, settings, CHANNEL_OPTIONS),
-        settings.resolved_service_token(),
+        settings.role_token("runner"),
         settings.runner_id,
         settings.runner_location,
         scheduler,
@@ -130,13 +131,14 @@ async def stop_gracefully(
         log.warning("results not reported before the stop's deadline", extra={"lost": unreported, "grace_s": grace_s})
 
 
-def require_service_token(settings: Settings) -> None:
-    """A runner takes the monitor service's token; it never makes one of its own."""
-    if not settings.service_token and not (settings.data_dir / "service-token").exists():
+def require_runner_token(settings: Settings) -> None:
+    """A runner takes the runners' token the monitor service accepts; it never makes one of its own."""
+    variable, file = ROLE_TOKENS["runner"]
+    if "runner" not in settings.role_tokens and not (settings.data_dir / file).exists():
         # A token made here would be the runner's own, which no monitor service knows: refused forever.
         raise SettingsError(
-            f"MONITORS_SERVICE_TOKEN is not set and {settings.data_dir / 'service-token'} does not exist: give"
-            " the runner the monitor service's token (embedded, start the monitor service first or share its"
+            f"{variable} is not set and {settings.data_dir / file} does not exist: give the runner the token"
+            " the monitor service accepts from runners (embedded, start the monitor service first or share its"
             " MONITORS_DATA_DIR)"
         )
 
@@ -150,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
         prog="python -m services.monitor_svc.runner",
         label="runner",
         listen_help="health endpoint",
-        check=require_service_token,
+        check=require_runner_token,
     )
 
 
