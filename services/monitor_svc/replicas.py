@@ -137,6 +137,7 @@ class RedisReplicas:
         self._failing = False
         self._outbox: asyncio.Queue[dict[str, str]] = asyncio.Queue(OUTBOX)
         self._dropped = False  # notices lost since the last resync notice
+        self._sending = False  # a batch on its way to Redis
         self._joining = False  # this replica's entry was just added to the registry: skip reading it this round
         self.applied = 0  # others' notices applied here (for tests and metrics)
 
@@ -162,6 +163,7 @@ class RedisReplicas:
                 batch.append(self._outbox.get_nowait())
             if self._dropped:
                 batch.append({"r": self.name, "k": RESYNC})
+            self._sending = True
             try:
                 async with self._redis.pipeline(transaction=False) as pipe:
                     for fields in batch:
@@ -172,9 +174,15 @@ class RedisReplicas:
                 self._dropped = True  # these are lost: once Redis answers, the others reload instead
                 await asyncio.sleep(REFRESH_S)
                 continue
+            finally:
+                self._sending = False
             if batch[-1].get("k") == RESYNC:
                 self._dropped = False
                 log.warning("Redis answers again: the other replicas told to reload what they mirror")
+
+    def outbox_empty(self) -> bool:
+        """Whether every notice made so far has been handed to Redis (or dropped)."""
+        return self._outbox.empty() and not self._sending
 
     async def monitor_changed(self, monitor_id: str) -> None:
         """Tell the other replicas that this monitor changed (they load it)."""
@@ -283,18 +291,25 @@ class RedisReplicas:
                 self._recovered()
                 if await self._missed_some():
                     await self._resync()
+            elif any(len(notices) == READ_COUNT for _, notices in found) and await self._missed_some():
+                # Reading a full page: behind, maybe further than the stream keeps.
+                await self._resync()
             for _, notices in found:
                 for notice_id, fields in notices:
                     await self._apply(fields)
                     self._position = notice_id
 
     async def _missed_some(self) -> bool:
-        """Whether notices after our position were dropped by the cap while we could not read them."""
+        """Whether notices after our position may have been dropped (by the cap, or with a restarted Redis's
+        data) before we read them: when the last one we read is gone, those after it may be too (the cap drops
+        the oldest first, so while it is there, none after it is gone). A reload costs less than a notice missed."""
+        if self._position in (None, "0-0"):
+            return False
         try:
-            first = await self._redis.xrange(self._stream, count=1)
+            found = await self._redis.xrange(self._stream, min=self._position, max=self._position)
         except RedisError:
             return True
-        return bool(first) and _order(first[0][0]) > _order(self._position or "0-0")
+        return not found
 
     async def _apply(self, fields: dict[str, str]) -> None:
         if fields.get("r") == self.name:

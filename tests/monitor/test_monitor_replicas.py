@@ -14,6 +14,7 @@ reporting results as a runner does (so the test sees exactly what each runner is
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import queue
@@ -35,6 +36,9 @@ from google.protobuf import duration_pb2, timestamp_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import ROLE_TOKENS, Role
+from services.monitor_svc import replicas as replicas_module
+from services.monitor_svc.assignments import AssignmentHub
+from services.monitor_svc.replicas import RedisReplicas
 from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
 from tests.harness.rpc import auth
 from tests.harness.services import REPO, ServiceProcess, free_port, python_env
@@ -475,3 +479,66 @@ def test_replicas_cut_off_from_redis_catch_up_once_it_answers_again(
                 watch.cancel()
                 east.leave()
                 west.leave()
+
+
+async def test_a_replica_further_behind_than_the_stream_keeps_reloads_rather_than_miss_notices(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two replicas' fan-out on a real Redis, in this process, with a stream cap of about 10 notices (Redis trims
+    a whole node of 100 at a time) and pages of 5: one replica reads nothing while the other sends 500 changes,
+    so the stream drops notices it never read; when it reads again it reloads from the database (its resync)
+    instead of applying what is left as if it were all."""
+    monkeypatch.setattr(replicas_module, "STREAM_MAXLEN", 10)
+    monkeypatch.setattr(replicas_module, "READ_COUNT", 5)
+    changed: list[str] = []
+    resyncs: list[float] = []
+
+    async def nothing() -> list[Any]:
+        return []
+
+    async def record(results: Any) -> None:
+        return None
+
+    async def change(monitor_id: str) -> None:
+        changed.append(monitor_id)
+
+    async def recorded(samples: Any, ids: Any) -> None:
+        return None
+
+    async def resync() -> None:
+        resyncs.append(time.monotonic())
+
+    database = f"mysql+pymysql://u:p@127.0.0.1:1/behind_{time.monotonic_ns()}"  # names the deployment only
+    reader = RedisReplicas(
+        redis_server.url, database, AssignmentHub(nothing, record), change, recorded, resync, name="r"
+    )
+    sender = RedisReplicas(
+        redis_server.url, database, AssignmentHub(nothing, record), change, recorded, resync, name="s"
+    )
+    await reader.start()
+    await sender.start()
+    sending = asyncio.create_task(sender.send_forever())
+    try:
+        await sender.monitor_changed("mon_first")
+        reading = asyncio.create_task(reader.run())
+        await until_true(lambda: changed == ["mon_first"])
+        reading.cancel()
+        for n in range(500):
+            await sender.monitor_changed(f"mon_{n:03d}")
+        await until_true(lambda: sender.outbox_empty())
+        await asyncio.sleep(0.2)
+        assert not resyncs
+        reading = asyncio.create_task(reader.run())
+        await until_true(lambda: bool(resyncs))
+        reading.cancel()
+    finally:
+        sending.cancel()
+        await reader.close()
+        await sender.close()
+
+
+async def until_true(check: Callable[[], bool], timeout_s: float = 10.0) -> None:
+    deadline = time.monotonic() + timeout_s
+    while not check():
+        assert time.monotonic() < deadline, "not true in time"
+        await asyncio.sleep(0.02)
