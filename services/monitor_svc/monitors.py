@@ -373,6 +373,7 @@ class Monitors:
             locations=draft.locations if "locations" in chosen else current.locations,
             quorum=draft.quorum if "quorum" in chosen else current.quorum,
             labels=draft.labels if "labels" in chosen else current.labels,
+            placement=current.placement,  # set on create only; its rules still hold (one location if dedicated)
         )
         valid = validate(merged, self.limits)
         assert valid.spec is not None

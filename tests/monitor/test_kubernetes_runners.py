@@ -571,3 +571,21 @@ async def test_changes_made_while_the_monitors_are_first_read_are_not_lost(api: 
         assert api.replicas() == {"runner-default": 1, "runner-eu-west": 3}
     finally:
         await fleet.platform.close()
+
+
+async def test_a_dedicated_monitor_keeps_to_one_location_when_updated(served: Served, api: KubernetesApi) -> None:
+    created = await served.stub.CreateMonitor(
+        pb.CreateMonitorRequest(monitor=dedicated("https://example.com/", "eu-west")), metadata=served.alice, timeout=10
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await served.stub.UpdateMonitor(
+            pb.UpdateMonitorRequest(
+                monitor=pb.Monitor(id=created.monitor.id, locations=["eu-west", "default"]),
+                update_mask=field_mask_pb2.FieldMask(paths=["locations"]),
+            ),
+            metadata=served.alice,
+            timeout=10,
+        )
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    violations = [d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.BadRequest)]
+    assert [v.field for d in violations for v in d.field_violations] == ["monitor.locations"]
