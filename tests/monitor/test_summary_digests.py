@@ -5,6 +5,7 @@ again), and for samples written while InfluxDB was down and sent by the next pro
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import sqlite3
 from collections.abc import AsyncIterator
@@ -160,6 +161,20 @@ async def test_influx_hours_written_before_the_digests_are_read_again_once(influ
     try:
         await assert_batches_are_own_summaries(store, RANGES)
         assert not await store._in_digests(store._digests.stale_hours)
+    finally:
+        await store.close()
+
+
+async def test_influx_hours_past_the_digest_retention_are_read_again_when_summarised(influxdb: InfluxDBServer) -> None:
+    config = dataclasses.replace(
+        influx_config(influxdb, f"digests_{next(_databases)}"), digest_retention=timedelta(days=1)
+    )
+    store = await InfluxStore.open(config)
+    try:
+        await write_histories(store)
+        await store.enforce_retention()  # the histories are two days old: their digests go
+        assert not store._digest_file.execute("SELECT count(*) FROM digest_1h").fetchone()[0]
+        await assert_batches_are_own_summaries(store, RANGES)
     finally:
         await store.close()
 
