@@ -253,9 +253,13 @@ class AssignmentHub:
     async def reload(self) -> None:
         """Read every monitor again and choose owners afresh (after changes may have been missed)."""
         async with self._lock:
-            self._monitors = {m.id: m for m in await self._load()}
+            before, self._monitors = self._monitors, {m.id: m for m in await self._load()}
             self._loaded = True
             self._rebalance()
+            # A monitor changed meanwhile goes to its owner again (the full pass sends only what moved).
+            edited = {i for i, monitor in self._monitors.items() if before.get(i, monitor) != monitor}
+            if edited:
+                self._rebalance(changed=edited)
 
     async def _ensure_loaded(self) -> None:
         if not self._loaded:

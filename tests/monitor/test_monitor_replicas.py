@@ -32,7 +32,7 @@ from typing import Any
 
 import grpc
 import pytest
-from google.protobuf import duration_pb2, timestamp_pb2
+from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import ROLE_TOKENS, Role
@@ -163,6 +163,12 @@ class TestRunner:
     def ids(self) -> set[str]:
         with self._lock:
             return set(self.assigned)
+
+    def url_of(self, monitor_id: str) -> str:
+        """The URL this runner was last sent for ``monitor_id`` ("" if it does not check it)."""
+        with self._lock:
+            found = self.assigned.get(monitor_id)
+        return found.monitor.spec.website.url if found is not None else ""
 
     def report(self, *results: common_pb2.CheckResult) -> pb.ReportResultsResponse:
         request = pb.ReportResultsRequest(runner_id=self.runner_id, results=list(results))
@@ -441,7 +447,25 @@ def test_replicas_cut_off_from_redis_catch_up_once_it_answers_again(
                     ),
                     timeout_s=5,
                 )
+                # A monitor checked by a's runner, to be changed through b while Redis is away.
+                early = [
+                    replicas.stub("a")
+                    .CreateMonitor(
+                        pb.CreateMonitorRequest(monitor=website(f"outage/early/{n}")), metadata=replicas.key, timeout=10
+                    )
+                    .monitor.id
+                    for n in range(6)
+                ]
+                eventually(lambda: east.ids() & set(early), timeout_s=5)
+                edited = sorted(east.ids() & set(early))[0]
                 redis.stop()
+                moved = website("outage/edited")
+                moved.id = edited
+                replicas.stub("b").UpdateMonitor(
+                    pb.UpdateMonitorRequest(monitor=moved, update_mask=field_mask_pb2.FieldMask(paths=["spec"])),
+                    metadata=replicas.key,
+                    timeout=10,
+                )
                 started = time.monotonic()
                 ids = [
                     replicas.stub("b")
@@ -468,6 +492,8 @@ def test_replicas_cut_off_from_redis_catch_up_once_it_answers_again(
                     return bool(mine and theirs and not mine & theirs and mine | theirs == set(ids))
 
                 eventually(shared, timeout_s=10)
+                # The monitor changed meanwhile is checked as changed (its runner had kept the old spec).
+                eventually(lambda: east.url_of(edited).endswith("/outage/edited"), timeout_s=5)
                 deadline = time.monotonic() + 10
                 heard = False
                 while not heard and time.monotonic() < deadline:
