@@ -126,7 +126,7 @@ def _listed(names: list[str]) -> str:
     return " and ".join(filter(None, [", ".join(names[:-1]), names[-1]]))
 
 
-def _role_tokens(env: Mapping[str, str]) -> dict[Role, str]:
+def _role_tokens(env: Mapping[str, str]) -> dict[Role, tuple[str, ...]]:
     if env.get("MONITORS_SERVICE_TOKEN"):
         # Its holders could call every internal RPC; read as a fallback it would keep that power alive.
         raise SettingsError(
@@ -134,7 +134,12 @@ def _role_tokens(env: Mapping[str, str]) -> dict[Role, str]:
             + ", ".join(variable for variable, _ in ROLE_TOKENS.values())
             + '); see the README, "Service identity"'
         )
-    return {role: token for role, (variable, _) in ROLE_TOKENS.items() if (token := env.get(variable, "").strip())}
+    # "new,old" while a token is rotated: the first is presented, each is accepted (base64 has no comma).
+    found = {
+        role: tuple(t for t in env.get(variable, "").replace(" ", "").split(",") if t)
+        for role, (variable, _) in ROLE_TOKENS.items()
+    }
+    return {role: tokens for role, tokens in found.items() if tokens}
 
 
 def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
@@ -182,8 +187,9 @@ class Settings:
     auth_cache_ttl_s: float
     raw_retention: timedelta
     rollup_retention: timedelta
-    # Role tokens given by their variables (ROLE_TOKENS); embedded, the others are kept in the data directory.
-    role_tokens: Mapping[Role, str]
+    # Role tokens given by their variables (ROLE_TOKENS), the one presented first (a comma-separated list
+    # while one is rotated: each is accepted); embedded, the others are kept in the data directory.
+    role_tokens: Mapping[Role, tuple[str, ...]]
     master_key: str
     min_interval_s: float
     egress: str
@@ -223,7 +229,7 @@ class Settings:
         first use, so that every process of an embedded deployment reads the same)."""
         variable, file = ROLE_TOKENS[role]
         if role in self.role_tokens:
-            return self.role_tokens[role]
+            return self.role_tokens[role][0]
         if not self.embedded:  # check_before_serving names the variables a process needs
             raise SettingsError(f"{variable} must be set when MONITORS_DATABASE_URL is not SQLite")
         return local_secret(self.data_dir / file)
@@ -231,12 +237,18 @@ class Settings:
     def accepted_role_tokens(self, *method_tables: Mapping[str, Collection[Role]]) -> dict[str, Role]:
         """Token -> role for every role the tables (method -> roles that may call it) name, and this process's
         own role (known, so that its token presented here is PERMISSION_DENIED like any role's on a method not
-        its own, not taken for a user's). In production a role whose variable is unset (the operator's,
-        optional) has no token, and nobody calls as it."""
+        its own, not taken for a user's); every token of a role being rotated. In production a role whose
+        variable is unset (the operator's, optional) has no token, and nobody calls as it."""
         named = (role for table in method_tables for allowed in table.values() for role in allowed)
         own = PRESENTED_ROLE.get(self.service)
         roles = dict.fromkeys([*named, *([own] if own else [])])
-        return {self.role_token(role): role for role in roles if role in self.role_tokens or self.embedded}
+        accepted: dict[str, Role] = {}
+        for role in roles:
+            if role in self.role_tokens:
+                accepted |= dict.fromkeys(self.role_tokens[role], role)
+            elif self.embedded:
+                accepted[self.role_token(role)] = role
+        return accepted
 
     def secret_box(self) -> SecretBox:
         """The box that seals secrets at rest: MONITORS_MASTER_KEY, or, embedded, a key kept in the data
@@ -265,10 +277,9 @@ class Settings:
                 f" secret in every process that presents or accepts it (a long random string, such as the output"
                 f" of openssl rand -base64 32)"
             )
+        every = [token for tokens in self.role_tokens.values() for token in set(tokens)]
         shared = [
-            ROLE_TOKENS[r][0]
-            for r, token in self.role_tokens.items()
-            if list(self.role_tokens.values()).count(token) > 1
+            ROLE_TOKENS[r][0] for r, tokens in self.role_tokens.items() if any(every.count(t) > 1 for t in set(tokens))
         ]
         if shared:
             # One secret for two roles would let either call the other's RPCs: the separation would be void.

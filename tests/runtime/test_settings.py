@@ -98,3 +98,18 @@ def test_in_production_an_unset_operator_token_is_no_token_at_all() -> None:
         "r-token": "runner",
         "o-token": "operator",
     }
+
+
+def test_a_role_token_being_rotated_is_presented_new_and_accepted_new_or_old() -> None:
+    env = {**PRODUCTION, "MONITORS_RUNNER_TOKEN": " new-token, old-token ", "MONITORS_ALERT_SERVICE_TOKEN": "a"}
+    settings = Settings.from_env("monitor", env)
+    assert settings.role_token("runner") == "new-token"
+    table: dict[str, tuple[Role, ...]] = {"/watch": ("runner",), "/feed": ("alert",)}
+    assert settings.accepted_role_tokens(table) == {"new-token": "runner", "old-token": "runner", "a": "alert"}
+
+
+def test_an_old_token_of_one_role_may_not_be_another_roles() -> None:
+    env = {**PRODUCTION, "MONITORS_MASTER_KEY": new_master_key(), "MONITORS_MONITOR_SERVICE_TOKEN": "m"}
+    env |= {"MONITORS_RUNNER_TOKEN": "new,old", "MONITORS_ALERT_SERVICE_TOKEN": "old"}
+    with pytest.raises(SettingsError, match="MONITORS_RUNNER_TOKEN and MONITORS_ALERT_SERVICE_TOKEN hold the same"):
+        Settings.from_env("monitor", env).check_before_serving()

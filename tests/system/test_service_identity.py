@@ -193,3 +193,27 @@ def test_a_rotated_runner_token_leaves_the_other_roles_working(tmp_path_factory:
             assert code_of(send_notification, clients, token_of("monitor")) == grpc.StatusCode.OK
         finally:
             clients.close()
+
+
+def test_while_a_runner_token_is_rotated_the_monitor_service_accepts_the_new_and_the_old(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """MONITORS_RUNNER_TOKEN="new,old" on the monitor service: runners still on the old token go on while they
+    are restarted with the new one, one by one; the old one goes when the list does."""
+    new, old = "identity-runner-token-next-1357924680", TOKENS["MONITORS_RUNNER_TOKEN"]
+    with Stack(tmp_path_factory.mktemp("overlap"), dict(TOKENS)) as stack:
+        clients = Clients.of(stack)
+        try:
+            monitor = stack.services["monitor"]
+            monitor.stop()
+            monitor.env = {**monitor.env, "MONITORS_RUNNER_TOKEN": f"{new},{old}"}
+            monitor.start()
+            assert code_of(watch_assignments, clients, auth(old)) == grpc.StatusCode.OK
+            assert code_of(watch_assignments, clients, auth(new)) == grpc.StatusCode.OK
+            runner = stack.runner("rotated", MONITORS_RUNNER_TOKEN=new)
+            runner.start()  # SERVING once its first assignments came over its stream: the new token is taken
+            runner.stop()
+            assert code_of(send_notification, clients, auth(old)) == grpc.StatusCode.PERMISSION_DENIED
+            assert code_of(send_notification, clients, auth(new)) == grpc.StatusCode.PERMISSION_DENIED
+        finally:
+            clients.close()
