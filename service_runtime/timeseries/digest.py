@@ -269,12 +269,13 @@ class SampleDigests:
         self.add_rows(merged, [f for f in failures if f[:3] not in known])
 
     def without_state(self, owner_id: str, monitor_ids: Sequence[str], since_ns: int, start: datetime) -> list[str]:
-        """The monitors with no check in the hours from ``since_ns`` to ``start``'s."""
+        """The monitors with no check in the hours from ``since_ns`` to ``start``'s, that one left out (its checks
+        may all come after ``start``: the state before it may then be older)."""
         first = to_ns(start)
         known = {
             monitor_id
             for (monitor_id,) in self._connection.execute(
-                f"SELECT DISTINCT monitor_id FROM digest_1h WHERE {_SCOPE} AND hour_ns >= ? AND hour_ns <= ?"
+                f"SELECT DISTINCT monitor_id FROM digest_1h WHERE {_SCOPE} AND hour_ns >= ? AND hour_ns < ?"
                 " AND up_ns >= 0",
                 (owner_id, _json_list(monitor_ids), since_ns, first - first % HOUR_NS),
             )

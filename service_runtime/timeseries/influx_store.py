@@ -66,6 +66,9 @@ _DIGESTED = ("is_up", "response_time_ms", "cert_days_left", "error_class", "mess
 _COVERED_FROM = "covered_from"  # digest_meta: the digests hold every hour from this one on (but the stale ones)
 _ALIVE = "alive"  # digest_meta: when samples were last digested
 _EVER = -(2**62)
+# A summary reads again at most this many hours the digests do not hold (the hours from its start to theirs); a
+# range further back is read from the raw samples.
+REREAD_HOURS = 50
 T = TypeVar("T")
 ROLLUP_MEASUREMENT = "uptime_1h"
 MAX_NOTE_CHARS = 500
@@ -777,6 +780,8 @@ class InfluxStore:
         (:meth:`_complete_digests`), and a monitor whose state before the range the digests cannot tell (none of
         its samples since they are complete) has it looked for in InfluxDB."""
         covered = await self._complete_digests(start, end)
+        if covered is None:
+            return await self._raw_digests(owner_id, monitor_ids, start, end, carry_from)
         elsewhere: dict[str, float] = {}
         if to_ns(carry_from) < covered:
             unknown = await self._in_digests(
@@ -789,14 +794,17 @@ class InfluxStore:
         )
         return await self._in_digests(read)
 
-    async def _complete_digests(self, start: datetime, end: datetime) -> int:
-        """Read again from InfluxDB the hours of ``[start, end)`` that the digests do not hold completely, and the
-        hours marked stale; returns the time from which they hold every hour."""
+    async def _complete_digests(self, start: datetime, end: datetime) -> int | None:
+        """Read again from InfluxDB the hours from ``start``'s to those the digests hold completely (at most
+        :data:`REREAD_HOURS` of them), and the hours marked stale; returns the time from which they hold every
+        hour, or None for a range too far before it (read from the raw samples then)."""
         covered = await self._in_digests(functools.partial(self._digests.meta, _COVERED_FROM))
         assert covered is not None
         first = _hour(to_ns(start))
+        if covered - first > REREAD_HOURS * HOUR_NS:
+            return None
         stale = await self._in_digests(self._digests.stale_hours)
-        missing = sorted({*range(first, min(covered, to_ns(end)), HOUR_NS), *stale})
+        missing = sorted({*range(first, covered, HOUR_NS), *stale})
         if missing:  # InfluxDB first takes what was accepted (the spool's lines from before a restart among them)
             await self.flush(timeout_s=self.config.timeout_s)
         for hour in missing:
@@ -847,6 +855,77 @@ class InfluxStore:
                 if rows and rows[0][1] is not None:
                     result[tags.get("monitor", "")] = float(rows[0][1])
         return result
+
+    async def _raw_digests(
+        self, owner_id: str, monitor_ids: Sequence[str], start: datetime, end: datetime, carry_from: datetime
+    ) -> dict[str, RangeDigest]:
+        """:meth:`digests` from the raw samples, for a range the digests do not hold: four statements grouped by
+        monitor, sent together (counts, sums and the last certificate; response-time
+        percentiles of the successful samples; the first sample's time, as ``first()`` alone answers with it; the
+        last state before the range), then one more for the is_up series of the monitors that failed. Up to
+        :data:`NAMED_PER_STATEMENT` monitors are named in one regular expression; more are read as every series
+        of the owner's, the wanted ones kept."""
+        wanted = set(monitor_ids)
+        if not wanted:
+            return {}
+        owner = f"{quote_identifier('owner')} = {quote_string(owner_id)}"
+        scope = owner
+        if len(wanted) <= NAMED_PER_STATEMENT:
+            scope += f" AND {quote_identifier('monitor')} =~ {regex_of_names(sorted(wanted))}"
+        in_range = f"{scope} AND time >= {to_ns(start)} AND time < {to_ns(end)}"
+        is_up, response, cert = (quote_identifier(n) for n in ("is_up", "response_time_ms", "cert_days_left"))
+        by_monitor = f"GROUP BY {quote_identifier('monitor')}"
+        statements = [
+            f"SELECT count({is_up}), sum({is_up}), last({cert}) FROM {self._from()} WHERE {in_range} {by_monitor}",
+            f"SELECT percentile({response}, 50), percentile({response}, 95), percentile({response}, 99)"
+            f" FROM {self._from()} WHERE {in_range} AND {is_up} = 1 {by_monitor}",
+            f"SELECT first({is_up}) FROM {self._from()} WHERE {in_range} {by_monitor}",
+            f"SELECT last({is_up}) FROM {self._from()}"
+            f" WHERE {scope} AND time >= {to_ns(carry_from)} AND time < {to_ns(start)} {by_monitor}",
+        ]
+        gate = asyncio.Semaphore(STATEMENTS_IN_FLIGHT)
+
+        async def run(statement: str) -> list[tuple[str, list[Any]]]:
+            async with gate:
+                body = await self._query(statement, method="POST")
+            if any(result.get("partial") for result in body.get("results", [])):
+                raise Unavailable("time-series answer truncated by InfluxDB's max-row-limit")
+            return [(tags.get("monitor", ""), rows) for tags, rows in _series(body) if rows]
+
+        counted, timed, firsts, before = await asyncio.gather(*map(run, statements))
+        found: dict[str, dict[str, Any]] = {m: {} for m in wanted}
+        for monitor, rows in counted:
+            if monitor in found:
+                _, checks, up, cert_days = rows[0]
+                found[monitor].update(checks=int(checks or 0), up=round(up or 0), cert_days_left=_float(cert_days))
+        for monitor, rows in timed:
+            if monitor in found:
+                found[monitor]["response_time"] = tuple(_float(v) for v in rows[0][1:4])
+        for monitor, rows in firsts:
+            if monitor in found and rows[0][1] is not None:
+                found[monitor]["first_time"] = from_ns(int(rows[0][0]))
+        for monitor, rows in before:
+            if monitor in found:
+                found[monitor]["carried"] = _float(rows[0][1])
+        failing = sorted(m for m, f in found.items() if f.get("up", 0) < f.get("checks", 0) or f.get("carried") == 0)
+        columns = ", ".join(quote_identifier(c) for c in ("is_up", "error_class", "message"))
+        series = await asyncio.gather(
+            *(
+                run(
+                    f"SELECT {columns} FROM {self._from()} WHERE {owner}"
+                    f" AND {quote_identifier('monitor')} =~ {regex_of_names(chunk)}"
+                    f" AND time >= {to_ns(start)} AND time < {to_ns(end)} AND {is_up} >= 0 {by_monitor}"
+                    " ORDER BY time ASC"
+                )
+                for chunk in _chunks(failing, NAMED_PER_STATEMENT)
+            )
+        )
+        for monitor, rows in (item for answer in series for item in answer):
+            if monitor in found:
+                found[monitor]["is_up_series"] = [
+                    (from_ns(int(t)), float(u), str(e or ""), str(m or "")) for t, u, e, m in rows if u is not None
+                ]
+        return {m: RangeDigest(**fields) for m, fields in found.items()}
 
     async def close(self) -> None:
         """Send what is buffered, then close the connection pool. With a spool, what InfluxDB does not take at

@@ -15,12 +15,19 @@ from pathlib import Path
 import pytest
 
 from service_runtime.errors import Unavailable
-from service_runtime.timeseries import InfluxConfig, InfluxStore, SeriesKey, SqliteSampleStore, TimeSeriesStore
+from service_runtime.timeseries import (
+    InfluxConfig,
+    InfluxStore,
+    SeriesKey,
+    SqliteSampleStore,
+    TimeSeriesStore,
+    influx_store,
+)
 from service_runtime.timeseries.digest import SCHEMA
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import summarize_availability, summarize_crypto_price, summarize_website
 from tests.harness.external import InfluxDBServer
-from tests.harness.summaries import H0, KINDS, MINUTE, NOW, OWNER, count_statements, histories
+from tests.harness.summaries import H0, KINDS, MINUTE, NOW, OWNER, check, count_statements, histories
 
 # Edges inside hours (a head hour whose earlier samples tell the state before the range; a tail hour), a range
 # inside one hour, one across two partial hours, and whole hours.
@@ -165,16 +172,44 @@ async def test_influx_hours_written_before_the_digests_are_read_again_once(influ
         await store.close()
 
 
-async def test_influx_hours_past_the_digest_retention_are_read_again_when_summarised(influxdb: InfluxDBServer) -> None:
-    config = dataclasses.replace(
-        influx_config(influxdb, f"digests_{next(_databases)}"), digest_retention=timedelta(days=1)
-    )
-    store = await InfluxStore.open(config)
+async def test_a_state_older_than_the_digests_is_carried_into_a_range_their_first_hour_starts(
+    influxdb: InfluxDBServer,
+) -> None:
+    """A monitor down two hours before the range, checked again only once the range has begun: the digests (read
+    again from an hour before it) do not hold its state before the range, which InfluxDB still tells."""
+    database = f"digests_{next(_databases)}"
+    writer = await InfluxStore.open(influx_config(influxdb, database))
+    late = [check("mon_late", -120, False)] + [check("mon_late", m, True) for m in range(20, 120, 5)]
+    await writer.write([s for samples in histories().values() for s in samples] + late)
+    await writer.flush()
+    await writer.close()
+    store = await InfluxStore.open(influx_config(influxdb, database))
+    try:
+        await summarize_many(store, OWNER, [("mon_steady", "website")], H0 - 33 * MINUTE, H0 + MINUTE, now=NOW)
+        start, end = H0 + 10 * MINUTE, H0 + 103 * MINUTE
+        batch = await summarize_many(store, OWNER, [("mon_late", "website")], start, end, now=NOW)
+        assert batch["mon_late"] == await summarize_website(store, SeriesKey(OWNER, "mon_late"), start, end, now=NOW)
+        assert batch["mon_late"].availability.outages[0].start == start
+    finally:
+        await store.close()
+
+
+@pytest.mark.parametrize("reread_hours", [50, 1])
+async def test_influx_hours_past_the_digest_retention_are_read_again_or_from_the_samples(
+    influxdb: InfluxDBServer, monkeypatch: pytest.MonkeyPatch, reread_hours: int
+) -> None:
+    """Hours the digests no longer hold are read again into them, or, for a range too far back (more than
+    REREAD_HOURS before what they hold), the summaries come from the raw samples."""
+    monkeypatch.setattr(influx_store, "REREAD_HOURS", reread_hours)
+    config = influx_config(influxdb, f"digests_{next(_databases)}")
+    store = await InfluxStore.open(dataclasses.replace(config, digest_retention=timedelta(days=1)))
     try:
         await write_histories(store)
         await store.enforce_retention()  # the histories are two days old: their digests go
         assert not store._digest_file.execute("SELECT count(*) FROM digest_1h").fetchone()[0]
         await assert_batches_are_own_summaries(store, RANGES)
+        held = store._digest_file.execute("SELECT count(*) FROM digest_1h").fetchone()[0]
+        assert bool(held) == (reread_hours == 50)
     finally:
         await store.close()
 
