@@ -112,7 +112,9 @@ class Fleet:
                     display_name=f"{name}-{number}",
                     spec=common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=targets.url(number))),
                     interval=duration_pb2.Duration(seconds=interval_s),
-                    timeout=duration_pb2.Duration(seconds=1),
+                    # As long as the interval allows: the targets answer from this test process, which a loaded
+                    # machine may keep from answering within a second (a failed check, rightly alerted).
+                    timeout=duration_pb2.Duration(seconds=min(interval_s, 4)),
                 )
                 created = monitors.CreateMonitor(mpb.CreateMonitorRequest(monitor=monitor), metadata=key, timeout=10)
                 fleet.monitors.append(created.monitor.id)
