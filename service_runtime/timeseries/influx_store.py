@@ -8,6 +8,14 @@ and logged. Given a spool directory (the monitor service gives one), the buffer 
 :mod:`.spool`); the same bound holds. Every query is built here from validated parts: field names match a
 strict pattern, identifiers are double-quoted and strings single-quoted with escaping, and every query is
 scoped to one owner and one monitor.
+
+Batch summaries read the digests of :mod:`.digest`, which the store writes as it accepts samples (into a SQLite
+file in the spool directory, which one process holds). They hold what this store wrote, so they answer for a
+database whose samples this store writes: the monitor service's, one replica serving at a time. Hours they cannot
+vouch for (samples from before they were kept, the time between a digest file's last write and its reopening,
+hours past their retention) are read again from InfluxDB, merged, each sample once; a sample another process
+wrote meanwhile, timed before the hours read again, is missed. Samples dropped from a full buffer stay counted in
+them, though InfluxDB never got them.
 """
 
 from __future__ import annotations
