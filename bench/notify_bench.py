@@ -3,7 +3,7 @@
 Starts the three services as real processes (embedded: SQLite, logs at INFO as users run them, egress
 ``private-allowed`` so the service may reach loopback), a local HTTPS receiver standing in for a customer's
 webhook endpoint (answers 200 at once), and one webhook channel. Then ``--notifications`` SendNotification
-calls (service token, distinct idempotency keys, ``--senders`` in flight at a time) queue one delivery each,
+calls (the alert service's token, distinct idempotency keys, ``--senders`` in flight at a time) queue one delivery each,
 and the clock runs from the first call until the receiver has taken the last signed POST. Every delivery
 goes the whole way: committed to the queue table, leased, signed, POSTed through the SSRF-safe client,
 attempt recorded.

@@ -6,7 +6,7 @@ No Kubernetes API server runs here: the service talks to a stand-in (tests/harne
 server on a loopback port answering the API paths the client uses, fed with the StatefulSets the example overlay
 renders. Every object the service sends is validated against the Kubernetes API schema with kubernetes-validate in
 strict mode, as tests/system/test_k8s_manifests.py validates the manifests. A real monitor service (in this process, on
-SQLite) and a fake runner connected over gRPC with the service token."""
+SQLite) and a fake runner connected over gRPC with the runners' token."""
 
 from __future__ import annotations
 

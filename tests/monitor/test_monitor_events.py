@@ -1,5 +1,5 @@
 """WatchMonitorEvents, the alert service's feed: a real monitor service (in-process, on both stores), a fake
-runner reporting results with the service token, and a watcher reading the stream as the alert service does."""
+runner reporting results with the runners' token, and a watcher reading the stream as the alert service does."""
 
 from __future__ import annotations
 
@@ -171,7 +171,7 @@ async def test_state_changes_after_retries_and_results_as_stored(served: Served)
     monitor = (
         await stub.CreateMonitor(pb.CreateMonitorRequest(monitor=website("flaky", retries=1)), metadata=served.alice)
     ).monitor
-    # A fake runner: registered by its assignment stream, reporting with the service token.
+    # A fake runner: registered by its assignment stream, reporting with the runners' token.
     assignments = stub.WatchAssignments(
         pb.WatchAssignmentsRequest(runner_id="r1", location="eu"), metadata=served.runner
     )

@@ -2,7 +2,7 @@
 stay PENDING forever with nothing to say why.
 
 A real monitor service in the test's loop, on SQLite and on MariaDB; runners are fake WatchAssignments streams
-opened with the service token (tests/harness/monitor_service.py).
+opened with the runners' token (tests/harness/monitor_service.py).
 """
 
 from __future__ import annotations

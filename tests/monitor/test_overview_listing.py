@@ -1,6 +1,6 @@
 """ListMonitors as an overview: each monitor comes with its status (state, last check) as GetMonitorStatus reads
 it, and the listing filters by state, kind and labels, page by page. A real monitor service on both databases,
-a fake runner reporting results with the service token."""
+a fake runner reporting results with the runners' token."""
 
 from __future__ import annotations
 

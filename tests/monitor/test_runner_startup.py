@@ -1,5 +1,5 @@
 """A runner refuses, in one line and exit code 2, what would otherwise go wrong silently: a second runner on
-the health port of a first, and a production runner with no service token (it would be refused by the monitor
+the health port of a first, and a production runner with no runners' token (it would be refused by the monitor
 service forever)."""
 
 from __future__ import annotations

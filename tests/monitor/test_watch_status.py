@@ -1,7 +1,7 @@
 """WatchMonitorStatus: every change of state of the caller's monitors, as it happens and as GetMonitorStatus reads
 it (UNKNOWN once stale included); a bounded buffer per stream that keeps the newest and says how many it
 dropped; at most MONITORS_MAX_STREAMS_PER_USER streams per user; the streams end with OK when the server drains.
-A real monitor service on both databases, a fake runner reporting results with the service token."""
+A real monitor service on both databases, a fake runner reporting results with the runners' token."""
 
 from __future__ import annotations
 

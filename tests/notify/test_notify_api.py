@@ -1,6 +1,6 @@
 """NotificationService over gRPC, on both stacks (SQLite and MariaDB): channel CRUD with secrets masked on read
 and kept when sent back masked, validation naming the field, isolation between users, SendNotification for
-service tokens only and idempotent, TestChannel with the provider's answer, email to a bare address (the local
+our services' tokens only and idempotent, TestChannel with the provider's answer, email to a bare address (the local
 outbox when embedded, SendGrid through ``host=`` in production), and no secret in the service's log.
 
 Loopback receivers (tests/harness/receivers.py) stand in for Slack, Teams, the webhook, PagerDuty's Events API

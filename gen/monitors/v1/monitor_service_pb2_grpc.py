@@ -322,7 +322,8 @@ class MonitorServiceServicer:
         """Describes the deployment: storage backends, version, the locations runners serve, and where the
         caller's monitors run. A user sees only the runners that check their own monitors, with
         assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
-        monitor) is for operators, who call it with the service token.
+        monitor) is for the operator, who calls it with the operator's token. Returns PERMISSION_DENIED for
+        another role's token (a runner's, the alert service's).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -330,7 +331,8 @@ class MonitorServiceServicer:
 
     def WatchAssignments(self, request, context):
         """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
-        as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+        as they happen. Returns PERMISSION_DENIED for a user token or another role's than the runners',
+        INVALID_ARGUMENT without runner_id or location.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -338,8 +340,8 @@ class MonitorServiceServicer:
 
     def ReportResults(self, request_iterator, context):
         """For runners: check results in batches; the server stores samples and updates monitor states.
-        Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
-        counted as rejected, not stored.
+        Returns PERMISSION_DENIED for a user token or another role's than the runners'. Results for monitors
+        the runner does not own are counted as rejected, not stored.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -348,7 +350,7 @@ class MonitorServiceServicer:
     def WatchMonitorEvents(self, request, context):
         """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
         monitor change and state change, and each recorded batch of results, as they happen. Returns
-        PERMISSION_DENIED for a user token.
+        PERMISSION_DENIED for a user token or another role's than the alert service's.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

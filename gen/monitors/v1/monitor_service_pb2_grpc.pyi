@@ -126,21 +126,23 @@ class MonitorServiceStub:
     """Describes the deployment: storage backends, version, the locations runners serve, and where the
     caller's monitors run. A user sees only the runners that check their own monitors, with
     assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
-    monitor) is for operators, who call it with the service token.
+    monitor) is for the operator, who calls it with the operator's token. Returns PERMISSION_DENIED for
+    another role's token (a runner's, the alert service's).
     """
     WatchAssignments: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]
     """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
-    as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+    as they happen. Returns PERMISSION_DENIED for a user token or another role's than the runners',
+    INVALID_ARGUMENT without runner_id or location.
     """
     ReportResults: _grpc.StreamUnaryMultiCallable[_monitor_service_pb2.ReportResultsRequest, _monitor_service_pb2.ReportResultsResponse]
     """For runners: check results in batches; the server stores samples and updates monitor states.
-    Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
-    counted as rejected, not stored.
+    Returns PERMISSION_DENIED for a user token or another role's than the runners'. Results for monitors
+    the runner does not own are counted as rejected, not stored.
     """
     WatchMonitorEvents: _grpc.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorEventsRequest, _monitor_service_pb2.WatchMonitorEventsResponse]
     """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
     monitor change and state change, and each recorded batch of results, as they happen. Returns
-    PERMISSION_DENIED for a user token.
+    PERMISSION_DENIED for a user token or another role's than the alert service's.
     """
 
 @_typing.type_check_only
@@ -241,21 +243,23 @@ class MonitorServiceAsyncStub(MonitorServiceStub):
     """Describes the deployment: storage backends, version, the locations runners serve, and where the
     caller's monitors run. A user sees only the runners that check their own monitors, with
     assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
-    monitor) is for operators, who call it with the service token.
+    monitor) is for the operator, who calls it with the operator's token. Returns PERMISSION_DENIED for
+    another role's token (a runner's, the alert service's).
     """
     WatchAssignments: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchAssignmentsRequest, _monitor_service_pb2.WatchAssignmentsResponse]  # type: ignore[assignment]
     """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
-    as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+    as they happen. Returns PERMISSION_DENIED for a user token or another role's than the runners',
+    INVALID_ARGUMENT without runner_id or location.
     """
     ReportResults: _aio.StreamUnaryMultiCallable[_monitor_service_pb2.ReportResultsRequest, _monitor_service_pb2.ReportResultsResponse]  # type: ignore[assignment]
     """For runners: check results in batches; the server stores samples and updates monitor states.
-    Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
-    counted as rejected, not stored.
+    Returns PERMISSION_DENIED for a user token or another role's than the runners'. Results for monitors
+    the runner does not own are counted as rejected, not stored.
     """
     WatchMonitorEvents: _aio.UnaryStreamMultiCallable[_monitor_service_pb2.WatchMonitorEventsRequest, _monitor_service_pb2.WatchMonitorEventsResponse]  # type: ignore[assignment]
     """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
     monitor change and state change, and each recorded batch of results, as they happen. Returns
-    PERMISSION_DENIED for a user token.
+    PERMISSION_DENIED for a user token or another role's than the alert service's.
     """
 
 class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -467,7 +471,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         """Describes the deployment: storage backends, version, the locations runners serve, and where the
         caller's monitors run. A user sees only the runners that check their own monitors, with
         assigned_monitors and unassigned_monitors counting theirs alone; the fleet view (every runner, every
-        monitor) is for operators, who call it with the service token.
+        monitor) is for the operator, who calls it with the operator's token. Returns PERMISSION_DENIED for
+        another role's token (a runner's, the alert service's).
         """
 
     @_abc_1.abstractmethod
@@ -477,7 +482,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchAssignmentsResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchAssignmentsResponse]]:
         """For runners: a full set of the runner's assignments (in pages while full_sync_continues), then changes
-        as they happen. Returns PERMISSION_DENIED for a user token, INVALID_ARGUMENT without runner_id or location.
+        as they happen. Returns PERMISSION_DENIED for a user token or another role's than the runners',
+        INVALID_ARGUMENT without runner_id or location.
         """
 
     @_abc_1.abstractmethod
@@ -487,8 +493,8 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_monitor_service_pb2.ReportResultsResponse, _abc.Awaitable[_monitor_service_pb2.ReportResultsResponse]]:
         """For runners: check results in batches; the server stores samples and updates monitor states.
-        Returns PERMISSION_DENIED for a user token. Results for monitors the runner does not own are
-        counted as rejected, not stored.
+        Returns PERMISSION_DENIED for a user token or another role's than the runners'. Results for monitors
+        the runner does not own are counted as rejected, not stored.
         """
 
     @_abc_1.abstractmethod
@@ -499,7 +505,7 @@ class MonitorServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_monitor_service_pb2.WatchMonitorEventsResponse], _abc.AsyncIterator[_monitor_service_pb2.WatchMonitorEventsResponse]]:
         """For the alert service: every monitor of every user (owner, labels, kind, state) in pages, then each
         monitor change and state change, and each recorded batch of results, as they happen. Returns
-        PERMISSION_DENIED for a user token.
+        PERMISSION_DENIED for a user token or another role's than the alert service's.
         """
 
 def add_MonitorServiceServicer_to_server(servicer: MonitorServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

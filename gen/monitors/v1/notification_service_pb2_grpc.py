@@ -139,9 +139,10 @@ class NotificationServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SendNotification(self, request, context):
-        """Internal (service identity only): queues a notification for durable delivery. Idempotent on
-        idempotency_key: a repeat returns the first result and sends nothing. Returns PERMISSION_DENIED for
-        a user token, INVALID_ARGUMENT without an idempotency_key or recipient.
+        """Internal (the alert and monitor services' tokens only): queues a notification for durable delivery.
+        Idempotent on idempotency_key: a repeat returns the first result and sends nothing. Returns
+        PERMISSION_DENIED for a user token or another role's (a runner's), INVALID_ARGUMENT without an
+        idempotency_key or recipient.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

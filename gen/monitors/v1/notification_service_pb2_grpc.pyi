@@ -61,9 +61,10 @@ class NotificationServiceStub:
     TestChannel: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.TestChannelRequest, _notification_service_pb2.TestChannelResponse]
     """Sends a test message now and returns the provider's answer. Returns NOT_FOUND as GetChannel."""
     SendNotification: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.SendNotificationRequest, _notification_service_pb2.SendNotificationResponse]
-    """Internal (service identity only): queues a notification for durable delivery. Idempotent on
-    idempotency_key: a repeat returns the first result and sends nothing. Returns PERMISSION_DENIED for
-    a user token, INVALID_ARGUMENT without an idempotency_key or recipient.
+    """Internal (the alert and monitor services' tokens only): queues a notification for durable delivery.
+    Idempotent on idempotency_key: a repeat returns the first result and sends nothing. Returns
+    PERMISSION_DENIED for a user token or another role's (a runner's), INVALID_ARGUMENT without an
+    idempotency_key or recipient.
     """
     ListDeliveries: _grpc.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeliveriesRequest, _notification_service_pb2.ListDeliveriesResponse]
     """Lists deliveries of the caller's channels with every attempt, newest first. Returns
@@ -103,9 +104,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     TestChannel: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.TestChannelRequest, _notification_service_pb2.TestChannelResponse]  # type: ignore[assignment]
     """Sends a test message now and returns the provider's answer. Returns NOT_FOUND as GetChannel."""
     SendNotification: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.SendNotificationRequest, _notification_service_pb2.SendNotificationResponse]  # type: ignore[assignment]
-    """Internal (service identity only): queues a notification for durable delivery. Idempotent on
-    idempotency_key: a repeat returns the first result and sends nothing. Returns PERMISSION_DENIED for
-    a user token, INVALID_ARGUMENT without an idempotency_key or recipient.
+    """Internal (the alert and monitor services' tokens only): queues a notification for durable delivery.
+    Idempotent on idempotency_key: a repeat returns the first result and sends nothing. Returns
+    PERMISSION_DENIED for a user token or another role's (a runner's), INVALID_ARGUMENT without an
+    idempotency_key or recipient.
     """
     ListDeliveries: _aio.UnaryUnaryMultiCallable[_notification_service_pb2.ListDeliveriesRequest, _notification_service_pb2.ListDeliveriesResponse]  # type: ignore[assignment]
     """Lists deliveries of the caller's channels with every attempt, newest first. Returns
@@ -184,9 +186,10 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         request: _notification_service_pb2.SendNotificationRequest,
         context: _ServicerContext,
     ) -> _typing.Union[_notification_service_pb2.SendNotificationResponse, _abc.Awaitable[_notification_service_pb2.SendNotificationResponse]]:
-        """Internal (service identity only): queues a notification for durable delivery. Idempotent on
-        idempotency_key: a repeat returns the first result and sends nothing. Returns PERMISSION_DENIED for
-        a user token, INVALID_ARGUMENT without an idempotency_key or recipient.
+        """Internal (the alert and monitor services' tokens only): queues a notification for durable delivery.
+        Idempotent on idempotency_key: a repeat returns the first result and sends nothing. Returns
+        PERMISSION_DENIED for a user token or another role's (a runner's), INVALID_ARGUMENT without an
+        idempotency_key or recipient.
         """
 
     @_abc_1.abstractmethod
