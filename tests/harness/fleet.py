@@ -232,9 +232,10 @@ class RecordedResults:
         self._channel.close()
 
 
-def influx_counts(url: str, database: str) -> dict[str, int]:
-    """Samples per monitor in InfluxDB's raw retention policy."""
-    q = f'SELECT count(is_up) FROM "{database}"."monitors_raw"."check" GROUP BY monitor'
+def influx_counts(url: str, database: str, where: str = "") -> dict[str, int]:
+    """Samples per monitor in InfluxDB's raw retention policy (those matching ``where``, when given)."""
+    condition = f" WHERE {where}" if where else ""
+    q = f'SELECT count(is_up) FROM "{database}"."monitors_raw"."check"{condition} GROUP BY monitor'
     with urllib.request.urlopen(f"{url}/query?{urllib.parse.urlencode({'q': q})}", timeout=10) as reply:
         result = json.loads(reply.read())["results"][0]
     return {series["tags"]["monitor"]: int(series["values"][0][1]) for series in result.get("series", [])}
