@@ -44,7 +44,8 @@ def run_process(
 ) -> int:
     """The ``__main__`` of every process (the services and the runner): parse ``--listen``, read the settings
     and check them (``check`` adds the process's own checks; exit 2 on a bad one), configure logs, make sure
-    the process's ports are free (exit 2 naming ``label`` if not), then ``serve`` on uvloop."""
+    the process's ports are free (exit 2 naming ``label`` if not), then ``serve`` on uvloop (``serve`` reads the
+    process's own knobs before anything else: a bad one is a configuration error too, exit 2)."""
     parser = argparse.ArgumentParser(prog=prog)
     parser.add_argument(
         "--listen", help=f"{listen_help} (default: $MONITORS_{name.upper()}_LISTEN or {DEFAULT_LISTEN[name]})"
@@ -65,6 +66,9 @@ def run_process(
         # uvloop: measured on the unary benchmark, about 15% more calls per second than asyncio's own loop.
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runner.run(serve(settings))
+    except SettingsError as error:  # the process's own knobs, which ``serve`` reads before anything else
+        print(f"configuration error: {error}", file=sys.stderr)
+        return 2
     except StartupError as error:
         print(f"{label} cannot start: {error}", file=sys.stderr)
         return 2

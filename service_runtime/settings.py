@@ -1,13 +1,15 @@
-"""All settings, read from environment variables in one place.
+"""The settings every service shares, read from environment variables.
 
 Every variable is optional; the defaults give the embedded mode (SQLite under ``MONITORS_DATA_DIR``,
-in-process cache, embedded time-series store, plaintext gRPC on loopback). The README lists them.
+in-process cache, embedded time-series store, plaintext gRPC on loopback). The README lists them. A service's
+own knobs are read by the service, from :attr:`Settings.env` with :func:`read_int`, :func:`read_float` and
+:func:`read_choice` (the monitor service's login limits in ``accounts/login.py``, its runners' settings in
+``runner/settings.py``; the notification service's email and PagerDuty settings in ``notify_svc/settings.py``).
 """
 
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -96,7 +98,8 @@ class StartupError(RuntimeError):
     must not share): the message says why in one line, and ``python -m services.<name>`` exits 2 with it."""
 
 
-def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+def read_int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> int:
+    """The integer in variable ``name`` (``default`` when unset or empty); SettingsError naming it otherwise."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -109,7 +112,8 @@ def _int(env: Mapping[str, str], name: str, default: int, minimum: int = 0) -> i
     return value
 
 
-def _float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+def read_float(env: Mapping[str, str], name: str, default: float, minimum: float = 0.0) -> float:
+    """The number in variable ``name`` (``default`` when unset or empty); SettingsError naming it otherwise."""
     raw = env.get(name)
     if raw is None or raw == "":
         return default
@@ -142,7 +146,8 @@ def _role_tokens(env: Mapping[str, str]) -> dict[Role, tuple[str, ...]]:
     return {role: tokens for role, tokens in found.items() if tokens}
 
 
-def _choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+def read_choice(env: Mapping[str, str], name: str, default: str, choices: tuple[str, ...]) -> str:
+    """One of ``choices`` in variable ``name`` (``default`` when unset or empty); SettingsError naming it otherwise."""
     value = env.get(name) or default
     if value not in choices:
         raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
@@ -172,12 +177,6 @@ class Settings:
     max_silences_per_user: int
     max_streams_per_user: int
     max_channels_per_user: int
-    # Email login: codes per address and per client, CompleteLogin calls per client, per 15 minutes.
-    login_codes_per_address: int
-    login_codes_per_address_per_day: int
-    login_codes_per_client: int
-    login_attempts_per_client: int
-    login_code_ttl_s: float
     log_level: str
     log_format: str
     max_message_bytes: int
@@ -197,19 +196,9 @@ class Settings:
     provider_urls: Mapping[str, str]
     ping_listen: str
     public_url: str
-    runner_id: str
-    runner_location: str
-    runner_concurrency: int
-    runner_stats_interval_s: float  # how often a runner logs its checks and schedule lag (0: never)
     # Email for notifications: SendGrid when its key is set, else SMTP when its URL is set, else a local outbox file.
     # Locations monitors may name before any runner has served them (MONITORS_LOCATIONS, comma-separated).
     declared_locations: tuple[str, ...] = ()
-    sendgrid_api_key: str = ""
-    sendgrid_host: str = "https://api.sendgrid.com"
-    smtp_url: str = ""
-    email_from: str = "monitors@localhost"
-    pagerduty_events_url: str = "https://events.pagerduty.com/v2/enqueue"
-    notify_timeout_s: float = 10.0
     metrics_listen: str = ""  # host:port of the Prometheus endpoint (/metrics); empty: none
     # Where runners run: "local" (started by someone else: make run, systemd) or "kubernetes" (the monitor service
     # scales each location's StatefulSet and starts dedicated runners through the Kubernetes API).
@@ -219,10 +208,8 @@ class Settings:
     monitors_per_runner: int = 500
     max_runners_per_location: int = 20
     max_dedicated_per_user: int = 5  # monitors with placement DEDICATED (a pod each)
-    # A dedicated runner: the one monitor it checks, and the directory its secrets are mounted in (a file each).
-    runner_monitor_id: str = ""
-    runner_secrets_dir: str = ""
-    extra: Mapping[str, str] = field(default_factory=dict)
+    # The variables these settings were read from: each service reads its own knobs from them.
+    env: Mapping[str, str] = field(default_factory=dict, repr=False, compare=False)
 
     def role_token(self, role: Role) -> str:
         """The token ``role`` presents: its variable, or embedded, the one kept in the data directory (made on
@@ -333,54 +320,38 @@ class Settings:
             tls_cert_file=env.get("MONITORS_TLS_CERT_FILE", ""),
             tls_key_file=env.get("MONITORS_TLS_KEY_FILE", ""),
             tls_ca_file=env.get("MONITORS_TLS_CA_FILE", ""),
-            tls_client_auth=_choice(env, "MONITORS_TLS_CLIENT_AUTH", "off", ("off", "require")) == "require",
-            max_monitors_per_user=_int(env, "MONITORS_MAX_MONITORS_PER_USER", 1000, minimum=1),
-            max_rules_per_user=_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
-            max_silences_per_user=_int(env, "MONITORS_MAX_SILENCES_PER_USER", 200, minimum=1),
-            max_streams_per_user=_int(env, "MONITORS_MAX_STREAMS_PER_USER", 10, minimum=1),
-            max_channels_per_user=_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),
-            login_codes_per_address=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS", 5, minimum=1),
-            login_codes_per_address_per_day=_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS_PER_DAY", 20, minimum=1),
-            login_codes_per_client=_int(env, "MONITORS_LOGIN_CODES_PER_CLIENT", 20, minimum=1),
-            login_attempts_per_client=_int(env, "MONITORS_LOGIN_ATTEMPTS_PER_CLIENT", 30, minimum=1),
-            login_code_ttl_s=_float(env, "MONITORS_LOGIN_CODE_TTL_S", 600.0, minimum=1.0),
-            log_level=_choice(env, "MONITORS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
-            log_format=_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text", "console")),
-            max_message_bytes=_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
-            shutdown_grace_s=_float(env, "MONITORS_SHUTDOWN_GRACE_S", 10.0),
-            drain_delay_s=_float(env, "MONITORS_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S),
-            rpc_timeout_s=_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
-            auth_cache_ttl_s=_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
-            raw_retention=timedelta(days=_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
-            rollup_retention=timedelta(days=_int(env, "MONITORS_ROLLUP_RETENTION_DAYS", 400, minimum=1)),
+            tls_client_auth=read_choice(env, "MONITORS_TLS_CLIENT_AUTH", "off", ("off", "require")) == "require",
+            max_monitors_per_user=read_int(env, "MONITORS_MAX_MONITORS_PER_USER", 1000, minimum=1),
+            max_rules_per_user=read_int(env, "MONITORS_MAX_RULES_PER_USER", 1000, minimum=1),
+            max_silences_per_user=read_int(env, "MONITORS_MAX_SILENCES_PER_USER", 200, minimum=1),
+            max_streams_per_user=read_int(env, "MONITORS_MAX_STREAMS_PER_USER", 10, minimum=1),
+            max_channels_per_user=read_int(env, "MONITORS_MAX_CHANNELS_PER_USER", 50, minimum=1),
+            log_level=read_choice(env, "MONITORS_LOG_LEVEL", "INFO", ("DEBUG", "INFO", "WARNING", "ERROR")),
+            log_format=read_choice(env, "MONITORS_LOG_FORMAT", "json", ("json", "text", "console")),
+            max_message_bytes=read_int(env, "MONITORS_MAX_MESSAGE_BYTES", 4 * 1024 * 1024, minimum=1024),
+            shutdown_grace_s=read_float(env, "MONITORS_SHUTDOWN_GRACE_S", 10.0),
+            drain_delay_s=read_float(env, "MONITORS_DRAIN_DELAY_S", DEFAULT_DRAIN_DELAY_S),
+            rpc_timeout_s=read_float(env, "MONITORS_RPC_TIMEOUT_S", 5.0, minimum=0.001),
+            auth_cache_ttl_s=read_float(env, "MONITORS_AUTH_CACHE_TTL_S", 5.0),
+            raw_retention=timedelta(days=read_int(env, "MONITORS_RAW_RETENTION_DAYS", 30, minimum=1)),
+            rollup_retention=timedelta(days=read_int(env, "MONITORS_ROLLUP_RETENTION_DAYS", 400, minimum=1)),
             role_tokens=_role_tokens(env),
             master_key=env.get("MONITORS_MASTER_KEY", ""),
-            min_interval_s=_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
-            egress=_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
+            min_interval_s=read_float(env, "MONITORS_MIN_INTERVAL_S", 10.0, minimum=1.0),
+            egress=read_choice(env, "MONITORS_EGRESS", "public", ("public", "private-allowed")),
             ca_file=env.get("MONITORS_CA_FILE", ""),
             ping_listen=env.get("MONITORS_PING_LISTEN") or DEFAULT_PING_LISTEN,
             public_url=(env.get("MONITORS_PUBLIC_URL") or "").rstrip("/"),
-            runner_id=env.get("MONITORS_RUNNER_ID") or f"{socket.gethostname()}-{os.getpid()}",
-            runner_location=env.get("MONITORS_RUNNER_LOCATION") or "local",
-            runner_concurrency=_int(env, "MONITORS_RUNNER_CONCURRENCY", 500, minimum=1),
             declared_locations=tuple(n for n in (p.strip() for p in env.get("MONITORS_LOCATIONS", "").split(",")) if n),
-            runner_stats_interval_s=_float(env, "MONITORS_RUNNER_STATS_S", 60.0),
-            sendgrid_api_key=env.get("MONITORS_SENDGRID_API_KEY", ""),
-            sendgrid_host=env.get("MONITORS_SENDGRID_HOST") or "https://api.sendgrid.com",
-            smtp_url=env.get("MONITORS_SMTP_URL", ""),
-            email_from=env.get("MONITORS_EMAIL_FROM") or "monitors@localhost",
-            pagerduty_events_url=env.get("MONITORS_PAGERDUTY_EVENTS_URL") or "https://events.pagerduty.com/v2/enqueue",
-            notify_timeout_s=_float(env, "MONITORS_NOTIFY_TIMEOUT_S", 10.0, minimum=0.1),
             metrics_listen=env.get("MONITORS_METRICS_LISTEN", ""),
-            runtime=_choice(env, "MONITORS_RUNTIME", "local", ("local", "kubernetes")),
+            runtime=read_choice(env, "MONITORS_RUNTIME", "local", ("local", "kubernetes")),
             kubernetes_api_url=(env.get("MONITORS_KUBERNETES_API_URL") or "").rstrip("/"),
             kubernetes_namespace=env.get("MONITORS_KUBERNETES_NAMESPACE", ""),
-            monitors_per_runner=_int(env, "MONITORS_MONITORS_PER_RUNNER", 500, minimum=1),
-            max_runners_per_location=_int(env, "MONITORS_MAX_RUNNERS_PER_LOCATION", 20, minimum=1),
-            max_dedicated_per_user=_int(env, "MONITORS_MAX_DEDICATED_PER_USER", 5),
-            runner_monitor_id=env.get("MONITORS_RUNNER_MONITOR_ID", ""),
-            runner_secrets_dir=env.get("MONITORS_RUNNER_SECRETS_DIR", ""),
+            monitors_per_runner=read_int(env, "MONITORS_MONITORS_PER_RUNNER", 500, minimum=1),
+            max_runners_per_location=read_int(env, "MONITORS_MAX_RUNNERS_PER_LOCATION", 20, minimum=1),
+            max_dedicated_per_user=read_int(env, "MONITORS_MAX_DEDICATED_PER_USER", 5),
             provider_urls={
                 name: url for name in PROVIDERS if (url := env.get(f"MONITORS_PROVIDER_{name.upper()}_URL", ""))
             },
+            env=dict(env),
         )

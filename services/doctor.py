@@ -36,8 +36,11 @@ from service_runtime.database import create_sync_engine, describe_url
 from service_runtime.settings import ServiceName, Settings, target_of
 from service_runtime.timeseries import influx_config
 from service_runtime.tls import open_channel
+from services.monitor_svc.accounts.login import LoginLimits
 from services.monitor_svc.fleet.kubernetes import RUNNER_SELECTOR, open_kubernetes_runners
 from services.monitor_svc.fleet.port import PlatformError
+from services.monitor_svc.runner.settings import RunnerSettings
+from services.notify_svc.settings import NotifySettings
 
 TIMEOUT_S = 5.0
 SERVICES_DIR = Path(__file__).resolve().parent
@@ -246,11 +249,11 @@ def _smtp_session(host: str, port: int, tls: bool, starttls: bool, user: str | N
     return "logged in" if user else "greets (no login asked)"
 
 
-async def email_provider(settings: Settings) -> Finding:
-    if settings.sendgrid_api_key:
-        return await sendgrid_key_may_send(settings.sendgrid_api_key, settings.sendgrid_host)
-    if settings.smtp_url:
-        return await asyncio.to_thread(smtp_accepts, settings.smtp_url)
+async def email_provider(settings: Settings, own: NotifySettings) -> Finding:
+    if own.sendgrid_api_key:
+        return await sendgrid_key_may_send(own.sendgrid_api_key, own.sendgrid_host)
+    if own.smtp_url:
+        return await asyncio.to_thread(smtp_accepts, own.smtp_url)
     outbox = settings.data_dir / "outbox.txt"
     if settings.embedded:
         return Finding("email", "ok", f"no provider: emails go to {outbox} (embedded)")
@@ -309,6 +312,10 @@ async def examine(env: dict[str, str] | None = None) -> list[Finding]:
     """Every check the settings in ``env`` (default: this process's environment) call for, in a fixed order."""
     env = dict(os.environ) if env is None else env
     by_service = {service: Settings.from_env(service, env) for service in MIGRATED}
+    # And each service's own knobs: a value its service would refuse at start is a configuration error here too.
+    notify_own = NotifySettings.from_env(env)
+    LoginLimits.from_env(env)
+    RunnerSettings.from_env(env)
     settings = by_service["monitor"]
     checks: list[Awaitable[Finding | list[Finding]]] = []
     users: dict[str, list[str]] = {}  # database URL -> the services using it (embedded: one file each)
@@ -326,7 +333,7 @@ async def examine(env: dict[str, str] | None = None) -> list[Finding]:
         checks.append(_guarded("influxdb", influxdb_writes_and_reads(settings.timeseries_url)))
     else:
         checks.append(_guarded("time series", asyncio.to_thread(embedded_timeseries, settings.timeseries_url)))
-    checks.append(_guarded("email", email_provider(by_service["notify"])))
+    checks.append(_guarded("email", email_provider(by_service["notify"], notify_own)))
     if settings.runtime == "kubernetes":
         checks.append(_guarded("kubernetes", kubernetes_runners(settings)))
     targets = {

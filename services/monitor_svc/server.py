@@ -132,7 +132,8 @@ def monitor_domain(
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for the monitor process with ``settings``."""
-    box = settings.secret_box()  # a bad master key stops us before the migrations
+    limits = LoginLimits.from_env(settings.env)  # like a bad master key, a bad limit stops us before the migrations
+    box = settings.secret_box()
     declared = declared_locations(settings.declared_locations)
     # Replicas keep in step through Redis; without it, one process serves the database.
     replica = None if settings.redis_url else await hold_replica_lock(settings.database_url)
@@ -144,13 +145,6 @@ async def build_server(settings: Settings) -> ServiceHost:
         await warn_if_unreachable(key_values, settings.redis_url, "logins and session calls answer UNAVAILABLE")
     notify_channel = open_channel(settings.notify_target, settings)
     login_codes = NotifyLoginCodeSender(notify_channel, settings.role_token("monitor"), settings.rpc_timeout_s)
-    limits = LoginLimits(
-        codes_per_address=settings.login_codes_per_address,
-        codes_per_address_per_day=settings.login_codes_per_address_per_day,
-        codes_per_client=settings.login_codes_per_client,
-        attempts_per_client=settings.login_attempts_per_client,
-        code_ttl=timedelta(seconds=settings.login_code_ttl_s),
-    )
     login = Login(accounts, key_values, login_codes, box.derive_key("login-codes"), limits)
     verifier = CachingTokenVerifier(login, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)

@@ -23,6 +23,7 @@ from services.notify_svc.senders.slack import slack_sender
 from services.notify_svc.senders.teams import teams_sender
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.servicer import NotificationServiceServicer
+from services.notify_svc.settings import NotifySettings
 from services.notify_svc.store import ChannelStore
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,12 @@ SERVICE_NAME = notification_service_pb2.DESCRIPTOR.services_by_name["Notificatio
 INTERNAL_METHODS: dict[str, tuple[Role, ...]] = {f"/{SERVICE_NAME}/SendNotification": ("alert", "monitor")}
 
 
-def email_sender(settings: Settings) -> Sender:
+def email_sender(settings: Settings, own: NotifySettings) -> Sender:
     """SendGrid when its key is set, else SMTP when its URL is set, else the local outbox file."""
-    if settings.sendgrid_api_key:
-        return SendGridSender(settings.sendgrid_api_key, settings.sendgrid_host, settings.email_from)
-    if settings.smtp_url:
-        return SmtpSender(settings.smtp_url, settings.email_from)
+    if own.sendgrid_api_key:
+        return SendGridSender(own.sendgrid_api_key, own.sendgrid_host, own.email_from)
+    if own.smtp_url:
+        return SmtpSender(own.smtp_url, own.email_from)
     outbox = settings.data_dir / "outbox.txt"
     if not settings.embedded:
         # Once at start, not an INFO line per email.
@@ -48,11 +49,12 @@ def email_sender(settings: Settings) -> Sender:
             f"no email provider (MONITORS_SENDGRID_API_KEY or MONITORS_SMTP_URL): emails, login codes included,"
             f" are written to {outbox} and reach no one"
         )
-    return OutboxSender(outbox, settings.email_from, log_each=settings.embedded)
+    return OutboxSender(outbox, own.email_from, log_each=settings.embedded)
 
 
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for NotificationService with ``settings``."""
+    own = NotifySettings.from_env(settings.env)  # a bad value stops us before the migrations too
     box = settings.secret_box()  # a bad master key stops us before the migrations
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     channels = ChannelStore(database, box, settings.max_channels_per_user)
@@ -61,16 +63,16 @@ async def build_server(settings: Settings) -> ServiceHost:
     client = sender_client(egress)
     senders = Senders(
         {
-            ChannelKind.EMAIL: email_sender(settings),
+            ChannelKind.EMAIL: email_sender(settings, own),
             ChannelKind.SLACK: slack_sender(client),
             ChannelKind.DISCORD: DiscordSender(client),
             ChannelKind.TEAMS: teams_sender(client),
             ChannelKind.WEBHOOK: WebhookSender(client, egress.policy),
-            ChannelKind.PAGERDUTY: PagerDutySender(client, settings.pagerduty_events_url),
+            ChannelKind.PAGERDUTY: PagerDutySender(client, own.pagerduty_events_url),
             ChannelKind.APPRISE: AppriseSender(egress.policy),
         }
     )
-    worker = DeliveryWorker(channels, queue, senders, timeout_s=settings.notify_timeout_s)
+    worker = DeliveryWorker(channels, queue, senders, timeout_s=own.timeout_s)
     servicer = NotificationServiceServicer(Notifications(channels, queue, worker, egress.policy))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
     host = await host_with_remote_auth(

@@ -30,6 +30,7 @@ from services.monitor_svc.domain import Monitor, WebsiteSpec
 from services.monitor_svc.fleet.kubernetes import dedicated_name, open_kubernetes_runners
 from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, RunnerFleet, wanted_runners
 from services.monitor_svc.runner.client import job_of, mounted_secrets
+from services.monitor_svc.runner.settings import RunnerSettings
 from tests.harness.http import HttpServer, Reply
 from tests.harness.k8s import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
 from tests.harness.kubernetes_api import KubernetesApi
@@ -264,9 +265,9 @@ async def test_a_dedicated_monitor_gets_a_runner_deployment_and_a_secret_of_its_
         assert not service["spec"].get("selector", {"-": "-"}).items() <= labels.items(), service["metadata"]
     assert posted_deployment["spec"]["selector"]["matchLabels"].items() <= labels.items()
     (container,) = pod["spec"]["containers"]
-    settings = Settings.from_env("runner", container_env([*overlay, posted_deployment], posted_deployment, container))
-    assert (settings.runner_monitor_id, settings.runner_location) == (monitor_id, "eu-west")
-    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == settings.runner_secrets_dir]
+    runner = RunnerSettings.from_env(container_env([*overlay, posted_deployment], posted_deployment, container))
+    assert (runner.monitor_id, runner.location) == (monitor_id, "eu-west")
+    (mount,) = [m for m in container["volumeMounts"] if m["mountPath"] == str(runner.secrets_dir)]
     assert mount["readOnly"] is True
     (volume,) = [v for v in pod["spec"]["volumes"] if v["name"] == mount["name"]]
     assert volume["secret"]["secretName"] == posted_secret["metadata"]["name"] == name

@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
 
 from service_runtime.secretbox import new_master_key
 from service_runtime.settings import ROLE_TOKENS, Role, Settings, SettingsError, target_of
+from services.monitor_svc.accounts.login import LoginLimits
+from services.monitor_svc.runner.settings import RunnerSettings
+from services.notify_svc.settings import NotifySettings
+from tests.harness.services import REPO, free_port
 
 
 def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:
@@ -113,3 +121,77 @@ def test_an_old_token_of_one_role_may_not_be_another_roles() -> None:
     env |= {"MONITORS_RUNNER_TOKEN": "new,old", "MONITORS_ALERT_SERVICE_TOKEN": "old"}
     with pytest.raises(SettingsError, match="MONITORS_RUNNER_TOKEN and MONITORS_ALERT_SERVICE_TOKEN hold the same"):
         Settings.from_env("monitor", env).check_before_serving()
+
+
+# Each service's own knobs: where each is read, and what a bad value does.
+OWN_KNOBS = {
+    "MONITORS_LOGIN_CODE_TTL_S": "soon",  # the monitor service's login limits
+    "MONITORS_RUNNER_CONCURRENCY": "0",  # the runner's
+    "MONITORS_NOTIFY_TIMEOUT_S": "-1",  # the notification service's
+}
+
+
+def test_a_services_own_knobs_are_read_by_that_service_alone() -> None:
+    """Login limits and runner settings are the monitor service's, email and PagerDuty the notification
+    service's: the shared settings of any service pass over them, and each is read (and refused, naming the
+    variable) where it is used."""
+    for service in ("monitor", "alert", "notify", "runner"):
+        Settings.from_env(service, OWN_KNOBS)
+    with pytest.raises(SettingsError, match="MONITORS_LOGIN_CODE_TTL_S"):
+        LoginLimits.from_env(OWN_KNOBS)
+    with pytest.raises(SettingsError, match="MONITORS_RUNNER_CONCURRENCY"):
+        RunnerSettings.from_env(OWN_KNOBS)
+    with pytest.raises(SettingsError, match="MONITORS_NOTIFY_TIMEOUT_S"):
+        NotifySettings.from_env(OWN_KNOBS)
+
+
+def test_own_knobs_keep_their_documented_defaults() -> None:
+    login = LoginLimits.from_env({})
+    assert (login.codes_per_address, login.codes_per_address_per_day) == (5, 20)
+    assert (login.codes_per_client, login.attempts_per_client, login.code_ttl) == (20, 30, timedelta(minutes=10))
+    runner = RunnerSettings.from_env({})
+    assert (runner.location, runner.concurrency, runner.stats_interval_s) == ("local", 500, 60.0)
+    assert (runner.monitor_id, runner.secrets_dir) == ("", None)
+    assert NotifySettings.from_env({}) == NotifySettings(
+        sendgrid_api_key="",
+        sendgrid_host="https://api.sendgrid.com",
+        smtp_url="",
+        email_from="monitors@localhost",
+        pagerduty_events_url="https://events.pagerduty.com/v2/enqueue",
+        timeout_s=10.0,
+    )
+    given = {"MONITORS_LOGIN_CODES_PER_CLIENT": "7", "MONITORS_RUNNER_LOCATION": "eu", "MONITORS_SMTP_URL": "smtp://m"}
+    assert LoginLimits.from_env(given).codes_per_client == 7
+    assert RunnerSettings.from_env(given).location == "eu"
+    assert NotifySettings.from_env(given).smtp_url == "smtp://m"
+
+
+@pytest.mark.parametrize(
+    ("module", "variable"),
+    [
+        ("services.monitor_svc", "MONITORS_LOGIN_CODE_TTL_S"),
+        ("services.monitor_svc.runner", "MONITORS_RUNNER_CONCURRENCY"),
+        ("services.notify_svc", "MONITORS_NOTIFY_TIMEOUT_S"),
+    ],
+)
+def test_a_bad_own_knob_stops_its_service_before_it_touches_anything(
+    tmp_path: Path, module: str, variable: str
+) -> None:
+    env = {
+        **os.environ,
+        "MONITORS_DATA_DIR": str(tmp_path),
+        "MONITORS_PING_LISTEN": f"127.0.0.1:{free_port()}",
+        "MONITORS_RUNNER_TOKEN": "a-token",  # which a runner must have before it reads its own knobs
+        variable: OWN_KNOBS[variable],
+    }
+    started = subprocess.run(
+        [sys.executable, "-m", module, "--listen", f"127.0.0.1:{free_port()}"],
+        env=env,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert started.returncode == 2, started.stderr
+    assert started.stderr.startswith(f"configuration error: {variable} must be"), started.stderr
+    assert list(tmp_path.iterdir()) == []  # no database, no key, no token made

@@ -17,6 +17,7 @@ import kubernetes_validate
 import pytest
 
 from service_runtime.settings import NEEDED_ROLE_TOKENS, ROLE_TOKENS, ServiceName, Settings
+from services.monitor_svc.runner.settings import RunnerSettings
 from tests.harness.k8s import (
     KUBERNETES_VERSION,
     KUSTOMIZATIONS,
@@ -71,8 +72,8 @@ def test_each_service_and_the_mcp_adapter_is_a_deployment_and_runners_a_stateful
         assert container["args"] == ["runner"]
         # Each location's pods are its own: selectors apart, and the process reads the location from its label.
         assert runner["spec"]["selector"]["matchLabels"]["monitors/location"] == location
-        settings = Settings.from_env("runner", container_env(overlay, runner, container))
-        assert settings.runner_location == location
+        settings = RunnerSettings.from_env(container_env(overlay, runner, container))
+        assert settings.location == location
         assert settings.runner_id == f"runner-{location}-0"
     namespaced = [o for o in overlay if o["kind"] != "Namespace"]
     assert {o["metadata"].get("namespace") for o in namespaced} == {"monitors"}

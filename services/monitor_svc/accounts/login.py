@@ -20,6 +20,7 @@ import hmac
 import json
 import logging
 import secrets
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
@@ -27,6 +28,7 @@ from typing import Protocol
 from service_runtime.auth import Principal, token_digest
 from service_runtime.cache import KeyValueStore
 from service_runtime.errors import InvalidArgument, ResourceExhausted, Unauthenticated, Unavailable
+from service_runtime.settings import read_float, read_int
 from services.monitor_svc.accounts.accounts import Accounts, normalise_email
 from services.monitor_svc.accounts.store import User
 
@@ -59,6 +61,21 @@ class LoginLimits:
     attempts_per_client: int = 30  # CompleteLogin calls
     window: timedelta = timedelta(minutes=15)
     code_ttl: timedelta = CODE_TTL
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> LoginLimits:
+        """The limits MONITORS_LOGIN_* set in ``env`` (per 15 minutes); SettingsError naming a bad value."""
+        return cls(
+            codes_per_address=read_int(env, "MONITORS_LOGIN_CODES_PER_ADDRESS", cls.codes_per_address, minimum=1),
+            codes_per_address_per_day=read_int(
+                env, "MONITORS_LOGIN_CODES_PER_ADDRESS_PER_DAY", cls.codes_per_address_per_day, minimum=1
+            ),
+            codes_per_client=read_int(env, "MONITORS_LOGIN_CODES_PER_CLIENT", cls.codes_per_client, minimum=1),
+            attempts_per_client=read_int(env, "MONITORS_LOGIN_ATTEMPTS_PER_CLIENT", cls.attempts_per_client, minimum=1),
+            code_ttl=timedelta(
+                seconds=read_float(env, "MONITORS_LOGIN_CODE_TTL_S", cls.code_ttl.total_seconds(), minimum=1.0)
+            ),
+        )
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import sys
-from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -28,6 +27,7 @@ from services.monitor_svc.checks import Checker, check_config
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.metrics import RunnerCollector
 from services.monitor_svc.runner.scheduler import Scheduler
+from services.monitor_svc.runner.settings import RunnerSettings
 
 log = logging.getLogger("monitors.runner")
 
@@ -59,6 +59,7 @@ async def log_stats_forever(scheduler: Scheduler, client: RunnerClient, interval
 
 async def serve(settings: Settings) -> None:
     """Serve health, check the monitors assigned, report their results; on SIGTERM or SIGINT, stop gracefully."""
+    runner = RunnerSettings.from_env(settings.env)  # first: a bad value stops the runner before anything
     stop = stop_signals()
     health = HealthServicer()
     server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])  # a second runner on the port fails, not shares
@@ -69,7 +70,7 @@ async def serve(settings: Settings) -> None:
     await health.set("", health_pb2.HealthCheckResponse.NOT_SERVING)
 
     checker = Checker(check_config(settings))
-    scheduler = Scheduler(checker, settings.runner_concurrency)
+    scheduler = Scheduler(checker, runner.concurrency)
 
     async def synced() -> None:
         await health.set("", health_pb2.HealthCheckResponse.SERVING)
@@ -77,13 +78,13 @@ async def serve(settings: Settings) -> None:
     client = RunnerClient(
         open_channel(settings.monitor_target, settings, CHANNEL_OPTIONS),
         settings.role_token("runner"),
-        settings.runner_id,
-        settings.runner_location,
+        runner.runner_id,
+        runner.location,
         scheduler,
         version=VERSION,
         on_synced=synced,
-        dedicated_monitor_id=settings.runner_monitor_id,
-        secrets_dir=Path(settings.runner_secrets_dir) if settings.runner_secrets_dir else None,
+        dedicated_monitor_id=runner.monitor_id,
+        secrets_dir=runner.secrets_dir,
     )
     metrics = MetricsEndpoint(settings.metrics_listen) if settings.metrics_listen else None
     if metrics is not None:
@@ -92,15 +93,15 @@ async def serve(settings: Settings) -> None:
     log.info(
         "runner started",
         extra={
-            "runner_id": settings.runner_id,
-            "location": settings.runner_location,
+            "runner_id": runner.runner_id,
+            "location": runner.location,
             "target": settings.monitor_target,
         },
     )
     scheduling = asyncio.create_task(scheduler.run_forever())
     tasks = [asyncio.create_task(client.watch_forever()), asyncio.create_task(client.report_forever())]
-    if settings.runner_stats_interval_s > 0:
-        tasks.append(asyncio.create_task(log_stats_forever(scheduler, client, settings.runner_stats_interval_s)))
+    if runner.stats_interval_s > 0:
+        tasks.append(asyncio.create_task(log_stats_forever(scheduler, client, runner.stats_interval_s)))
     await stop.wait()
     await health.enter_graceful_shutdown()
     await stop_gracefully(scheduling, scheduler, client, settings.shutdown_grace_s)
@@ -112,7 +113,7 @@ async def serve(settings: Settings) -> None:
     await server.stop(2)
     if metrics is not None:
         await asyncio.to_thread(metrics.stop)
-    log.info("runner stopped", extra={"runner_id": settings.runner_id, "reported": client.reported})
+    log.info("runner stopped", extra={"runner_id": runner.runner_id, "reported": client.reported})
 
 
 async def stop_gracefully(
