@@ -61,6 +61,7 @@ EMAIL_LANE = "email"
 # whole timeout) had taken every one of them, so everyone else's notifications waited a timeout or more.
 OWNER_SENDS = 20
 WAKE_BATCH_S = 0.01
+MAX_WAITING = 500  # deliveries in lanes past which SendNotification leaves the rest to the poll (which skips them)
 _In = TypeVar("_In")
 _Out = TypeVar("_Out")
 
@@ -154,9 +155,12 @@ class Grouped(Generic[_In, _Out]):
     commit) of its own. Each caller still gets its own answer (``do`` answers a batch in its order), and only once
     its batch is done."""
 
-    def __init__(self, do: Callable[[list[_In]], Awaitable[Sequence[_Out]]], most: int = 500) -> None:
+    def __init__(
+        self, do: Callable[[list[_In]], Awaitable[Sequence[_Out]]], most: int = 500, linger_s: float = 0.0
+    ) -> None:
         self._do = do
         self._most = most
+        self._linger_s = linger_s
         self._waiting: list[tuple[_In, asyncio.Future[_Out]]] = []
         self._task: asyncio.Task[None] | None = None
 
@@ -170,7 +174,8 @@ class Grouped(Generic[_In, _Out]):
     async def _drain(self) -> None:
         batch: list[tuple[_In, asyncio.Future[_Out]]] = []
         try:
-            await asyncio.sleep(0)  # the callers of this turn of the loop join the first batch
+            # The callers of this turn of the loop (and of the next ``linger_s``) join the first batch.
+            await asyncio.sleep(self._linger_s)
             while self._waiting:
                 batch, self._waiting = self._waiting[: self._most], self._waiting[self._most :]
                 try:
@@ -248,10 +253,12 @@ class OwnerSlot:
 
 @dataclass(frozen=True, slots=True)
 class Queued:
-    """A delivery in a lane; ``channel`` is set when it was handed over leased, with the channel its call read."""
+    """A delivery in a lane; ``channel`` is set when SendNotification handed it over, with the channel its call
+    read, and ``leased`` when it was queued leased (else it is leased in turn, as a polled one is)."""
 
     delivery: Delivery
     channel: Channel | None = None
+    leased: bool = False
 
 
 @dataclass
@@ -263,6 +270,7 @@ class Lane:
     queue: deque[Queued] = field(default_factory=deque)
     consumers: int = 0
     reserved: int = 0
+    backlog: bool = False  # deliveries were left in the table for want of room here
 
 
 class Senders:
@@ -313,6 +321,7 @@ class DeliveryWorker:
         self._record = Grouped(self._records)
         self._owner_slots = OwnerSlots(owner_sends)
         self._owner_reserved: dict[str, int] = {}
+        self._in_lanes = 0  # deliveries in lanes
 
     async def _read_channels(self, channel_ids: list[str]) -> list[Channel | None]:
         found = await self._channels.channels(sorted(set(channel_ids)))
@@ -359,10 +368,23 @@ class DeliveryWorker:
         place stays reserved until its send takes one of the owner's slots."""
         lane = self._lane(channel.id, channel.kind)
         lane.reserved = max(lane.reserved - 1, 0)
+        self._queue_in(lane, Queued(delivery, channel, leased=True))
+
+    def queue_known(self, delivery: Delivery, channel: Channel) -> bool:
+        """Put ``delivery``, just queued unleased to ``channel`` (its lane or its owner's sends were busy), in
+        its lane to be leased and sent in turn, so that no poll has to find it and read its channel again.
+        False when the lane is backed up or this worker holds enough waiting already: the poll finds it."""
+        lane = self._lane(channel.id, channel.kind)
+        if len(lane.queue) >= self._lane_bound or self._in_lanes >= MAX_WAITING:
+            lane.backlog = True
+            return False
+        self._taken.add(delivery.id)
         self._queue_in(lane, Queued(delivery, channel))
+        return True
 
     def _queue_in(self, lane: Lane, item: Queued) -> None:
         lane.queue.append(item)
+        self._in_lanes += 1
         LANE_QUEUED.inc()
         while lane.consumers < lane.pace.concurrency and lane.consumers < len(lane.queue):
             lane.consumers += 1
@@ -409,6 +431,7 @@ class DeliveryWorker:
             key = delivery.channel_id or EMAIL_LANE
             lane = self._lane(key, self._kinds.get(delivery.channel_id, ChannelKind.EMAIL))
             if len(lane.queue) >= self._lane_bound:
+                lane.backlog = True
                 continue  # this lane is backed up; the rest are not held behind it
             self._taken.add(delivery.id)
             self._queue_in(lane, Queued(delivery))
@@ -436,9 +459,10 @@ class DeliveryWorker:
         try:
             while lane.queue:
                 item = lane.queue.popleft()
+                self._in_lanes -= 1
                 LANE_QUEUED.dec()
                 try:
-                    if item.channel is not None:  # handed over leased
+                    if item.channel is not None and item.leased:  # handed over leased
                         # The slot counts it from here on (nothing awaits in between).
                         slot = self._owner_slots.hold(item.delivery.owner_id)
                         self._owner_unreserve(item.delivery.owner_id)
@@ -446,20 +470,22 @@ class DeliveryWorker:
                             await lane.bucket.take()
                             await self.attempt(item.delivery, item.channel, final=False, sent=slot.release)
                     else:
-                        await self._send_queued(item.delivery, lane)
+                        await self._send_queued(item.delivery, lane, item.channel)
                 except Exception:
                     log.exception("delivery failed unexpectedly", extra={"delivery_id": item.delivery.id})
                 finally:
                     self._taken.discard(item.delivery.id)
-                # A polled lane that has room again asks for more from the table; a handed-over send leaves
-                # nothing there (a call whose delivery was not handed over wakes the poll itself).
-                if item.channel is None and len(lane.queue) < self._lane_bound // 2:
+                # A lane that has room again asks for more from the table, when it may hold some for it:
+                # deliveries found by a poll, or left there when this lane was full.
+                if (item.channel is None or lane.backlog) and len(lane.queue) < self._lane_bound // 2:
+                    lane.backlog = False
                     self.wake()
         finally:
             lane.consumers -= 1
 
-    async def _send_queued(self, delivery: Delivery, lane: Lane) -> None:
-        channel = await self._channel(delivery.channel_id) if delivery.channel_id else None
+    async def _send_queued(self, delivery: Delivery, lane: Lane, channel: Channel | None = None) -> None:
+        if channel is None and delivery.channel_id:
+            channel = await self._channel(delivery.channel_id)
         if delivery.channel_id and (channel is None or not channel.enabled):
             await self._record(Record(delivery.id, None, DeliveryState.SUPPRESSED, None))
             return

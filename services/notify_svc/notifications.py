@@ -39,6 +39,9 @@ from services.notify_svc.templates import template_error
 # What validate_channel asks of this service's adapters: Apprise's URL rules and the template engine's.
 CHANNEL_CHECKS = ContentChecks(apprise_url=url_problem, template=template_error)
 CONFIG_PATHS = ("email", "slack", "discord", "teams", "webhook", "pagerduty", "apprise")
+# How long a SendNotification waits for others to share its transactions. Calls in flight are otherwise
+# answered one by one as each arrives (on SQLite a store call does not even yield), each paying its own.
+ACCEPT_LINGER_S = 0.002
 MUTABLE_PATHS = ("display_name", *CONFIG_PATHS, "enabled", "is_default", "template")
 
 
@@ -58,7 +61,7 @@ class Notifications:
         self._egress = egress
         # SendNotification calls that come together (an outage fires many alerts) read their channels in one
         # query and commit their deliveries in one transaction.
-        self._read_channels = Grouped(self._channels_by_id)
+        self._read_channels = Grouped(self._channels_by_id, linger_s=ACCEPT_LINGER_S)
         self._enqueue = Grouped(queue.enqueue_many)
 
     async def _channels_by_id(self, asks: list[tuple[str, ...]]) -> list[dict[str, Channel]]:
@@ -202,12 +205,17 @@ class Notifications:
             for channel in handed.values():
                 self._worker.unreserve(channel)
             raise
-        for i, channel in handed.items():
-            if duplicate:
+        if duplicate:
+            for channel in handed.values():
                 self._worker.unreserve(channel)
-            else:
+            return deliveries, duplicate
+        left = not channels and bool(targets)  # an email address: the poll sends it
+        for i, channel in enumerate(channels):
+            if i in handed:
                 self._worker.hand_over(deliveries[i], channel)
-        if not duplicate and len(handed) < len(targets):
+            elif not targets[i].suppressed and not self._worker.queue_known(deliveries[i], channel):
+                left = True
+        if left:
             self._worker.wake()
         return deliveries, duplicate
 
