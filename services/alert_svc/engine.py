@@ -580,11 +580,15 @@ class AlertEngine:
 
     def _muted(self, alert: Alert, now: datetime) -> bool:
         """Whether a silence of the alert's owner covers it now (only the owner's silences are looked at)."""
+        return self._silence_of(alert, now) is not None
+
+    def _silence_of(self, alert: Alert, now: datetime) -> str | None:
+        """The id of a silence of the alert's owner that covers it now, if one does."""
         monitor = self._monitors.get(alert.monitor_id)
-        return any(
-            s.matches(alert.rule_id, monitor, alert.monitor_id) and s.active_at(now)
-            for s in self._silences.get(alert.owner_id, {}).values()
-        )
+        for silence in self._silences.get(alert.owner_id, {}).values():
+            if silence.matches(alert.rule_id, monitor, alert.monitor_id) and silence.active_at(now):
+                return silence.id
+        return None
 
     # --- evaluations -> transitions --------------------------------------------------------------------
 
@@ -714,7 +718,8 @@ class AlertEngine:
             )
         event = AlertEvent(alert.id, transition, alert.update_time, alert.value, why, actor)
         await self._store.save_alert(alert, event, notices)
-        log_transition(alert, transition, why, actor, len(notices))
+        silenced_by = None if notices else self._silence_of(alert, alert.update_time)
+        log_transition(alert, transition, why, actor, len(notices), silenced_by)
         metrics.TRANSITIONS.labels(transition.value).inc()
         for notice in notices:
             if notice.next_attempt_time == notice.event_time:

@@ -10,8 +10,11 @@ log = event_log("alert")
 _WORDS = {Transition.FIRED: "FIRING", Transition.ACKNOWLEDGED: "ACKNOWLEDGED", Transition.RESOLVED: "RESOLVED"}
 
 
-def log_transition(alert: Alert, transition: Transition, why: str, actor: str, notices: int) -> None:
-    """Log ``alert``'s ``transition`` if it is one a person wants to hear of as it happens."""
+def log_transition(
+    alert: Alert, transition: Transition, why: str, actor: str, notices: int, silenced_by: str | None = None
+) -> None:
+    """Log ``alert``'s ``transition`` if it is one a person wants to hear of as it happens; ``silenced_by`` names
+    the silence that kept it from notifying."""
     word = _WORDS.get(transition)
     if word is None:
         return
@@ -19,7 +22,12 @@ def log_transition(alert: Alert, transition: Transition, why: str, actor: str, n
     if why:
         text += f": {why}"
     if transition is not Transition.ACKNOWLEDGED:
-        text += " (notification queued)" if notices else " (no notification)"
+        if notices:
+            text += " (notification queued)"
+        elif silenced_by:
+            text += f" (no notification: silenced by {silenced_by})"
+        else:
+            text += " (no notification)"
     log.info(
         text,
         extra={

@@ -7,6 +7,7 @@ The engine takes its clock as a parameter; the tests move it by hand so that min
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field, replace
 from datetime import datetime, timedelta
@@ -206,16 +207,22 @@ async def test_repeats_until_acknowledged_then_escalation_stops_too(rig: Rig) ->
     assert rule.id == alert.rule_id
 
 
-async def test_a_silence_mutes_notices_not_state(rig: Rig) -> None:
+async def test_a_silence_mutes_notices_not_state(rig: Rig, caplog: pytest.LogCaptureFixture) -> None:
     rule = await rig.rule()
     draft = validate_silence(
         SilenceDraft(monitor_id=COIN.monitor_id, end_time=rig.clock.now + timedelta(hours=1)), rig.clock.now
     )
-    rig.engine.silence_added(await rig.store.create_silence(OWNER, draft))
-    await rig.price(71_000)
-    assert await open_alert(rig, rule) is AlertState.FIRING
-    await rig.price(69_000)
+    silence = await rig.store.create_silence(OWNER, draft)
+    rig.engine.silence_added(silence)
+    with caplog.at_level(logging.INFO, logger="monitors.events.alert"):
+        await rig.price(71_000)
+        assert await open_alert(rig, rule) is AlertState.FIRING
+        await rig.price(69_000)
     assert await rig.notices() == []  # neither fired nor resolved was told
+    # The terminal says which silence kept each quiet, so a person knows why nothing arrived.
+    lines = [r.getMessage() for r in caplog.records if r.name == "monitors.events.alert"]
+    assert [line.split(" is ")[1].split(":")[0] for line in lines] == ["FIRING", "RESOLVED"]
+    assert all(line.endswith(f"(no notification: silenced by {silence.id})") for line in lines), lines
 
 
 async def test_a_recurring_maintenance_window_mutes_only_inside_it(rig: Rig) -> None:
