@@ -59,6 +59,14 @@ class Violations:
             raise InvalidArgument.of(self.found)
 
 
+def require_id(value: str, field: str, example: str, listing: str) -> str:
+    """``value``, or INVALID_ARGUMENT naming ``field`` when it is empty: a missing id is a malformed request,
+    not a resource that cannot be found (``example`` such as "mon_...", ``listing`` the call that shows them)."""
+    if not value:
+        raise InvalidArgument(field, f"is required: the id, such as {example} ({listing} shows them)")
+    return value
+
+
 class NotFound(DomainError):
     """The resource does not exist, or belongs to another user (we never say which)."""
 

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta
 
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
-from service_runtime.errors import InvalidArgument, ResourceExhausted
+from service_runtime.errors import InvalidArgument, ResourceExhausted, require_id
 from service_runtime.pagination import PageRequest
 from service_runtime.streams import Subscription
 from services.alert_svc.channels import NotifyChannels
@@ -85,7 +85,7 @@ class Alerting:
         return rule
 
     async def get_rule(self, caller: Principal, rule_id: str) -> AlertRule:
-        return await self._store.get_rule(caller.user_id, rule_id)
+        return await self._store.get_rule(caller.user_id, _rule_id(rule_id))
 
     async def list_rules(
         self, caller: Principal, size: int, token: str, monitor_id: str
@@ -101,7 +101,7 @@ class Alerting:
             raise InvalidArgument(
                 "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
             )
-        current = await self._store.get_rule(caller.user_id, rule_id)
+        current = await self._store.get_rule(caller.user_id, _rule_id(rule_id, "alert_rule.id"))
         merged = RuleDraft(
             display_name=current.display_name,
             monitor_id=current.monitor_id,
@@ -131,7 +131,7 @@ class Alerting:
         return rule
 
     async def delete_rule(self, caller: Principal, rule_id: str) -> None:
-        await self._store.delete_rule(caller.user_id, rule_id)
+        await self._store.delete_rule(caller.user_id, _rule_id(rule_id))
         await self._engine.rule_deleted(rule_id)
 
     async def test_rule(self, caller: Principal, rule_id: str, draft: RuleDraft | None) -> list[Evaluation]:
@@ -188,14 +188,16 @@ class Alerting:
         return request.cut(found, lambda a: a.id)
 
     async def get_alert(self, caller: Principal, alert_id: str) -> tuple[Alert, list[AlertEvent]]:
-        alert = await self._store.get_alert(caller.user_id, alert_id)
+        alert = await self._store.get_alert(caller.user_id, _alert_id(alert_id))
         return alert, await self._store.events(caller.user_id, alert_id)
 
     async def acknowledge(self, caller: Principal, alert_id: str, comment: str) -> Alert:
-        return await self._engine.acknowledge(caller.user_id, alert_id, caller.user_id, check_comment(comment))
+        return await self._engine.acknowledge(
+            caller.user_id, _alert_id(alert_id), caller.user_id, check_comment(comment)
+        )
 
     async def resolve(self, caller: Principal, alert_id: str, comment: str) -> Alert:
-        return await self._engine.resolve(caller.user_id, alert_id, caller.user_id, check_comment(comment))
+        return await self._engine.resolve(caller.user_id, _alert_id(alert_id), caller.user_id, check_comment(comment))
 
     # --- silences ------------------------------------------------------------------------------------
 
@@ -219,7 +221,7 @@ class Alerting:
         return request.cut(found, lambda s: s.id)
 
     async def delete_silence(self, caller: Principal, silence_id: str) -> None:
-        await self._store.delete_silence(caller.user_id, silence_id)
+        await self._store.delete_silence(caller.user_id, require_id(silence_id, "id", "sil_...", "ListSilences"))
         self._engine.silence_removed(caller.user_id, silence_id)
 
     # --- streams -------------------------------------------------------------------------------------
@@ -268,3 +270,11 @@ def verdict_would_fire(evaluations: Sequence[Evaluation]) -> tuple[Evaluation | 
         if evaluation.verdict is Verdict.MET:
             return evaluation, True
     return (evaluations[0] if evaluations else None), False
+
+
+def _rule_id(rule_id: str, field: str = "id") -> str:
+    return require_id(rule_id, field, "rul_...", "ListAlertRules")
+
+
+def _alert_id(alert_id: str) -> str:
+    return require_id(alert_id, "id", "alr_...", "ListAlerts")

@@ -10,7 +10,7 @@ from datetime import timedelta
 from service_runtime.auth import Principal
 from service_runtime.database import new_id, utc_now
 from service_runtime.egress import BlockedTarget, EgressPolicy, ResolutionFailed
-from service_runtime.errors import InvalidArgument, NotFound
+from service_runtime.errors import InvalidArgument, NotFound, require_id
 from service_runtime.pagination import PageRequest
 from services.notify_svc.delivery import DeliveryWorker, Grouped
 from services.notify_svc.delivery_queue import DeliveryQueue, Enqueue, Target
@@ -100,7 +100,7 @@ class Notifications:
         return channel, _generates_secret(draft.config)
 
     async def get_channel(self, caller: Principal, channel_id: str) -> Channel:
-        return await self._channels.get_channel(caller.user_id, channel_id)
+        return await self._channels.get_channel(caller.user_id, _channel_id(channel_id))
 
     async def list_channels(self, caller: Principal, size: int, token: str) -> tuple[list[Channel], str]:
         request = PageRequest.of(size, token)
@@ -119,7 +119,7 @@ class Notifications:
             raise InvalidArgument(
                 "update_mask", f"cannot update {', '.join(unknown)}; mutable: {', '.join(MUTABLE_PATHS)}"
             )
-        current = await self._channels.get_channel(caller.user_id, channel_id)
+        current = await self._channels.get_channel(caller.user_id, _channel_id(channel_id, "channel.id"))
         every = not paths
         config = current.config
         if (every and draft.config is not None) or set(paths) & set(CONFIG_PATHS):
@@ -156,11 +156,11 @@ class Notifications:
         return await self._channels.save_channel(updated, with_state=sets_enabled), generated
 
     async def delete_channel(self, caller: Principal, channel_id: str) -> None:
-        await self._channels.delete_channel(caller.user_id, channel_id)
+        await self._channels.delete_channel(caller.user_id, _channel_id(channel_id))
 
     async def test_channel(self, caller: Principal, channel_id: str) -> Delivery:
         """Send a test message now, one attempt, and return the delivery with the provider's answer."""
-        channel = await self._channels.get_channel(caller.user_id, channel_id)
+        channel = await self._channels.get_channel(caller.user_id, _channel_id(channel_id))
         now = utc_now()
         notification = Notification(NotificationKind.TEST, Severity.INFO, summary="Test notification", event_time=now)
         lease = now + timedelta(seconds=self._worker.timeout_s + 5)
@@ -251,3 +251,7 @@ class Notifications:
 def _generates_secret(config: ChannelConfig | None) -> bool:
     """Whether validating ``config`` generates a signing secret (a webhook given none)."""
     return isinstance(config, WebhookConfig) and not config.signing_secret
+
+
+def _channel_id(channel_id: str, field: str = "id") -> str:
+    return require_id(channel_id, field, "chn_...", "ListChannels")

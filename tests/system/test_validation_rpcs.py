@@ -93,6 +93,46 @@ def never_internal(call: Callable[..., Any], request: Any, metadata: Metadata) -
     return answered if code == grpc.StatusCode.OK else None
 
 
+apb = alert_service_pb2
+npb = notification_service_pb2
+MISSING_IDS: list[tuple[str, str, Any, str]] = [
+    ("alerts", "GetAlertRule", apb.GetAlertRuleRequest(), "id"),
+    ("alerts", "DeleteAlertRule", apb.DeleteAlertRuleRequest(), "id"),
+    (
+        "alerts",
+        "UpdateAlertRule",
+        apb.UpdateAlertRuleRequest(
+            alert_rule=apb.AlertRule(display_name="x"), update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+        ),
+        "alert_rule.id",
+    ),
+    ("alerts", "GetAlert", apb.GetAlertRequest(), "id"),
+    ("alerts", "AcknowledgeAlert", apb.AcknowledgeAlertRequest(), "id"),
+    ("alerts", "ResolveAlert", apb.ResolveAlertRequest(), "id"),
+    ("alerts", "DeleteSilence", apb.DeleteSilenceRequest(), "id"),
+    ("notify", "GetChannel", npb.GetChannelRequest(), "id"),
+    ("notify", "DeleteChannel", npb.DeleteChannelRequest(), "id"),
+    ("notify", "TestChannel", npb.TestChannelRequest(), "id"),
+    (
+        "notify",
+        "UpdateChannel",
+        npb.UpdateChannelRequest(
+            channel=npb.Channel(display_name="x"), update_mask=field_mask_pb2.FieldMask(paths=["display_name"])
+        ),
+        "channel.id",
+    ),
+]
+
+
+@pytest.mark.parametrize(("service", "method", "request_", "field"), MISSING_IDS, ids=[m[1] for m in MISSING_IDS])
+def test_a_missing_id_is_invalid_argument_naming_it_not_a_resource_not_found(
+    stubs: Stubs, carol: Metadata, service: str, method: str, request_: Any, field: str
+) -> None:
+    """As GetMonitor with no id says "id is required", not "monitor  not found"."""
+    call = getattr(getattr(stubs, service), method)
+    assert refused_fields(call, request_, carol) == [field]
+
+
 def website(url: str, **fields: Any) -> common_pb2.MonitorSpec:
     return common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url=url, **fields))
 
