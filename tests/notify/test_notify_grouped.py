@@ -75,3 +75,14 @@ async def test_a_cancelled_batch_leaves_no_caller_waiting() -> None:
     for caller in callers:
         with pytest.raises(asyncio.CancelledError):
             await asyncio.wait_for(caller, 1.0)
+
+
+async def test_calls_within_the_linger_join_the_first_batch() -> None:
+    # SendNotification's calls arrive one by one; lingering lets those in flight together share a transaction.
+    calls = Calls()
+    grouped = Grouped(calls, linger_s=0.2)
+    first = asyncio.ensure_future(grouped(1))
+    await asyncio.sleep(0.02)
+    second = asyncio.ensure_future(grouped(2))
+    assert [await first, await second] == ["done 1", "done 2"]
+    assert calls.batches == [[1, 2]]
