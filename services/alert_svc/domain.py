@@ -42,6 +42,7 @@ FIELDS_BY_KIND: Mapping[str, frozenset[str]] = {
     "heartbeat": frozenset({"is_up", "run_time_ms"}),
     "grpc_health": frozenset({"is_up", "response_time_ms"}),
 }
+ANY_KIND_FIELDS = frozenset().union(*FIELDS_BY_KIND.values())
 
 
 @dataclass(frozen=True, slots=True)
@@ -274,7 +275,8 @@ def _check_channels(bad: Violations, path: str, ids: Sequence[str]) -> None:
 
 
 def _check_field(bad: Violations, path: str, name: str, kind: str | None) -> None:
-    """A field the watched monitor's kind writes (when the rule watches one monitor), or any valid name."""
+    """A field the watched monitor's kind writes (when the rule watches one monitor), or one some kind writes (a
+    rule over a selector: a misspelt field would leave it unknown on every monitor, never firing)."""
     allowed = FIELDS_BY_KIND.get(kind) if kind else None
     if allowed is not None:
         if name not in allowed:
@@ -284,6 +286,9 @@ def _check_field(bad: Violations, path: str, name: str, kind: str | None) -> Non
         check_field_name(name, field_path=path)
     except InvalidArgument as invalid:
         bad.found.extend(invalid.violations)
+        return
+    if name not in ANY_KIND_FIELDS:
+        bad.add(path, f"no monitor writes {name!r}; monitors write {', '.join(sorted(ANY_KIND_FIELDS))}")
 
 
 def validate_condition(condition: Condition | None, kind: str | None, bad: Violations, path: str) -> None:

@@ -242,6 +242,17 @@ def test_invalid_rules_name_their_fields(alice: User) -> None:
         ),
         (apb.AlertRule(monitor_id=monitor.id), "alert_rule.condition"),
         (
+            # Over every monitor (no monitor_id): a field no monitor writes would keep the rule unknown forever.
+            apb.AlertRule(
+                condition=common_pb2.AlertCondition(
+                    threshold=common_pb2.ThresholdCondition(
+                        field="response_time", operator=common_pb2.COMPARISON_OPERATOR_GREATER_THAN, value=1
+                    )
+                ),
+            ),
+            "alert_rule.condition.threshold.field",
+        ),
+        (
             apb.AlertRule(
                 monitor_id=monitor.id,
                 condition=common_pb2.AlertCondition(monitor_down=common_pb2.MonitorDownCondition()),

@@ -913,6 +913,10 @@ class ThresholdCondition(_message.Message):
     OPERATOR_FIELD_NUMBER: _builtins.int
     VALUE_FIELD_NUMBER: _builtins.int
     field: _builtins.str
+    """A field the watched monitors write: website is_up, status_code, response_time_ms, cert_days_left;
+    crypto_price is_up, price; tcp is_up, connect_time_ms; dns is_up, response_time_ms, answer_count;
+    heartbeat is_up, run_time_ms; grpc_health is_up, response_time_ms. Any other is INVALID_ARGUMENT.
+    """
     aggregation: Global___Aggregation.ValueType
     operator: Global___ComparisonOperator.ValueType
     value: _builtins.float
@@ -948,6 +952,10 @@ class ChangeCondition(_message.Message):
     PERCENT_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     field: _builtins.str
+    """A field the watched monitors write: website is_up, status_code, response_time_ms, cert_days_left;
+    crypto_price is_up, price; tcp is_up, connect_time_ms; dns is_up, response_time_ms, answer_count;
+    heartbeat is_up, run_time_ms; grpc_health is_up, response_time_ms. Any other is INVALID_ARGUMENT.
+    """
     percent: _builtins.float
     """Percent, positive."""
     direction: Global___ChangeDirection.ValueType
@@ -1024,6 +1032,10 @@ class AnomalyCondition(_message.Message):
     MIN_SAMPLES_FIELD_NUMBER: _builtins.int
     DIRECTION_FIELD_NUMBER: _builtins.int
     field: _builtins.str
+    """A field the watched monitors write: website is_up, status_code, response_time_ms, cert_days_left;
+    crypto_price is_up, price; tcp is_up, connect_time_ms; dns is_up, response_time_ms, answer_count;
+    heartbeat is_up, run_time_ms; grpc_health is_up, response_time_ms. Any other is INVALID_ARGUMENT.
+    """
     deviations: _builtins.float
     """How many standard deviations away counts as an anomaly; more than 0."""
     min_samples: _builtins.int
