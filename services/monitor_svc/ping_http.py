@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import ipaddress
 import logging
 import math
 import socket
@@ -107,21 +108,37 @@ class _NoSignals(uvicorn.Server):
 
 
 HEAD_TIMEOUT_S = 10.0  # a connection's request must have arrived (its head) within this, or it is closed
-MAX_CONNECTIONS_PER_CLIENT = 100  # connections one client address may hold at once
+REQUEST_TIMEOUT_S = 30.0  # and a connection that is still busy with a request (a body trickling in) after this
+MAX_CONNECTIONS_PER_CLIENT = 100  # connections one client network (IPv4 /24, IPv6 /64) may hold at once
 MAX_CONNECTIONS = 1000
 
 
-def _guarded(head_timeout_s: float, per_client: int) -> type[H11Protocol]:
+def client_network(address: str) -> str:
+    """The network a client address counts in: its IPv4 /24 or IPv6 /64 (one host has many addresses there)."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return address
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    prefix = 24 if ip.version == 4 else 64
+    return str(ipaddress.ip_network(f"{ip}/{prefix}", strict=False))
+
+
+def _guarded(head_timeout_s: float, per_client: int, request_timeout_s: float) -> type[H11Protocol]:
     """uvicorn's HTTP/1.1 protocol with the guards a port open to anyone needs. Pings come without a login, and
     1,000 connections that sent nothing (or a header line every few seconds) had held every slot, so every
     tenant's pings were refused (503) for as long as the attacker liked: now a connection is closed when no
-    request is under way at each ``head_timeout_s`` tick, and one client address holds ``per_client`` at most."""
+    request is under way at each ``head_timeout_s`` tick, or when it is still busy after ``request_timeout_s``
+    (a body sent a byte at a time had held its slot for good), and one client network (an IPv4 /24 or IPv6 /64:
+    one host commands many addresses there) holds ``per_client`` at most."""
     held: collections.Counter[str] = collections.Counter()
 
     class Guarded(H11Protocol):
         def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
             super().connection_made(transport)
-            self._who = self.client[0] if self.client else ""
+            self._who = client_network(self.client[0]) if self.client else ""
+            self._opened = self.loop.time()
             held[self._who] += 1
             self._tick: asyncio.TimerHandle | None = None
             if held[self._who] > per_client:
@@ -130,10 +147,12 @@ def _guarded(head_timeout_s: float, per_client: int) -> type[H11Protocol]:
             self._tick = self.loop.call_later(head_timeout_s, self._check)
 
         def _check(self) -> None:
-            if self.cycle is None or self.cycle.response_complete:  # idle, or a head still trickling in
+            busy_s = self.loop.time() - self._opened
+            idle = self.cycle is None or self.cycle.response_complete  # idle, or a head still trickling in
+            if idle or busy_s >= request_timeout_s:  # or a body trickling in for too long
                 self.transport.close()
             else:  # a request is being handled (a body still arriving): look again later
-                self._tick = self.loop.call_later(head_timeout_s, self._check)
+                self._tick = self.loop.call_later(min(head_timeout_s, request_timeout_s - busy_s), self._check)
 
         def connection_lost(self, exc: Exception | None) -> None:
             if self._tick is not None:
@@ -156,12 +175,13 @@ class PingEndpoint:
         *,
         head_timeout_s: float = HEAD_TIMEOUT_S,
         per_client: int = MAX_CONNECTIONS_PER_CLIENT,
+        request_timeout_s: float = REQUEST_TIMEOUT_S,
     ) -> None:
         host, _, port = listen.rpartition(":")
         self._address = (host.strip("[]") or "127.0.0.1", int(port))
         config = uvicorn.Config(
             ping_app(heartbeats),
-            http=_guarded(head_timeout_s, per_client),
+            http=_guarded(head_timeout_s, per_client, request_timeout_s),
             log_config=None,
             access_log=False,
             lifespan="off",

@@ -10,7 +10,7 @@ from typing import cast
 import httpx
 
 from services.monitor_svc.heartbeats import Heartbeats
-from services.monitor_svc.ping_http import PingEndpoint
+from services.monitor_svc.ping_http import PingEndpoint, client_network
 
 
 async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> bool:
@@ -20,9 +20,15 @@ async def closed_by_server(reader: asyncio.StreamReader, within_s: float) -> boo
         return False
 
 
-async def endpoint(head_timeout_s: float, per_client: int) -> PingEndpoint:
-    # Only unknown paths are asked for here (404 from the router): no heartbeat is looked up.
-    ping = PingEndpoint(cast(Heartbeats, None), "127.0.0.1:0", head_timeout_s=head_timeout_s, per_client=per_client)
+async def endpoint(head_timeout_s: float, per_client: int, request_timeout_s: float = 30.0) -> PingEndpoint:
+    # No heartbeat is ever looked up: unknown paths are 404 from the router, and a trickled body never ends.
+    ping = PingEndpoint(
+        cast(Heartbeats, None),
+        "127.0.0.1:0",
+        head_timeout_s=head_timeout_s,
+        per_client=per_client,
+        request_timeout_s=request_timeout_s,
+    )
     await ping.start()
     return ping
 
@@ -62,3 +68,45 @@ async def test_one_client_address_holds_only_so_many_connections() -> None:
             writer.close()
     finally:
         await ping.stop()
+
+
+async def test_a_request_whose_body_trickles_in_is_closed_after_the_request_timeout() -> None:
+    """The head arrives at once, then a promised megabyte comes a byte at a time: it had held its slot as long as
+    the sender liked (ten addresses' worth of these held all 1,000)."""
+    ping = await endpoint(head_timeout_s=0.3, per_client=1000, request_timeout_s=1.5)
+    try:
+        reader, writer = await asyncio.open_connection("127.0.0.1", ping.port)
+        writer.write(b"POST /ping/some-token HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000\r\n\r\nabc")
+
+        async def trickle() -> None:
+            while True:
+                writer.write(b"x")
+                await asyncio.sleep(0.1)
+
+        feeding = asyncio.create_task(trickle())
+        assert not await closed_by_server(reader, 1.0)  # still within its time
+        assert await closed_by_server(reader, 2.0)
+        feeding.cancel()
+        writer.close()
+    finally:
+        await ping.stop()
+
+
+async def test_addresses_of_one_network_share_its_connection_cap() -> None:
+    ping = await endpoint(head_timeout_s=30.0, per_client=3)
+    try:
+        first = [await asyncio.open_connection("127.0.0.1", ping.port, local_addr=("127.0.0.1", 0)) for _ in range(2)]
+        other = [await asyncio.open_connection("127.0.0.1", ping.port, local_addr=("127.0.0.2", 0)) for _ in range(3)]
+        closed = [await closed_by_server(reader, 0.5) for reader, _ in [*first, *other]]
+        assert closed == [False, False, False, True, True]  # 127.0.0.1 and 127.0.0.2: one /24, three in all
+        for _, writer in [*first, *other]:
+            writer.close()
+    finally:
+        await ping.stop()
+
+
+def test_client_networks_are_the_ipv4_24_and_ipv6_64() -> None:
+    assert client_network("198.51.100.7") == client_network("198.51.100.200") == "198.51.100.0/24"
+    assert client_network("::ffff:198.51.100.7") == "198.51.100.0/24"
+    assert client_network("2001:db8:1:2:aaaa::1") == client_network("2001:db8:1:2:ffff::9") == "2001:db8:1:2::/64"
+    assert client_network("2001:db8:1:3::1") != client_network("2001:db8:1:2::1")
