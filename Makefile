@@ -53,7 +53,7 @@ protos: $(STAMP_DEV) ## Regenerate gen/ from protos/ with the pinned grpcio-tool
 lint: $(STAMP_DEV) $(STAMP_NODE) ## ruff (lint + format check), mypy strict, buf lint.
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
-	$(VENV)/bin/mypy service_runtime services mcp_adapter tests bench
+	$(VENV)/bin/mypy service_runtime services mcp_adapter tests harness bench
 	npx --no-install buf lint
 
 test: $(STAMP_DEV) $(STAMP_NODE) system-packages lint ## Install what the tests need, lint, run the whole suite.

@@ -58,6 +58,7 @@ from typing import Any
 import httpx
 
 from bench import merge_figures
+from harness.external import InfluxDBServer
 from service_runtime.database import open_database
 from service_runtime.timeseries import Aggregation, InfluxConfig, InfluxStore, SeriesKey
 from service_runtime.timeseries.influx_store import quote_identifier
@@ -85,7 +86,6 @@ from services.alert_svc.evaluator import Evaluator
 from services.alert_svc.influx_ingest import InfluxIngest, register_subscription
 from services.alert_svc.server import MIGRATIONS, VERSION_TABLE
 from services.alert_svc.store import AlertStore
-from tests.harness.external import InfluxDBServer
 
 RESULTS = Path(__file__).resolve().parent / "results" / "alerting.json"
 OWNERS = 1000

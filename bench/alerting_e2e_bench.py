@@ -52,11 +52,11 @@ from typing import Any
 import grpc
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply, self_signed_certificate
+from harness.services import REPO, free_port, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from monitors.v1 import notification_service_pb2 as npb
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
-from tests.harness.services import REPO, free_port, python_env
 
 RESULTS = REPO / "bench" / "results" / "alerting.json"
 READY_LINE = "Ctrl-C stops everything"

@@ -56,11 +56,11 @@ import grpc
 from google.protobuf import duration_pb2
 
 from bench.alerting_e2e_bench import LocalStack, WebhookReceiver, nearest_rank
+from harness.http import HttpServer, Reply, self_signed_certificate
+from harness.services import REPO, free_port
 from monitors.v1 import common_pb2, monitor_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as mpb
 from monitors.v1 import notification_service_pb2 as npb
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
-from tests.harness.services import REPO, free_port
 
 RESULTS = REPO / "bench" / "results"
 PHASES = ("keepalive", "fresh", "fresh_tls")

@@ -30,12 +30,11 @@ import re
 import shutil
 import statistics
 import subprocess
-import sys
 import tempfile
 from pathlib import Path
 
 from bench import write_figures
-from tests.harness.services import REPO, ServiceProcess, python_env
+from harness.services import REPO, ServiceProcess, create_api_key, python_env
 
 RESULTS = REPO / "bench" / "results" / "grpc.json"
 METHOD = "/monitors.v1.AccountService/GetCurrentUser"
@@ -109,15 +108,7 @@ def main() -> None:
         server = ServiceProcess("monitor", env, work / "monitor.log")
         server.start()
         try:
-            key = subprocess.run(
-                [sys.executable, "-m", "services.admin", "create-api-key", "--email", "bench@example.com"],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            ).stdout.strip()
+            key = create_api_key(env, "bench@example.com")
             closed_loop = ("-c", "4", "-m", "32", "--warm-up-time", "2", "-D", str(args.seconds))
             # This machine's neighbours make single runs vary by +-25%: closed loops run --repeats times,
             # alternating with the health ceiling, and the medians are reported.

@@ -34,8 +34,8 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 
 from bench import write_figures
+from harness.services import REPO, ServiceProcess, create_api_key, free_port, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.services import REPO, ServiceProcess, free_port, python_env
 
 RESULTS = REPO / "bench" / "results" / "mcp.json"
 
@@ -161,15 +161,7 @@ def main() -> None:
         server = ServiceProcess("monitor", env, work / "monitor.log")
         server.start()
         try:
-            key = subprocess.run(
-                [sys.executable, "-m", "services.admin", "create-api-key", "--email", "bench@example.com"],
-                env=env,
-                cwd=REPO,
-                capture_output=True,
-                text=True,
-                check=True,
-                timeout=60,
-            ).stdout.strip()
+            key = create_api_key(env, "bench@example.com")
             figures = asyncio.run(measure(server, key, work, args.calls))
         finally:
             server.stop()

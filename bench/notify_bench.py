@@ -41,12 +41,12 @@ from pathlib import Path
 import grpc
 
 from bench import merge_figures
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.http import HttpServer, Reply, self_signed_certificate
+from harness.rpc import auth
+from harness.services import REPO, Stack
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
-from tests.harness.rpc import auth
-from tests.harness.services import REPO, Stack
 
 RESULTS = REPO / "bench" / "results" / "notify.json"
 

@@ -34,6 +34,7 @@ from typing import Any
 import grpc
 
 from bench import write_figures
+from harness.services import REPO, ServiceProcess, create_api_key, free_port, python_env
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -41,7 +42,6 @@ from monitors.v1 import (
     monitor_service_pb2,
     monitor_service_pb2_grpc,
 )
-from tests.harness.services import REPO, ServiceProcess, free_port, python_env
 
 RESULTS = REPO / "bench" / "results" / "runcheck.json"
 ITEMS = 11000  # about 860 KB of JSON
@@ -171,18 +171,7 @@ def main() -> None:
         )
         server.start()
         try:
-            keys = [
-                subprocess.run(
-                    [sys.executable, "-m", "services.admin", "create-api-key", "--email", f"user{i}@example.com"],
-                    env=env,
-                    cwd=REPO,
-                    capture_output=True,
-                    text=True,
-                    timeout=60,
-                    check=True,
-                ).stdout.strip()
-                for i in range(args.users + 1)
-            ]
+            keys = [create_api_key(env, f"user{i}@example.com") for i in range(args.users + 1)]
             bystander, attackers = keys[0], keys[1:]
             idle = start_probe(server.address, bystander, args.seconds)
             idle_latencies = json.loads(idle.communicate(timeout=args.seconds + 60)[0])

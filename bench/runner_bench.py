@@ -36,7 +36,6 @@ import multiprocessing
 import os
 import platform
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,9 +49,9 @@ import uvloop
 from google.protobuf import duration_pb2
 
 from bench import write_figures
+from harness.services import REPO, ServiceProcess, create_api_key, free_port, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2_grpc
 from monitors.v1 import monitor_service_pb2 as pb
-from tests.harness.services import REPO, ServiceProcess, free_port, python_env
 
 RESULTS = REPO / "bench" / "results" / "runner.json"
 RUNNER_CPUS = {0}
@@ -169,15 +168,7 @@ class Bench:
 
     def start(self) -> None:
         self.service.start()
-        self.key = subprocess.run(
-            [sys.executable, "-m", "services.admin", "create-api-key", "--email", "bench@example.com"],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            check=True,
-            timeout=60,
-        ).stdout.strip()
+        self.key = create_api_key(self.env, "bench@example.com")
 
     def stop(self) -> None:
         self.service.stop()

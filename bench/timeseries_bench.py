@@ -41,11 +41,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from bench import merge_figures, write_figures
+from harness.external import InfluxDBServer
+from harness.services import REPO
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import WebsiteSummary, summarize_website, summarize_websites
-from tests.harness.external import InfluxDBServer
-from tests.harness.services import REPO
 
 RESULTS = REPO / "bench" / "results" / "timeseries.json"
 CHUNK = 5000

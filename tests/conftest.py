@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.services import Stack
 from service_runtime.cache import InProcessStore, KeyValueStore, RedisStore, SqlStore
 from service_runtime.database import Database, open_database
 from services.monitor_svc.schema import MIGRATIONS as MONITOR_MIGRATIONS
 from services.monitor_svc.schema import VERSION_TABLE as MONITOR_VERSION_TABLE
-from tests.harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.services import Stack
 
 _database_names = itertools.count()
 

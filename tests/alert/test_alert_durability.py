@@ -10,10 +10,10 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.alerting import User, ping
-from tests.harness.external import production_env
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.services import Stack
+from harness.alerting import User, ping
+from harness.external import production_env
+from harness.receivers import ProviderReceivers
+from harness.services import Stack
 
 
 @pytest.fixture(scope="module")

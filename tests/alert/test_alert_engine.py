@@ -14,6 +14,7 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from harness.clock import midnight_days_ago
 from service_runtime.database import Database, open_database
 from service_runtime.errors import InvalidArgument
 from service_runtime.timeseries import Aggregation
@@ -37,7 +38,6 @@ from services.alert_svc.engine import AlertEngine, Change
 from services.alert_svc.notifier import grouped, request_for
 from services.alert_svc.server import MIGRATIONS, VERSION_TABLE
 from services.alert_svc.store import AlertStore
-from tests.harness.clock import midnight_days_ago
 
 OWNER = "usr_alice"
 COIN = MonitorInfo("mon_btc", OWNER, "BTC-USD", {"team": "crypto"}, "crypto_price", MonitorState.UP)

@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.alerting import MIN, OWNER, RT, make_rule, monitor, only, rt, sample, threshold, watching
 from service_runtime.timeseries import Aggregation
 from service_runtime.timeseries.port import aggregate
 from services.alert_svc.domain import (
@@ -34,7 +35,6 @@ from services.alert_svc.domain import (
 )
 from services.alert_svc.evaluator import LATE_TOLERANCE_S, Evaluator, HistoryRequest, PairNotWatched
 from services.alert_svc.windows import MAX_LATE_SHIFT
-from tests.harness.alerting import MIN, OWNER, RT, make_rule, monitor, only, rt, sample, threshold, watching
 
 # --- threshold --------------------------------------------------------------------------------------------
 

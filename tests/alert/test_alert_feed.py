@@ -18,6 +18,8 @@ import httpx
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.external import InfluxDBServer
+from harness.services import free_port
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.server import ServiceHost
 from service_runtime.settings import Settings
@@ -29,8 +31,6 @@ from services.alert_svc.feed import CHANNEL_OPTIONS, FeedSink, MonitorFeed
 from services.alert_svc.influx_ingest import InfluxIngest, IngestSettings, register_subscription
 from services.monitor_svc.accounts.admin import create_api_key
 from services.monitor_svc.server import build_server
-from tests.harness.external import InfluxDBServer
-from tests.harness.services import free_port
 
 pb = monitor_service_pb2
 

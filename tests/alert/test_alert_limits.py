@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from harness.alerting import coin, make_rig, make_rule, sample, watching
 from service_runtime.errors import ResourceExhausted
 from service_runtime.timeseries import Aggregation, SqliteSampleStore
 from services.alert_svc.domain import (
@@ -26,7 +27,6 @@ from services.alert_svc.domain import (
     check_windows,
 )
 from services.alert_svc.evaluator import MAX_STRUCTS_PER_SERIES, Evaluator
-from tests.harness.alerting import coin, make_rig, make_rule, sample, watching
 
 WEEK = timedelta(days=7)
 

@@ -22,6 +22,11 @@ import pytest
 import redis
 from google.protobuf import duration_pb2
 
+from harness.alerting import ping
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import ServiceProcess, Stack
 from monitors.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
@@ -34,11 +39,6 @@ from monitors.v1 import (
 from service_runtime.cache import InProcessStore
 from services.alert_svc.leadership import Holder, Leadership
 from services.alert_svc.server import lease_key
-from tests.harness.alerting import ping
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import ServiceProcess, Stack
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2

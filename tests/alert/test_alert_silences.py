@@ -6,9 +6,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from harness.clock import midnight_days_ago
 from service_runtime.errors import InvalidArgument
 from services.alert_svc.domain import Silence, SilenceDraft, check_comment, validate_silence
-from tests.harness.clock import midnight_days_ago
 
 DAY = midnight_days_ago(3)
 

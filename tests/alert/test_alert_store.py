@@ -17,6 +17,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy.exc import IntegrityError
 
 import services.alert_svc
+from harness.external import MariaDBServer
 from service_runtime.database import (
     MYSQL_COLLATION,
     Database,
@@ -52,7 +53,6 @@ from services.alert_svc.domain import (
     validate_silence,
 )
 from services.alert_svc.store import AlertConflict, AlertStore, condition_from_dict, condition_to_dict
-from tests.harness.external import MariaDBServer
 
 MIGRATIONS = Path(services.alert_svc.__file__).parent / "migrations"
 VERSION_TABLE = "alembic_version_alert"

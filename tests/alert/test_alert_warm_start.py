@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.alerting import MINUTE, Rig, coin, make_rig, open_timeseries
+from harness.external import InfluxDBServer
 from service_runtime.timeseries import (
     Aggregation,
     InfluxConfig,
@@ -31,8 +33,6 @@ from services.alert_svc.domain import (
 from services.alert_svc.engine import _PendingReads
 from services.alert_svc.evaluator import HistoryRequest
 from services.alert_svc.server import reconcile_period
-from tests.harness.alerting import MINUTE, Rig, coin, make_rig, open_timeseries
-from tests.harness.external import InfluxDBServer
 
 MEAN_10M_ABOVE_100 = ThresholdCondition("price", Aggregation.MEAN, 10 * MINUTE, Operator.GT, 100.0)
 COUNT_5M_AT_LEAST_4 = ThresholdCondition("price", Aggregation.COUNT, 5 * MINUTE, Operator.GE, 4.0)

@@ -19,18 +19,18 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
+from harness.alerting import User, ping
+from harness.external import production_env
+from harness.receivers import ProviderReceivers
+from harness.rpc import rich_details
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import (
     alert_service_pb2,
     common_pb2,
     monitor_service_pb2,
     notification_service_pb2,
 )
-from tests.harness.alerting import User, ping
-from tests.harness.external import production_env
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import rich_details
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2

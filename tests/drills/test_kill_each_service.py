@@ -30,12 +30,12 @@ from typing import Any
 
 import pytest
 
+from harness.external import production_env
+from harness.fleet import Fleet, Targets, influx_counts
+from harness.receivers import ProviderReceivers
+from harness.services import ServiceProcess, Stack
+from harness.waiting import eventually
 from monitors.v1 import common_pb2
-from tests.harness.external import production_env
-from tests.harness.fleet import Fleet, Targets, influx_counts
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.services import ServiceProcess, Stack
-from tests.harness.waiting import eventually
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes

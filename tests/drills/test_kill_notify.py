@@ -28,13 +28,13 @@ from dataclasses import dataclass, field
 import grpc
 import pytest
 
+from harness.external import MariaDBServer
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import Stack, role_tokens_env
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
 from service_runtime.secretbox import new_master_key
-from tests.harness.external import MariaDBServer
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import Stack, role_tokens_env
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 NOTIFICATIONS = 150 if FULL else 40

@@ -28,12 +28,12 @@ from typing import Any
 import grpc
 import pytest
 
+from harness.external import production_env
+from harness.fleet import Fleet, StreamReader, Targets
+from harness.receivers import ProviderReceivers
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import alert_service_pb2, alert_service_pb2_grpc, common_pb2
-from tests.harness.external import production_env
-from tests.harness.fleet import Fleet, StreamReader, Targets
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 FULL = os.environ.get("MONITORS_DRILL") == "full"

@@ -30,6 +30,11 @@ from typing import Any
 import grpc
 import pytest
 
+from harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.fleet import Fleet, Targets
+from harness.receivers import ProviderReceivers
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
@@ -38,11 +43,6 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.harness.external import TEMPLATE_CACHE, InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.fleet import Fleet, Targets
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes

@@ -27,12 +27,12 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.http import HttpServer, Reply
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import Stack, role_tokens_env
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
-from tests.harness.http import HttpServer, Reply
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import Stack, role_tokens_env
 
 FULL = os.environ.get("MONITORS_DRILL") == "full"
 pytestmark = pytest.mark.timeout(900 if FULL else 240)  # the full form runs for minutes

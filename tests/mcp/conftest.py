@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
-from tests.harness.mcp import Market, McpStack, Website
-from tests.harness.services import Stack
+from harness.mcp import Market, McpStack, Website
+from harness.services import Stack
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 """The MCP adapter, driven by the official ``mcp`` client as a subprocess over stdio and over streamable HTTP,
-against the real services (tests.harness), a runner, and local stand-ins for Coinbase and a website.
+against the real services (harness), a runner, and local stand-ins for Coinbase and a website.
 
-Its fixture is in tests/mcp/conftest.py, its helpers in tests/harness/mcp.py.
+Its fixture is in tests/mcp/conftest.py, its helpers in harness/mcp.py.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import httpx
 import pytest
 from mcp_types import ImageContent
 
-from tests.harness.mcp import (
+from harness.mcp import (
     HttpAdapter,
     McpStack,
     call,
@@ -25,7 +25,7 @@ from tests.harness.mcp import (
     stdio_adapter,
     text_of,
 )
-from tests.harness.services import free_port
+from harness.services import free_port
 
 # Tools listing ---------------------------------------------------------------------------------------------------
 

@@ -9,7 +9,7 @@ import re
 
 from mcp.client import ClientSession
 
-from tests.harness.mcp import McpStack, call, call_error, eventually, stdio_adapter, text_of
+from harness.mcp import McpStack, call, call_error, eventually, stdio_adapter, text_of
 
 
 async def create_rule(session: ClientSession, **arguments: object) -> dict[str, object]:

@@ -1,12 +1,12 @@
 """What the adapter's answers say when the request is ambiguous or names nothing, and what its one-line results
 lead with: a monitor named by free text is resolved by id, name or URL, never silently one of several; heartbeats
-are described by their schedule; silences have an explicit scope. Against the real stack (tests.harness)."""
+are described by their schedule; silences have an explicit scope. Against the real stack (harness)."""
 
 from __future__ import annotations
 
 import re
 
-from tests.harness.mcp import McpStack, call, call_error, eventually, stdio_adapter
+from harness.mcp import McpStack, call, call_error, eventually, stdio_adapter
 
 
 async def test_a_site_is_found_by_id_name_or_url_and_several_matches_are_listed(mcp_stack: McpStack) -> None:

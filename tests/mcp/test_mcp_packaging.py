@@ -13,8 +13,8 @@ import pytest
 from mcp.client import ClientSession
 from mcp.client.stdio import StdioServerParameters, stdio_client
 
-from tests.harness.mcp import McpStack, call
-from tests.harness.services import REPO
+from harness.mcp import McpStack, call
+from harness.services import REPO
 
 
 @pytest.fixture(scope="module")

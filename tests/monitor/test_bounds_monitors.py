@@ -15,6 +15,8 @@ from google.rpc import error_details_pb2
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.domain import (
     MAX_BODY,
@@ -34,8 +36,6 @@ from services.monitor_svc.domain import (
 )
 from services.monitor_svc.translate import draft_to_proto
 from services.monitor_svc.user_secrets import MAX_SECRETS_PER_USER
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 Metadata = tuple[tuple[str, str]]

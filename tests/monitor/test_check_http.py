@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 import uvloop
 
+from harness.http import HttpServer, Reply, self_signed_certificate
+from harness.services import free_port
 from service_runtime.egress import BlockedTarget, EgressPolicy
 from service_runtime.http_client import (
     ConnectFailed,
@@ -27,8 +29,6 @@ from service_runtime.http_client import (
     _Connection,
     parse_url,
 )
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
-from tests.harness.services import free_port
 
 # What the server does with one request: bytes to send, then keep the connection or close it. None: close
 # the connection without answering.

@@ -15,6 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from harness.checks import providers
+from harness.http import HttpServer, Reply, self_signed_certificate
+from harness.services import free_port
 from service_runtime.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import (
@@ -24,9 +27,6 @@ from services.monitor_svc.domain import (
     TcpSpec,
     WebsiteSpec,
 )
-from tests.harness.checks import providers
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
-from tests.harness.services import free_port
 
 
 @pytest.fixture

@@ -28,12 +28,12 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 
+from harness.http import self_signed_certificate
+from harness.services import free_port
 from service_runtime.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.checks.dns import DnsCheck, expected_form
 from services.monitor_svc.domain import FIELDS, DnsSpec, GrpcHealthSpec, MonitorKind
-from tests.harness.http import self_signed_certificate
-from tests.harness.services import free_port
 
 ZONE: dict[tuple[str, str], list[str]] = {
     ("www.example.test.", "A"): ["10.0.2.10", "10.0.2.11"],

@@ -13,12 +13,12 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import ServiceProcess, Stack, role_tokens_env
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import Role
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import ServiceProcess, Stack, role_tokens_env
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 T = TypeVar("T")

@@ -13,6 +13,7 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from harness.monitor_service import open_monitor_domain
 from service_runtime.auth import Principal
 from service_runtime.database import Database, open_database
 from service_runtime.errors import InvalidArgument
@@ -35,7 +36,6 @@ from services.monitor_svc.heartbeats import Heartbeats, PingLimiter, PingOutcome
 from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.store import MonitorStore
-from tests.harness.monitor_service import open_monitor_domain
 
 PARIS = ZoneInfo("Europe/Paris")
 

@@ -12,11 +12,11 @@ import httpx
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.rpc import auth
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.heartbeats import PingLimiter
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 Metadata = tuple[tuple[str, str]]

@@ -2,7 +2,7 @@
 fit the location's monitors, and GetDeploymentStatus reports the runner pods (ready, restarts, location, monitors
 assigned).
 
-No Kubernetes API server runs here: the service talks to a stand-in (tests/harness/kubernetes_api.py), a real HTTP
+No Kubernetes API server runs here: the service talks to a stand-in (harness/kubernetes_api.py), a real HTTP
 server on a loopback port answering the API paths the client uses, fed with the StatefulSets the example overlay
 renders. Every object the service sends is validated against the Kubernetes API schema with kubernetes-validate in
 strict mode, as tests/system/test_k8s_manifests.py validates the manifests. A real monitor service (in this process, on
@@ -23,6 +23,12 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 from google.rpc import error_details_pb2
 
+from harness.http import HttpServer, Reply
+from harness.k8s import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
+from harness.kubernetes_api import KubernetesApi
+from harness.monitor_service import Metadata, Served, serve_monitors
+from harness.rpc import rich_details
+from harness.services import ServiceProcess, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.settings import Settings
 from services import doctor
@@ -31,12 +37,6 @@ from services.monitor_svc.fleet.kubernetes import dedicated_name, open_kubernete
 from services.monitor_svc.fleet.reconciler import DESCRIBE_TIMEOUT_S, POD_LISTING_TTL_S, RunnerFleet, wanted_runners
 from services.monitor_svc.runner.client import job_of, mounted_secrets
 from services.monitor_svc.runner.settings import RunnerSettings
-from tests.harness.http import HttpServer, Reply
-from tests.harness.k8s import KUBERNETES_VERSION, KUSTOMIZATIONS, container_env, of_kind, render
-from tests.harness.kubernetes_api import KubernetesApi
-from tests.harness.monitor_service import Metadata, Served, serve_monitors
-from tests.harness.rpc import rich_details
-from tests.harness.services import ServiceProcess, python_env
 
 pb = monitor_service_pb2
 PER_RUNNER = 2

@@ -19,6 +19,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -26,8 +28,6 @@ from monitors.v1 import (
     notification_service_pb2_grpc,
 )
 from service_runtime.auth import token_digest
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = account_service_pb2
 SEPARATOR = "\n" + "-" * 72 + "\n"

@@ -23,12 +23,12 @@ import httpx
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.external import InfluxDBServer
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.external import InfluxDBServer
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 DATABASE = "lossless"

@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.monitor_service import open_monitor_domain
 from service_runtime.auth import Principal
 from service_runtime.errors import NotFound
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.domain import Monitor, MonitorDraft, WebsiteSpec
 from services.monitor_svc.monitors import Monitors
-from tests.harness.monitor_service import open_monitor_domain
 
 
 @dataclass

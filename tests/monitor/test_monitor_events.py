@@ -12,12 +12,12 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2
 
+from harness.monitor_service import Served, serve_monitors
 from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.errors import ResourceExhausted
 from service_runtime.timeseries import Sample
 from services.monitor_svc.domain import MonitorKind, MonitorState
 from services.monitor_svc.events import MonitorView, Subscription
-from tests.harness.monitor_service import Served, serve_monitors
 
 pb = monitor_service_pb2
 

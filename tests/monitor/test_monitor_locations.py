@@ -2,7 +2,7 @@
 stay PENDING forever with nothing to say why.
 
 A real monitor service in the test's loop, on SQLite and on MariaDB; runners are fake WatchAssignments streams
-opened with the runners' token (tests/harness/monitor_service.py).
+opened with the runners' token (harness/monitor_service.py).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import pytest
 from google.protobuf import field_mask_pb2
 from google.rpc import error_details_pb2
 
+from harness.monitor_service import Metadata, Served, pb, serve_monitors
+from harness.rpc import rich_details
 from monitors.v1 import common_pb2
-from tests.harness.monitor_service import Metadata, Served, pb, serve_monitors
-from tests.harness.rpc import rich_details
 
 
 def located(*locations: str) -> pb.Monitor:

@@ -13,9 +13,9 @@ import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, message
 from google.rpc import error_details_pb2
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 Stub = monitor_service_pb2_grpc.MonitorServiceStub

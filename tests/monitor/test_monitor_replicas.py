@@ -34,15 +34,15 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2, field_mask_pb2, timestamp_pb2
 
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.rpc import auth
+from harness.services import REPO, ServiceProcess, free_port, python_env
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import ROLE_TOKENS, Role
 from services.monitor_svc import replicas as replicas_module
 from services.monitor_svc.assignments import AssignmentHub
 from services.monitor_svc.replicas import RedisReplicas
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.rpc import auth
-from tests.harness.services import REPO, ServiceProcess, free_port, python_env
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 DATABASE = "monitor_replicas"

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from harness.clock import midnight_days_ago
 from services.monitor_svc.domain import (
     CheckResult,
     Monitor,
@@ -14,7 +15,6 @@ from services.monitor_svc.domain import (
     WebsiteSpec,
     next_status,
 )
-from tests.harness.clock import midnight_days_ago
 
 T0 = midnight_days_ago(1) + timedelta(hours=12)
 

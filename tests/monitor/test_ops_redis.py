@@ -14,11 +14,11 @@ from typing import cast
 import grpc
 import pytest
 
+from harness.external import MariaDBServer, RedisServer
+from harness.services import ServiceProcess, free_port, python_env, role_tokens_env
 from monitors.v1 import account_service_pb2 as pb
 from monitors.v1 import account_service_pb2_grpc
 from service_runtime.secretbox import new_master_key
-from tests.harness.external import MariaDBServer, RedisServer
-from tests.harness.services import ServiceProcess, free_port, python_env, role_tokens_env
 
 SESSION = (("authorization", "Bearer ms_" + "x" * 43),)
 

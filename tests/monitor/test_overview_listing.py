@@ -15,10 +15,10 @@ import pytest
 from google.protobuf import duration_pb2
 from google.rpc import error_details_pb2
 
+from harness.monitor_service import Metadata, Served, result, serve_monitors
+from harness.rpc import rich_details
 from monitors.v1 import common_pb2, monitor_service_pb2
 from services.monitor_svc.monitors import STALE_GRACE, STALE_INTERVALS
-from tests.harness.monitor_service import Metadata, Served, result, serve_monitors
-from tests.harness.rpc import rich_details
 
 pb = monitor_service_pb2
 S = common_pb2

@@ -16,14 +16,14 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from harness.external import InfluxDBServer
+from harness.monitor_service import Served, result, serve_monitors
+from harness.rpc import rich_details
+from harness.summaries import H0, KINDS, NOW, OWNER, check, count_statements, histories
 from monitors.v1 import common_pb2, monitor_service_pb2
 from service_runtime.timeseries import InfluxConfig, InfluxStore, SeriesKey, SqliteSampleStore, TimeSeriesStore
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import summarize_availability, summarize_crypto_price, summarize_website
-from tests.harness.external import InfluxDBServer
-from tests.harness.monitor_service import Served, result, serve_monitors
-from tests.harness.rpc import rich_details
-from tests.harness.summaries import H0, KINDS, NOW, OWNER, check, count_statements, histories
 
 pb = monitor_service_pb2
 

@@ -14,6 +14,11 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.checks import providers
+from harness.http import HttpServer, Reply
+from harness.monitor_service import MonitorDomain, open_monitor_domain, serve_monitors
+from harness.monitor_service import result as served_result
+from harness.services import free_port
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import Settings
 from service_runtime.timeseries import Sample, SeriesKey, SqliteSampleStore
@@ -25,11 +30,6 @@ from services.monitor_svc.domain import CheckResult, CryptoPriceSpec, Monitor, M
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
 from services.monitor_svc.server import build_server
-from tests.harness.checks import providers
-from tests.harness.http import HttpServer, Reply
-from tests.harness.monitor_service import MonitorDomain, open_monitor_domain, serve_monitors
-from tests.harness.monitor_service import result as served_result
-from tests.harness.services import free_port
 
 pb = monitor_service_pb2
 

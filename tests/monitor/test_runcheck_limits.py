@@ -22,12 +22,12 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth, rich_details
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.monitors import RUN_CHECKS_PER_USER
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 T = TypeVar("T")

@@ -14,15 +14,15 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.egress import EgressConfig, EgressPolicy
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.checks.outcome import Outcome
 from services.monitor_svc.domain import JsonPathAssertion, Spec, WebsiteSpec
 from services.monitor_svc.runner.scheduler import Job, Scheduler
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 DEPTH = 100_000

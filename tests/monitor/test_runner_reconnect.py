@@ -13,9 +13,9 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 GRACE_S = 20.0

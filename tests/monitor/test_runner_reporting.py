@@ -10,6 +10,7 @@ from pathlib import Path
 import grpc
 from google.protobuf import duration_pb2
 
+from harness.services import free_port
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.settings import Settings
 from services.monitor_svc.accounts.admin import create_api_key
@@ -18,7 +19,6 @@ from services.monitor_svc.domain import CheckResult
 from services.monitor_svc.runner.client import CHANNEL_OPTIONS, RunnerClient
 from services.monitor_svc.runner.scheduler import Scheduler
 from services.monitor_svc.server import build_server
-from tests.harness.services import free_port
 
 pb = monitor_service_pb2
 

@@ -9,8 +9,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.harness import dying_with_parent
-from tests.harness.services import MODULES, REPO, free_port, python_env
+from harness import dying_with_parent
+from harness.services import MODULES, REPO, free_port, python_env
 
 
 def run_runner(env: dict[str, str]) -> subprocess.CompletedProcess[str]:

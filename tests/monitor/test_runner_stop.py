@@ -12,10 +12,10 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 MONITORS = 20

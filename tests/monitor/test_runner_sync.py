@@ -10,11 +10,11 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.translate import assignment_messages
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 MIB = 1024 * 1024

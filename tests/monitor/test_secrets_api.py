@@ -10,10 +10,10 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 Metadata = tuple[tuple[str, str]]

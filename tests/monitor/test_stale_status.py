@@ -15,12 +15,12 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.monitors import STALE_GRACE, STALE_INTERVALS
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 pb = monitor_service_pb2
 T = TypeVar("T")

@@ -9,6 +9,8 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.errors import InvalidArgument
 from service_runtime.timeseries import Aggregation
@@ -28,8 +30,6 @@ from services.monitor_svc.suggest import (
     ThresholdCondition,
     suggest_monitors,
 )
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 

@@ -9,6 +9,8 @@ from datetime import timedelta
 import grpc
 import pytest
 
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import monitor_service_pb2, monitor_service_pb2_grpc
 from services.monitor_svc.domain import (
     FIELDS,
@@ -25,8 +27,6 @@ from services.monitor_svc.domain import (
 )
 from services.monitor_svc.suggest import MonitorDownCondition, ThresholdCondition, is_lan_host, suggest_monitors
 from services.monitor_svc.translate import draft_from_proto, suggestion_to_proto
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 

@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.external import InfluxDBServer
+from harness.summaries import H0, KINDS, MINUTE, NOW, OWNER, check, count_statements, histories
 from service_runtime.errors import Unavailable
 from service_runtime.timeseries import (
     InfluxConfig,
@@ -26,8 +28,6 @@ from service_runtime.timeseries import (
 from service_runtime.timeseries.digest import SCHEMA
 from services.monitor_svc.summaries.overview import summarize_many
 from services.monitor_svc.summaries.queries import summarize_availability, summarize_crypto_price, summarize_website
-from tests.harness.external import InfluxDBServer
-from tests.harness.summaries import H0, KINDS, MINUTE, NOW, OWNER, check, count_statements, histories
 
 # Edges inside hours (a head hour whose earlier samples tell the state before the range; a tail hour), a range
 # inside one hour, one across two partial hours, and whole hours.

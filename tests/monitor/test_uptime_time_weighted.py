@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.clock import midnight_days_ago
+from harness.external import InfluxDBServer
 from service_runtime.timeseries import InfluxConfig, InfluxStore, Sample, SeriesKey, SqliteSampleStore, TimeSeriesStore
 from services.monitor_svc.summaries.queries import (
     summarize_availability,
@@ -19,8 +21,6 @@ from services.monitor_svc.summaries.queries import (
     summarize_crypto_price,
     summarize_website,
 )
-from tests.harness.clock import midnight_days_ago
-from tests.harness.external import InfluxDBServer
 
 H0 = midnight_days_ago(2) + timedelta(hours=9)
 MINUTE = timedelta(minutes=1)

@@ -3,7 +3,7 @@ and kept when sent back masked, validation naming the field, isolation between u
 our services' tokens only and idempotent, TestChannel with the provider's answer, email to a bare address (the local
 outbox when embedded, SendGrid through ``host=`` in production), and no secret in the service's log.
 
-Loopback receivers (tests/harness/receivers.py) stand in for Slack, Teams, the webhook, PagerDuty's Events API
+Loopback receivers (harness/receivers.py) stand in for Slack, Teams, the webhook, PagerDuty's Events API
 and SendGrid; the services run with MONITORS_EGRESS=private-allowed so they may reach them.
 """
 
@@ -19,15 +19,15 @@ import pytest
 from google.protobuf import field_mask_pb2, timestamp_pb2
 from google.rpc import error_details_pb2
 
+from harness.external import MariaDBServer
+from harness.http import Reply
+from harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
+from harness.rpc import auth, rich_details
+from harness.services import Stack, role_tokens_env
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc, common_pb2, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as pb
 from service_runtime.secretbox import new_master_key
 from services.notify_svc.senders.webhook import signature
-from tests.harness.external import MariaDBServer
-from tests.harness.http import Reply
-from tests.harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack, role_tokens_env
 
 TOKENS = role_tokens_env("notify-tests")
 # SendNotification as the alert service calls it.

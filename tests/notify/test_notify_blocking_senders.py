@@ -16,6 +16,7 @@ from types import TracebackType
 
 import pytest
 
+from harness.http import HttpServer, Reply
 from service_runtime.egress import EgressPolicy, resolve
 from service_runtime.errors import InvalidArgument
 from services.notify_svc.domain import (
@@ -32,7 +33,6 @@ from services.notify_svc.senders.apprise_urls import AppriseSender, url_problem
 from services.notify_svc.senders.base import BLOCKING_SENDS
 from services.notify_svc.senders.mail import SmtpSender
 from services.notify_svc.templates import render
-from tests.harness.http import HttpServer, Reply
 
 MESSAGE = render(Notification(NotificationKind.TEST))
 TO = EmailConfig(("ops@example.com",))

@@ -1,7 +1,7 @@
 """The delivery queue and worker, in process, on SQLite and on MariaDB: idempotency, secrets sealed at rest,
 retries with backoff honouring Retry-After, permanent failures, per-channel pacing, disabling a channel.
 
-Loopback receivers (tests/harness/receivers.py) stand in for Slack, Discord and webhook endpoints.
+Loopback receivers (harness/receivers.py) stand in for Slack, Discord and webhook endpoints.
 """
 
 from __future__ import annotations
@@ -17,6 +17,9 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from harness import notify
+from harness.http import Reply
+from harness.receivers import ProviderReceivers
 from service_runtime.database import Database, utc_now
 from service_runtime.egress import EgressPolicy
 from service_runtime.http_client import HttpClient
@@ -46,11 +49,8 @@ from services.notify_svc.senders.pagerduty import PagerDutySender
 from services.notify_svc.senders.slack import slack_sender
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.store import ChannelStore
-from tests.harness import notify
-from tests.harness.http import Reply
-from tests.harness.receivers import ProviderReceivers
 
-# The delivery tests' fixtures (tests/harness/notify.py): database, channel store, delivery queue, provider
+# The delivery tests' fixtures (harness/notify.py): database, channel store, delivery queue, provider
 # receivers, client.
 channels, client, database, queue, receivers = (
     notify.channels,

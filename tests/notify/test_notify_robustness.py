@@ -2,7 +2,7 @@
 titles with line separators, header values HTTP cannot carry, a channel turned into a webhook, two workers
 racing for one delivery, a sender that raises.
 
-Loopback receivers (tests/harness/receivers.py) stand in for webhook endpoints; the outbox file for email.
+Loopback receivers (harness/receivers.py) stand in for webhook endpoints; the outbox file for email.
 """
 
 from __future__ import annotations
@@ -18,6 +18,9 @@ from pathlib import Path
 
 import pytest
 
+from harness import notify
+from harness.http import Reply
+from harness.receivers import ProviderReceivers
 from service_runtime.auth import Principal
 from service_runtime.database import utc_now
 from service_runtime.errors import InvalidArgument
@@ -46,11 +49,8 @@ from services.notify_svc.senders.mail import OutboxSender
 from services.notify_svc.senders.webhook import SIGNATURE_HEADER, TIMESTAMP_HEADER, WebhookSender, signature
 from services.notify_svc.store import ChannelStore
 from services.notify_svc.templates import MAX_BODY, Message, render
-from tests.harness import notify
-from tests.harness.http import Reply
-from tests.harness.receivers import ProviderReceivers
 
-# The delivery tests' fixtures (tests/harness/notify.py): database, channel store, delivery queue, provider
+# The delivery tests' fixtures (harness/notify.py): database, channel store, delivery queue, provider
 # receivers, client.
 channels, client, database, queue, receivers = (
     notify.channels,

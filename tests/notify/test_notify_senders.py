@@ -3,7 +3,7 @@ receiver with ``host=``, SMTP through a local aiosmtpd server, PagerDuty's trigg
 colours, Teams' Adaptive Card, Apprise's JSON notifier, the outbox file; plus timeouts, refused targets, and the
 message texts and templates.
 
-Loopback receivers (tests/harness/receivers.py) stand in for the public SendGrid, PagerDuty, Discord and Teams
+Loopback receivers (harness/receivers.py) stand in for the public SendGrid, PagerDuty, Discord and Teams
 endpoints; aiosmtpd stands in for a mail server.
 """
 
@@ -23,6 +23,9 @@ from typing import Any
 import pytest
 from aiosmtpd.controller import Controller
 
+from harness.http import HttpServer, Reply
+from harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
+from harness.services import free_port
 from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.http_client import HttpClient
 from services.notify_svc.domain import (
@@ -46,9 +49,6 @@ from services.notify_svc.senders.pagerduty import PagerDutySender
 from services.notify_svc.senders.teams import teams_sender
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.templates import Message, render
-from tests.harness.http import HttpServer, Reply
-from tests.harness.receivers import PAGERDUTY_PATH, SENDGRID_KEY, SENDGRID_PATH, ProviderReceivers
-from tests.harness.services import free_port
 
 ROUTING_KEY = "R0UT1NGKEY0123456789abcdefABCDEF"
 WHEN = datetime(2001, 1, 1, 12, 30, tzinfo=UTC)  # only rendered, never compared with now

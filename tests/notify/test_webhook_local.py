@@ -18,6 +18,9 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import notification_service_pb2 as pb
 from monitors.v1 import notification_service_pb2_grpc
 from service_runtime.egress import EgressConfig, EgressPolicy
@@ -35,9 +38,6 @@ from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.senders.base import sender_client
 from services.notify_svc.senders.webhook import WebhookSender
 from services.notify_svc.templates import render
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 Stub = notification_service_pb2_grpc.NotificationServiceStub
 # A globally reachable address (example.com's): never dialled, the request is refused before.

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.http import HttpServer, Reply, self_signed_certificate
 from service_runtime.egress import BlockedTarget, EgressConfig, EgressPolicy, is_allowed, resolve, tls_context
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import TcpSpec, WebsiteSpec
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
 
 REFUSED_PUBLIC = [
     "127.0.0.1",

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from harness.external import InfluxDBServer
+from harness.influx import samples
 from service_runtime.server import every
 from service_runtime.timeseries import InfluxConfig, InfluxStore
 from service_runtime.timeseries.port import roll_up_pending
-from tests.harness.external import InfluxDBServer
-from tests.harness.influx import samples
 
 STORE_LOGGER = "service_runtime.timeseries.influx_store"
 

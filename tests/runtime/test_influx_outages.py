@@ -6,9 +6,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+from harness.external import InfluxDBServer
+from harness.influx import influxql, samples, stored_values
 from service_runtime.timeseries import InfluxConfig, InfluxStore
-from tests.harness.external import InfluxDBServer
-from tests.harness.influx import influxql, samples, stored_values
 
 
 def config(server: InfluxDBServer, database: str) -> InfluxConfig:

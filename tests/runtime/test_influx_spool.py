@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from harness.external import InfluxDBServer
+from harness.influx import samples, stored_values
 from service_runtime.timeseries import InfluxConfig, InfluxStore
 from service_runtime.timeseries.spool import SpoolInUse
-from tests.harness.external import InfluxDBServer
-from tests.harness.influx import samples, stored_values
 
 
 def spooled(server: InfluxDBServer, database: str, spool: Path, buffer_limit: int = 100_000) -> InfluxConfig:

@@ -11,7 +11,7 @@ import textwrap
 import time
 from pathlib import Path
 
-from tests.harness.services import REPO, free_port, python_env
+from harness.services import REPO, free_port, python_env
 
 SERVER = textwrap.dedent(
     """

@@ -11,7 +11,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
-from tests.harness.services import ServiceProcess, free_port, health, python_env
+from harness.services import ServiceProcess, free_port, health, python_env
 
 
 @pytest.mark.parametrize("name", ["monitor", "notify"])

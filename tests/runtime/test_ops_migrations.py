@@ -16,14 +16,14 @@ from alembic import command
 from alembic.config import Config
 from alembic.script import ScriptDirectory
 
+from harness import dying_with_parent
+from harness.external import MariaDBServer
+from harness.services import REPO, python_env
 from service_runtime.database import MYSQL_COLLATION, create_sync_engine, migrate
 from service_runtime.settings import StartupError
 from services.alert_svc import server as alert_server
 from services.monitor_svc import server as monitor_server
 from services.notify_svc import server as notify_server
-from tests.harness import dying_with_parent
-from tests.harness.external import MariaDBServer
-from tests.harness.services import REPO, python_env
 
 SERVICES = [monitor_server, notify_server, alert_server]
 _names = itertools.count()

@@ -11,8 +11,8 @@ from datetime import datetime, timedelta
 import pytest
 import sqlalchemy as sa
 
+from harness.clock import midnight_days_ago
 from service_runtime.database import Database, UtcDateTime, create_sync_engine
-from tests.harness.clock import midnight_days_ago
 
 metadata = sa.MetaData()
 things = sa.Table(

@@ -14,7 +14,7 @@ import pytest
 from google.protobuf import descriptor_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
-from tests.harness.services import Stack
+from harness.services import Stack
 
 # The first words of CreateMonitor's comment in protos/monitors/v1/monitor_service.proto.
 CREATE_MONITOR_COMMENT = "Creates a monitor and schedules it."

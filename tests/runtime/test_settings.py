@@ -10,12 +10,12 @@ from pathlib import Path
 
 import pytest
 
+from harness.services import REPO, free_port
 from service_runtime.secretbox import new_master_key
 from service_runtime.settings import ROLE_TOKENS, Role, Settings, SettingsError, target_of
 from services.monitor_svc.accounts.login import LoginLimits
 from services.monitor_svc.runner.settings import RunnerSettings
 from services.notify_svc.settings import NotifySettings
-from tests.harness.services import REPO, free_port
 
 
 def test_defaults_are_the_embedded_mode(tmp_path: Path) -> None:

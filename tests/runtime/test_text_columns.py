@@ -11,6 +11,8 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 
+from harness.external import MariaDBServer
+from harness.monitor_service import open_monitor_domain
 from service_runtime.auth import Principal
 from service_runtime.database import MYSQL_COLLATION, Database, create_sync_engine, migrate, open_database
 from service_runtime.secretbox import SecretBox, new_master_key, parse_master_keys
@@ -24,8 +26,6 @@ from services.notify_svc import server as notify_server
 from services.notify_svc.domain import ChannelDraft, WebhookConfig, validate_channel
 from services.notify_svc.notifications import CHANNEL_CHECKS
 from services.notify_svc.store import ChannelStore
-from tests.harness.external import MariaDBServer
-from tests.harness.monitor_service import open_monitor_domain
 
 SERVICES = [monitor_server, notify_server, alert_server]
 LOOK_ALIKES = ["josé@example.com", "JOSE@example.com", "\uff4a\uff4f\uff53\uff45@example.com", "jose\u200b@example.com"]

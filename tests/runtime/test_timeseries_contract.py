@@ -13,6 +13,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.clock import midnight_days_ago
+from harness.external import InfluxDBServer
 from service_runtime.errors import InvalidArgument
 from service_runtime.timeseries import (
     Aggregation,
@@ -31,8 +33,6 @@ from services.monitor_svc.summaries.queries import (
     summarize_website,
     summarize_websites,
 )
-from tests.harness.clock import midnight_days_ago
-from tests.harness.external import InfluxDBServer
 
 # Noon two days ago: inside any raw retention, ten-minute aligned (the windows below are epoch aligned).
 T0 = midnight_days_ago(2) + timedelta(hours=12)

@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from harness.clock import midnight_days_ago
+from harness.external import InfluxDBServer
 from service_runtime.errors import Unavailable
 from service_runtime.timeseries import (
     Aggregation,
@@ -22,8 +24,6 @@ from service_runtime.timeseries import (
     open_timeseries_store,
 )
 from service_runtime.timeseries.port import stats
-from tests.harness.clock import midnight_days_ago
-from tests.harness.external import InfluxDBServer
 
 KEY = SeriesKey("usr_a", "mon_1")
 

@@ -18,10 +18,10 @@ from typing import Any
 import httpx
 import pytest
 
+from harness.external import InfluxDBServer
 from service_runtime.errors import Unavailable
 from service_runtime.timeseries import InfluxStore, Sample, SeriesKey, open_timeseries_store
 from services.monitor_svc.summaries.queries import summarize_availability
-from tests.harness.external import InfluxDBServer
 
 TOKEN = "v2-operator-token"
 KEY = SeriesKey("usr_v2", "mon_v2")

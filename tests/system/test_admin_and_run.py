@@ -16,6 +16,9 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from harness.external import MariaDBServer
+from harness.http import HttpServer, Reply
+from harness.services import REPO, free_port, health, python_env
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -25,9 +28,6 @@ from monitors.v1 import (
 )
 from service_runtime.database import migrate
 from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
-from tests.harness.external import MariaDBServer
-from tests.harness.http import HttpServer, Reply
-from tests.harness.services import REPO, free_port, health, python_env
 
 
 def admin(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -3,7 +3,7 @@
 A fixed date a few weeks old passes while it is inside every retention window, certificate validity and
 expiry the code under test applies, then fails for everybody once the calendar moves on (the contract tests
 wrote at a fixed day that InfluxDB's 30-day raw retention dropped a month later). Test data near now is
-computed from the clock (``tests.harness.clock``); a fixed date is fine only far from the present, where a
+computed from the clock (``harness.clock``); a fixed date is fine only far from the present, where a
 window that would drop it fails at once instead of a month later.
 """
 
@@ -17,7 +17,8 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 SCANNED = sorted(
-    {*ROOT.glob("tests/**/*.py"), *ROOT.glob("bench/**/*.py")} - {Path(__file__).resolve()}
+    {*ROOT.glob("tests/**/*.py"), *ROOT.glob("harness/**/*.py"), *ROOT.glob("bench/**/*.py")}
+    - {Path(__file__).resolve()}
 )  # this file names dates to test the scan
 NEAR_YEARS = 3  # how far from today, either way, a named date counts as near the present
 

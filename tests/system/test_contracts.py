@@ -8,8 +8,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from harness.services import REPO, Stack
 from monitors.v1 import account_service_pb2, alert_service_pb2, monitor_service_pb2, notification_service_pb2
-from tests.harness.services import REPO, Stack
 
 EXPECTED_RPCS = {
     account_service_pb2.DESCRIPTOR.services_by_name["AccountService"]: {

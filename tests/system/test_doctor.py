@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 from aiosmtpd.controller import Controller
 
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.http import HttpServer, Reply
+from harness.services import REPO, Stack, free_port
 from services import doctor
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.http import HttpServer, Reply
-from tests.harness.services import REPO, Stack, free_port
 
 pytestmark = pytest.mark.production
 

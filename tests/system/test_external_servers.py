@@ -13,8 +13,8 @@ import urllib.request
 from datetime import UTC, datetime
 from pathlib import Path
 
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer
-from tests.harness.services import python_env
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer
+from harness.services import python_env
 
 
 def test_mariadb_creates_isolated_databases(mariadb: MariaDBServer) -> None:
@@ -63,7 +63,7 @@ def test_servers_die_with_the_test_process_that_started_them(tmp_path: Path) -> 
     script = (
         "import sys, time\n"
         "from pathlib import Path\n"
-        "from tests.harness.external import RedisServer\n"
+        "from harness.external import RedisServer\n"
         "server = RedisServer(Path(sys.argv[1]))\n"
         "server.start()\n"
         "print(server._process.pid, flush=True)\n"

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from harness.services import REPO, free_port, health, python_env
 from monitors.v1 import account_service_pb2, account_service_pb2_grpc
-from tests.harness.services import REPO, free_port, health, python_env
 
 
 def launcher_env(data_dir: Path, **extra: str) -> tuple[dict[str, str], dict[str, int]]:

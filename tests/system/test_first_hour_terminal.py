@@ -18,10 +18,10 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.services import REPO, free_port, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime import logs
-from tests.harness.http import HttpServer, Reply
-from tests.harness.services import REPO, free_port, python_env
 
 RPC_FIELDS = {"method": "/monitors.v1.MonitorService/GetMonitor", "code": "NOT_FOUND", "detail": "monitor x gone"}
 

@@ -38,6 +38,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import monitors.v1
+from harness.rpc import auth, rich_details
+from harness.services import Stack, health
 from monitors.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
@@ -51,8 +53,6 @@ from service_runtime.settings import Role
 from services.monitor_svc.server import INTERNAL_METHODS as MONITOR_INTERNAL
 from services.monitor_svc.server import OPERATOR_METHODS
 from services.notify_svc.server import INTERNAL_METHODS as NOTIFY_INTERNAL
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack, health
 
 # Which process serves each service. A service missing here fails test_every_rpc_is_fuzzed.
 SERVED_BY = {

@@ -18,6 +18,8 @@ import grpc
 import pytest
 from google.protobuf import descriptor, duration_pb2, message, timestamp_pb2
 
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import (
     account_service_pb2,
     alert_service_pb2,
@@ -25,8 +27,6 @@ from monitors.v1 import (
     monitor_service_pb2,
     notification_service_pb2,
 )
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 apb, mpb, npb, alpb = account_service_pb2, monitor_service_pb2, notification_service_pb2, alert_service_pb2
 MODULES = {

@@ -17,8 +17,8 @@ import dockerfile
 import grpc
 from grpc_health.v1 import health_pb2
 
-from tests.harness.k8s import KUSTOMIZATIONS, containers, render
-from tests.harness.services import REPO, free_port, health, python_env
+from harness.k8s import KUSTOMIZATIONS, containers, render
+from harness.services import REPO, free_port, health, python_env
 
 ENTRYPOINT = REPO / "scripts" / "container-entrypoint.sh"
 PROCESSES = {

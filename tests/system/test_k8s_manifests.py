@@ -16,9 +16,7 @@ from typing import Any
 import kubernetes_validate
 import pytest
 
-from service_runtime.settings import NEEDED_ROLE_TOKENS, ROLE_TOKENS, ServiceName, Settings
-from services.monitor_svc.runner.settings import RunnerSettings
-from tests.harness.k8s import (
+from harness.k8s import (
     KUBERNETES_VERSION,
     KUSTOMIZATIONS,
     container_env,
@@ -28,6 +26,8 @@ from tests.harness.k8s import (
     render,
     workloads,
 )
+from service_runtime.settings import NEEDED_ROLE_TOKENS, ROLE_TOKENS, ServiceName, Settings
+from services.monitor_svc.runner.settings import RunnerSettings
 
 REPO = Path(__file__).resolve().parents[2]
 # The newest API schema kubernetes-validate ships.

@@ -16,11 +16,11 @@ import pytest
 from google.protobuf import duration_pb2
 from prometheus_client.parser import text_string_to_metric_families
 
+from harness.http import HttpServer, Reply
+from harness.rpc import auth
+from harness.services import REPO, ServiceProcess, Stack, create_api_key, free_port, python_env
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc, notification_service_pb2_grpc
 from monitors.v1 import notification_service_pb2 as notify_pb
-from tests.harness.http import HttpServer, Reply
-from tests.harness.rpc import auth
-from tests.harness.services import REPO, ServiceProcess, Stack, free_port, python_env
 
 SERVICE = "monitors.v1.MonitorService"
 
@@ -42,15 +42,7 @@ def monitor(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[ServiceP
     service = ServiceProcess("monitor", env, data_dir / "monitor.log")
     service.start()
     try:
-        key = subprocess.run(
-            [sys.executable, "-m", "services.admin", "create-api-key", "--email", "metrics@example.com"],
-            env=env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        ).stdout.strip()
+        key = create_api_key(env, "metrics@example.com")
         yield service, metrics, key
     finally:
         assert service.stop() == 0

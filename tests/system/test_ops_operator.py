@@ -14,13 +14,13 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness import dying_with_parent
+from harness.external import MariaDBServer
+from harness.services import MODULES, REPO, ServiceProcess, free_port, python_env, role_tokens_env
 from monitors.v1 import notification_service_pb2 as pb
 from monitors.v1 import notification_service_pb2_grpc
 from service_runtime.secretbox import SecretBox, parse_master_keys
 from service_runtime.settings import PRODUCTION_DATA_DIR, Settings
-from tests.harness import dying_with_parent
-from tests.harness.external import MariaDBServer
-from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, python_env, role_tokens_env
 
 TOKENS = role_tokens_env("operator-test")
 # SendNotification as the monitor service calls it for login codes.

@@ -9,6 +9,8 @@ import grpc
 import pytest
 from google.rpc import error_details_pb2
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import (
     common_pb2,
     monitor_service_pb2,
@@ -16,8 +18,6 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 

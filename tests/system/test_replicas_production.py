@@ -28,6 +28,11 @@ import grpc
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
+from harness.http import HttpServer, Reply
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import SERVICES, ServiceProcess, free_port, python_env
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -39,11 +44,6 @@ from monitors.v1 import (
 )
 from service_runtime.settings import Settings
 from services.monitor_svc.accounts.admin import create_api_key
-from tests.harness.external import InfluxDBServer, MariaDBServer, RedisServer, production_env
-from tests.harness.http import HttpServer, Reply
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import SERVICES, ServiceProcess, free_port, python_env
 
 mpb = monitor_service_pb2
 npb = notification_service_pb2

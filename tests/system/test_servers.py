@@ -12,6 +12,8 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from harness.rpc import auth, rich_details
+from harness.services import REPO, Stack, health
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -20,8 +22,6 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import REPO, Stack, health
 
 SERVICES = {
     "monitor": {"monitors.v1.MonitorService", "monitors.v1.AccountService"},

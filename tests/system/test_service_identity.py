@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import grpc
 import pytest
 
+from harness.rpc import auth
+from harness.services import Stack, role_tokens_env
 from monitors.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
@@ -22,8 +24,6 @@ from monitors.v1 import (
     notification_service_pb2_grpc,
 )
 from service_runtime.settings import ROLE_TOKENS, Role
-from tests.harness.rpc import auth
-from tests.harness.services import Stack, role_tokens_env
 
 mpb, npb = monitor_service_pb2, notification_service_pb2
 TOKENS = role_tokens_env("identity")

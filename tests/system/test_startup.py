@@ -11,10 +11,10 @@ from pathlib import Path
 import pytest
 from grpc_health.v1 import health_pb2
 
+from harness import dying_with_parent
+from harness.external import MariaDBServer
+from harness.services import MODULES, REPO, ServiceProcess, free_port, health, python_env, role_tokens_env
 from service_runtime.secretbox import new_master_key
-from tests.harness import dying_with_parent
-from tests.harness.external import MariaDBServer
-from tests.harness.services import MODULES, REPO, ServiceProcess, free_port, health, python_env, role_tokens_env
 
 START_TIMEOUT_S = 30.0
 

@@ -12,15 +12,15 @@ from pathlib import Path
 import grpc
 import pytest
 
+from harness.http import self_signed_certificate
+from harness.rpc import auth
+from harness.services import Stack, channel_for
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.harness.http import self_signed_certificate
-from tests.harness.rpc import auth
-from tests.harness.services import Stack, channel_for
 
 pb = account_service_pb2
 

@@ -15,6 +15,8 @@ from google.rpc import error_details_pb2
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from harness.rpc import auth, rich_details
+from harness.services import Stack
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -27,8 +29,6 @@ from monitors.v1 import (
     notification_service_pb2_grpc,
 )
 from service_runtime.timestamps import EARLIEST, LATEST
-from tests.harness.rpc import auth, rich_details
-from tests.harness.services import Stack
 
 pb = monitor_service_pb2
 Metadata = tuple[tuple[str, str]]

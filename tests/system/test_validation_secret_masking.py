@@ -11,12 +11,12 @@ from collections.abc import AsyncIterator, Callable
 
 import pytest
 
+from harness.http import HttpServer, Reply
 from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.secret_masking import mask_secrets
 from services.monitor_svc.checks import CheckConfig, Checker
 from services.monitor_svc.domain import JsonPathAssertion, WebsiteSpec
 from services.notify_svc.domain import redact
-from tests.harness.http import HttpServer, Reply
 
 SECRET = 'Tok3n/"Ünïcode" +Key&Mix'
 

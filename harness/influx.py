@@ -7,8 +7,8 @@ import urllib.parse
 import urllib.request
 from datetime import datetime, timedelta
 
+from harness.external import InfluxDBServer
 from service_runtime.timeseries import Sample
-from tests.harness.external import InfluxDBServer
 
 
 def samples(start: datetime, count: int, monitor_id: str = "mon_1") -> list[Sample]:

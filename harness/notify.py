@@ -2,7 +2,7 @@
 delivery queue, the provider receivers (real HTTPS servers standing in for Slack, Discord, PagerDuty ...) and an
 HTTP client that trusts them.
 
-A test module takes them with ``from tests.harness.notify import channels, client, database, queue, receivers``.
+A test module takes them with ``from harness.notify import channels, client, database, queue, receivers``.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from collections.abc import AsyncIterator, Iterator
 
 import pytest
 
+from harness.receivers import ProviderReceivers
 from service_runtime.database import Database, open_database
 from service_runtime.egress import EgressConfig, EgressPolicy
 from service_runtime.http_client import HttpClient
@@ -20,7 +21,6 @@ from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.senders.base import sender_client
 from services.notify_svc.server import MIGRATIONS, VERSION_TABLE
 from services.notify_svc.store import ChannelStore
-from tests.harness.receivers import ProviderReceivers
 
 
 @pytest.fixture(scope="module")

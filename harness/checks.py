@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from harness.http import HttpServer
 from services.monitor_svc.checks.crypto import ProviderConfig
-from tests.harness.http import HttpServer
 
 
 def providers(server: HttpServer) -> ProviderConfig:

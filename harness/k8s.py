@@ -13,8 +13,8 @@ from typing import Any
 import kubernetes_validate
 import yaml
 
+from harness.services import REPO
 from service_runtime.secretbox import new_master_key
-from tests.harness.services import REPO
 
 KUSTOMIZATIONS = {"base": REPO / "k8s" / "base", "overlay": REPO / "k8s" / "overlays" / "example"}
 

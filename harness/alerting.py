@@ -16,6 +16,11 @@ import httpx
 import pytest
 from google.protobuf import duration_pb2
 
+from harness.clock import midnight_days_ago
+from harness.external import InfluxDBServer
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import Stack
 from monitors.v1 import (
     alert_service_pb2,
     alert_service_pb2_grpc,
@@ -55,11 +60,6 @@ from services.alert_svc.engine import AlertEngine, Change
 from services.alert_svc.evaluator import Evaluator
 from services.alert_svc.server import MIGRATIONS, VERSION_TABLE
 from services.alert_svc.store import AlertStore
-from tests.harness.clock import midnight_days_ago
-from tests.harness.external import InfluxDBServer
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2

@@ -23,8 +23,8 @@ from typing import Any, Self
 
 import pymysql
 
-from tests.harness import dying_with_parent
-from tests.harness.services import REPO, free_port
+from harness import dying_with_parent
+from harness.services import REPO, free_port
 
 STOP_TIMEOUT_S = 20.0
 # mariadb-install-db's result, made once per machine (see MariaDBServer).
@@ -222,7 +222,7 @@ def ensure_mariadb_template(cache: Path) -> None:
             capture_output=True,
             timeout=300,
         )
-        (building / "ready").write_text("made by tests/harness/external.py\n")
+        (building / "ready").write_text("made by harness/external.py\n")
         building.rename(cache)
 
 

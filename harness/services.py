@@ -16,10 +16,10 @@ from types import TracebackType
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from harness import dying_with_parent
 from service_runtime.settings import ROLE_TOKENS, Role
-from tests.harness import dying_with_parent
 
-REPO = Path(__file__).resolve().parents[2]
+REPO = Path(__file__).resolve().parents[1]
 MODULES = {
     "monitor": "services.monitor_svc",
     "alert": "services.alert_svc",
@@ -132,6 +132,21 @@ class ServiceProcess:
             return ""
 
 
+def create_api_key(env: Mapping[str, str], email: str) -> str:
+    """A new API key for ``email`` through the real admin command (``python -m services.admin create-api-key``),
+    with the environment (data directory or database) of the services it is for."""
+    result = subprocess.run(
+        [sys.executable, "-m", "services.admin", "create-api-key", "--email", email],
+        env=dict(env),
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    return result.stdout.strip()
+
+
 @dataclass
 class Stack:
     """The three services sharing one configuration (embedded or production)."""
@@ -197,16 +212,7 @@ class Stack:
 
     def create_api_key(self, email: str) -> str:
         """A new API key for ``email`` through the real admin command."""
-        result = subprocess.run(
-            [sys.executable, "-m", "services.admin", "create-api-key", "--email", email],
-            env=self.env,
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=60,
-            check=True,
-        )
-        return result.stdout.strip()
+        return create_api_key(self.env, email)
 
     def __enter__(self) -> Stack:
         return self.start()

@@ -17,7 +17,7 @@ from types import TracebackType
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-from tests.harness.http import HttpServer, Reply, Route
+from harness.http import HttpServer, Reply, Route
 
 
 @dataclass(frozen=True)

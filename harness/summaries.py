@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
+from harness.clock import midnight_days_ago
 from service_runtime.timeseries import InfluxStore, Sample, SqliteSampleStore, TimeSeriesStore
-from tests.harness.clock import midnight_days_ago
 
 OWNER = "usr_a"
 H0 = midnight_days_ago(2) + timedelta(hours=9)

@@ -29,7 +29,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from tests.harness.http import HttpServer, Reply, self_signed_certificate
+from harness.http import HttpServer, Reply, self_signed_certificate
 
 SENDGRID_KEY = "SG.test-key.receiver"
 PAGERDUTY_PATH = "/pagerduty/v2/enqueue"

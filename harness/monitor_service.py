@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 import grpc
 
+from harness.services import free_port, role_tokens_env
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
 from service_runtime.auth import Principal
 from service_runtime.database import Database, open_database
@@ -30,7 +31,6 @@ from services.monitor_svc.monitors import Monitors
 from services.monitor_svc.schema import MIGRATIONS, VERSION_TABLE
 from services.monitor_svc.server import build_server, monitor_domain
 from services.monitor_svc.store import MonitorStore
-from tests.harness.services import free_port, role_tokens_env
 
 pb = monitor_service_pb2
 if TYPE_CHECKING:  # the asyncio stub exists in the typed stubs only; at run time the stub is the same class

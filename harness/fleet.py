@@ -2,8 +2,8 @@
 makes fail and recover, one rule per monitor (its last check failed) to one webhook channel, and readers of
 the alert service's streams.
 
-Drills start their servers through tests/harness; this module only creates what a user would (monitors, rules,
-a channel) on a running :class:`~tests.harness.services.Stack` and watches what comes back.
+Drills start their servers through harness; this module only creates what a user would (monitors, rules,
+a channel) on a running :class:`~harness.services.Stack` and watches what comes back.
 """
 
 from __future__ import annotations
@@ -22,6 +22,11 @@ from typing import Generic, TypeVar
 import grpc
 from google.protobuf import duration_pb2
 
+from harness.http import HttpServer, Reply
+from harness.receivers import ProviderReceivers
+from harness.rpc import auth
+from harness.services import Stack
+from harness.waiting import eventually
 from monitors.v1 import (
     account_service_pb2,
     account_service_pb2_grpc,
@@ -33,11 +38,6 @@ from monitors.v1 import (
     notification_service_pb2,
     notification_service_pb2_grpc,
 )
-from tests.harness.http import HttpServer, Reply
-from tests.harness.receivers import ProviderReceivers
-from tests.harness.rpc import auth
-from tests.harness.services import Stack
-from tests.harness.waiting import eventually
 
 apb = alert_service_pb2
 mpb = monitor_service_pb2

@@ -18,9 +18,9 @@ from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp_types import CallToolResult, TextContent
 
-from tests.harness import dying_with_parent
-from tests.harness.http import HttpServer, Reply
-from tests.harness.services import REPO, ServiceProcess, Stack, free_port
+from harness import dying_with_parent
+from harness.http import HttpServer, Reply
+from harness.services import REPO, ServiceProcess, Stack, free_port
 
 SEPARATOR = "\n" + "-" * 72 + "\n"
 
