@@ -7,7 +7,6 @@ googleapis-common-protos. The wire format is all that matters, so they live in a
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from typing import Any
 
@@ -139,14 +138,6 @@ _LIMIT_ADVICE = {
 def exhausted_error(message: str, details: ErrorDetails) -> AdapterError:
     """RESOURCE_EXHAUSTED, with the way out that fits the limit hit."""
     limit = details.get("limit")
-    if limit == "min_interval":
-        # "monitor.interval: this deployment checks at most every 10s; ask for 10s or more"
-        seconds = re.search(r"every (\d+(?:\.\d+)?)s", message)
-        least = f"{seconds.group(1)}s" if seconds else "the deployment's minimum"
-        return AdapterError(
-            f"interval: this deployment checks a monitor at most every {least}; use an interval of at least "
-            f"{least} (or leave interval out for the default)"
-        )
     advice = _LIMIT_ADVICE.get(limit)
     if advice is None:
         advice = f"a limit of this deployment ({limit or 'unnamed'}): wait and retry, or ask its operator"

@@ -17,7 +17,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
-from service_runtime.errors import InvalidArgument, ResourceExhausted, Violations
+from service_runtime.errors import InvalidArgument, Violations
 
 # Bounds on every repeated and map field and on a monitor as a whole, so one user's monitors cannot grow without
 # limit what the store, the runners' sync and every caller carry (documented on the fields in the protos).
@@ -271,6 +271,9 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
         bad.add(f"{prefix}.interval", "must be at most 365 days for a heartbeat")
     elif interval > MAX_INTERVAL and not isinstance(draft.spec, HeartbeatSpec):
         bad.add(f"{prefix}.interval", "must be at most 24h (365 days for a heartbeat)")
+    elif interval < limits.min_interval:
+        seconds = int(limits.min_interval.total_seconds())
+        bad.add(f"{prefix}.interval", f"this deployment checks at most every {seconds}s; ask for {seconds}s or more")
     timeout = draft.timeout
     if timeout is None:
         timeout = min(DEFAULT_TIMEOUT, interval) if interval > timedelta(0) else DEFAULT_TIMEOUT
@@ -311,12 +314,6 @@ def validate(draft: MonitorDraft, limits: Limits, prefix: str = "monitor") -> Mo
     if not bad.found and (size := encoded_size(draft)) > MAX_MONITOR_BYTES:
         bad.add(prefix or "spec", f"is {size} bytes encoded; a monitor may be at most {MAX_MONITOR_BYTES}")
     bad.raise_any()
-    if interval < limits.min_interval:  # a quota of the deployment, not a malformed request
-        seconds = int(limits.min_interval.total_seconds())
-        raise ResourceExhausted(
-            "min_interval",
-            f"{prefix}.interval: this deployment checks at most every {seconds}s; ask for {seconds}s or more",
-        )
     assert draft.spec is not None
     return replace(
         draft,

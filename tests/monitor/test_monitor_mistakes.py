@@ -90,8 +90,10 @@ def test_update_to_an_interval_under_the_minimum_names_the_minimum_as_create_doe
             timeout=5,
         )
     for caught in (on_create.value, on_update.value):
-        assert caught.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        assert "at most every 10s; ask for 10s or more" in (caught.details() or "")
+        assert caught.code() == grpc.StatusCode.INVALID_ARGUMENT
+        (bad,) = [d for d in rich_details(caught) if isinstance(d, error_details_pb2.BadRequest)]
+        described = {v.field: v.description for v in bad.field_violations}
+        assert "at most every 10s; ask for 10s or more" in described["monitor.interval"], described
 
 
 def test_a_paused_monitor_is_paused_since_the_pause(stub: Stub, key: Metadata) -> None:

@@ -68,7 +68,8 @@ def test_the_channel_quota_names_the_limit(stack: Stack) -> None:
         assert info.metadata["limit"] == "channels_per_user"
 
 
-def test_an_interval_below_the_deployments_minimum_is_a_quota(stack: Stack) -> None:
+def test_an_interval_below_the_deployments_minimum_is_invalid_argument_naming_the_field(stack: Stack) -> None:
+    """A bad value for the field like any other (it had been RESOURCE_EXHAUSTED, which clients retry)."""
     dave = auth(stack.create_api_key("dave.quota@example.com"))
     request = website(1)
     request.monitor.interval.seconds = 5  # MONITORS_MIN_INTERVAL_S defaults to 10
@@ -76,9 +77,8 @@ def test_an_interval_below_the_deployments_minimum_is_a_quota(stack: Stack) -> N
         stub = monitor_service_pb2_grpc.MonitorServiceStub(channel)
         with pytest.raises(grpc.RpcError) as caught:
             stub.CreateMonitor(request, metadata=dave, timeout=5)
-        assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
-        info = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.ErrorInfo))
-        assert info.metadata["limit"] == "min_interval"
-        assert "monitor.interval" in (caught.value.details() or "")
+        assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        bad = next(d for d in rich_details(caught.value) if isinstance(d, error_details_pb2.BadRequest))
+        assert [v.field for v in bad.field_violations] == ["monitor.interval"]
         request.monitor.interval.seconds = 10
         stub.CreateMonitor(request, metadata=dave, timeout=5)
