@@ -60,6 +60,8 @@ class MonitorInfo:
     interval: timedelta = timedelta(seconds=60)
     # The owner's account address: their alerts go there when they have no default channel.
     owner_email: str = ""
+    # While DOWN: what the last check found ("connection failed: ..."), for the alert's explanation.
+    down_reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)

@@ -430,6 +430,8 @@ class _DownPair(_Pair):
         if state is MonitorState.DOWN:
             since = monitor.state_change_time
             text = "monitor is down" + (f" since {since.astimezone(UTC):%Y-%m-%d %H:%M:%S} UTC" if since else "")
+            if monitor.down_reason:
+                text += f": {monitor.down_reason}"
             return self.verdict(ref, MET, text, 1.0)
         if state in (MonitorState.UP, MonitorState.PENDING, MonitorState.PAUSED):
             return self.verdict(ref, CLEAR, f"monitor is {state.value}", 0.0)

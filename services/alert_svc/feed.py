@@ -78,6 +78,7 @@ def monitor_from_proto(info: monitor_service_pb2.MonitorInfo) -> MonitorInfo:
         paused=info.paused,
         interval=info.interval.ToTimedelta() if info.HasField("interval") else timedelta(seconds=60),
         owner_email=info.owner_email,
+        down_reason=info.down_reason,
     )
 
 

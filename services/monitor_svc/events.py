@@ -44,10 +44,24 @@ class MonitorView:
     paused: bool
     interval: timedelta
     owner_email: str = ""
+    down_reason: str = ""  # while DOWN: what the last check found (its message)
+
+
+# A monitor's stored state, since when, and while DOWN why.
+StateOf = tuple[MonitorState, datetime | None, str]
+
+
+def state_of(status: MonitorStatus) -> StateOf:
+    down = status.state is MonitorState.DOWN and status.last_result is not None
+    return status.state, status.state_change_time, status.last_result.message if down and status.last_result else ""
 
 
 def view_of(
-    monitor: Monitor, state: MonitorState, state_change_time: datetime | None, owner_email: str = ""
+    monitor: Monitor,
+    state: MonitorState,
+    state_change_time: datetime | None,
+    owner_email: str = "",
+    down_reason: str = "",
 ) -> MonitorView:
     return MonitorView(
         monitor_id=monitor.id,
@@ -60,6 +74,7 @@ def view_of(
         paused=monitor.paused,
         interval=monitor.interval,
         owner_email=owner_email,
+        down_reason="" if monitor.paused else down_reason,
     )
 
 
@@ -157,7 +172,7 @@ class MonitorEvents:
         self._backlog = backlog
         self._monitors: dict[str, Monitor] = {}
         # The stored state of each monitor (paused or not) and since when.
-        self._states: dict[str, tuple[MonitorState, datetime | None]] = {}
+        self._states: dict[str, StateOf] = {}
         self._views: dict[str, MonitorView] = {}
         self._subscribers: set[Subscription] = set()
         self._load_lock = asyncio.Lock()
@@ -209,7 +224,7 @@ class MonitorEvents:
                 self._during_load = None
                 raise
             self._monitors = {m.id: m for m in monitors}
-            self._states = {m.id: (statuses[m.id].state, statuses[m.id].state_change_time) for m in monitors}
+            self._states = {m.id: state_of(statuses[m.id]) for m in monitors}
             self._views = {m.id: self._view(m, *self._states[m.id]) for m in monitors}
             applied, self._during_load = self._during_load, None
             for apply in applied:
@@ -229,8 +244,8 @@ class MonitorEvents:
         for monitor in monitors:
             self._monitors[monitor.id] = monitor
             status = statuses[monitor.id]
-            self._states[monitor.id] = (status.state, status.state_change_time)
-            self._publish(self._view(monitor, status.state, status.state_change_time))
+            self._states[monitor.id] = state_of(status)
+            self._publish(self._view(monitor, *self._states[monitor.id]))
 
     # --- hooks ---------------------------------------------------------------------------------------
 
@@ -246,8 +261,8 @@ class MonitorEvents:
         if missing and self._load_emails is not None:
             self._emails.update(await self._load_emails(sorted(missing)))
 
-    def _view(self, monitor: Monitor, state: MonitorState, since: datetime | None) -> MonitorView:
-        return view_of(monitor, state, since, self._emails.get(monitor.owner_id, ""))
+    def _view(self, monitor: Monitor, state: MonitorState, since: datetime | None, reason: str = "") -> MonitorView:
+        return view_of(monitor, state, since, self._emails.get(monitor.owner_id, ""), reason)
 
     def results_recorded(self, samples: Sequence[Sample], statuses: Sequence[MonitorStatus]) -> None:
         """A record listener of Monitors: these samples were written and these statuses stored."""
@@ -270,16 +285,16 @@ class MonitorEvents:
             return
         self._monitors[monitor_id] = monitor
         # A new monitor was never checked: PENDING since its creation, as the store says.
-        state, since = self._states.setdefault(monitor_id, (MonitorState.PENDING, monitor.create_time))
-        self._publish(self._view(monitor, state, since))
+        state = self._states.setdefault(monitor_id, (MonitorState.PENDING, monitor.create_time, ""))
+        self._publish(self._view(monitor, *state))
 
     def _record(self, samples: Sequence[Sample], statuses: Sequence[MonitorStatus]) -> None:
         for status in statuses:
             monitor = self._monitors.get(status.monitor_id)
             if monitor is None:
                 continue  # deleted meanwhile
-            self._states[status.monitor_id] = (status.state, status.state_change_time)
-            self._publish(self._view(monitor, status.state, status.state_change_time))
+            self._states[status.monitor_id] = state_of(status)
+            self._publish(self._view(monitor, *self._states[status.monitor_id]))
         live = [s for s in samples if s.monitor_id in self._monitors]
         for subscription in self._subscribers:
             subscription.put_results(live)

@@ -557,6 +557,7 @@ def monitor_info_to_proto(view: MonitorView) -> pb.MonitorInfo:
         paused=view.paused,
         interval=to_duration(view.interval),
         owner_email=view.owner_email,
+        down_reason=view.down_reason,
     )
 
 

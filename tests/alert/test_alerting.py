@@ -97,6 +97,7 @@ def test_a_monitor_going_down_is_heard_by_default_then_its_recovery(alice: User,
     text = json.dumps(json.loads(fired.body))
     assert "nightly backup" in text
     assert "monitor is down" in text
+    assert "the job reported a failure" in text  # why: what the last check found, as the terminal says
     rules = alice.call(alice.alerts.ListAlertRules, apb.ListAlertRulesRequest()).alert_rules
     [default] = [r for r in rules if r.is_default]
     [alert] = alice.alerts_of(default.id)

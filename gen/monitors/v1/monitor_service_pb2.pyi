@@ -1979,6 +1979,7 @@ class MonitorInfo(_message.Message):
     PAUSED_FIELD_NUMBER: _builtins.int
     INTERVAL_FIELD_NUMBER: _builtins.int
     OWNER_EMAIL_FIELD_NUMBER: _builtins.int
+    DOWN_REASON_FIELD_NUMBER: _builtins.int
     monitor_id: _builtins.str
     owner_id: _builtins.str
     display_name: _builtins.str
@@ -1989,6 +1990,8 @@ class MonitorInfo(_message.Message):
     paused: _builtins.bool
     owner_email: _builtins.str
     """The owner's account address: where the owner's alerts go when they have no default channel."""
+    down_reason: _builtins.str
+    """While DOWN: what the last check found (its message, such as "connection failed: ..."); empty otherwise."""
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
@@ -2008,10 +2011,11 @@ class MonitorInfo(_message.Message):
         paused: _builtins.bool = ...,
         interval: _duration_pb2.Duration | None = ...,
         owner_email: _builtins.str = ...,
+        down_reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["interval", b"interval", "state_change_time", b"state_change_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "interval", b"interval", "kind", b"kind", "labels", b"labels", "monitor_id", b"monitor_id", "owner_email", b"owner_email", "owner_id", b"owner_id", "paused", b"paused", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["display_name", b"display_name", "down_reason", b"down_reason", "interval", b"interval", "kind", b"kind", "labels", b"labels", "monitor_id", b"monitor_id", "owner_email", b"owner_email", "owner_id", b"owner_id", "paused", b"paused", "state", b"state", "state_change_time", b"state_change_time"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
