@@ -61,6 +61,14 @@ CREATE TABLE IF NOT EXISTS digest_failures (
     message TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS digest_failures_by_monitor ON digest_failures (owner_id, monitor_id, time_ns);
+CREATE TABLE IF NOT EXISTS digest_last (  -- each monitor's latest check, kept while its hours' rows go
+    owner_id TEXT NOT NULL,
+    monitor_id TEXT NOT NULL,
+    up_ns INTEGER NOT NULL,
+    last_up INTEGER NOT NULL,
+    first_ns INTEGER NOT NULL,  -- its first check
+    PRIMARY KEY (owner_id, monitor_id)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS digest_meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS digest_stale (hour_ns INTEGER PRIMARY KEY);  -- hours to read again from the samples
 """
@@ -75,6 +83,11 @@ _UPSERT = (
     " cert = CASE WHEN excluded.cert_ns >= coalesce(cert_ns, -1) THEN excluded.cert ELSE cert END,"
     " cert_ns = CASE WHEN excluded.cert_ns >= coalesce(cert_ns, -1) THEN excluded.cert_ns ELSE cert_ns END,"
     " latencies = CAST(latencies || excluded.latencies AS BLOB), samples = CAST(samples || excluded.samples AS BLOB)"
+)
+_UPSERT_LAST = (
+    "INSERT INTO digest_last VALUES (?, ?, ?, ?, ?) ON CONFLICT (owner_id, monitor_id) DO UPDATE SET"
+    " last_up = CASE WHEN excluded.up_ns >= up_ns THEN excluded.last_up ELSE last_up END,"
+    " up_ns = max(up_ns, excluded.up_ns), first_ns = min(first_ns, excluded.first_ns)"
 )
 _SCOPE = "owner_id = ? AND monitor_id IN (SELECT value FROM json_each(?))"
 
@@ -224,6 +237,7 @@ class SampleDigests:
 
     def add_rows(self, rows: Sequence[DigestRow], failures: Sequence[FailureRow]) -> None:
         self._connection.executemany(_UPSERT, rows)
+        self._connection.executemany(_UPSERT_LAST, [(r[0], r[1], r[6], r[7], r[5]) for r in rows if r[6] >= 0])
         if failures:
             self._connection.executemany("INSERT INTO digest_failures VALUES (?, ?, ?, ?, ?)", failures)
 
@@ -267,6 +281,19 @@ class SampleDigests:
         )
         self._connection.execute("DELETE FROM digest_1h WHERE hour_ns = ?", (hour_ns,))
         self.add_rows(merged, [f for f in failures if f[:3] not in known])
+
+    def latest_checks(self, owner_id: str, monitor_ids: Sequence[str]) -> dict[str, tuple[int, float, int]]:
+        """Each monitor's latest check (time, is_up) and the time of its first, for those with one."""
+        return {
+            monitor_id: (int(up_ns), float(last_up), int(first_ns))
+            for monitor_id, up_ns, last_up, first_ns in self._connection.execute(
+                f"SELECT monitor_id, up_ns, last_up, first_ns FROM digest_last WHERE {_SCOPE}",
+                (owner_id, _json_list(monitor_ids)),
+            )
+        }
+
+    def forget_checks_before(self, cutoff_ns: int) -> None:
+        self._connection.execute("DELETE FROM digest_last WHERE up_ns < ?", (cutoff_ns,))
 
     def without_state(self, owner_id: str, monitor_ids: Sequence[str], since_ns: int, start: datetime) -> list[str]:
         """The monitors with no check in the hours from ``since_ns`` to ``start``'s, that one left out (its checks

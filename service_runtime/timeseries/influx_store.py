@@ -73,6 +73,7 @@ DIGEST_FILE = "digests.sqlite3"  # in the spool directory, which one process hol
 _DIGESTED = ("is_up", "response_time_ms", "cert_days_left", "error_class", "message")
 _COVERED_FROM = "covered_from"  # digest_meta: the digests hold every hour from this one on (but the stale ones)
 _ALIVE = "alive"  # digest_meta: when samples were last digested
+_COMPLETE_FROM = "complete_from"  # digest_meta: digest_last holds every check from then on (_EVER: all of them)
 _EVER = -(2**62)
 # A summary reads again at most this many hours the digests do not hold (the hours from its start to theirs); a
 # range further back is read from the raw samples.
@@ -241,7 +242,12 @@ class InfluxStore:
         covered, alive = self._digests.meta(_COVERED_FROM), self._digests.meta(_ALIVE)
         if covered is None:
             covered = _EVER if await self._database_is_empty() else _hour(now) + HOUR_NS
-            await self._in_digests(lambda: self._digests.set_meta(_COVERED_FROM, covered))
+
+            def start_covering() -> None:
+                self._digests.set_meta(_COVERED_FROM, covered)
+                self._digests.set_meta(_COMPLETE_FROM, covered)
+
+            await self._in_digests(start_covering)
         elif alive is not None and alive < now:
             gap = range(_hour(alive), _hour(now) + HOUR_NS, HOUR_NS)
             await self._in_digests(lambda: self._digests.mark_stale(gap))
@@ -708,11 +714,13 @@ class InfluxStore:
         hours they covered are read again from InfluxDB by the summaries that need them."""
         kept = min(self.config.digest_retention, self.config.raw_retention)
         cutoff = to_ns((now or datetime.now(UTC)) - kept)
+        raw_cutoff = to_ns((now or datetime.now(UTC)) - self.config.raw_retention)
 
         def prune() -> None:
             with self._digest_file:
                 self._digest_file.execute("BEGIN")
                 self._digests.prune(cutoff)
+                self._digests.forget_checks_before(raw_cutoff)  # InfluxDB has dropped them too
                 covered = self._digests.meta(_COVERED_FROM)
                 whole_from = _hour(cutoff) + (HOUR_NS if cutoff % HOUR_NS else 0)
                 if covered is None or covered < whole_from:
@@ -795,8 +803,20 @@ class InfluxStore:
             unknown = await self._in_digests(
                 functools.partial(self._digests.without_state, owner_id, monitor_ids, covered, start)
             )
-            if unknown:
-                elsewhere = await self._last_states(owner_id, unknown, carry_from, from_ns(covered))
+            # A monitor whose latest check is older than the hours held was last in that state. When the digests
+            # have seen every check (from an empty database), one first checked after those hours began, or never,
+            # has no earlier state. Others are asked.
+            latest = await self._in_digests(functools.partial(self._digests.latest_checks, owner_id, unknown))
+            every_check = await self._in_digests(functools.partial(self._digests.meta, _COMPLETE_FROM)) == _EVER
+            ask = []
+            for monitor_id in unknown:
+                last_ns, last_up, first_ns = latest.get(monitor_id, (None, 0.0, None))
+                if last_ns is not None and last_ns < covered:
+                    elsewhere[monitor_id] = last_up
+                elif not (every_check and (first_ns is None or first_ns >= covered)):
+                    ask.append(monitor_id)
+            if ask:
+                elsewhere.update(await self._last_states(owner_id, ask, carry_from, from_ns(covered)))
         read = functools.partial(
             self._digests.read, owner_id, monitor_ids, start, end, max(carry_from, from_ns(covered)), elsewhere
         )

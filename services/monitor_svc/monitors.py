@@ -26,7 +26,6 @@ from services.monitor_svc.domain import (
     ListingFilter,
     Monitor,
     MonitorDraft,
-    MonitorKind,
     MonitorState,
     MonitorStatus,
     Placement,
@@ -44,9 +43,6 @@ from services.monitor_svc.summaries.queries import (
     AvailabilitySummary,
     CryptoPriceSummary,
     WebsiteSummary,
-    summarize_availability,
-    summarize_crypto_price,
-    summarize_website,
 )
 from services.monitor_svc.user_secrets import UserSecrets
 
@@ -521,15 +517,10 @@ class Monitors:
     ) -> tuple[datetime, datetime, Summary]:
         monitor = await self._owned(caller, monitor_id, "monitor_id")
         start, end = _range(start, end)
-        key = SeriesKey(caller.user_id, monitor.id)
-        summary: Summary
-        if monitor.kind is MonitorKind.WEBSITE:
-            summary = await summarize_website(self._timeseries, key, start, end)
-        elif monitor.kind is MonitorKind.CRYPTO_PRICE:
-            summary = await summarize_crypto_price(self._timeseries, key, start, end)
-        else:
-            summary = await summarize_availability(self._timeseries, key, start, end)
-        return start, end, summary
+        # Read as SummarizeMonitors reads it (the stores' digests, up to two days), so that both give the same
+        # figures, the latest checks included while InfluxDB has not taken them yet.
+        found = await summarize_many(self._timeseries, caller.user_id, [(monitor.id, monitor.kind.value)], start, end)
+        return start, end, found[monitor.id]
 
     async def summarize_many(
         self,

@@ -193,3 +193,45 @@ async def test_summarize_monitors_pages_through_the_callers_monitors_as_summariz
     # Bob's summaries hold his monitor alone.
     mine = await stub.SummarizeMonitors(pb.SummarizeMonitorsRequest(time_range=time_range), metadata=served.bob)
     assert [s.monitor_id for s in mine.summaries] == [bob_monitor.id]
+
+
+async def test_summarize_monitor_gives_what_summarize_monitors_gives_while_influxdb_is_down(
+    database_url: str, tmp_path: Path
+) -> None:
+    """Checks reported while InfluxDB is down wait in the spool, and are already in the digests both RPCs read: the
+    one monitor's summary is the batch's (it had read InfluxDB, and failed with UNAVAILABLE)."""
+    env = {}
+    influxdb = InfluxDBServer(tmp_path / "influxdb")
+    if not database_url.startswith("sqlite"):
+        (tmp_path / "influxdb").mkdir()
+        influxdb.start()
+        env["MONITORS_TIMESERIES_URL"] = influxdb.url.replace("http://", "influxdb://") + "/down"
+    try:
+        async with serve_monitors(database_url, tmp_path / "data", env) as served:
+            spec = common_pb2.MonitorSpec(website=common_pb2.WebsiteSpec(url="https://example.com/down"))
+            made = await served.stub.CreateMonitor(
+                pb.CreateMonitorRequest(monitor=pb.Monitor(spec=spec)), metadata=served.alice
+            )
+            await served.connect_runner("r1")
+            influxdb.stop()
+            t0 = datetime.now(UTC).replace(microsecond=0) - timedelta(minutes=30)
+            await served.report(
+                "r1", *(result(made.monitor.id, t0 + i * timedelta(minutes=5), i != 2) for i in range(4))
+            )
+            time_range = common_pb2.TimeRange()
+            time_range.start_time.FromDatetime(t0 - timedelta(minutes=10))
+            time_range.end_time.FromDatetime(t0 + timedelta(minutes=25))
+            [batch] = (
+                await served.stub.SummarizeMonitors(
+                    pb.SummarizeMonitorsRequest(time_range=time_range), metadata=served.alice, timeout=30
+                )
+            ).summaries
+            alone = await served.stub.SummarizeMonitor(
+                pb.SummarizeMonitorRequest(monitor_id=made.monitor.id, time_range=time_range),
+                metadata=served.alice,
+                timeout=30,
+            )
+            assert batch == alone
+            assert (batch.website.availability.checks, batch.website.availability.failed_checks) == (4, 1)
+    finally:
+        influxdb.stop()
