@@ -16,7 +16,6 @@ results a second, and pings alternating /fail and OK at 300 a second had written
 
 from __future__ import annotations
 
-import math
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -27,6 +26,7 @@ from typing import Protocol
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument
 from service_runtime.pagination import PageRequest
+from service_runtime.rate_limits import Rate, RateLimiter
 from services.monitor_svc.domain import (
     CheckResult,
     HeartbeatSpec,
@@ -86,35 +86,12 @@ class PingOutcome(StrEnum):
     LIMITED = "limited"  # the monitor was pinged less than PING_EVERY_S ago: nothing recorded
 
 
-class PingLimiter:
+class PingLimiter(RateLimiter):
     """When each ping token may next be recorded: one per PING_EVERY_S. Checked before the token is looked
-    up, so a flood costs neither a database read nor a write; entries past their time are dropped once the
-    map outgrows what it held after the last pruning (memory stays bounded by the tokens pinged per second)."""
+    up, so a flood costs neither a database read nor a write."""
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
-        self._clock = clock
-        self._next: dict[str, float] = {}
-        self._prune_at = 10_000
-
-    def take(self, token: str) -> float:
-        """0 and the token is taken for PING_EVERY_S; else the seconds until it may be pinged again."""
-        now = self._clock()
-        due = self._next.get(token, -math.inf)
-        if now < due:
-            return due - now
-        self._next[token] = now + PING_EVERY_S
-        if len(self._next) > self._prune_at:
-            self._next = {t: d for t, d in self._next.items() if d > now}
-            self._prune_at = max(10_000, 2 * len(self._next))
-        return 0.0
-
-    def remaining(self, token: str) -> float:
-        """Seconds until ``token`` may be recorded again, without taking it (0: now)."""
-        return max(0.0, self._next.get(token, -math.inf) - self._clock())
-
-    def give_back(self, token: str) -> None:
-        """The ping recorded nothing (unknown token, paused monitor): it does not count."""
-        self._next.pop(token, None)
+        super().__init__(Rate(burst=1, every_s=PING_EVERY_S), clock)
 
 
 class Heartbeats:

@@ -14,6 +14,7 @@ from typing import Protocol
 from service_runtime.auth import Principal
 from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
 from service_runtime.pagination import PageRequest
+from service_runtime.rate_limits import Rate, RateLimiter, wait_text
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
 from service_runtime.timeseries.queries import QueryResult, query_samples
 from services.monitor_svc.checks import Outcome
@@ -133,6 +134,10 @@ class CheckRunner(Protocol):
 # RunChecks one user may have running at once: enough to try a few targets side by side, too few for one
 # user to take the check workers from everyone else.
 RUN_CHECKS_PER_USER = 3
+# And how often: one user with 20 callers had made about 580 outbound checks a second from our addresses. Ten at
+# once covers trying a few targets and variants in a row; one a second after that is a person iterating, not a
+# scanner (MONITORS_RUN_CHECK_BURST / MONITORS_RUN_CHECK_EVERY_S).
+RUN_CHECK_RATE = Rate(burst=10, every_s=1.0)
 
 MUTABLE_PATHS = ("display_name", "spec", "interval", "timeout", "retries", "locations", "quorum", "labels")
 Summary = WebsiteSummary | CryptoPriceSummary | AvailabilitySummary
@@ -222,6 +227,7 @@ class Monitors:
         limits: Limits | None = None,
         run_checks_per_user: int = RUN_CHECKS_PER_USER,
         locations: KnownLocations | None = None,
+        run_check_rate: Rate = RUN_CHECK_RATE,
     ) -> None:
         self._store = store
         # The locations monitors may name; None accepts any (domain tests of other rules build no registry).
@@ -230,6 +236,7 @@ class Monitors:
         self._checker = checker
         self._run_checks_per_user = run_checks_per_user
         self._running_checks: Counter[str] = Counter()  # by user id
+        self._run_check_rate = RateLimiter(run_check_rate)  # by user id
         self.limits = limits or Limits()
         self.secrets = secrets
         secrets.change_listeners.append(self._secret_changed)
@@ -421,7 +428,7 @@ class Monitors:
         self, caller: Principal, monitor_id: str, spec: Spec | None, check_timeout: timedelta | None
     ) -> CheckResult:
         """Run one check now, of a saved monitor or of an unsaved spec; store nothing. A user runs at most
-        ``run_checks_per_user`` at once (RESOURCE_EXHAUSTED beyond)."""
+        ``run_checks_per_user`` at once, and ``run_check_rate`` over time (RESOURCE_EXHAUSTED beyond)."""
         if self._running_checks[caller.user_id] >= self._run_checks_per_user:
             raise ResourceExhausted(
                 "run_checks_per_user",
@@ -449,6 +456,14 @@ class Monitors:
             raise InvalidArgument("spec", "set monitor_id or spec")
         else:
             validate(MonitorDraft(spec=spec), self.limits, prefix="")
+        # Counted once the request is known to be good: only checks that go out spend the user's rate.
+        if wait := self._run_check_rate.take(caller.user_id):
+            rate = self._run_check_rate.rate
+            raise ResourceExhausted(
+                "run_check_rate",
+                f"too many checks run in a short time (up to {rate.burst} in a row, then one every "
+                f"{wait_text(rate.every_s)}); retry in {wait_text(wait)}",
+            )
         values = await self.secrets.values(caller.user_id, secret_names(spec))
         started = datetime.now(UTC)
         outcome = await self._checker.run(spec, (timeout or DEFAULT_TIMEOUT).total_seconds(), values)

@@ -35,7 +35,7 @@ from services.monitor_svc.fleet.port import LocalRunners
 from services.monitor_svc.fleet.reconciler import RunnerFleet
 from services.monitor_svc.heartbeats import Heartbeats
 from services.monitor_svc.locations import KnownLocations, declared_locations
-from services.monitor_svc.monitors import CheckRunner, Deployment, Monitors
+from services.monitor_svc.monitors import RUN_CHECK_RATE, CheckRunner, Deployment, Monitors
 from services.monitor_svc.ping_http import PingEndpoint
 from services.monitor_svc.ping_log import SqlPingLog
 from services.monitor_svc.replicas import REFRESH_S, RedisReplicas
@@ -127,6 +127,7 @@ def monitor_domain(
             max_dedicated_monitors=settings.max_dedicated_per_user,
         ),
         locations=KnownLocations(database, declared),
+        run_check_rate=RUN_CHECK_RATE.from_env(settings.env, "MONITORS_RUN_CHECK"),
     )
 
 

@@ -141,8 +141,8 @@ def test_the_ping_limiter_counts_per_token_gives_back_unrecorded_pings_and_forge
     now[0] += 2.0
     for i in range(30_000):  # the map outgrows twice what was live at its last pruning: what is past its time goes
         limiter.take(f"new{i}")
-    assert "old0" not in limiter._next
-    assert len(limiter._next) <= 30_000
+    assert "old0" not in limiter._buckets
+    assert len(limiter._buckets) <= 30_000
 
 
 def test_unknown_tokens_and_other_paths_are_not_found(

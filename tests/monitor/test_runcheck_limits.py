@@ -2,10 +2,11 @@
 
 A real monitor service (``MONITORS_EGRESS=private-allowed``, so it may reach the loopback target) and a
 target whose slow route holds each request until the test lets it go. A user has at most
-``RUN_CHECKS_PER_USER`` checks running at once; checks run in a worker process, not on the server's event loop,
-and a worker that dies is replaced; a check whose caller gave up stops at once. (The latency another user sees
-while heavy checks run is measured by ``bench/runcheck_bench.py``: timing has no place in a test on a shared
-machine.)
+``RUN_CHECKS_PER_USER`` checks running at once, and ``RUN_CHECK_RATE.burst`` in a row before the rate refuses
+(its refill slowed to one a minute here, so a slow machine cannot refill it mid-test); checks run in a worker
+process, not on the server's event loop, and a worker that dies is replaced; a check whose caller gave up
+stops at once. (The latency another user sees while heavy checks run is measured by
+``bench/runcheck_bench.py``: timing has no place in a test on a shared machine.)
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ from harness.rpc import auth, rich_details
 from harness.services import Stack
 from harness.waiting import eventually
 from monitors.v1 import common_pb2, monitor_service_pb2, monitor_service_pb2_grpc
-from services.monitor_svc.monitors import RUN_CHECKS_PER_USER
+from services.monitor_svc.monitors import RUN_CHECK_RATE, RUN_CHECKS_PER_USER
 
 pb = monitor_service_pb2
 T = TypeVar("T")
@@ -35,7 +36,8 @@ T = TypeVar("T")
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    with Stack(tmp_path_factory.mktemp("runcheck"), {"MONITORS_EGRESS": "private-allowed"}) as started:
+    env = {"MONITORS_EGRESS": "private-allowed", "MONITORS_RUN_CHECK_EVERY_S": "60"}
+    with Stack(tmp_path_factory.mktemp("runcheck"), env) as started:
         yield started
 
 
@@ -96,6 +98,30 @@ def test_a_user_runs_a_bounded_number_of_checks_at_once(
     target.release.set()
     assert all(future.result(timeout=20).result.is_up for future in held)
     assert stub.RunCheck(fast, metadata=alice, timeout=10).result.is_up  # the slots are free again
+
+
+def test_a_user_runs_a_bounded_number_of_checks_in_a_row(
+    stack: Stack, stub: monitor_service_pb2_grpc.MonitorServiceStub, target: HeldTarget
+) -> None:
+    """One user with 20 callers had made about 580 outbound checks a second from the service's addresses."""
+    erin, frank = auth(stack.create_api_key("erin.runcheck@example.com")), auth(stack.create_api_key("frank.rc@x.org"))
+    fast = check_of(target.server.url("/fast"))
+    # A request refused as invalid sends nothing out and spends nothing.
+    with pytest.raises(grpc.RpcError) as invalid:
+        stub.RunCheck(check_of("ftp://example.com/"), metadata=erin, timeout=10)
+    assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    for _ in range(RUN_CHECK_RATE.burst):
+        assert stub.RunCheck(fast, metadata=erin, timeout=10).result.is_up
+
+    with pytest.raises(grpc.RpcError) as caught:
+        stub.RunCheck(fast, metadata=erin, timeout=10)
+    assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "retry in " in (caught.value.details() or "")
+    [info] = [d for d in rich_details(caught.value) if hasattr(d, "metadata")]
+    assert dict(info.metadata)["limit"] == "run_check_rate"
+    assert len([r for r in target.server.requests if r[1] == "/fast"]) == RUN_CHECK_RATE.burst  # none went out
+    # The rate is the user's: another user's check runs meanwhile.
+    assert stub.RunCheck(fast, metadata=frank, timeout=10).result.is_up
 
 
 def check_workers(stack: Stack) -> list[int]:
