@@ -48,7 +48,8 @@ DIGEST = "monitors/runner-digest"
 @pytest.fixture
 def api() -> Iterator[KubernetesApi]:
     with KubernetesApi("monitors") as started:
-        # The example overlay's runners: runner-default (3 replicas) and runner-eu-west (2).
+        # The example overlay's StatefulSets: runner-default (3 replicas), runner-eu-west (2), and the monitor
+        # service's own (2), which it must leave alone.
         for stateful_set in of_kind(render(KUSTOMIZATIONS["overlay"]), "StatefulSet"):
             started.add_stateful_set(stateful_set)
         yield started
@@ -66,7 +67,7 @@ async def served(api: KubernetesApi, tmp_path: Path) -> AsyncIterator[Served]:
     }
     async with serve_monitors(f"sqlite:///{tmp_path / 'monitors.sqlite3'}", tmp_path, env) as started:
         # The fleet's first pass: it scales both sets (no monitor yet) and makes their locations known.
-        await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 1})
+        await eventually(lambda: runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 1})
         yield started
 
 
@@ -89,6 +90,11 @@ async def create(served: Served, who: Metadata, *locations: str, paused: bool = 
     if paused:
         await served.stub.PauseMonitor(pb.PauseMonitorRequest(id=reply.monitor.id), metadata=who, timeout=10)
     return str(reply.monitor.id)
+
+
+def runner_replicas(api: KubernetesApi) -> dict[str, int]:
+    """The replicas of the runners' StatefulSets in ``api``."""
+    return {name: replicas for name, replicas in api.replicas().items() if name.startswith("runner-")}
 
 
 def verbs_used(api: KubernetesApi) -> set[tuple[str, str, str]]:
@@ -127,38 +133,41 @@ def assert_valid_scale_patches(api: KubernetesApi) -> None:
 
 async def test_each_locations_runners_are_scaled_to_fit_its_monitors(served: Served, api: KubernetesApi) -> None:
     # No monitor yet: one runner per location (a location is always served).
-    assert await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 1})
+    assert await eventually(lambda: runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 1})
     for _ in range(5):
         await create(served, served.alice, "eu-west")
     # 5 monitors at 2 per runner: 3.
-    assert await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 3})
+    assert await eventually(lambda: runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 3})
     for _ in range(4):
         await create(served, served.bob, "eu-west")
     await create(served, served.bob, "default", paused=True)  # a paused monitor runs nowhere
     await asyncio.sleep(1.5)  # a pass after the burst: 9 monitors want 5 runners, the most is 3
-    assert api.replicas() == {"runner-default": 1, "runner-eu-west": 3}
+    assert runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 3}
     # Monitors naming no location are shared out among the locations: 4 of them, 2 more in each; a pass that
     # finds every set at its size patches nothing.
     patches = len(api.sent("PATCH", "/scale"))
     for _ in range(4):
         await create(served, served.alice)
     await asyncio.sleep(1.5)
-    assert api.replicas() == {"runner-default": 1, "runner-eu-west": 3}
+    assert runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 3}
     assert len(api.sent("PATCH", "/scale")) == patches
     for _ in range(2):
         await create(served, served.alice)
-    assert await eventually(lambda: api.replicas() == {"runner-default": 2, "runner-eu-west": 3})
+    assert await eventually(lambda: runner_replicas(api) == {"runner-default": 2, "runner-eu-west": 3})
     listed = await served.stub.ListMonitors(pb.ListMonitorsRequest(), metadata=served.alice, timeout=10)
     for monitor in listed.monitors:
         await served.stub.DeleteMonitor(pb.DeleteMonitorRequest(id=monitor.id), metadata=served.alice, timeout=10)
     # Bob's 4 in eu-west remain.
-    assert await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 2})
+    assert await eventually(lambda: runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 2})
     assert_valid_scale_patches(api)
     assert {r.query.get("labelSelector") for r in api.sent("GET", "/statefulsets")} == {"app.kubernetes.io/name=runner"}
+    # The monitor service's own StatefulSet is not a location: never scaled by it.
+    assert api.replicas()["monitor"] == 2
+    assert not api.sent("PATCH", "/statefulsets/monitor/scale")
 
 
 async def test_an_api_outage_is_retried_and_never_reaches_the_monitor_api(served: Served, api: KubernetesApi) -> None:
-    assert await eventually(lambda: api.replicas()["runner-eu-west"] == 1)
+    assert await eventually(lambda: runner_replicas(api)["runner-eu-west"] == 1)
     api.failing = 503
     failed_before = len(api.requests)
     for _ in range(3):
@@ -170,7 +179,7 @@ async def test_an_api_outage_is_retried_and_never_reaches_the_monitor_api(served
     assert list(status.runners) == []  # no pods listed, and still an answer
     api.failing = None
     # Retried without waiting for another change: 3 monitors at 2 per runner.
-    assert await eventually(lambda: api.replicas()["runner-eu-west"] == 2)
+    assert await eventually(lambda: runner_replicas(api)["runner-eu-west"] == 2)
     assert_valid_scale_patches(api)
 
 
@@ -202,7 +211,7 @@ async def test_deployment_status_lists_runner_pods_with_readiness_restarts_locat
     # A user: the runners that check their monitors, with their pods' state.
     assert await status(served.alice) == [("runner-eu-west-0", "eu-west", True, 0, 2, True)]
     # The Role in k8s/base grants the verbs of the calls made (the fleet's first pass scales both sets).
-    assert await eventually(lambda: api.replicas() == {"runner-default": 1, "runner-eu-west": 1})
+    assert await eventually(lambda: runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 1})
     assert verbs_used(api) <= role_grants()
     pods_listed = api.sent("GET", "/pods")
     assert pods_listed
@@ -280,7 +289,7 @@ async def test_a_dedicated_monitor_gets_a_runner_deployment_and_a_secret_of_its_
     (assignment,) = await served.connect_runner_for_assignments(f"{name}-7d9c-x2x4", "eu-west", monitor_id)
     assert assignment.monitor.id == monitor_id
     assert dict(assignment.secrets) == {}
-    assert api.replicas()["runner-eu-west"] == 1
+    assert runner_replicas(api)["runner-eu-west"] == 1
     api.add_pod(f"{name}-7d9c-x2x4", labels, ready=True, restarts=2)
     status = await served.stub.GetDeploymentStatus(pb.GetDeploymentStatusRequest(), metadata=alice, timeout=10)
     assert [(r.runner_id, r.location, r.ready, r.restarts, r.assigned_monitors) for r in status.runners] == [
@@ -569,7 +578,7 @@ async def test_changes_made_while_the_monitors_are_first_read_are_not_lost(api: 
             await fleet.monitor_changed(f"m{i}", monitor("eu-west", monitor_id=f"m{i}"))
         read.set()
         await first_pass
-        assert api.replicas() == {"runner-default": 1, "runner-eu-west": 3}
+        assert runner_replicas(api) == {"runner-default": 1, "runner-eu-west": 3}
     finally:
         await fleet.platform.close()
 

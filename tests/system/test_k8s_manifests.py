@@ -28,6 +28,7 @@ from harness.k8s import (
 )
 from service_runtime.settings import NEEDED_ROLE_TOKENS, ROLE_TOKENS, ServiceName, Settings
 from services.monitor_svc.runner.settings import RunnerSettings
+from services.monitor_svc.server import SPOOL_DIR
 
 REPO = Path(__file__).resolve().parents[2]
 # The newest API schema kubernetes-validate ships.
@@ -60,12 +61,13 @@ def test_strict_validation_rejects_a_misspelt_field(rendered: list[dict[str, Any
         kubernetes_validate.validate(deployment, KUBERNETES_VERSION, strict=True)
 
 
-def test_each_service_and_the_mcp_adapter_is_a_deployment_and_runners_a_statefulset_per_location() -> None:
+def test_each_service_and_the_mcp_adapter_is_a_deployment_the_monitor_service_and_runners_statefulsets() -> None:
     overlay = render(KUSTOMIZATIONS["overlay"])
     deployments = {d["metadata"]["name"]: d for d in of_kind(overlay, "Deployment")}
-    assert sorted(deployments) == ["alert", "mcp", "monitor", "notify"]
+    assert sorted(deployments) == ["alert", "mcp", "notify"]
     assert deployments["mcp"]["spec"]["template"]["spec"]["containers"][0]["args"][:3] == ["mcp", "--transport", "http"]
-    runners = {s["metadata"]["labels"]["monitors/location"]: s for s in of_kind(overlay, "StatefulSet")}
+    assert named(overlay, "StatefulSet", "monitor")["spec"]["template"]["spec"]["containers"][0]["args"] == ["monitor"]
+    runners = {s["metadata"]["labels"]["monitors/location"]: s for s in runner_sets(overlay)}
     assert sorted(runners) == ["default", "eu-west"]
     for location, runner in runners.items():
         (container,) = runner["spec"]["template"]["spec"]["containers"]
@@ -151,13 +153,41 @@ def test_every_container_runs_as_non_root_on_a_read_only_root_with_requests_and_
             assert data_dir in mounts
 
 
-def test_the_monitor_services_spool_outlives_its_pod(rendered: list[dict[str, Any]]) -> None:
-    pod = named(rendered, "Deployment", "monitor")["spec"]["template"]["spec"]
-    (data,) = [v for v in pod["volumes"] if v["name"] == "data"]
-    claim = named(rendered, "PersistentVolumeClaim", data["persistentVolumeClaim"]["claimName"])
-    assert claim["spec"]["accessModes"] == ["ReadWriteOnce"]
-    # One pod mounts the spool's claim: a rolling update's second pod could not mount it beside the first.
-    assert named(rendered, "Deployment", "monitor")["spec"]["strategy"] == {"type": "Recreate"}
+def test_the_monitor_service_runs_replicas_each_spooling_to_a_claim_of_its_own(rendered: list[dict[str, Any]]) -> None:
+    """Several replicas, kept in step through Redis, each with a volume for its spool that outlives the pod and
+    that no other pod mounts (ReadWriteOnce): a StatefulSet's claim per pod, which a pod finds again when it
+    restarts, so the samples it spooled during an InfluxDB outage are written by it when it comes back."""
+    monitor = named(rendered, "StatefulSet", "monitor")
+    assert monitor["spec"]["replicas"] >= 2
+    assert monitor["spec"]["updateStrategy"] == {"type": "RollingUpdate"}
+    pod = monitor["spec"]["template"]["spec"]
+    (container,) = pod["containers"]
+    settings = Settings.from_env("monitor", container_env(rendered, monitor, container))
+    # Replicas require Redis (without it a second one refuses to start): from the Secret, not optional.
+    assert settings.redis_url
+    (redis,) = [v for v in container["env"] if v["name"] == "MONITORS_REDIS_URL"]
+    assert redis["valueFrom"] == {"secretKeyRef": {"name": "monitors-credentials", "key": "redis-url"}}
+    # The spool directory is under a mount of a claim template: a claim per pod, none shared by a pod volume.
+    spool = settings.data_dir / SPOOL_DIR
+    (mount,) = [m for m in container["volumeMounts"] if spool.is_relative_to(m["mountPath"])]
+    assert mount["mountPath"] == str(settings.data_dir)
+    assert mount["name"] not in [v["name"] for v in pod["volumes"]]
+    (template,) = [t for t in monitor["spec"]["volumeClaimTemplates"] if t["metadata"]["name"] == mount["name"]]
+    assert template["spec"]["accessModes"] == ["ReadWriteOnce"]
+    assert of_kind(rendered, "PersistentVolumeClaim") == []
+    # Scaling down or deleting the set keeps the claims: a spool not yet written is never thrown away.
+    assert monitor["spec"]["persistentVolumeClaimRetentionPolicy"] == {"whenDeleted": "Retain", "whenScaled": "Retain"}
+    # Its governing Service is headless; clients reach every replica through the ClusterIP Service "monitor".
+    governing = named(rendered, "Service", monitor["spec"]["serviceName"])
+    assert governing["spec"]["clusterIP"] == "None"
+    labels = monitor["spec"]["template"]["metadata"]["labels"]
+    for service in (governing, named(rendered, "Service", "monitor")):
+        assert service["spec"]["selector"].items() <= labels.items()
+    assert "clusterIP" not in named(rendered, "Service", "monitor")["spec"]
+    # A node drain takes one replica at a time.
+    (budget,) = [b for b in of_kind(rendered, "PodDisruptionBudget") if b["metadata"]["name"] == "monitor"]
+    assert budget["spec"]["selector"]["matchLabels"].items() <= labels.items()
+    assert budget["spec"]["maxUnavailable"] == 1
 
 
 def test_credentials_come_from_secrets_and_settings_from_the_configmap(rendered: list[dict[str, Any]]) -> None:
@@ -203,7 +233,7 @@ def test_disruption_budgets_and_autoscalers_point_at_real_workloads(rendered: li
         selector = budget["spec"]["selector"]["matchLabels"]
         matched = [name for name, labels in pods.items() if selector.items() <= labels.items()]
         assert len(matched) == 1, (budget["metadata"]["name"], matched)
-    assert {b["metadata"]["name"] for b in budgets} >= {"alert", "notify", "mcp", "runner-default"}
+    assert {b["metadata"]["name"] for b in budgets} >= {"monitor", "alert", "notify", "mcp", "runner-default"}
     for autoscaler in of_kind(rendered, "HorizontalPodAutoscaler"):
         target = named(
             rendered, autoscaler["spec"]["scaleTargetRef"]["kind"], autoscaler["spec"]["scaleTargetRef"]["name"]
@@ -212,8 +242,8 @@ def test_disruption_budgets_and_autoscalers_point_at_real_workloads(rendered: li
         # The autoscaler's CPU target needs a CPU request to compute utilisation against.
         assert target["spec"]["template"]["spec"]["containers"][0]["resources"]["requests"]["cpu"]
     scaled = {a["spec"]["scaleTargetRef"]["name"] for a in of_kind(rendered, "HorizontalPodAutoscaler")}
-    # Not the monitor service (one replica here: its spool claim is one pod's) nor the alert service (one leader
-    # does all the work).
+    # Not the monitor service (a replica scaled away leaves its spool on its claim until it runs again) nor the
+    # alert service (one leader does all the work).
     assert scaled == {"notify", "mcp"}
 
 
@@ -238,7 +268,7 @@ def test_runners_may_reach_the_internet_and_the_monitor_service_but_nothing_else
 ) -> None:
     (policy,) = of_kind(rendered, "NetworkPolicy")
     selector = policy["spec"]["podSelector"]["matchLabels"]
-    runners = of_kind(rendered, "StatefulSet")
+    runners = runner_sets(rendered)
     assert runners
     for runner in runners:
         assert selector.items() <= runner["spec"]["template"]["metadata"]["labels"].items()
@@ -293,7 +323,7 @@ def test_only_the_monitor_service_has_a_kubernetes_api_identity_bound_to_a_role_
 ) -> None:
     """In its own namespace only; tests/monitor/test_kubernetes_runners.py checks that its Role grants exactly the
     verbs of the calls the client makes."""
-    pod = named(rendered, "Deployment", "monitor")["spec"]["template"]["spec"]
+    pod = named(rendered, "StatefulSet", "monitor")["spec"]["template"]["spec"]
     account = named(rendered, "ServiceAccount", pod["serviceAccountName"])
     assert account["automountServiceAccountToken"] is False  # mounted by the monitor pod alone, which asks
     (binding,) = of_kind(rendered, "RoleBinding")
@@ -305,6 +335,12 @@ def test_only_the_monitor_service_has_a_kubernetes_api_identity_bound_to_a_role_
     for workload in workloads(rendered):
         if workload["metadata"]["name"] != "monitor":
             assert "serviceAccountName" not in workload["spec"]["template"]["spec"]
+
+
+def runner_sets(rendered: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The runners' StatefulSets (the monitor service's is the other one)."""
+    sets = of_kind(rendered, "StatefulSet")
+    return [s for s in sets if s["metadata"]["labels"]["app.kubernetes.io/name"] == "runner"]
 
 
 def _namespace_of(manifest: dict[str, Any]) -> dict[str, str]:
