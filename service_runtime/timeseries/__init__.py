@@ -43,9 +43,11 @@ async def open_timeseries_store(
     raw_retention: timedelta = timedelta(days=30),
     rollup_retention: timedelta = ROLLUP_RETENTION,
     spool_dir: Path | None = None,
+    shared_writers: bool = False,
 ) -> TimeSeriesStore:
     """The store named by ``MONITORS_TIMESERIES_URL``; an InfluxDB store writing samples keeps those it has not
-    sent yet in ``spool_dir`` (the embedded store has them on disk when its write returns).
+    sent yet in ``spool_dir`` (the embedded store has them on disk when its write returns), and, with
+    ``shared_writers`` (other processes write samples too), summarises from the raw samples, not its digests.
 
     - ``sqlite:///path/to/file.sqlite3``: embedded.
     - ``influxdb://[user:password@]host:port/database[?token=...&rp=...]`` (``influxdbs://`` for TLS):
@@ -60,7 +62,13 @@ async def open_timeseries_store(
     if parts.scheme in ("influxdb", "influxdbs"):
         config = influx_config(url)
         return await InfluxStore.open(
-            replace(config, raw_retention=raw_retention, rollup_retention=rollup_retention, spool_dir=spool_dir)
+            replace(
+                config,
+                raw_retention=raw_retention,
+                rollup_retention=rollup_retention,
+                spool_dir=spool_dir,
+                shared_writers=shared_writers,
+            )
         )
     raise ValueError(f"unsupported time-series URL {url!r}: use sqlite:///path or influxdb://host:port/database")
 

@@ -172,6 +172,9 @@ class InfluxConfig:
     # of older hours read them again from InfluxDB when first asked.
     digest_path: Path | None = None
     digest_retention: timedelta = timedelta(days=3)
+    # Other processes write samples too (monitor-service replicas, each with its own spool and digests): this
+    # store's digests miss theirs, so summaries read the raw samples from InfluxDB instead.
+    shared_writers: bool = False
 
 
 class InfluxStore:
@@ -795,6 +798,8 @@ class InfluxStore:
         the range's hours: a first summary of hours from before they were kept reads those hours again
         (:meth:`_complete_digests`), and a monitor whose state before the range the digests cannot tell (none of
         its samples since they are complete) has it looked for in InfluxDB."""
+        if self.config.shared_writers:
+            return await self._raw_digests(owner_id, monitor_ids, start, end, carry_from)
         covered = await self._complete_digests(start, end)
         if covered is None:
             return await self._raw_digests(owner_id, monitor_ids, start, end, carry_from)

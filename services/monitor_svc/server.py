@@ -150,7 +150,12 @@ async def build_server(settings: Settings) -> ServiceHost:
     verifier = CachingTokenVerifier(login, settings.auth_cache_ttl_s)
     accounts.revocation_listeners.append(verifier.forget_credential)
     timeseries = await open_timeseries_store(
-        settings.timeseries_url, settings.raw_retention, settings.rollup_retention, settings.data_dir / SPOOL_DIR
+        settings.timeseries_url,
+        settings.raw_retention,
+        settings.rollup_retention,
+        settings.data_dir / SPOOL_DIR,
+        # Replicas (with Redis) each write their runners' samples: no one replica's digests hold them all.
+        shared_writers=bool(settings.redis_url),
     )
     checker = CheckWorkers(check_config(settings), log_level=settings.log_level, log_format=settings.log_format)
     monitors = monitor_domain(settings, database, timeseries, checker, box, declared)

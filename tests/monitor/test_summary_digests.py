@@ -20,6 +20,7 @@ from service_runtime.errors import Unavailable
 from service_runtime.timeseries import (
     InfluxConfig,
     InfluxStore,
+    Sample,
     SeriesKey,
     SqliteSampleStore,
     TimeSeriesStore,
@@ -234,3 +235,27 @@ async def test_digests_count_what_was_written_during_an_influxdb_outage_and_sent
         server.stop()
     assert (spool / "digests.sqlite3").exists()
     assert timedelta(0) < NOW - H0
+
+
+async def test_replicas_writing_apart_each_summarise_what_both_wrote(influxdb: InfluxDBServer, tmp_path: Path) -> None:
+    """Monitor-service replicas each write their own runners' samples, with digests of their own: a replica's
+    batch summary must count what the other wrote (with shared_writers it reads the raw samples)."""
+    database = f"digests_{next(_databases)}"
+    halves: list[dict[str, list[Sample]]] = [{}, {}]
+    for i, (monitor_id, samples) in enumerate(sorted(histories().items())):
+        halves[i % 2][monitor_id] = list(samples)
+    stores = [
+        await InfluxStore.open(
+            dataclasses.replace(influx_config(influxdb, database, tmp_path / f"spool-{n}"), shared_writers=True)
+        )
+        for n in range(2)
+    ]
+    try:
+        for store, half in zip(stores, halves, strict=True):
+            await store.write([s for samples in half.values() for s in samples])
+            await store.flush()
+        for store in stores:
+            await assert_batches_are_own_summaries(store, RANGES[:1])
+    finally:
+        for store in stores:
+            await store.close()
