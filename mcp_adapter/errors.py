@@ -129,6 +129,7 @@ _LIMIT_ADVICE = {
     "run_checks_per_user": "run checks one after another: wait for a running check to answer, then retry",
     "run_checks_in_flight": "the server is busy with checks: retry in a few seconds",
     "run_check_rate": "wait as long as it says, then run the one check you need most (not a loop of checks)",
+    "test_channel_rate": "wait as long as it says before testing a channel again; one test per change is enough",
     "login_codes_per_client": "wait a few minutes before asking for another code",
     "login_codes_per_address": "wait a few minutes before asking for another code; use the last one sent",
     "login_codes_per_address_per_day": "no more codes for this address today; use the last one sent",

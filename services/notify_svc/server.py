@@ -13,7 +13,7 @@ from service_runtime.settings import Role, Settings
 from services.notify_svc.delivery import DeliveryWorker, Senders
 from services.notify_svc.delivery_queue import DeliveryQueue
 from services.notify_svc.domain import ChannelKind
-from services.notify_svc.notifications import Notifications
+from services.notify_svc.notifications import TEST_CHANNEL_RATE, Notifications
 from services.notify_svc.senders.apprise_urls import AppriseSender
 from services.notify_svc.senders.base import Sender, sender_client
 from services.notify_svc.senders.discord import DiscordSender
@@ -55,6 +55,7 @@ def email_sender(settings: Settings, own: NotifySettings) -> Sender:
 async def build_server(settings: Settings) -> ServiceHost:
     """A ready-to-start host for NotificationService with ``settings``."""
     own = NotifySettings.from_env(settings.env)  # a bad value stops us before the migrations too
+    test_channel_rate = TEST_CHANNEL_RATE.from_env(settings.env, "MONITORS_TEST_CHANNEL")
     box = settings.secret_box()  # a bad master key stops us before the migrations
     database = await open_database(settings.database_url, MIGRATIONS, VERSION_TABLE)
     channels = ChannelStore(database, box, settings.max_channels_per_user)
@@ -73,7 +74,7 @@ async def build_server(settings: Settings) -> ServiceHost:
         }
     )
     worker = DeliveryWorker(channels, queue, senders, timeout_s=own.timeout_s)
-    servicer = NotificationServiceServicer(Notifications(channels, queue, worker, egress.policy))
+    servicer = NotificationServiceServicer(Notifications(channels, queue, worker, egress.policy, test_channel_rate))
     add = notification_service_pb2_grpc.add_NotificationServiceServicer_to_server
     host = await host_with_remote_auth(
         settings,
