@@ -322,7 +322,7 @@ async def test_errors_name_the_field_and_the_way_out(mcp_stack: McpStack) -> Non
         assert "monitor mon_nope not found; call list_monitors" in missing
         # A deployment's minimum interval (1s here) says what to ask for, not to delete something.
         too_often = await call_error(session, "create_monitor", kind="website", target="example.com", interval="500ms")
-        assert "use an interval of at least 1s" in too_often
+        assert "monitor.interval: this deployment checks at most every 1s; ask for 1s or more" in too_often
         assert "delete" not in too_often
         # An argument the tool does not take is refused, naming the ones it does.
         unknown = await call_error(session, "update_monitor", monitor_id="mon_nope", colour="red")
