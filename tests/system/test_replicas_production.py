@@ -196,7 +196,8 @@ def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each
 ) -> None:
     """Every delivery's first attempt is answered 503, so all of them come due again from the one queue table at
     once, where both processes' workers look for due deliveries each second and lease what they find: each
-    delivery is then sent successfully once, by one process, and each process sent some."""
+    delivery is then sent successfully once, by one process, and each process sent some (a slow success holds
+    one process's sends, so the other takes part even when one poll sees every delivery first)."""
     first, second = deployment.processes["notify-a"], deployment.processes["notify-b"]
     [key] = asyncio.run(api_keys(deployment.env, ["pair@example.com"]))
     user = auth(key)
@@ -210,7 +211,9 @@ def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each
     ]
     channel_ids = []
     for hook in hooks:
-        receivers.script(f"/webhook/{hook}", *[Reply(503, b"busy")] * 10)
+        # Then each success takes 1.5 s to answer (the send timeout is 3 s): one process's owner slots (20) are
+        # taken meanwhile, so the other's next poll (each second) finds deliveries still due and unleased.
+        receivers.script(f"/webhook/{hook}", *[Reply(503, b"busy")] * 10, *[Reply(200, b"ok", delay_s=1.5)] * 10)
         webhook = npb.WebhookConfig(url=receivers.url("webhook", hook))
         create = npb.CreateChannelRequest(channel=npb.Channel(display_name=hook, webhook=webhook))
         channel_ids.append(stubs[0].CreateChannel(create, metadata=user, timeout=10).channel.id)
@@ -229,6 +232,12 @@ def test_two_notification_processes_racing_for_the_same_due_deliveries_send_each
         return [r.headers["x-monitors-delivery"] for r in receivers.received(f"/webhook/{hook}")[10:]]
 
     wait_until(lambda: all(len(set(answered(hook))) == 10 for hook in hooks), timeout_s=30, what="every delivery sent")
+
+    def logged() -> list[str]:
+        return sorted(successful_sends(first.log_path) + successful_sends(second.log_path))
+
+    # A POST counts as received when it arrives; its sender logs it once the slow answer is in.
+    wait_until(lambda: len(logged()) >= 30, timeout_s=30, what="every send logged")
     time.sleep(2)  # a second send of any would have come by now
     for hook in hooks:
         assert Counter(answered(hook)).most_common(1)[0][1] == 1, hook
