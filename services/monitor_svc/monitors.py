@@ -12,7 +12,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 
 from service_runtime.auth import Principal
-from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted
+from service_runtime.errors import InvalidArgument, NotFound, ResourceExhausted, require_id
 from service_runtime.pagination import PageRequest
 from service_runtime.rate_limits import Rate, RateLimiter, wait_text
 from service_runtime.timeseries import Aggregation, Sample, SeriesKey, TimeSeriesStore
@@ -326,9 +326,7 @@ class Monitors:
 
     async def _owned(self, caller: Principal, monitor_id: str, field: str = "id") -> Monitor:
         """The caller's monitor ``monitor_id``; INVALID_ARGUMENT naming ``field`` when no id is given."""
-        if not monitor_id:
-            raise InvalidArgument(field, "is required: the monitor's id, such as mon_... (ListMonitors shows them)")
-        return await self._store.get(caller.user_id, monitor_id)
+        return await self._store.get(caller.user_id, require_id(monitor_id, field, "mon_...", "ListMonitors"))
 
     async def get(self, caller: Principal, monitor_id: str) -> Monitor:
         return await self._owned(caller, monitor_id)
@@ -405,8 +403,7 @@ class Monitors:
         return saved
 
     async def delete(self, caller: Principal, monitor_id: str) -> None:
-        if not monitor_id:
-            raise InvalidArgument("id", "is required: the monitor's id, such as mon_... (ListMonitors shows them)")
+        require_id(monitor_id, "id", "mon_...", "ListMonitors")
         async with self._changing.hold((monitor_id,)):
             await self._store.delete(caller.user_id, monitor_id)
             await self._changed(monitor_id, None)
